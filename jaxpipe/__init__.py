@@ -1,0 +1,20 @@
+"""jaxpipe: functional JAX training pipelines from declarative TOML experiment specs."""
+
+from jaxpipe._version import __version__
+from jaxpipe.api import run, validate
+from jaxpipe.errors import DataError, JaxpipeError, SpecError
+from jaxpipe.loop import RunResult
+from jaxpipe.spec import Spec, load_spec, spec_schema
+
+__all__ = [
+    "__version__",
+    "load_spec",
+    "spec_schema",
+    "run",
+    "validate",
+    "Spec",
+    "RunResult",
+    "JaxpipeError",
+    "SpecError",
+    "DataError",
+]

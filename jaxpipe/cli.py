@@ -1,0 +1,112 @@
+"""`jaxpipe` on the command line: argument parsing and exit codes over the public API.
+
+Exit status: 0 success; 1 internal error; 2 bad input (one `error: ...` line, no
+traceback); 3 training diverged.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from collections.abc import Sequence
+
+__all__ = ["main"]
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # argparse's own exit is 2 with usage; keep one line
+        raise _UsageError(f"{self.prog}: {message} (see {self.prog} --help)")
+
+
+class _UsageError(Exception):
+    pass
+
+
+def _parser() -> argparse.ArgumentParser:
+    import jaxpipe
+
+    p = _Parser(prog="jaxpipe", description="JAX training pipelines from TOML experiment specs.")
+    p.add_argument("--version", action="version", version=f"jaxpipe {jaxpipe.__version__}")
+    sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    r = sub.add_parser("run", help="train an experiment")
+    r.add_argument("spec", help="experiment TOML file")
+    r.add_argument("--out", help="run directory (default runs/<name>-<timestamp>)")
+    r.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a spec key (TOML value), e.g. training.epochs=3",
+    )
+    r.add_argument("--quiet", action="store_true", help="print only errors")
+
+    v = sub.add_parser("validate", help="check a spec and its data file without training")
+    v.add_argument("spec")
+    v.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+
+    sub.add_parser("schema", help="print the JSON Schema of experiment files")
+    return p
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    import jaxpipe
+
+    spec = jaxpipe.load_spec(args.spec, args.overrides)
+    jaxpipe.run(spec, out=args.out, verbose=not args.quiet)
+    return 0
+
+
+def _cmd_validate(args: argparse.Namespace) -> int:
+    import jaxpipe
+
+    spec = jaxpipe.load_spec(args.spec, args.overrides)
+    notes = jaxpipe.validate(spec)
+    print(f"{args.spec}: valid")
+    for note in notes:
+        print(f"  {note}")
+    return 0
+
+
+def _cmd_schema(args: argparse.Namespace) -> int:
+    import jaxpipe
+
+    print(json.dumps(jaxpipe.spec_schema(), indent=2))
+    return 0
+
+
+_COMMANDS = {"run": _cmd_run, "validate": _cmd_validate, "schema": _cmd_schema}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    try:
+        args = _parser().parse_args(argv)
+    except _UsageError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    from jaxpipe import JaxpipeError
+
+    try:
+        return _COMMANDS[args.command](args)
+    except JaxpipeError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return e.exit_code
+    except KeyboardInterrupt:
+        print("error: interrupted", file=sys.stderr)
+        return 130
+    except Exception as e:  # a bug: say so, keep the traceback for a report
+        if os.environ.get("JAXPIPE_DEBUG"):
+            raise
+        print(
+            f"error: internal error: {type(e).__name__}: {e} (set JAXPIPE_DEBUG=1 for the "
+            "traceback and please report it)",
+            file=sys.stderr,
+        )
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,48 @@
+"""Typed errors. User input problems are `JaxpipeError`s: the CLI prints them as one
+`error: ...` line and exits 2. Anything else is a bug and exits 1."""
+
+from __future__ import annotations
+
+
+class JaxpipeError(Exception):
+    """A problem with the user's input (spec, data, options): exit status 2."""
+
+    exit_code = 2
+
+
+class SpecError(JaxpipeError):
+    """An invalid experiment spec.
+
+    The message is built from where the problem is (file, line, key path), what was
+    found and what to do about it, so it reads as one line on the terminal.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        key: str | None = None,
+        file: str | None = None,
+        line: int | None = None,
+    ):
+        self.key, self.file, self.line, self.detail = key, file, line, message
+        where = ""
+        if file:
+            where = f"{file}:{line}: " if line else f"{file}: "
+        if key:
+            where += f"{key}: "
+        super().__init__(where + message)
+
+
+class DataError(JaxpipeError):
+    """Data that cannot be read or used as the spec asks (file, column, row)."""
+
+
+class PlanError(JaxpipeError):
+    """The run cannot fit the devices it is given; the message carries the plan table."""
+
+
+class DivergedError(Exception):
+    """Training produced a non-finite loss (exit status 3)."""
+
+    exit_code = 3

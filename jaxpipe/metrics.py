@@ -1,0 +1,46 @@
+"""Metrics as running sums and counts, added across batches and divided once at the end,
+so the result does not depend on how rows were split into batches."""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+__all__ = ["Sums", "zero_sums", "classification_sums", "add_sums", "finalize"]
+
+
+class Sums(NamedTuple):
+    """Running totals over rows: loss_sum, correct, count (all float32 scalars)."""
+
+    loss_sum: jax.Array
+    correct: jax.Array
+    count: jax.Array
+
+
+def zero_sums() -> Sums:
+    z = jnp.zeros((), jnp.float32)
+    return Sums(z, z, z)
+
+
+def classification_sums(
+    losses: jax.Array, logits: jax.Array, labels: jax.Array, weight: jax.Array
+) -> Sums:
+    """Totals for one batch. losses, labels, weight: [batch]; logits: [batch, classes].
+
+    weight is 1 for real rows and 0 for padding.
+    """
+    hit = (jnp.argmax(logits, axis=-1) == labels).astype(jnp.float32)
+    return Sums(jnp.sum(losses * weight), jnp.sum(hit * weight), jnp.sum(weight))
+
+
+def add_sums(a: Sums, b: Sums) -> Sums:
+    return Sums(*(x + y for x, y in zip(a, b)))
+
+
+def finalize(sums: Sums) -> dict[str, float]:
+    """Host-side means: {"loss", "accuracy"}. Call once per epoch, outside jit."""
+    s = jax.device_get(sums)
+    count = max(float(s.count), 1.0)
+    return {"loss": float(s.loss_sum) / count, "accuracy": float(s.correct) / count}

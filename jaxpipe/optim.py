@@ -1,0 +1,138 @@
+"""Builds the optax transformation the spec names. Never re-implements an optimizer:
+names and keyword arguments are looked up on optax and checked against its signatures."""
+
+from __future__ import annotations
+
+import difflib
+import inspect
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import optax
+
+from jaxpipe.errors import SpecError
+from jaxpipe.spec import OptimizerSpec, ScheduleSpec
+
+__all__ = ["make_optimizer", "make_schedule", "check_optimizer", "SCHEDULES"]
+
+_NOT_OPTIMIZERS = {
+    "chain",
+    "named_chain",
+    "inject_hyperparams",
+    "multi_transform",
+    "identity",
+    "set_to_zero",
+    "stateless",
+    "masked",
+    "flatten",
+    "apply_every",
+    "apply_if_finite",
+    "MultiSteps",
+    "with_extra_args_support",
+}
+
+
+def _optimizer_names() -> list[str]:
+    names = []
+    for name, fn in vars(optax).items():
+        if name.startswith("_") or name in _NOT_OPTIMIZERS or not inspect.isfunction(fn):
+            continue
+        try:
+            params = inspect.signature(fn).parameters
+        except (TypeError, ValueError):
+            continue
+        if "learning_rate" in params:
+            names.append(name)
+    return sorted(names)
+
+
+def _schedule_factories(lr: float, total_steps: int) -> dict[str, tuple[Callable, dict]]:
+    # name -> (optax function, the arguments jaxpipe fills in from the spec)
+    return {
+        "constant": (optax.constant_schedule, {"value": lr}),
+        "cosine": (optax.cosine_decay_schedule, {"init_value": lr, "decay_steps": total_steps}),
+        "warmup_cosine": (
+            optax.warmup_cosine_decay_schedule,
+            {
+                "init_value": 0.0,
+                "peak_value": lr,
+                "decay_steps": total_steps,
+                "warmup_steps": max(1, total_steps // 10),
+            },
+        ),
+        "exponential": (
+            optax.exponential_decay,
+            {"init_value": lr, "transition_steps": max(1, total_steps // 10), "decay_rate": 0.5},
+        ),
+        "linear": (
+            optax.linear_schedule,
+            {"init_value": lr, "end_value": 0.0, "transition_steps": total_steps},
+        ),
+    }
+
+
+SCHEDULES = tuple(_schedule_factories(1.0, 1))
+
+
+def _check_kwargs(fn: Callable, options: Mapping[str, Any], where: str, taken: set[str]) -> None:
+    params = inspect.signature(fn).parameters
+    allowed = [p for p in params if p not in taken and p not in ("self",)]
+    for key in options:
+        if key not in allowed:
+            near = difflib.get_close_matches(key, allowed, n=1)
+            hint = f"did you mean {near[0]!r}? " if near else ""
+            raise SpecError(
+                f"optax.{fn.__name__} has no argument {key!r}; {hint}"
+                f"it takes {', '.join(allowed) or 'nothing more'}",
+                key=f"{where}.{key}",
+            )
+
+
+def make_schedule(cfg: ScheduleSpec, lr: float, total_steps: int) -> optax.Schedule:
+    """The learning-rate schedule; unset step counts default to the whole run."""
+    factories = _schedule_factories(lr, total_steps)
+    if cfg.name not in factories:
+        near = difflib.get_close_matches(cfg.name, factories, n=1)
+        hint = f" (did you mean {near[0]!r}?)" if near else ""
+        raise SpecError(
+            f"unknown schedule {cfg.name!r}{hint}; expected one of {', '.join(factories)}",
+            key="optimizer.schedule.name",
+        )
+    fn, defaults = factories[cfg.name]
+    _check_kwargs(fn, cfg.options, "optimizer.schedule", set())
+    return fn(**(defaults | dict(cfg.options)))
+
+
+def make_optimizer(cfg: OptimizerSpec, total_steps: int = 1) -> optax.GradientTransformation:
+    """The spec's optimizer (with its schedule and gradient clipping)."""
+    fn = getattr(optax, cfg.name, None)
+    if (
+        cfg.name.startswith("_")
+        or cfg.name in _NOT_OPTIMIZERS
+        or not inspect.isfunction(fn)
+        or "learning_rate" not in inspect.signature(fn).parameters
+    ):
+        names = _optimizer_names()
+        near = difflib.get_close_matches(cfg.name, names, n=1)
+        hint = f" (did you mean {near[0]!r}?)" if near else ""
+        raise SpecError(
+            f"unknown optax optimizer {cfg.name!r}{hint}; e.g. "
+            f"{', '.join(n for n in ('adam', 'adamw', 'sgd', 'lion', 'rmsprop', 'lamb'))}",
+            key="optimizer.name",
+        )
+    _check_kwargs(fn, cfg.options, "optimizer", {"learning_rate"})
+    lr: float | optax.Schedule = cfg.learning_rate
+    if cfg.schedule is not None:
+        lr = make_schedule(cfg.schedule, cfg.learning_rate, total_steps)
+    try:
+        tx = fn(learning_rate=lr, **cfg.options)
+    except (TypeError, ValueError) as e:
+        raise SpecError(f"optax.{cfg.name} rejected the arguments: {e}", key="optimizer") from None
+    if cfg.clip_norm is not None:
+        tx = optax.chain(optax.clip_by_global_norm(cfg.clip_norm), tx)
+    return tx
+
+
+def check_optimizer(cfg: OptimizerSpec) -> None:
+    """Raises SpecError if the optimizer section names anything optax does not have."""
+    make_optimizer(cfg, total_steps=1)

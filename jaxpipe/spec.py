@@ -1,0 +1,306 @@
+"""The experiment spec: frozen, typed sections loaded from TOML and validated once.
+
+`load_spec(path, overrides)` is the only way in. Every key has a type, a range and a
+line of documentation (used by `jaxpipe schema` and `docs/spec.md`); unknown keys and
+sections are errors with a did-you-mean. Imports no jax.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import re
+import sys
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from jaxpipe import schema
+from jaxpipe.errors import SpecError
+from jaxpipe.schema import field
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+__all__ = [
+    "Spec",
+    "ExperimentSpec",
+    "DataSpec",
+    "SyntheticSpec",
+    "PreprocessSpec",
+    "ModelSpec",
+    "OptimizerSpec",
+    "ScheduleSpec",
+    "TrainingSpec",
+    "RuntimeSpec",
+    "load_spec",
+    "parse_spec",
+    "dump_spec",
+    "spec_schema",
+    "ACTIVATIONS",
+]
+
+ACTIVATIONS = ("relu", "gelu", "silu", "tanh", "sigmoid", "elu", "leaky_relu", "softplus")
+
+
+@dataclass(frozen=True)
+class ExperimentSpec:
+    """What the run is called and where its randomness comes from."""
+
+    name: str = field("experiment", "Run name; the default output folder is runs/<name>-<time>.")
+    seed: int = field(0, "Seed of every random key (data, shuffling, init, dropout).", minimum=0)
+
+    def _check(self, where: str) -> None:
+        if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.\-]*", self.name):
+            raise SpecError(
+                f"{self.name!r} is not usable as a folder name; use letters, digits, '-', '_', '.'",
+                key=f"{where}.name",
+            )
+
+
+@dataclass(frozen=True)
+class SyntheticSpec:
+    """A seeded synthetic data set (used when `data.source = "synthetic"`)."""
+
+    rows: int = field(12000, "Number of rows generated.", minimum=2)
+    features: int = field(50, "Number of feature columns.", minimum=1)
+    classes: int = field(4, "Number of classes (classification).", minimum=2)
+    noise: float = field(
+        0.1, "Fraction of labels drawn at random (caps the accuracy).", minimum=0.0, maximum=1.0
+    )
+
+
+@dataclass(frozen=True)
+class DataSpec:
+    """Where the rows come from and how they are split."""
+
+    source: Literal["csv", "synthetic"] = field("synthetic", "Where rows come from.")
+    path: str | None = field(None, "Data file, relative to the spec file (csv).")
+    label: str | None = field(None, "Label column; every other column is a feature (csv).")
+    validation: int | float = field(
+        0.2, "Rows held out for validation: a count (int) or a fraction in (0, 1) (float)."
+    )
+    shuffle: bool = field(True, "Shuffle rows (seeded) before the train/validation split.")
+    synthetic: SyntheticSpec = field(factory=SyntheticSpec, doc="The synthetic set.")
+
+    def _check(self, where: str) -> None:
+        if isinstance(self.validation, int) and self.validation < 1:
+            raise SpecError(
+                f"a row count must be ≥ 1, found {self.validation}", key=f"{where}.validation"
+            )
+        if isinstance(self.validation, float) and not 0.0 < self.validation < 1.0:
+            raise SpecError(
+                f"a fraction must lie in (0, 1), found {self.validation}",
+                key=f"{where}.validation",
+            )
+        if self.source == "csv":
+            for name in ("path", "label"):
+                if getattr(self, name) is None:
+                    raise SpecError(
+                        f'source = "csv" needs `{name}`; add {name} = "..." to [data]',
+                        key=f"{where}.{name}",
+                    )
+
+
+@dataclass(frozen=True)
+class PreprocessSpec:
+    """On-device feature scaling, fitted on the training split only."""
+
+    normalize: Literal["minmax", "standard", "none"] = field(
+        "minmax", "minmax scales to [0, 1]; standard to zero mean, unit variance."
+    )
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """The MLP."""
+
+    hidden: tuple[int, ...] = field(
+        (128, 128), "Widths of the hidden layers; [] is linear.", item_minimum=1
+    )
+    activation: Literal[ACTIVATIONS] = field("relu", "Hidden-layer activation.")  # type: ignore[valid-type]
+
+
+@dataclass(frozen=True)
+class ScheduleSpec:
+    """A learning-rate schedule from optax; other keys are passed to the optax function."""
+
+    _extra = "options"
+    name: str = field("constant", "constant | cosine | warmup_cosine | exponential | linear.")
+    options: Mapping[str, Any] = field(factory=dict, doc="Keyword arguments of the schedule.")
+
+
+@dataclass(frozen=True)
+class OptimizerSpec:
+    """An optax optimizer by name; other keys are its keyword arguments (checked
+    against the optax function's signature)."""
+
+    _extra = "options"
+    name: str = field("adam", "Any optax optimizer: adam, adamw, sgd, lion, ...")
+    learning_rate: float = field(1e-3, "Peak learning rate.", exclusive_minimum=0.0)
+    clip_norm: float | None = field(
+        None, "Clip gradients to this global norm.", exclusive_minimum=0.0
+    )
+    schedule: ScheduleSpec | None = field(None, "Learning-rate schedule.")
+    options: Mapping[str, Any] = field(factory=dict, doc="Keyword arguments of the optimizer.")
+
+
+@dataclass(frozen=True)
+class TrainingSpec:
+    """How long and in what batches."""
+
+    epochs: int = field(5, "Passes over the training split.", minimum=1)
+    batch_size: int = field(128, "Rows per optimizer step.", minimum=1)
+
+
+@dataclass(frozen=True)
+class RuntimeSpec:
+    """Process-level switches."""
+
+    compilation_cache: bool = field(
+        True, "Keep compiled programs on disk across runs (JAXPIPE_COMPILATION_CACHE=0 disables)."
+    )
+
+
+@dataclass(frozen=True)
+class Spec:
+    """A whole experiment."""
+
+    experiment: ExperimentSpec = field(factory=ExperimentSpec)
+    data: DataSpec = field(factory=DataSpec)
+    preprocess: PreprocessSpec = field(factory=PreprocessSpec)
+    model: ModelSpec = field(factory=ModelSpec)
+    optimizer: OptimizerSpec = field(factory=OptimizerSpec)
+    training: TrainingSpec = field(factory=TrainingSpec)
+    runtime: RuntimeSpec = field(factory=RuntimeSpec)
+    base_dir: str = field(".", internal=True)
+    source: str | None = field(None, internal=True)
+
+    def _check(self, where: str) -> None:
+        data = self.data
+        if data.source == "synthetic":
+            rows = data.synthetic.rows
+            val = data.validation
+            n_val = val if isinstance(val, int) else int(round(rows * val))
+            if n_val >= rows or n_val < 1:
+                raise SpecError(
+                    f"holds out {n_val} of {rows} rows; it must leave at least one row to "
+                    "train on and hold out at least one",
+                    key="data.validation",
+                )
+            if self.training.batch_size > rows - n_val:
+                raise SpecError(
+                    f"batch of {self.training.batch_size} is larger than the training split "
+                    f"({rows - n_val} rows); lower it",
+                    key="training.batch_size",
+                )
+
+    def resolve_path(self, path: str) -> str:
+        """A data path as the spec means it: relative to the spec file's folder."""
+        return path if os.path.isabs(path) else os.path.normpath(os.path.join(self.base_dir, path))
+
+
+def _parse_override(item: str) -> tuple[str, Any]:
+    key, sep, text = item.partition("=")
+    key = key.strip()
+    if not sep or not key:
+        raise SpecError(
+            f"override {item!r} is not KEY=VALUE (e.g. training.epochs=3)", file="--set"
+        )
+    if not re.fullmatch(r"[A-Za-z_][\w\-]*(\.[A-Za-z_][\w\-]*)*", key):
+        raise SpecError(
+            f"override key {key!r} is not a dotted key such as training.epochs", file="--set"
+        )
+    try:
+        value = tomllib.loads(f"v = {text.strip()}")["v"]
+    except tomllib.TOMLDecodeError:
+        # A bare word (`--set optimizer.name=adamw`) is what users type; take it as a string.
+        if re.fullmatch(r"[A-Za-z_][\w.\-/]*", text.strip()):
+            value = text.strip()
+        else:
+            raise SpecError(
+                f'value {text!r} is not a TOML value (quote strings: key="text")',
+                key=key,
+                file="--set",
+            ) from None
+    return key, value
+
+
+def _apply_override(table: dict[str, Any], key: str, value: Any) -> None:
+    parts = key.split(".")
+    node = table
+    for i, part in enumerate(parts[:-1]):
+        child = node.setdefault(part, {})
+        if not isinstance(child, dict):
+            raise SpecError(
+                f"{'.'.join(parts[: i + 1])} is a value, not a table", key=key, file="--set"
+            )
+        node = child
+    node[parts[-1]] = value
+
+
+def parse_spec(
+    text: str,
+    *,
+    file: str = "<spec>",
+    base_dir: str = ".",
+    overrides: Iterable[str] = (),
+) -> Spec:
+    """Parses and validates a spec from TOML text; errors name the file and line."""
+    try:
+        table = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as e:
+        m = re.search(r"line (\d+)", str(e))
+        raise SpecError(
+            f"invalid TOML: {e}", file=file, line=int(m.group(1)) if m else None
+        ) from None
+    overridden = set()
+    for item in overrides:
+        key, value = _parse_override(item)
+        _apply_override(table, key, value)
+        overridden.add(key)
+    try:
+        spec = schema.build(Spec, table)
+        spec = dataclasses.replace(spec, base_dir=base_dir, source=file)
+    except SpecError as e:
+        if e.file is not None:
+            raise
+        key = e.key or ""
+        from_set = any(key == k or key.startswith(k + ".") for k in overridden)
+        raise SpecError(
+            e.detail,
+            key=e.key,
+            file="--set" if from_set else file,
+            line=None if from_set else schema.locate(text, key),
+        ) from None
+    return spec
+
+
+def load_spec(path: str | os.PathLike[str], overrides: Iterable[str] = ()) -> Spec:
+    """Loads the TOML spec at `path`, applies `KEY=VALUE` overrides, validates it."""
+    path = os.fspath(path)
+    try:
+        with open(path, "rb") as f:
+            raw = f.read()
+    except FileNotFoundError:
+        raise SpecError("spec file not found; check the path", file=path) from None
+    except OSError as e:
+        raise SpecError(f"cannot read the spec file ({e.strerror})", file=path) from None
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        raise SpecError("spec file is not UTF-8 text", file=path) from None
+    base = os.path.dirname(os.path.abspath(path))
+    return parse_spec(text, file=path, base_dir=base, overrides=list(overrides))
+
+
+def dump_spec(spec: Spec) -> str:
+    """The resolved spec as TOML; `parse_spec(dump_spec(s))` gives `s` back."""
+    return schema.dump_toml(schema.to_dict(spec))
+
+
+def spec_schema() -> dict[str, Any]:
+    """The JSON Schema of an experiment file."""
+    return schema.json_schema(Spec, title="jaxpipe experiment")

@@ -1,0 +1,79 @@
+"""Shared fixtures. Eight simulated CPU devices, set before jax is imported, so sharding
+is tested on any machine; compilation cache off so tests never touch the user's cache."""
+
+import os
+
+os.environ["XLA_FLAGS"] = (
+    os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=8"
+).strip()
+os.environ.setdefault("JAXPIPE_COMPILATION_CACHE", "0")
+os.environ.setdefault("JAX_PLATFORMS", "cpu")
+
+import jax  # noqa: E402
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+from hypothesis import HealthCheck, settings  # noqa: E402
+
+settings.register_profile(
+    "ci",
+    max_examples=25,
+    deadline=None,
+    derandomize=True,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
+)
+settings.register_profile(
+    "dev",
+    max_examples=10,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
+)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci" if os.environ.get("CI") else "dev"))
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+EXPERIMENTS = os.path.join(ROOT, "experiments")
+
+
+def assert_trees_close(a, b, *, rtol: float = 1e-6, atol: float = 1e-6) -> None:
+    """The one tree comparison: same structure, shapes, dtypes, values within tolerance."""
+    assert jax.tree.structure(a) == jax.tree.structure(b)
+    for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)):
+        if jax.dtypes.issubdtype(getattr(x, "dtype", None), jax.dtypes.prng_key):
+            x, y = jax.random.key_data(x), jax.random.key_data(y)
+        x, y = np.asarray(x), np.asarray(y)
+        assert x.shape == y.shape and x.dtype == y.dtype, (x.shape, y.shape, x.dtype, y.dtype)
+        np.testing.assert_allclose(x, y, rtol=rtol, atol=atol)
+
+
+@pytest.fixture
+def write_spec(tmp_path):
+    """Writes TOML text to a spec file in tmp_path; returns its path."""
+
+    def write(text: str, name: str = "spec.toml") -> str:
+        path = tmp_path / name
+        path.write_text(text)
+        return str(path)
+
+    return write
+
+
+SMALL_SPEC = """
+[experiment]
+name = "small"
+seed = 3
+
+[data]
+source = "synthetic"
+validation = 100
+
+[data.synthetic]
+rows = 500
+features = 6
+classes = 3
+
+[model]
+hidden = [16]
+
+[training]
+epochs = 2
+batch_size = 32
+"""

@@ -1,0 +1,34 @@
+"""Every shipped experiment runs end to end (with few epochs), and the two reference
+experiments reach their stated accuracies."""
+
+import glob
+import os
+
+import pytest
+from conftest import EXPERIMENTS
+
+import jaxpipe
+
+FILES = sorted(glob.glob(os.path.join(EXPERIMENTS, "*.toml")))
+
+
+@pytest.mark.parametrize("path", FILES, ids=os.path.basename)
+def test_every_experiment_runs(path, tmp_path):
+    spec = jaxpipe.load_spec(path, ["training.epochs=1"])
+    result = jaxpipe.run(spec, out=str(tmp_path / "run"))
+    assert len(result.history) == 1
+
+
+def test_seed_reference_trace(tmp_path):
+    """Loss falls and accuracy climbs every epoch, ending in 0.85-0.95."""
+    h = jaxpipe.run(os.path.join(EXPERIMENTS, "seed.toml"), out=str(tmp_path / "r")).history
+    assert len(h) == 5
+    for a, b in zip(h, h[1:]):
+        assert b["train_loss"] < a["train_loss"] and b["val_loss"] < a["val_loss"]
+        assert b["val_accuracy"] > a["val_accuracy"]
+    assert 0.85 <= h[-1]["val_accuracy"] <= 0.95
+
+
+def test_digits_reaches_095(tmp_path):
+    result = jaxpipe.run(os.path.join(EXPERIMENTS, "digits.toml"), out=str(tmp_path / "r"))
+    assert result.final["val_accuracy"] >= 0.95

@@ -1,0 +1,58 @@
+"""The one-way flow of modules (../shared/STYLE.md), held by parsing imports."""
+
+import ast
+import os
+
+import pytest
+from conftest import ROOT
+
+# A module may import only modules of a lower rank (or the same leaf utilities).
+RANK = {
+    "_version": 0,
+    "errors": 0,
+    "schema": 1,
+    "spec": 2,
+    "data": 3,
+    "preprocess": 3,
+    "model": 4,
+    "losses": 4,
+    "metrics": 4,
+    "optim": 4,
+    "step": 5,
+    "loop": 7,
+    "report": 8,
+    "api": 9,
+    "__init__": 10,
+    "cli": 11,
+}
+NO_JAX = {"errors", "schema", "spec", "cli"}
+
+
+def _imports(name):
+    tree = ast.parse(open(os.path.join(ROOT, "jaxpipe", f"{name}.py")).read())
+    mods = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and node.module:
+            mods.add(node.module)
+        elif isinstance(node, ast.Import):
+            mods.update(a.name for a in node.names)
+    return mods
+
+
+def test_every_module_is_ranked():
+    files = {f[:-3] for f in os.listdir(os.path.join(ROOT, "jaxpipe")) if f.endswith(".py")}
+    assert files <= set(RANK), files - set(RANK)
+
+
+@pytest.mark.parametrize("name", sorted(RANK))
+def test_imports_flow_one_way(name):
+    if not os.path.exists(os.path.join(ROOT, "jaxpipe", f"{name}.py")):
+        pytest.skip("not present")
+    for mod in _imports(name):
+        if mod.startswith("jaxpipe.") and name != "cli":
+            dep = mod.split(".")[1]
+            assert RANK[dep] < RANK[name] or (RANK[dep] == RANK[name] == 0), f"{name} → {dep}"
+        if name == "cli":  # the public API only
+            assert not mod.startswith("jaxpipe."), f"cli imports {mod}"
+        if name in NO_JAX:
+            assert mod.split(".")[0] not in {"jax", "flax", "optax"}, f"{name} imports {mod}"
