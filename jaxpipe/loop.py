@@ -213,7 +213,8 @@ def run_experiment(
     batch = spec.training.batch_size
     steps_per_epoch = -(-x_tr.shape[0] // batch)
     tx = make_optimizer(spec.optimizer, total_steps=steps_per_epoch * spec.training.epochs)
-    model = make_model(spec.model, ds.num_classes)
+    dtype = jnp.bfloat16 if spec.training.precision == "bfloat16" else jnp.float32
+    model = make_model(spec.model, ds.num_classes, dtype)
     key = jax.random.key(spec.experiment.seed)
     t0 = time.perf_counter()
     init = jax.jit(lambda k, x: init_state(model.init, tx, k, x))

@@ -153,6 +153,9 @@ class TrainingSpec:
 
     epochs: int = field(5, "Passes over the training split.", minimum=1)
     batch_size: int = field(128, "Rows per optimizer step.", minimum=1)
+    precision: Literal["float32", "bfloat16"] = field(
+        "float32", "Compute dtype; bfloat16 keeps float32 master weights and optimizer state."
+    )
 
 
 @dataclass(frozen=True)
