@@ -1,7 +1,9 @@
-"""Stage 1: read rows from storage into host numpy, encode labels, split.
+"""Stage 1: read rows from storage into host numpy, encode them, split.
 
-Everything here runs on the host and returns plain numpy arrays; the transfer to the
-device happens once, in the loop.
+Readers for CSV and Parquet (pyarrow) and NPZ give named columns; `encoding.py` turns
+them into a feature matrix with an encoder fitted on the training split. Everything here
+runs on the host and returns plain numpy arrays; the transfer to the device happens
+once, in the loop.
 """
 
 from __future__ import annotations
@@ -11,17 +13,38 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from jaxpipe.encoding import (
+    Columns,
+    FeatureEncoder,
+    column_values,
+    encode_labels,
+    encode_target,
+    fit_encoder,
+    handle_missing,
+    select_features,
+)
 from jaxpipe.errors import DataError
 from jaxpipe.spec import DataSpec, Spec, SyntheticSpec
 
-__all__ = ["Dataset", "load_dataset", "make_synthetic", "read_csv", "split_rows", "encode_labels"]
+__all__ = [
+    "Dataset",
+    "load_dataset",
+    "make_synthetic",
+    "make_synthetic_regression",
+    "read_csv",
+    "read_table",
+    "split_rows",
+    "encode_labels",
+    "prepare_features",
+]
 
 
 @dataclass(frozen=True)
 class Dataset:
     """Host-resident, encoded rows, split into training and validation.
 
-    x_*: [rows, features] float32; y_*: [rows] int32 class indices.
+    x_*: [rows, features] float32; y_*: [rows] int32 class indices (classification) or
+    float32 targets (regression).
     """
 
     x_train: np.ndarray
@@ -33,6 +56,10 @@ class Dataset:
     raw_rows: int
     raw_columns: int
     origin: str
+    task: str = "classification"
+    encoder: FeatureEncoder | None = None
+    label: str | None = None
+    dropped_rows: int = 0
 
     @property
     def num_features(self) -> int:
@@ -41,6 +68,11 @@ class Dataset:
     @property
     def num_classes(self) -> int:
         return len(self.class_names)
+
+    @property
+    def outputs(self) -> int:
+        """Width of the model's output: one per class, or 1 for regression."""
+        return 1 if self.task == "regression" else self.num_classes
 
     @property
     def nbytes(self) -> int:
@@ -73,90 +105,139 @@ def make_synthetic(cfg: SyntheticSpec, seed: int) -> tuple[np.ndarray, np.ndarra
     return x.astype(np.float32), y.astype(np.int32)
 
 
-def read_csv(path: str) -> dict[str, np.ndarray]:
-    """Reads a CSV with a header row into named numpy columns (pyarrow's multithreaded
-    reader). Numeric columns come back as float64 with NaN for missing; others as object."""
-    import pyarrow as pa
-    import pyarrow.csv as pacsv
+def make_synthetic_regression(cfg: SyntheticSpec, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """A seeded regression set: a smooth nonlinear function of a few informative columns
+    (the rest are noise), columns on arbitrary scales, plus Gaussian noise of `noise`
+    times the signal's standard deviation. Returns x: [rows, features] float32, y: [rows]
+    float32 (offset and scaled, as real targets are)."""
+    rng = np.random.default_rng([seed, 0x5EED, 1])
+    x = rng.normal(size=(cfg.rows, cfg.features))
+    k = min(cfg.features, 6)
+    w = rng.normal(size=k)
+    signal = np.sin(x[:, :k] @ w / np.sqrt(k)) * 2.0 + x[:, :k] @ rng.normal(size=k) * 0.5
+    y = signal + cfg.noise * signal.std() * rng.normal(size=cfg.rows)
+    x = x[:, rng.permutation(cfg.features)]
+    x = x * rng.uniform(0.5, 20.0, size=cfg.features) + rng.uniform(-50, 50, size=cfg.features)
+    return x.astype(np.float32), (100.0 + 25.0 * y).astype(np.float32)
 
-    if not os.path.exists(path):
-        raise DataError(f"{path}: data file not found; check [data] path (relative to the spec)")
-    if os.path.getsize(path) == 0:
-        raise DataError(f"{path}: the data file is empty; it needs a header row and data rows")
-    try:
-        table = pacsv.read_csv(path)
-    except (pa.ArrowInvalid, OSError, UnicodeDecodeError) as e:
-        raise DataError(f"{path}: cannot parse as CSV ({str(e).splitlines()[0]})") from None
+
+def _arrow_columns(table, path: str) -> Columns:
+    import pyarrow as pa
+
     if table.num_rows == 0:
         raise DataError(f"{path}: the file has a header but no data rows")
-    columns: dict[str, np.ndarray] = {}
+    columns: Columns = {}
     for name, col in zip(table.column_names, table.columns):
-        if pa.types.is_integer(col.type) or pa.types.is_floating(col.type):
-            columns[name] = col.to_numpy(zero_copy_only=False).astype(np.float64)
-        elif pa.types.is_null(col.type):
+        t = col.type
+        if pa.types.is_integer(t) or pa.types.is_floating(t) or pa.types.is_boolean(t):
+            values = col.to_numpy(zero_copy_only=False)
+            columns[name] = np.asarray(values, dtype=np.float64)
+        elif pa.types.is_null(t):
             columns[name] = np.full(table.num_rows, np.nan)
         else:
             columns[name] = np.asarray(col.to_pylist(), dtype=object)
     return columns
 
 
-def encode_labels(values: np.ndarray, column: str) -> tuple[np.ndarray, tuple[str, ...]]:
-    """Maps labels (integers or strings) to indices 0..C-1 in sorted order."""
-    if values.dtype.kind == "f":
-        if np.isnan(values).any():
-            raise DataError(
-                f"label column {column!r}: {int(np.isnan(values).sum())} rows "
-                "have no label; remove them or fill them in"
-            )
-        if not np.all(values == np.round(values)):
-            bad = values[values != np.round(values)][0]
-            raise DataError(
-                f"label column {column!r}: value {bad} is not a class label "
-                "(classification needs integer or text labels)"
-            )
-        values = values.astype(np.int64)
-    elif any(v is None for v in values):
-        raise DataError(
-            f"label column {column!r}: {sum(v is None for v in values)} rows have "
-            "no label; remove them or fill them in"
-        )
-    uniques, index = np.unique(
-        values.astype(str) if values.dtype == object else values, return_inverse=True
-    )
-    if len(uniques) < 2:
-        raise DataError(
-            f"label column {column!r} has a single class ({uniques[0]}); "
-            "classification needs at least two"
-        )
-    return index.astype(np.int32), tuple(str(u) for u in uniques)
+def read_csv(path: str) -> Columns:
+    """Reads a CSV with a header row into named numpy columns (pyarrow's multithreaded
+    reader). Numeric columns come back as float64 with NaN for missing (empty, NA, NaN,
+    null, ...); others as object with None."""
+    import pyarrow as pa
+    import pyarrow.csv as pacsv
+
+    _check_file(path)
+    try:
+        table = pacsv.read_csv(path)
+    except (pa.ArrowInvalid, OSError, UnicodeDecodeError) as e:
+        raise DataError(f"{path}: cannot parse as CSV ({str(e).splitlines()[0]})") from None
+    return _arrow_columns(table, path)
 
 
-def _load_csv(spec: Spec) -> tuple[np.ndarray, np.ndarray, tuple[str, ...], tuple[str, ...]]:
-    path = spec.resolve_path(spec.data.path)
-    columns = read_csv(path)
-    label = spec.data.label
-    if label not in columns:
+def _read_parquet(path: str) -> Columns:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    _check_file(path)
+    try:
+        table = pq.read_table(path)
+    except (pa.ArrowInvalid, OSError) as e:
+        raise DataError(f"{path}: cannot read as Parquet ({str(e).splitlines()[0]})") from None
+    return _arrow_columns(table, path)
+
+
+def _read_npz(path: str) -> Columns:
+    """Arrays `x` [rows, features] (numeric) and `y` [rows] as columns x0.., y."""
+    import zipfile
+
+    _check_file(path)
+    try:
+        with np.load(path, allow_pickle=False) as f:
+            arrays = {k: f[k] for k in f.files}
+    except (ValueError, OSError, zipfile.BadZipFile, EOFError) as e:
+        raise DataError(f"{path}: cannot read as .npz ({e})") from None
+    for key in ("x", "y"):
+        if key not in arrays:
+            raise DataError(
+                f"{path}: no array {key!r}; an npz source holds x [rows, features] and y "
+                f"[rows] (found {', '.join(arrays) or 'none'})"
+            )
+    x, y = arrays["x"], arrays["y"]
+    if x.ndim == 1:
+        x = x[:, None]
+    if x.ndim != 2 or y.ndim != 1 or len(x) != len(y):
         raise DataError(
-            f"{path}: label column {label!r} not found; columns are {', '.join(columns)}"
+            f"{path}: x must be [rows, features] and y [rows]; found x {x.shape}, y {y.shape}"
         )
-    y, class_names = encode_labels(columns.pop(label), label)
-    if not columns:
-        raise DataError(f"{path}: no feature columns besides the label {label!r}")
-    for name, col in columns.items():
-        if col.dtype == object:
-            row = next(i for i, v in enumerate(col) if v is not None)
-            raise DataError(
-                f"{path}: column {name!r} holds text ({col[row]!r} at row {row + 1}); "
-                "only numeric features are supported"
-            )
-        missing = np.isnan(col)
-        if missing.any():
-            raise DataError(
-                f"{path}: column {name!r} has {int(missing.sum())} missing values; "
-                "fill them in or remove those rows"
-            )
-    x = np.stack(list(columns.values()), axis=1).astype(np.float32)
-    return x, y, tuple(columns), class_names
+    if x.dtype.kind not in "fiub":
+        raise DataError(f"{path}: x must be numeric, found dtype {x.dtype}")
+    if len(x) == 0:
+        raise DataError(f"{path}: the arrays have no rows")
+    columns: Columns = {f"x{i}": x[:, i].astype(np.float64) for i in range(x.shape[1])}
+    columns["y"] = y.astype(np.float64) if y.dtype.kind in "fiub" else y.astype(str).astype(object)
+    return columns
+
+
+def _check_file(path: str) -> None:
+    if not os.path.exists(path):
+        raise DataError(f"{path}: data file not found; check [data] path (relative to the spec)")
+    if not os.path.isfile(path):
+        raise DataError(f"{path}: is not a file; [data] path must name a data file")
+    if not os.access(path, os.R_OK):
+        raise DataError(f"{path}: the data file is not readable (permissions)")
+    if os.path.getsize(path) == 0:
+        raise DataError(f"{path}: the data file is empty; it needs a header row and data rows")
+
+
+_READERS = {"csv": read_csv, "parquet": _read_parquet, "npz": _read_npz}
+
+
+def read_table(path: str, source: str) -> Columns:
+    """The named columns of a csv, parquet or npz file."""
+    return _READERS[source](path)
+
+
+def prepare_features(
+    columns: Columns,
+    names: list[str],
+    file: str,
+    *,
+    categorical: tuple[str, ...] = (),
+    kinds: dict | None = None,
+) -> tuple[Columns, dict]:
+    """Feature columns as numeric (float64, NaN) or categorical (str, None) values, with
+    their kinds (given `kinds` forces those of the training file)."""
+    out, found = {}, {}
+    for name in names:
+        kind, values = column_values(
+            name,
+            columns[name],
+            file,
+            categorical=name in categorical,
+            kind=None if kinds is None else kinds[name],
+        )
+        out[name], found[name] = values, kind
+    return out, found
 
 
 def split_rows(
@@ -173,31 +254,81 @@ def split_rows(
     return order[: rows - n_val], order[rows - n_val :]
 
 
-def load_dataset(spec: Spec) -> Dataset:
-    """Stage 1: the spec's rows in host memory, encoded and split."""
+def _read_split(spec: Spec, path: str, kinds: dict | None, classes: tuple[str, ...] | None):
+    """One file's feature columns, targets and kinds, after the missing-value policy."""
     cfg: DataSpec = spec.data
-    if cfg.source == "synthetic":
-        x, y = make_synthetic(cfg.synthetic, spec.experiment.seed)
-        names = tuple(f"x{i}" for i in range(x.shape[1]))
-        classes = tuple(str(c) for c in range(cfg.synthetic.classes))
-        origin = "synthetic"
+    columns = read_table(path, cfg.source)
+    label = cfg.label if cfg.label is not None else "y"
+    names = select_features(columns, label, cfg.features, path)
+    raw_columns = len(names) + 1
+    feats, kinds = prepare_features(
+        columns, names, path, categorical=cfg.categorical, kinds=kinds
+    )
+    feats, y_raw, dropped = handle_missing(
+        feats, columns[label], label, spec.preprocess.missing, path
+    )
+    y, classes = encode_target(y_raw, label, spec.model.task, path, classes)
+    return feats, y, kinds, classes, dropped, raw_columns
+
+
+def _synthetic(spec: Spec) -> tuple[Columns, np.ndarray, dict, tuple[str, ...]]:
+    cfg = spec.data.synthetic
+    if spec.model.task == "regression":
+        x, y = make_synthetic_regression(cfg, spec.experiment.seed)
+        classes: tuple[str, ...] = ()
     else:
-        x, y, names, classes = _load_csv(spec)
+        x, y = make_synthetic(cfg, spec.experiment.seed)
+        classes = tuple(str(c) for c in range(cfg.classes))
+    feats = {f"x{i}": x[:, i].astype(np.float64) for i in range(x.shape[1])}
+    return feats, y, {name: "numeric" for name in feats}, classes
+
+
+def _take(feats: Columns, rows: np.ndarray) -> Columns:
+    return {k: v[rows] for k, v in feats.items()}
+
+
+def load_dataset(spec: Spec) -> Dataset:
+    """Stage 1: the spec's rows in host memory, encoded and split. The encoder (one-hot
+    vocabularies, imputation means) is fitted on the training split only."""
+    cfg: DataSpec = spec.data
+    dropped = 0
+    if cfg.source == "synthetic":
+        feats, y, kinds, classes = _synthetic(spec)
+        origin, raw_columns = "synthetic", len(feats) + 1
+    else:
         origin = spec.resolve_path(cfg.path)
-    train, val = split_rows(len(x), cfg.validation, spec.experiment.seed, cfg.shuffle)
-    if spec.training.batch_size > len(train):
+        feats, y, kinds, classes, dropped, raw_columns = _read_split(spec, origin, None, None)
+    rows = len(y)
+    if isinstance(cfg.validation, str):
+        val_path = spec.resolve_path(cfg.validation)
+        v_feats, y_val, _, _, v_dropped, _ = _read_split(
+            spec, val_path, kinds, classes if spec.model.task == "classification" else None
+        )
+        dropped += v_dropped
+        tr_feats, y_train = feats, y
+    else:
+        train, val = split_rows(rows, cfg.validation, spec.experiment.seed, cfg.shuffle)
+        tr_feats, y_train = _take(feats, train), y[train]
+        v_feats, y_val = _take(feats, val), y[val]
+        rows = len(train) + len(val)
+    if spec.training.batch_size > len(y_train):
         raise DataError(
             f"training.batch_size = {spec.training.batch_size} is larger than the "
-            f"training split ({len(train)} rows); lower it"
+            f"training split ({len(y_train)} rows); lower it"
         )
+    encoder = fit_encoder(tr_feats, kinds, spec.preprocess.missing == "mean", origin)
     return Dataset(
-        x_train=np.ascontiguousarray(x[train]),
-        y_train=y[train],
-        x_val=np.ascontiguousarray(x[val]),
-        y_val=y[val],
-        feature_names=names,
+        x_train=encoder.transform(tr_feats),
+        y_train=y_train,
+        x_val=encoder.transform(v_feats),
+        y_val=y_val,
+        feature_names=encoder.feature_names,
         class_names=classes,
-        raw_rows=len(x),
-        raw_columns=x.shape[1] + 1,
+        raw_rows=len(y_train) + len(y_val),
+        raw_columns=raw_columns,
         origin=origin,
+        task=spec.model.task,
+        encoder=encoder,
+        label=None if cfg.source == "synthetic" else (cfg.label or "y"),
+        dropped_rows=dropped,
     )

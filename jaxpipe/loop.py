@@ -18,11 +18,12 @@ import numpy as np
 
 from jaxpipe import data as data_lib
 from jaxpipe.errors import JaxpipeError
-from jaxpipe.losses import cross_entropy
-from jaxpipe.metrics import finalize
+from jaxpipe.losses import cross_entropy, squared_error
+from jaxpipe.metrics import classification_sums, finalize, finalize_regression, regression_sums
 from jaxpipe.model import make_model
 from jaxpipe.optim import make_optimizer
-from jaxpipe.preprocess import apply_scaler, fit_scaler
+from jaxpipe.predict import save_predictor
+from jaxpipe.preprocess import apply_scaler, fit_scaler, fit_standard
 from jaxpipe.spec import Spec, dump_spec
 from jaxpipe.step import (
     TrainState,
@@ -149,6 +150,19 @@ def _timed(fn, *args):
     return out, time.perf_counter() - t0
 
 
+def _regression_summary(ds: Any, target: tuple[float, float] | None) -> dict[str, Any]:
+    """The predict-the-training-mean baseline on the validation split, in the target's
+    units (float64 on the host, so it is exact), for comparison with val_rmse."""
+    if target is None:
+        return {}
+    mean = float(np.mean(ds.y_train.astype(np.float64)))
+    rmse = float(np.sqrt(np.mean(np.square(ds.y_val.astype(np.float64) - mean))))
+    return {
+        "baseline": {"predicts": "the training-split mean", "val_rmse": rmse},
+        "target": {"column": ds.label, "mean": target[0], "scale": target[1]},
+    }
+
+
 def run_experiment(
     spec: Spec, out: str | None = None, observer: Observer | None = None
 ) -> RunResult:
@@ -194,13 +208,24 @@ def run_experiment(
         secs,
     )
 
-    # 3. Preprocess on the device, fitted on the training split only.
-    @jax.jit
-    def preprocess(x_tr: jax.Array, x_va: jax.Array):
-        scaler = fit_scaler(spec.preprocess.normalize, x_tr)
-        return apply_scaler(scaler, x_tr), apply_scaler(scaler, x_va), scaler
+    # 3. Preprocess on the device, fitted on the training split only. A regression target
+    # is standardised too (so one learning rate suits any target's units); RMSE is
+    # reported after undoing it.
+    regression = ds.task == "regression"
 
-    (x_tr, x_va, scaler), secs = _timed(preprocess, x_tr, x_va)
+    @jax.jit
+    def preprocess(x_tr: jax.Array, x_va: jax.Array, y_tr: jax.Array, y_va: jax.Array):
+        scaler = fit_scaler(spec.preprocess.normalize, x_tr)
+        target = fit_standard(y_tr[:, None]) if regression else None
+        if regression:
+            y_tr = apply_scaler(target, y_tr[:, None])[:, 0]
+            y_va = apply_scaler(target, y_va[:, None])[:, 0]
+        return apply_scaler(scaler, x_tr), apply_scaler(scaler, x_va), y_tr, y_va, scaler, target
+
+    (x_tr, x_va, y_tr, y_va, scaler, target), secs = _timed(preprocess, x_tr, x_va, y_tr, y_va)
+    target_stats = None
+    if regression:
+        target_stats = (float(target.offset[0]), float(target.scale[0]))
     stage(
         "preprocess",
         f"train {_shape(x_tr)}",
@@ -214,13 +239,25 @@ def run_experiment(
     steps_per_epoch = -(-x_tr.shape[0] // batch)
     tx = make_optimizer(spec.optimizer, total_steps=steps_per_epoch * spec.training.epochs)
     dtype = jnp.bfloat16 if spec.training.precision == "bfloat16" else jnp.float32
-    model = make_model(spec.model, ds.num_classes, dtype)
+    model = make_model(spec.model, ds.outputs, dtype)
+    loss_fn, sums_fn = (
+        (squared_error, regression_sums) if regression else (cross_entropy, classification_sums)
+    )
     key = jax.random.key(spec.experiment.seed)
     t0 = time.perf_counter()
     init = jax.jit(lambda k, x: init_state(model.init, tx, k, x))
     state: TrainState = init(key, x_tr[:1])
-    epoch_fn = make_epoch(make_train_step(model.apply, cross_entropy, tx), batch)
-    eval_fn = make_evaluate(make_eval_step(model.apply, cross_entropy), min(EVAL_BATCH, len(x_va)))
+    train_step = make_train_step(
+        model.apply,
+        loss_fn,
+        tx,
+        sums_fn=sums_fn,
+        train_apply_fn=model.train_apply if spec.model.dropout > 0 else None,
+    )
+    epoch_fn = make_epoch(train_step, batch)
+    eval_fn = make_evaluate(
+        make_eval_step(model.apply, loss_fn, sums_fn=sums_fn), min(EVAL_BATCH, len(x_va))
+    )
     epoch_index = jnp.zeros((), jnp.int32)
     epoch_c = jax.jit(epoch_fn, donate_argnums=0).lower(state, x_tr, y_tr, epoch_index).compile()
     eval_c = jax.jit(eval_fn).lower(state.params, x_va, y_va).compile()
@@ -229,7 +266,7 @@ def run_experiment(
     stage(
         "compile",
         f"MLP {ds.num_features} → {' → '.join(map(str, spec.model.hidden))}"
-        f"{' → ' if spec.model.hidden else ''}{ds.num_classes}",
+        f"{' → ' if spec.model.hidden else ''}{ds.outputs}",
         f"epoch program ({steps_per_epoch} steps of {batch}) + evaluation",
         compile_s,
     )
@@ -244,17 +281,27 @@ def run_experiment(
             state, train_sums = epoch_c(state, x_tr, y_tr, jnp.asarray(epoch, jnp.int32))
             train = finalize(train_sums)
             t1 = time.perf_counter()
-            val = finalize(eval_c(state.params, x_va, y_va))
+            val_sums = eval_c(state.params, x_va, y_va)
             t2 = time.perf_counter()
             train_s, eval_s = train_s + t1 - t0, eval_s + t2 - t1
-            row = {
-                "epoch": epoch,
-                "train_loss": train["loss"],
-                "train_accuracy": train["accuracy"],
-                "val_loss": val["loss"],
-                "val_accuracy": val["accuracy"],
-                "epoch_seconds": t2 - t0,
-            }
+            if regression:
+                val = finalize_regression(val_sums, target_stats[1])
+                row = {
+                    "epoch": epoch,
+                    "train_loss": train["loss"],
+                    "val_loss": val["loss"],
+                    "val_rmse": val["rmse"],
+                }
+            else:
+                val = finalize(val_sums)
+                row = {
+                    "epoch": epoch,
+                    "train_loss": train["loss"],
+                    "train_accuracy": train["accuracy"],
+                    "val_loss": val["loss"],
+                    "val_accuracy": val["accuracy"],
+                }
+            row["epoch_seconds"] = t2 - t0
             history.append(row)
             metrics_file.write(json.dumps(row) + "\n")
             metrics_file.flush()
@@ -268,11 +315,12 @@ def run_experiment(
     stage(
         "evaluate",
         f"validation {_shape(x_va)}",
-        f"loss + accuracy × {spec.training.epochs} epochs",
+        f"loss + {'rmse' if regression else 'accuracy'} × {spec.training.epochs} epochs",
         eval_s,
     )
 
     obs.on_artifacts(run_dir, history)
+    save_predictor(run_dir, state.params, spec, ds, scaler, target_stats)
     final = history[-1]
     summary = {
         "status": "completed",
@@ -285,13 +333,20 @@ def run_experiment(
         ],
         "compile_seconds": compile_s,
         "compilation_cache": cache_dir,
+        "task": ds.task,
         "classes": list(ds.class_names),
         "features": list(ds.feature_names),
+        "rows": {
+            "train": int(ds.x_train.shape[0]),
+            "validation": int(ds.x_val.shape[0]),
+            "dropped_missing": ds.dropped_rows,
+        },
         "scaler": {
             "kind": spec.preprocess.normalize,
             "offset": np.asarray(scaler.offset).tolist(),
             "scale": np.asarray(scaler.scale).tolist(),
         },
+        **_regression_summary(ds, target_stats),
         "device": device_info(),
         "jax_version": jax.__version__,
     }

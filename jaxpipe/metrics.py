@@ -8,7 +8,15 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
-__all__ = ["Sums", "zero_sums", "classification_sums", "add_sums", "finalize"]
+__all__ = [
+    "Sums",
+    "zero_sums",
+    "classification_sums",
+    "regression_sums",
+    "add_sums",
+    "finalize",
+    "finalize_regression",
+]
 
 
 class Sums(NamedTuple):
@@ -35,6 +43,15 @@ def classification_sums(
     return Sums(jnp.sum(losses * weight), jnp.sum(hit * weight), jnp.sum(weight))
 
 
+def regression_sums(
+    losses: jax.Array, pred: jax.Array, targets: jax.Array, weight: jax.Array
+) -> Sums:
+    """Totals for one regression batch (losses: squared errors [batch]); `correct` is
+    unused and stays 0, so one Sums type serves both tasks."""
+    del pred, targets
+    return Sums(jnp.sum(losses * weight), jnp.zeros((), jnp.float32), jnp.sum(weight))
+
+
 def add_sums(a: Sums, b: Sums) -> Sums:
     return Sums(*(x + y for x, y in zip(a, b)))
 
@@ -44,3 +61,12 @@ def finalize(sums: Sums) -> dict[str, float]:
     s = jax.device_get(sums)
     count = max(float(s.count), 1.0)
     return {"loss": float(s.loss_sum) / count, "accuracy": float(s.correct) / count}
+
+
+def finalize_regression(sums: Sums, target_scale: float) -> dict[str, float]:
+    """Host-side {"loss", "rmse"} for a regression whose loss is the squared error of the
+    target standardised by `target_scale`: RMSE in the target's units is
+    target_scale * sqrt(mean squared error)."""
+    s = jax.device_get(sums)
+    mse = float(s.loss_sum) / max(float(s.count), 1.0)
+    return {"loss": mse, "rmse": float(target_scale) * mse**0.5}

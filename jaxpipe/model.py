@@ -27,37 +27,55 @@ ACTIVATION_FNS: dict[str, Callable[[jax.Array], jax.Array]] = {
 
 
 class MLP(nn.Module):
-    """Dense layers with `activation` between them and a linear output layer.
+    """Dense layers (each optionally followed by LayerNorm) with `activation` and
+    dropout between them, and a linear output layer.
 
     Parameters are float32; `dtype` is the compute dtype (bfloat16 halves activation
     memory and uses the matrix units); outputs are always float32 for a stable loss.
+    Dropout is active only when `train` is true (it then needs a "dropout" rng).
     """
 
     hidden: Sequence[int]
     outputs: int
     activation: str = "relu"
     dtype: Any = jnp.float32
+    dropout: float = 0.0
+    layer_norm: bool = False
 
     @nn.compact
-    def __call__(self, x: jax.Array) -> jax.Array:
+    def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
         act = ACTIVATION_FNS[self.activation]
         x = x.astype(self.dtype)
         for i, width in enumerate(self.hidden):
-            x = act(nn.Dense(width, dtype=self.dtype, name=f"hidden_{i}")(x))
+            x = nn.Dense(width, dtype=self.dtype, name=f"hidden_{i}")(x)
+            if self.layer_norm:
+                x = nn.LayerNorm(dtype=self.dtype, name=f"norm_{i}")(x)
+            x = act(x)
+            if self.dropout > 0.0:
+                x = nn.Dropout(self.dropout, deterministic=not train)(x)
         return nn.Dense(self.outputs, dtype=self.dtype, name="output")(x).astype(jnp.float32)
 
 
 class Model(NamedTuple):
-    """A pure pair: init(key, x: [batch, features]) -> params; apply(params, x) ->
-    [batch, outputs]."""
+    """Pure functions: init(key, x: [batch, features]) -> params; apply(params, x) ->
+    [batch, outputs] (inference: no dropout); train_apply(params, x, key) -> [batch,
+    outputs] with dropout drawn from `key`."""
 
     init: Callable[[jax.Array, jax.Array], Any]
     apply: Callable[[Any, jax.Array], jax.Array]
+    train_apply: Callable[[Any, jax.Array, jax.Array], jax.Array] | None = None
 
 
 def make_model(cfg: ModelSpec, outputs: int, dtype: Any = jnp.float32) -> Model:
-    """Builds the spec's MLP with `outputs` logits."""
-    module = MLP(hidden=tuple(cfg.hidden), outputs=outputs, activation=cfg.activation, dtype=dtype)
+    """Builds the spec's MLP with `outputs` logits (1 for regression)."""
+    module = MLP(
+        hidden=tuple(cfg.hidden),
+        outputs=outputs,
+        activation=cfg.activation,
+        dtype=dtype,
+        dropout=cfg.dropout,
+        layer_norm=cfg.layer_norm,
+    )
 
     def init(key: jax.Array, x: jax.Array) -> Any:
         return module.init(key, x)["params"]
@@ -65,7 +83,10 @@ def make_model(cfg: ModelSpec, outputs: int, dtype: Any = jnp.float32) -> Model:
     def apply(params: Any, x: jax.Array) -> jax.Array:
         return module.apply({"params": params}, x)
 
-    return Model(init, apply)
+    def train_apply(params: Any, x: jax.Array, key: jax.Array) -> jax.Array:
+        return module.apply({"params": params}, x, train=True, rngs={"dropout": key})
+
+    return Model(init, apply, train_apply)
 
 
 def param_count(params: Any) -> int:
@@ -73,11 +94,20 @@ def param_count(params: Any) -> int:
 
 
 def layer_table(params: Any) -> list[tuple[str, str, int]]:
-    """(layer, kernel shape in → out, parameter count) per Dense layer, in order."""
+    """(layer, shape, parameter count) per Dense (kernel in → out) and LayerNorm
+    (width) layer, in order."""
+
+    def order(name: str) -> tuple[bool, int, bool]:
+        kind, _, index = name.rpartition("_")
+        return name == "output", int(index) if index.isdigit() else 0, kind == "norm"
+
     rows = []
-    names = sorted(params, key=lambda n: (n == "output", int(n.split("_")[-1]) if "_" in n else 0))
-    for name in names:
+    for name in sorted(params, key=order):
         layer = params[name]
-        k = layer["kernel"]
-        rows.append((name, f"{k.shape[0]} → {k.shape[1]}", param_count(layer)))
+        if "kernel" in layer:
+            k = layer["kernel"]
+            shape = f"{k.shape[0]} → {k.shape[1]}"
+        else:
+            shape = f"norm {layer['scale'].shape[0]}"
+        rows.append((name, shape, param_count(layer)))
     return rows

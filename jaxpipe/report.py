@@ -116,8 +116,14 @@ class ConsoleReporter(Observer):
             f"  data       {d.source}: {src}; validation {d.validation}; "
             f"shuffle {str(d.shuffle).lower()}"
         )
-        self._print(f"  preprocess {spec.preprocess.normalize}")
-        self._print(f"  model      MLP hidden {list(m.hidden)}, {m.activation}")
+        self._print(f"  preprocess {spec.preprocess.normalize}; missing values: {spec.preprocess.missing}")
+        extras = "".join(
+            [
+                f", dropout {m.dropout:g}" if m.dropout else "",
+                ", layer norm" if m.layer_norm else "",
+            ]
+        )
+        self._print(f"  model      {m.task} MLP hidden {list(m.hidden)}, {m.activation}{extras}")
         self._print(f"  optimizer  {o.name}, learning rate {o.learning_rate:g}")
         self._print(f"  training   {t.epochs} epochs, batch {t.batch_size}")
         self._print(f"  output     {run_dir}")
@@ -190,4 +196,18 @@ class ConsoleReporter(Observer):
             if k not in ("epoch", "epoch_seconds") and isinstance(v, float)
         )
         self._print(f"Final (epoch {result.final['epoch']}): {final}")
-        self._print(f"Wrote {result.run_dir}/: spec.toml, metrics.jsonl, summary.json, curves.png")
+        summary = result.summary
+        if summary.get("classes"):
+            self._print(f"Classes: {', '.join(summary['classes'])}")
+        if "baseline" in summary:
+            self._print(
+                f"Baseline (predict the training mean): val_rmse "
+                f"{summary['baseline']['val_rmse']:.4f}"
+            )
+        dropped = summary.get("rows", {}).get("dropped_missing")
+        if dropped:
+            self._print(f"Dropped {dropped} rows with missing values (preprocess.missing)")
+        self._print(
+            f"Wrote {result.run_dir}/: spec.toml, metrics.jsonl, model.msgpack, "
+            "predictor.json, summary.json, curves.png"
+        )

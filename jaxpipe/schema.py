@@ -18,7 +18,16 @@ from typing import Any, Literal, get_args, get_origin
 
 from jaxpipe.errors import SpecError
 
-__all__ = ["field", "build", "json_schema", "to_dict", "dump_toml", "locate", "is_section"]
+__all__ = [
+    "field",
+    "build",
+    "json_schema",
+    "markdown_reference",
+    "to_dict",
+    "dump_toml",
+    "locate",
+    "is_section",
+]
 
 
 def field(
@@ -326,6 +335,88 @@ def _json_type(tp: Any) -> dict[str, Any]:
     if is_section(tp):
         return json_schema(tp)
     raise TypeError(f"no JSON Schema for {tp}")
+
+
+def _md_type(tp: Any) -> str:
+    args = _union_args(tp)
+    if args:
+        return " or ".join(_md_type(a) for a in args if a is not type(None))
+    if get_origin(tp) is Literal:
+        return " \\| ".join(f'`"{a}"`' for a in get_args(tp))
+    if get_origin(tp) in (list, tuple):
+        return f"list of {_md_type(get_args(tp)[0])}s"
+    names = {bool: "boolean", int: "integer", float: "number", str: "string"}
+    return names.get(tp, "table")
+
+
+def _md_range(meta: Mapping[str, Any]) -> str:
+    parts = []
+    for k, sym in (
+        ("minimum", "≥"),
+        ("exclusive_minimum", ">"),
+        ("maximum", "≤"),
+        ("exclusive_maximum", "<"),
+    ):
+        if meta.get(k) is not None:
+            parts.append(f"{sym} {meta[k]}")
+    if meta.get("item_minimum") is not None:
+        parts.append(f"each ≥ {meta['item_minimum']}")
+    return ", ".join(parts)
+
+
+def _md_default(f: dataclasses.Field) -> str:
+    if f.default is not dataclasses.MISSING:
+        value = f.default
+    else:
+        value = f.default_factory()  # type: ignore[misc]
+    if value is None:
+        return "unset"
+    if isinstance(value, Mapping) and not value:
+        return ""
+    return f"`{_toml_value(value)}`"
+
+
+def markdown_reference(cls: type, title: str, intro: str = "") -> str:
+    """A Markdown reference of the section `cls` and its subsections: one table per
+    section (key, type, default, range, meaning), from the same fields the builder checks."""
+    out = [f"# {title}", ""]
+    if intro:
+        out += [intro, ""]
+
+    def section(sub: type, path: str) -> None:
+        doc = " ".join((sub.__doc__ or "").split())
+        out.extend([f"## `[{path}]`", "", doc, ""])
+        rows, nested = [], []
+        extra_name = getattr(sub, "_extra", None)
+        for f, tp in _fields(sub):
+            inner = [a for a in (_union_args(tp) or (tp,)) if a is not type(None)]
+            if len(inner) == 1 and is_section(inner[0]):
+                nested.append((f.name, inner[0]))
+                continue
+            if f.name == extra_name:
+                continue
+            doc_cell = f.metadata.get("doc", "").replace("|", "\\|")
+            cells = [f"`{f.name}`", _md_type(tp), _md_default(f), _md_range(f.metadata), doc_cell]
+            rows.append("| " + " | ".join(cells) + " |")
+        if rows:
+            out.extend(["| key | type | default | range | meaning |", "|---|---|---|---|---|"])
+            out.extend(rows)
+            out.append("")
+        if extra_name:
+            out.extend(
+                [
+                    "Any other key here is passed to the optax function as a keyword "
+                    "argument and checked against its signature.",
+                    "",
+                ]
+            )
+        for name, sub_cls in nested:
+            section(sub_cls, f"{path}.{name}")
+
+    for f, tp in _fields(cls):
+        if is_section(tp):
+            section(tp, f.name)
+    return "\n".join(out).rstrip() + "\n"
 
 
 _HEADER = re.compile(r"^\[\[?\s*([^\]]+?)\s*\]\]?\s*$")

@@ -40,9 +40,12 @@ __all__ = [
     "dump_spec",
     "spec_schema",
     "ACTIVATIONS",
+    "SOURCES",
+    "spec_markdown",
 ]
 
 ACTIVATIONS = ("relu", "gelu", "silu", "tanh", "sigmoid", "elu", "leaky_relu", "softplus")
+SOURCES = ("csv", "parquet", "npz", "synthetic")
 
 
 @dataclass(frozen=True)
@@ -62,30 +65,51 @@ class ExperimentSpec:
 
 @dataclass(frozen=True)
 class SyntheticSpec:
-    """A seeded synthetic data set (used when `data.source = "synthetic"`)."""
+    """A seeded synthetic data set (used when `data.source = "synthetic"`); a
+    classification or a regression set, as `model.task` says."""
 
     rows: int = field(12000, "Number of rows generated.", minimum=2)
     features: int = field(50, "Number of feature columns.", minimum=1)
-    classes: int = field(4, "Number of classes (classification).", minimum=2)
+    classes: int = field(4, "Number of classes (classification only).", minimum=2)
     noise: float = field(
-        0.1, "Fraction of labels drawn at random (caps the accuracy).", minimum=0.0, maximum=1.0
+        0.1,
+        "Classification: fraction of labels drawn at random (caps the accuracy). "
+        "Regression: noise standard deviation relative to the signal's.",
+        minimum=0.0,
+        maximum=1.0,
     )
 
 
 @dataclass(frozen=True)
 class DataSpec:
-    """Where the rows come from and how they are split."""
+    """Where the rows come from, which columns are used and how rows are split."""
 
-    source: Literal["csv", "synthetic"] = field("synthetic", "Where rows come from.")
-    path: str | None = field(None, "Data file, relative to the spec file (csv).")
-    label: str | None = field(None, "Label column; every other column is a feature (csv).")
-    validation: int | float = field(
-        0.2, "Rows held out for validation: a count (int) or a fraction in (0, 1) (float)."
+    source: Literal[SOURCES] = field(  # type: ignore[valid-type]
+        "synthetic", "Where rows come from: a csv or parquet table, an npz file or generated."
+    )
+    path: str | None = field(
+        None, "Data file, relative to the spec file (csv, parquet; npz with arrays x and y)."
+    )
+    label: str | None = field(
+        None, "Label (target) column (csv, parquet; npz uses its array y)."
+    )
+    features: tuple[str, ...] | None = field(
+        None, "Feature columns to use; default every column but the label."
+    )
+    categorical: tuple[str, ...] = field(
+        (), "Integer-coded columns to one-hot encode (text columns always are)."
+    )
+    validation: int | float | str = field(
+        0.2,
+        "Rows held out for validation: a count (int), a fraction in (0, 1) (float), or a "
+        "separate file of the same kind (string, relative to the spec file).",
     )
     shuffle: bool = field(True, "Shuffle rows (seeded) before the train/validation split.")
     synthetic: SyntheticSpec = field(factory=SyntheticSpec, doc="The synthetic set.")
 
     def _check(self, where: str) -> None:
+        if isinstance(self.validation, bool):  # pragma: no cover - the builder rejects it
+            raise SpecError("expected a count, fraction or file", key=f"{where}.validation")
         if isinstance(self.validation, int) and self.validation < 1:
             raise SpecError(
                 f"a row count must be ≥ 1, found {self.validation}", key=f"{where}.validation"
@@ -95,13 +119,51 @@ class DataSpec:
                 f"a fraction must lie in (0, 1), found {self.validation}",
                 key=f"{where}.validation",
             )
-        if self.source == "csv":
-            for name in ("path", "label"):
-                if getattr(self, name) is None:
+        if isinstance(self.validation, str):
+            if not self.validation.strip():
+                raise SpecError(
+                    "an empty string is not a file; give a count, a fraction or a file name",
+                    key=f"{where}.validation",
+                )
+            if self.source == "synthetic":
+                raise SpecError(
+                    "synthetic data has no validation file; give a count or a fraction",
+                    key=f"{where}.validation",
+                )
+        needs = {"csv": ("path", "label"), "parquet": ("path", "label"), "npz": ("path",)}
+        for name in needs.get(self.source, ()):
+            if getattr(self, name) is None:
+                raise SpecError(
+                    f'source = "{self.source}" needs `{name}`; add {name} = "..." to [data]',
+                    key=f"{where}.{name}",
+                )
+        if self.features is not None:
+            if not self.features:
+                raise SpecError(
+                    "is empty; list at least one column or leave it out to use every column",
+                    key=f"{where}.features",
+                )
+            if self.label is not None and self.label in self.features:
+                raise SpecError(
+                    f"lists the label column {self.label!r}; a label cannot be a feature",
+                    key=f"{where}.features",
+                )
+            for i, name in enumerate(self.categorical):
+                if name not in self.features:
                     raise SpecError(
-                        f'source = "csv" needs `{name}`; add {name} = "..." to [data]',
-                        key=f"{where}.{name}",
+                        f"{name!r} is not among data.features; add it there or remove it",
+                        key=f"{where}.categorical[{i}]",
                     )
+        if self.label is not None and self.label in self.categorical:
+            raise SpecError(
+                f"lists the label column {self.label!r}; labels are encoded by model.task",
+                key=f"{where}.categorical",
+            )
+        for key in ("features", "categorical"):
+            names = getattr(self, key) or ()
+            dup = sorted({n for n in names if names.count(n) > 1})
+            if dup:
+                raise SpecError(f"lists {dup[0]!r} twice", key=f"{where}.{key}")
 
 
 @dataclass(frozen=True)
@@ -110,6 +172,11 @@ class PreprocessSpec:
 
     normalize: Literal["minmax", "standard", "none"] = field(
         "minmax", "minmax scales to [0, 1]; standard to zero mean, unit variance."
+    )
+    missing: Literal["error", "drop", "mean"] = field(
+        "error",
+        "Missing values: error names the column and row count; drop removes those rows; "
+        "mean imputes the training split's mean (a categorical column's category frequencies).",
     )
 
 
@@ -121,6 +188,18 @@ class ModelSpec:
         (128, 128), "Widths of the hidden layers; [] is linear.", item_minimum=1
     )
     activation: Literal[ACTIVATIONS] = field("relu", "Hidden-layer activation.")  # type: ignore[valid-type]
+    dropout: float = field(
+        0.0,
+        "Dropout rate after each hidden layer during training (evaluation runs without).",
+        minimum=0.0,
+        exclusive_maximum=1.0,
+    )
+    layer_norm: bool = field(False, "Layer normalisation after each hidden Dense layer.")
+    task: Literal["classification", "regression"] = field(
+        "classification",
+        "classification: softmax cross-entropy, reports accuracy; regression: one linear "
+        "output, MSE on the standardised target, reports RMSE in the target's units.",
+    )
 
 
 @dataclass(frozen=True)
@@ -184,6 +263,12 @@ class Spec:
     def _check(self, where: str) -> None:
         data = self.data
         if data.source == "synthetic":
+            for key in ("features", "categorical"):
+                if getattr(data, key):
+                    raise SpecError(
+                        "applies to columns of a data file; synthetic data has none",
+                        key=f"data.{key}",
+                    )
             rows = data.synthetic.rows
             val = data.validation
             n_val = val if isinstance(val, int) else int(round(rows * val))
@@ -297,6 +382,22 @@ def load_spec(path: str | os.PathLike[str], overrides: Iterable[str] = ()) -> Sp
         raise SpecError("spec file is not UTF-8 text", file=path) from None
     base = os.path.dirname(os.path.abspath(path))
     return parse_spec(text, file=path, base_dir=base, overrides=list(overrides))
+
+
+def spec_markdown() -> str:
+    """The spec reference (docs/spec.md), generated from the same fields the loader checks."""
+    return schema.markdown_reference(
+        Spec,
+        title="jaxpipe experiment spec",
+        intro=(
+            "Generated from `jaxpipe/spec.py` by `jaxpipe schema --format markdown`; "
+            "`tests/test_docs.py` fails if this file and the schema differ.\n\n"
+            "An experiment is one TOML file. Every section and key is optional (the defaults "
+            "are listed); unknown sections and keys are errors. Paths are relative to the "
+            "spec file. `--set KEY=VALUE` overrides any key (the value is TOML) and is "
+            "checked like the file."
+        ),
+    )
 
 
 def dump_spec(spec: Spec) -> str:

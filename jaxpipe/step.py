@@ -13,6 +13,12 @@ from jax import lax
 
 from jaxpipe.metrics import Sums, add_sums, classification_sums, zero_sums
 
+SumsFn = Callable[[jax.Array, jax.Array, jax.Array, jax.Array], Sums]
+
+# Dropout keys come from their own stream of the state key, folded with the step, so they
+# never coincide with the per-epoch shuffle keys fold_in(key, epoch).
+_DROPOUT_STREAM = 0x7D0F
+
 __all__ = [
     "TrainState",
     "init_state",
@@ -49,39 +55,49 @@ def init_state(
 
 
 def make_train_step(
-    apply_fn: ApplyFn, loss_fn: LossFn, tx: optax.GradientTransformation
+    apply_fn: ApplyFn,
+    loss_fn: LossFn,
+    tx: optax.GradientTransformation,
+    *,
+    sums_fn: SumsFn = classification_sums,
+    train_apply_fn: Callable[[Any, jax.Array, jax.Array], jax.Array] | None = None,
 ) -> Callable[[TrainState, jax.Array, jax.Array, jax.Array], tuple[TrainState, Sums]]:
     """train_step(state, x: [batch, features], y: [batch], weight: [batch]) -> (state, sums).
 
     The gradient is of the mean loss over rows with weight 1; weight-0 rows (padding of
-    the last batch) contribute nothing.
+    the last batch) contribute nothing. With `train_apply_fn(params, x, key)` (dropout),
+    the key is fold_in(fold_in(state.key, stream), state.step): explicit, per step.
     """
 
     def train_step(
         state: TrainState, x: jax.Array, y: jax.Array, weight: jax.Array
     ) -> tuple[TrainState, Sums]:
         def objective(params: Any) -> tuple[jax.Array, tuple[jax.Array, jax.Array]]:
-            logits = apply_fn(params, x)
+            if train_apply_fn is None:
+                logits = apply_fn(params, x)
+            else:
+                stream = jax.random.fold_in(state.key, _DROPOUT_STREAM)
+                logits = train_apply_fn(params, x, jax.random.fold_in(stream, state.step))
             losses = loss_fn(logits, y)
             return jnp.sum(losses * weight) / jnp.maximum(jnp.sum(weight), 1.0), (losses, logits)
 
         (_, (losses, logits)), grads = jax.value_and_grad(objective, has_aux=True)(state.params)
         updates, opt_state = tx.update(grads, state.opt_state, state.params)
         params = optax.apply_updates(state.params, updates)
-        sums = classification_sums(losses, logits, y, weight)
+        sums = sums_fn(losses, logits, y, weight)
         return TrainState(state.step + 1, params, opt_state, state.key), sums
 
     return train_step
 
 
 def make_eval_step(
-    apply_fn: ApplyFn, loss_fn: LossFn
+    apply_fn: ApplyFn, loss_fn: LossFn, *, sums_fn: SumsFn = classification_sums
 ) -> Callable[[Any, jax.Array, jax.Array, jax.Array], Sums]:
     """eval_step(params, x: [batch, features], y: [batch], weight: [batch]) -> sums."""
 
     def eval_step(params: Any, x: jax.Array, y: jax.Array, weight: jax.Array) -> Sums:
         logits = apply_fn(params, x)
-        return classification_sums(loss_fn(logits, y), logits, y, weight)
+        return sums_fn(loss_fn(logits, y), logits, y, weight)
 
     return eval_step
 

@@ -1,0 +1,320 @@
+"""From table columns to a feature matrix: column kinds, missing values, labels, and the
+one-hot / imputation encoder fitted on the training split.
+
+Host numpy only. The fitted `FeatureEncoder` is plain JSON, so `jaxpipe predict` applies
+exactly what training fitted. Kept apart from `data.py` (which reads files and splits
+rows) so each stays one responsibility; it imports no other jaxpipe module but errors.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import numpy as np
+
+from jaxpipe.errors import DataError
+
+__all__ = [
+    "Columns",
+    "ColumnCode",
+    "FeatureEncoder",
+    "missing_mask",
+    "column_values",
+    "select_features",
+    "handle_missing",
+    "encode_labels",
+    "encode_target",
+    "fit_encoder",
+]
+
+# name -> [rows]: float64 with NaN for missing, or object (str / None for missing).
+Columns = dict[str, np.ndarray]
+Kind = Literal["numeric", "categorical"]
+
+
+def missing_mask(col: np.ndarray) -> np.ndarray:
+    """[rows] bool: which entries are missing (NaN or None)."""
+    if col.dtype.kind == "f":
+        return np.isnan(col)
+    return np.fromiter(
+        (v is None or (isinstance(v, float) and math.isnan(v)) for v in col), bool, len(col)
+    )
+
+
+def _number(v: Any) -> float | None:
+    if isinstance(v, (int, float)) and not isinstance(v, bool):
+        return float(v)
+    try:
+        return float(str(v).strip())
+    except ValueError:
+        return None
+
+
+def _category(v: Any) -> str:
+    # Integer codes read as floats ("3.0") must match the same code written as "3".
+    if isinstance(v, float) and v.is_integer():
+        return str(int(v))
+    return str(v)
+
+
+def column_values(
+    name: str, col: np.ndarray, file: str, *, categorical: bool = False, kind: Kind | None = None
+) -> tuple[Kind, np.ndarray]:
+    """Decides a feature column's kind and returns its values: numeric as float64 with
+    NaN, categorical as object (str, or None for missing).
+
+    Text columns are categorical, unless most of their values parse as numbers: then the
+    rest are stray text in a numeric column, a data error naming column, row and value.
+    `kind` forces a kind already decided on the training file.
+    """
+    miss = missing_mask(col)
+    if kind is None:
+        if categorical:
+            kind = "categorical"
+        elif col.dtype.kind in "fiub":
+            kind = "numeric"
+        else:
+            present = [v for v, m in zip(col, miss) if not m]
+            parsed = sum(_number(v) is not None for v in present)
+            kind = "numeric" if present and parsed >= 0.5 * len(present) else "categorical"
+    if kind == "categorical":
+        return kind, np.array([None if m else _category(v) for v, m in zip(col, miss)], object)
+    if col.dtype.kind in "fiub":
+        return kind, col.astype(np.float64)
+    out = np.full(len(col), np.nan)
+    for i, (v, m) in enumerate(zip(col, miss)):
+        if m:
+            continue
+        x = _number(v)
+        if x is None:
+            raise DataError(
+                f"{file}: column {name!r} holds text {v!r} at row {i + 1} where the column's "
+                "other values are numbers; fix or remove that value (or list the column in "
+                "data.categorical)"
+            )
+        out[i] = x
+    return kind, out
+
+
+def select_features(
+    columns: Columns, label: str | None, features: Sequence[str] | None, file: str
+) -> list[str]:
+    """The feature column names: `features`, or every column but the label."""
+    if label is not None and label not in columns:
+        raise DataError(
+            f"{file}: label column {label!r} not found; columns are {', '.join(columns)} "
+            "(set data.label)"
+        )
+    names = list(features) if features is not None else [c for c in columns if c != label]
+    for name in names:
+        if name not in columns:
+            raise DataError(
+                f"{file}: feature column {name!r} (data.features) not found; columns are "
+                f"{', '.join(columns)}"
+            )
+    if not names:
+        raise DataError(f"{file}: no feature columns besides the label {label!r}")
+    return names
+
+
+def handle_missing(
+    features: Columns, y: np.ndarray | None, label: str | None, policy: str, file: str
+) -> tuple[Columns, np.ndarray | None, int]:
+    """Applies `preprocess.missing` to rows: "error" raises naming the column and the
+    number of missing rows, "drop" removes the rows, "mean" leaves feature gaps for the
+    encoder to fill (a missing label is never imputed). Returns (features, y, dropped)."""
+    masks = {name: missing_mask(col) for name, col in features.items()}
+    if y is not None:
+        y_miss = missing_mask(y)
+        if y_miss.any() and policy != "drop":
+            raise DataError(
+                f"{file}: label column {label!r} has {int(y_miss.sum())} rows without a label "
+                f"(first at row {int(np.argmax(y_miss)) + 1}); remove them or set "
+                '[preprocess] missing = "drop"'
+            )
+    if policy == "error":
+        for name, m in masks.items():
+            if m.any():
+                raise DataError(
+                    f"{file}: column {name!r} has {int(m.sum())} missing values (first at row "
+                    f'{int(np.argmax(m)) + 1}); fill them in or set [preprocess] missing = "drop" '
+                    'or "mean"'
+                )
+        return features, y, 0
+    if policy == "mean":
+        return features, y, 0
+    rows = len(next(iter(features.values())))
+    drop = np.zeros(rows, bool)
+    for m in masks.values():
+        drop |= m
+    if y is not None:
+        drop |= missing_mask(y)
+    if drop.all():
+        raise DataError(f'{file}: every row has a missing value; missing = "drop" leaves none')
+    keep = ~drop
+    return (
+        {k: v[keep] for k, v in features.items()},
+        None if y is None else y[keep],
+        int(drop.sum()),
+    )
+
+
+def encode_labels(
+    values: np.ndarray, column: str, classes: Sequence[str] | None = None
+) -> tuple[np.ndarray, tuple[str, ...]]:
+    """Maps class labels (integers or strings) to indices 0..C-1 in sorted order (numeric
+    order for integers), or onto the given `classes` (a validation or prediction file)."""
+    miss = missing_mask(values)
+    if miss.any():
+        raise DataError(
+            f"label column {column!r}: {int(miss.sum())} rows have no label; remove them or "
+            'set [preprocess] missing = "drop"'
+        )
+    if values.dtype.kind in "fiub":
+        bad = values != np.round(values)
+        if bad.any():
+            raise DataError(
+                f"label column {column!r}: value {values[bad][0]} (row {int(np.argmax(bad)) + 1}) "
+                "is not a class label; classification needs integer or text labels "
+                '(or set model.task = "regression")'
+            )
+        ints = values.astype(np.int64)
+        uniques = np.unique(ints)
+        names = tuple(str(u) for u in uniques)
+        strings = np.array([str(v) for v in ints], object)
+    else:
+        strings = np.array([_category(v) for v in values], object)
+        names = tuple(sorted(set(strings)))
+    if classes is None:
+        if len(names) < 2:
+            raise DataError(
+                f"label column {column!r} has a single class ({names[0]}); "
+                "classification needs at least two"
+            )
+        classes = names
+    lookup = {c: i for i, c in enumerate(classes)}
+    unknown = [s for s in names if s not in lookup]
+    if unknown:
+        raise DataError(
+            f"label column {column!r}: class {unknown[0]!r} does not occur in the training "
+            f"data (classes: {', '.join(classes)})"
+        )
+    return np.array([lookup[s] for s in strings], np.int32), tuple(classes)
+
+
+def encode_target(
+    values: np.ndarray, column: str, task: str, file: str, classes: Sequence[str] | None = None
+) -> tuple[np.ndarray, tuple[str, ...]]:
+    """y: [rows] int32 class indices (classification) or float32 values (regression)."""
+    if task == "classification":
+        try:
+            return encode_labels(values, column, classes)
+        except DataError as e:
+            raise DataError(f"{file}: {e}") from None
+    _, numbers = column_values(column, values, file, kind="numeric")
+    return numbers.astype(np.float32), ()
+
+
+@dataclass(frozen=True)
+class ColumnCode:
+    """How one input column becomes feature columns.
+
+    numeric: one column; `fill` = (training mean,). categorical: one column per category
+    of the training split (unseen values → all zeros); `fill` = category frequencies.
+    """
+
+    name: str
+    kind: Kind
+    categories: tuple[str, ...] = ()
+    fill: tuple[float, ...] = ()
+
+    @property
+    def outputs(self) -> list[str]:
+        if self.kind == "numeric":
+            return [self.name]
+        return [f"{self.name}={c}" for c in self.categories]
+
+
+@dataclass(frozen=True)
+class FeatureEncoder:
+    """The fitted column encoding; `transform` gives [rows, width] float32."""
+
+    columns: tuple[ColumnCode, ...]
+    impute: bool = False
+
+    @property
+    def feature_names(self) -> tuple[str, ...]:
+        return tuple(n for c in self.columns for n in c.outputs)
+
+    @property
+    def input_names(self) -> tuple[str, ...]:
+        return tuple(c.name for c in self.columns)
+
+    @property
+    def kinds(self) -> dict[str, Kind]:
+        return {c.name: c.kind for c in self.columns}
+
+    def transform(self, columns: Columns) -> np.ndarray:
+        """Prepared columns (see `column_values`) → x: [rows, width] float32."""
+        parts = []
+        for code in self.columns:
+            col = columns[code.name]
+            if code.kind == "numeric":
+                if self.impute:
+                    col = np.where(np.isnan(col), code.fill[0], col)
+                parts.append(col[:, None])
+                continue
+            index = {c: i for i, c in enumerate(code.categories)}
+            onehot = np.zeros((len(col), len(code.categories)))
+            for r, v in enumerate(col):
+                if v is None:
+                    if self.impute:
+                        onehot[r] = code.fill
+                elif v in index:
+                    onehot[r, index[v]] = 1.0
+            parts.append(onehot)
+        rows = len(next(iter(columns.values()))) if columns else 0
+        x = np.concatenate(parts, axis=1) if parts else np.zeros((rows, 0))
+        return np.ascontiguousarray(x, dtype=np.float32)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "impute": self.impute,
+            "columns": [
+                {"name": c.name, "kind": c.kind, "categories": list(c.categories), "fill": list(c.fill)}
+                for c in self.columns
+            ],
+        }
+
+    @classmethod
+    def from_json(cls, obj: dict[str, Any]) -> FeatureEncoder:
+        cols = tuple(
+            ColumnCode(c["name"], c["kind"], tuple(c["categories"]), tuple(c["fill"]))
+            for c in obj["columns"]
+        )
+        return cls(cols, bool(obj["impute"]))
+
+
+def fit_encoder(
+    columns: Columns, kinds: dict[str, Kind], impute: bool, file: str = ""
+) -> FeatureEncoder:
+    """Fits categories and fill values on the training split's prepared columns."""
+    codes = []
+    for name, kind in kinds.items():
+        col = columns[name]
+        miss = missing_mask(col)
+        if kind == "numeric":
+            present = col[~miss]
+            if impute and present.size == 0:
+                raise DataError(
+                    f"{file}: column {name!r} has no values in the training split to impute from"
+                )
+            codes.append(ColumnCode(name, kind, (), (float(present.mean()) if present.size else 0.0,)))
+            continue
+        values, counts = np.unique(np.array([v for v in col[~miss]], dtype=str), return_counts=True)
+        freq = counts / max(counts.sum(), 1)
+        codes.append(ColumnCode(name, kind, tuple(map(str, values)), tuple(map(float, freq))))
+    return FeatureEncoder(tuple(codes), impute)
