@@ -1,15 +1,17 @@
 """jaxpipe: functional JAX training pipelines from declarative TOML experiment specs."""
 
 from jaxpipe._version import __version__
-from jaxpipe.api import run, validate
+from jaxpipe.api import predict, run, validate
 from jaxpipe.errors import DataError, JaxpipeError, SpecError
 from jaxpipe.loop import RunResult
-from jaxpipe.spec import Spec, load_spec, spec_schema
+from jaxpipe.spec import Spec, load_spec, spec_markdown, spec_schema
 
 __all__ = [
     "__version__",
     "load_spec",
     "spec_schema",
+    "spec_markdown",
+    "predict",
     "run",
     "validate",
     "Spec",

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import os
 
+from jaxpipe.data import load_dataset
 from jaxpipe.loop import RunResult, run_experiment
 from jaxpipe.optim import check_optimizer
+from jaxpipe.predict import predict_file
 from jaxpipe.report import ConsoleReporter
 from jaxpipe.spec import Spec, load_spec
 
-__all__ = ["run", "validate", "load_spec"]
+__all__ = ["run", "validate", "predict", "load_spec"]
 
 
 def run(
@@ -24,17 +26,28 @@ def run(
 
 
 def validate(spec: Spec) -> list[str]:
-    """Checks what can be checked without training: names optax must know and the data
-    file's existence. Returns notes for the user; raises a JaxpipeError on a problem."""
-    from jaxpipe.errors import DataError
-
+    """Checks what can be checked without training: names optax must know, and the data:
+    files exist and read, columns, labels, text and missing values are as the spec
+    says. Returns notes for the user; raises a JaxpipeError on a problem."""
     check_optimizer(spec.optimizer)
-    notes = []
-    if spec.data.source != "synthetic":
-        path = spec.resolve_path(spec.data.path)
-        if not os.path.isfile(path):
-            raise DataError(
-                f"{path}: data file not found; check [data] path (relative to the spec file)"
-            )
-        notes.append(f"data file {path}: {os.path.getsize(path)} bytes")
+    ds = load_dataset(spec)
+    what = (
+        f"{ds.num_classes} classes ({', '.join(ds.class_names[:10])}"
+        f"{', ...' if ds.num_classes > 10 else ''})"
+        if ds.task == "classification"
+        else f"regression target {ds.label or 'y'}"
+    )
+    notes = [
+        f"data {ds.origin}: {ds.x_train.shape[0]} training + {ds.x_val.shape[0]} validation "
+        f"rows, {ds.num_features} encoded features, {what}"
+    ]
+    if ds.dropped_rows:
+        notes.append(f"{ds.dropped_rows} rows with missing values will be dropped")
     return notes
+
+
+def predict(run_dir: str, data: str, out: str | None = None) -> int:
+    """Predicts every row of `data` (csv, parquet or npz) with the model saved in the
+    finished run directory `run_dir`, writing CSV to `out` (default stdout): the class
+    name and its probability, or the regression value. Returns the number of rows."""
+    return predict_file(run_dir, data, out)

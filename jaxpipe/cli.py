@@ -48,7 +48,18 @@ def _parser() -> argparse.ArgumentParser:
     v.add_argument("spec")
     v.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
 
-    sub.add_parser("schema", help="print the JSON Schema of experiment files")
+    s = sub.add_parser("schema", help="print the JSON Schema (or Markdown reference) of specs")
+    s.add_argument(
+        "--format",
+        choices=("json", "markdown"),
+        default="json",
+        help="json: JSON Schema for editors; markdown: the reference in docs/spec.md",
+    )
+
+    pr = sub.add_parser("predict", help="predict new rows with a finished run's model")
+    pr.add_argument("run_dir", help="run directory written by `jaxpipe run`")
+    pr.add_argument("data", help="rows to predict: csv (or .parquet / .npz)")
+    pr.add_argument("--out", help="CSV file to write (default: standard output)")
     return p
 
 
@@ -74,11 +85,28 @@ def _cmd_validate(args: argparse.Namespace) -> int:
 def _cmd_schema(args: argparse.Namespace) -> int:
     import jaxpipe
 
-    print(json.dumps(jaxpipe.spec_schema(), indent=2))
+    if args.format == "markdown":
+        sys.stdout.write(jaxpipe.spec_markdown())
+    else:
+        print(json.dumps(jaxpipe.spec_schema(), indent=2))
     return 0
 
 
-_COMMANDS = {"run": _cmd_run, "validate": _cmd_validate, "schema": _cmd_schema}
+def _cmd_predict(args: argparse.Namespace) -> int:
+    import jaxpipe
+
+    rows = jaxpipe.predict(args.run_dir, args.data, out=args.out)
+    if args.out is not None:
+        print(f"wrote {rows} predictions to {args.out}", file=sys.stderr)
+    return 0
+
+
+_COMMANDS = {
+    "run": _cmd_run,
+    "validate": _cmd_validate,
+    "schema": _cmd_schema,
+    "predict": _cmd_predict,
+}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

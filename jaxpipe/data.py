@@ -134,6 +134,18 @@ def _arrow_columns(table, path: str) -> Columns:
             columns[name] = np.asarray(values, dtype=np.float64)
         elif pa.types.is_null(t):
             columns[name] = np.full(table.num_rows, np.nan)
+        elif pa.types.is_binary(t) or pa.types.is_large_binary(t):
+            # pyarrow infers bytes for text that is not valid UTF-8.
+            values = col.to_pylist()
+            for i, v in enumerate(values):
+                try:
+                    values[i] = None if v is None else v.decode("utf-8")
+                except UnicodeDecodeError:
+                    raise DataError(
+                        f"{path}: column {name!r} row {i + 1} is not UTF-8 text; "
+                        "save the file as UTF-8"
+                    ) from None
+            columns[name] = np.asarray(values, dtype=object)
         else:
             columns[name] = np.asarray(col.to_pylist(), dtype=object)
     return columns
@@ -148,7 +160,10 @@ def read_csv(path: str) -> Columns:
 
     _check_file(path)
     try:
-        table = pacsv.read_csv(path)
+        # Empty strings and NA/null spellings are missing in text columns too (pyarrow's
+        # default keeps them as strings there, which would make "NA" a category).
+        convert = pacsv.ConvertOptions(strings_can_be_null=True)
+        table = pacsv.read_csv(path, convert_options=convert)
     except (pa.ArrowInvalid, OSError, UnicodeDecodeError) as e:
         raise DataError(f"{path}: cannot parse as CSV ({str(e).splitlines()[0]})") from None
     return _arrow_columns(table, path)

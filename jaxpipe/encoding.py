@@ -214,7 +214,16 @@ def encode_target(
             return encode_labels(values, column, classes)
         except DataError as e:
             raise DataError(f"{file}: {e}") from None
-    _, numbers = column_values(column, values, file, kind="numeric")
+    miss = missing_mask(values)
+    numbers = np.full(len(values), np.nan)
+    for i, v in enumerate(values):
+        x = None if miss[i] else _number(v)
+        if x is None and not miss[i]:
+            raise DataError(
+                f"{file}: label column {column!r} holds text {v!r} at row {i + 1}; regression "
+                'needs numeric targets (or set model.task = "classification")'
+            )
+        numbers[i] = np.nan if x is None else x
     return numbers.astype(np.float32), ()
 
 

@@ -356,7 +356,12 @@ def parse_spec(
         if e.file is not None:
             raise
         key = e.key or ""
-        from_set = any(key == k or key.startswith(k + ".") for k in overridden)
+        # An error at the override's key, inside it, or at a table it created (a misspelt
+        # section) belongs to --set.
+        from_set = any(
+            key == k or key.startswith(k + ".") or (key and k.startswith(key + "."))
+            for k in overridden
+        )
         raise SpecError(
             e.detail,
             key=e.key,

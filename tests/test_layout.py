@@ -12,6 +12,7 @@ RANK = {
     "errors": 0,
     "schema": 1,
     "spec": 2,
+    "encoding": 2,  # column encoding for data.py; needs only errors
     "data": 3,
     "preprocess": 3,
     "model": 4,
@@ -19,13 +20,14 @@ RANK = {
     "metrics": 4,
     "optim": 4,
     "step": 5,
+    "predict": 6,  # saved model + prediction: data, encoding, preprocess, model; loop saves
     "loop": 7,
     "report": 8,
     "api": 9,
     "__init__": 10,
     "cli": 11,
 }
-NO_JAX = {"errors", "schema", "spec", "cli"}
+NO_JAX = {"errors", "schema", "spec", "encoding", "cli"}
 
 
 def _imports(name):

@@ -1,0 +1,154 @@
+"""Bad input, table-driven: each case exits 2 with one `error: ...` line on stderr that
+names the key, file or column, no traceback, and no finished-looking run directory."""
+
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from conftest import ROOT
+
+from jaxpipe.cli import main
+
+ROWS = "".join(f"{i % 7}.5,{i * 3 % 11},{'red' if i % 3 else 'blue'},{'cat' if i % 2 else 'dog'}\n" for i in range(20))
+CSV = "a,b,color,y\n" + ROWS
+
+BASE = """
+[experiment]
+name = "bad"
+
+[data]
+source = "csv"
+path = "d.csv"
+label = "y"
+validation = 0.25
+
+[model]
+hidden = [4]
+
+[training]
+epochs = 1
+batch_size = 4
+"""
+
+
+def spec_with(old: str, new: str) -> str:
+    assert old in BASE, old
+    return BASE.replace(old, new)
+
+
+# (id, spec text, extra files {name: str | bytes}, argv after the command, needles)
+CASES = [
+    ("toml-syntax", BASE + "[training2]\nepochs = = 3\n", {}, [], ["spec.toml:", "invalid TOML"]),
+    ("duplicate-key", BASE + "epochs = 2\n", {}, [], ["spec.toml:", "invalid TOML"]),
+    ("unknown-section", BASE + "[trainin]\nepochs = 2\n", {}, [], ["trainin", "did you mean 'training'"]),
+    ("unknown-key", spec_with("epochs = 1", "epochz = 1"), {}, [], ["training.epochz", "did you mean 'epochs'"]),
+    ("string-for-int", spec_with("epochs = 1", 'epochs = "five"'), {}, [], ["training.epochs", "expected an integer"]),
+    ("string-for-float", BASE + '[optimizer]\nlearning_rate = "fast"\n', {}, [], ["optimizer.learning_rate", "expected a number"]),
+    ("negative-epochs", spec_with("epochs = 1", "epochs = -2"), {}, [], ["training.epochs", "≥ 1"]),
+    ("zero-batch", spec_with("batch_size = 4", "batch_size = 0"), {}, [], ["training.batch_size", "≥ 1"]),
+    ("negative-lr", BASE + "[optimizer]\nlearning_rate = -0.1\n", {}, [], ["optimizer.learning_rate", "> 0"]),
+    ("zero-width-layer", spec_with("hidden = [4]", "hidden = [4, 0]"), {}, [], ["model.hidden[1]"]),
+    ("validation-above-1", spec_with("validation = 0.25", "validation = 1.5"), {}, [], ["data.validation", "(0, 1)"]),
+    ("validation-zero", spec_with("validation = 0.25", "validation = 0.0"), {}, [], ["data.validation", "(0, 1)"]),
+    ("dropout-one", spec_with("hidden = [4]", "hidden = [4]\ndropout = 1.0"), {}, [], ["model.dropout", "< 1.0"]),
+    ("unknown-task", spec_with("hidden = [4]", 'hidden = [4]\ntask = "regresion"'), {}, [], ["model.task", "did you mean 'regression'"]),
+    ("unknown-optimizer", BASE + '[optimizer]\nname = "adamm"\n', {}, [], ["optimizer.name", "did you mean 'adam'"]),
+    ("unknown-activation", spec_with("hidden = [4]", 'hidden = [4]\nactivation = "rleu"'), {}, [], ["model.activation", "did you mean 'relu'"]),
+    ("unknown-normaliser", BASE + '[preprocess]\nnormalize = "zscore"\n', {}, [], ["preprocess.normalize", "'minmax'"]),
+    ("unknown-missing-policy", BASE + '[preprocess]\nmissing = "impute"\n', {}, [], ["preprocess.missing", "'mean'"]),
+    ("unknown-schedule", BASE + '[optimizer.schedule]\nname = "cosin"\n', {}, [], ["optimizer.schedule.name", "did you mean 'cosine'"]),
+    ("bad-optimizer-kwarg", BASE + '[optimizer]\nname = "adamw"\nweight_decy = 0.1\n', {}, [], ["optimizer.weight_decy", "did you mean 'weight_decay'"]),
+    ("csv-without-path", BASE.replace('path = "d.csv"\n', ""), {}, [], ["data.path", 'source = "csv" needs']),
+    ("label-in-features", spec_with('label = "y"', 'label = "y"\nfeatures = ["a", "y"]'), {}, [], ["data.features", "label"]),
+    ("categorical-not-feature", spec_with('label = "y"', 'label = "y"\nfeatures = ["a"]\ncategorical = ["b"]'), {}, [], ["data.categorical[0]", "'b'"]),
+    ("missing-spec-file", None, {}, ["nowhere.toml"], ["nowhere.toml", "spec file not found"]),
+    ("spec-is-a-directory", None, {"sub/x": ""}, ["{dir}/sub"], ["cannot read the spec file"]),
+    ("spec-not-utf8", b"[training]\nepochs = 1 # \xff\xfe\n", {}, [], ["spec.toml", "not UTF-8"]),
+    ("missing-data-file", spec_with('path = "d.csv"', 'path = "none.csv"'), {}, [], ["none.csv", "not found"]),
+    ("data-is-a-directory", spec_with('path = "d.csv"', 'path = "sub"'), {"sub/x": ""}, [], ["sub", "not a file"]),
+    ("empty-data-file", BASE, {"d.csv": ""}, [], ["d.csv", "empty"]),
+    ("header-only", BASE, {"d.csv": "a,b,color,y\n"}, [], ["d.csv", "no data rows"]),
+    ("not-utf8-data", BASE, {"d.csv": b"a,b,color,y\n" + b"1,2,\xff\xfe,cat\n" * 3}, [], ["d.csv", "column 'color'", "not UTF-8"]),
+    ("missing-label-column", spec_with('label = "y"', 'label = "species"'), {}, [], ["d.csv", "label column 'species' not found"]),
+    ("missing-feature-column", spec_with('label = "y"', 'label = "y"\nfeatures = ["a", "wings"]'), {}, [], ["d.csv", "'wings'", "not found"]),
+    ("text-in-numeric", BASE, {"d.csv": CSV.replace("\n3.5,", "\n3.5x,", 1)}, [], ["d.csv", "column 'a'", "'3.5x'", "row 4"]),
+    ("missing-values-default", BASE, {"d.csv": CSV.replace("\n3.5,9,", "\n,9,", 1)}, [], ["d.csv", "column 'a' has 1 missing", 'missing = "drop"']),
+    ("missing-label-value", BASE, {"d.csv": CSV.replace(",cat\n", ",\n", 1)}, [], ["label column 'y'", "1 rows without a label"]),
+    ("non-integer-labels", spec_with('label = "y"', 'label = "a"\nfeatures = ["b"]'), {}, [], ["label column 'a'", "not a class label"]),
+    ("text-regression-target", spec_with("hidden = [4]", 'hidden = [4]\ntask = "regression"'), {}, [], ["label column 'y'", "'dog' at row 1", "regression needs numeric"]),
+    ("batch-larger-than-train", spec_with("batch_size = 4", "batch_size = 64"), {}, [], ["training.batch_size = 64", "15 rows"]),
+    ("validation-rows-exceed", spec_with("validation = 0.25", "validation = 20"), {}, [], ["data.validation holds out 20 of 20"]),
+    ("missing-validation-file", spec_with("validation = 0.25", 'validation = "val.csv"'), {}, [], ["val.csv", "not found"]),
+    ("unseen-validation-class", spec_with("validation = 0.25", 'validation = "val.csv"'), {"val.csv": "a,b,color,y\n1,2,red,bird\n"}, [], ["val.csv", "class 'bird'"]),
+    ("npz-without-y", spec_with('source = "csv"\npath = "d.csv"\nlabel = "y"', 'source = "npz"\npath = "d.npz"'), {"d.npz": "NPZ_NO_Y"}, [], ["d.npz", "no array 'y'"]),
+    ("not-parquet", spec_with('source = "csv"\npath = "d.csv"', 'source = "parquet"\npath = "d.csv"'), {}, [], ["d.csv", "Parquet"]),
+    ("set-not-key-value", BASE, {}, ["--set", "training.epochs"], ["--set", "not KEY=VALUE"]),
+    ("set-bad-toml", BASE, {}, ["--set", "model.hidden=[1,"], ["--set", "model.hidden", "not a TOML value"]),
+    ("set-unknown-key", BASE, {}, ["--set", "trainig.epochs=3"], ["--set", "did you mean 'training'"]),
+    ("set-out-of-range", BASE, {}, ["--set", "data.validation=1.0"], ["--set", "data.validation"]),
+    ("set-wrong-type", BASE, {}, ["--set", "training.batch_size=big"], ["--set", "training.batch_size", "expected an integer"]),
+]
+
+
+def _materialise(tmp_path, spec, files):
+    (tmp_path / "d.csv").write_text(CSV)
+    for name, content in files.items():
+        path = tmp_path / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if content == "NPZ_NO_Y":
+            np.savez(path, x=np.zeros((4, 2)))
+        elif isinstance(content, bytes):
+            path.write_bytes(content)
+        else:
+            path.write_text(content)
+    if spec is not None:
+        p = tmp_path / "spec.toml"
+        p.write_bytes(spec if isinstance(spec, bytes) else spec.encode())
+    return str(tmp_path / "spec.toml")
+
+
+def _check(code, err, out, needles):
+    assert code == 2, err
+    assert err.startswith("error: ") and err.count("\n") == 1, err
+    assert "Traceback" not in err
+    for needle in needles:
+        assert needle in err, (needle, err)
+    assert not os.path.exists(os.path.join(out, "summary.json"))
+
+
+assert len(CASES) >= 25
+
+
+@pytest.mark.parametrize("command", ["run", "validate"])
+@pytest.mark.parametrize("case", CASES, ids=[c[0] for c in CASES])
+def test_bad_input(tmp_path, capsys, monkeypatch, case, command):
+    _, spec, files, extra, needles = case
+    monkeypatch.chdir(tmp_path)
+    spec_path = _materialise(tmp_path, spec, files)
+    out = str(tmp_path / "run")
+    extra = [a.replace("{dir}", str(tmp_path)) for a in extra]
+    if spec is not None:
+        argv = [command, spec_path, *extra]
+    else:
+        argv = [command, *extra]
+    if command == "run":
+        argv += ["--out", out]
+    code = main(argv)
+    _check(code, capsys.readouterr().err, out, needles)
+
+
+@pytest.mark.parametrize("case_id", ["toml-syntax", "text-in-numeric"])
+def test_bad_input_in_a_real_process(tmp_path, case_id):
+    _, spec, files, extra, needles = next(c for c in CASES if c[0] == case_id)
+    spec_path = _materialise(tmp_path, spec, files)
+    out = str(tmp_path / "run")
+    p = subprocess.run(
+        [sys.executable, "-m", "jaxpipe.cli", "run", spec_path, "--out", out, *extra],
+        capture_output=True,
+        text=True,
+        env=os.environ | {"PYTHONPATH": ROOT},
+        timeout=120,
+    )
+    _check(p.returncode, p.stderr, out, needles)
