@@ -72,3 +72,84 @@ def test_csv_errors_name_the_problem(tmp_path, write_spec, content, match):
     )
     with pytest.raises(DataError, match=match):
         load_dataset(spec)
+
+
+TABLE = "num,color,code,species\n" + "".join(
+    f"{i * 0.5},{['red', 'green', 'blue'][i % 3]},{i % 2 + 1},{['cat', 'dog'][(i // 2) % 2]}\n"
+    for i in range(24)
+)
+TABLE_SPEC = (
+    '[data]\nsource="csv"\npath="t.csv"\nlabel="species"\nvalidation=0.25\n'
+    'categorical=["code"]\n[training]\nbatch_size=4\n'
+)
+
+
+def test_text_and_integer_coded_columns_are_one_hot(tmp_path, write_spec):
+    (tmp_path / "t.csv").write_text(TABLE)
+    ds = load_dataset(load_spec(write_spec(TABLE_SPEC)))
+    assert ds.class_names == ("cat", "dog")
+    assert ds.feature_names == ("num", "color=blue", "color=green", "color=red", "code=1", "code=2")
+    onehot = ds.x_train[:, 1:4]
+    assert set(onehot.sum(axis=1)) == {1.0}
+    assert ds.x_train.shape == (18, 6) and ds.x_val.shape == (6, 6)
+
+
+def test_features_select_columns_and_parquet_npz_match_csv(tmp_path, write_spec):
+    import pyarrow.csv as pacsv
+    import pyarrow.parquet as pq
+
+    (tmp_path / "t.csv").write_text(TABLE)
+    pq.write_table(pacsv.read_csv(tmp_path / "t.csv"), tmp_path / "t.parquet")
+    csv_ds = load_dataset(load_spec(write_spec(TABLE_SPEC, "a.toml")))
+    pq_spec = TABLE_SPEC.replace('"csv"', '"parquet"').replace("t.csv", "t.parquet")
+    pq_ds = load_dataset(load_spec(write_spec(pq_spec, "b.toml")))
+    np.testing.assert_array_equal(csv_ds.x_train, pq_ds.x_train)
+    np.testing.assert_array_equal(csv_ds.y_val, pq_ds.y_val)
+    only = load_dataset(
+        load_spec(write_spec(TABLE_SPEC.replace('categorical=["code"]', 'features=["num"]'), "c.toml"))
+    )
+    assert only.feature_names == ("num",)
+    x = np.arange(40, dtype=np.float32).reshape(20, 2)
+    np.savez(tmp_path / "d.npz", x=x, y=np.array(["a", "b"] * 10))
+    npz = load_dataset(
+        load_spec(write_spec('[data]\nsource="npz"\npath="d.npz"\nvalidation=5\n'
+                             "[training]\nbatch_size=4\n", "d.toml"))
+    )
+    assert npz.feature_names == ("x0", "x1") and npz.class_names == ("a", "b")
+    assert sorted(np.concatenate([npz.x_train, npz.x_val])[:, 0].tolist()) == x[:, 0].tolist()
+
+
+def test_separate_validation_file_uses_the_training_encoding(tmp_path, write_spec):
+    (tmp_path / "t.csv").write_text(TABLE)
+    (tmp_path / "v.csv").write_text("num,color,code,species\n1,purple,2,dog\n2,red,1,cat\n")
+    spec = TABLE_SPEC.replace("validation=0.25", 'validation="v.csv"')
+    ds = load_dataset(load_spec(write_spec(spec)))
+    assert ds.x_train.shape == (24, 6) and ds.x_val.shape == (2, 6)
+    np.testing.assert_array_equal(ds.x_val[0, 1:4], [0, 0, 0])  # unseen colour
+    assert list(ds.y_val) == [1, 0]
+
+
+def test_missing_drop_and_mean(tmp_path, write_spec):
+    rows = TABLE.replace("\n1.0,", "\n,", 1).replace(",green,", ",,", 1)
+    (tmp_path / "t.csv").write_text(rows)
+    dropped = load_dataset(load_spec(write_spec(TABLE_SPEC + '[preprocess]\nmissing="drop"\n')))
+    assert dropped.dropped_rows == 2 and len(dropped.y_train) + len(dropped.y_val) == 22
+    mean = load_dataset(
+        load_spec(write_spec(TABLE_SPEC + '[preprocess]\nmissing="mean"\n', "m.toml"))
+    )
+    assert mean.dropped_rows == 0 and not np.isnan(mean.x_train).any()
+    assert len(mean.y_train) + len(mean.y_val) == 24
+
+
+def test_shuffle_false_keeps_file_order(tmp_path, write_spec):
+    (tmp_path / "t.csv").write_text(TABLE)
+    spec = TABLE_SPEC.replace("validation=0.25", "validation=0.25\nshuffle=false")
+    ds = load_dataset(load_spec(write_spec(spec)))
+    np.testing.assert_array_equal(ds.x_train[:, 0], np.arange(18) * 0.5)
+
+
+def test_synthetic_regression():
+    spec = parse_spec(SMALL_SPEC, overrides=['model.task="regression"'])
+    ds = load_dataset(spec)
+    assert ds.task == "regression" and ds.y_train.dtype == np.float32 and ds.outputs == 1
+    assert ds.class_names == () and ds.y_train.std() > 1.0

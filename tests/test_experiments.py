@@ -2,6 +2,7 @@
 experiments reach their stated accuracies."""
 
 import glob
+import json
 import os
 
 import pytest
@@ -32,3 +33,21 @@ def test_seed_reference_trace(tmp_path):
 def test_digits_reaches_095(tmp_path):
     result = jaxpipe.run(os.path.join(EXPERIMENTS, "digits.toml"), out=str(tmp_path / "r"))
     assert result.final["val_accuracy"] >= 0.95
+
+
+def test_penguins_reaches_095_with_species_names(tmp_path):
+    """A real file with string labels, text columns and missing values (imputed)."""
+    result = jaxpipe.run(os.path.join(EXPERIMENTS, "penguins.toml"), out=str(tmp_path / "r"))
+    assert result.final["val_accuracy"] >= 0.95
+    assert result.summary["classes"] == ["Adelie", "Chinstrap", "Gentoo"]
+    assert "island=Biscoe" in result.summary["features"]
+    assert result.summary["rows"]["train"] + result.summary["rows"]["validation"] == 344
+
+
+def test_diabetes_regression_beats_the_mean_baseline(tmp_path):
+    result = jaxpipe.run(os.path.join(EXPERIMENTS, "diabetes.toml"), out=str(tmp_path / "r"))
+    rows = [json.loads(line) for line in open(tmp_path / "r" / "metrics.jsonl")]
+    assert set(rows[0]) == {"epoch", "train_loss", "val_loss", "val_rmse", "epoch_seconds"}
+    baseline = result.summary["baseline"]["val_rmse"]
+    assert 60.0 < baseline < 90.0  # the target's own units (disease progression)
+    assert result.final["val_rmse"] < 0.8 * baseline

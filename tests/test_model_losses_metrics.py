@@ -4,8 +4,15 @@ import numpy as np
 from hypothesis import given
 from hypothesis import strategies as st
 
-from jaxpipe.losses import cross_entropy
-from jaxpipe.metrics import add_sums, classification_sums, finalize, zero_sums
+from jaxpipe.losses import cross_entropy, squared_error
+from jaxpipe.metrics import (
+    add_sums,
+    classification_sums,
+    finalize,
+    finalize_regression,
+    regression_sums,
+    zero_sums,
+)
 from jaxpipe.model import layer_table, make_model, param_count
 from jaxpipe.spec import ModelSpec
 
@@ -59,3 +66,42 @@ def test_metrics_from_split_batches_equal_the_whole(seed, cut):
     split = finalize(parts)
     assert abs(whole["loss"] - split["loss"]) < 1e-5
     assert whole["accuracy"] == split["accuracy"]
+
+
+def test_dropout_only_in_training_and_driven_by_the_key():
+    model = make_model(ModelSpec(hidden=(32,), dropout=0.5), outputs=2)
+    x = jax.random.normal(jax.random.key(0), (8, 5))
+    params = model.init(jax.random.key(1), x)
+    np.testing.assert_array_equal(model.apply(params, x), model.apply(params, x))
+    a = model.train_apply(params, x, jax.random.key(2))
+    b = model.train_apply(params, x, jax.random.key(2))
+    c = model.train_apply(params, x, jax.random.key(3))
+    np.testing.assert_array_equal(a, b)
+    assert not np.allclose(a, c) and not np.allclose(a, model.apply(params, x))
+
+
+def test_layer_norm_layers_and_table():
+    model = make_model(ModelSpec(hidden=(8, 4), layer_norm=True), outputs=3)
+    params = model.init(jax.random.key(0), jnp.zeros((1, 5)))
+    names = [r[0] for r in layer_table(params)]
+    assert names == ["hidden_0", "norm_0", "hidden_1", "norm_1", "output"]
+    assert layer_table(params)[1] == ("norm_0", "norm 8", 16)
+    h = model.apply(params, jax.random.normal(jax.random.key(1), (4, 5)))
+    assert h.shape == (4, 3) and h.dtype == jnp.float32
+
+
+@given(st.integers(1, 40), st.floats(0.1, 100.0), st.integers(0, 2**16))
+def test_regression_rmse_is_in_the_targets_units(rows, scale, seed):
+    """Standardised squared errors summed in batches, then undone, equal numpy's RMSE."""
+    rng = np.random.default_rng(seed)
+    y = rng.normal(50.0, scale, rows)
+    pred = y + rng.normal(0.0, scale / 3, rows)
+    z_y, z_p = (y - 50.0) / scale, (pred - 50.0) / scale
+    total = zero_sums()
+    for lo in range(0, rows, 7):
+        sl = slice(lo, lo + 7)
+        losses = squared_error(jnp.asarray(z_p[sl])[:, None], jnp.asarray(z_y[sl]))
+        total = add_sums(total, regression_sums(losses, None, None, jnp.ones(losses.shape)))
+    got = finalize_regression(total, scale)["rmse"]
+    want = float(np.sqrt(np.mean(np.square(pred - y))))
+    assert abs(got - want) <= 1e-4 * max(want, 1.0)

@@ -89,7 +89,7 @@ def test_cross_field_checks():
     assert e.value.key == "data.validation"
 
 
-@pytest.mark.parametrize("name", ["seed.toml", "digits.toml"])
+@pytest.mark.parametrize("name", ["seed.toml", "digits.toml", "penguins.toml", "diabetes.toml"])
 def test_dump_round_trips(name):
     spec = load_spec(f"{EXPERIMENTS}/{name}")
     again = parse_spec(dump_spec(spec), file=spec.source, base_dir=spec.base_dir)
@@ -109,3 +109,42 @@ def test_schema_is_json_and_strict():
     assert training["properties"]["epochs"]["minimum"] == 1
     assert training["additionalProperties"] is False
     assert "relu" in schema["properties"]["model"]["properties"]["activation"]["enum"]
+
+
+@pytest.mark.parametrize(
+    "text, key",
+    [
+        ("[model]\ndropout = 1.0\n", "model.dropout"),
+        ("[model]\ndropout = -0.1\n", "model.dropout"),
+        ('[model]\nlayer_norm = "yes"\n', "model.layer_norm"),
+        ('[model]\ntask = "ranking"\n', "model.task"),
+        ('[preprocess]\nmissing = "zero"\n', "preprocess.missing"),
+        ('[data]\nsource = "xlsx"\n', "data.source"),
+        ('[data]\nsource = "npz"\n', "data.path"),
+        ('[data]\nsource = "parquet"\npath = "a.parquet"\n', "data.label"),
+        ('[data]\nvalidation = "v.csv"\n', "data.validation"),  # synthetic has no file
+        ('[data]\nfeatures = ["a"]\n', "data.features"),  # synthetic has no columns
+        ('[data]\nsource = "csv"\npath = "a"\nlabel = "y"\nfeatures = []\n', "data.features"),
+        ('[data]\nsource = "csv"\npath = "a"\nlabel = "y"\ncategorical = ["y"]\n', "data.categorical"),
+        ('[data]\nsource = "csv"\npath = "a"\nlabel = "y"\nfeatures = ["a", "a"]\n', "data.features"),
+    ],
+)
+def test_new_keys_are_checked(text, key):
+    with pytest.raises(SpecError) as e:
+        parse_spec(text, file="s.toml")
+    assert e.value.key == key, str(e.value)
+
+
+def test_new_keys_parse_and_round_trip():
+    text = (
+        '[data]\nsource = "csv"\npath = "d.csv"\nlabel = "y"\nfeatures = ["a", "c"]\n'
+        'categorical = ["c"]\nvalidation = "v.csv"\n[preprocess]\nmissing = "mean"\n'
+        '[model]\ntask = "regression"\ndropout = 0.25\nlayer_norm = true\n'
+    )
+    spec = parse_spec(text)
+    assert spec.data.features == ("a", "c") and spec.data.validation == "v.csv"
+    assert spec.model.task == "regression" and spec.model.dropout == 0.25
+    assert parse_spec(dump_spec(spec)) == spec
+    props = spec_schema()["properties"]
+    assert props["model"]["properties"]["dropout"]["exclusiveMaximum"] == 1.0
+    assert props["data"]["properties"]["source"]["enum"] == ["csv", "parquet", "npz", "synthetic"]

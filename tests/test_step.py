@@ -97,3 +97,22 @@ def test_evaluate_covers_every_row():
         jax.jit(make_eval_step(model.apply, cross_entropy))(state.params, x, y, jnp.ones(37))
     )
     assert abs(whole["loss"] - ref["loss"]) < 1e-5 and whole["accuracy"] == ref["accuracy"]
+
+
+def test_dropout_key_is_derived_from_the_state_key_and_step():
+    """Same state → same update (no hidden RNG state); a later step draws a new mask."""
+    model = make_model(ModelSpec(hidden=(32,), dropout=0.5), 3)
+    tx = optax.sgd(0.1)
+    k1, k2, k3 = jax.random.split(jax.random.key(0), 3)
+    x = jax.random.normal(k1, (16, 4))
+    y = jax.random.randint(k2, (16,), 0, 3)
+    state = init_state(model.init, tx, k3, x[:1])
+    step = jax.jit(make_train_step(model.apply, cross_entropy, tx, train_apply_fn=model.train_apply))
+    a, sa = step(state, x, y, jnp.ones(16))
+    b, sb = step(state, x, y, jnp.ones(16))
+    assert_trees_close(a, b, rtol=0, atol=0)
+    later = state._replace(step=state.step + 1)
+    c, sc = step(later, x, y, jnp.ones(16))
+    assert float(sa.loss_sum) != float(sc.loss_sum)  # a different dropout mask
+    plain = jax.jit(make_train_step(model.apply, cross_entropy, tx))(state, x, y, jnp.ones(16))
+    assert float(plain[1].loss_sum) != float(sa.loss_sum)
