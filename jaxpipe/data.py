@@ -276,9 +276,7 @@ def _read_split(spec: Spec, path: str, kinds: dict | None, classes: tuple[str, .
     label = cfg.label if cfg.label is not None else "y"
     names = select_features(columns, label, cfg.features, path)
     raw_columns = len(names) + 1
-    feats, kinds = prepare_features(
-        columns, names, path, categorical=cfg.categorical, kinds=kinds
-    )
+    feats, kinds = prepare_features(columns, names, path, categorical=cfg.categorical, kinds=kinds)
     feats, y_raw, dropped = handle_missing(
         feats, columns[label], label, spec.preprocess.missing, path
     )

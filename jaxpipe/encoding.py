@@ -277,13 +277,13 @@ class FeatureEncoder:
                 parts.append(col[:, None])
                 continue
             index = {c: i for i, c in enumerate(code.categories)}
+            # -1: unseen (stays all zeros), -2: missing (imputed when asked).
+            idx = np.fromiter((-2 if v is None else index.get(v, -1) for v in col), int, len(col))
             onehot = np.zeros((len(col), len(code.categories)))
-            for r, v in enumerate(col):
-                if v is None:
-                    if self.impute:
-                        onehot[r] = code.fill
-                elif v in index:
-                    onehot[r, index[v]] = 1.0
+            known = idx >= 0
+            onehot[np.nonzero(known)[0], idx[known]] = 1.0
+            if self.impute:
+                onehot[idx == -2] = code.fill
             parts.append(onehot)
         rows = len(next(iter(columns.values()))) if columns else 0
         x = np.concatenate(parts, axis=1) if parts else np.zeros((rows, 0))
@@ -293,7 +293,12 @@ class FeatureEncoder:
         return {
             "impute": self.impute,
             "columns": [
-                {"name": c.name, "kind": c.kind, "categories": list(c.categories), "fill": list(c.fill)}
+                {
+                    "name": c.name,
+                    "kind": c.kind,
+                    "categories": list(c.categories),
+                    "fill": list(c.fill),
+                }
                 for c in self.columns
             ],
         }
@@ -321,7 +326,9 @@ def fit_encoder(
                 raise DataError(
                     f"{file}: column {name!r} has no values in the training split to impute from"
                 )
-            codes.append(ColumnCode(name, kind, (), (float(present.mean()) if present.size else 0.0,)))
+            codes.append(
+                ColumnCode(name, kind, (), (float(present.mean()) if present.size else 0.0,))
+            )
             continue
         values, counts = np.unique(np.array([v for v in col[~miss]], dtype=str), return_counts=True)
         freq = counts / max(counts.sum(), 1)

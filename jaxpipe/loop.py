@@ -184,8 +184,14 @@ def run_experiment(
     run_dir = prepare_out_dir(spec, out)
     resolved = spec
     if spec.data.path is not None:  # the run directory's copy must work from anywhere
+        val = spec.data.validation
         resolved = dataclasses.replace(
-            spec, data=dataclasses.replace(spec.data, path=spec.resolve_path(spec.data.path))
+            spec,
+            data=dataclasses.replace(
+                spec.data,
+                path=spec.resolve_path(spec.data.path),
+                validation=spec.resolve_path(val) if isinstance(val, str) else val,
+            ),
         )
     with open(os.path.join(run_dir, "spec.toml"), "w") as f:
         f.write(dump_spec(resolved))

@@ -158,7 +158,9 @@ def _source_of(path: str) -> str:
     return {".parquet": "parquet", ".pq": "parquet", ".npz": "npz"}.get(ext, "csv")
 
 
-def predict_file(run_dir: str, data: str, out: str | None = None, stream: TextIO | None = None) -> int:
+def predict_file(
+    run_dir: str, data: str, out: str | None = None, stream: TextIO | None = None
+) -> int:
     """Predicts every row of `data` (csv, parquet or npz) with the run's saved model and
     writes a CSV (to `out`, else `stream`/stdout): `prediction,probability` per row for
     classification (the class name), `prediction` for regression. Returns the row count."""

@@ -116,7 +116,9 @@ class ConsoleReporter(Observer):
             f"  data       {d.source}: {src}; validation {d.validation}; "
             f"shuffle {str(d.shuffle).lower()}"
         )
-        self._print(f"  preprocess {spec.preprocess.normalize}; missing values: {spec.preprocess.missing}")
+        self._print(
+            f"  preprocess {spec.preprocess.normalize}; missing values: {spec.preprocess.missing}"
+        )
         extras = "".join(
             [
                 f", dropout {m.dropout:g}" if m.dropout else "",

@@ -90,9 +90,7 @@ class DataSpec:
     path: str | None = field(
         None, "Data file, relative to the spec file (csv, parquet; npz with arrays x and y)."
     )
-    label: str | None = field(
-        None, "Label (target) column (csv, parquet; npz uses its array y)."
-    )
+    label: str | None = field(None, "Label (target) column (csv, parquet; npz uses its array y).")
     features: tuple[str, ...] | None = field(
         None, "Feature columns to use; default every column but the label."
     )

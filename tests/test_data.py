@@ -106,14 +106,20 @@ def test_features_select_columns_and_parquet_npz_match_csv(tmp_path, write_spec)
     np.testing.assert_array_equal(csv_ds.x_train, pq_ds.x_train)
     np.testing.assert_array_equal(csv_ds.y_val, pq_ds.y_val)
     only = load_dataset(
-        load_spec(write_spec(TABLE_SPEC.replace('categorical=["code"]', 'features=["num"]'), "c.toml"))
+        load_spec(
+            write_spec(TABLE_SPEC.replace('categorical=["code"]', 'features=["num"]'), "c.toml")
+        )
     )
     assert only.feature_names == ("num",)
     x = np.arange(40, dtype=np.float32).reshape(20, 2)
     np.savez(tmp_path / "d.npz", x=x, y=np.array(["a", "b"] * 10))
     npz = load_dataset(
-        load_spec(write_spec('[data]\nsource="npz"\npath="d.npz"\nvalidation=5\n'
-                             "[training]\nbatch_size=4\n", "d.toml"))
+        load_spec(
+            write_spec(
+                '[data]\nsource="npz"\npath="d.npz"\nvalidation=5\n[training]\nbatch_size=4\n',
+                "d.toml",
+            )
+        )
     )
     assert npz.feature_names == ("x0", "x1") and npz.class_names == ("a", "b")
     assert sorted(np.concatenate([npz.x_train, npz.x_val])[:, 0].tolist()) == x[:, 0].tolist()

@@ -4,8 +4,8 @@ import os
 
 from conftest import ROOT
 
-from jaxpipe.spec import Spec, spec_markdown, spec_schema
 from jaxpipe.schema import _fields, is_section
+from jaxpipe.spec import Spec, spec_markdown, spec_schema
 
 
 def test_docs_spec_md_is_generated_from_the_schema():
@@ -39,6 +39,12 @@ def test_every_key_is_documented():
 def test_readme_documents_commands_and_exit_codes():
     with open(os.path.join(ROOT, "README.md")) as f:
         readme = f.read()
-    for text in ("jaxpipe validate", "jaxpipe schema", "jaxpipe predict", "docs/spec.md",
-                 "Exit status", "evenBetterToml"):
+    for text in (
+        "jaxpipe validate",
+        "jaxpipe schema",
+        "jaxpipe predict",
+        "docs/spec.md",
+        "Exit status",
+        "evenBetterToml",
+    ):
         assert text in readme, text

@@ -82,7 +82,9 @@ def test_one_hot_rows_are_one_hot_or_zero(train, new):
             assert enc.feature_names[int(row.argmax())] == f"c={value}"
 
 
-@given(st.lists(st.floats(-1e6, 1e6, allow_nan=False) | st.just(float("nan")), min_size=2, max_size=20))
+@given(
+    st.lists(st.floats(-1e6, 1e6, allow_nan=False) | st.just(float("nan")), min_size=2, max_size=20)
+)
 def test_a_rows_encoding_does_not_depend_on_the_other_rows(values):
     col = np.array(values)
     enc = fit_encoder({"a": np.array([1.0, 2.0])}, {"a": "numeric"}, impute=True)

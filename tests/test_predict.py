@@ -126,6 +126,9 @@ def test_run_directory_holds_the_predictor(trained):
     assert pred.classes == (("cat", "dog") if task == "classification" else ())
     summary = json.loads((d / "run" / "summary.json").read_text())
     assert summary["classes"] == list(pred.classes)
+    # The run's spec copy names its data files absolutely, so it runs from anywhere.
+    copy = jaxpipe.load_spec(str(d / "run" / "spec.toml"))
+    assert copy.data.validation == str(d / "val.csv") and copy.data.path == str(d / "train.csv")
 
 
 def test_predict_errors(trained, capsys, tmp_path):

@@ -125,8 +125,14 @@ def test_schema_is_json_and_strict():
         ('[data]\nvalidation = "v.csv"\n', "data.validation"),  # synthetic has no file
         ('[data]\nfeatures = ["a"]\n', "data.features"),  # synthetic has no columns
         ('[data]\nsource = "csv"\npath = "a"\nlabel = "y"\nfeatures = []\n', "data.features"),
-        ('[data]\nsource = "csv"\npath = "a"\nlabel = "y"\ncategorical = ["y"]\n', "data.categorical"),
-        ('[data]\nsource = "csv"\npath = "a"\nlabel = "y"\nfeatures = ["a", "a"]\n', "data.features"),
+        (
+            '[data]\nsource = "csv"\npath = "a"\nlabel = "y"\ncategorical = ["y"]\n',
+            "data.categorical",
+        ),
+        (
+            '[data]\nsource = "csv"\npath = "a"\nlabel = "y"\nfeatures = ["a", "a"]\n',
+            "data.features",
+        ),
     ],
 )
 def test_new_keys_are_checked(text, key):

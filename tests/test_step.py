@@ -107,7 +107,9 @@ def test_dropout_key_is_derived_from_the_state_key_and_step():
     x = jax.random.normal(k1, (16, 4))
     y = jax.random.randint(k2, (16,), 0, 3)
     state = init_state(model.init, tx, k3, x[:1])
-    step = jax.jit(make_train_step(model.apply, cross_entropy, tx, train_apply_fn=model.train_apply))
+    step = jax.jit(
+        make_train_step(model.apply, cross_entropy, tx, train_apply_fn=model.train_apply)
+    )
     a, sa = step(state, x, y, jnp.ones(16))
     b, sb = step(state, x, y, jnp.ones(16))
     assert_trees_close(a, b, rtol=0, atol=0)
