@@ -337,7 +337,7 @@ def load_dataset(spec: Spec) -> Dataset:
         y_val=y_val,
         feature_names=encoder.feature_names,
         class_names=classes,
-        raw_rows=len(y_train) + len(y_val),
+        raw_rows=len(y_train) + len(y_val) + dropped,
         raw_columns=raw_columns,
         origin=origin,
         task=spec.model.task,

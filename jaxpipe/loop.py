@@ -199,7 +199,8 @@ def run_experiment(
     stage(
         "load",
         f"{ds.origin}: {ds.raw_rows} rows × {ds.raw_columns} columns",
-        f"train {_shape(ds.x_train)} + validation {ds.x_val.shape[0]} rows (host)",
+        f"train {_shape(ds.x_train)} + validation {ds.x_val.shape[0]} rows (host)"
+        + (f"; {ds.dropped_rows} rows with missing values dropped" if ds.dropped_rows else ""),
         load_s,
     )
 
