@@ -93,3 +93,12 @@ def test_validate_and_schema(write_spec, capsys):
     assert main(["schema"]) == 0
     schema = json.loads(capsys.readouterr().out)
     assert "training" in schema["properties"]
+
+
+def test_validate_reads_real_data_and_schema_markdown(capsys):
+    assert main(["validate", os.path.join(ROOT, "experiments", "penguins.toml")]) == 0
+    out = capsys.readouterr().out
+    assert "valid" in out and "3 classes (Adelie, Chinstrap, Gentoo)" in out
+    assert "275 training + 69 validation rows" in out
+    assert main(["schema", "--format", "markdown"]) == 0
+    assert capsys.readouterr().out == jaxpipe.spec_markdown()
