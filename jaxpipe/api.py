@@ -5,11 +5,12 @@ from __future__ import annotations
 import os
 
 from jaxpipe.data import load_dataset
+from jaxpipe.errors import SpecError
 from jaxpipe.loop import RunResult, run_experiment
 from jaxpipe.optim import check_optimizer
 from jaxpipe.predict import predict_file
 from jaxpipe.report import ConsoleReporter
-from jaxpipe.spec import Spec, load_spec
+from jaxpipe.spec import Spec, load_spec, place_error
 
 __all__ = ["run", "validate", "predict", "load_spec"]
 
@@ -29,7 +30,10 @@ def validate(spec: Spec) -> list[str]:
     """Checks what can be checked without training: names optax must know, and the data:
     files exist and read, columns, labels, text and missing values are as the spec
     says. Returns notes for the user; raises a JaxpipeError on a problem."""
-    check_optimizer(spec.optimizer)
+    try:
+        check_optimizer(spec.optimizer)
+    except SpecError as e:
+        raise place_error(spec, e) from None
     ds = load_dataset(spec)
     what = (
         f"{ds.num_classes} classes ({', '.join(ds.class_names[:10])}"

@@ -126,8 +126,12 @@ def _arrow_columns(table, path: str) -> Columns:
 
     if table.num_rows == 0:
         raise DataError(f"{path}: the file has a header but no data rows")
+    names = table.column_names
+    dup = sorted({n for n in names if names.count(n) > 1})
+    if dup:
+        raise DataError(f"{path}: column name {dup[0]!r} appears twice; rename one of them")
     columns: Columns = {}
-    for name, col in zip(table.column_names, table.columns):
+    for name, col in zip(names, table.columns):
         t = col.type
         if pa.types.is_integer(t) or pa.types.is_floating(t) or pa.types.is_boolean(t):
             values = col.to_numpy(zero_copy_only=False)

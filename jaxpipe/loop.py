@@ -17,14 +17,14 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxpipe import data as data_lib
-from jaxpipe.errors import JaxpipeError
+from jaxpipe.errors import JaxpipeError, SpecError
 from jaxpipe.losses import cross_entropy, squared_error
 from jaxpipe.metrics import classification_sums, finalize, finalize_regression, regression_sums
 from jaxpipe.model import make_model
-from jaxpipe.optim import make_optimizer
+from jaxpipe.optim import check_optimizer, make_optimizer
 from jaxpipe.predict import save_predictor
 from jaxpipe.preprocess import apply_scaler, fit_scaler, fit_standard
-from jaxpipe.spec import Spec, dump_spec
+from jaxpipe.spec import Spec, dump_spec, place_error
 from jaxpipe.step import (
     TrainState,
     init_state,
@@ -168,7 +168,10 @@ def run_experiment(
 ) -> RunResult:
     """Runs the experiment end to end and writes the run directory."""
     obs = observer or Observer()
-    make_optimizer(spec.optimizer)  # a bad optimizer section fails before any data is read
+    try:  # a bad optimizer section fails before any data is read
+        check_optimizer(spec.optimizer)
+    except SpecError as e:
+        raise place_error(spec, e) from None
     cache_dir = enable_compilation_cache(spec)
     stages: list[StageRecord] = []
 

@@ -8,6 +8,7 @@ import inspect
 from collections.abc import Callable, Mapping
 from typing import Any
 
+import jax.numpy as jnp
 import optax
 
 from jaxpipe.errors import SpecError
@@ -134,5 +135,24 @@ def make_optimizer(cfg: OptimizerSpec, total_steps: int = 1) -> optax.GradientTr
 
 
 def check_optimizer(cfg: OptimizerSpec) -> None:
-    """Raises SpecError if the optimizer section names anything optax does not have."""
-    make_optimizer(cfg, total_steps=1)
+    """Raises SpecError if the optimizer section names anything optax does not have, or
+    if its values cannot run: optax checks argument types only when it first updates,
+    which would otherwise fail deep inside the compiled step."""
+    tx = make_optimizer(cfg, total_steps=1)
+    params = {"w": jnp.ones((2,), jnp.float32)}
+    try:
+        tx.update(params, tx.init(params), params)
+    except Exception as e:  # any failure here is the arguments' fault, reported as such
+        given = ", ".join(f"{k} = {v!r}" for k, v in dict(cfg.options).items())
+        sched = (
+            ", ".join(f"{k} = {v!r}" for k, v in dict(cfg.schedule.options).items())
+            if cfg.schedule
+            else ""
+        )
+        args = "; ".join(x for x in (given, sched and f"schedule {sched}") if x)
+        detail = (str(e).splitlines() or [type(e).__name__])[0]
+        raise SpecError(
+            f"optax.{cfg.name} cannot run with {args or 'these arguments'} "
+            f"({type(e).__name__}: {detail}); check their types and values",
+            key="optimizer",
+        ) from None

@@ -42,6 +42,7 @@ __all__ = [
     "ACTIVATIONS",
     "SOURCES",
     "spec_markdown",
+    "place_error",
 ]
 
 ACTIVATIONS = ("relu", "gelu", "silu", "tanh", "sigmoid", "elu", "leaky_relu", "softplus")
@@ -257,6 +258,13 @@ class Spec:
     runtime: RuntimeSpec = field(factory=RuntimeSpec)
     base_dir: str = field(".", internal=True)
     source: str | None = field(None, internal=True)
+    # Where the spec came from, to place errors found after loading; not part of its value.
+    overrides: tuple[str, ...] = dataclasses.field(
+        default=(), compare=False, repr=False, metadata={"internal": True}
+    )
+    text: str | None = dataclasses.field(
+        default=None, compare=False, repr=False, metadata={"internal": True}
+    )
 
     def _check(self, where: str) -> None:
         data = self.data
@@ -349,24 +357,37 @@ def parse_spec(
         overridden.add(key)
     try:
         spec = schema.build(Spec, table)
-        spec = dataclasses.replace(spec, base_dir=base_dir, source=file)
+        spec = dataclasses.replace(
+            spec, base_dir=base_dir, source=file, overrides=tuple(overridden), text=text
+        )
     except SpecError as e:
         if e.file is not None:
             raise
-        key = e.key or ""
-        # An error at the override's key, inside it, or at a table it created (a misspelt
-        # section) belongs to --set.
-        from_set = any(
-            key == k or key.startswith(k + ".") or (key and k.startswith(key + "."))
-            for k in overridden
-        )
-        raise SpecError(
-            e.detail,
-            key=e.key,
-            file="--set" if from_set else file,
-            line=None if from_set else schema.locate(text, key),
-        ) from None
+        raise _placed(e, text, file, overridden) from None
     return spec
+
+
+def _placed(e: SpecError, text: str, file: str, overridden: Iterable[str]) -> SpecError:
+    key = e.key or ""
+    # An error at the override's key, inside it, or at a table it created (a misspelt
+    # section) belongs to --set.
+    from_set = any(
+        key == k or key.startswith(k + ".") or (key and k.startswith(key + ".")) for k in overridden
+    )
+    return SpecError(
+        e.detail,
+        key=e.key,
+        file="--set" if from_set else file,
+        line=None if from_set else schema.locate(text, key),
+    )
+
+
+def place_error(spec: Spec, e: SpecError) -> SpecError:
+    """A SpecError found after loading (by a check that needs optax, say) with the spec
+    file and line, or `--set`, added as the loader adds them."""
+    if e.file is not None or spec.source is None:
+        return e
+    return _placed(e, spec.text or "", spec.source, spec.overrides)
 
 
 def load_spec(path: str | os.PathLike[str], overrides: Iterable[str] = ()) -> Spec:

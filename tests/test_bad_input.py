@@ -160,6 +160,27 @@ CASES = [
         ["optimizer.weight_decy", "did you mean 'weight_decay'"],
     ),
     (
+        "bad-optimizer-value",
+        BASE + '[optimizer]\nname = "adamw"\nweight_decay = "lots"\n',
+        {},
+        [],
+        ["spec.toml:", "optimizer", "weight_decay = 'lots'"],
+    ),
+    (
+        "set-bad-optimizer-value",
+        BASE,
+        {},
+        ["--set", 'optimizer.b1="x"'],
+        ["--set: optimizer", "b1 = 'x'"],
+    ),
+    (
+        "duplicate-column",
+        BASE,
+        {"d.csv": CSV.replace("a,b,color,y", "a,a,color,y", 1)},
+        [],
+        ["d.csv", "column name 'a' appears twice"],
+    ),
+    (
         "csv-without-path",
         BASE.replace('path = "d.csv"\n', ""),
         {},
