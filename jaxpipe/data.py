@@ -126,7 +126,12 @@ def _arrow_columns(table, path: str) -> Columns:
 
     if table.num_rows == 0:
         raise DataError(f"{path}: the file has a header but no data rows")
-    names = table.column_names
+    try:
+        names = table.column_names
+    except UnicodeDecodeError:
+        raise DataError(
+            f"{path}: the header row is not UTF-8 text; save the file as UTF-8"
+        ) from None
     dup = sorted({n for n in names if names.count(n) > 1})
     if dup:
         raise DataError(f"{path}: column name {dup[0]!r} appears twice; rename one of them")

@@ -117,6 +117,9 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
     """Checks `value` against the annotation `tp`; returns it (lists as tuples)."""
     args = _union_args(tp)
     if args:
+        real = [a for a in args if a is not type(None)]
+        if len(real) == 1 and value is not None:  # `X | None`: X's own, precise error
+            return _coerce(value, real[0], key)
         for arg in args:
             try:
                 return _coerce(value, arg, key)
@@ -207,6 +210,14 @@ def build(cls: type, table: Mapping[str, Any], prefix: str = "") -> Any:
                 continue
             near = difflib.get_close_matches(name, names, n=1)
             hint = f"did you mean {near[0]!r}? " if near else ""
+            # A key written outside its section (`epochs = 3` above [training]).
+            homes = [
+                f.name
+                for f, tp in fields
+                if is_section(tp) and name in [g.name for g, _ in _fields(tp)]
+            ]
+            if homes and not isinstance(value, dict):
+                hint = f"it belongs in a section: [{homes[0]}] {name} = ...; "
             what = "section" if isinstance(value, dict) else "key"
             raise SpecError(
                 f"unknown {what} {name!r}; {hint}valid keys here: {', '.join(names)}", key=key

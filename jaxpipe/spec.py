@@ -368,7 +368,7 @@ def parse_spec(
 
 
 def _placed(e: SpecError, text: str, file: str, overridden: Iterable[str]) -> SpecError:
-    key = e.key or ""
+    key = re.sub(r"(\[\d+\])+$", "", e.key or "")  # model.hidden[1] is model.hidden's
     # An error at the override's key, inside it, or at a table it created (a misspelt
     # section) belongs to --set.
     from_set = any(

@@ -174,6 +174,27 @@ CASES = [
         ["--set: optimizer", "b1 = 'x'"],
     ),
     (
+        "key-outside-its-section",
+        "epochs = 3\n" + BASE,
+        {},
+        [],
+        ["spec.toml:1:", "[training] epochs"],
+    ),
+    (
+        "set-list-entry-type",
+        BASE,
+        {},
+        ["--set", 'data.features=["a", 3]'],
+        ["--set: data.features[1]", "expected a string"],
+    ),
+    (
+        "binary-data-file",
+        BASE,
+        {"d.csv": bytes(range(256)) * 4},
+        [],
+        ["d.csv", "cannot parse as CSV"],
+    ),
+    (
         "duplicate-column",
         BASE,
         {"d.csv": CSV.replace("a,b,color,y", "a,a,color,y", 1)},
@@ -365,6 +386,7 @@ def _check(code, err, out, needles):
     assert code == 2, err
     assert err.startswith("error: ") and err.count("\n") == 1, err
     assert "Traceback" not in err
+    assert err[:-1].isprintable(), repr(err)  # control characters from a file are escaped
     for needle in needles:
         assert needle in err, (needle, err)
     assert not os.path.exists(os.path.join(out, "summary.json"))
