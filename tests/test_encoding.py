@@ -114,3 +114,17 @@ def test_regression_target():
 
 def test_missing_mask():
     assert list(missing_mask(obj(None, "a", float("nan")))) == [True, False, True]
+
+
+@given(
+    st.lists(st.floats(-1e6, 1e6, allow_nan=False), min_size=3, max_size=20),
+    st.data(),
+)
+def test_numbers_as_text_parse_back_and_stray_text_is_located(numbers, data):
+    text = obj(*[repr(v) for v in numbers])
+    kind, values = column_values("n", text, "f")
+    assert kind == "numeric" and values.tolist() == numbers
+    row = data.draw(st.integers(0, len(numbers) - 1))
+    text[row] = "n/a?"
+    with pytest.raises(DataError, match=rf"'n/a\?' at row {row + 1} "):
+        column_values("n", text, "f")
