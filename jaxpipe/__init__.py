@@ -2,7 +2,7 @@
 
 from jaxpipe._version import __version__
 from jaxpipe.api import predict, run, validate
-from jaxpipe.errors import DataError, JaxpipeError, SpecError
+from jaxpipe.errors import DataError, DivergedError, JaxpipeError, RunInterrupted, SpecError
 from jaxpipe.loop import RunResult
 from jaxpipe.spec import Spec, load_spec, spec_markdown, spec_schema
 
@@ -19,4 +19,6 @@ __all__ = [
     "JaxpipeError",
     "SpecError",
     "DataError",
+    "DivergedError",
+    "RunInterrupted",
 ]

@@ -16,14 +16,24 @@ __all__ = ["run", "validate", "predict", "load_spec"]
 
 
 def run(
-    spec: Spec | str | os.PathLike[str], out: str | None = None, *, verbose: bool = False
+    spec: Spec | str | os.PathLike[str],
+    out: str | None = None,
+    *,
+    verbose: bool = False,
+    resume: bool = False,
+    force: bool = False,
 ) -> RunResult:
     """Runs an experiment (a `Spec` or a path to its TOML file) and writes its run
     directory (`out`, default runs/<name>-<timestamp>). With `verbose`, prints the
-    progress, data flow, trace and chart as `jaxpipe run` does."""
+    progress, data flow, trace and chart as `jaxpipe run` does.
+
+    `resume=True` continues the run in `out` from its newest checkpoint (bit-identical
+    to an uninterrupted run); `force=True` lets it change the training length.
+    Raises `DivergedError` on a non-finite loss and `RunInterrupted` after SIGINT /
+    SIGTERM (both after writing summary.json with that status)."""
     if not isinstance(spec, Spec):
         spec = load_spec(spec)
-    return run_experiment(spec, out, ConsoleReporter(verbose=verbose))
+    return run_experiment(spec, out, ConsoleReporter(verbose=verbose), resume=resume, force=force)
 
 
 def validate(spec: Spec) -> list[str]:

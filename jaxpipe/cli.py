@@ -1,7 +1,8 @@
 """`jaxpipe` on the command line: argument parsing and exit codes over the public API.
 
 Exit status: 0 success; 1 internal error; 2 bad input (one `error: ...` line, no
-traceback); 3 training diverged.
+traceback); 3 training diverged; 130 / 143 stopped by SIGINT / SIGTERM after a checkpoint
+(continue with --resume).
 """
 
 from __future__ import annotations
@@ -43,6 +44,16 @@ def _parser() -> argparse.ArgumentParser:
         help="override a spec key (TOML value), e.g. training.epochs=3",
     )
     r.add_argument("--quiet", action="store_true", help="print only errors")
+    r.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue the run in --out DIR from its newest checkpoint",
+    )
+    r.add_argument(
+        "--force",
+        action="store_true",
+        help="with --resume: allow a changed training length (training.epochs, early stopping)",
+    )
 
     v = sub.add_parser("validate", help="check a spec and its data file without training")
     v.add_argument("spec")
@@ -67,7 +78,9 @@ def _cmd_run(args: argparse.Namespace) -> int:
     import jaxpipe
 
     spec = jaxpipe.load_spec(args.spec, args.overrides)
-    jaxpipe.run(spec, out=args.out, verbose=not args.quiet)
+    if args.force and not args.resume:
+        raise jaxpipe.JaxpipeError("--force only applies with --resume")
+    jaxpipe.run(spec, out=args.out, verbose=not args.quiet, resume=args.resume, force=args.force)
     return 0
 
 
@@ -121,11 +134,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except _UsageError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    from jaxpipe import JaxpipeError
+    from jaxpipe import DivergedError, JaxpipeError, RunInterrupted
 
     try:
         return _COMMANDS[args.command](args)
-    except JaxpipeError as e:
+    except (JaxpipeError, DivergedError, RunInterrupted) as e:
         print(f"error: {_one_line(str(e))}", file=sys.stderr)
         return e.exit_code
     except KeyboardInterrupt:

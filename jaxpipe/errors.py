@@ -46,3 +46,12 @@ class DivergedError(Exception):
     """Training produced a non-finite loss (exit status 3)."""
 
     exit_code = 3
+
+
+class RunInterrupted(Exception):
+    """SIGINT or SIGTERM stopped the run after a checkpoint (exit status 130 or 143);
+    `jaxpipe run --resume` continues it."""
+
+    def __init__(self, message: str, exit_code: int):
+        super().__init__(message)
+        self.exit_code = exit_code

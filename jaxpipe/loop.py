@@ -4,9 +4,11 @@ epoch by epoch and writes the run directory. Everything jitted lives in `step.py
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import datetime
 import json
+import math
 import os
 import time
 from dataclasses import dataclass, field
@@ -16,15 +18,17 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxpipe import checkpoint as ckpt
 from jaxpipe import data as data_lib
-from jaxpipe.errors import JaxpipeError, SpecError
+from jaxpipe.errors import DivergedError, JaxpipeError, RunInterrupted, SpecError
 from jaxpipe.losses import cross_entropy, squared_error
 from jaxpipe.metrics import classification_sums, finalize, finalize_regression, regression_sums
 from jaxpipe.model import make_model
 from jaxpipe.optim import check_optimizer, make_optimizer
 from jaxpipe.predict import save_predictor
 from jaxpipe.preprocess import apply_scaler, fit_scaler, fit_standard
-from jaxpipe.spec import Spec, dump_spec, place_error
+from jaxpipe.resume import check_resumable, checkpoint_arrays, start_or_resume
+from jaxpipe.spec import Spec, dump_spec, metric_mode, place_error
 from jaxpipe.step import (
     TrainState,
     init_state,
@@ -33,6 +37,7 @@ from jaxpipe.step import (
     make_evaluate,
     make_train_step,
 )
+from jaxpipe.stopping import SIGNAL_EXIT, catch_signals, check_metric_names, fault_hook, outcome
 
 __all__ = [
     "Observer",
@@ -45,6 +50,7 @@ __all__ = [
 ]
 
 EVAL_BATCH = 1024
+CHECKPOINTS = "checkpoints"  # the orbax folder inside a run directory
 
 
 @dataclass(frozen=True)
@@ -78,6 +84,7 @@ class Observer:
     def on_epoch(self, row: dict[str, Any], epochs: int) -> None: ...
     def on_artifacts(self, run_dir: str, history: list[dict[str, Any]]) -> None: ...
     def on_finish(self, result: RunResult) -> None: ...
+    def on_note(self, text: str) -> None: ...
 
 
 def enable_compilation_cache(spec: Spec) -> str | None:
@@ -95,20 +102,30 @@ def enable_compilation_cache(spec: Spec) -> str | None:
     return cache
 
 
-def prepare_out_dir(spec: Spec, out: str | None) -> str:
-    """Checks (and creates) the run directory before any work; refuses to overwrite a
-    finished run."""
+def prepare_out_dir(spec: Spec, out: str | None, resume: bool = False) -> str:
+    """Checks (and creates) the run directory before any work. Refuses to overwrite a
+    finished run, or an unfinished one with checkpoints, unless resuming it."""
     if out is None:
+        if resume:
+            raise JaxpipeError("--resume needs --out DIR: the run directory to continue")
         stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
         out = os.path.join("runs", f"{spec.experiment.name}-{stamp}")
     if os.path.exists(out) and not os.path.isdir(out):
         raise JaxpipeError(f"--out {out}: exists and is not a directory; choose another path")
-    summary = os.path.join(out, "summary.json")
-    if os.path.exists(summary):
-        raise JaxpipeError(
-            f"--out {out}: already holds a finished run (summary.json); "
-            "choose another directory or remove it"
-        )
+    if not resume:
+        summary = os.path.join(out, "summary.json")
+        if os.path.exists(summary):
+            raise JaxpipeError(
+                f"--out {out}: already holds a finished run (summary.json, status "
+                f"{_read_status(summary)}); continue it with --resume, or choose another "
+                "directory"
+            )
+        saved = ckpt.saved_epochs(os.path.join(out, CHECKPOINTS))
+        if saved:
+            raise JaxpipeError(
+                f"--out {out}: holds an unfinished run (checkpoints up to epoch {saved[-1]}); "
+                "continue it with --resume, or choose another directory"
+            )
     try:
         os.makedirs(out, exist_ok=True)
         probe = os.path.join(out, ".write-test")
@@ -120,6 +137,14 @@ def prepare_out_dir(spec: Spec, out: str | None) -> str:
             f"--out {out}: cannot write there ({e.strerror}); choose a writable directory"
         ) from None
     return out
+
+
+def _read_status(summary_path: str) -> str:
+    try:
+        with open(summary_path) as f:
+            return str(json.load(f).get("status", "unknown"))
+    except (OSError, ValueError, AttributeError):
+        return "unreadable"
 
 
 def device_info() -> dict[str, Any]:
@@ -163,10 +188,57 @@ def _regression_summary(ds: Any, target: tuple[float, float] | None) -> dict[str
     }
 
 
+def _dataset_info(ds: data_lib.Dataset, target: tuple[float, float] | None) -> dict[str, Any]:
+    """What a model needs besides its parameters to be used on new rows (JSON): checked
+    on resume, so a run never continues on data encoded differently."""
+    info = {
+        "task": ds.task,
+        "label": ds.label,
+        "classes": list(ds.class_names),
+        "features": list(ds.feature_names),
+        "encoder": ds.encoder.to_json() if ds.encoder is not None else None,
+        "target": None if target is None else {"mean": target[0], "scale": target[1]},
+    }
+    return json.loads(json.dumps(info))  # as it reads back from a checkpoint (lists, not tuples)
+
+
+def _metric_names(regression: bool) -> list[str]:
+    """The columns of metrics.jsonl (besides epoch and epoch_seconds)."""
+    if regression:
+        return ["train_loss", "val_loss", "val_rmse"]
+    return ["train_loss", "train_accuracy", "val_loss", "val_accuracy"]
+
+
+def _write_lines(path: str, rows: list[dict[str, Any]]) -> None:
+    tmp = path + ".tmp"
+    with open(tmp, "w") as f:
+        f.writelines(json.dumps(r) + "\n" for r in rows)
+    os.replace(tmp, path)
+
+
+def _best_info(store: ckpt.CheckpointStore, metric: str | None) -> dict[str, Any] | None:
+    if metric is None or store.best is None:
+        return None
+    return {"metric": metric, "value": store.best[0], "epoch": store.best[1]}
+
+
 def run_experiment(
-    spec: Spec, out: str | None = None, observer: Observer | None = None
+    spec: Spec,
+    out: str | None = None,
+    observer: Observer | None = None,
+    *,
+    resume: bool = False,
+    force: bool = False,
 ) -> RunResult:
-    """Runs the experiment end to end and writes the run directory."""
+    """Runs the experiment end to end and writes the run directory.
+
+    With `resume`, continues from the newest readable checkpoint in `out` (or starts
+    there if it has none); a spec that alters the model, optimizer or data is refused,
+    and one that changes the training length only with `force`.
+
+    Raises DivergedError (a non-finite loss) or RunInterrupted (SIGINT / SIGTERM) after
+    writing summary.json with that status.
+    """
     obs = observer or Observer()
     try:  # a bad optimizer section fails before any data is read
         check_optimizer(spec.optimizer)
@@ -184,7 +256,8 @@ def run_experiment(
     t0 = time.perf_counter()
     ds = data_lib.load_dataset(spec)
     load_s = time.perf_counter() - t0
-    run_dir = prepare_out_dir(spec, out)
+    check_metric_names(spec, _metric_names(ds.task == "regression"))
+    run_dir = prepare_out_dir(spec, out, resume)
     resolved = spec
     if spec.data.path is not None:  # the run directory's copy must work from anywhere
         val = spec.data.validation
@@ -196,6 +269,15 @@ def run_experiment(
                 validation=spec.resolve_path(val) if isinstance(val, str) else val,
             ),
         )
+    cp = spec.checkpoint
+    store = ckpt.CheckpointStore(
+        os.path.join(run_dir, CHECKPOINTS),
+        keep=cp.keep,
+        best_metric=cp.best_metric,
+        best_mode=metric_mode(cp.best_metric, cp.best_mode) if cp.best_metric else "min",
+    )
+    if resume:  # refuse a changed spec before anything is compiled or overwritten
+        check_resumable(store, resolved, force)
     with open(os.path.join(run_dir, "spec.toml"), "w") as f:
         f.write(dump_spec(resolved))
     obs.on_start(spec, run_dir)
@@ -282,14 +364,32 @@ def run_experiment(
     )
 
     # 5. Train and evaluate, one compiled epoch at a time; metrics fetched once per epoch.
-    history: list[dict[str, Any]] = []
-    train_s = eval_s = 0.0
+    info = _dataset_info(ds, target_stats)
+    run = start_or_resume(spec, store, state, scaler, target, info, resume)
+    if run.resumed_from:
+        obs.on_note(f"Resumed from the checkpoint of epoch {run.resumed_from}")
+    # From here the directory holds a run in progress: an earlier summary (interrupted,
+    # or completed before --force extended it) no longer describes it.
+    with contextlib.suppress(FileNotFoundError):
+        os.remove(os.path.join(run_dir, "summary.json"))
+    state = run.state
     metrics_path = os.path.join(run_dir, "metrics.jsonl")
-    with open(metrics_path, "w") as metrics_file:
-        for epoch in range(1, spec.training.epochs + 1):
+    _write_lines(metrics_path, run.history)  # on resume: exactly the checkpointed epochs
+    meta_base = {"spec": dump_spec(resolved), "dataset": info}
+    es = spec.training.early_stopping
+    train_s = eval_s = save_s = 0.0
+    saves = 0
+    with catch_signals() as signals, open(metrics_path, "a") as metrics_file:
+        for epoch in range(run.epoch + 1, spec.training.epochs + 1):
+            if run.stopper is not None and run.stopper.should_stop:
+                break  # a resumed run that had already stopped early
             t0 = time.perf_counter()
             state, train_sums = epoch_c(state, x_tr, y_tr, jnp.asarray(epoch, jnp.int32))
-            train = finalize(train_sums)
+            train = finalize(train_sums)  # the once-per-epoch host sync
+            fault_hook("epoch", epoch)
+            if not math.isfinite(train["loss"]):
+                run.diverged = {"epoch": epoch, "metric": "train_loss", "value": train["loss"]}
+                break  # the state is not saved: no NaN parameters reach a checkpoint
             t1 = time.perf_counter()
             val_sums = eval_c(state.params, x_va, y_va)
             t2 = time.perf_counter()
@@ -311,32 +411,84 @@ def run_experiment(
                     "val_loss": val["loss"],
                     "val_accuracy": val["accuracy"],
                 }
+            if not math.isfinite(val["loss"]):
+                run.diverged = {"epoch": epoch, "metric": "val_loss", "value": val["loss"]}
+                break
             row["epoch_seconds"] = t2 - t0
-            history.append(row)
+            run.history.append(row)
+            run.epoch = epoch
             metrics_file.write(json.dumps(row) + "\n")
             metrics_file.flush()
+            if run.stopper is not None and run.stopper.update(epoch, row) and es.restore_best:
+                run.best_params = jax.tree.map(jnp.copy, state.params)  # survives donation
+            stopping = run.stopper is not None and run.stopper.should_stop
+            last = epoch == spec.training.epochs
+            if epoch % spec.checkpoint.every_epochs == 0 or last or stopping or signals.caught:
+                meta = meta_base | {
+                    "epoch": epoch,
+                    "history": run.history,
+                    "has_best_params": run.best_params is not None,
+                }
+                if run.stopper is not None:
+                    meta["early_stopping"] = run.stopper.to_dict()
+                t3 = time.perf_counter()
+                arrays = checkpoint_arrays(state, scaler, target, run.best_params)
+                store.save(epoch, arrays, meta, row)
+                save_s += time.perf_counter() - t3
+                run.saved = epoch
+                saves += 1
+                fault_hook("save", epoch)
             obs.on_epoch(row, spec.training.epochs)
+            if stopping or signals.caught:
+                break
+    t3 = time.perf_counter()
+    store.wait()  # every checkpoint committed before summary.json says anything
+    save_s += time.perf_counter() - t3
+    run.state = state
     stage(
         "train",
         f"train {_shape(x_tr)}",
-        f"{int(state.step)} steps, {spec.training.epochs} epochs",
+        f"{int(state.step)} steps, {len(run.history)} epochs"
+        + (f" (resumed after epoch {run.resumed_from})" if run.resumed_from else ""),
         train_s,
     )
     stage(
         "evaluate",
         f"validation {_shape(x_va)}",
-        f"loss + {'rmse' if regression else 'accuracy'} × {spec.training.epochs} epochs",
+        f"loss + {'rmse' if regression else 'accuracy'} × "
+        f"{len(run.history) - (run.resumed_from or 0)} epochs",
         eval_s,
     )
-
-    obs.on_artifacts(run_dir, history)
-    save_predictor(run_dir, state.params, spec, ds, scaler, target_stats)
-    final = history[-1]
+    stage(
+        "checkpoint",
+        f"state + scaler every {spec.checkpoint.every_epochs} epoch(s)",
+        f"{saves} saved, {CHECKPOINTS}/ holds epochs {store.epochs() or 'none'}",
+        save_s,  # what training waited for: the device-to-host copies and the last write
+    )
+    if run.history:
+        obs.on_artifacts(run_dir, run.history)
+    status, stop = outcome(run.diverged, signals, run.stopper, run.epoch, spec.training.epochs)
+    if status == "completed" and run.stopper is not None and run.stopper.should_stop:
+        obs.on_note(f"Stopped after epoch {run.epoch}: {stop['reason']}")
+    params = run.state.params
+    params_epoch = run.epoch
+    if es is not None and es.restore_best and run.best_params is not None:
+        params, params_epoch = run.best_params, run.stopper.best_epoch
+    if status == "completed":  # a diverged or interrupted run leaves no model to serve
+        save_predictor(run_dir, params, spec, ds, scaler, target_stats)
     summary = {
-        "status": "completed",
+        "status": status,
         "name": spec.experiment.name,
         "seed": spec.experiment.seed,
-        "final": final,
+        "final": run.history[-1] if run.history else None,
+        "stop": stop,
+        "params_epoch": params_epoch,
+        "resumed_from": run.resumed_from,
+        "checkpoints": {
+            "directory": CHECKPOINTS,
+            "epochs": store.epochs(),
+            "best": _best_info(store, cp.best_metric),
+        },
         "stages": [
             {"name": s.name, "input": s.input, "output": s.output, "seconds": s.seconds}
             for s in stages
@@ -360,7 +512,25 @@ def run_experiment(
         "device": device_info(),
         "jax_version": jax.__version__,
     }
+    if run.stopper is not None:
+        best = next((r for r in run.history if r["epoch"] == run.stopper.best_epoch), None)
+        summary["early_stopping"] = run.stopper.to_dict() | {
+            "restore_best": es.restore_best,
+            "best_row": best,
+        }
+    if run.diverged:
+        summary["diverged"] = run.diverged | {"value": str(run.diverged["value"])}
+    store.close()
     _write_json(os.path.join(run_dir, "summary.json"), summary)
-    result = RunResult(history, final, jax.device_get(state.params), run_dir, summary, stages)
+    if status == "diverged":
+        raise DivergedError(f"training diverged: {stop['reason']}")
+    if status == "interrupted":
+        raise RunInterrupted(
+            f"interrupted by {signals.name} after epoch {run.epoch}; checkpoint saved, "
+            f"continue with: jaxpipe run SPEC --out {run_dir} --resume",
+            SIGNAL_EXIT[signals.signum],
+        )
+    history = run.history
+    result = RunResult(history, history[-1], jax.device_get(params), run_dir, summary, stages)
     obs.on_finish(result)
     return result

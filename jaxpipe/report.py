@@ -159,6 +159,9 @@ class ConsoleReporter(Observer):
             f"{row['epoch_seconds']:.2f}s"
         )
 
+    def on_note(self, text: str) -> None:
+        self._print(f"  {text}")
+
     def on_artifacts(self, run_dir: str, history: list[dict[str, Any]]) -> None:
         write_curves(history, os.path.join(run_dir, "curves.png"))
 
@@ -211,5 +214,5 @@ class ConsoleReporter(Observer):
             self._print(f"Dropped {dropped} rows with missing values (preprocess.missing)")
         self._print(
             f"Wrote {result.run_dir}/: spec.toml, metrics.jsonl, model.msgpack, "
-            "predictor.json, summary.json, curves.png"
+            "predictor.json, summary.json, curves.png, checkpoints/"
         )

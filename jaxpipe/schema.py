@@ -121,6 +121,10 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
         if len(real) == 1 and value is not None:  # `X | None`: X's own, precise error
             return _coerce(value, real[0], key)
         for arg in args:
+            if is_section(arg) and isinstance(value, dict):
+                # A table for an optional section: its own error (an unknown key, a bad
+                # value) is the one to report, not "expected a table".
+                return _coerce(value, arg, key)
             try:
                 return _coerce(value, arg, key)
             except SpecError:

@@ -34,7 +34,10 @@ __all__ = [
     "OptimizerSpec",
     "ScheduleSpec",
     "TrainingSpec",
+    "EarlyStoppingSpec",
+    "CheckpointSpec",
     "RuntimeSpec",
+    "metric_mode",
     "load_spec",
     "parse_spec",
     "dump_spec",
@@ -225,6 +228,55 @@ class OptimizerSpec:
     options: Mapping[str, Any] = field(factory=dict, doc="Keyword arguments of the optimizer.")
 
 
+# Metric name parts that say which way is better, for mode = "auto".
+_LOWER_IS_BETTER = ("loss", "error", "mse", "rmse", "mae")
+_HIGHER_IS_BETTER = ("accuracy", "acc", "f1", "auc", "r2", "precision", "recall")
+
+
+def metric_mode(metric: str, mode: str, key: str = "") -> str:
+    """ "min" or "max" for a metric such as "val_loss": `mode` itself unless it is "auto",
+    in which case the metric's name decides."""
+    if mode in ("min", "max"):
+        return mode
+    words = metric.lower().split("_")
+    if any(w in _LOWER_IS_BETTER for w in words):
+        return "min"
+    if any(w in _HIGHER_IS_BETTER for w in words):
+        return "max"
+    raise SpecError(
+        f'cannot tell whether {metric!r} is better low or high; set mode = "min" or "max"',
+        key=key,
+    )
+
+
+def _check_metric(metric: str, key: str) -> None:
+    if not re.fullmatch(r"(train|val)_[a-z0-9_]+", metric):
+        raise SpecError(
+            f"{metric!r} is not a metric name; use train_<name> or val_<name> as in "
+            "metrics.jsonl, e.g. val_loss or val_accuracy",
+            key=key,
+        )
+
+
+@dataclass(frozen=True)
+class EarlyStoppingSpec:
+    """Stop when a metric has not improved for `patience` epochs."""
+
+    metric: str = field("val_loss", "Metric watched, as named in metrics.jsonl.")
+    mode: Literal["auto", "min", "max"] = field(
+        "auto", "Whether lower or higher is better; auto: from the name (loss → min)."
+    )
+    patience: int = field(5, "Epochs without improvement before stopping.", minimum=1)
+    min_delta: float = field(0.0, "Smallest change that counts as an improvement.", minimum=0.0)
+    restore_best: bool = field(
+        False, "Return (and summarise) the parameters of the best epoch, not the last."
+    )
+
+    def _check(self, where: str) -> None:
+        _check_metric(self.metric, f"{where}.metric")
+        metric_mode(self.metric, self.mode, f"{where}.mode")
+
+
 @dataclass(frozen=True)
 class TrainingSpec:
     """How long and in what batches."""
@@ -234,6 +286,28 @@ class TrainingSpec:
     precision: Literal["float32", "bfloat16"] = field(
         "float32", "Compute dtype; bfloat16 keeps float32 master weights and optimizer state."
     )
+    early_stopping: EarlyStoppingSpec | None = field(
+        None, "Stop early when a metric stops improving."
+    )
+
+
+@dataclass(frozen=True)
+class CheckpointSpec:
+    """Orbax checkpoints under <run>/checkpoints/, for `jaxpipe run --resume`."""
+
+    every_epochs: int = field(1, "Save every this many epochs (and always the last).", minimum=1)
+    keep: int = field(3, "Keep this many of the newest checkpoints.", minimum=1)
+    best_metric: str | None = field(
+        None, "Also keep the checkpoint with the best value of this metric (e.g. val_loss)."
+    )
+    best_mode: Literal["auto", "min", "max"] = field(
+        "auto", "Whether lower or higher best_metric is better; auto: from the name."
+    )
+
+    def _check(self, where: str) -> None:
+        if self.best_metric is not None:
+            _check_metric(self.best_metric, f"{where}.best_metric")
+            metric_mode(self.best_metric, self.best_mode, f"{where}.best_mode")
 
 
 @dataclass(frozen=True)
@@ -255,6 +329,7 @@ class Spec:
     model: ModelSpec = field(factory=ModelSpec)
     optimizer: OptimizerSpec = field(factory=OptimizerSpec)
     training: TrainingSpec = field(factory=TrainingSpec)
+    checkpoint: CheckpointSpec = field(factory=CheckpointSpec)
     runtime: RuntimeSpec = field(factory=RuntimeSpec)
     base_dir: str = field(".", internal=True)
     source: str | None = field(None, internal=True)

@@ -20,7 +20,10 @@ RANK = {
     "metrics": 4,
     "optim": 4,
     "step": 5,
+    "stopping": 5,  # early stopping, signal catching: spec only
+    "checkpoint": 6,  # orbax store; loop saves through it, it never calls the loop
     "predict": 6,  # saved model + prediction: data, encoding, preprocess, model; loop saves
+    "resume": 6.5,  # fresh start or checkpoint restore, over checkpoint and stopping
     "loop": 7,
     "report": 8,
     "api": 9,

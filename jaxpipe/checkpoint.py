@@ -1,0 +1,268 @@
+"""Orbax checkpoints of a run: one per saved epoch under `<run>/checkpoints/<epoch>/`,
+keeping the last `keep` plus the best by a metric, restored into an abstract template so
+that a resumed run gets the shardings of *its* devices, not those it was saved from.
+
+A checkpoint has two items: `arrays` (any pytree of arrays: the train state, the fitted
+scaler, ...) and `meta` (JSON: epoch, history, spec text, dataset info, stopping
+bookkeeping). Orbax writes to a temporary folder and renames it when complete, so a kill
+at any moment leaves every earlier checkpoint intact.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import os
+import shutil
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import jax
+import orbax.checkpoint as ocp
+from orbax.checkpoint import checkpoint_managers as policies
+
+from jaxpipe.errors import JaxpipeError
+from jaxpipe.step import TrainState
+
+__all__ = [
+    "CheckpointStore",
+    "Restored",
+    "abstract_like",
+    "state_to_tree",
+    "tree_to_state",
+    "spec_conflicts",
+    "saved_epochs",
+    "CORRUPT_DIR",
+]
+
+CORRUPT_DIR = "checkpoints.unreadable"  # unreadable checkpoints are moved here, not deleted
+
+# Orbax logs every save at INFO through absl; the run's own output says what was saved.
+logging.getLogger("absl").setLevel(logging.WARNING)
+
+
+@dataclass(frozen=True)
+class Restored:
+    """What a checkpoint gave back: its epoch, its arrays (in the template's shardings)
+    and its JSON metadata."""
+
+    epoch: int
+    arrays: Any
+    meta: dict[str, Any]
+
+
+def state_to_tree(state: TrainState) -> dict[str, Any]:
+    """The state as plain arrays (the typed PRNG key as its raw uint32 key data)."""
+    return {
+        "step": state.step,
+        "params": state.params,
+        "opt_state": state.opt_state,
+        "key": jax.random.key_data(state.key),
+    }
+
+
+def tree_to_state(tree: Mapping[str, Any], like: TrainState) -> TrainState:
+    """Inverse of `state_to_tree`; `like` supplies the key's PRNG implementation."""
+    impl = jax.random.key_impl(like.key)
+    return TrainState(
+        tree["step"],
+        tree["params"],
+        tree["opt_state"],
+        jax.random.wrap_key_data(tree["key"], impl=impl),
+    )
+
+
+def abstract_like(tree: Any) -> Any:
+    """Shapes, dtypes and shardings of `tree`'s arrays: the restore target."""
+
+    def leaf(x: Any) -> Any:
+        return jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=getattr(x, "sharding", None))
+
+    return jax.tree.map(leaf, tree)
+
+
+class _KeepEpochs:
+    """An orbax preservation policy: keep the checkpoints of these epochs."""
+
+    def __init__(self) -> None:
+        self.epochs: set[int] = set()
+
+    def should_preserve(self, checkpoints: Sequence[Any], *, context: Any) -> Sequence[bool]:
+        return [c.step in self.epochs for c in checkpoints]
+
+
+class CheckpointStore:
+    """The checkpoints folder of one run.
+
+    keep: how many of the newest checkpoints to keep; best_metric / best_mode: also keep
+    the one with the best value of this metric ("min" or "max"); the metrics are passed
+    to `save`.
+    """
+
+    def __init__(
+        self,
+        directory: str,
+        *,
+        keep: int = 3,
+        best_metric: str | None = None,
+        best_mode: str = "min",
+    ):
+        self.directory = os.path.abspath(directory)
+        self.best_metric, self.best_mode = best_metric, best_mode
+        # (value, epoch) of the best saved checkpoint. Tracked here and stored in each
+        # checkpoint's meta because orbax does not reload saved metrics into its
+        # preservation policies when a manager is reopened (0.12).
+        self.best: tuple[float, int] | None = None
+        self._keep_best = _KeepEpochs()
+        options = ocp.CheckpointManagerOptions(
+            preservation_policy=policies.AnyPreservationPolicy(
+                [policies.LatestN(n=keep), self._keep_best]
+            ),
+            cleanup_tmp_directories=True,  # partial saves of a killed run
+            create=True,
+        )
+        self._manager = ocp.CheckpointManager(self.directory, options=options)
+
+    def epochs(self) -> list[int]:
+        """Epochs with a complete checkpoint, oldest first."""
+        return sorted(self._manager.all_steps())
+
+    def save(
+        self, epoch: int, arrays: Any, meta: dict[str, Any], metrics: dict[str, float] | None
+    ) -> None:
+        """Starts saving `arrays` and `meta` as epoch `epoch`. The device-to-host copy is
+        done when this returns (the arrays may then be donated); the write to disk
+        finishes in the background (see `wait`)."""
+        if self.best_metric is not None and metrics is not None:
+            value = float(metrics[self.best_metric])
+            better = self.best is None or (
+                value < self.best[0] if self.best_mode == "min" else value > self.best[0]
+            )
+            if better:
+                self.best = (value, epoch)
+        self._keep_best.epochs = {self.best[1]} if self.best else set()
+        # A deep copy: the JSON is written in the background, while the caller goes on
+        # appending to the history it passed.
+        meta = copy.deepcopy(dict(meta, checkpoint_best=list(self.best) if self.best else None))
+        args = ocp.args.Composite(
+            arrays=ocp.args.StandardSave(arrays), meta=ocp.args.JsonSave(meta)
+        )
+        self._manager.save(epoch, args=args, force=True)
+
+    def wait(self) -> None:
+        """Blocks until every started save is on disk and committed."""
+        self._manager.wait_until_finished()
+
+    def read_meta(self, epoch: int) -> dict[str, Any]:
+        out = self._manager.restore(epoch, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))
+        return dict(out["meta"])
+
+    def restore(
+        self, template: Callable[[dict[str, Any]], Any], warn: Callable[[str], None]
+    ) -> Restored | None:
+        """The newest readable checkpoint, or None if there is none. `template(meta)`
+        gives the restore target for a checkpoint's meta: a pytree of
+        `jax.ShapeDtypeStruct`s with shardings (see `abstract_like`).
+
+        An unreadable newest checkpoint (a corrupted or truncated file) is reported through
+        `warn`, moved to `<run>/checkpoints.unreadable/` and the previous one is tried."""
+        tried: list[int] = []
+        last_error = ""
+        for epoch in reversed(self.epochs()):
+            try:
+                meta = self.read_meta(epoch)
+                if meta.get("epoch") != epoch:
+                    raise ValueError(f"metadata says epoch {meta.get('epoch')}")
+                args = ocp.args.Composite(arrays=ocp.args.StandardRestore(template(meta)))
+                arrays = self._manager.restore(epoch, args=args)["arrays"]
+            except Exception as e:  # orbax/tensorstore raise many types for a bad file
+                reason = " ".join(str(e).split())[:200]
+                last_error = f"{type(e).__name__}: {reason}"
+                warn(
+                    f"checkpoint {self.directory}/{epoch} is unreadable "
+                    f"({type(e).__name__}: {reason}); falling back to the previous one"
+                )
+                tried.append(epoch)
+                continue
+            self._set_aside(tried)
+            best = meta.get("checkpoint_best")
+            self.best = (float(best[0]), int(best[1])) if best else None
+            return Restored(epoch, arrays, meta)
+        if tried:
+            # Nothing is moved aside here: when every checkpoint fails, the cause may be
+            # this run (a layout the checkpoints cannot be restored into), not the files.
+            raise JaxpipeError(
+                f"{self.directory}: no checkpoint could be restored (tried epochs "
+                f"{', '.join(map(str, tried))}; last error {last_error}); start a fresh run "
+                "in another directory, or resume with the devices and spec it was saved with"
+            )
+        return None
+
+    def _set_aside(self, epochs: Sequence[int]) -> None:
+        """Moves unreadable checkpoints out of the way, so the resumed run can save those
+        epochs again, and keeps them for inspection."""
+        if not epochs:
+            return
+        aside = os.path.join(os.path.dirname(self.directory), CORRUPT_DIR)
+        os.makedirs(aside, exist_ok=True)
+        for epoch in epochs:
+            src = os.path.join(self.directory, str(epoch))
+            dst = os.path.join(aside, str(epoch))
+            if os.path.exists(dst):
+                shutil.rmtree(dst)
+            shutil.move(src, dst)
+        self._manager.reload()
+
+    def close(self) -> None:
+        self._manager.close()
+
+
+# Keys a resumed run may change freely, or with --force (the training length). Anything
+# else under these sections alters the model, optimizer or data and is refused.
+_IDENTITY = ("data", "preprocess", "model", "optimizer", "training", "experiment.seed")
+_LENGTH = ("training.epochs", "training.early_stopping")
+
+
+def _flatten(table: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in table.items():
+        key = f"{prefix}.{k}" if prefix else k
+        if isinstance(v, Mapping):
+            out.update(_flatten(v, key))
+        else:
+            out[key] = v
+    return out
+
+
+def _under(key: str, prefixes: Sequence[str]) -> bool:
+    return any(key == p or key.startswith(p + ".") for p in prefixes)
+
+
+def spec_conflicts(
+    saved: Mapping[str, Any], current: Mapping[str, Any], *, force: bool
+) -> tuple[list[str], list[str]]:
+    """Compares two specs (as nested dicts) for a resume.
+
+    Returns (refused, forced): the differing keys that alter the model, optimizer, data
+    or training (refused unless `force` allows them because they only change the training
+    length), and the training-length keys `force` let through. Other keys (run name,
+    checkpoint and runtime settings, device layout) may change freely.
+    """
+    a, b = _flatten(saved), _flatten(current)
+    differing = sorted(k for k in a.keys() | b.keys() if a.get(k) != b.get(k))
+    refused, forced = [], []
+    for key in differing:
+        if _under(key, _LENGTH):
+            (forced if force else refused).append(key)
+        elif _under(key, _IDENTITY):
+            refused.append(key)
+    return refused, forced
+
+
+def saved_epochs(directory: str) -> list[int]:
+    """Epochs with a committed checkpoint in `directory`, read from the folder names
+    alone (cheap; orbax's temporary folders of unfinished saves are not counted)."""
+    if not os.path.isdir(directory):
+        return []
+    return sorted(int(n) for n in os.listdir(directory) if n.isdigit())
