@@ -256,7 +256,10 @@ def run_experiment(
     t0 = time.perf_counter()
     ds = data_lib.load_dataset(spec)
     load_s = time.perf_counter() - t0
-    check_metric_names(spec, _metric_names(ds.task == "regression"))
+    try:
+        check_metric_names(spec, _metric_names(ds.task == "regression"))
+    except SpecError as e:
+        raise place_error(spec, e) from None
     run_dir = prepare_out_dir(spec, out, resume)
     resolved = spec
     if spec.data.path is not None:  # the run directory's copy must work from anywhere

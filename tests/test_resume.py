@@ -181,6 +181,39 @@ def test_sigint_in_process_raises_after_checkpoint_and_restores_handlers(
     _same_run(out, reference)
 
 
+REGRESSION = """
+[data.synthetic]
+rows = 300
+features = 5
+[model]
+task = "regression"
+hidden = [8]
+dropout = 0.2
+[training]
+epochs = 3
+batch_size = 32
+[training.early_stopping]
+metric = "val_rmse"
+patience = 5
+"""
+
+
+def test_regression_with_dropout_resumes_exactly(write_spec, tmp_path, monkeypatch):
+    """The target's normaliser, dropout's keys and a val_rmse stopper survive a resume."""
+    spec = write_spec(REGRESSION)
+    ref = jaxpipe.run(spec, out=str(tmp_path / "ref"))
+    out = str(tmp_path / "run")
+    monkeypatch.setenv("JAXPIPE_TEST_HOOK", "int-epoch:2")
+    with pytest.raises(jaxpipe.RunInterrupted):
+        jaxpipe.run(spec, out=out)
+    monkeypatch.delenv("JAXPIPE_TEST_HOOK")
+    assert "target" in _checkpoint_arrays(out, 2)
+    result = jaxpipe.run(spec, out=out, resume=True)
+    assert _strip(result.history) == _strip(ref.history) and result.history[-1]["val_rmse"] > 0
+    _exact(result.params, ref.params)
+    assert result.summary["early_stopping"]["mode"] == "min"
+
+
 def test_resume_refuses_a_changed_spec_and_force_extends(spec_path, reference, tmp_path, capsys):
     out = str(tmp_path / "run")
     import shutil
