@@ -1,9 +1,17 @@
 """jaxpipe: functional JAX training pipelines from declarative TOML experiment specs."""
 
 from jaxpipe._version import __version__
-from jaxpipe.api import predict, run, validate
-from jaxpipe.errors import DataError, DivergedError, JaxpipeError, RunInterrupted, SpecError
+from jaxpipe.api import devices, format_plan, plan, predict, run, validate
+from jaxpipe.errors import (
+    DataError,
+    DivergedError,
+    JaxpipeError,
+    PlanError,
+    RunInterrupted,
+    SpecError,
+)
 from jaxpipe.loop import RunResult
+from jaxpipe.planner import Plan
 from jaxpipe.spec import Spec, load_spec, spec_markdown, spec_schema
 
 __all__ = [
@@ -14,6 +22,11 @@ __all__ = [
     "predict",
     "run",
     "validate",
+    "plan",
+    "devices",
+    "format_plan",
+    "Plan",
+    "PlanError",
     "Spec",
     "RunResult",
     "JaxpipeError",

@@ -6,13 +6,15 @@ import os
 
 from jaxpipe.data import load_dataset
 from jaxpipe.errors import SpecError
+from jaxpipe.hardware import LocalDevices, load_catalog, local_devices
 from jaxpipe.loop import RunResult, run_experiment
 from jaxpipe.optim import check_optimizer
+from jaxpipe.planner import Plan, make_plan, verify_plan
 from jaxpipe.predict import predict_file
-from jaxpipe.report import ConsoleReporter
+from jaxpipe.report import ConsoleReporter, format_plan
 from jaxpipe.spec import Spec, load_spec, place_error
 
-__all__ = ["run", "validate", "predict", "load_spec"]
+__all__ = ["run", "validate", "predict", "load_spec", "plan", "devices", "format_plan", "Plan"]
 
 
 def run(
@@ -44,6 +46,7 @@ def validate(spec: Spec) -> list[str]:
         check_optimizer(spec.optimizer)
     except SpecError as e:
         raise place_error(spec, e) from None
+    load_catalog(spec.hardware, spec.base_dir)  # [hardware] catalog entries or file
     ds = load_dataset(spec)
     what = (
         f"{ds.num_classes} classes ({', '.join(ds.class_names[:10])}"
@@ -65,3 +68,27 @@ def predict(run_dir: str, data: str, out: str | None = None) -> int:
     finished run directory `run_dir`, writing CSV to `out` (default stdout): the class
     name and its probability, or the regression value. Returns the number of rows."""
     return predict_file(run_dir, data, out)
+
+
+def plan(
+    spec: Spec | str | os.PathLike[str],
+    *,
+    gpu: str | None = None,
+    devices: int | None = None,
+    verify: bool = False,
+) -> Plan:
+    """The memory plan of an experiment on `devices` × the catalog card `gpu` (e.g. "T4",
+    "A100-40GB"), or on the local devices when `gpu` is None. Allocates nothing. With
+    `verify`, also compiles the epoch program for abstract inputs and records XLA's
+    memory and cost analysis in `plan.xla`."""
+    if not isinstance(spec, Spec):
+        spec = load_spec(spec)
+    check_optimizer(spec.optimizer)
+    result = make_plan(spec, gpu=gpu, devices=devices)
+    return verify_plan(spec, result) if verify else result
+
+
+def devices(spec: Spec | None = None) -> LocalDevices:
+    """The local devices: kind, memory (a GPU's bytes_limit, else host memory), process
+    index and count, usable bytes per device."""
+    return local_devices(spec)

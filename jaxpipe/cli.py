@@ -71,7 +71,30 @@ def _parser() -> argparse.ArgumentParser:
     pr.add_argument("run_dir", help="run directory written by `jaxpipe run`")
     pr.add_argument("data", help="rows to predict: csv (or .parquet / .npz)")
     pr.add_argument("--out", help="CSV file to write (default: standard output)")
+
+    pl = sub.add_parser("plan", help="will it fit? per-device memory per strategy, no training")
+    pl.add_argument("spec")
+    pl.add_argument("--gpu", metavar="NAME", help="plan for this catalog card (e.g. T4, A100-40GB)")
+    pl.add_argument("--devices", type=_count, metavar="N", help="number of devices to plan for")
+    pl.add_argument(
+        "--verify", action="store_true", help="compile the epoch and compare with XLA's figures"
+    )
+    pl.add_argument("--json", action="store_true", help="print one JSON object")
+    pl.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+
+    d = sub.add_parser("devices", help="the local devices, their kind and memory")
+    d.add_argument("--json", action="store_true", help="print one JSON object")
     return p
+
+
+def _count(text: str) -> int:
+    try:
+        n = int(text)
+    except ValueError:
+        n = 0
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"expected a device count ≥ 1, found {text!r}")
+    return n
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
@@ -114,11 +137,47 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_plan(args: argparse.Namespace) -> int:
+    import jaxpipe
+
+    spec = jaxpipe.load_spec(args.spec, args.overrides)
+    plan = jaxpipe.plan(spec, gpu=args.gpu, devices=args.devices, verify=args.verify)
+    if args.json:
+        print(json.dumps(plan.to_json(), indent=2))
+    else:
+        print(jaxpipe.format_plan(plan))
+    return 0
+
+
+def _cmd_devices(args: argparse.Namespace) -> int:
+    import jaxpipe
+
+    info = jaxpipe.devices()
+    if args.json:
+        print(json.dumps(info.to_json(), indent=2))
+        return 0
+    gib = 2**30
+    print(
+        f"{len(info.devices)} {info.platform} device(s) in process {info.process_index} of "
+        f"{info.process_count}; memory per device {info.nominal_bytes / gib:.2f} GiB "
+        f"({info.memory_source}), usable {info.usable_bytes / gib:.2f} GiB"
+    )
+    for d in info.devices:
+        limit = f"{d['bytes_limit'] / gib:.2f} GiB" if d["bytes_limit"] else "n/a"
+        print(
+            f"  {d['platform']}:{d['id']}  {d['kind']}  bytes_limit {limit}  "
+            f"process {d['process_index']}"
+        )
+    return 0
+
+
 _COMMANDS = {
     "run": _cmd_run,
     "validate": _cmd_validate,
     "schema": _cmd_schema,
     "predict": _cmd_predict,
+    "plan": _cmd_plan,
+    "devices": _cmd_devices,
 }
 
 
@@ -134,12 +193,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     except _UsageError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    import jaxpipe
     from jaxpipe import DivergedError, JaxpipeError, RunInterrupted
 
     try:
         return _COMMANDS[args.command](args)
     except (JaxpipeError, DivergedError, RunInterrupted) as e:
         print(f"error: {_one_line(str(e))}", file=sys.stderr)
+        if getattr(e, "plan", None) is not None:  # a plan that does not fit: its table below
+            print(jaxpipe.format_plan(e.plan), file=sys.stderr)
         return e.exit_code
     except KeyboardInterrupt:
         print("error: interrupted", file=sys.stderr)

@@ -39,7 +39,12 @@ class DataError(JaxpipeError):
 
 
 class PlanError(JaxpipeError):
-    """The run cannot fit the devices it is given; the message carries the plan table."""
+    """The run cannot fit the devices it is given. The message is one line (what does not
+    fit, what would); `plan` is the `planner.Plan`, whose table the CLI prints after it."""
+
+    def __init__(self, message: str, *, plan: object = None):
+        self.plan = plan
+        super().__init__(message)
 
 
 class DivergedError(Exception):

@@ -20,11 +20,12 @@ import numpy as np
 
 from jaxpipe import checkpoint as ckpt
 from jaxpipe import data as data_lib
-from jaxpipe.errors import DivergedError, JaxpipeError, RunInterrupted, SpecError
+from jaxpipe.errors import DivergedError, JaxpipeError, PlanError, RunInterrupted, SpecError
 from jaxpipe.losses import cross_entropy, squared_error
 from jaxpipe.metrics import classification_sums, finalize, finalize_regression, regression_sums
 from jaxpipe.model import make_model
 from jaxpipe.optim import check_optimizer, make_optimizer
+from jaxpipe.planner import Plan, make_plan
 from jaxpipe.predict import save_predictor
 from jaxpipe.preprocess import apply_scaler, fit_scaler, fit_standard
 from jaxpipe.resume import check_resumable, checkpoint_arrays, start_or_resume
@@ -47,6 +48,8 @@ __all__ = [
     "enable_compilation_cache",
     "prepare_out_dir",
     "device_info",
+    "plan_run",
+    "plan_record",
 ]
 
 EVAL_BATCH = 1024
@@ -80,6 +83,7 @@ class Observer:
 
     def on_start(self, spec: Spec, run_dir: str) -> None: ...
     def on_stage(self, stage: StageRecord) -> None: ...
+    def on_plan(self, plan: Plan) -> None: ...
     def on_model(self, params: Any) -> None: ...
     def on_epoch(self, row: dict[str, Any], epochs: int) -> None: ...
     def on_artifacts(self, run_dir: str, history: list[dict[str, Any]]) -> None: ...
@@ -154,6 +158,43 @@ def device_info() -> dict[str, Any]:
         "kind": devices[0].device_kind,
         "count": len(devices),
         "process_count": jax.process_count(),
+    }
+
+
+def plan_run(spec: Spec, ds: data_lib.Dataset) -> Plan:
+    """The run's plan from the loaded data's exact shapes; raises PlanError (exit 2, with
+    the plan table) when the chosen or forced strategy does not fit."""
+    plan = make_plan(spec, dataset=ds)
+    if not plan.fits:
+        forced = spec.hardware.strategy
+        what = f"[hardware] strategy = {forced!r}" if forced != "auto" else "the run"
+        raise PlanError(f"{what} {plan.recommendation}", plan=plan)
+    return plan
+
+
+def plan_record(plan: Plan, device: Any) -> dict[str, Any]:
+    """summary.json's `plan`: the prediction, what was executed and, where the backend
+    reports it, the measured peak beside the prediction."""
+    stats = None
+    try:
+        stats = device.memory_stats()
+    except Exception:  # CPU and some plugins do not implement it
+        stats = None
+    peak = (stats or {}).get("peak_bytes_in_use")
+    # Sharded execution lands with issue 5; until then every run executes on one device.
+    return {
+        "strategy": plan.strategy,
+        "devices": plan.devices,
+        "mesh": dict(plan.mesh),
+        "per_device_bytes": plan.per_device_bytes,
+        "per_device_bytes_no_donation": plan.per_device_bytes_no_donation,
+        "usable_bytes_per_device": plan.usable_bytes_per_device,
+        "breakdown": dict(plan.breakdown),
+        "fits": plan.fits,
+        "device": plan.device,
+        "executed_strategy": "single",
+        "executed_devices": 1,
+        "measured_peak_bytes": int(peak) if peak is not None else None,
     }
 
 
@@ -260,6 +301,7 @@ def run_experiment(
         check_metric_names(spec, _metric_names(ds.task == "regression"))
     except SpecError as e:
         raise place_error(spec, e) from None
+    plan = plan_run(spec, ds)  # a run that cannot fit stops here, before any compile
     run_dir = prepare_out_dir(spec, out, resume)
     resolved = spec
     if spec.data.path is not None:  # the run directory's copy must work from anywhere
@@ -272,6 +314,9 @@ def run_experiment(
                 validation=spec.resolve_path(val) if isinstance(val, str) else val,
             ),
         )
+    if isinstance(spec.hardware.catalog, str):  # so is a catalog file's path
+        hw = dataclasses.replace(spec.hardware, catalog=spec.resolve_path(spec.hardware.catalog))
+        resolved = dataclasses.replace(resolved, hardware=hw)
     cp = spec.checkpoint
     store = ckpt.CheckpointStore(
         os.path.join(run_dir, CHECKPOINTS),
@@ -284,6 +329,7 @@ def run_experiment(
     with open(os.path.join(run_dir, "spec.toml"), "w") as f:
         f.write(dump_spec(resolved))
     obs.on_start(spec, run_dir)
+    obs.on_plan(plan)
     stage(
         "load",
         f"{ds.origin}: {ds.raw_rows} rows × {ds.raw_columns} columns",
@@ -513,6 +559,7 @@ def run_experiment(
         },
         **_regression_summary(ds, target_stats),
         "device": device_info(),
+        "plan": plan_record(plan, device),
         "jax_version": jax.__version__,
     }
     if run.stopper is not None:

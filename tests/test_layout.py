@@ -24,6 +24,9 @@ RANK = {
     "checkpoint": 6,  # orbax store; loop saves through it, it never calls the loop
     "predict": 6,  # saved model + prediction: data, encoding, preprocess, model; loop saves
     "resume": 6.5,  # fresh start or checkpoint restore, over checkpoint and stopping
+    "hardware": 6,
+    "memory": 6,
+    "planner": 6.5,  # imports hardware and memory; loop (7) imports it
     "loop": 7,
     "report": 8,
     "api": 9,

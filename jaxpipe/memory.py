@@ -1,0 +1,376 @@
+"""The memory estimate: per-device bytes of a training run under each sharding strategy, from
+the spec alone (`jax.eval_shape`, nothing allocated), and XLA's own figures to check it
+against (`compile_epoch`, `xla_figures`). The strategy search is in `planner.py`.
+
+Terms, per device (the run donates its state, so old and new state do not coexist):
+  params, gradients, optimizer  exact shapes from `jax.eval_shape` of the model's and the
+                                optax transformation's `init`, divided as `partition_specs`
+                                shards them;
+  activations                   the backward pass's peak beyond the gradients: each layer's
+                                pre-activation and output kept from the forward pass, the
+                                gradient buffers of the layer being differentiated, the
+                                gathered batch and the logits (see `_backward_peak`);
+  data                          the device-resident train + validation arrays, replicated
+                                on every device under every strategy;
+  workspace                     the epoch's permutation, index and weight arrays, the
+                                optimizer update's temporaries (XLA's, for the update
+                                alone), bf16 copies of the weights, one FSDP-gathered
+                                layer, scalars.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import optax
+from jax.sharding import PartitionSpec
+
+from jaxpipe.model import make_model
+from jaxpipe.optim import make_optimizer
+from jaxpipe.spec import Spec
+
+__all__ = [
+    "Shapes",
+    "Estimate",
+    "partition_specs",
+    "optimizer_partition_specs",
+    "abstract_state",
+    "Abstract",
+    "estimate",
+    "mesh_for",
+    "tensor_divides",
+    "compute_dtype",
+    "compile_epoch",
+    "xla_figures",
+    "DATA",
+    "MODEL",
+]
+
+DATA, MODEL = "data", "model"
+
+
+@dataclass(frozen=True)
+class Shapes:
+    """What the estimate needs to know about the data, and where it was learnt."""
+
+    features: int  # encoded feature columns (after one-hot)
+    classes: int  # 0 for regression
+    train_rows: int
+    val_rows: int
+    source: str
+    task: str = "classification"
+
+    @property
+    def outputs(self) -> int:
+        """The model's output width: one per class, or 1 for regression."""
+        return 1 if self.task == "regression" else self.classes
+
+    @property
+    def y_dtype(self) -> Any:
+        return jnp.float32 if self.task == "regression" else jnp.int32
+
+    def to_json(self) -> dict[str, Any]:
+        return dict(vars(self)) | {"outputs": self.outputs}
+
+
+def _nbytes(shape: tuple[int, ...], dtype: Any) -> int:
+    return math.prod(shape) * jnp.dtype(dtype).itemsize
+
+
+def _local_bytes(leaf: Any, spec: PartitionSpec, mesh: dict[str, int]) -> int:
+    """Bytes of one device's shard of `leaf` laid out as `spec` over `mesh`."""
+    shape = list(leaf.shape)
+    for i, axis in enumerate(tuple(spec)[: len(shape)]):
+        if axis is not None:
+            shape[i] = -(-shape[i] // mesh.get(axis, 1))
+    return _nbytes(tuple(shape), leaf.dtype)
+
+
+def _hidden_names(params: dict[str, Any]) -> list[str]:
+    return sorted((n for n in params if n.startswith("hidden_")), key=lambda n: int(n[7:]))
+
+
+def tensor_divides(hidden: tuple[int, ...], m: int) -> bool:
+    """Whether every column-parallel width (hidden_0, hidden_2, ...) divides by `m`."""
+    return all(w % m == 0 for w in hidden[::2])
+
+
+def partition_specs(params: Any, strategy: str, mesh: dict[str, int]) -> Any:
+    """A `PartitionSpec` per parameter leaf (same tree as `params`).
+
+    tensor (axis "model"): hidden_0 column-parallel (kernel split on its output dim, bias
+    split), hidden_1 row-parallel (kernel split on its input dim, bias whole), alternating;
+    the output kernel is split on its input dim when the last hidden layer is
+    column-parallel. fsdp (axis "data"): each leaf's largest still-whole dim that divides
+    by the data axis is split along it; a leaf with none stays whole (replicated).
+    """
+    m, d = mesh.get(MODEL, 1), mesh.get(DATA, 1)
+    hidden = _hidden_names(params)
+    # Every leaf whole to begin with (LayerNorm scales and biases stay so under tensor).
+    specs = {
+        n: {k: PartitionSpec(*[None] * len(v.shape)) for k, v in layer.items()}
+        for n, layer in params.items()
+    }
+    if "tensor" in strategy and m > 1:
+        for i, name in enumerate(hidden):
+            if i % 2 == 0:
+                specs[name] = {"kernel": PartitionSpec(None, MODEL), "bias": PartitionSpec(MODEL)}
+            else:
+                specs[name]["kernel"] = PartitionSpec(MODEL, None)
+        if len(hidden) % 2 == 1:
+            specs["output"]["kernel"] = PartitionSpec(MODEL, None)
+    if strategy.startswith("fsdp") and d > 1:
+        for name, layer in params.items():
+            for leaf_name, leaf in layer.items():
+                spec = list(specs[name][leaf_name])
+                local = [s // (m if a == MODEL else 1) for s, a in zip(leaf.shape, spec)]
+                free = [i for i, a in enumerate(spec) if a is None and local[i] % d == 0]
+                if free:
+                    spec[max(free, key=lambda i: local[i])] = DATA
+                specs[name][leaf_name] = PartitionSpec(*spec)
+    return specs
+
+
+def optimizer_partition_specs(tx: optax.GradientTransformation, opt_state: Any, specs: Any) -> Any:
+    """The optimizer state's specs: parameter-shaped leaves (Adam's moments, ...) follow
+    their parameter; counters and other leaves stay whole."""
+    return optax.tree_map_params(
+        tx,
+        lambda _, spec: spec,
+        opt_state,
+        specs,
+        transform_non_params=lambda _: PartitionSpec(),
+        is_leaf=lambda x: isinstance(x, PartitionSpec),
+    )
+
+
+def _backward_peak(acts: list[int], grads: list[int], narrow_output: bool = False) -> int:
+    """Bytes live at the backward pass's peak: activations and the gradients so far.
+
+    acts[l]: one [batch, width] buffer of layer l (the output layer last); grads[l]: its
+    weight gradient. The forward pass keeps each layer's pre-activation and output (2 acts).
+    At layer l the backward pass holds the layers below (2 acts each), then either three
+    of layer l's buffers (pre-activation, incoming and outgoing gradient) or two of them
+    while its weight gradient is written, and every gradient of the layers above it. After
+    the last layer all gradients are held at once (the optimizer's input). With a
+    one-wide output (regression) the last hidden layer's incoming gradient is an outer
+    product XLA fuses into the activation's backward, so it is never a buffer of its own.
+    """
+    peaks = [sum(grads)]
+    for i, a in enumerate(acts):
+        below = 2 * sum(acts[:i])
+        held = 2 if narrow_output and i == len(acts) - 2 else 3
+        peaks.append(below + max(held * a, 2 * a + grads[i]) + sum(grads[i + 1 :]))
+    return max(peaks)
+
+
+def compute_dtype(spec: Spec) -> Any:
+    return jnp.bfloat16 if spec.training.precision == "bfloat16" else jnp.float32
+
+
+class Abstract(NamedTuple):
+    """The run's state as shapes: params and opt_state have `jax.ShapeDtypeStruct` leaves;
+    `update_temp` is the bytes of temporaries XLA needs for the optimizer update alone."""
+
+    params: Any
+    opt_state: Any
+    tx: optax.GradientTransformation
+    update_temp: int
+
+
+_UPDATE_TEMP: dict[tuple[str, str], int] = {}
+
+
+def _update_temp(tx: optax.GradientTransformation, params: Any, opt_state: Any) -> int:
+    """Temporaries of the optax update with params and state donated, from compiling it
+    for abstract shapes (allocates nothing). Adam's and SGD's updates fuse in place (0);
+    Lion's needs a parameter-sized buffer. Optax does not expose this, so ask XLA."""
+
+    def update(params: Any, opt_state: Any, grads: Any) -> Any:
+        updates, new_state = tx.update(grads, opt_state, params)
+        return optax.apply_updates(params, updates), new_state
+
+    compiled = jax.jit(update, donate_argnums=(0, 1)).lower(params, opt_state, params).compile()
+    return int(compiled.memory_analysis().temp_size_in_bytes)
+
+
+def abstract_state(spec: Spec, shapes: Shapes) -> Abstract:
+    """The run's parameters, optimizer state and optimizer as shapes; nothing is allocated."""
+    steps = -(-shapes.train_rows // spec.training.batch_size) * spec.training.epochs
+    tx = make_optimizer(spec.optimizer, total_steps=steps)
+    model = make_model(spec.model, shapes.outputs, compute_dtype(spec))
+    x = jax.ShapeDtypeStruct((1, shapes.features), jnp.float32)
+    params = jax.eval_shape(model.init, jax.random.key(0), x)
+    opt_state = jax.eval_shape(tx.init, params)
+    # One compile per optimizer section and parameter shapes (plans re-estimate often).
+    key = (repr(spec.optimizer), str(jax.tree.map(lambda a: a.shape, params)))
+    if key not in _UPDATE_TEMP:
+        _UPDATE_TEMP[key] = _update_temp(tx, params, opt_state)
+    return Abstract(params, opt_state, tx, _UPDATE_TEMP[key])
+
+
+@dataclass(frozen=True)
+class Estimate:
+    """Per-device bytes of one (strategy, mesh); `breakdown` in bytes per device."""
+
+    strategy: str
+    mesh: dict[str, int]
+    breakdown: dict[str, int]
+    total: int
+    total_no_donation: int
+    flops_per_step: float
+    bytes_per_step: float
+
+    @property
+    def devices(self) -> int:
+        return math.prod(self.mesh.values())
+
+
+def mesh_for(strategy: str, data: int, model: int = 1) -> dict[str, int]:
+    if strategy == "single":
+        return {DATA: 1}
+    if strategy == "tensor":
+        return {MODEL: model}
+    if "tensor" in strategy:
+        return {DATA: data, MODEL: model}
+    return {DATA: data}
+
+
+def estimate(
+    spec: Spec,
+    shapes: Shapes,
+    abstract: Abstract,
+    strategy: str,
+    mesh: dict[str, int],
+    batch_size: int | None = None,
+) -> Estimate:
+    """The per-device estimate of one strategy on one mesh (pure arithmetic on shapes)."""
+    params, opt_state, tx, update_temp = abstract
+    batch = batch_size or spec.training.batch_size
+    d = mesh.get(DATA, 1) if strategy != "tensor" else 1
+    m = mesh.get(MODEL, 1) if "tensor" in strategy else 1
+    mesh = {DATA: d, MODEL: m}
+    pspecs = partition_specs(params, strategy, mesh)
+    ospecs = optimizer_partition_specs(tx, opt_state, pspecs)
+    is_spec = lambda x: isinstance(x, PartitionSpec)  # noqa: E731
+    p_bytes = sum(
+        _local_bytes(leaf, s, mesh)
+        for leaf, s in zip(jax.tree.leaves(params), jax.tree.leaves(pspecs, is_leaf=is_spec))
+    )
+    o_bytes = sum(
+        _local_bytes(leaf, s, mesh)
+        for leaf, s in zip(jax.tree.leaves(opt_state), jax.tree.leaves(ospecs, is_leaf=is_spec))
+    )
+    it = jnp.dtype(compute_dtype(spec)).itemsize
+    hidden = tuple(spec.model.hidden)
+    # Column-parallel outputs are split over "model"; row-parallel outputs are whole.
+    local_w = [w // m if i % 2 == 0 else w for i, w in enumerate(hidden)]
+    b = -(-batch // d)
+    layer_grads = [
+        sum(_local_bytes(leaf, s, mesh) for leaf, s in zip(params[n].values(), pspecs[n].values()))
+        for n in [*_hidden_names(params), "output"]
+    ]
+    layer_grads[-1] += p_bytes - sum(layer_grads)  # LayerNorm parameters, if any
+    # A hidden layer's buffer. LayerNorm adds its normalised output and the backward
+    # pass's temporaries; dropout its random bits, mask and dropped output. These two
+    # multipliers are calibrated against XLA's figure on CPU (README "Will it fit?").
+    per_layer = 1.0 + 1.1 * spec.model.layer_norm + 1.45 * (spec.model.dropout > 0)
+    acts = [int(b * w * it * per_layer) for w in local_w] + [b * shapes.outputs * 4]
+    peak = _backward_peak(acts, layer_grads, narrow_output=shapes.outputs == 1)
+    # The gathered batch and the logits with their gradient live through the whole step.
+    activations = peak - p_bytes + b * (shapes.features * 4 + 2 * shapes.outputs * 4)
+    data = (shapes.train_rows + shapes.val_rows) * (shapes.features + 1) * 4
+    steps = -(-shapes.train_rows // batch)
+    workspace = shapes.train_rows * 4 + 2 * steps * batch * 4 + 28  # perm, idx, weight, scalars
+    full = sum(_nbytes(leaf.shape, leaf.dtype) for leaf in jax.tree.leaves(params))
+    workspace += update_temp * p_bytes // max(full, 1)  # the optimizer update's temporaries
+    if it < 4:  # compute-dtype copies of the weights
+        workspace += p_bytes * it // 4
+    if strategy.startswith("fsdp") and d > 1:  # one layer gathered whole at a time
+        workspace += max(
+            sum(_local_bytes(leaf, s, {MODEL: m}) for leaf, s in zip(layer.values(), ls.values()))
+            for layer, ls in zip(params.values(), pspecs.values())
+        )
+    breakdown = {
+        "params": p_bytes,
+        "gradients": p_bytes,
+        "optimizer": o_bytes,
+        "activations": activations,
+        "data": data,
+        "workspace": workspace,
+    }
+    total = sum(breakdown.values())
+    widths = (shapes.features, *hidden, shapes.outputs)
+    macs = sum(a * c for a, c in zip(widths, widths[1:]))
+    flops = 6.0 * batch * macs / (d * m)  # forward 2, backward 4 per multiply-add
+    moved = 3 * p_bytes * it / 4 + 2 * (2 * p_bytes + o_bytes) + 2 * activations
+    return Estimate(
+        strategy=strategy,
+        mesh=mesh_for(strategy, d, m),
+        breakdown=breakdown,
+        total=total,
+        total_no_donation=total + p_bytes + o_bytes + 12,
+        flops_per_step=flops,
+        bytes_per_step=float(moved),
+    )
+
+
+def compile_epoch(spec: Spec, shapes: Shapes, abstract: Abstract) -> Any:
+    """Lowers and compiles the run's epoch program for abstract inputs on the local
+    backend: state donated, the device-resident training arrays as arguments."""
+    from jaxpipe.losses import cross_entropy, squared_error
+    from jaxpipe.metrics import classification_sums, regression_sums
+    from jaxpipe.step import TrainState, make_epoch, make_train_step
+
+    params, opt_state, tx, _ = abstract
+    model = make_model(spec.model, shapes.outputs, compute_dtype(spec))
+    regression = shapes.task == "regression"
+    loss_fn, sums_fn = (
+        (squared_error, regression_sums) if regression else (cross_entropy, classification_sums)
+    )
+    state = TrainState(
+        jax.ShapeDtypeStruct((), jnp.int32),
+        params,
+        opt_state,
+        jax.eval_shape(lambda: jax.random.key(0)),
+    )
+    step = make_train_step(
+        model.apply,
+        loss_fn,
+        tx,
+        sums_fn=sums_fn,
+        train_apply_fn=model.train_apply if spec.model.dropout > 0 else None,
+    )
+    epoch = make_epoch(step, spec.training.batch_size)
+    x = jax.ShapeDtypeStruct((shapes.train_rows, shapes.features), jnp.float32)
+    y = jax.ShapeDtypeStruct((shapes.train_rows,), shapes.y_dtype)
+    index = jax.ShapeDtypeStruct((), jnp.int32)
+    return jax.jit(epoch, donate_argnums=0).lower(state, x, y, index).compile()
+
+
+def xla_figures(compiled: Any, shapes: Shapes) -> dict[str, Any]:
+    """XLA's memory and cost analysis of a compiled epoch. `total` is argument + output +
+    temp − alias; `resident` adds the validation arrays, which live on the device during
+    the epoch without being its arguments, so it compares with the estimate's total."""
+    ma = compiled.memory_analysis()
+    arg, out = int(ma.argument_size_in_bytes), int(ma.output_size_in_bytes)
+    temp, alias = int(ma.temp_size_in_bytes), int(ma.alias_size_in_bytes)
+    total = arg + out + temp - alias
+    val = shapes.val_rows * (shapes.features + 1) * 4
+    cost = compiled.cost_analysis()
+    cost = (cost[0] if isinstance(cost, (list, tuple)) else cost) or {}
+    return {
+        "argument": arg,
+        "output": out,
+        "temp": temp,
+        "alias": alias,
+        "total": total,
+        "validation_data": val,
+        "total_with_validation": total + val,
+        "flops_per_step": float(cost.get("flops", 0.0)) or None,
+        "bytes_accessed_per_step": float(cost.get("bytes accessed", 0.0)) or None,
+    }
