@@ -102,40 +102,59 @@ def make_eval_step(
     return eval_step
 
 
-def epoch_batches(key: jax.Array | None, rows: int, batch_size: int) -> tuple[jax.Array, jax.Array]:
-    """Row indices and weights of one epoch's batches: ([steps, batch] int32, [steps, batch]).
+def epoch_batches(
+    key: jax.Array | None, rows: int, batch_size: int, multiple: int = 1
+) -> tuple[jax.Array, jax.Array]:
+    """Row indices and weights of one epoch's batches: ([steps, width] int32, [steps, width]).
 
     A seeded permutation when `key` is given (else rows in order), cut into
     ceil(rows / batch_size) batches; the last is padded with row 0 at weight 0, so every
-    row is used exactly once and none is dropped.
+    row is used exactly once and none is dropped. With `multiple` > 1 (the data-parallel
+    axis size) each batch is widened with weight-0 rows to a multiple of it, so it splits
+    evenly over devices while computing exactly the same weighted mean.
     """
     steps = -(-rows // batch_size)
     order = jnp.arange(rows) if key is None else jax.random.permutation(key, rows)
     pad = steps * batch_size - rows
     idx = jnp.concatenate([order, jnp.zeros(pad, order.dtype)]).astype(jnp.int32)
     weight = (jnp.arange(steps * batch_size) < rows).astype(jnp.float32)
-    return idx.reshape(steps, batch_size), weight.reshape(steps, batch_size)
+    idx, weight = idx.reshape(steps, batch_size), weight.reshape(steps, batch_size)
+    extra = -batch_size % multiple
+    if extra:
+        idx = jnp.pad(idx, ((0, 0), (0, extra)))
+        weight = jnp.pad(weight, ((0, 0), (0, extra)))
+    return idx, weight
+
+
+def _unconstrained(*arrays: jax.Array) -> tuple[jax.Array, ...]:
+    return arrays
 
 
 def make_epoch(
-    train_step: Callable, batch_size: int
+    train_step: Callable,
+    batch_size: int,
+    *,
+    multiple: int = 1,
+    constrain: Callable[..., tuple[jax.Array, ...]] = _unconstrained,
 ) -> Callable[[TrainState, jax.Array, jax.Array, jax.Array], tuple[TrainState, Sums]]:
     """epoch(state, x: [rows, features], y: [rows], epoch: int32 scalar) -> (state, sums).
 
     One compiled program: a `lax.scan` of `train_step` over the seeded, shuffled batches
-    of the device-resident data (shuffle key: fold_in(state.key, epoch)).
+    of the device-resident data (shuffle key: fold_in(state.key, epoch)). For sharded
+    runs, `multiple` is the data-parallel axis size and `constrain(x, y, w)` pins each
+    gathered batch to its sharding (see `sharding.py`).
     """
 
     def epoch(
         state: TrainState, x: jax.Array, y: jax.Array, epoch_index: jax.Array
     ) -> tuple[TrainState, Sums]:
         key = jax.random.fold_in(state.key, epoch_index)
-        idx, weight = epoch_batches(key, x.shape[0], batch_size)
+        idx, weight = epoch_batches(key, x.shape[0], batch_size, multiple)
 
         def body(carry: tuple[TrainState, Sums], batch: tuple[jax.Array, jax.Array]):
             state, sums = carry
             rows, w = batch
-            state, s = train_step(state, x[rows], y[rows], w)
+            state, s = train_step(state, *constrain(x[rows], y[rows], w))
             return (state, add_sums(sums, s)), None
 
         (state, sums), _ = lax.scan(body, (state, zero_sums()), (idx, weight))
@@ -145,17 +164,21 @@ def make_epoch(
 
 
 def make_evaluate(
-    eval_step: Callable, batch_size: int
+    eval_step: Callable,
+    batch_size: int,
+    *,
+    multiple: int = 1,
+    constrain: Callable[..., tuple[jax.Array, ...]] = _unconstrained,
 ) -> Callable[[Any, jax.Array, jax.Array], Sums]:
     """evaluate(params, x: [rows, features], y: [rows]) -> sums over every row, in
     batches of `batch_size` (one compiled scan; bounded activation memory)."""
 
     def evaluate(params: Any, x: jax.Array, y: jax.Array) -> Sums:
-        idx, weight = epoch_batches(None, x.shape[0], batch_size)
+        idx, weight = epoch_batches(None, x.shape[0], batch_size, multiple)
 
         def body(sums: Sums, batch: tuple[jax.Array, jax.Array]):
             rows, w = batch
-            return add_sums(sums, eval_step(params, x[rows], y[rows], w)), None
+            return add_sums(sums, eval_step(params, *constrain(x[rows], y[rows], w))), None
 
         sums, _ = lax.scan(body, zero_sums(), (idx, weight))
         return sums

@@ -1,0 +1,95 @@
+"""`jaxpipe launch`: a multi-host rehearsal on one machine. Spawns N local processes of
+`jaxpipe run` that join one `jax.distributed` job on 127.0.0.1 (gloo collectives between
+CPU processes), so a sharded, multi-process configuration runs end to end before anyone
+pays for a cluster."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+
+__all__ = ["launch"]
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def launch(
+    spec_path: str,
+    processes: int,
+    *,
+    cpu_devices_per_process: int | None = None,
+    run_args: Sequence[str] = (),
+    timeout: float | None = None,
+) -> int:
+    """Runs `jaxpipe run SPEC *run_args` as `processes` local processes of one job and
+    returns the job's exit status (the first failing process's, else 0).
+
+    Process 0 prints the report and writes the run directory; the others print only
+    errors. With `cpu_devices_per_process`, each process runs on that many simulated CPU
+    devices (XLA's host-platform device count); otherwise on its default backend.
+    """
+    if processes < 1:
+        raise ValueError("processes must be ≥ 1")
+    coordinator = f"127.0.0.1:{_free_port()}"
+    procs = []
+    for pid in range(processes):
+        env = dict(os.environ)
+        if cpu_devices_per_process:
+            flags = env.get("XLA_FLAGS", "")
+            flags = " ".join(
+                f
+                for f in flags.split()
+                if not f.startswith("--xla_force_host_platform_device_count")
+            )
+            env["XLA_FLAGS"] = (
+                f"{flags} --xla_force_host_platform_device_count={cpu_devices_per_process}"
+            ).strip()
+            env["JAX_PLATFORMS"] = "cpu"
+        cmd = [
+            sys.executable,
+            "-m",
+            "jaxpipe.cli",
+            "run",
+            spec_path,
+            *run_args,
+            "--coordinator",
+            coordinator,
+            "--num-processes",
+            str(processes),
+            "--process-id",
+            str(pid),
+        ]
+        if pid > 0:
+            cmd.append("--quiet")
+        procs.append(
+            subprocess.Popen(cmd, env=env, stdout=None if pid == 0 else subprocess.DEVNULL)
+        )
+    deadline = None if timeout is None else time.monotonic() + timeout
+    status = 0
+    try:
+        while procs:
+            for p in list(procs):
+                code = p.poll()
+                if code is None:
+                    continue
+                procs.remove(p)
+                if code != 0 and status == 0:
+                    status = code
+                    for other in procs:  # one failed: the collective job cannot finish
+                        other.send_signal(signal.SIGTERM)
+            if deadline is not None and time.monotonic() > deadline:
+                raise TimeoutError(f"launch: processes still running after {timeout} s")
+            time.sleep(0.05)
+    finally:
+        for p in procs:
+            p.kill()
+    return status
