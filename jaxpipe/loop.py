@@ -29,6 +29,7 @@ from jaxpipe.planner import Plan, make_plan
 from jaxpipe.predict import save_predictor
 from jaxpipe.preprocess import apply_scaler, fit_scaler, fit_standard
 from jaxpipe.resume import check_resumable, checkpoint_arrays, start_or_resume
+from jaxpipe.sharding import make_layout, measured_bytes_per_device, place_host_array
 from jaxpipe.spec import Spec, dump_spec, metric_mode, place_error
 from jaxpipe.step import (
     TrainState,
@@ -172,16 +173,16 @@ def plan_run(spec: Spec, ds: data_lib.Dataset) -> Plan:
     return plan
 
 
-def plan_record(plan: Plan, device: Any) -> dict[str, Any]:
-    """summary.json's `plan`: the prediction, what was executed and, where the backend
-    reports it, the measured peak beside the prediction."""
+def plan_record(plan: Plan, device: Any, placed: Any = None) -> dict[str, Any]:
+    """summary.json's `plan`: the prediction, the placed arrays' largest per-device
+    footprint read back from their shards, and, where the backend reports it, the
+    measured peak."""
     stats = None
     try:
         stats = device.memory_stats()
     except Exception:  # CPU and some plugins do not implement it
         stats = None
     peak = (stats or {}).get("peak_bytes_in_use")
-    # Sharded execution lands with issue 5; until then every run executes on one device.
     return {
         "strategy": plan.strategy,
         "devices": plan.devices,
@@ -192,8 +193,7 @@ def plan_record(plan: Plan, device: Any) -> dict[str, Any]:
         "breakdown": dict(plan.breakdown),
         "fits": plan.fits,
         "device": plan.device,
-        "executed_strategy": "single",
-        "executed_devices": 1,
+        "measured_per_device_bytes": measured_bytes_per_device(placed) if placed else None,
         "measured_peak_bytes": int(peak) if peak is not None else None,
     }
 
@@ -214,6 +214,15 @@ def _timed(fn, *args):
     t0 = time.perf_counter()
     out = jax.block_until_ready(fn(*args))
     return out, time.perf_counter() - t0
+
+
+def _to_host(tree: Any) -> Any:
+    """Host numpy copies of (possibly sharded, possibly multi-process) arrays."""
+    if jax.process_count() > 1:
+        from jax.experimental import multihost_utils
+
+        return multihost_utils.process_allgather(tree, tiled=True)
+    return jax.device_get(tree)
 
 
 def _regression_summary(ds: Any, target: tuple[float, float] | None) -> dict[str, Any]:
@@ -302,6 +311,7 @@ def run_experiment(
     except SpecError as e:
         raise place_error(spec, e) from None
     plan = plan_run(spec, ds)  # a run that cannot fit stops here, before any compile
+    strategy, mesh_shape = plan.strategy, plan.mesh
     run_dir = prepare_out_dir(spec, out, resume)
     resolved = spec
     if spec.data.path is not None:  # the run directory's copy must work from anywhere
@@ -338,14 +348,22 @@ def run_experiment(
         load_s,
     )
 
-    # 2. Transfer once.
+    # 2. Transfer once, onto the plan's mesh (the data set is replicated on every device).
+    layout = make_layout(strategy, mesh_shape)
     host = (ds.x_train, ds.y_train, ds.x_val, ds.y_val)
-    (x_tr, y_tr, x_va, y_va), secs = _timed(jax.device_put, host)
+    (x_tr, y_tr, x_va, y_va), secs = _timed(
+        lambda: tuple(place_host_array(a, layout.replicated) for a in host)
+    )
     device = jax.devices()[0]
+    where = (
+        f"{device.platform}:{device.id}"
+        if layout.mesh.size == 1
+        else (f"{layout.mesh.size} {device.platform} devices (replicated)")
+    )
     stage(
         "transfer",
         f"{ds.nbytes / 2**20:.2f} MiB host arrays",
-        f"{x_tr.shape[0] + x_va.shape[0]} rows on {device.platform}:{device.id}",
+        f"{x_tr.shape[0] + x_va.shape[0]} rows on {where}",
         secs,
     )
 
@@ -386,8 +404,16 @@ def run_experiment(
     )
     key = jax.random.key(spec.experiment.seed)
     t0 = time.perf_counter()
-    init = jax.jit(lambda k, x: init_state(model.init, tx, k, x))
-    state: TrainState = init(key, x_tr[:1])
+
+    def init_fn(k: jax.Array, x: jax.Array) -> TrainState:
+        return init_state(model.init, tx, k, x)
+
+    # Initialised straight into its shardings: an FSDP state never exists whole on one device.
+    shardings = layout.state_shardings(jax.eval_shape(init_fn, key, x_tr[:1]), tx)
+    state: TrainState = jax.jit(init_fn, out_shardings=shardings)(key, x_tr[:1])
+    split = {"multiple": layout.data_parallel}
+    if layout.constrain() is not None:
+        split["constrain"] = layout.constrain()
     train_step = make_train_step(
         model.apply,
         loss_fn,
@@ -395,12 +421,16 @@ def run_experiment(
         sums_fn=sums_fn,
         train_apply_fn=model.train_apply if spec.model.dropout > 0 else None,
     )
-    epoch_fn = make_epoch(train_step, batch)
+    epoch_fn = make_epoch(train_step, batch, **split)
     eval_fn = make_evaluate(
-        make_eval_step(model.apply, loss_fn, sums_fn=sums_fn), min(EVAL_BATCH, len(x_va))
+        make_eval_step(model.apply, loss_fn, sums_fn=sums_fn), min(EVAL_BATCH, len(x_va)), **split
     )
     epoch_index = jnp.zeros((), jnp.int32)
-    epoch_c = jax.jit(epoch_fn, donate_argnums=0).lower(state, x_tr, y_tr, epoch_index).compile()
+    epoch_c = (
+        jax.jit(epoch_fn, donate_argnums=0, out_shardings=(shardings, layout.replicated))
+        .lower(state, x_tr, y_tr, epoch_index)
+        .compile()
+    )
     eval_c = jax.jit(eval_fn).lower(state.params, x_va, y_va).compile()
     compile_s = time.perf_counter() - t0
     obs.on_model(state.params)
@@ -559,7 +589,7 @@ def run_experiment(
         },
         **_regression_summary(ds, target_stats),
         "device": device_info(),
-        "plan": plan_record(plan, device),
+        "plan": plan_record(plan, device, (run.state, x_tr, y_tr, x_va, y_va)),
         "jax_version": jax.__version__,
     }
     if run.stopper is not None:
@@ -581,6 +611,6 @@ def run_experiment(
             SIGNAL_EXIT[signals.signum],
         )
     history = run.history
-    result = RunResult(history, history[-1], jax.device_get(params), run_dir, summary, stages)
+    result = RunResult(history, history[-1], _to_host(params), run_dir, summary, stages)
     obs.on_finish(result)
     return result

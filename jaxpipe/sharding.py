@@ -21,18 +21,23 @@ sharding. A batch that does not divide over the ``data`` axis is padded with wei
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 import jax
 import numpy as np
+import optax
 from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec
+
+from jaxpipe import memory
 
 __all__ = [
     "STRATEGIES",
+    "Layout",
+    "make_layout",
     "make_mesh",
-    "param_partition_specs",
     "state_shardings",
     "batch_spec",
     "batch_constraint",
@@ -64,83 +69,15 @@ def _axis(mesh: Mesh, name: str) -> int:
     return mesh.shape.get(name, 1)
 
 
-def _layer_rules(layer_names: Sequence[str]) -> dict[str, str]:
-    """'col' | 'row' | 'rep' per Dense layer for tensor parallelism (alternating pairs)."""
-    hidden = sorted(
-        (n for n in layer_names if n.startswith("hidden_")), key=lambda n: int(n.split("_")[1])
-    )
-    rules = {n: ("col" if i % 2 == 0 else "row") for i, n in enumerate(hidden)}
-    if "output" in layer_names:
-        rules["output"] = "row" if hidden and len(hidden) % 2 == 1 else "rep"
-    return rules
-
-
-def _fsdp_spec(shape: tuple[int, ...], size: int, taken: Sequence[Any]) -> list[Any]:
-    """Adds the ``data`` axis on the largest still-free dimension divisible by `size`."""
-    spec = list(taken) + [None] * (len(shape) - len(taken))
-    if size <= 1:
-        return spec
-    for dim in sorted(range(len(shape)), key=lambda d: -shape[d]):
-        if spec[dim] is None and shape[dim] % size == 0 and shape[dim] >= size:
-            spec[dim] = "data"
-            break
-    return spec
-
-
-def _leaf_spec(
-    path: tuple[str, ...],
-    shape: tuple[int, ...],
-    strategy: str,
-    mesh: Mesh,
-    rules: Mapping[str, str],
-) -> PartitionSpec:
-    spec: list[Any] = [None] * len(shape)
-    model = _axis(mesh, "model")
-    if "tensor" in strategy and len(path) >= 2 and path[-2] in rules and model > 1:
-        rule, kind = rules[path[-2]], path[-1]
-        if kind == "kernel" and rule == "col" and shape[1] % model == 0:
-            spec[1] = "model"
-        elif kind == "kernel" and rule == "row" and shape[0] % model == 0:
-            spec[0] = "model"
-        elif kind == "bias" and rule == "col" and shape[0] % model == 0:
-            spec[0] = "model"
-    if strategy.startswith("fsdp") and shape:
-        spec = _fsdp_spec(shape, _axis(mesh, "data"), spec)
-    return PartitionSpec(*spec)
-
-
-def _key_path(path: tuple[Any, ...]) -> tuple[str, ...]:
-    out = []
-    for k in path:
-        name = getattr(k, "key", None) or getattr(k, "name", None)
-        out.append(str(name) if name is not None else str(getattr(k, "idx", k)))
-    return tuple(out)
-
-
-def param_partition_specs(tree: Any, strategy: str, mesh: Mesh, layer_names: Sequence[str]) -> Any:
-    """A PartitionSpec per leaf of `tree` (parameters, or any tree holding parameter-shaped
-    leaves under their layer names, such as an optax state: Adam's mu and nu are sharded
-    as the parameters they mirror)."""
-    if strategy not in STRATEGIES:
-        raise ValueError(f"unknown strategy {strategy!r}; expected one of {', '.join(STRATEGIES)}")
-    rules = _layer_rules(layer_names)
-
-    def spec(path: tuple[Any, ...], leaf: Any) -> PartitionSpec:
-        shape = tuple(getattr(leaf, "shape", ()))
-        if strategy in ("single", "data") or not shape:
-            return PartitionSpec()
-        return _leaf_spec(_key_path(path), shape, strategy, mesh, rules)
-
-    return jax.tree_util.tree_map_with_path(spec, tree)
-
-
-def state_shardings(state: Any, strategy: str, mesh: Mesh) -> Any:
-    """NamedShardings for a whole TrainState (step and key replicated)."""
-    layer_names = list(state.params)
+def state_shardings(state: Any, tx: optax.GradientTransformation, strategy: str, mesh: Mesh) -> Any:
+    """NamedShardings for a whole TrainState (concrete or abstract): parameters by the
+    planner's rules (`memory.partition_specs`), optimizer leaves as the parameters they
+    mirror, step and key replicated."""
+    params = memory.partition_specs(state.params, strategy, dict(mesh.shape))
     specs = state._replace(
         step=PartitionSpec(),
-        params=param_partition_specs(state.params, strategy, mesh, layer_names),
-        opt_state=param_partition_specs(state.opt_state, strategy, mesh, layer_names),
+        params=params,
+        opt_state=memory.optimizer_partition_specs(tx, state.opt_state, params),
         key=PartitionSpec(),
     )
     return jax.tree.map(
@@ -169,6 +106,37 @@ def batch_constraint(mesh: Mesh, strategy: str):
         return wsc(x, matrix), wsc(y, rows), wsc(w, rows)
 
     return constrain
+
+
+@dataclasses.dataclass(frozen=True)
+class Layout:
+    """Where a run's arrays live: the mesh, the strategy, and how batches split."""
+
+    strategy: str
+    mesh: Mesh
+
+    @property
+    def data_parallel(self) -> int:
+        """Devices a batch is split over (1 for single and tensor-only)."""
+        return _axis(self.mesh, "data") if batch_spec(self.strategy) != PartitionSpec() else 1
+
+    @property
+    def replicated(self) -> NamedSharding:
+        return NamedSharding(self.mesh, PartitionSpec())
+
+    def state_shardings(self, state: Any, tx: optax.GradientTransformation) -> Any:
+        return state_shardings(state, tx, self.strategy, self.mesh)
+
+    def constrain(self):
+        return batch_constraint(self.mesh, self.strategy) if self.data_parallel > 1 else None
+
+
+def make_layout(strategy: str, mesh_shape: Mapping[str, int]) -> Layout:
+    """The layout for a plan's strategy and mesh ({"data": 4}, {"data": 2, "model": 2})."""
+    if strategy not in STRATEGIES:
+        raise ValueError(f"unknown strategy {strategy!r}; expected one of {', '.join(STRATEGIES)}")
+    shape = {k: int(v) for k, v in mesh_shape.items()} or {"data": 1}
+    return Layout(strategy, make_mesh(shape))
 
 
 def replicated(mesh: Mesh) -> NamedSharding:

@@ -27,9 +27,11 @@ RANK = {
     "hardware": 6,
     "memory": 6,
     "planner": 6.5,  # imports hardware and memory; loop (7) imports it
+    "sharding": 6.7,  # mesh + shardings from the plan; planner ─▶ sharding ─▶ loop
     "loop": 7,
     "report": 8,
     "api": 9,
+    "launch": 9,  # spawns `jaxpipe run` processes; imports nothing of jaxpipe
     "__init__": 10,
     "cli": 11,
 }

@@ -50,7 +50,7 @@ def _epoch(strategy, mesh_shape, hidden, batch, rows=96, features=6, classes=3, 
         new, sums = epoch(state, x, y, jnp.int32(1))
         return new, finalize(sums), finalize(evaluate(new.params, x, y)), state
     mesh = make_mesh(mesh_shape)
-    shardings = state_shardings(state, strategy, mesh)
+    shardings = state_shardings(state, tx, strategy, mesh)
     placed = place(state, shardings)
     x, y = jax.device_put((x, y), replicated(mesh))
     dp = mesh.shape.get("data", 1) if "tensor" != strategy else 1
@@ -105,7 +105,7 @@ def test_fsdp_shards_fall_as_one_over_n(n):
     tx = optax.adam(1e-3)
     state = init_state(model.init, tx, jax.random.key(0), jnp.zeros((1, 32)))
     single = measured_bytes_per_device(state)
-    placed = place(state, state_shardings(state, "fsdp", make_mesh({"data": n})))
+    placed = place(state, state_shardings(state, tx, "fsdp", make_mesh({"data": n})))
     per_device = measured_bytes_per_device(placed)
     # Biases of width 8 do not divide by 8... all others shard: close to 1/n, never more
     # than 1/n plus the unsharded small leaves.
