@@ -162,7 +162,12 @@ def test_run_records_the_plan(write_spec, tmp_path):
     result = jaxpipe.run(jaxpipe.load_spec(write_spec(SMALL_SPEC)), out=str(tmp_path / "r"))
     plan = result.summary["plan"]
     assert plan["strategy"] == "data" and plan["devices"] == 8 and plan["mesh"] == {"data": 8}
-    assert plan["executed_strategy"] == "single" and plan["fits"]
+    assert plan["fits"]
+    # The placed state and data, read back from their shards: part of the estimate (which
+    # adds activations and workspace), never more than it.
+    b = plan["breakdown"]
+    placed = b["params"] + b["optimizer"] + b["data"]
+    assert 0.9 * placed <= plan["measured_per_device_bytes"] <= plan["per_device_bytes"]
     assert plan["per_device_bytes"] == sum(plan["breakdown"].values())
     assert plan["measured_peak_bytes"] is None  # CPU reports no memory_stats
     saved = json.loads((tmp_path / "r" / "summary.json").read_text())
