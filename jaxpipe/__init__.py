@@ -1,7 +1,18 @@
 """jaxpipe: functional JAX training pipelines from declarative TOML experiment specs."""
 
 from jaxpipe._version import __version__
-from jaxpipe.api import devices, format_plan, plan, predict, run, validate
+from jaxpipe.api import (
+    default_out_dir,
+    devices,
+    distributed_config,
+    format_plan,
+    initialize_distributed,
+    launch,
+    plan,
+    predict,
+    run,
+    validate,
+)
 from jaxpipe.errors import (
     DataError,
     DivergedError,
@@ -24,6 +35,10 @@ __all__ = [
     "validate",
     "plan",
     "devices",
+    "launch",
+    "initialize_distributed",
+    "distributed_config",
+    "default_out_dir",
     "format_plan",
     "Plan",
     "PlanError",

@@ -7,14 +7,29 @@ import os
 from jaxpipe.data import load_dataset
 from jaxpipe.errors import SpecError
 from jaxpipe.hardware import LocalDevices, load_catalog, local_devices
-from jaxpipe.loop import RunResult, run_experiment
+from jaxpipe.launch import launch
+from jaxpipe.loop import RunResult, default_out_dir, run_experiment
 from jaxpipe.optim import check_optimizer
 from jaxpipe.planner import Plan, make_plan, verify_plan
 from jaxpipe.predict import predict_file
 from jaxpipe.report import ConsoleReporter, format_plan
+from jaxpipe.sharding import distributed_config, initialize_distributed
 from jaxpipe.spec import Spec, load_spec, place_error
 
-__all__ = ["run", "validate", "predict", "load_spec", "plan", "devices", "format_plan", "Plan"]
+__all__ = [
+    "run",
+    "validate",
+    "predict",
+    "load_spec",
+    "plan",
+    "devices",
+    "format_plan",
+    "Plan",
+    "launch",
+    "initialize_distributed",
+    "distributed_config",
+    "default_out_dir",
+]
 
 
 def run(

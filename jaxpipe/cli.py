@@ -55,6 +55,28 @@ def _parser() -> argparse.ArgumentParser:
         help="with --resume: allow a changed training length (training.epochs, early stopping)",
     )
 
+    dist = r.add_argument_group(
+        "multi-process (jax.distributed; also JAXPIPE_COORDINATOR, JAXPIPE_NUM_PROCESSES, "
+        "JAXPIPE_PROCESS_ID, or JAXPIPE_DISTRIBUTED=auto for SLURM/Kubernetes detection)"
+    )
+    dist.add_argument("--coordinator", metavar="HOST:PORT", help="process 0's address")
+    dist.add_argument("--num-processes", type=int, metavar="N")
+    dist.add_argument("--process-id", type=int, metavar="I")
+
+    la = sub.add_parser(
+        "launch", help="rehearse a multi-process run: N local processes on 127.0.0.1 (gloo)"
+    )
+    la.add_argument("spec")
+    la.add_argument("--processes", type=int, required=True, metavar="N")
+    la.add_argument(
+        "--cpu-devices-per-process", type=int, metavar="M", help="simulated CPU devices each"
+    )
+    la.add_argument("--out", help="run directory (default runs/<name>-<timestamp>)")
+    la.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    la.add_argument("--resume", action="store_true")
+    la.add_argument("--force", action="store_true")
+    la.add_argument("--quiet", action="store_true")
+
     v = sub.add_parser("validate", help="check a spec and its data file without training")
     v.add_argument("spec")
     v.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
@@ -103,8 +125,44 @@ def _cmd_run(args: argparse.Namespace) -> int:
     spec = jaxpipe.load_spec(args.spec, args.overrides)
     if args.force and not args.resume:
         raise jaxpipe.JaxpipeError("--force only applies with --resume")
+    distributed = jaxpipe.distributed_config(args.coordinator, args.num_processes, args.process_id)
+    if distributed is not None:
+        if args.out is None:
+            raise jaxpipe.JaxpipeError(
+                "a multi-process run needs --out DIR, the same directory for every process"
+            )
+        jaxpipe.initialize_distributed(**distributed)
     jaxpipe.run(spec, out=args.out, verbose=not args.quiet, resume=args.resume, force=args.force)
     return 0
+
+
+def _cmd_launch(args: argparse.Namespace) -> int:
+    import jaxpipe
+
+    if args.processes < 1:
+        raise jaxpipe.JaxpipeError(f"--processes must be ≥ 1, found {args.processes}")
+    if args.cpu_devices_per_process is not None and args.cpu_devices_per_process < 1:
+        raise jaxpipe.JaxpipeError("--cpu-devices-per-process must be ≥ 1")
+    spec = jaxpipe.load_spec(args.spec, args.overrides)  # check once, before spawning
+    out = args.out or jaxpipe.default_out_dir(spec)
+    run_args = ["--out", out]
+    for item in args.overrides:
+        run_args += ["--set", item]
+    run_args += [
+        flag
+        for flag, on in (
+            ("--resume", args.resume),
+            ("--force", args.force),
+            ("--quiet", args.quiet),
+        )
+        if on
+    ]
+    return jaxpipe.launch(
+        args.spec,
+        args.processes,
+        cpu_devices_per_process=args.cpu_devices_per_process,
+        run_args=run_args,
+    )
 
 
 def _cmd_validate(args: argparse.Namespace) -> int:
@@ -178,6 +236,7 @@ _COMMANDS = {
     "predict": _cmd_predict,
     "plan": _cmd_plan,
     "devices": _cmd_devices,
+    "launch": _cmd_launch,
 }
 
 

@@ -6,7 +6,6 @@ pays for a cluster."""
 from __future__ import annotations
 
 import os
-import signal
 import socket
 import subprocess
 import sys
@@ -84,8 +83,9 @@ def launch(
                 procs.remove(p)
                 if code != 0 and status == 0:
                     status = code
-                    for other in procs:  # one failed: the collective job cannot finish
-                        other.send_signal(signal.SIGTERM)
+                    # One failed: the others would wait in a collective forever.
+                    for other in procs:
+                        other.kill()
             if deadline is not None and time.monotonic() > deadline:
                 raise TimeoutError(f"launch: processes still running after {timeout} s")
             time.sleep(0.05)

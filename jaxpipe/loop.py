@@ -48,6 +48,7 @@ __all__ = [
     "run_experiment",
     "enable_compilation_cache",
     "prepare_out_dir",
+    "default_out_dir",
     "device_info",
     "plan_run",
     "plan_record",
@@ -107,14 +108,19 @@ def enable_compilation_cache(spec: Spec) -> str | None:
     return cache
 
 
+def default_out_dir(spec: Spec) -> str:
+    """runs/<name>-<timestamp>, relative to the working directory."""
+    stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
+    return os.path.join("runs", f"{spec.experiment.name}-{stamp}")
+
+
 def prepare_out_dir(spec: Spec, out: str | None, resume: bool = False) -> str:
     """Checks (and creates) the run directory before any work. Refuses to overwrite a
     finished run, or an unfinished one with checkpoints, unless resuming it."""
     if out is None:
         if resume:
             raise JaxpipeError("--resume needs --out DIR: the run directory to continue")
-        stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
-        out = os.path.join("runs", f"{spec.experiment.name}-{stamp}")
+        out = default_out_dir(spec)
     if os.path.exists(out) and not os.path.isdir(out):
         raise JaxpipeError(f"--out {out}: exists and is not a directory; choose another path")
     if not resume:
@@ -133,7 +139,7 @@ def prepare_out_dir(spec: Spec, out: str | None, resume: bool = False) -> str:
             )
     try:
         os.makedirs(out, exist_ok=True)
-        probe = os.path.join(out, ".write-test")
+        probe = os.path.join(out, f".write-test-{os.getpid()}")  # processes share `out`
         with open(probe, "w"):
             pass
         os.remove(probe)
@@ -311,7 +317,7 @@ def run_experiment(
     except SpecError as e:
         raise place_error(spec, e) from None
     plan = plan_run(spec, ds)  # a run that cannot fit stops here, before any compile
-    strategy, mesh_shape = plan.strategy, plan.mesh
+    layout = make_layout(plan.strategy, plan.mesh)  # too few devices: exit 2 here, no files
     run_dir = prepare_out_dir(spec, out, resume)
     resolved = spec
     if spec.data.path is not None:  # the run directory's copy must work from anywhere
@@ -336,8 +342,12 @@ def run_experiment(
     )
     if resume:  # refuse a changed spec before anything is compiled or overwritten
         check_resumable(store, resolved, force)
-    with open(os.path.join(run_dir, "spec.toml"), "w") as f:
-        f.write(dump_spec(resolved))
+    # In a multi-process run every process trains and checkpoints (orbax coordinates the
+    # shards); process 0 alone writes the run directory's files.
+    primary = jax.process_index() == 0
+    if primary:
+        with open(os.path.join(run_dir, "spec.toml"), "w") as f:
+            f.write(dump_spec(resolved))
     obs.on_start(spec, run_dir)
     obs.on_plan(plan)
     stage(
@@ -349,7 +359,6 @@ def run_experiment(
     )
 
     # 2. Transfer once, onto the plan's mesh (the data set is replicated on every device).
-    layout = make_layout(strategy, mesh_shape)
     host = (ds.x_train, ds.y_train, ds.x_val, ds.y_val)
     (x_tr, y_tr, x_va, y_va), secs = _timed(
         lambda: tuple(place_host_array(a, layout.replicated) for a in host)
@@ -449,11 +458,13 @@ def run_experiment(
         obs.on_note(f"Resumed from the checkpoint of epoch {run.resumed_from}")
     # From here the directory holds a run in progress: an earlier summary (interrupted,
     # or completed before --force extended it) no longer describes it.
-    with contextlib.suppress(FileNotFoundError):
-        os.remove(os.path.join(run_dir, "summary.json"))
+    if primary:
+        with contextlib.suppress(FileNotFoundError):
+            os.remove(os.path.join(run_dir, "summary.json"))
     state = run.state
-    metrics_path = os.path.join(run_dir, "metrics.jsonl")
-    _write_lines(metrics_path, run.history)  # on resume: exactly the checkpointed epochs
+    metrics_path = os.path.join(run_dir, "metrics.jsonl") if primary else os.devnull
+    if primary:
+        _write_lines(metrics_path, run.history)  # on resume: exactly the checkpointed epochs
     meta_base = {"spec": dump_spec(resolved), "dataset": info}
     es = spec.training.early_stopping
     train_s = eval_s = save_s = 0.0
@@ -544,7 +555,7 @@ def run_experiment(
         f"{saves} saved, {CHECKPOINTS}/ holds epochs {store.epochs() or 'none'}",
         save_s,  # what training waited for: the device-to-host copies and the last write
     )
-    if run.history:
+    if run.history and primary:
         obs.on_artifacts(run_dir, run.history)
     status, stop = outcome(run.diverged, signals, run.stopper, run.epoch, spec.training.epochs)
     if status == "completed" and run.stopper is not None and run.stopper.should_stop:
@@ -553,7 +564,8 @@ def run_experiment(
     params_epoch = run.epoch
     if es is not None and es.restore_best and run.best_params is not None:
         params, params_epoch = run.best_params, run.stopper.best_epoch
-    if status == "completed":  # a diverged or interrupted run leaves no model to serve
+    params = _to_host(params)  # a collective in multi-process runs: every process joins
+    if status == "completed" and primary:  # a diverged or interrupted run leaves no model
         save_predictor(run_dir, params, spec, ds, scaler, target_stats)
     summary = {
         "status": status,
@@ -601,7 +613,8 @@ def run_experiment(
     if run.diverged:
         summary["diverged"] = run.diverged | {"value": str(run.diverged["value"])}
     store.close()
-    _write_json(os.path.join(run_dir, "summary.json"), summary)
+    if primary:
+        _write_json(os.path.join(run_dir, "summary.json"), summary)
     if status == "diverged":
         raise DivergedError(f"training diverged: {stop['reason']}")
     if status == "interrupted":
@@ -611,6 +624,6 @@ def run_experiment(
             SIGNAL_EXIT[signals.signum],
         )
     history = run.history
-    result = RunResult(history, history[-1], _to_host(params), run_dir, summary, stages)
+    result = RunResult(history, history[-1], params, run_dir, summary, stages)
     obs.on_finish(result)
     return result

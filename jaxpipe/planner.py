@@ -376,7 +376,8 @@ def make_plan(
         device = (
             local.platform if local.kind == local.platform else f"{local.platform} ({local.kind})"
         )
-        available = count if count is not None else len(local.devices)
+        # Every process's devices: a multi-process run's mesh spans all of them.
+        available = count if count is not None else len(local.devices) * local.process_count
     search = _Search(spec, shapes, usable)
     strategy, n = _choose(search, hw.strategy, available)
     chosen = search.at(strategy, n)

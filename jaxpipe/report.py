@@ -139,9 +139,8 @@ class ConsoleReporter(Observer):
         gib = 2**30
         self._print(
             f"Plan: {plan.strategy} over {plan.devices} {plan.device} device(s), "
-            f"{plan.per_device_bytes / gib:.3f} GiB per device of "
-            f"{plan.usable_bytes_per_device / gib:.2f} GiB usable (estimate; runs on one "
-            "device until sharded execution lands)"
+            f"mesh {plan.mesh}, {plan.per_device_bytes / gib:.3f} GiB per device (estimate) "
+            f"of {plan.usable_bytes_per_device / gib:.2f} GiB usable"
         )
         self._print()
 

@@ -11,6 +11,9 @@ Strategies (names used in specs, plans and summaries):
 - ``tensor``: hidden layers split along ``model`` Megatron-style: ``hidden_0`` column-parallel
   (kernel [in, out/M], bias [out/M]), ``hidden_1`` row-parallel (kernel [in/M, out]), and
   so on alternately; the output layer is row-parallel after a column-parallel layer.
+
+The per-leaf rules are the planner's (`memory.partition_specs`), so what is estimated is
+what is placed.
 - ``data+tensor`` / ``fsdp+tensor``: both, on a ``data`` × ``model`` mesh.
 
 The device-resident data set is replicated on every device (tabular sets are small next to
@@ -32,6 +35,7 @@ import optax
 from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec
 
 from jaxpipe import memory
+from jaxpipe.errors import JaxpipeError
 
 __all__ = [
     "STRATEGIES",
@@ -45,6 +49,7 @@ __all__ = [
     "place",
     "place_host_array",
     "initialize_distributed",
+    "distributed_config",
     "measured_bytes_per_device",
 ]
 
@@ -59,7 +64,11 @@ def make_mesh(shape: Mapping[str, int], devices: Sequence[jax.Device] | None = N
     count = int(np.prod(sizes))
     devices = list(devices if devices is not None else jax.devices())
     if count > len(devices):
-        raise ValueError(f"mesh {dict(shape)} needs {count} devices; {len(devices)} available")
+        raise JaxpipeError(
+            f"[hardware] the plan's mesh {dict(shape)} needs {count} devices; "
+            f"{len(devices)} available. Lower hardware.devices, or on a CPU simulate devices "
+            f"with XLA_FLAGS=--xla_force_host_platform_device_count={count}"
+        )
     return jax.make_mesh(
         sizes, names, axis_types=(AxisType.Auto,) * len(names), devices=devices[:count]
     )
@@ -171,28 +180,41 @@ def measured_bytes_per_device(tree: Any) -> int:
     return max(per_device.values(), default=0)
 
 
-def initialize_distributed(
+def distributed_config(
     coordinator: str | None = None, num_processes: int | None = None, process_id: int | None = None
-) -> bool:
-    """Joins a multi-process run through `jax.distributed` (JAX's own engine).
-
-    Arguments fall back to JAXPIPE_COORDINATOR, JAXPIPE_NUM_PROCESSES and
-    JAXPIPE_PROCESS_ID; with JAXPIPE_DISTRIBUTED=auto and none of them, JAX detects the
-    cluster itself (SLURM, Open MPI, Kubernetes, TPU pods). Returns whether it joined.
-    Must run before any other JAX call in the process.
-    """
+) -> dict[str, Any] | None:
+    """The multi-process settings from arguments, else JAXPIPE_COORDINATOR,
+    JAXPIPE_NUM_PROCESSES and JAXPIPE_PROCESS_ID; `{}` for JAXPIPE_DISTRIBUTED=auto (JAX
+    detects SLURM, Open MPI, Kubernetes); None for a single-process run."""
     env = os.environ
     coordinator = coordinator or env.get("JAXPIPE_COORDINATOR")
-    if num_processes is None and env.get("JAXPIPE_NUM_PROCESSES"):
-        num_processes = int(env["JAXPIPE_NUM_PROCESSES"])
-    if process_id is None and env.get("JAXPIPE_PROCESS_ID"):
-        process_id = int(env["JAXPIPE_PROCESS_ID"])
-    auto = env.get("JAXPIPE_DISTRIBUTED", "").lower() == "auto"
-    if coordinator is None and num_processes is None and not auto:
-        return False
+    try:
+        if num_processes is None and env.get("JAXPIPE_NUM_PROCESSES"):
+            num_processes = int(env["JAXPIPE_NUM_PROCESSES"])
+        if process_id is None and env.get("JAXPIPE_PROCESS_ID"):
+            process_id = int(env["JAXPIPE_PROCESS_ID"])
+    except ValueError as e:
+        raise JaxpipeError(f"JAXPIPE_NUM_PROCESSES / JAXPIPE_PROCESS_ID: {e}") from None
+    given = [x is not None for x in (coordinator, num_processes, process_id)]
+    if not any(given):
+        return {} if env.get("JAXPIPE_DISTRIBUTED", "").lower() == "auto" else None
+    if not all(given):
+        raise JaxpipeError(
+            "a multi-process run needs all of --coordinator HOST:PORT, --num-processes N and "
+            "--process-id I (or JAXPIPE_COORDINATOR, JAXPIPE_NUM_PROCESSES, JAXPIPE_PROCESS_ID)"
+        )
+    if not 0 <= process_id < num_processes:
+        raise JaxpipeError(f"--process-id {process_id} must lie in [0, {num_processes})")
+    return {"coordinator": coordinator, "num_processes": num_processes, "process_id": process_id}
+
+
+def initialize_distributed(
+    coordinator: str | None = None, num_processes: int | None = None, process_id: int | None = None
+) -> None:
+    """Joins a multi-process run through `jax.distributed` (JAX's own engine); with no
+    arguments JAX detects the cluster. Must run before any other JAX computation."""
     # CPU processes need a collectives backend to talk to each other (GPUs use NCCL).
     jax.config.update("jax_cpu_collectives_implementation", "gloo")
     jax.distributed.initialize(
         coordinator_address=coordinator, num_processes=num_processes, process_id=process_id
     )
-    return True
