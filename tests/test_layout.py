@@ -31,7 +31,7 @@ RANK = {
     "loop": 7,
     "report": 8,
     "api": 9,
-    "launch": 9,  # spawns `jaxpipe run` processes; imports nothing of jaxpipe
+    "launch": 8.5,  # spawns `jaxpipe run` processes; imports nothing of jaxpipe
     "__init__": 10,
     "cli": 11,
 }
