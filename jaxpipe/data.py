@@ -96,13 +96,21 @@ def make_synthetic(cfg: SyntheticSpec, seed: int) -> tuple[np.ndarray, np.ndarra
     mix = rng.normal(size=(k, n_redundant)) / np.sqrt(k)
     redundant = informative @ mix + 0.5 * rng.normal(size=(cfg.rows, n_redundant))
     noise_cols = rng.normal(size=(cfg.rows, extra - n_redundant))
-    x = np.concatenate([informative, redundant, noise_cols], axis=1)
-    x = x[:, rng.permutation(cfg.features)]
+    parts = np.concatenate([informative, redundant, noise_cols], axis=1)
+    del informative, redundant, noise_cols
+    perm = rng.permutation(cfg.features)
     # Arbitrary per-column scales and offsets, as real columns have: normalising matters.
-    x = x * rng.uniform(0.5, 20.0, size=cfg.features) + rng.uniform(-50, 50, size=cfg.features)
+    scale = rng.uniform(0.5, 20.0, size=cfg.features)
+    offset = rng.uniform(-50, 50, size=cfg.features)
+    # Column by column into float32: the same values as (parts[:, perm] * scale + offset)
+    # in float64, without its three full-size float64 temporaries (peak host memory).
+    x = np.empty((cfg.rows, cfg.features), np.float32)
+    for j, src in enumerate(perm):
+        x[:, j] = parts[:, src] * scale[j] + offset[j]
+    del parts
     flip = rng.random(cfg.rows) < cfg.noise
     y = np.where(flip, rng.integers(0, cfg.classes, size=cfg.rows), y)
-    return x.astype(np.float32), y.astype(np.int32)
+    return x, y.astype(np.int32)
 
 
 def make_synthetic_regression(cfg: SyntheticSpec, seed: int) -> tuple[np.ndarray, np.ndarray]:

@@ -7,6 +7,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import datetime
+import functools
 import json
 import math
 import os
@@ -22,8 +23,14 @@ from jaxpipe import checkpoint as ckpt
 from jaxpipe import data as data_lib
 from jaxpipe.errors import DivergedError, JaxpipeError, PlanError, RunInterrupted, SpecError
 from jaxpipe.losses import cross_entropy, squared_error
-from jaxpipe.metrics import classification_sums, finalize, finalize_regression, regression_sums
-from jaxpipe.model import make_model
+from jaxpipe.metrics import (
+    classification_sums,
+    finalize,
+    finalize_regression,
+    regression_sums,
+    zero_sums,
+)
+from jaxpipe.model import make_model, param_count
 from jaxpipe.optim import check_optimizer, make_optimizer
 from jaxpipe.planner import Plan, make_plan
 from jaxpipe.predict import save_predictor
@@ -33,6 +40,7 @@ from jaxpipe.sharding import make_layout, measured_bytes_per_device, place_host_
 from jaxpipe.spec import Spec, dump_spec, metric_mode, place_error
 from jaxpipe.step import (
     TrainState,
+    epoch_batches,
     init_state,
     make_epoch,
     make_eval_step,
@@ -40,6 +48,7 @@ from jaxpipe.step import (
     make_train_step,
 )
 from jaxpipe.stopping import SIGNAL_EXIT, catch_signals, check_metric_names, fault_hook, outcome
+from jaxpipe.stream import make_chunk_steps, steps_per_chunk, stream_epoch
 
 __all__ = [
     "Observer",
@@ -231,6 +240,73 @@ def _to_host(tree: Any) -> Any:
     return jax.device_get(tree)
 
 
+# Below this many FLOPs per training step (6 × parameters × batch) an XLA:CPU program runs
+# faster with Eigen's matmuls on one thread: the seed workload's 128-wide matmuls finish
+# before the thread pool's hand-off pays for itself; at 447 MFLOP/step (512-wide, batch
+# 256) the pool wins (benchmarks/profile_epoch.py measures both).
+_CPU_SINGLE_THREAD_FLOPS = 2e8
+
+
+def compiler_options(platform: str, params: int, batch: int) -> dict[str, Any]:
+    """XLA options for the training programs: single-threaded Eigen for small steps on
+    CPU (see _CPU_SINGLE_THREAD_FLOPS); nothing elsewhere. JAXPIPE_CPU_THREADING=multi
+    or =single overrides the choice (for benchmarking)."""
+    if platform != "cpu":
+        return {}
+    force = os.environ.get("JAXPIPE_CPU_THREADING", "").strip().lower()
+    small = 6 * params * batch < _CPU_SINGLE_THREAD_FLOPS
+    single = force == "single" or (force != "multi" and small)
+    return {"xla_cpu_multi_thread_eigen": False} if single else {}
+
+
+def _chunk_steps(chunk_rows: int | str, batch: int, steps: int) -> int:
+    """Steps per streamed chunk, or 0 for the resident path ("auto", or a chunk that
+    would hold the whole epoch anyway)."""
+    if chunk_rows == "auto":
+        return 0
+    per = steps_per_chunk(int(chunk_rows), batch, steps)
+    return 0 if per >= steps else per
+
+
+def _fit_streamed(spec: Spec, regression: bool, x: np.ndarray, y: np.ndarray):
+    """Streamed preprocessing: the scaler (and a regression target's) fitted on the host
+    rows by the CPU backend; a regression target is scaled on the host (one column)."""
+    cpu = jax.devices("cpu")[0]
+    xc, yc = jax.device_put((x, y), cpu)
+    scaler = jax.jit(lambda x: fit_scaler(spec.preprocess.normalize, x))(xc)
+    target = None
+    if regression:
+        target = jax.jit(lambda y: fit_standard(y[:, None]))(yc)
+        y = np.asarray(jax.jit(lambda t, y: apply_scaler(t, y[:, None])[:, 0])(target, yc))
+    return x, y, scaler, target
+
+
+def _compile_streamed(train_step, state, scaler, x, y, batch: int, chunk: int, opts):
+    """The streamed epoch: chunk programs compiled for the full and the last chunk
+    length; returns epoch(state, x, y, epoch) with the resident epoch's signature."""
+    chunk_jit = jax.jit(make_chunk_steps(train_step), donate_argnums=0)
+    rows, steps = x.shape[0], -(-x.shape[0] // batch)
+    programs = {}
+    for n in {chunk, steps - (steps - 1) // chunk * chunk}:
+        shapes = (
+            jax.ShapeDtypeStruct((n, batch, x.shape[1]), x.dtype),
+            jax.ShapeDtypeStruct((n, batch), y.dtype),
+            jax.ShapeDtypeStruct((n, batch), jnp.float32),
+        )
+        programs[n] = chunk_jit.lower(state, zero_sums(), scaler, *shapes).compile(opts)
+    order = jax.jit(lambda key, e: epoch_batches(jax.random.fold_in(key, e), rows, batch))
+
+    def run_chunk(state, sums, scaler, xb, yb, w):
+        return programs[xb.shape[0]](state, sums, scaler, xb, yb, w)
+
+    def epoch(state: TrainState, x: np.ndarray, y: np.ndarray, epoch: jax.Array):
+        # The resident epoch's batch order, fetched once per epoch to gather on the host.
+        idx, weight = jax.device_get(order(state.key, epoch))
+        return stream_epoch(run_chunk, state, zero_sums(), scaler, x, y, idx, weight, chunk)
+
+    return epoch
+
+
 def _regression_summary(ds: Any, target: tuple[float, float] | None) -> dict[str, Any]:
     """The predict-the-training-mean baseline on the validation split, in the target's
     units (float64 on the host, so it is exact), for comparison with val_rmse."""
@@ -359,10 +435,23 @@ def run_experiment(
     )
 
     # 2. Transfer once, onto the plan's mesh (the data set is replicated on every device).
+    # Streamed (data.chunk_rows): the validation split only; training rows go in chunks.
+    batch = spec.training.batch_size
+    steps_per_epoch = -(-ds.x_train.shape[0] // batch)
+    chunk = _chunk_steps(spec.data.chunk_rows, batch, steps_per_epoch)
+    if chunk and layout.mesh.size > 1:
+        raise SpecError(
+            f"streaming the training split in chunks runs on one device; this run's plan "
+            f"uses {layout.mesh.size}: remove data.chunk_rows or run on one device",
+            key="data.chunk_rows",
+        )
     host = (ds.x_train, ds.y_train, ds.x_val, ds.y_val)
-    (x_tr, y_tr, x_va, y_va), secs = _timed(
-        lambda: tuple(place_host_array(a, layout.replicated) for a in host)
-    )
+    placed = host[2:] if chunk else host
+    arrays, secs = _timed(lambda: tuple(place_host_array(a, layout.replicated) for a in placed))
+    if chunk:
+        (x_va, y_va), (x_tr, y_tr) = arrays, (ds.x_train, ds.y_train)
+    else:
+        x_tr, y_tr, x_va, y_va = arrays
     device = jax.devices()[0]
     where = (
         f"{device.platform}:{device.id}"
@@ -372,16 +461,18 @@ def run_experiment(
     stage(
         "transfer",
         f"{ds.nbytes / 2**20:.2f} MiB host arrays",
-        f"{x_tr.shape[0] + x_va.shape[0]} rows on {where}",
+        f"{x_va.shape[0] if chunk else x_tr.shape[0] + x_va.shape[0]} rows on {where}"
+        + (f"; training rows streamed, {chunk} batches a chunk" if chunk else ""),
         secs,
     )
 
     # 3. Preprocess on the device, fitted on the training split only. A regression target
     # is standardised too (so one learning rate suits any target's units); RMSE is
     # reported after undoing it.
+    # The raw arrays are donated: the scaled ones take their place (one device copy).
     regression = ds.task == "regression"
 
-    @jax.jit
+    @functools.partial(jax.jit, donate_argnums=(0, 1, 2, 3))
     def preprocess(x_tr: jax.Array, x_va: jax.Array, y_tr: jax.Array, y_va: jax.Array):
         scaler = fit_scaler(spec.preprocess.normalize, x_tr)
         target = fit_standard(y_tr[:, None]) if regression else None
@@ -390,7 +481,16 @@ def run_experiment(
             y_va = apply_scaler(target, y_va[:, None])[:, 0]
         return apply_scaler(scaler, x_tr), apply_scaler(scaler, x_va), y_tr, y_va, scaler, target
 
-    (x_tr, x_va, y_tr, y_va, scaler, target), secs = _timed(preprocess, x_tr, x_va, y_tr, y_va)
+    if chunk:  # fitted where the rows are (host memory); x scaled on the device per chunk
+        t0 = time.perf_counter()
+        x_tr, y_tr, scaler, target = _fit_streamed(spec, regression, x_tr, y_tr)
+        x_va, y_va, scaler, target = jax.device_put((x_va, y_va, scaler, target), device)
+        if regression:
+            y_va = apply_scaler(target, y_va[:, None])[:, 0]
+        x_va = jax.block_until_ready(jax.jit(apply_scaler)(scaler, x_va))
+        secs = time.perf_counter() - t0
+    else:
+        (x_tr, x_va, y_tr, y_va, scaler, target), secs = _timed(preprocess, x_tr, x_va, y_tr, y_va)
     target_stats = None
     if regression:
         target_stats = (float(target.offset[0]), float(target.scale[0]))
@@ -403,8 +503,6 @@ def run_experiment(
     )
 
     # 4. Build and compile the programs (init, epoch, evaluation).
-    batch = spec.training.batch_size
-    steps_per_epoch = -(-x_tr.shape[0] // batch)
     tx = make_optimizer(spec.optimizer, total_steps=steps_per_epoch * spec.training.epochs)
     dtype = jnp.bfloat16 if spec.training.precision == "bfloat16" else jnp.float32
     model = make_model(spec.model, ds.outputs, dtype)
@@ -430,24 +528,33 @@ def run_experiment(
         sums_fn=sums_fn,
         train_apply_fn=model.train_apply if spec.model.dropout > 0 else None,
     )
-    epoch_fn = make_epoch(train_step, batch, **split)
     eval_fn = make_evaluate(
         make_eval_step(model.apply, loss_fn, sums_fn=sums_fn), min(EVAL_BATCH, len(x_va)), **split
     )
     epoch_index = jnp.zeros((), jnp.int32)
-    epoch_c = (
-        jax.jit(epoch_fn, donate_argnums=0, out_shardings=(shardings, layout.replicated))
-        .lower(state, x_tr, y_tr, epoch_index)
-        .compile()
-    )
-    eval_c = jax.jit(eval_fn).lower(state.params, x_va, y_va).compile()
+    opts = compiler_options(device.platform, param_count(state.params), batch)
+    if chunk:
+        epoch_c = _compile_streamed(train_step, state, scaler, x_tr, y_tr, batch, chunk, opts)
+    else:
+        epoch_c = (
+            jax.jit(
+                make_epoch(train_step, batch, **split),
+                donate_argnums=0,
+                out_shardings=(shardings, layout.replicated),
+            )
+            .lower(state, x_tr, y_tr, epoch_index)
+            .compile(opts)
+        )
+    eval_c = jax.jit(eval_fn).lower(state.params, x_va, y_va).compile(opts)
     compile_s = time.perf_counter() - t0
     obs.on_model(state.params)
     stage(
         "compile",
         f"MLP {ds.num_features} → {' → '.join(map(str, spec.model.hidden))}"
         f"{' → ' if spec.model.hidden else ''}{ds.outputs}",
-        f"epoch program ({steps_per_epoch} steps of {batch}) + evaluation",
+        f"epoch program ({steps_per_epoch} steps of {batch}"
+        + (f", in chunks of {chunk}" if chunk else "")
+        + ") + evaluation",
         compile_s,
     )
 
@@ -585,6 +692,8 @@ def run_experiment(
             for s in stages
         ],
         "compile_seconds": compile_s,
+        "xla_options": opts,
+        "chunk_steps": chunk or None,
         "compilation_cache": cache_dir,
         "task": ds.task,
         "classes": list(ds.class_names),

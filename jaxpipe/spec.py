@@ -111,6 +111,12 @@ class DataSpec:
         "separate file of the same kind (string, relative to the spec file).",
     )
     shuffle: bool = field(True, "Shuffle rows (seeded) before the train/validation split.")
+    chunk_rows: Literal["auto"] | int = field(
+        "auto",
+        "Training rows per device chunk: an integer streams the training split from host "
+        'memory in chunks (double-buffered); "auto" keeps it resident on the device.',
+        minimum=1,
+    )
     synthetic: SyntheticSpec = field(factory=SyntheticSpec, doc="The synthetic set.")
 
     def _check(self, where: str) -> None:

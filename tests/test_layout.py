@@ -28,6 +28,7 @@ RANK = {
     "memory": 6,
     "planner": 6.5,  # imports hardware and memory; loop (7) imports it
     "sharding": 6.7,  # mesh + shardings from the plan; planner ─▶ sharding ─▶ loop
+    "stream": 6,
     "loop": 7,
     "report": 8,
     "api": 9,

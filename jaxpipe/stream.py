@@ -1,0 +1,128 @@
+"""Training data bigger than the device budget: stream it through in chunks.
+
+The resident path (`step.make_epoch`) keeps the whole training split on the device and
+gathers each batch from it. When the split does not fit beside the model, the host
+gathers the epoch's shuffled batches chunk by chunk (`gather_chunk`), and each chunk's
+steps run as one compiled scan (`make_chunk_steps`). The next chunk's `device_put` is
+dispatched while the current chunk's scan runs (JAX dispatch is asynchronous), so at most
+two chunks are on the device and the transfer overlaps the compute. Batch order, padding
+and metric sums are those of the resident path, so the results are the same.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import jax
+import numpy as np
+from jax import lax
+
+from jaxpipe.errors import JaxpipeError
+from jaxpipe.metrics import Sums, add_sums
+from jaxpipe.preprocess import Scaler, apply_scaler
+from jaxpipe.step import TrainState
+
+__all__ = [
+    "chunk_plan",
+    "steps_per_chunk",
+    "chunk_bounds",
+    "gather_chunk",
+    "make_chunk_steps",
+    "stream_epoch",
+]
+
+
+def chunk_plan(data_bytes: int, budget_bytes: int, rows: int) -> int:
+    """Rows per chunk for training data of `data_bytes` (`rows` rows) on a device with
+    `budget_bytes` left beside the model: all `rows` when it fits (resident), else the
+    most rows such that two chunks (the one computing and the one in flight) fit.
+
+    Raises JaxpipeError when not even two rows fit.
+    """
+    if rows < 1 or data_bytes < 0:
+        raise ValueError(
+            f"chunk_plan: rows must be ≥ 1 and data_bytes ≥ 0, got {rows}, {data_bytes}"
+        )
+    if data_bytes <= budget_bytes:
+        return rows
+    per_row = -(-data_bytes // rows)
+    fit = budget_bytes // (2 * per_row)
+    if fit < 1:
+        raise JaxpipeError(
+            f"the device budget ({budget_bytes} bytes beside the model) holds fewer than two "
+            f"rows of {per_row} bytes; use a device with more memory or a smaller model"
+        )
+    return int(fit)
+
+
+def steps_per_chunk(chunk_rows: int, batch_size: int, steps: int) -> int:
+    """Whole batches per chunk: chunk_rows rounded down to a multiple of the batch (at
+    least one batch), at most the epoch's `steps`."""
+    return max(1, min(steps, chunk_rows // batch_size))
+
+
+def chunk_bounds(steps: int, per_chunk: int) -> list[tuple[int, int]]:
+    """[start, stop) step ranges of an epoch's chunks; the last may be shorter."""
+    return [(s, min(s + per_chunk, steps)) for s in range(0, steps, per_chunk)]
+
+
+def gather_chunk(
+    x: np.ndarray, y: np.ndarray, idx: np.ndarray, weight: np.ndarray, start: int, stop: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Host rows of steps [start, stop): x: [rows, f], y: [rows], idx, weight: [steps, batch]
+    → ([n, batch, f], [n, batch], [n, batch]) with n = stop - start."""
+    rows = idx[start:stop]
+    return np.take(x, rows, axis=0), np.take(y, rows, axis=0), weight[start:stop]
+
+
+def make_chunk_steps(
+    train_step: Callable,
+) -> Callable[[TrainState, Sums, Scaler, jax.Array, jax.Array, jax.Array], tuple[TrainState, Sums]]:
+    """chunk(state, sums, scaler, x: [n, batch, f], y: [n, batch], weight: [n, batch])
+    -> (state, sums): `train_step` scanned over n pre-gathered batches of raw host rows,
+    scaled on the device (the same elementwise op as the resident path)."""
+
+    def chunk(state, sums, scaler, x, y, weight):
+        def body(carry, batch):
+            state, sums = carry
+            xb, yb, w = batch
+            state, s = train_step(state, apply_scaler(scaler, xb), yb, w)
+            return (state, add_sums(sums, s)), None
+
+        (state, sums), _ = lax.scan(body, (state, sums), (x, y, weight))
+        return state, sums
+
+    return chunk
+
+
+def stream_epoch(
+    chunk_fn: Callable,
+    state: TrainState,
+    sums: Sums,
+    scaler: Scaler,
+    x: np.ndarray,
+    y: np.ndarray,
+    idx: np.ndarray,
+    weight: np.ndarray,
+    per_chunk: int,
+) -> tuple[TrainState, Sums]:
+    """One epoch over host data x: [rows, f], y: [rows] in the batch order idx, weight:
+    [steps, batch] (from `step.epoch_batches`), `per_chunk` steps per device chunk.
+
+    Double buffering: chunk c's scan is dispatched (asynchronously), then chunk c+1 is
+    gathered on the host and its `device_put` issued while chunk c computes. Before that
+    put, chunk c-1's result is awaited, so at most two chunks are ever on the device.
+    `chunk_fn` is the jitted `make_chunk_steps` (it compiles once per chunk length: the
+    full chunks and a shorter last one). No value comes back to the host.
+    """
+    bounds = chunk_bounds(idx.shape[0], per_chunk)
+    nxt = jax.device_put(gather_chunk(x, y, idx, weight, *bounds[0]))
+    done = sums  # not donated (the state is), so it can be awaited after the next dispatch
+    for i in range(len(bounds)):
+        cur = nxt
+        state, sums = chunk_fn(state, sums, scaler, *cur)
+        if i + 1 < len(bounds):
+            jax.block_until_ready(done)  # chunk i-1 finished: its buffers are free
+            done = sums
+            nxt = jax.device_put(gather_chunk(x, y, idx, weight, *bounds[i + 1]))
+    return state, sums

@@ -1,0 +1,104 @@
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+from conftest import SMALL_SPEC, assert_trees_close
+from hypothesis import given
+from hypothesis import strategies as st
+
+import jaxpipe
+from jaxpipe.errors import JaxpipeError
+from jaxpipe.losses import cross_entropy
+from jaxpipe.metrics import zero_sums
+from jaxpipe.model import make_model
+from jaxpipe.preprocess import fit_minmax
+from jaxpipe.spec import ModelSpec
+from jaxpipe.step import epoch_batches, init_state, make_epoch, make_train_step
+from jaxpipe.stream import (
+    chunk_bounds,
+    chunk_plan,
+    make_chunk_steps,
+    steps_per_chunk,
+    stream_epoch,
+)
+
+
+@given(st.integers(1, 10**6), st.integers(0, 10**9), st.integers(1, 10**9))
+def test_chunk_plan_fits_two_chunks_in_the_budget_or_is_resident(rows, budget, data_bytes):
+    try:
+        per = chunk_plan(data_bytes, budget, rows)
+    except JaxpipeError:
+        assert data_bytes > budget  # refused only when it does not fit
+        return
+    assert 1 <= per <= rows
+    if data_bytes <= budget:
+        assert per == rows
+    else:
+        per_row = -(-data_bytes // rows)
+        assert 2 * per * per_row <= budget < 2 * (per + 1) * per_row
+
+
+@given(st.integers(1, 300), st.integers(1, 50))
+def test_chunk_bounds_cover_every_step_once_in_order(steps, per):
+    bounds = chunk_bounds(steps, per)
+    flat = [s for a, b in bounds for s in range(a, b)]
+    assert flat == list(range(steps))
+    assert all(b - a == per for a, b in bounds[:-1]) and 1 <= bounds[-1][1] - bounds[-1][0] <= per
+
+
+def test_steps_per_chunk_rounds_to_whole_batches():
+    assert steps_per_chunk(1000, 128, 100) == 7
+    assert steps_per_chunk(10, 128, 100) == 1  # at least one batch
+    assert steps_per_chunk(10**6, 128, 100) == 100
+
+
+@pytest.mark.parametrize("rows,batch,per", [(100, 8, 3), (96, 8, 3)])
+def test_streamed_epoch_equals_resident_epoch(rows, batch, per):
+    # 13 or 12 steps in chunks of 3: 5 or 4 chunks, with and without a short last chunk.
+    model = make_model(ModelSpec(hidden=(16,)), 3)
+    tx = optax.adam(1e-2)
+    rng = np.random.default_rng(rows)
+    x = (rng.normal(size=(rows, 5)) * 10 + 3).astype(np.float32)
+    y = rng.integers(0, 3, rows).astype(np.int32)
+    scaler = fit_minmax(jnp.asarray(x))
+    state = init_state(model.init, tx, jax.random.key(1), x[:1])
+    train_step = make_train_step(model.apply, cross_entropy, tx)
+    xs = (jnp.asarray(x) - scaler.offset) / scaler.scale
+    resident = jax.jit(make_epoch(train_step, batch))
+    chunk_fn = jax.jit(make_chunk_steps(train_step))
+    a, b = state, state
+    for e in range(2):
+        a, sa = resident(a, xs, jnp.asarray(y), jnp.int32(e))
+        idx, w = jax.device_get(epoch_batches(jax.random.fold_in(b.key, e), rows, batch))
+        assert len(chunk_bounds(idx.shape[0], per)) >= 4
+        b, sb = stream_epoch(chunk_fn, b, zero_sums(), scaler, x, y, idx, w, per)
+        assert_trees_close(sa, sb)
+    assert_trees_close(a, b)
+
+
+@pytest.mark.parametrize("task", ["classification", "regression"])
+def test_streamed_run_matches_resident_run(tmp_path, write_spec, task):
+    # standard scaling: its statistics are fitted in a separate program when streaming;
+    # regression: the target is standardised on the host instead of on the device.
+    text = SMALL_SPEC.replace("hidden = [16]", f'hidden = [16]\ntask = "{task}"')
+    path = write_spec(text + '\n[preprocess]\nnormalize = "standard"\n')
+    res = jaxpipe.run(jaxpipe.load_spec(path), out=str(tmp_path / "a"))
+    # 400 training rows, batch 32: 13 steps, chunks of 3 batches → 5 chunks.
+    streamed = jaxpipe.run(jaxpipe.load_spec(path, ["data.chunk_rows=96"]), out=str(tmp_path / "b"))
+    assert len(res.history) == len(streamed.history) == 2
+    for ra, rb in zip(res.history, streamed.history):
+        for k in ra:
+            if k != "epoch_seconds":
+                assert ra[k] == pytest.approx(rb[k], rel=1e-6, abs=1e-7), k
+    assert_trees_close(res.params, streamed.params)
+    transfer = next(s for s in streamed.stages if s.name == "transfer")
+    assert "streamed, 3 batches a chunk" in transfer.output
+
+
+def test_chunk_rows_bigger_than_the_data_is_resident(tmp_path, write_spec):
+    res = jaxpipe.run(
+        jaxpipe.load_spec(write_spec(SMALL_SPEC), ["data.chunk_rows=100000"]),
+        out=str(tmp_path / "r"),
+    )
+    assert "streamed" not in next(s for s in res.stages if s.name == "transfer").output
