@@ -547,6 +547,41 @@ def write_results(path: str, mach: dict, summ: dict, csv: dict | None, args, tgt
         f.write("\n".join(lines))
 
 
+def replay(path: str) -> tuple[dict, dict, dict | None, int]:
+    """Rebuilds the summaries from a harness log (its JSON lines, e.g. of a run that was
+    stopped early): returns (machine, summaries, csv, repeats completed)."""
+    mach, csv, benches = {}, None, {}
+    with open(path) as f:
+        for line in f:
+            d = json.loads(line)
+            if "machine" in d:
+                mach = d["machine"]
+            elif "csv" in d and isinstance(d["csv"], dict):
+                csv = d["csv"]
+            elif "workload" in d and "peer" in d:
+                b = benches.setdefault(d["workload"], {"runs": {}, "roofline": [], "profile": {}})
+                if d["peer"] == "roofline":
+                    b["roofline"].append(d)
+                elif d["peer"] == "profile":
+                    b["profile"] = d
+                else:
+                    b["runs"].setdefault(d["peer"], []).append(d)
+    summ, done = {}, 0
+    for name, b in benches.items():
+        spec = jaxpipe.load_spec(WORKLOADS[name])
+        ds = load_dataset(spec)
+        widths = [ds.num_features, *spec.model.hidden, ds.num_classes]
+        b["info"] = {
+            "train_rows": int(ds.x_train.shape[0]),
+            "val_rows": int(ds.x_val.shape[0]),
+            "params": sum(a * c + c for a, c in zip(widths[:-1], widths[1:])),
+            "data_mib": ds.nbytes / 2**20,
+        }
+        done = max(done, len(b["roofline"]))
+        summ[name] = summarize(name, b)
+    return mach, summ, csv, done
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--workload", choices=["seed", "large", "all"], default="all")
@@ -555,7 +590,14 @@ def main() -> None:
     p.add_argument("--set", action="append", default=[], help="spec override for jaxpipe")
     p.add_argument("--quick", action="store_true", help="tiny data: check the harness works")
     p.add_argument("--results", default=os.path.join(HERE, "RESULTS.md"))
+    p.add_argument("--replay", metavar="LOG", help="write RESULTS.md from a harness log")
     args = p.parse_args()
+    if args.replay:
+        mach, summ, csv, args.repeats = replay(args.replay)
+        tgts = targets(summ, csv)
+        write_results(args.results, mach, summ, csv, args, tgts)
+        print(f"wrote {args.results} from {args.replay}", file=sys.stderr)
+        return
     mach = machine()
     emit({"machine": mach})
     env = {**os.environ, "PYTHONPATH": ROOT, "KERAS_BACKEND": "jax"}
