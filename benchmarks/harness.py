@@ -496,13 +496,27 @@ def targets(summ: dict, csv: dict | None) -> list[tuple[str, str, str, bool | No
     return out
 
 
+BEGIN, END = "<!-- harness.py: begin -->", "<!-- harness.py: end -->"
+
+
 def write_results(path: str, mach: dict, summ: dict, csv: dict | None, args, tgts) -> None:
     v = mach["versions"]
     lines = [
         "# Benchmarks",
         "",
-        f"Written by `python benchmarks/harness.py --workload {args.workload} --repeats "
-        f"{args.repeats}` on {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}.",
+        (
+            f"Rendered from the log `{os.path.relpath(args.replay, ROOT)}` by "
+            f"`python benchmarks/harness.py --replay` on "
+            if getattr(args, "replay", None)
+            else f"Written by `python benchmarks/harness.py --workload {args.workload} "
+            f"--repeats {args.repeats}` on "
+        )
+        + f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}"
+        + (
+            " (how each part was run: see the notes at the end)."
+            if getattr(args, "replay", None)
+            else "."
+        ),
         "",
         f"**Machine**: {mach['cpu']}, {mach['cores']} cores, {mach['memory_gib']} GiB; "
         f"{mach['platform']}; Python {mach['python']}; device {mach['device']}. "
@@ -514,7 +528,7 @@ def write_results(path: str, mach: dict, summ: dict, csv: dict | None, args, tgt
         "Every peer trains the same MLP (ReLU, softmax cross-entropy, Adam) on the same rows, "
         "split and batch size, evaluating on the validation split after every epoch (epoch "
         "seconds include that evaluation), each in its own process; figures are medians over "
-        f"{args.repeats} interleaved repeats. GFLOP/s = 6 × parameters × training rows ÷ "
+        "the interleaved repeats (`runs` in results.jsonl). GFLOP/s = 6 × parameters × training rows ÷ "
         "steady epoch seconds. `compile + 1st epoch` is jaxpipe's compile stage plus its first "
         "epoch, and the first epoch (tracing and compiling included) for the others. "
         "jaxpipe ÷ peer below 1 means jaxpipe is faster.",
@@ -543,8 +557,20 @@ def write_results(path: str, mach: dict, summ: dict, csv: dict | None, args, tgt
     if os.path.exists(notes):
         with open(notes) as f:
             lines += ["", f.read().strip(), ""]
+    # Only the harness's block is rewritten: other sections (the planner's) are kept.
+    block = (
+        f"{BEGIN}\n" + "\n".join(lines).replace("# Benchmarks", "## Benchmarks", 1) + f"\n{END}\n"
+    )
+    text = ""
+    if os.path.exists(path):
+        with open(path) as f:
+            text = f.read()
+    if BEGIN in text and END in text:
+        text = text[: text.index(BEGIN)] + block + text[text.index(END) + len(END) + 1 :]
+    else:
+        text = (text.rstrip("\n") + "\n\n" if text else "# Benchmark results\n\n") + block
     with open(path, "w") as f:
-        f.write("\n".join(lines))
+        f.write(text)
 
 
 def replay(path: str) -> tuple[dict, dict, dict | None, int]:
