@@ -393,7 +393,23 @@ def run_experiment(
     except SpecError as e:
         raise place_error(spec, e) from None
     plan = plan_run(spec, ds)  # a run that cannot fit stops here, before any compile
-    layout = make_layout(plan.strategy, plan.mesh)  # too few devices: exit 2 here, no files
+    strategy, mesh_shape = plan.strategy, plan.mesh
+    batch = spec.training.batch_size
+    steps_per_epoch = -(-ds.x_train.shape[0] // batch)
+    chunk = _chunk_steps(spec.data.chunk_rows, batch, steps_per_epoch)
+    if chunk and math.prod(mesh_shape.values()) > 1:
+        if spec.hardware.strategy != "auto":
+            raise place_error(
+                spec,
+                SpecError(
+                    f"streaming the training split in chunks runs on one device, but "
+                    f"[hardware] strategy = {spec.hardware.strategy!r} uses "
+                    f"{math.prod(mesh_shape.values())}: remove data.chunk_rows or the strategy",
+                    key="data.chunk_rows",
+                ),
+            )
+        strategy, mesh_shape = "single", {"data": 1}  # streamed runs use one device
+    layout = make_layout(strategy, mesh_shape)  # too few devices: exit 2 here, no files
     run_dir = prepare_out_dir(spec, out, resume)
     resolved = spec
     if spec.data.path is not None:  # the run directory's copy must work from anywhere
@@ -436,15 +452,6 @@ def run_experiment(
 
     # 2. Transfer once, onto the plan's mesh (the data set is replicated on every device).
     # Streamed (data.chunk_rows): the validation split only; training rows go in chunks.
-    batch = spec.training.batch_size
-    steps_per_epoch = -(-ds.x_train.shape[0] // batch)
-    chunk = _chunk_steps(spec.data.chunk_rows, batch, steps_per_epoch)
-    if chunk and layout.mesh.size > 1:
-        raise SpecError(
-            f"streaming the training split in chunks runs on one device; this run's plan "
-            f"uses {layout.mesh.size}: remove data.chunk_rows or run on one device",
-            key="data.chunk_rows",
-        )
     host = (ds.x_train, ds.y_train, ds.x_val, ds.y_val)
     placed = host[2:] if chunk else host
     arrays, secs = _timed(lambda: tuple(place_host_array(a, layout.replicated) for a in placed))
