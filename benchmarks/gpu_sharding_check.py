@@ -42,8 +42,12 @@ def main() -> None:
         for strategy in ("single", "data"):
             spec = jaxpipe.load_spec(
                 os.path.join(ROOT, "experiments", "seed.toml"),
-                overrides + [f'hardware.strategy="{strategy}"', "hardware.devices=1",
-                             "checkpoint.every_epochs=1000"],
+                overrides
+                + [
+                    f'hardware.strategy="{strategy}"',
+                    "hardware.devices=1",
+                    "checkpoint.every_epochs=1000",
+                ],
             )
             with tempfile.TemporaryDirectory() as out:
                 r = jaxpipe.run(spec, out=os.path.join(out, "run"))
@@ -65,13 +69,17 @@ def main() -> None:
             }
             print(json.dumps(row), flush=True)
             rows.append(row)
-    print(f"{'workload':10} {'strategy':8} {'steady s/epoch':>14} {'compile s':>9} "
-          f"{'val acc':>7} {'estimate MiB':>12} {'peak MiB':>9}")
+    print(
+        f"{'workload':10} {'strategy':8} {'steady s/epoch':>14} {'compile s':>9} "
+        f"{'val acc':>7} {'estimate MiB':>12} {'peak MiB':>9}"
+    )
     for r in rows:
         peak = f"{r['peak_bytes'] / 2**20:9.1f}" if r["peak_bytes"] else "      n/a"
-        print(f"{r['workload']:10} {r['strategy']:8} {r['steady_epoch_s']:14.4f} "
-              f"{r['compile_s']:9.2f} {r['val_accuracy']:7.4f} "
-              f"{r['estimate_bytes'] / 2**20:12.1f} {peak}")
+        print(
+            f"{r['workload']:10} {r['strategy']:8} {r['steady_epoch_s']:14.4f} "
+            f"{r['compile_s']:9.2f} {r['val_accuracy']:7.4f} "
+            f"{r['estimate_bytes'] / 2**20:12.1f} {peak}"
+        )
 
 
 if __name__ == "__main__":
