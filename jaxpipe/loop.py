@@ -48,7 +48,7 @@ from jaxpipe.step import (
     make_train_step,
 )
 from jaxpipe.stopping import SIGNAL_EXIT, catch_signals, check_metric_names, fault_hook, outcome
-from jaxpipe.stream import make_chunk_steps, steps_per_chunk, stream_epoch
+from jaxpipe.stream import chunk_plan, make_chunk_steps, steps_per_chunk, stream_epoch
 
 __all__ = [
     "Observer",
@@ -177,15 +177,36 @@ def device_info() -> dict[str, Any]:
     }
 
 
-def plan_run(spec: Spec, ds: data_lib.Dataset) -> Plan:
-    """The run's plan from the loaded data's exact shapes; raises PlanError (exit 2, with
-    the plan table) when the chosen or forced strategy does not fit."""
+def plan_run(spec: Spec, ds: data_lib.Dataset) -> tuple[Plan, int | None]:
+    """The run's plan from the loaded data's exact shapes, and the rows per streamed chunk
+    when `data.chunk_rows = "auto"` and only streaming the training split makes the run
+    fit one device (else None). Raises PlanError (exit 2, with the plan table) when the
+    chosen or forced strategy does not fit."""
     plan = make_plan(spec, dataset=ds)
+    if (
+        not plan.fits
+        and spec.data.chunk_rows == "auto"
+        and spec.hardware.strategy
+        in (
+            "auto",
+            "single",
+        )
+    ):
+        single = next((c for c in plan.candidates if c.strategy == "single"), None)
+        train = ds.x_train.nbytes + ds.y_train.nbytes
+        if single is not None:
+            # What stays on the device besides the training rows: model, optimizer,
+            # activations, workspace and the (resident) validation split.
+            budget = plan.usable_bytes_per_device - (single.per_device_bytes - train)
+            if budget > 0:
+                rows = chunk_plan(train, budget, ds.x_train.shape[0])
+                if rows < ds.x_train.shape[0]:
+                    return plan, rows
     if not plan.fits:
         forced = spec.hardware.strategy
         what = f"[hardware] strategy = {forced!r}" if forced != "auto" else "the run"
         raise PlanError(f"{what} {plan.recommendation}", plan=plan)
-    return plan
+    return plan, None
 
 
 def plan_record(plan: Plan, device: Any, placed: Any = None) -> dict[str, Any]:
@@ -210,6 +231,20 @@ def plan_record(plan: Plan, device: Any, placed: Any = None) -> dict[str, Any]:
         "device": plan.device,
         "measured_per_device_bytes": measured_bytes_per_device(placed) if placed else None,
         "measured_peak_bytes": int(peak) if peak is not None else None,
+    }
+
+
+def _executed(record: dict[str, Any], strategy: str, mesh: dict[str, int]) -> dict[str, Any]:
+    """The plan record with what actually ran: a streamed run executes on one device even
+    when the plan's (non-fitting) choice was another layout, kept under `planned`."""
+    if strategy == record["strategy"] and dict(mesh) == record["mesh"]:
+        return record
+    planned = {k: record[k] for k in ("strategy", "devices", "mesh")}
+    return record | {
+        "strategy": strategy,
+        "devices": math.prod(mesh.values()),
+        "mesh": dict(mesh),
+        "planned": planned,
     }
 
 
@@ -392,11 +427,12 @@ def run_experiment(
         check_metric_names(spec, _metric_names(ds.task == "regression"))
     except SpecError as e:
         raise place_error(spec, e) from None
-    plan = plan_run(spec, ds)  # a run that cannot fit stops here, before any compile
+    # A run that cannot fit stops here, before any compile, unless streaming fits it.
+    plan, auto_chunk_rows = plan_run(spec, ds)
     strategy, mesh_shape = plan.strategy, plan.mesh
     batch = spec.training.batch_size
     steps_per_epoch = -(-ds.x_train.shape[0] // batch)
-    chunk = _chunk_steps(spec.data.chunk_rows, batch, steps_per_epoch)
+    chunk = _chunk_steps(auto_chunk_rows or spec.data.chunk_rows, batch, steps_per_epoch)
     if chunk and math.prod(mesh_shape.values()) > 1:
         if spec.hardware.strategy != "auto":
             raise place_error(
@@ -717,7 +753,9 @@ def run_experiment(
         },
         **_regression_summary(ds, target_stats),
         "device": device_info(),
-        "plan": plan_record(plan, device, (run.state, x_tr, y_tr, x_va, y_va)),
+        "plan": _executed(
+            plan_record(plan, device, (run.state, x_tr, y_tr, x_va, y_va)), strategy, mesh_shape
+        ),
         "jax_version": jax.__version__,
     }
     if run.stopper is not None:

@@ -114,7 +114,9 @@ class DataSpec:
     chunk_rows: Literal["auto"] | int = field(
         "auto",
         "Training rows per device chunk: an integer streams the training split from host "
-        'memory in chunks (double-buffered); "auto" keeps it resident on the device.',
+        'memory in chunks (double-buffered); "auto" keeps it resident unless the plan finds '
+        "that only streaming it fits the device, and then streams it in the largest chunks "
+        "that fit.",
         minimum=1,
     )
     synthetic: SyntheticSpec = field(factory=SyntheticSpec, doc="The synthetic set.")

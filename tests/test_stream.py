@@ -102,3 +102,51 @@ def test_chunk_rows_bigger_than_the_data_is_resident(tmp_path, write_spec):
         out=str(tmp_path / "r"),
     )
     assert "streamed" not in next(s for s in res.stages if s.name == "transfer").output
+
+
+AUTO_STREAM = """
+[experiment]
+name = "auto-stream"
+seed = 2
+
+[data]
+source = "synthetic"
+validation = 400
+
+[data.synthetic]
+rows = 4000
+features = 50
+classes = 3
+
+[model]
+hidden = [16]
+
+[training]
+epochs = 2
+batch_size = 64
+"""
+
+
+def test_auto_streams_when_only_the_training_rows_do_not_fit(write_spec, tmp_path):
+    path = write_spec(AUTO_STREAM)
+    pinned = ['hardware.strategy="single"', "hardware.devices=1"]
+    single = jaxpipe.plan(jaxpipe.load_spec(path, pinned)).per_device_bytes
+    # Usable memory is 0.675 of this: the model and validation rows fit, the training
+    # rows (80 % of the bytes) do not, two chunks of them do.
+    small = jaxpipe.load_spec(path, [f'hardware.device_memory="{single}B"'])
+    assert not jaxpipe.plan(small).fits
+    streamed = jaxpipe.run(small, out=str(tmp_path / "s"))
+    plan = streamed.summary["plan"]
+    assert streamed.summary["chunk_steps"] and plan["strategy"] == "single"
+    assert plan["mesh"] == {"data": 1} and plan["planned"]["mesh"] == {"data": 8}
+    resident = jaxpipe.run(jaxpipe.load_spec(path, pinned), out=str(tmp_path / "r"))
+    assert resident.summary["chunk_steps"] is None
+    for a, b in zip(streamed.history, resident.history):
+        for k in ("train_loss", "val_loss", "val_accuracy"):
+            assert a[k] == pytest.approx(b[k], rel=1e-6, abs=1e-7), k
+    # A budget that cannot even hold the model and validation rows stops before training.
+    with pytest.raises(JaxpipeError):
+        jaxpipe.run(
+            jaxpipe.load_spec(path, ['hardware.device_memory="64KiB"']), out=str(tmp_path / "never")
+        )
+    assert not (tmp_path / "never" / "summary.json").exists()
