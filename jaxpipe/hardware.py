@@ -227,6 +227,14 @@ class LocalDevices:
         }
 
 
+def memory_stats(device: Any) -> dict[str, Any]:
+    """`device.memory_stats()`, or {} where the backend has none (CPU, some plugins)."""
+    try:
+        return device.memory_stats() or {}
+    except Exception:  # not implemented: an empty answer, not an error
+        return {}
+
+
 def local_devices(spec: Spec | None = None) -> LocalDevices:
     """The local devices and their memory. A GPU's memory is its `bytes_limit`, which
     already is the preallocated pool (so only the reserve is taken off); a CPU device's is
@@ -235,12 +243,7 @@ def local_devices(spec: Spec | None = None) -> LocalDevices:
     devs = jax.local_devices()
     rows = []
     for d in devs:
-        stats = None
-        try:
-            stats = d.memory_stats()
-        except Exception:  # CPU and some plugins do not implement it
-            stats = None
-        limit = (stats or {}).get("bytes_limit")
+        limit = memory_stats(d).get("bytes_limit")
         rows.append(
             {
                 "id": d.id,

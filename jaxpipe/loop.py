@@ -22,6 +22,7 @@ import numpy as np
 from jaxpipe import checkpoint as ckpt
 from jaxpipe import data as data_lib
 from jaxpipe.errors import DivergedError, JaxpipeError, PlanError, RunInterrupted, SpecError
+from jaxpipe.hardware import memory_stats
 from jaxpipe.losses import cross_entropy, squared_error
 from jaxpipe.metrics import (
     classification_sums,
@@ -213,12 +214,7 @@ def plan_record(plan: Plan, device: Any, placed: Any = None) -> dict[str, Any]:
     """summary.json's `plan`: the prediction, the placed arrays' largest per-device
     footprint read back from their shards, and, where the backend reports it, the
     measured peak."""
-    stats = None
-    try:
-        stats = device.memory_stats()
-    except Exception:  # CPU and some plugins do not implement it
-        stats = None
-    peak = (stats or {}).get("peak_bytes_in_use")
+    peak = memory_stats(device).get("peak_bytes_in_use")
     return {
         "strategy": plan.strategy,
         "devices": plan.devices,
