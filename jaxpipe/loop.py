@@ -23,12 +23,10 @@ from jaxpipe import checkpoint as ckpt
 from jaxpipe import data as data_lib
 from jaxpipe.errors import DivergedError, JaxpipeError, PlanError, RunInterrupted, SpecError
 from jaxpipe.hardware import memory_stats
-from jaxpipe.losses import cross_entropy, squared_error
+from jaxpipe.memory import compute_dtype
 from jaxpipe.metrics import (
-    classification_sums,
     finalize,
     finalize_regression,
-    regression_sums,
     zero_sums,
 )
 from jaxpipe.model import make_model, param_count
@@ -44,9 +42,8 @@ from jaxpipe.step import (
     epoch_batches,
     init_state,
     make_epoch,
-    make_eval_step,
     make_evaluate,
-    make_train_step,
+    make_task_steps,
 )
 from jaxpipe.stopping import SIGNAL_EXIT, catch_signals, check_metric_names, fault_hook, outcome
 from jaxpipe.stream import chunk_plan, make_chunk_steps, steps_per_chunk, stream_epoch
@@ -543,11 +540,8 @@ def run_experiment(
 
     # 4. Build and compile the programs (init, epoch, evaluation).
     tx = make_optimizer(spec.optimizer, total_steps=steps_per_epoch * spec.training.epochs)
-    dtype = jnp.bfloat16 if spec.training.precision == "bfloat16" else jnp.float32
-    model = make_model(spec.model, ds.outputs, dtype)
-    loss_fn, sums_fn = (
-        (squared_error, regression_sums) if regression else (cross_entropy, classification_sums)
-    )
+    model = make_model(spec.model, ds.outputs, compute_dtype(spec))
+    train_step, eval_step = make_task_steps(model, tx, ds.task, spec.model.dropout > 0)
     key = jax.random.key(spec.experiment.seed)
     t0 = time.perf_counter()
 
@@ -558,18 +552,10 @@ def run_experiment(
     shardings = layout.state_shardings(jax.eval_shape(init_fn, key, x_tr[:1]), tx)
     state: TrainState = jax.jit(init_fn, out_shardings=shardings)(key, x_tr[:1])
     split = {"multiple": layout.data_parallel}
-    if layout.constrain() is not None:
-        split["constrain"] = layout.constrain()
-    train_step = make_train_step(
-        model.apply,
-        loss_fn,
-        tx,
-        sums_fn=sums_fn,
-        train_apply_fn=model.train_apply if spec.model.dropout > 0 else None,
-    )
-    eval_fn = make_evaluate(
-        make_eval_step(model.apply, loss_fn, sums_fn=sums_fn), min(EVAL_BATCH, len(x_va)), **split
-    )
+    constrain = layout.constrain()
+    if constrain is not None:
+        split["constrain"] = constrain
+    eval_fn = make_evaluate(eval_step, min(EVAL_BATCH, len(x_va)), **split)
     epoch_index = jnp.zeros((), jnp.int32)
     opts = compiler_options(device.platform, param_count(state.params), batch)
     if chunk:

@@ -322,29 +322,17 @@ def estimate(
 def compile_epoch(spec: Spec, shapes: Shapes, abstract: Abstract) -> Any:
     """Lowers and compiles the run's epoch program for abstract inputs on the local
     backend: state donated, the device-resident training arrays as arguments."""
-    from jaxpipe.losses import cross_entropy, squared_error
-    from jaxpipe.metrics import classification_sums, regression_sums
-    from jaxpipe.step import TrainState, make_epoch, make_train_step
+    from jaxpipe.step import TrainState, make_epoch, make_task_steps
 
     params, opt_state, tx, _ = abstract
     model = make_model(spec.model, shapes.outputs, compute_dtype(spec))
-    regression = shapes.task == "regression"
-    loss_fn, sums_fn = (
-        (squared_error, regression_sums) if regression else (cross_entropy, classification_sums)
-    )
     state = TrainState(
         jax.ShapeDtypeStruct((), jnp.int32),
         params,
         opt_state,
         jax.eval_shape(lambda: jax.random.key(0)),
     )
-    step = make_train_step(
-        model.apply,
-        loss_fn,
-        tx,
-        sums_fn=sums_fn,
-        train_apply_fn=model.train_apply if spec.model.dropout > 0 else None,
-    )
+    step, _ = make_task_steps(model, tx, shapes.task, spec.model.dropout > 0)
     epoch = make_epoch(step, spec.training.batch_size)
     x = jax.ShapeDtypeStruct((shapes.train_rows, shapes.features), jnp.float32)
     y = jax.ShapeDtypeStruct((shapes.train_rows,), shapes.y_dtype)

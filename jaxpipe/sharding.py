@@ -36,6 +36,7 @@ from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec
 
 from jaxpipe import memory
 from jaxpipe.errors import JaxpipeError
+from jaxpipe.spec import STRATEGIES
 
 __all__ = [
     "STRATEGIES",
@@ -52,8 +53,6 @@ __all__ = [
     "distributed_config",
     "measured_bytes_per_device",
 ]
-
-STRATEGIES = ("single", "data", "fsdp", "tensor", "data+tensor", "fsdp+tensor")
 
 
 def make_mesh(shape: Mapping[str, int], devices: Sequence[jax.Device] | None = None) -> Mesh:

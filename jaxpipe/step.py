@@ -11,7 +11,8 @@ import jax.numpy as jnp
 import optax
 from jax import lax
 
-from jaxpipe.metrics import Sums, add_sums, classification_sums, zero_sums
+from jaxpipe.losses import cross_entropy, squared_error
+from jaxpipe.metrics import Sums, add_sums, classification_sums, regression_sums, zero_sums
 
 SumsFn = Callable[[jax.Array, jax.Array, jax.Array, jax.Array], Sums]
 
@@ -24,6 +25,7 @@ __all__ = [
     "init_state",
     "make_train_step",
     "make_eval_step",
+    "make_task_steps",
     "epoch_batches",
     "make_epoch",
     "make_evaluate",
@@ -100,6 +102,27 @@ def make_eval_step(
         return sums_fn(loss_fn(logits, y), logits, y, weight)
 
     return eval_step
+
+
+def make_task_steps(
+    model: Any, tx: optax.GradientTransformation, task: str, dropout: bool
+) -> tuple[Callable, Callable]:
+    """(train_step, eval_step) for a `model.Model` and `task`: softmax cross-entropy with
+    accuracy sums for "classification", squared error with RMSE sums for "regression";
+    dropout (`model.train_apply`) in training only."""
+    loss_fn, sums_fn = (
+        (squared_error, regression_sums)
+        if task == "regression"
+        else (cross_entropy, classification_sums)
+    )
+    train_step = make_train_step(
+        model.apply,
+        loss_fn,
+        tx,
+        sums_fn=sums_fn,
+        train_apply_fn=model.train_apply if dropout else None,
+    )
+    return train_step, make_eval_step(model.apply, loss_fn, sums_fn=sums_fn)
 
 
 def epoch_batches(
