@@ -16,8 +16,10 @@ from jaxpipe.api import (
 from jaxpipe.errors import (
     DataError,
     DivergedError,
+    EnvironmentProblem,
     JaxpipeError,
     PlanError,
+    RunDirectoryBusy,
     RunInterrupted,
     SpecError,
 )
@@ -48,5 +50,7 @@ __all__ = [
     "SpecError",
     "DataError",
     "DivergedError",
+    "EnvironmentProblem",
+    "RunDirectoryBusy",
     "RunInterrupted",
 ]

@@ -253,11 +253,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 2
     import jaxpipe
-    from jaxpipe import DivergedError, JaxpipeError, RunInterrupted
+    from jaxpipe import DivergedError, EnvironmentProblem, JaxpipeError, RunInterrupted
 
     try:
         return _COMMANDS[args.command](args)
-    except (JaxpipeError, DivergedError, RunInterrupted) as e:
+    except (JaxpipeError, DivergedError, EnvironmentProblem, RunInterrupted) as e:
         print(f"error: {_one_line(str(e))}", file=sys.stderr)
         if getattr(e, "plan", None) is not None:  # a plan that does not fit: its table below
             print(jaxpipe.format_plan(e.plan), file=sys.stderr)

@@ -47,6 +47,19 @@ class PlanError(JaxpipeError):
         super().__init__(message)
 
 
+class RunDirectoryBusy(JaxpipeError):
+    """Another process holds the run directory's lock (exit status 2, like any input
+    problem: choose another `--out`, or wait). The message names the holder's pid."""
+
+
+class EnvironmentProblem(Exception):
+    """The machine, not the input, stopped the run: the disk is full or a file cannot be
+    written (exit status 4). The message is one line naming the path and what to do; the
+    run directory is left resumable."""
+
+    exit_code = 4
+
+
 class DivergedError(Exception):
     """Training produced a non-finite loss (exit status 3)."""
 
