@@ -1,18 +1,16 @@
-"""jaxpipe: functional JAX training pipelines from declarative TOML experiment specs."""
+"""jaxpipe: functional JAX training pipelines from declarative TOML experiment specs.
+
+The public names load lazily (PEP 562): `import jaxpipe`, `jaxpipe --help`, `--version`
+and `schema` stay free of jax, flax and orbax, which only the names that train, plan or
+predict bring in. To export a name, add it to `_LAZY` (name -> module holding it).
+"""
+
+import sys
+import types
+from importlib import import_module
+from typing import Any
 
 from jaxpipe._version import __version__
-from jaxpipe.api import (
-    default_out_dir,
-    devices,
-    distributed_config,
-    format_plan,
-    initialize_distributed,
-    launch,
-    plan,
-    predict,
-    run,
-    validate,
-)
 from jaxpipe.errors import (
     DataError,
     DivergedError,
@@ -23,34 +21,60 @@ from jaxpipe.errors import (
     RunInterrupted,
     SpecError,
 )
-from jaxpipe.loop import RunResult
-from jaxpipe.planner import Plan
-from jaxpipe.spec import Spec, load_spec, spec_markdown, spec_schema
+
+_LAZY: dict[str, str] = {
+    "load_spec": "jaxpipe.spec",
+    "spec_schema": "jaxpipe.spec",
+    "spec_markdown": "jaxpipe.spec",
+    "Spec": "jaxpipe.spec",
+    "validate": "jaxpipe.validation",
+    "predict": "jaxpipe.api",
+    "run": "jaxpipe.api",
+    "plan": "jaxpipe.api",
+    "devices": "jaxpipe.api",
+    "launch": "jaxpipe.api",
+    "initialize_distributed": "jaxpipe.api",
+    "distributed_config": "jaxpipe.api",
+    "default_out_dir": "jaxpipe.api",
+    "format_plan": "jaxpipe.api",
+    "Plan": "jaxpipe.planner",
+    "RunResult": "jaxpipe.loop",
+}
 
 __all__ = [
     "__version__",
-    "load_spec",
-    "spec_schema",
-    "spec_markdown",
-    "predict",
-    "run",
-    "validate",
-    "plan",
-    "devices",
-    "launch",
-    "initialize_distributed",
-    "distributed_config",
-    "default_out_dir",
-    "format_plan",
-    "Plan",
-    "PlanError",
-    "Spec",
-    "RunResult",
+    *_LAZY,
     "JaxpipeError",
     "SpecError",
     "DataError",
+    "PlanError",
     "DivergedError",
     "EnvironmentProblem",
     "RunDirectoryBusy",
     "RunInterrupted",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _LAZY:
+        raise AttributeError(f"module 'jaxpipe' has no attribute {name!r}")
+    value = getattr(import_module(_LAZY[name]), name)
+    globals()[name] = value  # once resolved, plain attribute access
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY))
+
+
+class _Package(types.ModuleType):
+    # Importing the submodule jaxpipe.predict (or .launch, .trace) sets the package's
+    # attribute of that name to the module, which would shadow the function exported
+    # under the same name. The exported function wins, as it did with eager imports.
+    def __setattr__(self, name: str, value: Any) -> None:
+        if name in _LAZY and isinstance(value, types.ModuleType):
+            return
+        super().__setattr__(name, value)
+
+
+sys.modules[__name__].__class__ = _Package

@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import os
 
-from jaxpipe.data import load_dataset
-from jaxpipe.errors import SpecError
-from jaxpipe.hardware import LocalDevices, load_catalog, local_devices
+from jaxpipe.hardware import LocalDevices, local_devices
 from jaxpipe.launch import launch
 from jaxpipe.loop import RunResult, default_out_dir, run_experiment
 from jaxpipe.optim import check_optimizer
@@ -14,7 +12,8 @@ from jaxpipe.planner import Plan, make_plan, verify_plan
 from jaxpipe.predict import predict_file
 from jaxpipe.report import ConsoleReporter, format_plan
 from jaxpipe.sharding import distributed_config, initialize_distributed
-from jaxpipe.spec import Spec, load_spec, place_error
+from jaxpipe.spec import Spec, load_spec
+from jaxpipe.validation import validate
 
 __all__ = [
     "run",
@@ -51,31 +50,6 @@ def run(
     if not isinstance(spec, Spec):
         spec = load_spec(spec)
     return run_experiment(spec, out, ConsoleReporter(verbose=verbose), resume=resume, force=force)
-
-
-def validate(spec: Spec) -> list[str]:
-    """Checks what can be checked without training: names optax must know, and the data:
-    files exist and read, columns, labels, text and missing values are as the spec
-    says. Returns notes for the user; raises a JaxpipeError on a problem."""
-    try:
-        check_optimizer(spec.optimizer)
-    except SpecError as e:
-        raise place_error(spec, e) from None
-    load_catalog(spec.hardware, spec.base_dir)  # [hardware] catalog entries or file
-    ds = load_dataset(spec)
-    what = (
-        f"{ds.num_classes} classes ({', '.join(ds.class_names[:10])}"
-        f"{', ...' if ds.num_classes > 10 else ''})"
-        if ds.task == "classification"
-        else f"regression target {ds.label or 'y'}"
-    )
-    notes = [
-        f"data {ds.origin}: {ds.x_train.shape[0]} training + {ds.x_val.shape[0]} validation "
-        f"rows, {ds.num_features} encoded features, {what}"
-    ]
-    if ds.dropped_rows:
-        notes.append(f"{ds.dropped_rows} rows with missing values will be dropped")
-    return notes
 
 
 def predict(run_dir: str, data: str, out: str | None = None) -> int:

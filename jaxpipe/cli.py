@@ -12,6 +12,7 @@ import json
 import os
 import sys
 from collections.abc import Sequence
+from typing import Any
 
 __all__ = ["main"]
 
@@ -25,25 +26,79 @@ class _UsageError(Exception):
     pass
 
 
-def _parser() -> argparse.ArgumentParser:
-    import jaxpipe
+def _common() -> argparse.ArgumentParser:
+    """-q/-v, shared by every subcommand (so they go after the subcommand's name)."""
+    c = argparse.ArgumentParser(add_help=False)
+    g = c.add_argument_group("output")
+    g.add_argument(
+        "-q",
+        "--quiet",
+        action="store_true",
+        help="print only errors and the result (a run prints its run directory)",
+    )
+    g.add_argument(
+        "-v",
+        "--verbose",
+        action="store_true",
+        help="print more: every epoch, library log lines, the traceback of an internal error",
+    )
+    return c
 
-    p = _Parser(prog="jaxpipe", description="JAX training pipelines from TOML experiment specs.")
-    p.add_argument("--version", action="version", version=f"jaxpipe {jaxpipe.__version__}")
-    sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
-    r = sub.add_parser("run", help="train an experiment")
-    r.add_argument("spec", help="experiment TOML file")
-    r.add_argument("--out", help="run directory (default runs/<name>-<timestamp>)")
-    r.add_argument(
+def _sub(sub: Any, name: str, help: str, example: str, common: argparse.ArgumentParser) -> Any:
+    return sub.add_parser(
+        name,
+        help=help,
+        description=help[0].upper() + help[1:] + ".",
+        epilog=f"example:\n  {example}",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        parents=[common],
+    )
+
+
+def _catalog_names() -> str:
+    """The shipped catalog's card names, read from catalog.toml without importing jax."""
+    from importlib import resources
+
+    try:
+        import tomllib
+    except ModuleNotFoundError:  # Python < 3.11
+        import tomli as tomllib
+
+    text = resources.files("jaxpipe").joinpath("catalog.toml").read_text()
+    return ", ".join(tomllib.loads(text))
+
+
+def _overrides(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
         "--set",
         dest="overrides",
         action="append",
         default=[],
         metavar="KEY=VALUE",
-        help="override a spec key (TOML value), e.g. training.epochs=3",
+        help="override a spec key (TOML value), e.g. training.epochs=3; repeatable",
     )
-    r.add_argument("--quiet", action="store_true", help="print only errors")
+
+
+def _parser() -> argparse.ArgumentParser:
+    import jaxpipe  # light: the package's names load lazily
+
+    p = _Parser(
+        prog="jaxpipe",
+        description="JAX training pipelines from TOML experiment specs.",
+        epilog="example:\n  jaxpipe init demo && jaxpipe run demo/demo.toml\n\n"
+        "`jaxpipe COMMAND --help` for a command's options.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("--version", action="version", version=f"jaxpipe {jaxpipe.__version__}")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    common = _common()
+    spec_help = "experiment TOML file"
+
+    r = _sub(sub, "run", "train an experiment", "jaxpipe run experiments/seed.toml", common)
+    r.add_argument("spec", help=spec_help)
+    r.add_argument("--out", help="run directory (default runs/<name>-<timestamp>)")
+    _overrides(r)
     r.add_argument(
         "--resume",
         action="store_true",
@@ -54,34 +109,55 @@ def _parser() -> argparse.ArgumentParser:
         action="store_true",
         help="with --resume: allow a changed training length (training.epochs, early stopping)",
     )
+    r.add_argument(
+        "--plain", action="store_true", help="plain lines, no colour or live display (as piped)"
+    )
 
     dist = r.add_argument_group(
         "multi-process (jax.distributed; also JAXPIPE_COORDINATOR, JAXPIPE_NUM_PROCESSES, "
         "JAXPIPE_PROCESS_ID, or JAXPIPE_DISTRIBUTED=auto for SLURM/Kubernetes detection)"
     )
     dist.add_argument("--coordinator", metavar="HOST:PORT", help="process 0's address")
-    dist.add_argument("--num-processes", type=int, metavar="N")
-    dist.add_argument("--process-id", type=int, metavar="I")
+    dist.add_argument("--num-processes", type=int, metavar="N", help="processes in the job")
+    dist.add_argument("--process-id", type=int, metavar="I", help="this process's index, 0..N-1")
 
-    la = sub.add_parser(
-        "launch", help="rehearse a multi-process run: N local processes on 127.0.0.1 (gloo)"
+    la = _sub(
+        sub,
+        "launch",
+        "rehearse a multi-process run: N local processes on 127.0.0.1 (gloo)",
+        "jaxpipe launch experiments/sharded.toml --processes 2 --cpu-devices-per-process 4",
+        common,
     )
-    la.add_argument("spec")
-    la.add_argument("--processes", type=int, required=True, metavar="N")
+    la.add_argument("spec", help=spec_help)
+    la.add_argument("--processes", type=int, required=True, metavar="N", help="processes to start")
     la.add_argument(
         "--cpu-devices-per-process", type=int, metavar="M", help="simulated CPU devices each"
     )
     la.add_argument("--out", help="run directory (default runs/<name>-<timestamp>)")
-    la.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
-    la.add_argument("--resume", action="store_true")
-    la.add_argument("--force", action="store_true")
-    la.add_argument("--quiet", action="store_true")
+    _overrides(la)
+    la.add_argument("--resume", action="store_true", help="continue the run in --out DIR")
+    la.add_argument(
+        "--force", action="store_true", help="with --resume: allow a changed training length"
+    )
+    la.add_argument("--plain", action="store_true", help="plain lines, no colour or live display")
 
-    v = sub.add_parser("validate", help="check a spec and its data file without training")
-    v.add_argument("spec")
-    v.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    v = _sub(
+        sub,
+        "validate",
+        "check a spec and its data file without training",
+        "jaxpipe validate experiments/digits.toml",
+        common,
+    )
+    v.add_argument("spec", help=spec_help)
+    _overrides(v)
 
-    s = sub.add_parser("schema", help="print the JSON Schema (or Markdown reference) of specs")
+    s = _sub(
+        sub,
+        "schema",
+        "print the JSON Schema (or Markdown reference) of specs",
+        "jaxpipe schema > jaxpipe.schema.json",
+        common,
+    )
     s.add_argument(
         "--format",
         choices=("json", "markdown"),
@@ -89,22 +165,39 @@ def _parser() -> argparse.ArgumentParser:
         help="json: JSON Schema for editors; markdown: the reference in docs/spec.md",
     )
 
-    pr = sub.add_parser("predict", help="predict new rows with a finished run's model")
+    pr = _sub(
+        sub,
+        "predict",
+        "predict new rows with a finished run's model",
+        "jaxpipe predict runs/digits-20250101-120000 new_rows.csv --out predictions.csv",
+        common,
+    )
     pr.add_argument("run_dir", help="run directory written by `jaxpipe run`")
     pr.add_argument("data", help="rows to predict: csv (or .parquet / .npz)")
     pr.add_argument("--out", help="CSV file to write (default: standard output)")
 
-    pl = sub.add_parser("plan", help="will it fit? per-device memory per strategy, no training")
-    pl.add_argument("spec")
-    pl.add_argument("--gpu", metavar="NAME", help="plan for this catalog card (e.g. T4, A100-40GB)")
+    pl = _sub(
+        sub,
+        "plan",
+        "will it fit? per-device memory per strategy, no training",
+        "jaxpipe plan experiments/too_big_for_16gb.toml --gpu T4 --devices 4",
+        common,
+    )
+    pl.add_argument("spec", help=spec_help)
+    pl.add_argument(
+        "--gpu",
+        metavar="NAME",
+        help=f"plan for this catalog card, one of: {_catalog_names()} "
+        "(or a [hardware.catalog] entry of the spec)",
+    )
     pl.add_argument("--devices", type=_count, metavar="N", help="number of devices to plan for")
     pl.add_argument(
         "--verify", action="store_true", help="compile the epoch and compare with XLA's figures"
     )
     pl.add_argument("--json", action="store_true", help="print one JSON object")
-    pl.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    _overrides(pl)
 
-    d = sub.add_parser("devices", help="the local devices, their kind and memory")
+    d = _sub(sub, "devices", "the local devices, their kind and memory", "jaxpipe devices", common)
     d.add_argument("--json", action="store_true", help="print one JSON object")
     return p
 
@@ -119,12 +212,19 @@ def _count(text: str) -> int:
     return n
 
 
+def _level(args: argparse.Namespace) -> int:
+    """0 quiet, 1 normal, 2 verbose."""
+    return 0 if args.quiet else 2 if args.verbose else 1
+
+
 def _cmd_run(args: argparse.Namespace) -> int:
     import jaxpipe
 
     spec = jaxpipe.load_spec(args.spec, args.overrides)
     if args.force and not args.resume:
         raise jaxpipe.JaxpipeError("--force only applies with --resume")
+    if args.plain:  # an environment variable, so that launch's processes inherit it
+        os.environ["JAXPIPE_PLAIN"] = "1"
     distributed = jaxpipe.distributed_config(args.coordinator, args.num_processes, args.process_id)
     if distributed is not None:
         if args.out is None:
@@ -132,7 +232,11 @@ def _cmd_run(args: argparse.Namespace) -> int:
                 "a multi-process run needs --out DIR, the same directory for every process"
             )
         jaxpipe.initialize_distributed(**distributed)
-    jaxpipe.run(spec, out=args.out, verbose=not args.quiet, resume=args.resume, force=args.force)
+    result = jaxpipe.run(
+        spec, out=args.out, verbose=_level(args), resume=args.resume, force=args.force
+    )
+    if args.quiet:
+        print(result.run_dir)  # scripts read the run directory from the last line
     return 0
 
 
@@ -154,6 +258,8 @@ def _cmd_launch(args: argparse.Namespace) -> int:
             ("--resume", args.resume),
             ("--force", args.force),
             ("--quiet", args.quiet),
+            ("--verbose", args.verbose),
+            ("--plain", args.plain),
         )
         if on
     ]
@@ -170,6 +276,8 @@ def _cmd_validate(args: argparse.Namespace) -> int:
 
     spec = jaxpipe.load_spec(args.spec, args.overrides)
     notes = jaxpipe.validate(spec)
+    if args.quiet:
+        return 0
     print(f"{args.spec}: valid")
     for note in notes:
         print(f"  {note}")
@@ -190,7 +298,7 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     import jaxpipe
 
     rows = jaxpipe.predict(args.run_dir, args.data, out=args.out)
-    if args.out is not None:
+    if args.out is not None and not args.quiet:
         print(f"wrote {rows} predictions to {args.out}", file=sys.stderr)
     return 0
 
@@ -202,6 +310,8 @@ def _cmd_plan(args: argparse.Namespace) -> int:
     plan = jaxpipe.plan(spec, gpu=args.gpu, devices=args.devices, verify=args.verify)
     if args.json:
         print(json.dumps(plan.to_json(), indent=2))
+    elif args.quiet:
+        print(jaxpipe.format_plan(plan).splitlines()[-1])  # the verdict
     else:
         print(jaxpipe.format_plan(plan))
     return 0
@@ -220,6 +330,8 @@ def _cmd_devices(args: argparse.Namespace) -> int:
         f"{info.process_count}; memory per device {info.nominal_bytes / gib:.2f} GiB "
         f"({info.memory_source}), usable {info.usable_bytes / gib:.2f} GiB"
     )
+    if args.quiet:
+        return 0
     for d in info.devices:
         limit = f"{d['bytes_limit'] / gib:.2f} GiB" if d["bytes_limit"] else "n/a"
         print(
@@ -248,10 +360,14 @@ def _one_line(text: str) -> str:
 
 def main(argv: Sequence[str] | None = None) -> int:
     try:
-        args = _parser().parse_args(argv)
+        parser = _parser()
+        args = parser.parse_args(argv)
     except _UsageError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    if args.command is None:  # bare `jaxpipe`: the help, as git and docker do
+        parser.print_help()
+        return 0
     import jaxpipe
     from jaxpipe import DivergedError, EnvironmentProblem, JaxpipeError, RunInterrupted
 
@@ -266,11 +382,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("error: interrupted", file=sys.stderr)
         return 130
     except Exception as e:  # a bug: say so, keep the traceback for a report
-        if os.environ.get("JAXPIPE_DEBUG"):
+        if os.environ.get("JAXPIPE_DEBUG") or args.verbose:
             raise
         print(
-            f"error: internal error: {type(e).__name__}: {e} (set JAXPIPE_DEBUG=1 for the "
-            "traceback and please report it)",
+            f"error: internal error: {type(e).__name__}: {e} (run with -v or set "
+            "JAXPIPE_DEBUG=1 for the traceback and please report it)",
             file=sys.stderr,
         )
         return 1

@@ -30,13 +30,16 @@ RANK = {
     "sharding": 6.7,  # mesh + shardings from the plan; planner ─▶ sharding ─▶ loop
     "stream": 6,
     "loop": 7,
+    "validation": 7.5,  # `validate` without the loop: spec, data, optim (hardware if asked)
+    "trace": 7.5,  # one row through the layers: predict, model, preprocess; report draws it
     "report": 8,
     "api": 9,
     "launch": 8.5,  # spawns `jaxpipe run` processes; imports nothing of jaxpipe
     "__init__": 10,
     "cli": 11,
+    "__main__": 12,  # `python -m jaxpipe`: the cli
 }
-NO_JAX = {"errors", "schema", "spec", "encoding", "cli"}
+NO_JAX = {"errors", "schema", "spec", "encoding", "cli", "__main__"}
 
 
 def _imports(name):

@@ -1,0 +1,44 @@
+"""`jaxpipe validate`: what can be checked without training.
+
+Kept out of `api.py` so that validating a spec imports neither flax nor orbax nor the
+training loop: only optax (which needs jax; the optimizer check runs one optax update),
+numpy, and pyarrow when the data is a file.
+"""
+
+from __future__ import annotations
+
+from jaxpipe.errors import SpecError
+from jaxpipe.spec import Spec, place_error
+
+__all__ = ["validate"]
+
+
+def validate(spec: Spec) -> list[str]:
+    """Checks what can be checked without training: names optax must know, and the data:
+    files exist and read, columns, labels, text and missing values are as the spec
+    says. Returns notes for the user; raises a JaxpipeError on a problem."""
+    from jaxpipe.data import load_dataset
+    from jaxpipe.optim import check_optimizer
+
+    try:
+        check_optimizer(spec.optimizer)
+    except SpecError as e:
+        raise place_error(spec, e) from None
+    if spec.hardware.catalog:  # the catalog module imports jax's device API; only if asked
+        from jaxpipe.hardware import load_catalog
+
+        load_catalog(spec.hardware, spec.base_dir)
+    ds = load_dataset(spec)
+    what = (
+        f"{ds.num_classes} classes ({', '.join(ds.class_names[:10])}"
+        f"{', ...' if ds.num_classes > 10 else ''})"
+        if ds.task == "classification"
+        else f"regression target {ds.label or 'y'}"
+    )
+    notes = [
+        f"data {ds.origin}: {ds.x_train.shape[0]} training + {ds.x_val.shape[0]} validation "
+        f"rows, {ds.num_features} encoded features, {what}"
+    ]
+    if ds.dropped_rows:
+        notes.append(f"{ds.dropped_rows} rows with missing values will be dropped")
+    return notes

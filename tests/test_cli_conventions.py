@@ -1,0 +1,114 @@
+"""CLI conventions: `python -m jaxpipe`, bare `jaxpipe`, -q/-v everywhere, help with an
+example, lazy imports (checked in `sys.modules` of a fresh process, never by timing)."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+from conftest import ROOT, SMALL_SPEC
+
+import jaxpipe
+from jaxpipe.cli import _parser
+
+HEAVY = ("jax", "flax", "orbax", "optax", "matplotlib", "pyarrow")
+SUBCOMMANDS = ("run", "launch", "validate", "schema", "predict", "plan", "devices")
+
+
+def _imported_after(*argv: str) -> tuple[int, list[str]]:
+    """Runs the CLI's main(argv) in a fresh interpreter; returns its exit status and the
+    heavy top-level packages it left in sys.modules."""
+    code = (
+        "import json, sys\n"
+        "from jaxpipe.cli import main\n"
+        "try:\n"
+        f"    rc = main({list(argv)!r})\n"
+        "except SystemExit as e:\n"
+        "    rc = e.code\n"
+        f"heavy = sorted(m for m in {HEAVY!r} if m in sys.modules)\n"
+        "print(json.dumps([rc, heavy]), file=sys.stderr)\n"
+    )
+    p = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        env=os.environ | {"PYTHONPATH": ROOT},
+        timeout=120,
+    )
+    rc, heavy = json.loads(p.stderr.strip().splitlines()[-1])
+    return rc, heavy
+
+
+@pytest.mark.parametrize(
+    "argv", [["--help"], ["--version"], [], ["schema"], ["run", "--help"], ["plan", "--help"]]
+)
+def test_help_version_and_schema_import_no_heavy_library(argv):
+    rc, heavy = _imported_after(*argv)
+    assert rc in (0, None) and heavy == [], (argv, rc, heavy)
+
+
+def test_validate_of_a_synthetic_spec_imports_no_flax_orbax_matplotlib_pyarrow(write_spec):
+    rc, heavy = _imported_after("validate", write_spec(SMALL_SPEC))
+    # jax comes in with optax: the optimizer check runs one optax update on purpose.
+    assert rc == 0 and not set(heavy) & {"flax", "orbax", "matplotlib", "pyarrow"}, heavy
+
+
+def test_python_dash_m_jaxpipe_and_bare_jaxpipe_print_help():
+    env = os.environ | {"PYTHONPATH": ROOT}
+    p = subprocess.run(
+        [sys.executable, "-m", "jaxpipe"], capture_output=True, text=True, env=env, timeout=60
+    )
+    assert p.returncode == 0 and p.stdout.startswith("usage: jaxpipe"), p.stderr
+    for name in SUBCOMMANDS:
+        assert name in p.stdout, name
+    p = subprocess.run(
+        [sys.executable, "-m", "jaxpipe", "--version"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+    )
+    assert p.returncode == 0 and p.stdout.strip() == f"jaxpipe {jaxpipe.__version__}"
+
+
+@pytest.mark.parametrize("name", SUBCOMMANDS)
+def test_every_subcommand_has_quiet_verbose_and_an_example(name, capsys):
+    parser = _parser()
+    sub = parser._subparsers._group_actions[0].choices[name]
+    flags = {s for a in sub._actions for s in a.option_strings}
+    assert {"-q", "--quiet", "-v", "--verbose"} <= flags
+    for action in sub._actions:  # every option and argument says what it is for
+        assert action.help, (name, action.dest)
+    assert "example:\n  jaxpipe " + name in sub.format_help()
+
+
+def test_gpu_help_lists_the_catalog():
+    parser = _parser()
+    text = parser._subparsers._group_actions[0].choices["plan"].format_help()
+    for card in ("T4", "A100-40GB", "H100"):
+        assert card in text
+
+
+def test_quiet_run_prints_only_the_run_directory(tmp_path, write_spec):
+    out = tmp_path / "run"
+    p = subprocess.run(
+        [sys.executable, "-m", "jaxpipe", "run", write_spec(SMALL_SPEC), "--out", str(out), "-q"],
+        capture_output=True,
+        text=True,
+        env=os.environ | {"PYTHONPATH": ROOT},
+        timeout=300,
+    )
+    assert p.returncode == 0, p.stderr
+    assert p.stdout.splitlines() == [str(out)]
+
+
+def test_every_public_name_resolves_and_submodules_do_not_shadow_functions():
+    import jaxpipe.launch  # noqa: F401  (the submodules named like exported functions)
+    import jaxpipe.predict  # noqa: F401
+
+    for name in jaxpipe.__all__:
+        assert getattr(jaxpipe, name) is not None, name
+    assert callable(jaxpipe.predict) and not isinstance(jaxpipe.predict, type(jaxpipe))
+    assert callable(jaxpipe.launch) and not isinstance(jaxpipe.launch, type(jaxpipe))
+    assert set(jaxpipe.__all__) <= set(dir(jaxpipe))
