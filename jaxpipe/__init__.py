@@ -2,7 +2,8 @@
 
 The public names load lazily (PEP 562): `import jaxpipe`, `jaxpipe --help`, `--version`
 and `schema` stay free of jax, flax and orbax, which only the names that train, plan or
-predict bring in. To export a name, add it to `_LAZY` (name -> module holding it).
+predict bring in. To export a name, add it to `_LAZY`: name -> the module holding it, or
+"module:attribute" where the attribute is named differently.
 """
 
 import sys
@@ -39,6 +40,9 @@ _LAZY: dict[str, str] = {
     "format_plan": "jaxpipe.api",
     "Plan": "jaxpipe.planner",
     "RunResult": "jaxpipe.loop",
+    "trace": "jaxpipe.trace:trace_run",
+    "format_trace": "jaxpipe.trace_view",
+    "write_trace_png": "jaxpipe.trace_view",
 }
 
 __all__ = [
@@ -58,7 +62,8 @@ __all__ = [
 def __getattr__(name: str) -> Any:
     if name not in _LAZY:
         raise AttributeError(f"module 'jaxpipe' has no attribute {name!r}")
-    value = getattr(import_module(_LAZY[name]), name)
+    module, _, attr = _LAZY[name].partition(":")
+    value = getattr(import_module(module), attr or name)
     globals()[name] = value  # once resolved, plain attribute access
     return value
 

@@ -196,10 +196,32 @@ def _parser() -> argparse.ArgumentParser:
     )
     pl.add_argument("--json", action="store_true", help="print one JSON object")
     _overrides(pl)
+    _trace_parser(sub, common)
 
     d = _sub(sub, "devices", "the local devices, their kind and memory", "jaxpipe devices", common)
     d.add_argument("--json", action="store_true", help="print one JSON object")
     return p
+
+
+def _trace_parser(sub: Any, common: argparse.ArgumentParser) -> None:
+    t = _sub(
+        sub,
+        "trace",
+        "follow one row through the model: input, hidden layers, output, prediction",
+        "jaxpipe trace runs/digits-20250101-120000 --row 3",
+        common,
+    )
+    t.add_argument("run_dir", help="run directory written by `jaxpipe run`")
+    t.add_argument(
+        "data",
+        nargs="?",
+        help="rows to trace: csv (or .parquet / .npz); default: the run's validation rows",
+    )
+    t.add_argument(
+        "--row", type=int, default=0, metavar="N", help="which row, counting from 0 (default 0)"
+    )
+    t.add_argument("--json", action="store_true", help="print the trace as one JSON object")
+    t.add_argument("--png", metavar="PATH", help="also draw the trace into this PNG file")
 
 
 def _count(text: str) -> int:
@@ -317,6 +339,22 @@ def _cmd_plan(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_trace(args: argparse.Namespace) -> int:
+    import jaxpipe
+
+    record = jaxpipe.trace(args.run_dir, args.data, row=args.row)
+    if args.png:
+        jaxpipe.write_trace_png(record, args.png)
+    if args.json:
+        print(json.dumps(record, indent=2))
+    elif args.quiet:
+        p = record["prediction"]
+        print(p["class"] if p["class"] is not None else f"{p['value']:.6g}")
+    else:
+        print(jaxpipe.format_trace(record))
+    return 0
+
+
 def _cmd_devices(args: argparse.Namespace) -> int:
     import jaxpipe
 
@@ -349,6 +387,7 @@ _COMMANDS = {
     "plan": _cmd_plan,
     "devices": _cmd_devices,
     "launch": _cmd_launch,
+    "trace": _cmd_trace,
 }
 
 

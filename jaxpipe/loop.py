@@ -47,6 +47,7 @@ from jaxpipe.step import (
 )
 from jaxpipe.stopping import SIGNAL_EXIT, catch_signals, check_metric_names, fault_hook, outcome
 from jaxpipe.stream import chunk_plan, make_chunk_steps, steps_per_chunk, stream_epoch
+from jaxpipe.trace import save_trace_rows
 
 __all__ = [
     "Observer",
@@ -699,6 +700,7 @@ def run_experiment(
     params = _to_host(params)  # a collective in multi-process runs: every process joins
     if status == "completed" and primary:  # a diverged or interrupted run leaves no model
         save_predictor(run_dir, params, spec, ds, scaler, target_stats)
+        save_trace_rows(run_dir, ds.x_val, ds.y_val)  # for `jaxpipe trace RUN_DIR`
     summary = {
         "status": status,
         "name": spec.experiment.name,

@@ -36,6 +36,7 @@ __all__ = [
     "load_predictor",
     "predict_rows",
     "predict_file",
+    "encode_file",
 ]
 
 MODEL_FILE = "model.msgpack"
@@ -158,13 +159,9 @@ def _source_of(path: str) -> str:
     return {".parquet": "parquet", ".pq": "parquet", ".npz": "npz"}.get(ext, "csv")
 
 
-def predict_file(
-    run_dir: str, data: str, out: str | None = None, stream: TextIO | None = None
-) -> int:
-    """Predicts every row of `data` (csv, parquet or npz) with the run's saved model and
-    writes a CSV (to `out`, else `stream`/stdout): `prediction,probability` per row for
-    classification (the class name), `prediction` for regression. Returns the row count."""
-    pred = load_predictor(run_dir)
+def encode_file(pred: Predictor, data: str) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """Reads `data` (csv, parquet or npz) and encodes it as the model was trained:
+    x: [rows, features] before scaling, and the file's columns as read."""
     columns = read_table(data, _source_of(data))
     names = list(pred.encoder.input_names)
     absent = [n for n in names if n not in columns]
@@ -183,7 +180,18 @@ def predict_file(
                     f"row {int(np.argmax(miss)) + 1}); the model was trained without "
                     'imputation (missing = "mean" would fill them), so fill them in'
                 )
-    result = predict_rows(pred, pred.encoder.transform(feats))
+    return pred.encoder.transform(feats), columns
+
+
+def predict_file(
+    run_dir: str, data: str, out: str | None = None, stream: TextIO | None = None
+) -> int:
+    """Predicts every row of `data` (csv, parquet or npz) with the run's saved model and
+    writes a CSV (to `out`, else `stream`/stdout): `prediction,probability` per row for
+    classification (the class name), `prediction` for regression. Returns the row count."""
+    pred = load_predictor(run_dir)
+    x, _ = encode_file(pred, data)
+    result = predict_rows(pred, x)
     if pred.task == "regression":
         header = ["prediction"]
         rows = [[f"{v:.6g}"] for v in result]

@@ -12,6 +12,8 @@ from jaxpipe.loop import Observer, RunResult, StageRecord
 from jaxpipe.model import layer_table, param_count
 from jaxpipe.planner import Plan, format_bytes
 from jaxpipe.spec import Spec
+from jaxpipe.trace import TRACE_ROWS_FILE, trace_run
+from jaxpipe.trace_view import format_trace, write_trace_png
 
 __all__ = ["format_table", "ascii_chart", "write_curves", "ConsoleReporter", "format_plan"]
 
@@ -222,10 +224,27 @@ class ConsoleReporter(Observer):
         dropped = summary.get("rows", {}).get("dropped_missing")
         if dropped:
             self._print(f"Dropped {dropped} rows with missing values (preprocess.missing)")
+        trace = _trace_first_row(result.run_dir)
+        if trace is not None:
+            self._print()
+            self._print(format_trace(trace))
+        self._print()
         self._print(
             f"Wrote {result.run_dir}/: spec.toml, metrics.jsonl, model.msgpack, "
-            "predictor.json, summary.json, curves.png, checkpoints/"
+            "predictor.json, summary.json, curves.png, trace.png, checkpoints/"
         )
+
+
+def _trace_first_row(run_dir: str) -> dict[str, Any] | None:
+    """The trace of the run's first validation row, drawn into trace.png; None where this
+    process did not write the model (a secondary process of a multi-process run)."""
+    import jax  # loaded already by the loop
+
+    if jax.process_index() != 0 or not os.path.isfile(os.path.join(run_dir, TRACE_ROWS_FILE)):
+        return None
+    record = trace_run(run_dir)
+    write_trace_png(record, os.path.join(run_dir, "trace.png"))
+    return record
 
 
 def _mesh(mesh: dict[str, int]) -> str:

@@ -23,6 +23,8 @@ RANK = {
     "stopping": 5,  # early stopping, signal catching: spec only
     "checkpoint": 6,  # orbax store; loop saves through it, it never calls the loop
     "predict": 6,  # saved model + prediction: data, encoding, preprocess, model; loop saves
+    "trace": 6.5,  # one row through the layers: predict, model, preprocess; loop keeps rows
+    "trace_view": 7.6,  # the trace as text and trace.png; report and the API show it
     "resume": 6.5,  # fresh start or checkpoint restore, over checkpoint and stopping
     "hardware": 6,
     "memory": 6,
@@ -31,7 +33,6 @@ RANK = {
     "stream": 6,
     "loop": 7,
     "validation": 7.5,  # `validate` without the loop: spec, data, optim (hardware if asked)
-    "trace": 7.5,  # one row through the layers: predict, model, preprocess; report draws it
     "report": 8,
     "api": 9,
     "launch": 8.5,  # spawns `jaxpipe run` processes; imports nothing of jaxpipe

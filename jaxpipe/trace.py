@@ -1,0 +1,207 @@
+"""The prediction trace: one row through the model, layer by layer.
+
+Input (raw values and the scaled values the model sees) → each hidden layer (its
+activation, pre-activation summary, active units, strongest units) → the output layer
+(logits and softmax probabilities by class name, or the regression value) → the
+prediction. `trace_features` is a function of values (the saved model and one encoded
+row); `trace_run` finds the row (the run's saved validation rows, or a data file).
+
+The record is a JSON contract (`jaxpipe trace --json`):
+`{"layers": [{"name", "kind", "activation", ...}, ...], "prediction": {"class",
+"probability", "label"}}`; the first layer's kind is "input", hidden layers carry the
+spec's activation, the output layer's `probabilities` sum to 1 and the prediction's class
+is what `jaxpipe predict` writes for the same row.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jaxpipe.errors import JaxpipeError
+from jaxpipe.model import ACTIVATION_FNS, MLP
+from jaxpipe.predict import Predictor, encode_file, load_predictor
+from jaxpipe.preprocess import Scaler, apply_scaler
+
+__all__ = ["TRACE_ROWS_FILE", "save_trace_rows", "trace_features", "trace_run", "STRONGEST"]
+
+TRACE_ROWS_FILE = "trace_rows.npz"
+KEPT_ROWS = 256  # validation rows kept in the run directory for `jaxpipe trace RUN_DIR`
+STRONGEST = 3  # units listed per hidden layer
+
+
+def save_trace_rows(run_dir: str, x_val: np.ndarray, y_val: np.ndarray) -> None:
+    """Keeps the first validation rows (encoded, before scaling; x: [rows, features],
+    y: [rows]) so that `jaxpipe trace RUN_DIR` works without the data file."""
+    path = os.path.join(run_dir, TRACE_ROWS_FILE)
+    tmp = path + ".tmp"
+    with open(tmp, "wb") as f:
+        np.savez(f, x=np.asarray(x_val[:KEPT_ROWS]), y=np.asarray(y_val[:KEPT_ROWS]))
+    os.replace(tmp, path)
+
+
+def _forward(pred: Predictor, x: np.ndarray) -> tuple[np.ndarray, list[tuple[str, np.ndarray]]]:
+    """x: [features] before scaling → (output [outputs], [(layer, input of its
+    activation [units])]), through the same module and float32 ops as `predict_rows`."""
+    m = pred.meta["model"]
+    module = MLP(
+        hidden=tuple(m["hidden"]),
+        outputs=m["outputs"],
+        activation=m["activation"],
+        dropout=m["dropout"],
+        layer_norm=m["layer_norm"],
+    )
+    scaler = _scaler(pred)
+    z = apply_scaler(scaler, jnp.asarray(x, jnp.float32)[None])
+    out, state = module.apply(
+        {"params": pred.params}, z, capture_intermediates=True, mutable=["intermediates"]
+    )
+    seen = state["intermediates"]
+    layers = []
+    for i in range(len(m["hidden"])):
+        # The activation's input: the Dense output, or the LayerNorm after it.
+        name = f"norm_{i}" if m["layer_norm"] else f"hidden_{i}"
+        layers.append((f"hidden_{i}", np.asarray(seen[name]["__call__"][0][0], np.float32)))
+    return np.asarray(out[0]), layers
+
+
+def _scaler(pred: Predictor) -> Scaler:
+    s = pred.meta["scaler"]
+    return Scaler(jnp.asarray(s["offset"], jnp.float32), jnp.asarray(s["scale"], jnp.float32))
+
+
+def _input_layer(pred: Predictor, x: np.ndarray, raw: Mapping[str, Any] | None) -> dict:
+    scaled = np.asarray(apply_scaler(_scaler(pred), jnp.asarray(x, jnp.float32)))
+    names = list(pred.meta["features"])
+    return {
+        "name": "input",
+        "kind": "input",
+        "activation": None,
+        "features": names,
+        "raw": dict(raw) if raw is not None else dict(zip(names, map(float, x))),
+        "values": [float(v) for v in x],
+        "scaled": [float(v) for v in scaled],
+        "normalize": pred.meta["scaler"]["kind"],
+    }
+
+
+def _hidden_layer(name: str, activation: str, pre: np.ndarray) -> dict:
+    post = np.asarray(ACTIVATION_FNS[activation](jnp.asarray(pre)), np.float32)
+    top = np.argsort(-post, kind="stable")[:STRONGEST]
+    return {
+        "name": name,
+        "kind": "hidden",
+        "activation": activation,
+        "units": int(pre.shape[0]),
+        # "Active": the unit's input is positive (for relu, exactly the units that pass on
+        # a value); the same reading for every activation.
+        "active": int((pre > 0).sum()),
+        "pre_activation": {
+            "min": float(pre.min()),
+            "mean": float(pre.mean()),
+            "max": float(pre.max()),
+        },
+        "strongest": [{"unit": int(u), "value": float(post[u])} for u in top],
+        "values": [float(v) for v in post],
+    }
+
+
+def trace_features(
+    pred: Predictor,
+    x: np.ndarray,
+    *,
+    label: Any = None,
+    raw: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    """The trace record of one row. x: [features], encoded as the model was trained
+    (before scaling); `label`: the true class name or target value, if known; `raw`: the
+    row's values by input column, as read (default: the encoded values)."""
+    x = np.asarray(x, np.float32).reshape(-1)
+    if x.shape[0] != len(pred.meta["features"]):
+        raise JaxpipeError(
+            f"the row has {x.shape[0]} features; the model takes {len(pred.meta['features'])}"
+        )
+    out, hidden = _forward(pred, x)
+    act = pred.meta["model"]["activation"]
+    layers = [_input_layer(pred, x, raw)]
+    layers += [_hidden_layer(name, act, pre) for name, pre in hidden]
+    if pred.task == "regression":
+        t = pred.meta["target"]
+        value = float(out[0]) * t["scale"] + t["mean"]  # as predict_rows: target units
+        layers.append(
+            {"name": "output", "kind": "output", "activation": "identity", "value": float(out[0])}
+        )
+        prediction = {"class": None, "probability": None, "value": value, "label": label}
+    else:
+        probs = np.asarray(jax.nn.softmax(jnp.asarray(out)[None], axis=-1))[0]
+        classes = pred.classes
+        best = int(probs.argmax())
+        layers.append(
+            {
+                "name": "output",
+                "kind": "output",
+                "activation": "softmax",
+                "logits": {c: float(v) for c, v in zip(classes, out)},
+                "probabilities": {c: float(p) for c, p in zip(classes, probs)},
+            }
+        )
+        prediction = {"class": classes[best], "probability": float(probs[best]), "label": label}
+    return {"task": pred.task, "layers": layers, "prediction": prediction}
+
+
+def _label_name(value: Any, task: str) -> Any:
+    if value is None:
+        return None
+    if task == "regression":
+        v = float(value)
+        return None if np.isnan(v) else v
+    if isinstance(value, (float, np.floating)) and float(value).is_integer():
+        return str(int(value))
+    return str(value).strip()
+
+
+def _pick(n: int, row: int | None, where: str) -> int:
+    row = 0 if row is None else row
+    if not 0 <= row < n:
+        raise JaxpipeError(f"--row {row}: {where} has {n} rows; choose 0..{n - 1}")
+    return row
+
+
+def trace_run(run_dir: str, data: str | None = None, *, row: int | None = None) -> dict:
+    """The trace of one row with the model of the finished run in `run_dir`: row `row`
+    (from 0) of `data` (csv, parquet or npz), or of the run's validation rows when `data`
+    is None (default: the first)."""
+    pred = load_predictor(run_dir)
+    if data is not None:
+        x, columns = encode_file(pred, data)
+        i = _pick(x.shape[0], row, data)
+        names = pred.encoder.input_names
+        raw = {n: _json_value(columns[n][i]) for n in names}
+        label_col = pred.meta.get("label")
+        label = columns[label_col][i] if label_col in columns else None
+        record = trace_features(pred, x[i], label=_label_name(label, pred.task), raw=raw)
+        return record | {"source": data, "row": i}
+    path = os.path.join(run_dir, TRACE_ROWS_FILE)
+    if not os.path.isfile(path):
+        raise JaxpipeError(
+            f"{path}: not found (a run of an older jaxpipe); pass the data file: "
+            f"jaxpipe trace {run_dir} DATA"
+        )
+    with np.load(path) as kept:
+        x, y = kept["x"], kept["y"]
+    i = _pick(x.shape[0], row, f"{run_dir} (its first validation rows; pass DATA for others)")
+    label = pred.classes[int(y[i])] if pred.task == "classification" else float(y[i])
+    return trace_features(pred, x[i], label=label) | {"source": "validation", "row": i}
+
+
+def _json_value(v: Any) -> Any:
+    if isinstance(v, (np.floating, float)):
+        return None if np.isnan(v) else float(v)
+    if isinstance(v, (np.integer, int)):
+        return int(v)
+    return None if v is None else str(v)

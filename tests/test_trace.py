@@ -1,0 +1,173 @@
+"""The prediction trace: `jaxpipe trace` (a real process) and `jaxpipe.trace`, for
+classification and regression; probabilities sum to 1 and the predicted class or value is
+what `jaxpipe predict` writes for the same row."""
+
+import csv
+import io
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from conftest import ROOT
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import jaxpipe
+from jaxpipe.cli import main
+from jaxpipe.predict import load_predictor, predict_rows
+from jaxpipe.trace import TRACE_ROWS_FILE, trace_features
+
+SPEC = """
+[experiment]
+name = "trace-{task}"
+seed = 1
+
+[data]
+source = "csv"
+path = "rows.csv"
+label = "{label}"
+features = ["a", "b", "kind"]
+categorical = ["kind"]
+validation = 20
+
+[model]
+task = "{task}"
+hidden = [8, 6]
+activation = "{activation}"
+
+[training]
+epochs = 2
+batch_size = 16
+"""
+
+
+def _cli(*args):
+    env = os.environ | {"PYTHONPATH": ROOT}
+    p = subprocess.run(
+        [sys.executable, "-m", "jaxpipe", *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
+    return p.returncode, p.stdout, p.stderr
+
+
+def _write_rows(path):
+    rng = np.random.default_rng(0)
+    a, b = rng.normal(size=80), rng.normal(size=80)
+    kind = rng.choice(["u", "v"], size=80)
+    animal = np.where(a + b > 0.5, "cat", np.where(a - b > 0, "dog", "eel"))
+    value = 3 * a - b + (kind == "u") + 0.1 * rng.normal(size=80)
+    with open(path, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["a", "b", "kind", "animal", "value"])
+        for row in zip(a, b, kind, animal, value):
+            w.writerow([f"{row[0]:.4f}", f"{row[1]:.4f}", row[2], row[3], f"{row[4]:.4f}"])
+
+
+@pytest.fixture(scope="module", params=["classification", "regression"])
+def run(request, tmp_path_factory):
+    """A finished two-epoch run through the real CLI: (task, run_dir, data_path)."""
+    task = request.param
+    d = tmp_path_factory.mktemp(task)
+    _write_rows(d / "rows.csv")
+    label, act = ("animal", "relu") if task == "classification" else ("value", "tanh")
+    (d / "spec.toml").write_text(SPEC.format(task=task, label=label, activation=act))
+    code, _, err = _cli("run", str(d / "spec.toml"), "--out", str(d / "run"), "-q")
+    assert code == 0, err
+    return task, str(d / "run"), str(d / "rows.csv"), act
+
+
+def _check_contract(record, task, activation):
+    layers = record["layers"]
+    assert layers[0]["kind"] == "input" and layers[0]["features"][:2] == ["a", "b"]
+    hidden = [x for x in layers if x["kind"] == "hidden"]
+    assert [x["units"] for x in hidden] == [8, 6]
+    assert all(x["activation"] == activation for x in hidden)
+    assert layers[-1]["kind"] == "output"
+    p = record["prediction"]
+    assert {"class", "probability", "label"} <= set(p)
+    if task == "classification":
+        probs = layers[-1]["probabilities"]
+        assert set(probs) == {"cat", "dog", "eel"}
+        assert sum(probs.values()) == pytest.approx(1.0, abs=1e-6)
+        assert p["class"] == max(probs, key=probs.get) and p["probability"] == probs[p["class"]]
+    else:
+        assert p["class"] is None and isinstance(p["value"], float)
+
+
+def _predicted(task, run_dir, data):
+    code, out, err = _cli("predict", run_dir, data)
+    assert code == 0, err
+    rows = list(csv.DictReader(io.StringIO(out)))
+    return [r["prediction"] if task == "classification" else float(r["prediction"]) for r in rows]
+
+
+def test_cli_trace_of_a_data_row_matches_predict(run):
+    task, run_dir, data, act = run
+    predicted = _predicted(task, run_dir, data)
+    for i in (41,):
+        code, out, err = _cli("trace", run_dir, data, "--row", str(i), "--json")
+        assert code == 0, err
+        record = json.loads(out)
+        _check_contract(record, task, act)
+        p = record["prediction"]
+        assert record["row"] == i and p["label"] is not None
+        if task == "classification":
+            assert p["class"] == predicted[i]
+        else:  # predict writes 6 significant digits
+            assert p["value"] == pytest.approx(predicted[i], rel=1e-5, abs=1e-6)
+
+
+def test_default_row_is_the_first_validation_row_and_the_report_shows_it(run):
+    task, run_dir, _, act = run
+    record = jaxpipe.trace(run_dir)  # the Python API
+    _check_contract(record, task, act)
+    assert record["source"] == "validation" and record["row"] == 0
+    with np.load(os.path.join(run_dir, TRACE_ROWS_FILE)) as kept:
+        x, y = kept["x"], kept["y"]
+    out = predict_rows(load_predictor(run_dir), x[:1])
+    if task == "classification":
+        assert record["prediction"]["class"] == load_predictor(run_dir).classes[out[0].argmax()]
+        assert record["prediction"]["label"] == load_predictor(run_dir).classes[int(y[0])]
+    else:
+        assert record["prediction"]["value"] == pytest.approx(float(out[0]), rel=1e-6)
+    assert open(os.path.join(run_dir, "trace.png"), "rb").read(4) == b"\x89PNG"
+    text = jaxpipe.format_trace(record)
+    for line in ("Input", "Hidden 1", "Hidden 2", "Output", "Prediction"):
+        assert line in text
+
+
+def test_text_trace_and_bad_row(run, capsys):
+    task, run_dir, data, _ = run
+    assert main(["trace", run_dir]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("Prediction trace (validation row 0)")
+    assert ("Output (Softmax)" if task == "classification" else "Output (linear)") in out
+    assert main(["trace", run_dir, data, "--row", "80"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: --row 80") and len(err.splitlines()) == 1
+
+
+@settings(max_examples=5)
+@given(seed=st.integers(0, 2**16))
+def test_trace_features_agrees_with_predict_rows_for_any_row(run, seed):
+    task, run_dir, _, act = run
+    pred = load_predictor(run_dir)
+    x = np.random.default_rng(seed).normal(size=(1, len(pred.meta["features"])))
+    x = x.astype(np.float32)
+    record = trace_features(pred, x[0])
+    out = predict_rows(pred, x)
+    if task == "classification":
+        probs = record["layers"][-1]["probabilities"]
+        np.testing.assert_allclose(list(probs.values()), out[0], rtol=1e-6, atol=1e-7)
+        assert record["prediction"]["class"] == pred.classes[int(out[0].argmax())]
+    else:
+        assert record["prediction"]["value"] == pytest.approx(float(out[0]), rel=1e-6)
+    for layer in record["layers"][1:-1]:
+        on = sum(v > 0 for v in layer["values"]) if act == "relu" else layer["active"]
+        assert layer["active"] == on
