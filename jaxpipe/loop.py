@@ -541,7 +541,8 @@ def run_experiment(
 
     # 4. Build and compile the programs (init, epoch, evaluation).
     tx = make_optimizer(spec.optimizer, total_steps=steps_per_epoch * spec.training.epochs)
-    model = make_model(spec.model, ds.outputs, compute_dtype(spec))
+    hooks = layout.model_hooks(len(spec.model.hidden))  # FSDP's per-layer gather, pinned batch
+    model = make_model(spec.model, ds.outputs, compute_dtype(spec), hooks)
     train_step, eval_step = make_task_steps(model, tx, ds.task, spec.model.dropout > 0)
     key = jax.random.key(spec.experiment.seed)
     t0 = time.perf_counter()

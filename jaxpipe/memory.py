@@ -37,6 +37,8 @@ __all__ = [
     "Shapes",
     "Estimate",
     "partition_specs",
+    "tensor_leaf_spec",
+    "leaf_spec",
     "optimizer_partition_specs",
     "abstract_state",
     "Abstract",
@@ -99,40 +101,51 @@ def tensor_divides(hidden: tuple[int, ...], m: int) -> bool:
     return all(w % m == 0 for w in hidden[::2])
 
 
-def partition_specs(params: Any, strategy: str, mesh: dict[str, int]) -> Any:
-    """A `PartitionSpec` per parameter leaf (same tree as `params`).
+def tensor_leaf_spec(name: str, leaf: str, ndim: int, n_hidden: int) -> PartitionSpec:
+    """The tensor-parallel ("model" axis) spec of one parameter leaf: hidden_0
+    column-parallel (kernel split on its output dim, bias split), hidden_1 row-parallel
+    (kernel split on its input dim, bias whole), alternating; the output kernel is split
+    on its input dim when the last hidden layer is column-parallel; LayerNorm stays whole."""
+    whole = PartitionSpec(*[None] * ndim)
+    if name.startswith("hidden_"):
+        column = int(name[7:]) % 2 == 0
+        if leaf == "kernel":
+            return PartitionSpec(None, MODEL) if column else PartitionSpec(MODEL, None)
+        return PartitionSpec(MODEL) if column else whole
+    if name == "output" and leaf == "kernel" and n_hidden % 2 == 1:
+        return PartitionSpec(MODEL, None)
+    return whole
 
-    tensor (axis "model"): hidden_0 column-parallel (kernel split on its output dim, bias
-    split), hidden_1 row-parallel (kernel split on its input dim, bias whole), alternating;
-    the output kernel is split on its input dim when the last hidden layer is
-    column-parallel. fsdp (axis "data"): each leaf's largest still-whole dim that divides
-    by the data axis is split along it; a leaf with none stays whole (replicated).
+
+def leaf_spec(
+    name: str, leaf: str, shape: tuple[int, ...], n_hidden: int, strategy: str, mesh: dict
+) -> PartitionSpec:
+    """The `PartitionSpec` of one parameter leaf `params[name][leaf]` of global `shape`.
+
+    tensor (axis "model"): `tensor_leaf_spec`. fsdp (axis "data"): the leaf's largest
+    still-whole dim whose local size divides by the data axis is split along it; a leaf
+    with none stays whole (replicated).
     """
     m, d = mesh.get(MODEL, 1), mesh.get(DATA, 1)
-    hidden = _hidden_names(params)
-    # Every leaf whole to begin with (LayerNorm scales and biases stay so under tensor).
-    specs = {
-        n: {k: PartitionSpec(*[None] * len(v.shape)) for k, v in layer.items()}
+    if "tensor" in strategy and m > 1:
+        spec = list(tensor_leaf_spec(name, leaf, len(shape), n_hidden))
+    else:
+        spec = [None] * len(shape)
+    if strategy.startswith("fsdp") and d > 1:
+        local = [s // (m if a == MODEL else 1) for s, a in zip(shape, spec)]
+        free = [i for i, a in enumerate(spec) if a is None and local[i] % d == 0]
+        if free:
+            spec[max(free, key=lambda i: local[i])] = DATA
+    return PartitionSpec(*spec)
+
+
+def partition_specs(params: Any, strategy: str, mesh: dict[str, int]) -> Any:
+    """A `PartitionSpec` per parameter leaf (same tree as `params`), by `leaf_spec`."""
+    n_hidden = len(_hidden_names(params))
+    return {
+        n: {k: leaf_spec(n, k, tuple(v.shape), n_hidden, strategy, mesh) for k, v in layer.items()}
         for n, layer in params.items()
     }
-    if "tensor" in strategy and m > 1:
-        for i, name in enumerate(hidden):
-            if i % 2 == 0:
-                specs[name] = {"kernel": PartitionSpec(None, MODEL), "bias": PartitionSpec(MODEL)}
-            else:
-                specs[name]["kernel"] = PartitionSpec(MODEL, None)
-        if len(hidden) % 2 == 1:
-            specs["output"]["kernel"] = PartitionSpec(MODEL, None)
-    if strategy.startswith("fsdp") and d > 1:
-        for name, layer in params.items():
-            for leaf_name, leaf in layer.items():
-                spec = list(specs[name][leaf_name])
-                local = [s // (m if a == MODEL else 1) for s, a in zip(leaf.shape, spec)]
-                free = [i for i, a in enumerate(spec) if a is None and local[i] % d == 0]
-                if free:
-                    spec[max(free, key=lambda i: local[i])] = DATA
-                specs[name][leaf_name] = PartitionSpec(*spec)
-    return specs
 
 
 def optimizer_partition_specs(tx: optax.GradientTransformation, opt_state: Any, specs: Any) -> Any:

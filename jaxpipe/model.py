@@ -41,19 +41,28 @@ class MLP(nn.Module):
     dtype: Any = jnp.float32
     dropout: float = 0.0
     layer_norm: bool = False
+    # A sharded run's layout hooks (`sharding.Layout.model_hooks`): `dense(name)` gives
+    # extra nn.Dense arguments (FSDP's per-layer weight gather), `activations(x)` pins a
+    # [batch, width] activation's batch dim. None: one device, nothing pinned.
+    hooks: Any = None
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
         act = ACTIVATION_FNS[self.activation]
-        x = x.astype(self.dtype)
+        dense = self.hooks.dense if self.hooks is not None else lambda name: {}
+        pin = self.hooks.activations if self.hooks is not None else lambda a: a
+        x = pin(x.astype(self.dtype))
         for i, width in enumerate(self.hidden):
-            x = nn.Dense(width, dtype=self.dtype, name=f"hidden_{i}")(x)
+            x = pin(
+                nn.Dense(width, dtype=self.dtype, name=f"hidden_{i}", **dense(f"hidden_{i}"))(x)
+            )
             if self.layer_norm:
                 x = nn.LayerNorm(dtype=self.dtype, name=f"norm_{i}")(x)
             x = act(x)
             if self.dropout > 0.0:
                 x = nn.Dropout(self.dropout, deterministic=not train)(x)
-        return nn.Dense(self.outputs, dtype=self.dtype, name="output")(x).astype(jnp.float32)
+        out = nn.Dense(self.outputs, dtype=self.dtype, name="output", **dense("output"))(x)
+        return pin(out).astype(jnp.float32)
 
 
 class Model(NamedTuple):
@@ -66,8 +75,9 @@ class Model(NamedTuple):
     train_apply: Callable[[Any, jax.Array, jax.Array], jax.Array] | None = None
 
 
-def make_model(cfg: ModelSpec, outputs: int, dtype: Any = jnp.float32) -> Model:
-    """Builds the spec's MLP with `outputs` logits (1 for regression)."""
+def make_model(cfg: ModelSpec, outputs: int, dtype: Any = jnp.float32, hooks: Any = None) -> Model:
+    """Builds the spec's MLP with `outputs` logits (1 for regression). `hooks`: a sharded
+    layout's `model_hooks` (same parameters, same numbers; only where XLA puts them)."""
     module = MLP(
         hidden=tuple(cfg.hidden),
         outputs=outputs,
@@ -75,6 +85,7 @@ def make_model(cfg: ModelSpec, outputs: int, dtype: Any = jnp.float32) -> Model:
         dtype=dtype,
         dropout=cfg.dropout,
         layer_norm=cfg.layer_norm,
+        hooks=hooks,
     )
 
     def init(key: jax.Array, x: jax.Array) -> Any:

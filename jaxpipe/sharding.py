@@ -26,10 +26,11 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import optax
 from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec
@@ -41,6 +42,7 @@ from jaxpipe.spec import STRATEGIES
 __all__ = [
     "STRATEGIES",
     "Layout",
+    "ModelHooks",
     "make_layout",
     "make_mesh",
     "state_shardings",
@@ -137,6 +139,94 @@ class Layout:
 
     def constrain(self):
         return batch_constraint(self.mesh, self.strategy) if self.data_parallel > 1 else None
+
+    def model_hooks(self, n_hidden: int) -> ModelHooks | None:
+        """The model's layout hooks (`model.make_model(hooks=...)`), None when nothing is
+        split over the batch."""
+        if self.data_parallel == 1:
+            return None
+        return ModelHooks(self.mesh, self.strategy, n_hidden)
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelHooks:
+    """What makes XLA compile the layout the planner estimates.
+
+    Every activation keeps its batch dim split over ``data``: without that pin the SPMD
+    partitioner may all-gather the batch instead of the (smaller) weights. Under fsdp
+    each Dense kernel is all-gathered, in the compute dtype, just before its matmul and
+    inside `jax.checkpoint`, so the gathered copy is freed after the forward use and
+    gathered again for the backward pass (ZeRO-3); its gradient leaves the checkpoint
+    through the gather's transpose, a reduce-scatter.
+    """
+
+    mesh: Mesh
+    strategy: str
+    n_hidden: int
+
+    def activations(self, x: jax.Array) -> jax.Array:
+        spec = PartitionSpec("data", *[PartitionSpec.UNCONSTRAINED] * (x.ndim - 1))
+        return jax.lax.with_sharding_constraint(x, NamedSharding(self.mesh, spec))
+
+    def dense(self, name: str) -> dict[str, Any]:
+        if not self.strategy.startswith("fsdp"):
+            return {}
+        return {"dot_general": self._dot(name)}
+
+    def _dot(self, name: str) -> Callable[..., jax.Array]:
+        """x @ kernel with the kernel all-gathered along ``data`` inside a shard_map over
+        ``data`` (the ``model`` axis, if any, stays with the compiler); see `_gathered_dot`."""
+
+        def dot_general(x: jax.Array, k: jax.Array, dims: Any, **kw: Any) -> jax.Array:
+            spec = memory.leaf_spec(
+                name, "kernel", k.shape, self.n_hidden, self.strategy, self.mesh.shape
+            )
+            if "data" not in spec or x.ndim != 2 or x.shape[0] % self.mesh.shape["data"]:
+                # init's one-row example; the epoch's batches are padded to divide.
+                return jax.lax.dot_general(x, k, dims, **kw)
+            dim = tuple(spec).index("data")
+            rows = PartitionSpec("data", None)
+            return jax.shard_map(
+                _gathered_dot(dim, kw.get("precision")),
+                mesh=self.mesh,
+                in_specs=(rows, PartitionSpec(*[a if a == "data" else None for a in spec])),
+                out_specs=rows,
+                axis_names={"data"},
+            )(x, k)
+
+        return dot_general
+
+
+def _gathered_dot(dim: int, precision: Any) -> Callable[[jax.Array, jax.Array], jax.Array]:
+    """ZeRO-3's matmul on one device's rows x: [b, in] and kernel shard k, gathered along
+    `dim` over ``data``. The gathered kernel is not kept for the backward pass: it is
+    gathered again there, after the incoming gradient exists (tied to it, or XLA would
+    merge the two gathers and hold every layer's whole kernel from the forward pass on),
+    and the kernel's gradient leaves as a reduce-scatter, so it is never whole for long."""
+
+    def gather(k: jax.Array, after: jax.Array) -> jax.Array:
+        # k + 0 × (an element of `after`): XLA does not fold a float multiply by zero
+        # (NaN), so the gather cannot be scheduled before `after` exists, and the
+        # backward pass's gather is not merged with the forward pass's.
+        k = k + (after[0, 0] * 0).astype(k.dtype)
+        return jax.lax.all_gather(k, "data", axis=dim, tiled=True)
+
+    @jax.custom_vjp
+    def dot(x: jax.Array, k: jax.Array) -> jax.Array:
+        return jnp.dot(x, gather(k, x), precision=precision)
+
+    def forward(x: jax.Array, k: jax.Array) -> tuple[jax.Array, tuple[jax.Array, jax.Array]]:
+        return dot(x, k), (x, k)
+
+    def backward(res: tuple[jax.Array, jax.Array], dy: jax.Array) -> tuple[jax.Array, jax.Array]:
+        x, k = res
+        w = gather(k, dy)
+        dx = jnp.dot(dy, w.T, precision=precision).astype(x.dtype)
+        dw = jnp.dot(x.T, dy, precision=precision).astype(k.dtype)
+        return dx, jax.lax.psum_scatter(dw, "data", scatter_dimension=dim, tiled=True)
+
+    dot.defvjp(forward, backward)
+    return dot
 
 
 def make_layout(strategy: str, mesh_shape: Mapping[str, int]) -> Layout:

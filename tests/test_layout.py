@@ -30,6 +30,7 @@ RANK = {
     "memory": 6,
     "planner": 6.5,  # imports hardware and memory; loop (7) imports it
     "sharding": 6.7,  # mesh + shardings from the plan; planner ─▶ sharding ─▶ loop
+    "verify": 6.8,  # compiles a plan's layouts abstractly (sharding, step); api calls it
     "stream": 6,
     "loop": 7,
     "validation": 7.5,  # `validate` without the loop: spec, data, optim (hardware if asked)

@@ -16,6 +16,7 @@ from jaxpipe.metrics import finalize
 from jaxpipe.model import make_model
 from jaxpipe.sharding import (
     batch_constraint,
+    make_layout,
     make_mesh,
     measured_bytes_per_device,
     place,
@@ -36,7 +37,11 @@ CASES = [(s, m) for s, ms in MESHES.items() for m in ms]
 
 
 def _epoch(strategy, mesh_shape, hidden, batch, rows=96, features=6, classes=3, seed=0):
-    model = make_model(ModelSpec(hidden=hidden), classes)
+    # The run's model: sharded layouts pass their hooks (FSDP's explicit per-layer gather).
+    hooks = (
+        None if strategy == "single" else make_layout(strategy, mesh_shape).model_hooks(len(hidden))
+    )
+    model = make_model(ModelSpec(hidden=hidden), classes, hooks=hooks)
     tx = optax.adam(1e-2)
     k1, k2, k3 = jax.random.split(jax.random.key(seed), 3)
     x = jax.random.normal(k1, (rows, features))

@@ -1,0 +1,173 @@
+"""XLA's own per-device figure for a layout: the run's epoch program compiled for abstract
+inputs (`jax.ShapeDtypeStruct`s carrying the layout's shardings; nothing is allocated) on
+a mesh of that many devices, and its `memory_analysis()` read back.
+
+A mesh larger than this process's devices is compiled in a child process on simulated
+host devices (`--xla_force_host_platform_device_count`), the spec and the data shapes
+passed as JSON on stdin; XLA:CPU's figure is what the plan quotes ("XLA per device").
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import re
+import subprocess
+import sys
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+
+from jaxpipe.errors import JaxpipeError
+from jaxpipe.memory import Abstract, Shapes, abstract_state, compute_dtype
+from jaxpipe.model import make_model
+from jaxpipe.spec import Spec, dump_spec, parse_spec
+
+__all__ = ["compile_layout", "xla_figures", "collectives", "measure", "MAX_COMPILE_DEVICES"]
+
+# Simulated devices beyond this make the child's compile slow (one partition program,
+# but per-device bookkeeping grows); larger meshes are not compiled.
+MAX_COMPILE_DEVICES = 64
+CHILD_TIMEOUT_S = 600
+
+
+def compile_layout(
+    spec: Spec, shapes: Shapes, abstract: Abstract, strategy: str, mesh: dict[str, int]
+) -> Any:
+    """The run's epoch program for `strategy` on `mesh`, compiled for abstract inputs on
+    this process's first prod(mesh) devices: state donated and laid out as the run lays
+    it out (`sharding.Layout`), data replicated, batches pinned, FSDP hooks in the model."""
+    from jaxpipe.sharding import make_layout
+    from jaxpipe.step import TrainState, make_epoch, make_task_steps
+
+    layout = make_layout(strategy, mesh)
+    hooks = layout.model_hooks(len(spec.model.hidden))
+    model = make_model(spec.model, shapes.outputs, compute_dtype(spec), hooks)
+    key = jax.eval_shape(lambda: jax.random.key(0))
+    state = TrainState(
+        jax.ShapeDtypeStruct((), jnp.int32), abstract.params, abstract.opt_state, key
+    )
+    shardings = layout.state_shardings(state, abstract.tx)
+    state = jax.tree.map(
+        lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s), state, shardings
+    )
+    step, _ = make_task_steps(model, abstract.tx, shapes.task, spec.model.dropout > 0)
+    split: dict[str, Any] = {"multiple": layout.data_parallel}
+    if layout.constrain() is not None:
+        split["constrain"] = layout.constrain()
+    rep = layout.replicated
+    x = jax.ShapeDtypeStruct((shapes.train_rows, shapes.features), jnp.float32, sharding=rep)
+    y = jax.ShapeDtypeStruct((shapes.train_rows,), shapes.y_dtype, sharding=rep)
+    index = jax.ShapeDtypeStruct((), jnp.int32, sharding=rep)
+    epoch = make_epoch(step, spec.training.batch_size, **split)
+    program = jax.jit(epoch, donate_argnums=0, out_shardings=(shardings, rep))
+    return program.lower(state, x, y, index).compile()
+
+
+def xla_figures(compiled: Any, shapes: Shapes) -> dict[str, Any]:
+    """XLA's per-device memory and cost analysis of a compiled epoch. `total` is argument
+    + output + temp − alias; `total_with_validation` adds the validation arrays, which
+    live on every device during the epoch without being its arguments: it is the figure
+    the estimate is held against."""
+    ma = compiled.memory_analysis()
+    arg, out = int(ma.argument_size_in_bytes), int(ma.output_size_in_bytes)
+    temp, alias = int(ma.temp_size_in_bytes), int(ma.alias_size_in_bytes)
+    total = arg + out + temp - alias
+    val = shapes.val_rows * (shapes.features + 1) * 4
+    cost = compiled.cost_analysis()
+    cost = (cost[0] if isinstance(cost, (list, tuple)) else cost) or {}
+    return {
+        "argument": arg,
+        "output": out,
+        "temp": temp,
+        "alias": alias,
+        "total": total,
+        "validation_data": val,
+        "total_with_validation": total + val,
+        "flops_per_step": float(cost.get("flops", 0.0)) or None,
+        "bytes_accessed_per_step": float(cost.get("bytes accessed", 0.0)) or None,
+    }
+
+
+_COLLECTIVE = re.compile(
+    r"= (\S+) (all-gather|reduce-scatter|all-reduce|all-to-all|collective-permute)(?:-start)?\("
+)
+
+
+def collectives(compiled: Any) -> dict[str, list[str]]:
+    """The compiled program's collectives by kind, each with its result shape
+    ("f32[1024,1024]"; a tuple-shaped all-reduce as "tuple")."""
+    found: dict[str, list[str]] = {}
+    for m in _COLLECTIVE.finditer(compiled.as_text()):
+        shape = m.group(1) if not m.group(1).startswith("(") else "tuple"
+        found.setdefault(m.group(2), []).append(re.sub(r"\{[^}]*\}", "", shape))
+    return found
+
+
+def _measure_here(spec: Spec, shapes: Shapes, layouts: list[tuple[str, dict[str, int]]]):
+    abstract = abstract_state(spec, shapes)
+    out = []
+    for strategy, mesh in layouts:
+        figures = xla_figures(compile_layout(spec, shapes, abstract, strategy, mesh), shapes)
+        out.append(figures)
+    return out
+
+
+def measure(
+    spec: Spec, shapes: Shapes, layouts: list[tuple[str, dict[str, int]]]
+) -> list[dict[str, Any] | None]:
+    """XLA's figures (`xla_figures`) for each (strategy, mesh); None for a mesh over
+    `MAX_COMPILE_DEVICES`. Compiled here when this process has the devices (same
+    platform), else in one child process with as many simulated CPU devices as the
+    largest mesh needs."""
+    sizes = [math.prod(m.values()) for _, m in layouts]
+    want = [(s, m) for (s, m), n in zip(layouts, sizes) if n <= MAX_COMPILE_DEVICES]
+    if not want:
+        return [None] * len(layouts)
+    need = max(math.prod(m.values()) for _, m in want)
+    if need <= len(jax.devices()):
+        got = _measure_here(spec, shapes, want)
+    else:
+        got = _measure_child(spec, shapes, want, need)
+    it = iter(got)
+    return [next(it) if n <= MAX_COMPILE_DEVICES else None for n in sizes]
+
+
+def _measure_child(spec: Spec, shapes: Shapes, layouts: list, devices: int) -> list:
+    env = dict(os.environ)
+    flags = re.sub(r"--xla_force_host_platform_device_count=\d+", "", env.get("XLA_FLAGS", ""))
+    env["XLA_FLAGS"] = f"{flags} --xla_force_host_platform_device_count={devices}".strip()
+    env["JAX_PLATFORMS"] = "cpu"
+    request = {"spec": dump_spec(spec), "shapes": vars(shapes), "layouts": layouts}
+    try:
+        done = subprocess.run(
+            [sys.executable, "-m", "jaxpipe.verify"],
+            input=json.dumps(request),
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=CHILD_TIMEOUT_S,
+        )
+    except subprocess.TimeoutExpired:
+        raise JaxpipeError(
+            f"compiling the layouts on {devices} simulated devices took over "
+            f"{CHILD_TIMEOUT_S} s; plan without --verify"
+        ) from None
+    if done.returncode != 0:
+        last = (done.stderr.strip().splitlines() or ["no output"])[-1]
+        raise JaxpipeError(f"compiling the layouts on {devices} simulated devices failed: {last}")
+    return json.loads(done.stdout)
+
+
+def _child() -> None:
+    request = json.load(sys.stdin)
+    spec = parse_spec(request["spec"])
+    shapes = Shapes(**request["shapes"])
+    layouts = [(s, dict(m)) for s, m in request["layouts"]]
+    json.dump(_measure_here(spec, shapes, layouts), sys.stdout)
+
+
+if __name__ == "__main__":
+    _child()
