@@ -39,7 +39,7 @@ _LAZY: dict[str, str] = {
     "default_out_dir": "jaxpipe.api",
     "format_plan": "jaxpipe.api",
     "Plan": "jaxpipe.planner",
-    "RunResult": "jaxpipe.loop",
+    "RunResult": "jaxpipe.events",
     "trace": "jaxpipe.trace:trace_run",
     "format_trace": "jaxpipe.trace_view",
     "write_trace_png": "jaxpipe.trace_view",

@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import os
 
+from jaxpipe.events import RunResult
 from jaxpipe.hardware import LocalDevices, local_devices
 from jaxpipe.launch import launch
-from jaxpipe.loop import RunResult, default_out_dir, run_experiment
 from jaxpipe.optim import check_optimizer
+from jaxpipe.outdir import default_out_dir
 from jaxpipe.planner import Plan, make_plan, verify_plan
 from jaxpipe.predict import predict_file
 from jaxpipe.report import ConsoleReporter, format_plan
+from jaxpipe.run import run_experiment
 from jaxpipe.sharding import distributed_config, initialize_distributed
 from jaxpipe.spec import Spec, load_spec
 from jaxpipe.validation import validate

@@ -21,12 +21,13 @@ import jax.numpy as jnp
 import numpy as np
 from flax import serialization
 
-from jaxpipe.data import Dataset, prepare_features, read_table
+from jaxpipe.data import prepare_features, read_table
 from jaxpipe.encoding import FeatureEncoder, missing_mask
 from jaxpipe.errors import DataError, JaxpipeError
+from jaxpipe.fitted import Preprocessing
 from jaxpipe.model import make_model
 from jaxpipe.preprocess import Scaler, apply_scaler
-from jaxpipe.spec import ModelSpec, Spec
+from jaxpipe.spec import ModelSpec
 
 __all__ = [
     "MODEL_FILE",
@@ -52,41 +53,36 @@ def _atomic_write(path: str, data: bytes) -> None:
 
 
 def save_predictor(
-    run_dir: str,
-    params: Any,
-    spec: Spec,
-    ds: Dataset,
-    scaler: Scaler,
-    target: tuple[float, float] | None,
+    run_dir: str, params: Any, model: ModelSpec, prep: Preprocessing, outputs: int
 ) -> None:
-    """Writes model.msgpack and predictor.json. `target` is the (mean, scale) used to
-    standardise a regression target."""
+    """Writes model.msgpack and predictor.json: the parameters, the fitted `prep` and the
+    model's shape (`outputs` wide)."""
     params = jax.device_get(params)
     _atomic_write(os.path.join(run_dir, MODEL_FILE), serialization.msgpack_serialize(params))
-    m = spec.model
-    meta = {
+    text = json.dumps(predictor_meta(model, prep, outputs), indent=2) + "\n"
+    _atomic_write(os.path.join(run_dir, PREDICTOR_FILE), text.encode())
+
+
+def predictor_meta(model: ModelSpec, prep: Preprocessing, outputs: int) -> dict[str, Any]:
+    """predictor.json's content."""
+    target = prep.target_stats
+    return {
         "format": _FORMAT,
-        "task": ds.task,
-        "label": ds.label,
-        "classes": list(ds.class_names),
-        "features": list(ds.feature_names),
-        "encoder": ds.encoder.to_json() if ds.encoder is not None else None,
-        "scaler": {
-            "kind": spec.preprocess.normalize,
-            "offset": np.asarray(scaler.offset, np.float64).tolist(),
-            "scale": np.asarray(scaler.scale, np.float64).tolist(),
-        },
+        "task": prep.task,
+        "label": prep.label,
+        "classes": list(prep.classes),
+        "features": list(prep.features),
+        "encoder": prep.encoder.to_json() if prep.encoder is not None else None,
+        "scaler": prep.scaler_json(np.float64),
         "target": None if target is None else {"mean": target[0], "scale": target[1]},
         "model": {
-            "hidden": list(m.hidden),
-            "activation": m.activation,
-            "dropout": m.dropout,
-            "layer_norm": m.layer_norm,
-            "outputs": ds.outputs,
+            "hidden": list(model.hidden),
+            "activation": model.activation,
+            "dropout": model.dropout,
+            "layer_norm": model.layer_norm,
+            "outputs": outputs,
         },
     }
-    text = json.dumps(meta, indent=2) + "\n"
-    _atomic_write(os.path.join(run_dir, PREDICTOR_FILE), text.encode())
 
 
 @dataclass(frozen=True)

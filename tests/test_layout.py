@@ -22,8 +22,8 @@ RANK = {
     "step": 5,
     "stopping": 5,  # early stopping, signal catching: spec only
     "checkpoint": 6,  # orbax store; loop saves through it, it never calls the loop
-    "predict": 6,  # saved model + prediction: data, encoding, preprocess, model; loop saves
-    "trace": 6.5,  # one row through the layers: predict, model, preprocess; loop keeps rows
+    "predict": 7,  # saved model + prediction: data, encoding, fitted, model; the run saves
+    "trace": 7.1,  # one row through the layers: predict, model, preprocess; the run keeps rows
     "trace_view": 7.6,  # the trace as text and trace.png; report and the API show it
     "resume": 6.5,  # fresh start or checkpoint restore, over checkpoint and stopping
     "hardware": 6,
@@ -32,8 +32,16 @@ RANK = {
     "sharding": 6.7,  # mesh + shardings from the plan; planner ─▶ sharding ─▶ loop
     "verify": 6.8,  # compiles a plan's layouts abstractly (sharding, step); api calls it
     "stream": 6,
-    "loop": 7,
     "validation": 7.5,  # `validate` without the loop: spec, data, optim (hardware if asked)
+    "events": 1,  # the observer interface and stage record; imports nothing
+    "runplan": 6.8,  # stage plan: planner's Plan + what executes (mesh, steps, chunks)
+    "place": 6.85,  # stage place: host arrays onto the plan's mesh
+    "fitted": 6.9,  # stage preprocess: the fitted Preprocessing record
+    "programs": 6.95,  # stage compile
+    "outdir": 6.5,  # the run directory before training
+    "loop": 7,  # stage train
+    "summary": 7.2,  # stage save: summary.json
+    "run": 7.5,  # the composition of the stages
     "report": 8,
     "api": 9,
     "launch": 8.5,  # spawns `jaxpipe run` processes; imports nothing of jaxpipe

@@ -7,7 +7,8 @@ import sys
 
 from conftest import ROOT, SMALL_SPEC
 
-from jaxpipe.loop import _chunk_steps, compiler_options
+from jaxpipe.programs import compiler_options
+from jaxpipe.runplan import chunk_steps as _chunk_steps
 
 
 def test_small_cpu_steps_compile_single_threaded(monkeypatch):

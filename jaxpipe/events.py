@@ -1,0 +1,72 @@
+"""How the run talks to whoever listens: the stage record, the result, the observer
+interface. The run never imports the console, files or trackers; they subscribe here."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+__all__ = ["StageRecord", "RunResult", "Observer", "Observers", "OBSERVER_EVENTS"]
+
+
+@dataclass(frozen=True)
+class StageRecord:
+    """One pipeline stage: what went in, what came out, how long it took."""
+
+    name: str
+    input: str
+    output: str
+    seconds: float
+
+
+@dataclass
+class RunResult:
+    """What `jaxpipe.run` returns."""
+
+    history: list[dict[str, Any]]
+    final: dict[str, Any]
+    params: Any
+    run_dir: str
+    summary: dict[str, Any]
+    stages: list[StageRecord] = field(default_factory=list)
+    preprocessing: Any = None  # the fitted fitted.Preprocessing (host arrays)
+
+
+class Observer:
+    """Receives the run's events; the default ignores them (see report.ConsoleReporter).
+
+    Order: on_start, on_plan, on_stage for each stage as it ends (load, transfer,
+    preprocess, compile; then train, evaluate, checkpoint after the epochs), on_model,
+    on_epoch per epoch, on_note any time, on_artifacts, on_finish."""
+
+    def on_start(self, spec: Any, run_dir: str) -> None: ...
+    def on_stage(self, stage: StageRecord) -> None: ...
+    def on_plan(self, plan: Any) -> None: ...
+    def on_model(self, params: Any) -> None: ...
+    def on_epoch(self, row: dict[str, Any], epochs: int) -> None: ...
+    def on_artifacts(self, run_dir: str, history: list[dict[str, Any]]) -> None: ...
+    def on_finish(self, result: RunResult) -> None: ...
+    def on_note(self, text: str) -> None: ...
+
+
+OBSERVER_EVENTS = tuple(n for n in vars(Observer) if n.startswith("on_"))
+
+
+class Observers(Observer):
+    """Fans every event out to several listeners, in order. A listener need not subclass
+    Observer: any object with some of the `on_*` methods will do (a notebook callback)."""
+
+    def __init__(self, listeners: Iterable[Any]):
+        self.listeners = [x for x in listeners if x is not None]
+        for name in OBSERVER_EVENTS:
+            setattr(self, name, self._fan_out(name))
+
+    def _fan_out(self, name: str):
+        targets = [getattr(x, name) for x in self.listeners if callable(getattr(x, name, None))]
+
+        def call(*args: Any) -> None:
+            for target in targets:
+                target(*args)
+
+        return call

@@ -1,0 +1,108 @@
+"""The run directory before training: its default name, the checks that keep a finished
+or unfinished run from being overwritten, and the spec copy that works from anywhere."""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import json
+import os
+from typing import Any
+
+from jaxpipe import checkpoint as ckpt
+from jaxpipe.errors import JaxpipeError
+from jaxpipe.spec import Spec
+
+__all__ = [
+    "CHECKPOINTS",
+    "default_out_dir",
+    "prepare_out_dir",
+    "resolved_spec",
+    "write_json",
+    "write_lines",
+]
+
+CHECKPOINTS = "checkpoints"  # the orbax folder inside a run directory
+
+
+def default_out_dir(spec: Spec) -> str:
+    """runs/<name>-<timestamp>, relative to the working directory."""
+    stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
+    return os.path.join("runs", f"{spec.experiment.name}-{stamp}")
+
+
+def _read_status(summary_path: str) -> str:
+    try:
+        with open(summary_path) as f:
+            return str(json.load(f).get("status", "unknown"))
+    except (OSError, ValueError, AttributeError):
+        return "unreadable"
+
+
+def prepare_out_dir(spec: Spec, out: str | None, resume: bool = False) -> str:
+    """Checks (and creates) the run directory before any work. Refuses to overwrite a
+    finished run, or an unfinished one with checkpoints, unless resuming it."""
+    if out is None:
+        if resume:
+            raise JaxpipeError("--resume needs --out DIR: the run directory to continue")
+        out = default_out_dir(spec)
+    if os.path.exists(out) and not os.path.isdir(out):
+        raise JaxpipeError(f"--out {out}: exists and is not a directory; choose another path")
+    if not resume:
+        summary = os.path.join(out, "summary.json")
+        if os.path.exists(summary):
+            raise JaxpipeError(
+                f"--out {out}: already holds a finished run (summary.json, status "
+                f"{_read_status(summary)}); continue it with --resume, or choose another "
+                "directory"
+            )
+        saved = ckpt.saved_epochs(os.path.join(out, CHECKPOINTS))
+        if saved:
+            raise JaxpipeError(
+                f"--out {out}: holds an unfinished run (checkpoints up to epoch {saved[-1]}); "
+                "continue it with --resume, or choose another directory"
+            )
+    try:
+        os.makedirs(out, exist_ok=True)
+        probe = os.path.join(out, f".write-test-{os.getpid()}")  # processes share `out`
+        with open(probe, "w"):
+            pass
+        os.remove(probe)
+    except OSError as e:
+        raise JaxpipeError(
+            f"--out {out}: cannot write there ({e.strerror}); choose a writable directory"
+        ) from None
+    return out
+
+
+def resolved_spec(spec: Spec) -> Spec:
+    """The spec with its data and catalog paths made absolute, so the run directory's
+    copy (spec.toml) works from anywhere."""
+    resolved = spec
+    if spec.data.path is not None:
+        val = spec.data.validation
+        data = dataclasses.replace(
+            spec.data,
+            path=spec.resolve_path(spec.data.path),
+            validation=spec.resolve_path(val) if isinstance(val, str) else val,
+        )
+        resolved = dataclasses.replace(resolved, data=data)
+    if isinstance(spec.hardware.catalog, str):
+        hw = dataclasses.replace(spec.hardware, catalog=spec.resolve_path(spec.hardware.catalog))
+        resolved = dataclasses.replace(resolved, hardware=hw)
+    return resolved
+
+
+def write_json(path: str, obj: Any) -> None:
+    tmp = path + ".tmp"
+    with open(tmp, "w") as f:
+        json.dump(obj, f, indent=2)
+        f.write("\n")
+    os.replace(tmp, path)  # atomic: a reader never sees half a file
+
+
+def write_lines(path: str, rows: list[dict[str, Any]]) -> None:
+    tmp = path + ".tmp"
+    with open(tmp, "w") as f:
+        f.writelines(json.dumps(r) + "\n" for r in rows)
+    os.replace(tmp, path)

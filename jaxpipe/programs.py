@@ -1,0 +1,139 @@
+"""Stage 5, compile: the model, the optimizer, the initial state in its shardings and
+the compiled programs (the epoch, resident or streamed in chunks, and the evaluation),
+with the XLA options chosen for them."""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jaxpipe.fitted import Preprocessing
+from jaxpipe.memory import compute_dtype
+from jaxpipe.metrics import zero_sums
+from jaxpipe.model import make_model, param_count
+from jaxpipe.optim import make_optimizer
+from jaxpipe.place import Placed
+from jaxpipe.runplan import RunPlan
+from jaxpipe.spec import Spec
+from jaxpipe.step import (
+    TrainState,
+    epoch_batches,
+    init_state,
+    make_epoch,
+    make_evaluate,
+    make_task_steps,
+)
+from jaxpipe.stream import make_chunk_steps, stream_epoch
+
+__all__ = ["Programs", "compile_programs", "compiler_options", "EVAL_BATCH"]
+
+EVAL_BATCH = 1024
+
+# Below this many FLOPs per training step (6 × parameters × batch) an XLA:CPU program runs
+# faster with Eigen's matmuls on one thread: the seed workload's 128-wide matmuls finish
+# before the thread pool's hand-off pays for itself; at 447 MFLOP/step (512-wide, batch
+# 256) the pool wins (benchmarks/profile_epoch.py measures both).
+_CPU_SINGLE_THREAD_FLOPS = 2e8
+
+
+def compiler_options(platform: str, params: int, batch: int) -> dict[str, Any]:
+    """XLA options for the training programs: single-threaded Eigen for small steps on
+    CPU (see _CPU_SINGLE_THREAD_FLOPS); nothing elsewhere. JAXPIPE_CPU_THREADING=multi
+    or =single overrides the choice (for benchmarking)."""
+    if platform != "cpu":
+        return {}
+    force = os.environ.get("JAXPIPE_CPU_THREADING", "").strip().lower()
+    small = 6 * params * batch < _CPU_SINGLE_THREAD_FLOPS
+    single = force == "single" or (force != "multi" and small)
+    return {"xla_cpu_multi_thread_eigen": False} if single else {}
+
+
+@dataclass(frozen=True)
+class Programs:
+    """The compiled run: `epoch(state, x, y, epoch) -> (state, sums)` and
+    `evaluate(params, x, y) -> sums`, the fresh state they were compiled for, and the
+    XLA options used."""
+
+    state: TrainState
+    epoch: Callable[..., Any]
+    evaluate: Callable[..., Any]
+    options: dict[str, Any]
+    seconds: float
+
+
+def _compile_streamed(train_step, state, scaler, x, y, batch: int, chunk: int, opts):
+    """The streamed epoch: chunk programs compiled for the full and the last chunk
+    length; returns epoch(state, x, y, epoch) with the resident epoch's signature."""
+    chunk_jit = jax.jit(make_chunk_steps(train_step), donate_argnums=0)
+    rows, steps = x.shape[0], -(-x.shape[0] // batch)
+    programs = {}
+    for n in {chunk, steps - (steps - 1) // chunk * chunk}:
+        shapes = (
+            jax.ShapeDtypeStruct((n, batch, x.shape[1]), x.dtype),
+            jax.ShapeDtypeStruct((n, batch), y.dtype),
+            jax.ShapeDtypeStruct((n, batch), jnp.float32),
+        )
+        programs[n] = chunk_jit.lower(state, zero_sums(), scaler, *shapes).compile(opts)
+    order = jax.jit(lambda key, e: epoch_batches(jax.random.fold_in(key, e), rows, batch))
+
+    def run_chunk(state, sums, scaler, xb, yb, w):
+        return programs[xb.shape[0]](state, sums, scaler, xb, yb, w)
+
+    def epoch(state: TrainState, x: np.ndarray, y: np.ndarray, epoch: jax.Array):
+        # The resident epoch's batch order, fetched once per epoch to gather on the host.
+        idx, weight = jax.device_get(order(state.key, epoch))
+        return stream_epoch(run_chunk, state, zero_sums(), scaler, x, y, idx, weight, chunk)
+
+    return epoch
+
+
+def compile_programs(
+    spec: Spec, rp: RunPlan, placed: Placed, prep: Preprocessing, outputs: int
+) -> Programs:
+    """Builds the model (`spec.model`, `outputs` wide) and optimizer (`spec.optimizer`,
+    over the plan's total steps), initialises the state from `spec.experiment.seed`
+    straight into its shardings (an FSDP state never exists whole on one device) and
+    compiles the epoch and evaluation programs for the placed arrays' exact shapes."""
+    t0 = time.perf_counter()
+    tx = make_optimizer(spec.optimizer, total_steps=rp.total_steps)
+    hooks = rp.layout.model_hooks(len(spec.model.hidden))  # FSDP's per-layer gather, pinned batch
+    model = make_model(spec.model, outputs, compute_dtype(spec), hooks)
+    train_step, eval_step = make_task_steps(model, tx, prep.task, spec.model.dropout > 0)
+    key = jax.random.key(spec.experiment.seed)
+    x_tr, y_tr, x_va, y_va = placed.arrays
+
+    def init_fn(k: jax.Array, x: jax.Array) -> TrainState:
+        return init_state(model.init, tx, k, x)
+
+    layout = rp.layout
+    shardings = layout.state_shardings(jax.eval_shape(init_fn, key, x_tr[:1]), tx)
+    state: TrainState = jax.jit(init_fn, out_shardings=shardings)(key, x_tr[:1])
+    split: dict[str, Any] = {"multiple": layout.data_parallel}
+    constrain = layout.constrain()
+    if constrain is not None:
+        split["constrain"] = constrain
+    eval_fn = make_evaluate(eval_step, min(EVAL_BATCH, len(x_va)), **split)
+    opts = compiler_options(placed.device.platform, param_count(state.params), rp.batch)
+    if rp.chunk:
+        epoch_c = _compile_streamed(
+            train_step, state, prep.scaler, x_tr, y_tr, rp.batch, rp.chunk, opts
+        )
+    else:
+        epoch_c = (
+            jax.jit(
+                make_epoch(train_step, rp.batch, **split),
+                donate_argnums=0,
+                out_shardings=(shardings, layout.replicated),
+            )
+            .lower(state, x_tr, y_tr, jnp.zeros((), jnp.int32))
+            .compile(opts)
+        )
+    eval_c = jax.jit(eval_fn).lower(state.params, x_va, y_va).compile(opts)
+    return Programs(state, epoch_c, eval_c, opts, time.perf_counter() - t0)

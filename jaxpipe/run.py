@@ -1,0 +1,331 @@
+"""The run, top to bottom: a short composition of the stage functions
+
+    load → plan → place → preprocess → compile → train → evaluate → save
+
+each taking values and returning values. Clocks, files and checkpoints are here and in
+the train stage; the console and other listeners hear the run through one Observer."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import jax
+
+from jaxpipe import checkpoint as ckpt
+from jaxpipe.data import Dataset, load_dataset
+from jaxpipe.errors import DivergedError, RunInterrupted, SpecError
+from jaxpipe.events import Observer, RunResult, StageRecord
+from jaxpipe.fitted import Preprocessing, preprocess_data
+from jaxpipe.loop import TrainTimes, metric_names, train
+from jaxpipe.optim import check_optimizer
+from jaxpipe.outdir import CHECKPOINTS, prepare_out_dir, resolved_spec, write_json, write_lines
+from jaxpipe.place import Placed, place_data
+from jaxpipe.predict import save_predictor
+from jaxpipe.programs import Programs, compile_programs
+from jaxpipe.resume import RunProgress, check_resumable, start_or_resume
+from jaxpipe.runplan import RunPlan, plan_record, plan_run
+from jaxpipe.spec import Spec, dump_spec, metric_mode, place_error
+from jaxpipe.stopping import SIGNAL_EXIT, SignalCatcher, check_metric_names, outcome
+from jaxpipe.summary import Finished, build_summary
+from jaxpipe.trace import save_trace_rows
+
+__all__ = ["run_experiment", "enable_compilation_cache", "check_before_data", "check_run_metrics"]
+
+
+def enable_compilation_cache(spec: Spec) -> str | None:
+    """Turns on JAX's persistent compilation cache (unless the spec or
+    JAXPIPE_COMPILATION_CACHE=0 says not to); returns its folder."""
+    env = os.environ.get("JAXPIPE_COMPILATION_CACHE", "1").strip().lower()
+    if not spec.runtime.compilation_cache or env in ("0", "false", "no", "off"):
+        return None
+    cache = os.environ.get("JAXPIPE_CACHE_DIR") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "jaxpipe", "xla"
+    )
+    jax.config.update("jax_compilation_cache_dir", cache)
+    # Our programs compile in well under JAX's default 1 s threshold; cache them anyway.
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
+    return cache
+
+
+def check_before_data(spec: Spec) -> None:
+    """Spec checks that need optax: a bad optimizer section fails before data is read."""
+    try:
+        check_optimizer(spec.optimizer)
+    except SpecError as e:
+        raise place_error(spec, e) from None
+
+
+def check_run_metrics(spec: Spec, task: str) -> None:
+    """The metrics early stopping and best checkpoints watch are ones this task records."""
+    try:
+        check_metric_names(spec, metric_names(task == "regression"))
+    except SpecError as e:
+        raise place_error(spec, e) from None
+
+
+def _shape(a: Any) -> str:
+    return f"{a.shape[0]} rows × {a.shape[1]} columns" if a.ndim == 2 else f"{a.shape[0]} rows"
+
+
+def _to_host(tree: Any) -> Any:
+    """Host numpy copies of (possibly sharded, possibly multi-process) arrays."""
+    if jax.process_count() > 1:
+        from jax.experimental import multihost_utils
+
+        return multihost_utils.process_allgather(tree, tiled=True)
+    return jax.device_get(tree)
+
+
+@dataclass
+class _Stages:
+    """Records each stage as it ends and tells the observer at once."""
+
+    observer: Observer
+    records: list[StageRecord]
+
+    def add(self, name: str, inp: str, out: str, seconds: float) -> None:
+        rec = StageRecord(name, inp, out, seconds)
+        self.records.append(rec)
+        self.observer.on_stage(rec)
+
+
+def _prepare(spec, ds, rp, out, resume, force, obs):
+    """The run directory, its checkpoint store and spec copy; refuses a changed spec on
+    resume before anything is compiled or overwritten."""
+    run_dir = prepare_out_dir(spec, out, resume)
+    resolved = resolved_spec(spec)
+    cp = spec.checkpoint
+    store = ckpt.CheckpointStore(
+        os.path.join(run_dir, CHECKPOINTS),
+        keep=cp.keep,
+        best_metric=cp.best_metric,
+        best_mode=metric_mode(cp.best_metric, cp.best_mode) if cp.best_metric else "min",
+    )
+    if resume:
+        check_resumable(store, resolved, force)
+    # In a multi-process run every process trains and checkpoints (orbax coordinates the
+    # shards); process 0 alone writes the run directory's files.
+    if jax.process_index() == 0:
+        with open(os.path.join(run_dir, "spec.toml"), "w") as f:
+            f.write(dump_spec(resolved))
+    obs.on_start(spec, run_dir)
+    obs.on_plan(rp.plan)
+    return run_dir, resolved, store
+
+
+def _setup(spec, ds, rp, stages, load_s):
+    """Stages place, preprocess and compile, each reported as it ends."""
+    stages.add(
+        "load",
+        f"{ds.origin}: {ds.raw_rows} rows × {ds.raw_columns} columns",
+        f"train {_shape(ds.x_train)} + validation {ds.x_val.shape[0]} rows (host)"
+        + (f"; {ds.dropped_rows} rows with missing values dropped" if ds.dropped_rows else ""),
+        load_s,
+    )
+    placed, secs = place_data(ds, rp)
+    n = placed.x_val.shape[0] + (0 if rp.chunk else placed.x_train.shape[0])
+    stages.add(
+        "transfer",
+        f"{ds.nbytes / 2**20:.2f} MiB host arrays",
+        f"{n} rows on {placed.where}"
+        + (f"; training rows streamed, {rp.chunk} batches a chunk" if rp.chunk else ""),
+        secs,
+    )
+    normalize = spec.preprocess.normalize
+    prep, placed, secs = preprocess_data(ds, placed, normalize, rp.chunk > 0)
+    x_tr, x_va = placed.x_train, placed.x_val
+    stages.add(
+        "preprocess",
+        f"train {_shape(x_tr)}",
+        f"{normalize}-scaled train {_shape(x_tr)} + validation {x_va.shape[0]} rows",
+        secs,
+    )
+    programs = compile_programs(spec, rp, placed, prep, ds.outputs)
+    stages.observer.on_model(programs.state.params)
+    hidden = spec.model.hidden
+    stages.add(
+        "compile",
+        f"MLP {ds.num_features} → {' → '.join(map(str, hidden))}"
+        f"{' → ' if hidden else ''}{ds.outputs}",
+        f"epoch program ({rp.steps_per_epoch} steps of {rp.batch}"
+        + (f", in chunks of {rp.chunk}" if rp.chunk else "")
+        + ") + evaluation",
+        programs.seconds,
+    )
+    return placed, prep, programs
+
+
+def _train(spec, run_dir, resolved, store, placed, prep, programs, resume, obs):
+    """Stage train: from scratch or the newest checkpoint, epochs written as they end."""
+    run = start_or_resume(
+        spec, store, programs.state, prep.scaler, prep.target, prep.dataset_info(), resume
+    )
+    if run.resumed_from:
+        obs.on_note(f"Resumed from the checkpoint of epoch {run.resumed_from}")
+    primary = jax.process_index() == 0
+    # From here the directory holds a run in progress: an earlier summary (interrupted,
+    # or completed before --force extended it) no longer describes it.
+    if primary:
+        with contextlib.suppress(FileNotFoundError):
+            os.remove(os.path.join(run_dir, "summary.json"))
+    metrics_path = os.path.join(run_dir, "metrics.jsonl") if primary else os.devnull
+    if primary:
+        write_lines(metrics_path, run.history)  # on resume: exactly the checkpointed epochs
+    meta_base = {"spec": dump_spec(resolved), "dataset": prep.dataset_info()}
+    with open(metrics_path, "a") as metrics_file:
+        return train(
+            programs,
+            placed,
+            prep,
+            run,
+            epochs=spec.training.epochs,
+            checkpoint=spec.checkpoint,
+            early_stopping=spec.training.early_stopping,
+            store=store,
+            meta_base=meta_base,
+            metrics_file=metrics_file,
+            observer=obs,
+        )
+
+
+def _report_training(stages, spec, placed, prep, run: RunProgress, times: TrainTimes, store):
+    x_tr, x_va = placed.x_train, placed.x_val
+    regression = prep.regression
+    stages.add(
+        "train",
+        f"train {_shape(x_tr)}",
+        f"{int(run.state.step)} steps, {len(run.history)} epochs"
+        + (f" (resumed after epoch {run.resumed_from})" if run.resumed_from else ""),
+        times.train,
+    )
+    stages.add(
+        "evaluate",
+        f"validation {_shape(x_va)}",
+        f"loss + {'rmse' if regression else 'accuracy'} × "
+        f"{len(run.history) - (run.resumed_from or 0)} epochs",
+        times.evaluate,
+    )
+    stages.add(
+        "checkpoint",
+        f"state + scaler every {spec.checkpoint.every_epochs} epoch(s)",
+        f"{times.saves} saved, {CHECKPOINTS}/ holds epochs {store.epochs() or 'none'}",
+        times.save,  # what training waited for: the device-to-host copies and the last write
+    )
+
+
+def _finish(run: RunProgress, signals: SignalCatcher, spec: Spec, obs: Observer) -> Finished:
+    """Stage evaluate: how the epochs ended and which parameters the run keeps."""
+    status, stop = outcome(run.diverged, signals, run.stopper, run.epoch, spec.training.epochs)
+    if status == "completed" and run.stopper is not None and run.stopper.should_stop:
+        obs.on_note(f"Stopped after epoch {run.epoch}: {stop['reason']}")
+    es = spec.training.early_stopping
+    if es is not None and es.restore_best and run.best_params is not None:
+        return Finished(status, stop, run.stopper.best_epoch, best_params=True)
+    return Finished(status, stop, run.epoch)
+
+
+def _save(
+    spec: Spec,
+    ds: Dataset,
+    rp: RunPlan,
+    placed: Placed,
+    prep: Preprocessing,
+    programs: Programs,
+    run: RunProgress,
+    finished: Finished,
+    *,
+    run_dir: str,
+    store: ckpt.CheckpointStore,
+    stages: list[StageRecord],
+    cache_dir: str | None,
+) -> tuple[Any, dict[str, Any]]:
+    """Stage save: the model files (a completed run only) and summary.json. Returns the
+    kept parameters (host arrays) and the summary."""
+    params = run.best_params if finished.best_params else run.state.params
+    params = _to_host(params)  # a collective in multi-process runs: every process joins
+    primary = jax.process_index() == 0
+    if finished.status == "completed" and primary:  # diverged, interrupted: no model
+        save_predictor(run_dir, params, spec.model, prep, ds.outputs)
+        save_trace_rows(run_dir, ds.x_val, ds.y_val)  # for `jaxpipe trace RUN_DIR`
+    plan = plan_record(rp, placed.device, (run.state, *placed.arrays))
+    summary = build_summary(
+        spec,
+        ds,
+        prep,
+        programs,
+        run,
+        finished,
+        store=store,
+        stages=stages,
+        rp=rp,
+        plan=plan,
+        cache_dir=cache_dir,
+    )
+    store.close()
+    if primary:
+        write_json(os.path.join(run_dir, "summary.json"), summary)
+    return params, summary
+
+
+def _raise_unfinished(finished: Finished, signals: SignalCatcher, run_dir: str, epoch: int):
+    if finished.status == "diverged":
+        raise DivergedError(f"training diverged: {finished.stop['reason']}")
+    if finished.status == "interrupted":
+        raise RunInterrupted(
+            f"interrupted by {signals.name} after epoch {epoch}; checkpoint saved, "
+            f"continue with: jaxpipe run SPEC --out {run_dir} --resume",
+            SIGNAL_EXIT[signals.signum],
+        )
+
+
+def run_experiment(
+    spec: Spec,
+    out: str | None = None,
+    observer: Observer | None = None,
+    *,
+    resume: bool = False,
+    force: bool = False,
+    dataset: Dataset | None = None,
+) -> RunResult:
+    """Runs the experiment end to end and writes the run directory.
+
+    With `resume`, continues from the newest readable checkpoint in `out` (or starts
+    there if it has none); a spec that alters the model, optimizer or data is refused,
+    and one that changes the training length only with `force`. `dataset`: rows already
+    loaded (`jaxpipe.fit` on data in memory) instead of the spec's.
+
+    Raises DivergedError (a non-finite loss) or RunInterrupted (SIGINT / SIGTERM) after
+    writing summary.json with that status.
+    """
+    obs = observer or Observer()
+    check_before_data(spec)
+    cache_dir = enable_compilation_cache(spec)
+    stages = _Stages(obs, [])
+    t0 = time.perf_counter()
+    ds = dataset if dataset is not None else load_dataset(spec)  # data errors: no files yet
+    load_s = time.perf_counter() - t0
+    check_run_metrics(spec, ds.task)
+    rp = plan_run(spec, ds)  # a run that cannot fit stops here, before any compile
+    run_dir, resolved, store = _prepare(spec, ds, rp, out, resume, force, obs)
+    placed, prep, programs = _setup(spec, ds, rp, stages, load_s)
+    run, signals, times = _train(
+        spec, run_dir, resolved, store, placed, prep, programs, resume, obs
+    )
+    _report_training(stages, spec, placed, prep, run, times, store)
+    if run.history and jax.process_index() == 0:
+        obs.on_artifacts(run_dir, run.history)
+    finished = _finish(run, signals, spec, obs)
+    params, summary = _save(
+        spec, ds, rp, placed, prep, programs, run, finished,
+        run_dir=run_dir, store=store, stages=stages.records, cache_dir=cache_dir,
+    )  # fmt: skip
+    _raise_unfinished(finished, signals, run_dir, run.epoch)
+    result = RunResult(
+        run.history, run.history[-1], params, run_dir, summary, stages.records, prep.to_host()
+    )
+    obs.on_finish(result)
+    return result

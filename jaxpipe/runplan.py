@@ -1,0 +1,144 @@
+"""Stage 2, plan: everything derived about a run, decided once from the spec and the
+loaded data's exact shapes. Downstream stages read it; none re-decides it.
+
+The planner's `Plan` says what fits; the `RunPlan` adds what executes: a run streamed in
+chunks runs on one device even where the planner's (non-fitting) choice was another
+layout, and the steps per epoch and per chunk follow from the batch and the rows.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+from jaxpipe.data import Dataset
+from jaxpipe.errors import PlanError, SpecError
+from jaxpipe.hardware import memory_stats
+from jaxpipe.planner import Plan, make_plan
+from jaxpipe.sharding import Layout, make_layout, measured_bytes_per_device
+from jaxpipe.spec import Spec, place_error
+from jaxpipe.stream import chunk_plan, steps_per_chunk
+
+__all__ = ["RunPlan", "plan_run", "plan_record", "chunk_steps", "auto_chunk_rows"]
+
+
+@dataclass(frozen=True)
+class RunPlan:
+    """The resolved run: the planner's estimate and choice (`plan`), and what executes.
+
+    `chunk` is the steps per streamed chunk of training rows, 0 when the training split
+    stays resident on the device."""
+
+    plan: Plan
+    strategy: str
+    mesh: dict[str, int]
+    layout: Layout
+    batch: int
+    steps_per_epoch: int
+    epochs: int
+    chunk: int
+    precision: str
+
+    @property
+    def total_steps(self) -> int:
+        return self.steps_per_epoch * self.epochs
+
+
+def auto_chunk_rows(spec: Spec, ds: Dataset, plan: Plan) -> int | None:
+    """Rows per streamed chunk when `data.chunk_rows = "auto"` and only streaming the
+    training split makes the run fit one device; else None."""
+    if plan.fits or spec.data.chunk_rows != "auto":
+        return None
+    if spec.hardware.strategy not in ("auto", "single"):
+        return None
+    single = next((c for c in plan.candidates if c.strategy == "single"), None)
+    if single is None:
+        return None
+    train = ds.x_train.nbytes + ds.y_train.nbytes
+    # What stays on the device besides the training rows: model, optimizer, activations,
+    # workspace and the (resident) validation split.
+    budget = plan.usable_bytes_per_device - (single.per_device_bytes - train)
+    if budget <= 0:
+        return None
+    rows = chunk_plan(train, budget, ds.x_train.shape[0])
+    return rows if rows < ds.x_train.shape[0] else None
+
+
+def chunk_steps(chunk_rows: int | str, batch: int, steps: int) -> int:
+    """Steps per streamed chunk, or 0 for the resident path ("auto", or a chunk that
+    would hold the whole epoch anyway)."""
+    if chunk_rows == "auto":
+        return 0
+    per = steps_per_chunk(int(chunk_rows), batch, steps)
+    return 0 if per >= steps else per
+
+
+def plan_run(spec: Spec, ds: Dataset) -> RunPlan:
+    """The run's plan from the loaded data's exact shapes. Raises PlanError (exit 2, with
+    the plan table) when the chosen or forced strategy does not fit and streaming cannot
+    rescue it, and SpecError when a forced multi-device strategy meets streaming. Builds
+    the mesh: too few devices fail here, before the run directory exists."""
+    plan = make_plan(spec, dataset=ds)
+    rows = auto_chunk_rows(spec, ds, plan)
+    if not plan.fits and rows is None:
+        forced = spec.hardware.strategy
+        what = f"[hardware] strategy = {forced!r}" if forced != "auto" else "the run"
+        raise PlanError(f"{what} {plan.recommendation}", plan=plan)
+    batch = spec.training.batch_size
+    steps = -(-ds.x_train.shape[0] // batch)
+    chunk = chunk_steps(rows or spec.data.chunk_rows, batch, steps)
+    strategy, mesh = plan.strategy, dict(plan.mesh)
+    if chunk and math.prod(mesh.values()) > 1:
+        if spec.hardware.strategy != "auto":
+            raise place_error(
+                spec,
+                SpecError(
+                    f"streaming the training split in chunks runs on one device, but "
+                    f"[hardware] strategy = {spec.hardware.strategy!r} uses "
+                    f"{math.prod(mesh.values())}: remove data.chunk_rows or the strategy",
+                    key="data.chunk_rows",
+                ),
+            )
+        strategy, mesh = "single", {"data": 1}  # streamed runs use one device
+    return RunPlan(
+        plan=plan,
+        strategy=strategy,
+        mesh=mesh,
+        layout=make_layout(strategy, mesh),
+        batch=batch,
+        steps_per_epoch=steps,
+        epochs=spec.training.epochs,
+        chunk=chunk,
+        precision=spec.training.precision,
+    )
+
+
+def plan_record(rp: RunPlan, device: Any, placed: Any = None) -> dict[str, Any]:
+    """summary.json's `plan`: the prediction, the placed arrays' largest per-device
+    footprint read back from their shards, where the backend reports it the measured
+    peak, and what executed where it differs from the plan's choice (under `planned`)."""
+    plan = rp.plan
+    peak = memory_stats(device).get("peak_bytes_in_use")
+    record = {
+        "strategy": plan.strategy,
+        "devices": plan.devices,
+        "mesh": dict(plan.mesh),
+        "per_device_bytes": plan.per_device_bytes,
+        "per_device_bytes_no_donation": plan.per_device_bytes_no_donation,
+        "usable_bytes_per_device": plan.usable_bytes_per_device,
+        "breakdown": dict(plan.breakdown),
+        "fits": plan.fits,
+        "device": plan.device,
+        "measured_per_device_bytes": measured_bytes_per_device(placed) if placed else None,
+        "measured_peak_bytes": int(peak) if peak is not None else None,
+    }
+    if rp.strategy == record["strategy"] and rp.mesh == record["mesh"]:
+        return record
+    planned = {k: record[k] for k in ("strategy", "devices", "mesh")}
+    return record | {
+        "strategy": rp.strategy,
+        "devices": math.prod(rp.mesh.values()),
+        "mesh": dict(rp.mesh),
+        "planned": planned,
+    }
