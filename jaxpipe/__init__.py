@@ -43,6 +43,7 @@ _LAZY: dict[str, str] = {
     "trace": "jaxpipe.trace:trace_run",
     "format_trace": "jaxpipe.trace_view",
     "write_trace_png": "jaxpipe.trace_view",
+    "init_project": "jaxpipe.starter",
 }
 
 __all__ = [

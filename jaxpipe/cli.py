@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shlex
 import sys
 from collections.abc import Sequence
 from typing import Any
@@ -197,6 +198,7 @@ def _parser() -> argparse.ArgumentParser:
     pl.add_argument("--json", action="store_true", help="print one JSON object")
     _overrides(pl)
     _trace_parser(sub, common)
+    _init_parser(sub, common)
 
     d = _sub(sub, "devices", "the local devices, their kind and memory", "jaxpipe devices", common)
     d.add_argument("--json", action="store_true", help="print one JSON object")
@@ -222,6 +224,35 @@ def _trace_parser(sub: Any, common: argparse.ArgumentParser) -> None:
     )
     t.add_argument("--json", action="store_true", help="print the trace as one JSON object")
     t.add_argument("--png", metavar="PATH", help="also draw the trace into this PNG file")
+
+
+def _init_parser(sub: Any, common: argparse.ArgumentParser) -> None:
+    i = _sub(
+        sub,
+        "init",
+        "write a starter experiment: NAME/NAME.toml and its data",
+        "jaxpipe init demo && jaxpipe run demo/demo.toml",
+        common,
+    )
+    i.add_argument("name", help="the folder, spec file and experiment name")
+    i.add_argument(
+        "--example",
+        choices=("penguins", "diabetes"),
+        default="penguins",
+        help="penguins: classification with text columns and missing values (default); "
+        "diabetes: regression",
+    )
+
+
+def _cmd_init(args: argparse.Namespace) -> int:
+    import jaxpipe
+
+    spec, data = jaxpipe.init_project(args.name, args.example)
+    if args.quiet:
+        print(spec)
+    else:
+        print(f"wrote {spec} and {data}\nnext: jaxpipe run {spec}")
+    return 0
 
 
 def _count(text: str) -> int:
@@ -254,12 +285,22 @@ def _cmd_run(args: argparse.Namespace) -> int:
                 "a multi-process run needs --out DIR, the same directory for every process"
             )
         jaxpipe.initialize_distributed(**distributed)
-    result = jaxpipe.run(
-        spec, out=args.out, verbose=_level(args), resume=args.resume, force=args.force
-    )
+    try:
+        result = jaxpipe.run(
+            spec, out=args.out, verbose=_level(args), resume=args.resume, force=args.force
+        )
+    except jaxpipe.RunInterrupted as e:  # the resume hint names this spec, not "SPEC"
+        again = shlex.join(["jaxpipe", "run", args.spec, *_set_args(args.overrides)])
+        raise jaxpipe.RunInterrupted(
+            str(e).replace("jaxpipe run SPEC", again), e.exit_code
+        ) from None
     if args.quiet:
         print(result.run_dir)  # scripts read the run directory from the last line
     return 0
+
+
+def _set_args(overrides: Sequence[str]) -> list[str]:
+    return [a for item in overrides for a in ("--set", item)]
 
 
 def _cmd_launch(args: argparse.Namespace) -> int:
@@ -388,6 +429,7 @@ _COMMANDS = {
     "devices": _cmd_devices,
     "launch": _cmd_launch,
     "trace": _cmd_trace,
+    "init": _cmd_init,
 }
 
 

@@ -48,6 +48,12 @@ class Observer:
     def on_artifacts(self, run_dir: str, history: list[dict[str, Any]]) -> None: ...
     def on_finish(self, result: RunResult) -> None: ...
     def on_note(self, text: str) -> None: ...
+    def on_progress(self, step: int) -> None: ...
+
+    def progress_interval(self, steps_per_epoch: int) -> int | None:
+        """Steps between on_progress calls from inside the compiled epoch (a live bar);
+        None for none, which keeps the epoch program free of host callbacks."""
+        return None
 
 
 OBSERVER_EVENTS = tuple(n for n in vars(Observer) if n.startswith("on_"))
@@ -61,6 +67,15 @@ class Observers(Observer):
         self.listeners = [x for x in listeners if x is not None]
         for name in OBSERVER_EVENTS:
             setattr(self, name, self._fan_out(name))
+
+    def progress_interval(self, steps_per_epoch: int) -> int | None:
+        """The most frequent interval any listener asks for."""
+        asks = [
+            x.progress_interval(steps_per_epoch)
+            for x in self.listeners
+            if callable(getattr(x, "progress_interval", None))
+        ]
+        return min((a for a in asks if a), default=None)
 
     def _fan_out(self, name: str):
         targets = [getattr(x, name) for x in self.listeners if callable(getattr(x, name, None))]

@@ -9,8 +9,10 @@ import os
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Sequence
+from typing import IO
 
 __all__ = ["launch"]
 
@@ -19,6 +21,20 @@ def _free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+# Lines the collective library prints as processes connect ("[Gloo] Rank 0 is connected
+# to 1 peer ranks..."): noise in the report; kept with JAXPIPE_VERBOSE_COLLECTIVES=1.
+_CHATTER = (b"[Gloo]",)
+
+
+def _forward(src: IO[bytes], dest: IO[str], keep_chatter: bool) -> None:
+    """Copies a child's output line by line, without the collective library's chatter."""
+    for line in iter(src.readline, b""):
+        if keep_chatter or not line.lstrip().startswith(_CHATTER):
+            dest.write(line.decode(errors="replace"))
+            dest.flush()
+    src.close()
 
 
 def launch(
@@ -39,7 +55,8 @@ def launch(
     if processes < 1:
         raise ValueError("processes must be ≥ 1")
     coordinator = f"127.0.0.1:{_free_port()}"
-    procs = []
+    keep = os.environ.get("JAXPIPE_VERBOSE_COLLECTIVES", "") not in ("", "0")
+    procs, pumps = [], []
     for pid in range(processes):
         env = dict(os.environ)
         if cpu_devices_per_process:
@@ -69,9 +86,18 @@ def launch(
         ]
         if pid > 0:
             cmd.append("--quiet")
-        procs.append(
-            subprocess.Popen(cmd, env=env, stdout=None if pid == 0 else subprocess.DEVNULL)
+        p = subprocess.Popen(
+            cmd,
+            env=env,
+            stdout=subprocess.PIPE if pid == 0 else subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
         )
+        streams = [(p.stderr, sys.stderr)] + ([(p.stdout, sys.stdout)] if pid == 0 else [])
+        for src, dest in streams:
+            t = threading.Thread(target=_forward, args=(src, dest, keep), daemon=True)
+            t.start()
+            pumps.append(t)
+        procs.append(p)
     deadline = None if timeout is None else time.monotonic() + timeout
     status = 0
     try:
@@ -92,4 +118,6 @@ def launch(
     finally:
         for p in procs:
             p.kill()
+        for t in pumps:  # the last lines reach the terminal before the status returns
+            t.join(timeout=5)
     return status

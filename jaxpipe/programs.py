@@ -20,6 +20,7 @@ from jaxpipe.metrics import zero_sums
 from jaxpipe.model import make_model, param_count
 from jaxpipe.optim import make_optimizer
 from jaxpipe.place import Placed
+from jaxpipe.progress import with_progress
 from jaxpipe.runplan import RunPlan
 from jaxpipe.spec import Spec
 from jaxpipe.step import (
@@ -95,12 +96,19 @@ def _compile_streamed(train_step, state, scaler, x, y, batch: int, chunk: int, o
 
 
 def compile_programs(
-    spec: Spec, rp: RunPlan, placed: Placed, prep: Preprocessing, outputs: int
+    spec: Spec,
+    rp: RunPlan,
+    placed: Placed,
+    prep: Preprocessing,
+    outputs: int,
+    progress: tuple[int, Callable[[int], None]] | None = None,
 ) -> Programs:
     """Builds the model (`spec.model`, `outputs` wide) and optimizer (`spec.optimizer`,
     over the plan's total steps), initialises the state from `spec.experiment.seed`
     straight into its shardings (an FSDP state never exists whole on one device) and
-    compiles the epoch and evaluation programs for the placed arrays' exact shapes."""
+    compiles the epoch and evaluation programs for the placed arrays' exact shapes.
+    `progress` = (every, report): the resident epoch calls report(step) every `every`
+    steps (a live progress bar; see progress.py)."""
     t0 = time.perf_counter()
     tx = make_optimizer(spec.optimizer, total_steps=rp.total_steps)
     hooks = rp.layout.model_hooks(len(spec.model.hidden))  # FSDP's per-layer gather, pinned batch
@@ -126,9 +134,10 @@ def compile_programs(
             train_step, state, prep.scaler, x_tr, y_tr, rp.batch, rp.chunk, opts
         )
     else:
+        step = with_progress(train_step, *progress) if progress else train_step
         epoch_c = (
             jax.jit(
-                make_epoch(train_step, rp.batch, **split),
+                make_epoch(step, rp.batch, **split),
                 donate_argnums=0,
                 out_shardings=(shardings, layout.replicated),
             )

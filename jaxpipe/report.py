@@ -1,126 +1,137 @@
-"""What the user sees: tables, an ASCII chart, the PNG curves and the console reporter
-that listens to the loop."""
+"""What the user sees: the console reporter that listens to the run (stages as they
+end, a spinner while compiling, a progress bar inside long epochs, the epoch table, the
+chart, the final metrics and the prediction trace), and `format_plan`."""
 
 from __future__ import annotations
 
+import math
 import os
-import sys
 from collections.abc import Sequence
 from typing import Any, TextIO
 
-from jaxpipe.loop import Observer, RunResult, StageRecord
+from jaxpipe.charts import ascii_chart, write_curves
+from jaxpipe.console import Console, Stopwatch, format_table
+from jaxpipe.events import Observer, RunResult, StageRecord
 from jaxpipe.model import layer_table, param_count
 from jaxpipe.planner import Plan, format_bytes
-from jaxpipe.spec import Spec
+from jaxpipe.progress import progress_every
+from jaxpipe.spec import Spec, metric_mode
 from jaxpipe.trace import TRACE_ROWS_FILE, trace_run
 from jaxpipe.trace_view import format_trace, write_trace_png
 
-__all__ = ["format_table", "ascii_chart", "write_curves", "ConsoleReporter", "format_plan"]
+__all__ = [
+    "format_table",
+    "ascii_chart",
+    "write_curves",
+    "ConsoleReporter",
+    "format_plan",
+    "condensed",
+    "plural",
+    "seconds",
+]
+
+CONDENSE_AFTER = 12  # longer runs get a condensed epoch table (their lines were printed live)
+_NEXT = {  # what runs after a stage, for the spinner (terminal only)
+    "load": "planning and placing the data",
+    "plan": "placing the data on the devices",
+    "place": "preprocessing on the device",
+    "transfer": "preprocessing on the device",
+    "preprocess": "compiling the epoch and evaluation programs",
+}
 
 
-def format_table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
-    """A plain-text table; numbers right-aligned."""
-    cells = [[str(h) for h in headers]] + [[_cell(v) for v in r] for r in rows]
-    widths = [max(len(r[i]) for r in cells) for i in range(len(headers))]
-    numeric = [all(isinstance(r[i], (int, float)) for r in rows) for i in range(len(headers))]
-
-    def line(r: Sequence[str]) -> str:
-        return "  ".join(
-            c.rjust(w) if num else c.ljust(w) for c, w, num in zip(r, widths, numeric)
-        ).rstrip()
-
-    return "\n".join(
-        [line(cells[0]), line(["-" * w for w in widths])] + [line(r) for r in cells[1:]]
-    )
+def plural(n: int, word: str, many: str | None = None) -> str:
+    """ "1 epoch", "5 epochs"; "1 class", "4 classes" with `many`."""
+    return f"{n} {word if n == 1 else many or word + 's'}"
 
 
-def _cell(v: Any) -> str:
-    if isinstance(v, float):
-        return f"{v:.4f}" if abs(v) < 1000 else f"{v:.4g}"
-    return str(v)
+def seconds(s: float) -> str:
+    """A duration that never reads 0.00s: ms below a tenth of a second."""
+    if s < 0.1:
+        return f"{s * 1e3:.0f} ms" if s >= 0.0005 else f"{s * 1e3:.2f} ms"
+    if s < 60:
+        return f"{s:.2f} s"
+    m, r = divmod(round(s), 60)
+    return f"{m} min {r:02d} s"
 
 
-def ascii_chart(series: dict[str, Sequence[float]], height: int = 10, width: int = 50) -> str:
-    """A line chart of one or more series against epoch, drawn with one marker each."""
-    markers = "*o+x#"
-    values = [v for s in series.values() for v in s]
-    if not values:
-        return ""
-    lo, hi = min(values), max(values)
-    span = (hi - lo) or 1.0
-    n = max(len(s) for s in series.values())
-    cols = min(width, max(6 * n, 12))  # a few columns per epoch, so points stand apart
-    grid = [[" "] * cols for _ in range(height)]
-    for s, mark in zip(series.values(), markers):
-        for i, v in enumerate(s):
-            x = round(i * (cols - 1) / max(n - 1, 1))
-            y = round((hi - v) / span * (height - 1))
-            grid[y][x] = mark
-    lines = []
-    for r, row in enumerate(grid):
-        label = hi - r * span / (height - 1)
-        lines.append(f"{label:9.4f} |" + "".join(row))
-    lines.append(" " * 10 + "+" + "-" * cols)
-    lines.append(" " * 11 + f"epoch 1 … {n}")
-    legend = "   ".join(f"{m} {name}" for name, m in zip(series, markers))
-    lines.append(" " * 11 + legend)
-    return "\n".join(lines)
+def best_epoch(history: Sequence[dict[str, Any]], metric: str, mode: str) -> int | None:
+    rows = [r for r in history if isinstance(r.get(metric), float) and math.isfinite(r[metric])]
+    if not rows:
+        return None
+    pick = min if mode == "min" else max
+    return pick(rows, key=lambda r: r[metric])["epoch"]
 
 
-def write_curves(history: Sequence[dict[str, Any]], path: str) -> None:
-    """Loss and accuracy per epoch as a PNG (matplotlib, Agg backend)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    epochs = [r["epoch"] for r in history]
-    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 4))
-    ax1.plot(epochs, [r["train_loss"] for r in history], marker="o", label="train")
-    ax1.plot(epochs, [r["val_loss"] for r in history], marker="o", label="validation")
-    ax1.set(xlabel="epoch", ylabel="loss", title="Loss")
-    ax1.legend()
-    metric = "val_accuracy" if "val_accuracy" in history[0] else "val_rmse"
-    ax2.plot(epochs, [r[metric] for r in history], marker="o", color="tab:green")
-    ax2.set(xlabel="epoch", ylabel=metric.replace("_", " "), title=metric.replace("_", " "))
-    for ax in (ax1, ax2):
-        ax.grid(alpha=0.3)
-    fig.tight_layout()
-    tmp = path + ".tmp.png"
-    fig.savefig(tmp, dpi=100)
-    plt.close(fig)
-    os.replace(tmp, path)
+def condensed(history: Sequence[dict[str, Any]], best: int | None, rows: int = 8) -> list[dict]:
+    """The first, best and last epochs and every k-th between, k so that about `rows`
+    rows remain; in epoch order, each with a "note"."""
+    n = len(history)
+    k = max(1, math.ceil(n / rows))
+    keep = {0, n - 1} | set(range(k - 1, n, k))
+    keep |= {i for i, r in enumerate(history) if r["epoch"] == best}
+    notes = {0: "first", n - 1: "last"}
+    out = []
+    for i in sorted(keep):
+        r = history[i]
+        note = "best" if r["epoch"] == best else notes.get(i, "")
+        out.append(r | {"note": note})
+    return out
 
 
 class ConsoleReporter(Observer):
-    """Prints the run for a person: spec in brief, progress, data flow, model, trace,
-    chart, final metrics. Writes curves.png whether or not it prints."""
+    """Prints the run for a person. `verbose`: 0 (or False) prints nothing, 1 the report,
+    2 also every epoch in the final table. `plain`: None decides from the stream (a
+    terminal gets rich output) and JAXPIPE_PLAIN. Writes curves.png and trace.png
+    whether or not it prints."""
 
-    def __init__(self, stream: TextIO | None = None, verbose: bool = True):
-        self.stream = stream or sys.stdout
-        self.verbose = verbose
+    def __init__(
+        self, stream: TextIO | None = None, verbose: bool | int = True, plain: bool | None = None
+    ):
+        self.level = int(verbose)
+        self.out = Console(stream, plain) if self.level > 0 else None
         self.stages: list[StageRecord] = []
+        self.clock = Stopwatch()
+        self.spec: Spec | None = None
+        self._paths: tuple[str, str] | None = None
+        self._steps = 0
+        self._epoch_t0 = self.clock.seconds()
+        self._epoch = 0
 
-    def _print(self, text: str = "") -> None:
-        if self.verbose:
-            print(text, file=self.stream, flush=True)
+    def _print(self, text: str = "", style: str | None = None) -> None:
+        if self.out is not None:
+            self.out.line(text, style)
+
+    def _status(self, text: str) -> None:
+        if self.out is not None:
+            self.out.status(text)
+
+    def _metric(self) -> tuple[str, str]:
+        es = self.spec.training.early_stopping if self.spec is not None else None
+        if es is not None:
+            return es.metric, metric_mode(es.metric, es.mode)
+        return "val_loss", "min"
 
     def on_start(self, spec: Spec, run_dir: str) -> None:
+        self.spec = spec
         d, m, o, t = spec.data, spec.model, spec.optimizer, spec.training
-        src = (
-            d.path
-            if d.source != "synthetic"
-            else (
-                f"synthetic {d.synthetic.rows} × {d.synthetic.features}, {d.synthetic.classes} classes"
+        if d.source == "synthetic":
+            syn = d.synthetic
+            src = f"synthetic, {syn.rows} rows × {syn.features} features"
+            src += (
+                f", {plural(syn.classes, 'class', 'classes')}" if m.task == "classification" else ""
             )
-        )
-        self._print(f"jaxpipe run: {spec.experiment.name} (seed {spec.experiment.seed})")
-        self._print(
-            f"  data       {d.source}: {src}; validation {d.validation}; "
-            f"shuffle {str(d.shuffle).lower()}"
-        )
-        self._print(
-            f"  preprocess {spec.preprocess.normalize}; missing values: {spec.preprocess.missing}"
+        else:
+            src = f"{d.source} {d.path}"
+            # The stages name the file by its absolute path; show it as the spec wrote it.
+            self._paths = (spec.resolve_path(d.path), d.path)
+        val = d.validation
+        held = (
+            f"{val:.0%}"
+            if isinstance(val, float)
+            else val
+            if isinstance(val, str)
+            else f"{val} rows"
         )
         extras = "".join(
             [
@@ -128,92 +139,171 @@ class ConsoleReporter(Observer):
                 ", layer norm" if m.layer_norm else "",
             ]
         )
-        self._print(f"  model      {m.task} MLP hidden {list(m.hidden)}, {m.activation}{extras}")
+        head = "classification (softmax)" if m.task == "classification" else "regression"
+        self._print(f"jaxpipe run: {spec.experiment.name} (seed {spec.experiment.seed})", "bold")
+        self._print(f"  data       {src}; validation {held}; shuffle {str(d.shuffle).lower()}")
+        self._print(
+            f"  preprocess {spec.preprocess.normalize}; missing values: {spec.preprocess.missing}"
+        )
+        self._print(f"  model      MLP hidden {list(m.hidden)}, {m.activation}{extras}; {head}")
         self._print(f"  optimizer  {o.name}, learning rate {o.learning_rate:g}")
-        self._print(f"  training   {t.epochs} epochs, batch {t.batch_size}")
+        self._print(f"  training   {plural(t.epochs, 'epoch')}, batch {t.batch_size}")
         self._print(f"  output     {run_dir}")
-        self._print()
-
-    def on_stage(self, stage: StageRecord) -> None:
-        self.stages.append(stage)
 
     def on_plan(self, plan: Any) -> None:
-        gib = 2**30
         self._print(
-            f"Plan: {plan.strategy} over {plan.devices} {plan.device} device(s), "
-            f"mesh {plan.mesh}, {plan.per_device_bytes / gib:.3f} GiB per device (estimate) "
-            f"of {plan.usable_bytes_per_device / gib:.2f} GiB usable"
+            f"  plan       {plan.strategy} over {plural(plan.devices, plan.device + ' device')}, "
+            f"mesh {_mesh(plan.mesh)}; {format_bytes(plan.per_device_bytes)} per device "
+            f"(estimate) of {format_bytes(plan.usable_bytes_per_device)} usable"
         )
-        self._print()
+
+    def on_stage(self, stage: StageRecord) -> None:
+        if not self.stages:
+            self._print()
+            self._print("Data flow", "bold")
+        self.stages.append(stage)
+        inp, outp = stage.input, stage.output
+        if self._paths is not None:
+            inp, outp = (x.replace(*self._paths) for x in (inp, outp))
+        self._print(f"  {stage.name:<10} {inp} → {outp}  ({seconds(stage.seconds)})")
+        if stage.name == "compile":
+            self._epoch_t0 = self.clock.seconds()
+        if stage.name in _NEXT:
+            self._status(_NEXT[stage.name] + " ...")
 
     def on_model(self, params: Any) -> None:
-        rows = layer_table(params)
-        self._print("Model")
-        self._print(
-            format_table(
-                ["layer", "shape", "parameters"], rows + [("total", "", param_count(params))]
-            )
-        )
+        m = self.spec.model if self.spec is not None else None
+        rows = []
+        for name, shape, count in layer_table(params):
+            act = ""
+            if m is not None and name.startswith("hidden_"):
+                act = m.activation
+            elif m is not None and name == "output":
+                act = "softmax" if m.task == "classification" else "linear"
+            rows.append((name, shape, act, count))
         self._print()
-        self._print("Training")
+        self._print("Model", "bold")
+        if self.out is not None:
+            self.out.table(
+                ["layer", "shape", "activation", "parameters"],
+                rows + [("total", "", "", param_count(params))],
+            )
+
+    def progress_interval(self, steps_per_epoch: int) -> int | None:
+        if self.out is None or self.out.plain:
+            return None  # no bar to draw: keep the program free of host callbacks
+        self._steps = steps_per_epoch
+        return progress_every(steps_per_epoch)
+
+    def on_progress(self, step: int) -> None:
+        if self.out is None or not self._steps or self.spec is None:
+            return
+        epoch, done = divmod(step - 1, self._steps)
+        done += 1
+        elapsed = self.clock.seconds() - self._epoch_t0
+        rate = done * self.spec.training.batch_size / elapsed if elapsed > 0 else 0.0
+        epochs = self.spec.training.epochs
+        self.out.progress(
+            f"epoch {epoch + 1:>{len(str(epochs))}}/{epochs}",
+            done,
+            self._steps,
+            rate=f"{rate:,.0f} samples/s",
+        )
 
     def on_epoch(self, row: dict[str, Any], epochs: int) -> None:
-        done = row["epoch"]
-        bar = "#" * round(20 * done / epochs) + "-" * (20 - round(20 * done / epochs))
-        metric = (
-            ("val_accuracy", row["val_accuracy"])
-            if "val_accuracy" in row
-            else ("val_rmse", row["val_rmse"])
-        )
+        if self._epoch == 0:
+            self._print()
+            self._print("Training", "bold")
+        self._epoch = row["epoch"]
+        w = len(str(epochs))
+        metric = "val_accuracy" if "val_accuracy" in row else "val_rmse"
         self._print(
-            f"  [{bar}] epoch {done}/{epochs}  train_loss {row['train_loss']:.4f}  "
-            f"val_loss {row['val_loss']:.4f}  {metric[0]} {metric[1]:.4f}  "
-            f"{row['epoch_seconds']:.2f}s"
+            f"  epoch {row['epoch']:>{w}}/{epochs}  train_loss {row['train_loss']:.4f}  "
+            f"val_loss {row['val_loss']:.4f}  {metric} {row[metric]:.4f}  "
+            f"{seconds(row['epoch_seconds']):>9}"
         )
+        self._epoch_t0 = self.clock.seconds()
 
     def on_note(self, text: str) -> None:
         self._print(f"  {text}")
 
     def on_artifacts(self, run_dir: str, history: list[dict[str, Any]]) -> None:
-        write_curves(history, os.path.join(run_dir, "curves.png"))
+        write_curves(
+            history,
+            os.path.join(run_dir, "curves.png"),
+            best_epoch=best_epoch(history, *self._metric()),
+        )
+
+    def _epoch_table(self, h: list[dict[str, Any]]) -> None:
+        metric = "val_accuracy" if "val_accuracy" in h[0] else "val_rmse"
+        best = best_epoch(h, *self._metric())
+        rows = h if len(h) <= CONDENSE_AFTER or self.level >= 2 else condensed(h, best)
+        title = (
+            "Epochs"
+            if rows is h
+            else f"Epochs (condensed: first, best, last and every {math.ceil(len(h) / 8)} epochs)"
+        )
+        self._print()
+        self._print(title, "bold")
+        if self.out is not None:
+            self.out.table(
+                ["epoch", "train loss", "val loss", metric.replace("_", " "), "seconds", ""],
+                [
+                    (
+                        r["epoch"],
+                        r["train_loss"],
+                        r["val_loss"],
+                        r[metric],
+                        r["epoch_seconds"],
+                        r.get("note", "best" if r["epoch"] == best else ""),
+                    )
+                    for r in rows
+                ],
+                highlight=next((i for i, r in enumerate(rows) if r["epoch"] == best), None),
+            )
+
+    def _final(self, result: RunResult) -> None:
+        def metrics(row: dict[str, Any]) -> str:
+            return ", ".join(
+                f"{k} {v:.4f}"
+                for k, v in row.items()
+                if k not in ("epoch", "epoch_seconds") and isinstance(v, float)
+            )
+
+        last = result.final["epoch"]
+        self._print()
+        self._print(f"Final (epoch {last}): {metrics(result.final)}", "bold")
+        kept = result.summary.get("params_epoch", last)
+        if kept != last:
+            row = next((r for r in result.history if r["epoch"] == kept), None)
+            self._print(
+                f"Kept the parameters of epoch {kept} (early_stopping.restore_best)"
+                + (f": {metrics(row)}" if row else "")
+            )
+        else:
+            self._print(f"Kept the parameters of epoch {last} (the last)")
 
     def on_finish(self, result: RunResult) -> None:
-        self._print()
-        self._print("Data flow")
-        self._print(
-            format_table(
-                ["stage", "input", "output", "seconds"],
-                [(s.name, s.input, s.output, s.seconds) for s in self.stages],
-            )
-        )
-        self._print()
         h = result.history
-        metric = "val_accuracy" if "val_accuracy" in h[0] else "val_rmse"
-        self._print("Epochs")
-        self._print(
-            format_table(
-                ["epoch", "train loss", "val loss", metric.replace("_", " "), "seconds"],
-                [
-                    (r["epoch"], r["train_loss"], r["val_loss"], r[metric], r["epoch_seconds"])
-                    for r in h
-                ],
-            )
-        )
-        self._print()
-        self._print("Loss")
-        self._print(
-            ascii_chart(
-                {"train": [r["train_loss"] for r in h], "validation": [r["val_loss"] for r in h]}
-            )
-        )
-        self._print()
-        final = ", ".join(
-            f"{k} {v:.4f}"
-            for k, v in result.final.items()
-            if k not in ("epoch", "epoch_seconds") and isinstance(v, float)
-        )
-        self._print(f"Final (epoch {result.final['epoch']}): {final}")
         summary = result.summary
+        if "baseline" in summary:  # the regression baseline joins curves.png
+            write_curves(
+                h,
+                os.path.join(result.run_dir, "curves.png"),
+                best_epoch=best_epoch(h, *self._metric()),
+                baseline=summary["baseline"]["val_rmse"],
+            )
+        trace = _trace_first_row(result.run_dir)
+        if self.out is None:
+            return
+        self._epoch_table(h)
+        self._print()
+        self._print("Loss", "bold")
+        chart = ascii_chart(
+            {"train": [r["train_loss"] for r in h], "validation": [r["val_loss"] for r in h]}
+        )
+        self._print(chart)
+        self._final(result)
         if summary.get("classes"):
             self._print(f"Classes: {', '.join(summary['classes'])}")
         if "baseline" in summary:
@@ -223,8 +313,9 @@ class ConsoleReporter(Observer):
             )
         dropped = summary.get("rows", {}).get("dropped_missing")
         if dropped:
-            self._print(f"Dropped {dropped} rows with missing values (preprocess.missing)")
-        trace = _trace_first_row(result.run_dir)
+            self._print(
+                f"Dropped {plural(dropped, 'row')} with missing values (preprocess.missing)"
+            )
         if trace is not None:
             self._print()
             self._print(format_trace(trace))
@@ -233,6 +324,7 @@ class ConsoleReporter(Observer):
             f"Wrote {result.run_dir}/: spec.toml, metrics.jsonl, model.msgpack, "
             "predictor.json, summary.json, curves.png, trace.png, checkpoints/"
         )
+        self._print(f"Done in {seconds(self.clock.seconds())}", "bold")
 
 
 def _trace_first_row(run_dir: str) -> dict[str, Any] | None:

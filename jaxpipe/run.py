@@ -144,7 +144,9 @@ def _setup(spec, ds, rp, stages, load_s):
         f"{normalize}-scaled train {_shape(x_tr)} + validation {x_va.shape[0]} rows",
         secs,
     )
-    programs = compile_programs(spec, rp, placed, prep, ds.outputs)
+    every = stages.observer.progress_interval(rp.steps_per_epoch)
+    progress = (every, stages.observer.on_progress) if every else None
+    programs = compile_programs(spec, rp, placed, prep, ds.outputs, progress)
     stages.observer.on_model(programs.state.params)
     hidden = spec.model.hidden
     stages.add(

@@ -10,7 +10,7 @@ import pytest
 from conftest import ROOT, SMALL_SPEC
 
 import jaxpipe
-from jaxpipe.cli import _parser
+from jaxpipe.cli import _parser, main
 
 HEAVY = ("jax", "flax", "orbax", "optax", "matplotlib", "pyarrow")
 SUBCOMMANDS = ("run", "launch", "validate", "schema", "predict", "plan", "devices")
@@ -112,3 +112,69 @@ def test_every_public_name_resolves_and_submodules_do_not_shadow_functions():
     assert callable(jaxpipe.predict) and not isinstance(jaxpipe.predict, type(jaxpipe))
     assert callable(jaxpipe.launch) and not isinstance(jaxpipe.launch, type(jaxpipe))
     assert set(jaxpipe.__all__) <= set(dir(jaxpipe))
+
+
+def test_resume_hint_after_sigterm_names_the_real_spec(tmp_path, write_spec):
+    spec, out = write_spec(SMALL_SPEC), str(tmp_path / "run")
+    p = subprocess.run(
+        [sys.executable, "-m", "jaxpipe", "run", spec, "--out", out, "--set", "training.epochs=3"],
+        capture_output=True,
+        text=True,
+        env=os.environ | {"PYTHONPATH": ROOT, "JAXPIPE_TEST_HOOK": "term-epoch:1"},
+        timeout=300,
+    )
+    assert p.returncode == 143, p.stderr
+    hint = f"jaxpipe run {spec} --set training.epochs=3 --out {out} --resume"
+    assert hint in p.stderr and "SPEC" not in p.stderr, p.stderr
+
+
+def test_init_writes_a_starter_that_validates_and_refuses_to_overwrite(tmp_path, capsys):
+    cwd = os.getcwd()
+    os.chdir(tmp_path)
+    try:
+        assert main(["init", "demo"]) == 0
+        assert "jaxpipe run demo/demo.toml" in capsys.readouterr().out
+        spec = jaxpipe.load_spec("demo/demo.toml")
+        assert spec.experiment.name == "demo" and os.path.isfile("demo/penguins.csv")
+        assert main(["validate", "demo/demo.toml", "-q"]) == 0
+        assert main(["init", "demo"]) == 2
+        assert "already exists" in capsys.readouterr().err
+        assert main(["init", "reg", "--example", "diabetes", "-q"]) == 0
+        assert capsys.readouterr().out.strip() == os.path.join("reg", "reg.toml")
+        assert jaxpipe.load_spec("reg/reg.toml").model.task == "regression"
+        assert main(["init", "../bad name"]) == 2
+    finally:
+        os.chdir(cwd)
+
+
+@pytest.mark.parametrize("name", ["penguins", "diabetes"])
+def test_shipped_examples_are_the_experiments(name):
+    shipped = os.path.join(ROOT, "jaxpipe", "examples")
+    for a, b in ((f"{name}.toml", f"{name}.toml"), (f"{name}.csv", f"data/{name}.csv")):
+        with (
+            open(os.path.join(shipped, a), "rb") as f,
+            open(os.path.join(ROOT, "experiments", b), "rb") as g,
+        ):
+            assert f.read() == g.read(), f"jaxpipe/examples/{a} differs from experiments/{b}"
+
+
+def test_launch_drops_collective_chatter(tmp_path, capfd):
+    from jaxpipe.launch import _forward
+
+    src = tmp_path / "child.txt"
+    src.write_bytes(b"Data flow\n[Gloo] Rank 0 is connected to 1 peer ranks.\n  load  ok\n")
+
+    class Sink:
+        def __init__(self):
+            self.text = ""
+
+        def write(self, s):
+            self.text += s
+
+        def flush(self):
+            pass
+
+    sink = Sink()
+    with open(src, "rb") as f:
+        _forward(f, sink, keep_chatter=False)
+    assert sink.text == "Data flow\n  load  ok\n"

@@ -11,6 +11,7 @@ RANK = {
     "_version": 0,
     "errors": 0,
     "schema": 1,
+    "starter": 1,  # `jaxpipe init`: the shipped examples; errors only
     "spec": 2,
     "encoding": 2,  # column encoding for data.py; needs only errors
     "data": 3,
@@ -25,6 +26,8 @@ RANK = {
     "predict": 7,  # saved model + prediction: data, encoding, fitted, model; the run saves
     "trace": 7.1,  # one row through the layers: predict, model, preprocess; the run keeps rows
     "trace_view": 7.6,  # the trace as text and trace.png; report and the API show it
+    "charts": 7.6,  # ASCII chart and curves.png for the report
+    "console": 7.6,  # rich or plain output for the report
     "resume": 6.5,  # fresh start or checkpoint restore, over checkpoint and stopping
     "hardware": 6,
     "memory": 6,
@@ -32,6 +35,7 @@ RANK = {
     "sharding": 6.7,  # mesh + shardings from the plan; planner ─▶ sharding ─▶ loop
     "verify": 6.8,  # compiles a plan's layouts abstractly (sharding, step); api calls it
     "stream": 6,
+    "progress": 5.5,  # a train step that reports progress to the host; programs wires it
     "validation": 7.5,  # `validate` without the loop: spec, data, optim (hardware if asked)
     "events": 1,  # the observer interface and stage record; imports nothing
     "runplan": 6.8,  # stage plan: planner's Plan + what executes (mesh, steps, chunks)
@@ -49,7 +53,7 @@ RANK = {
     "cli": 11,
     "__main__": 12,  # `python -m jaxpipe`: the cli
 }
-NO_JAX = {"errors", "schema", "spec", "encoding", "cli", "__main__"}
+NO_JAX = {"errors", "schema", "spec", "encoding", "cli", "__main__", "starter"}
 
 
 def _imports(name):

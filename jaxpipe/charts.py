@@ -1,0 +1,115 @@
+"""Charts of a run's history: the ASCII loss chart of the console and `curves.png`.
+Functions of plain values; matplotlib loads only to draw the PNG."""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Sequence
+from typing import Any
+
+__all__ = ["ascii_chart", "write_curves", "log_scale"]
+
+_MARKERS = "*o+x"
+_OVERLAP = "#"
+
+
+def log_scale(values: Sequence[float]) -> bool:
+    """A log axis when every value is positive and they span more than a decade (a loss
+    falling from 2.3 to 0.05 leaves a linear chart flat after the first epochs)."""
+    finite = [v for v in values if math.isfinite(v)]
+    return bool(finite) and min(finite) > 0 and max(finite) / min(finite) > 10
+
+
+def _ticks(n: int, cols: int) -> tuple[str, str]:
+    """The x axis under the chart: tick marks at about five epochs, their numbers below."""
+    count = min(n, 5)
+    epochs = sorted({1 + round(i * (n - 1) / max(count - 1, 1)) for i in range(count)})
+    axis, labels = ["─"] * cols, [" "] * (cols + 4)
+    for e in epochs:
+        x = round((e - 1) * (cols - 1) / max(n - 1, 1))
+        axis[x] = "┬"
+        text = str(e)
+        start = min(max(0, x - len(text) // 2), cols + 4 - len(text))
+        if all(c == " " for c in labels[max(0, start - 1) : start + len(text) + 1]):
+            labels[start : start + len(text)] = text
+    return "".join(axis), "".join(labels).rstrip()
+
+
+def ascii_chart(series: dict[str, Sequence[float]], height: int = 10, width: int = 60) -> str:
+    """A line chart of one or more series against epoch, one marker each ("#" where they
+    meet), on a log axis when the values span more than a decade, epochs ticked below."""
+    values = [v for s in series.values() for v in s if math.isfinite(v)]
+    if not values:
+        return ""
+    log = log_scale(values)
+    f = math.log10 if log else (lambda v: v)
+    lo, hi = f(min(values)), f(max(values))
+    span = (hi - lo) or 1.0
+    n = max(len(s) for s in series.values())
+    cols = min(width, max(6 * n, 12))  # a few columns per epoch, so points stand apart
+    grid = [[" "] * cols for _ in range(height)]
+    for s, mark in zip(series.values(), _MARKERS):
+        for i, v in enumerate(s):
+            if not math.isfinite(v):
+                continue
+            x = round(i * (cols - 1) / max(n - 1, 1))
+            y = round((hi - f(v)) / span * (height - 1))
+            grid[y][x] = mark if grid[y][x] in (" ", mark) else _OVERLAP
+    lines = []
+    for r, row in enumerate(grid):
+        label = hi - r * span / (height - 1)
+        label = 10**label if log else label
+        lines.append(f"{label:9.4g} │" + "".join(row).rstrip())
+    axis, labels = _ticks(n, cols)
+    lines.append(" " * 10 + "└" + axis)
+    lines.append(" " * 11 + labels + "   epoch")
+    legend = "   ".join(f"{m} {name}" for name, m in zip(series, _MARKERS))
+    scale = "   (log scale)" if log else ""
+    lines.append(" " * 11 + legend + f"   {_OVERLAP} overlap" + scale)
+    return "\n".join(lines)
+
+
+def write_curves(
+    history: Sequence[dict[str, Any]],
+    path: str,
+    *,
+    best_epoch: int | None = None,
+    baseline: float | None = None,
+) -> None:
+    """Loss, and accuracy (train and validation) or RMSE per epoch as a PNG: the best
+    epoch marked, a regression's baseline (predict the training mean) drawn."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    epochs = [r["epoch"] for r in history]
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 4))
+    train_loss = [r["train_loss"] for r in history]
+    val_loss = [r["val_loss"] for r in history]
+    ax1.plot(epochs, train_loss, marker="o", label="train")
+    ax1.plot(epochs, val_loss, marker="o", label="validation")
+    if log_scale(train_loss + val_loss):
+        ax1.set_yscale("log")
+    ax1.set(xlabel="epoch", ylabel="loss", title="Loss")
+    if "val_accuracy" in history[0]:
+        if "train_accuracy" in history[0]:
+            ax2.plot(epochs, [r["train_accuracy"] for r in history], marker="o", label="train")
+        ax2.plot(epochs, [r["val_accuracy"] for r in history], marker="o", label="validation")
+        ax2.set(xlabel="epoch", ylabel="accuracy", title="Accuracy")
+    else:
+        ax2.plot(epochs, [r["val_rmse"] for r in history], marker="o", label="validation")
+        if baseline is not None:
+            ax2.axhline(baseline, color="tab:gray", linestyle="--", label="baseline (mean)")
+        ax2.set(xlabel="epoch", ylabel="RMSE", title="Validation RMSE")
+    for ax in (ax1, ax2):
+        if best_epoch is not None:
+            ax.axvline(best_epoch, color="tab:red", alpha=0.5, linestyle=":", label="best epoch")
+        ax.grid(alpha=0.3)
+        ax.legend()
+    fig.tight_layout()
+    tmp = path + ".tmp.png"
+    fig.savefig(tmp, dpi=100)
+    plt.close(fig)
+    os.replace(tmp, path)

@@ -1,0 +1,145 @@
+"""The console: live stages, a progress bar and tables that fit, in a real terminal (a
+pty of 100 columns); plain lines without control characters when piped; the chart, the
+condensed epoch table and the duration format."""
+
+import fcntl
+import math
+import os
+import pty
+import re
+import select
+import struct
+import subprocess
+import sys
+import termios
+import unicodedata
+
+import pytest
+from conftest import ROOT
+
+from jaxpipe.charts import ascii_chart, log_scale
+from jaxpipe.report import condensed, plural, seconds
+
+# 40,000 training rows in batches of 32: 1,250 steps an epoch, long enough for the bar.
+LONG_SPEC = """
+[experiment]
+name = "long"
+seed = 0
+
+[data]
+source = "synthetic"
+validation = 1000
+
+[data.synthetic]
+rows = 41000
+features = 20
+classes = 3
+
+[model]
+hidden = [32]
+
+[training]
+epochs = 2
+batch_size = 32
+"""
+ESCAPE = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
+
+
+def _in_terminal(argv, columns=100):
+    """Runs argv with a pty of `columns` columns as its terminal; returns (status, bytes)."""
+    master, slave = pty.openpty()
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 40, columns, 0, 0))
+    env = os.environ | {"PYTHONPATH": ROOT, "TERM": "xterm-256color", "COLUMNS": str(columns)}
+    for name in ("NO_COLOR", "JAXPIPE_PLAIN"):
+        env.pop(name, None)
+    p = subprocess.Popen(argv, stdin=slave, stdout=slave, stderr=slave, env=env)
+    os.close(slave)
+    raw = bytearray()
+    while True:
+        ready, _, _ = select.select([master], [], [], 0.2)
+        if ready:
+            try:
+                data = os.read(master, 65536)
+            except OSError:  # the child closed the terminal
+                break
+            if not data:
+                break
+            raw += data
+        elif p.poll() is not None:
+            break
+    os.close(master)
+    return p.wait(timeout=60), raw.decode()
+
+
+def _screen_lines(raw):
+    """What stays on the screen, roughly: escapes dropped, each line's last redraw."""
+    text = ESCAPE.sub("", raw)
+    return [[part for part in line.split("\r") if part.strip()] for line in text.split("\n")]
+
+
+@pytest.fixture(scope="module")
+def spec_path(tmp_path_factory):
+    path = tmp_path_factory.mktemp("console") / "long.toml"
+    path.write_text(LONG_SPEC)
+    return str(path)
+
+
+def test_terminal_shows_live_stages_a_progress_bar_and_fits_100_columns(spec_path, tmp_path):
+    cmd = [sys.executable, "-m", "jaxpipe", "run", spec_path, "--out", str(tmp_path / "run")]
+    code, raw = _in_terminal(cmd)
+    assert code == 0, raw[-2000:]
+    # Stages print as they end, before training starts; then a bar inside the epoch.
+    text = ESCAPE.sub("", raw)
+    stage = re.search(r"[\r\n]  preprocess +train", text).start()  # the stage, not the header
+    bar = text.index("samples/s")
+    assert text.index("Data flow") < stage < bar < text.index("epoch 1/2  train_loss")
+    assert re.search(r"\d+/1250", text), "the bar counts the epoch's steps"
+    assert "\x1b[" in raw  # rich: styles and the live display
+    lines = _screen_lines(raw)
+    widest = max(len(part) for parts in lines for part in parts)
+    assert widest <= 100, widest
+    model = next(i for i, parts in enumerate(lines) if parts and parts[-1] == "Model")
+    assert "activation" in lines[model + 1][-1] and "softmax" in ESCAPE.sub("", raw)
+
+
+def test_piped_output_is_plain_lines_without_control_characters(spec_path, tmp_path):
+    env = os.environ | {"PYTHONPATH": ROOT}
+    p = subprocess.run(
+        [sys.executable, "-m", "jaxpipe", "run", spec_path, "--out", str(tmp_path / "run")],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
+    assert p.returncode == 0, p.stderr
+    controls = {c for c in p.stdout + p.stderr if unicodedata.category(c) == "Cc"} - {"\n"}
+    assert not controls, controls
+    for text in ("Data flow", "Training", "epoch 1/2", "Prediction trace", "Done in"):
+        assert text in p.stdout, text
+
+
+def test_chart_uses_a_log_axis_over_a_decade_marks_overlaps_and_ticks_epochs():
+    falling = [2.3 * math.exp(-i / 3) for i in range(30)]
+    chart = ascii_chart({"train": falling, "validation": falling})
+    assert "(log scale)" in chart and log_scale(falling)
+    plot = [line.split("│", 1)[1] for line in chart.splitlines() if "│" in line]
+    assert all(c in " #" for row in plot for c in row)  # identical series: overlaps only
+    axis, ticks = chart.splitlines()[-3:-1]
+    assert axis.count("┬") >= 3 and ticks.split()[:1] == ["1"] and "30" in ticks
+    flat = ascii_chart({"train": [0.5, 0.45, 0.44], "validation": [0.6, 0.5, 0.47]})
+    assert "(log scale)" not in flat and not log_scale([0.5, 0.45])
+
+
+def test_condensed_table_keeps_first_best_last_and_every_kth():
+    history = [{"epoch": e, "val_loss": 1.0 / e if e != 13 else 0.001} for e in range(1, 41)]
+    rows = condensed(history, best=13)
+    epochs = [r["epoch"] for r in rows]
+    assert epochs[0] == 1 and epochs[-1] == 40 and 13 in epochs and len(rows) <= 10
+    assert epochs == sorted(epochs)
+    assert {r["epoch"]: r["note"] for r in rows}[13] == "best"
+
+
+def test_durations_and_counts_read_well():
+    assert seconds(0.004) == "4 ms" and seconds(0.0001) == "0.10 ms" and seconds(3.2) == "3.20 s"
+    assert seconds(125) == "2 min 05 s"
+    assert plural(1, "epoch") == "1 epoch" and plural(2, "class", "classes") == "2 classes"
