@@ -3,6 +3,7 @@ pty of 100 columns); plain lines without control characters when piped; the char
 condensed epoch table and the duration format."""
 
 import fcntl
+import io
 import math
 import os
 import pty
@@ -18,6 +19,7 @@ import pytest
 from conftest import ROOT
 
 from jaxpipe.charts import ascii_chart, log_scale
+from jaxpipe.console import Console
 from jaxpipe.report import condensed, plural, seconds
 
 # 40,000 training rows in batches of 32: 1,250 steps an epoch, long enough for the bar.
@@ -143,3 +145,26 @@ def test_durations_and_counts_read_well():
     assert seconds(0.004) == "4 ms" and seconds(0.0001) == "0.10 ms" and seconds(3.2) == "3.20 s"
     assert seconds(125) == "2 min 05 s"
     assert plural(1, "epoch") == "1 epoch" and plural(2, "class", "classes") == "2 classes"
+
+
+class _Terminal(io.StringIO):
+    def isatty(self):
+        return True
+
+
+def test_console_picks_rich_for_a_terminal_plain_otherwise_and_honours_no_color(monkeypatch):
+    for name in ("NO_COLOR", "JAXPIPE_PLAIN"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("TERM", "xterm-256color")
+    assert Console(io.StringIO()).plain and not Console(_Terminal()).plain
+    monkeypatch.setenv("JAXPIPE_PLAIN", "1")
+    assert Console(_Terminal()).plain
+    monkeypatch.delenv("JAXPIPE_PLAIN")
+    colour = re.compile(r"\x1b\[[0-9;]*3[0-9](;[0-9;]*)?m")
+    stream = _Terminal()
+    Console(stream).table(["epoch", "loss"], [(1, 0.5), (2, 0.25)], highlight=1)
+    assert colour.search(stream.getvalue())
+    monkeypatch.setenv("NO_COLOR", "1")
+    stream = _Terminal()
+    Console(stream).table(["epoch", "loss"], [(1, 0.5), (2, 0.25)], highlight=1)
+    assert not colour.search(stream.getvalue()) and "0.2500" in stream.getvalue()
