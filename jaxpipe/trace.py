@@ -16,8 +16,8 @@ is what `jaxpipe predict` writes for the same row.
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
-from typing import Any
+from collections.abc import Mapping, Sequence
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -28,11 +28,51 @@ from jaxpipe.model import ACTIVATION_FNS, MLP
 from jaxpipe.predict import Predictor, encode_file, load_predictor
 from jaxpipe.preprocess import Scaler, apply_scaler
 
-__all__ = ["TRACE_ROWS_FILE", "save_trace_rows", "trace_features", "trace_run", "STRONGEST"]
+__all__ = [
+    "TRACE_ROWS_FILE",
+    "TracedModel",
+    "save_trace_rows",
+    "trace_features",
+    "trace_run",
+    "STRONGEST",
+]
 
 TRACE_ROWS_FILE = "trace_rows.npz"
 KEPT_ROWS = 256  # validation rows kept in the run directory for `jaxpipe trace RUN_DIR`
 STRONGEST = 3  # units listed per hidden layer
+
+
+class TracedModel(NamedTuple):
+    """What a trace needs of a trained model, as plain values: the parameters, the
+    network's shape (predictor.json's "model": hidden, activation, dropout, layer_norm,
+    outputs), the fitted scaler (offset, scale: [features]), the task, class names,
+    encoded feature names, the regression target's (mean, scale) and the normaliser."""
+
+    params: Any
+    network: Mapping[str, Any]
+    offset: Any
+    scale: Any
+    task: str
+    classes: Sequence[str]
+    features: Sequence[str]
+    target: tuple[float, float] | None = None
+    normalize: str = "minmax"
+
+    @classmethod
+    def from_predictor(cls, pred: Predictor) -> TracedModel:
+        meta = pred.meta
+        t = meta.get("target")
+        return cls(
+            params=pred.params,
+            network=meta["model"],
+            offset=meta["scaler"]["offset"],
+            scale=meta["scaler"]["scale"],
+            task=meta["task"],
+            classes=tuple(meta["classes"]),
+            features=tuple(meta["features"]),
+            target=None if t is None else (t["mean"], t["scale"]),
+            normalize=meta["scaler"]["kind"],
+        )
 
 
 def save_trace_rows(run_dir: str, x_val: np.ndarray, y_val: np.ndarray) -> None:
@@ -45,10 +85,10 @@ def save_trace_rows(run_dir: str, x_val: np.ndarray, y_val: np.ndarray) -> None:
     os.replace(tmp, path)
 
 
-def _forward(pred: Predictor, x: np.ndarray) -> tuple[np.ndarray, list[tuple[str, np.ndarray]]]:
+def _forward(model: TracedModel, x: np.ndarray) -> tuple[np.ndarray, list[tuple[str, np.ndarray]]]:
     """x: [features] before scaling → (output [outputs], [(layer, input of its
     activation [units])]), through the same module and float32 ops as `predict_rows`."""
-    m = pred.meta["model"]
+    m = model.network
     module = MLP(
         hidden=tuple(m["hidden"]),
         outputs=m["outputs"],
@@ -56,10 +96,9 @@ def _forward(pred: Predictor, x: np.ndarray) -> tuple[np.ndarray, list[tuple[str
         dropout=m["dropout"],
         layer_norm=m["layer_norm"],
     )
-    scaler = _scaler(pred)
-    z = apply_scaler(scaler, jnp.asarray(x, jnp.float32)[None])
+    z = apply_scaler(_scaler(model), jnp.asarray(x, jnp.float32)[None])
     out, state = module.apply(
-        {"params": pred.params}, z, capture_intermediates=True, mutable=["intermediates"]
+        {"params": model.params}, z, capture_intermediates=True, mutable=["intermediates"]
     )
     seen = state["intermediates"]
     layers = []
@@ -70,14 +109,13 @@ def _forward(pred: Predictor, x: np.ndarray) -> tuple[np.ndarray, list[tuple[str
     return np.asarray(out[0]), layers
 
 
-def _scaler(pred: Predictor) -> Scaler:
-    s = pred.meta["scaler"]
-    return Scaler(jnp.asarray(s["offset"], jnp.float32), jnp.asarray(s["scale"], jnp.float32))
+def _scaler(model: TracedModel) -> Scaler:
+    return Scaler(jnp.asarray(model.offset, jnp.float32), jnp.asarray(model.scale, jnp.float32))
 
 
-def _input_layer(pred: Predictor, x: np.ndarray, raw: Mapping[str, Any] | None) -> dict:
-    scaled = np.asarray(apply_scaler(_scaler(pred), jnp.asarray(x, jnp.float32)))
-    names = list(pred.meta["features"])
+def _input_layer(model: TracedModel, x: np.ndarray, raw: Mapping[str, Any] | None) -> dict:
+    scaled = np.asarray(apply_scaler(_scaler(model), jnp.asarray(x, jnp.float32)))
+    names = list(model.features)
     return {
         "name": "input",
         "kind": "input",
@@ -86,7 +124,7 @@ def _input_layer(pred: Predictor, x: np.ndarray, raw: Mapping[str, Any] | None) 
         "raw": dict(raw) if raw is not None else dict(zip(names, map(float, x))),
         "values": [float(v) for v in x],
         "scaled": [float(v) for v in scaled],
-        "normalize": pred.meta["scaler"]["kind"],
+        "normalize": model.normalize,
     }
 
 
@@ -112,7 +150,7 @@ def _hidden_layer(name: str, activation: str, pre: np.ndarray) -> dict:
 
 
 def trace_features(
-    pred: Predictor,
+    model: TracedModel | Predictor,
     x: np.ndarray,
     *,
     label: Any = None,
@@ -121,25 +159,27 @@ def trace_features(
     """The trace record of one row. x: [features], encoded as the model was trained
     (before scaling); `label`: the true class name or target value, if known; `raw`: the
     row's values by input column, as read (default: the encoded values)."""
+    if isinstance(model, Predictor):
+        model = TracedModel.from_predictor(model)
     x = np.asarray(x, np.float32).reshape(-1)
-    if x.shape[0] != len(pred.meta["features"]):
+    if x.shape[0] != len(model.features):
         raise JaxpipeError(
-            f"the row has {x.shape[0]} features; the model takes {len(pred.meta['features'])}"
+            f"the row has {x.shape[0]} features; the model takes {len(model.features)}"
         )
-    out, hidden = _forward(pred, x)
-    act = pred.meta["model"]["activation"]
-    layers = [_input_layer(pred, x, raw)]
+    out, hidden = _forward(model, x)
+    act = model.network["activation"]
+    layers = [_input_layer(model, x, raw)]
     layers += [_hidden_layer(name, act, pre) for name, pre in hidden]
-    if pred.task == "regression":
-        t = pred.meta["target"]
-        value = float(out[0]) * t["scale"] + t["mean"]  # as predict_rows: target units
+    if model.task == "regression":
+        mean, scale = model.target
+        value = float(out[0]) * scale + mean  # as predict_rows: target units
         layers.append(
             {"name": "output", "kind": "output", "activation": "identity", "value": float(out[0])}
         )
         prediction = {"class": None, "probability": None, "value": value, "label": label}
     else:
         probs = np.asarray(jax.nn.softmax(jnp.asarray(out)[None], axis=-1))[0]
-        classes = pred.classes
+        classes = tuple(model.classes)
         best = int(probs.argmax())
         layers.append(
             {
@@ -151,7 +191,7 @@ def trace_features(
             }
         )
         prediction = {"class": classes[best], "probability": float(probs[best]), "label": label}
-    return {"task": pred.task, "layers": layers, "prediction": prediction}
+    return {"task": model.task, "layers": layers, "prediction": prediction}
 
 
 def _label_name(value: Any, task: str) -> Any:
