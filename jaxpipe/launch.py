@@ -37,6 +37,42 @@ def _forward(src: IO[bytes], dest: IO[str], keep_chatter: bool) -> None:
     src.close()
 
 
+def _env(cpu_devices_per_process: int | None) -> dict[str, str]:
+    env = dict(os.environ)
+    if cpu_devices_per_process:
+        flags = " ".join(
+            f
+            for f in env.get("XLA_FLAGS", "").split()
+            if not f.startswith("--xla_force_host_platform_device_count")
+        )
+        env["XLA_FLAGS"] = (
+            f"{flags} --xla_force_host_platform_device_count={cpu_devices_per_process}"
+        ).strip()
+        env["JAX_PLATFORMS"] = "cpu"
+    return env
+
+
+def _wait(procs: list[subprocess.Popen], timeout: float | None) -> int:
+    """The job's status: the first failing process's, else 0."""
+    deadline = None if timeout is None else time.monotonic() + timeout
+    status = 0
+    while procs:
+        for p in list(procs):
+            code = p.poll()
+            if code is None:
+                continue
+            procs.remove(p)
+            if code != 0 and status == 0:
+                status = code
+                # One failed: the others would wait in a collective forever.
+                for other in procs:
+                    other.kill()
+        if deadline is not None and time.monotonic() > deadline:
+            raise TimeoutError(f"launch: processes still running after {timeout} s")
+        time.sleep(0.05)
+    return status
+
+
 def launch(
     spec_path: str,
     processes: int,
@@ -50,42 +86,19 @@ def launch(
 
     Process 0 prints the report and writes the run directory; the others print only
     errors. With `cpu_devices_per_process`, each process runs on that many simulated CPU
-    devices (XLA's host-platform device count); otherwise on its default backend.
+    devices (XLA's host-platform device count); otherwise on its default backend. The
+    collective library's connection lines are dropped from what they print.
     """
     if processes < 1:
         raise ValueError("processes must be ≥ 1")
     coordinator = f"127.0.0.1:{_free_port()}"
     keep = os.environ.get("JAXPIPE_VERBOSE_COLLECTIVES", "") not in ("", "0")
+    env = _env(cpu_devices_per_process)
     procs, pumps = [], []
     for pid in range(processes):
-        env = dict(os.environ)
-        if cpu_devices_per_process:
-            flags = env.get("XLA_FLAGS", "")
-            flags = " ".join(
-                f
-                for f in flags.split()
-                if not f.startswith("--xla_force_host_platform_device_count")
-            )
-            env["XLA_FLAGS"] = (
-                f"{flags} --xla_force_host_platform_device_count={cpu_devices_per_process}"
-            ).strip()
-            env["JAX_PLATFORMS"] = "cpu"
-        cmd = [
-            sys.executable,
-            "-m",
-            "jaxpipe.cli",
-            "run",
-            spec_path,
-            *run_args,
-            "--coordinator",
-            coordinator,
-            "--num-processes",
-            str(processes),
-            "--process-id",
-            str(pid),
-        ]
-        if pid > 0:
-            cmd.append("--quiet")
+        cmd = [sys.executable, "-m", "jaxpipe.cli", "run", spec_path, *run_args]
+        cmd += ["--coordinator", coordinator, "--num-processes", str(processes)]
+        cmd += ["--process-id", str(pid)] + (["--quiet"] if pid > 0 else [])
         p = subprocess.Popen(
             cmd,
             env=env,
@@ -98,26 +111,10 @@ def launch(
             t.start()
             pumps.append(t)
         procs.append(p)
-    deadline = None if timeout is None else time.monotonic() + timeout
-    status = 0
     try:
-        while procs:
-            for p in list(procs):
-                code = p.poll()
-                if code is None:
-                    continue
-                procs.remove(p)
-                if code != 0 and status == 0:
-                    status = code
-                    # One failed: the others would wait in a collective forever.
-                    for other in procs:
-                        other.kill()
-            if deadline is not None and time.monotonic() > deadline:
-                raise TimeoutError(f"launch: processes still running after {timeout} s")
-            time.sleep(0.05)
+        return _wait(procs, timeout)
     finally:
         for p in procs:
             p.kill()
         for t in pumps:  # the last lines reach the terminal before the status returns
             t.join(timeout=5)
-    return status

@@ -10,7 +10,8 @@ import pytest
 from conftest import ROOT, SMALL_SPEC
 
 import jaxpipe
-from jaxpipe.cli import _parser, main
+from jaxpipe.cli import main
+from jaxpipe.cli_args import build_parser
 
 HEAVY = ("jax", "flax", "orbax", "optax", "matplotlib", "pyarrow")
 SUBCOMMANDS = ("run", "launch", "validate", "schema", "predict", "plan", "devices")
@@ -74,7 +75,7 @@ def test_python_dash_m_jaxpipe_and_bare_jaxpipe_print_help():
 
 @pytest.mark.parametrize("name", SUBCOMMANDS)
 def test_every_subcommand_has_quiet_verbose_and_an_example(name, capsys):
-    parser = _parser()
+    parser = build_parser()
     sub = parser._subparsers._group_actions[0].choices[name]
     flags = {s for a in sub._actions for s in a.option_strings}
     assert {"-q", "--quiet", "-v", "--verbose"} <= flags
@@ -84,7 +85,7 @@ def test_every_subcommand_has_quiet_verbose_and_an_example(name, capsys):
 
 
 def test_gpu_help_lists_the_catalog():
-    parser = _parser()
+    parser = build_parser()
     text = parser._subparsers._group_actions[0].choices["plan"].format_help()
     for card in ("T4", "A100-40GB", "H100"):
         assert card in text
