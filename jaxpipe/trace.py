@@ -24,6 +24,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxpipe.errors import JaxpipeError
+from jaxpipe.fitted import Preprocessing
 from jaxpipe.model import ACTIVATION_FNS, MLP
 from jaxpipe.predict import Predictor, encode_file, load_predictor
 from jaxpipe.preprocess import Scaler, apply_scaler
@@ -57,6 +58,24 @@ class TracedModel(NamedTuple):
     features: Sequence[str]
     target: tuple[float, float] | None = None
     normalize: str = "minmax"
+
+    @classmethod
+    def from_parts(
+        cls, params: Any, network: Mapping[str, Any], prep: Preprocessing
+    ) -> TracedModel:
+        """From a trained model's parameters, network shape and fitted `Preprocessing`
+        (what `jaxpipe.Model` holds): `Model.trace` is trace_features(this, row)."""
+        return cls(
+            params=params,
+            network=network,
+            offset=np.asarray(prep.scaler.offset),
+            scale=np.asarray(prep.scaler.scale),
+            task=prep.task,
+            classes=tuple(prep.classes),
+            features=tuple(prep.features),
+            target=prep.target_stats,
+            normalize=prep.normalize,
+        )
 
     @classmethod
     def from_predictor(cls, pred: Predictor) -> TracedModel:

@@ -171,3 +171,21 @@ def test_trace_features_agrees_with_predict_rows_for_any_row(run, seed):
     for layer in record["layers"][1:-1]:
         on = sum(v > 0 for v in layer["values"]) if act == "relu" else layer["active"]
         assert layer["active"] == on
+
+
+def test_a_trained_models_parts_trace_as_its_run_directory_does(tmp_path, write_spec):
+    """What `Model.trace` calls: TracedModel.from_parts(params, network, preprocessing)."""
+    from conftest import SMALL_SPEC
+
+    from jaxpipe.trace import TracedModel
+
+    result = jaxpipe.run(write_spec(SMALL_SPEC), out=str(tmp_path / "run"))
+    pred = load_predictor(result.run_dir)
+    model = TracedModel.from_parts(result.params, pred.meta["model"], result.preprocessing)
+    with np.load(os.path.join(result.run_dir, TRACE_ROWS_FILE)) as kept:
+        x = kept["x"][0]
+    mine, theirs = trace_features(model, x), jaxpipe.trace(result.run_dir)
+    assert mine["prediction"]["class"] == theirs["prediction"]["class"]
+    assert mine["layers"][-1]["probabilities"] == pytest.approx(
+        theirs["layers"][-1]["probabilities"], rel=1e-6
+    )
