@@ -38,7 +38,7 @@ def _common() -> argparse.ArgumentParser:
         "-v",
         "--verbose",
         action="store_true",
-        help="print more: every epoch, library log lines, the traceback of an internal error",
+        help="print more: every epoch in the final table, the traceback of an internal error",
     )
     return c
 
