@@ -83,6 +83,7 @@ def write_curves(
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
 
     epochs = [r["epoch"] for r in history]
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 4))
@@ -106,6 +107,7 @@ def write_curves(
     for ax in (ax1, ax2):
         if best_epoch is not None:
             ax.axvline(best_epoch, color="tab:red", alpha=0.5, linestyle=":", label="best epoch")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # epochs, not 2.5
         ax.grid(alpha=0.3)
         ax.legend()
     fig.tight_layout()
