@@ -190,8 +190,12 @@ class ConsoleReporter(Observer):
             )
 
     def progress_interval(self, steps_per_epoch: int) -> int | None:
-        if self.out is None or self.out.plain:
-            return None  # no bar to draw: keep the program free of host callbacks
+        import jax  # loaded already by the run
+
+        if self.out is None or self.out.plain or jax.process_count() > 1:
+            # No bar to draw (or processes that must all compile the same program): keep
+            # the epoch free of host callbacks.
+            return None
         self._steps = steps_per_epoch
         return progress_every(steps_per_epoch)
 

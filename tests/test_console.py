@@ -168,3 +168,24 @@ def test_console_picks_rich_for_a_terminal_plain_otherwise_and_honours_no_color(
     stream = _Terminal()
     Console(stream).table(["epoch", "loss"], [(1, 0.5), (2, 0.25)], highlight=1)
     assert not colour.search(stream.getvalue()) and "0.2500" in stream.getvalue()
+
+
+def test_observers_ask_for_the_most_frequent_progress_interval():
+    from jaxpipe.events import Observer, Observers
+
+    class Every(Observer):
+        def __init__(self, n):
+            self.n, self.steps = n, []
+
+        def progress_interval(self, steps_per_epoch):
+            return self.n
+
+        def on_progress(self, step):
+            self.steps.append(step)
+
+    a, b = Every(50), Every(10)
+    fan = Observers([a, Observer(), b, Every(None)])
+    assert fan.progress_interval(1000) == 10
+    fan.on_progress(20)
+    assert a.steps == b.steps == [20]
+    assert Observers([Observer()]).progress_interval(1000) is None
