@@ -97,6 +97,7 @@ class ConsoleReporter(Observer):
         self._steps = 0
         self._epoch_t0 = self.clock.seconds()
         self._epoch = 0
+        self._model: list[tuple] | None = None
 
     def _print(self, text: str = "", style: str | None = None) -> None:
         if self.out is not None:
@@ -167,6 +168,7 @@ class ConsoleReporter(Observer):
             inp, outp = (x.replace(*self._paths) for x in (inp, outp))
         self._print(f"  {stage.name:<10} {inp} → {outp}  ({seconds(stage.seconds)})")
         if stage.name == "compile":
+            self._show_model()
             self._epoch_t0 = self.clock.seconds()
         if stage.name in _NEXT:
             self._status(_NEXT[stage.name] + " ...")
@@ -181,13 +183,17 @@ class ConsoleReporter(Observer):
             elif m is not None and name == "output":
                 act = "softmax" if m.task == "classification" else "linear"
             rows.append((name, shape, act, count))
+        # Shown after the compile stage's line, which the run reports just after this.
+        self._model = rows + [("total", "", "", param_count(params))]
+
+    def _show_model(self) -> None:
+        if self._model is None:
+            return
+        rows, self._model = self._model, None
         self._print()
         self._print("Model", "bold")
         if self.out is not None:
-            self.out.table(
-                ["layer", "shape", "activation", "parameters"],
-                rows + [("total", "", "", param_count(params))],
-            )
+            self.out.table(["layer", "shape", "activation", "parameters"], rows)
 
     def progress_interval(self, steps_per_epoch: int) -> int | None:
         import jax  # loaded already by the run
@@ -216,6 +222,7 @@ class ConsoleReporter(Observer):
 
     def on_epoch(self, row: dict[str, Any], epochs: int) -> None:
         if self._epoch == 0:
+            self._show_model()  # if no stage was called "compile"
             self._print()
             self._print("Training", "bold")
         self._epoch = row["epoch"]
