@@ -44,6 +44,9 @@ _LAZY: dict[str, str] = {
     "format_trace": "jaxpipe.trace_view",
     "write_trace_png": "jaxpipe.trace_view",
     "init_project": "jaxpipe.starter",
+    "check_specs": "jaxpipe.speccheck",
+    "format_checks": "jaxpipe.speccheck",
+    "SpecCheck": "jaxpipe.speccheck",
 }
 
 __all__ = [
@@ -57,6 +60,9 @@ __all__ = [
     "EnvironmentProblem",
     "RunDirectoryBusy",
     "RunInterrupted",
+    "check_specs",
+    "format_checks",
+    "SpecCheck",
 ]
 
 

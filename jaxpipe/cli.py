@@ -185,6 +185,23 @@ def _cmd_devices(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_check(args: argparse.Namespace) -> int:
+    import jaxpipe
+
+    results = jaxpipe.check_specs(
+        args.specs, gpu=args.gpu, devices=args.devices, resume=args.resume, sharding=args.sharding
+    )
+    if args.json:
+        ok = all(r.ok for r in results)
+        print(json.dumps({"ok": ok, "specs": [r.to_json() for r in results]}, indent=2))
+    else:
+        print(jaxpipe.format_checks(results))
+    failed = {s.name for r in results for s in r.steps if s.status == "fail"}
+    if failed & {"spec", "data", "plan"}:
+        return 2
+    return 1 if failed else 0
+
+
 _COMMANDS = {
     "run": _cmd_run,
     "validate": _cmd_validate,
@@ -195,6 +212,7 @@ _COMMANDS = {
     "launch": _cmd_launch,
     "trace": _cmd_trace,
     "init": _cmd_init,
+    "check": _cmd_check,
 }
 
 

@@ -236,6 +236,35 @@ def _add_init(sub: Any, common: argparse.ArgumentParser) -> None:
     )
 
 
+def _add_check(sub: Any, common: argparse.ArgumentParser) -> None:
+    c = _sub(
+        sub,
+        "check",
+        "CI check of specs: valid, data reads, fits the hardware, resume and sharding exact "
+        "(exit 0 when every spec passes; 2 when a spec, its data or its plan fails; 1 when "
+        "a resume or sharding invariant fails)",
+        "jaxpipe check experiments/*.toml --gpu A10 --devices 4 --resume --sharding 4",
+        common,
+    )
+    c.add_argument("specs", nargs="+", metavar="SPEC", help="experiment TOML files")
+    c.add_argument("--gpu", metavar="NAME", help="plan for this catalog card (e.g. T4, A10)")
+    c.add_argument("--devices", type=_count, metavar="N", help="number of devices to plan for")
+    c.add_argument(
+        "--resume",
+        action="store_true",
+        help="train a shrunk copy (2 epochs, a slice of the data), stop it after epoch 1, "
+        "resume it: must equal the uninterrupted run bit for bit",
+    )
+    c.add_argument(
+        "--sharding",
+        type=_count,
+        metavar="N",
+        help="the shrunk copy under data and fsdp over N simulated CPU devices must match "
+        "one device",
+    )
+    c.add_argument("--json", action="store_true", help="print one JSON object")
+
+
 def _count(text: str) -> int:
     try:
         n = int(text)
@@ -256,6 +285,7 @@ SUBCOMMANDS = (
     _add_trace,
     _add_init,
     _add_devices,
+    _add_check,
 )
 
 

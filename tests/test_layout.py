@@ -48,11 +48,15 @@ RANK = {
     "run": 7.5,  # the composition of the stages
     "report": 8,
     "api": 9,
+    "invariants": 9.3,  # resume / sharding / plan invariants over the public API
+    "speccheck": 9.5,  # `jaxpipe check`: specs checked with the invariants
     "launch": 8.5,  # spawns `jaxpipe run` processes; imports nothing of jaxpipe
     "__init__": 10,
     "cli": 11,
     "cli_args": 10.5,  # the argument parsers; the package's version (lazy, no jax)
     "__main__": 12,  # `python -m jaxpipe`: the cli
+    "testing": 10.5,  # public hypothesis strategies + the invariants (jaxpipe[testing])
+    "pytest_plugin": 10.5,  # pytest --jaxpipe-specs: imports jaxpipe only inside its tests
 }
 NO_JAX = {"errors", "schema", "spec", "encoding", "cli", "cli_args", "__main__", "starter"}
 
