@@ -49,6 +49,7 @@ def _optimizer_names() -> list[str]:
 
 def _schedule_factories(lr: float, total_steps: int) -> dict[str, tuple[Callable, dict]]:
     # name -> (optax function, the arguments jaxpipe fills in from the spec)
+    warmup = max(1, total_steps // 10)
     return {
         "constant": (optax.constant_schedule, {"value": lr}),
         "cosine": (optax.cosine_decay_schedule, {"init_value": lr, "decay_steps": total_steps}),
@@ -57,8 +58,9 @@ def _schedule_factories(lr: float, total_steps: int) -> dict[str, tuple[Callable
             {
                 "init_value": 0.0,
                 "peak_value": lr,
-                "decay_steps": total_steps,
-                "warmup_steps": max(1, total_steps // 10),
+                # optax needs decay_steps > warmup_steps (a run of one step has both 1)
+                "decay_steps": max(total_steps, warmup + 1),
+                "warmup_steps": warmup,
             },
         ),
         "exponential": (
