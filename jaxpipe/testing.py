@@ -54,6 +54,7 @@ __all__ = [
     "matrices",
     "categories",
     "strategy_meshes",
+    "MESHES",
     "register_profiles",
     "check_resume_exact",
     "check_sharding_equivalent",

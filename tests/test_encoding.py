@@ -15,6 +15,7 @@ from jaxpipe.encoding import (
     missing_mask,
 )
 from jaxpipe.errors import DataError
+from jaxpipe.testing import categories
 
 
 def obj(*values):
@@ -68,10 +69,9 @@ def test_encoder_fits_on_training_rows_and_maps_unseen_to_zeros():
     assert again == enc
 
 
-categories = st.sampled_from(["a", "b", "c", "d"])
-
-
-@given(st.lists(categories, min_size=1, max_size=30), st.lists(categories, min_size=1, max_size=10))
+@given(
+    st.lists(categories(), min_size=1, max_size=30), st.lists(categories(), min_size=1, max_size=10)
+)
 def test_one_hot_rows_are_one_hot_or_zero(train, new):
     enc = fit_encoder({"c": obj(*train)}, {"c": "categorical"}, impute=False)
     x = enc.transform({"c": obj(*new)})

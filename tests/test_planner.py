@@ -13,10 +13,10 @@ from jax.sharding import PartitionSpec as P
 import jaxpipe
 from jaxpipe import memory, planner
 from jaxpipe.spec import parse_spec
+from jaxpipe.testing import hidden_layers, optimizer_names
 
-WIDTHS = st.sampled_from([16, 64, 128, 512])
-HIDDEN = st.lists(WIDTHS, min_size=1, max_size=3)
-OPTIMIZERS = st.sampled_from(["sgd", "adam", "adamw", "rmsprop", "lion"])
+HIDDEN = hidden_layers(widths=[16, 64, 128, 512], min_layers=1, max_layers=3)
+OPTIMIZERS = optimizer_names()
 
 
 def _spec(hidden, batch=64, opt="adam", features=12, classes=3, rows=600, extra=""):

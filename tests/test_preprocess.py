@@ -3,23 +3,9 @@ import jax.numpy as jnp
 import numpy as np
 from hypothesis import given
 from hypothesis import strategies as st
-from hypothesis.extra.numpy import arrays
 
 from jaxpipe.preprocess import apply_scaler, fit_minmax, fit_scaler, fit_standard, invert_scaler
-
-# A few shape buckets so the jit cache is reused across examples.
-shapes = st.sampled_from([(8, 3), (32, 5), (64, 1)])
-finite = st.floats(-1e4, 1e4, allow_nan=False, width=32)
-
-
-@st.composite
-def matrices(draw):
-    shape = draw(shapes)
-    x = draw(arrays(np.float32, shape, elements=finite))
-    constant = draw(st.booleans())
-    if constant:  # plant a constant column
-        x[:, 0] = x[0, 0]
-    return x
+from jaxpipe.testing import matrices
 
 
 @given(matrices())
