@@ -157,7 +157,7 @@ def _static_checks(
     elif _plan_only(path) and gpu is None:  # declared too big to train here: reported only
         steps.append(StepResult("plan", "pass", f"plan-only; here: {plan.recommendation}"))
     else:
-        steps.append(StepResult("plan", "fail", f"does not fit {where}: {plan.recommendation}"))
+        steps.append(StepResult("plan", "fail", f"on {where}: {plan.recommendation}"))
         return steps, None
     return steps, spec
 
