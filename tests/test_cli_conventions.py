@@ -14,7 +14,7 @@ from jaxpipe.cli import main
 from jaxpipe.cli_args import build_parser
 
 HEAVY = ("jax", "flax", "orbax", "optax", "matplotlib", "pyarrow")
-SUBCOMMANDS = ("run", "launch", "validate", "schema", "predict", "plan", "devices")
+SUBCOMMANDS = ("run", "launch", "validate", "schema", "predict", "plan", "devices", "check")
 
 
 def _imported_after(*argv: str) -> tuple[int, list[str]]:
