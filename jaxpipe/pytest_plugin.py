@@ -24,9 +24,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     )
     g.addoption("--jaxpipe-gpu", metavar="NAME", help="plan for this catalog card")
     g.addoption("--jaxpipe-devices", type=int, metavar="N", help="number of devices to plan for")
-    g.addoption(
-        "--jaxpipe-resume", action="store_true", help="also check that a resume is exact"
-    )
+    g.addoption("--jaxpipe-resume", action="store_true", help="also check that a resume is exact")
     g.addoption(
         "--jaxpipe-sharding",
         type=int,

@@ -153,6 +153,36 @@ def _hardware(strategy: str) -> dict[str, Any]:
     return {"hardware": {"strategy": strategy, "devices": devices}}
 
 
+def _data_section(
+    draw: st.DrawFn, source: str, max_rows: int, features: int, classes: int
+) -> tuple[dict[str, Any], int]:
+    """The [data] table and the fewest rows its training split can have."""
+    rows = draw(st.sampled_from([r for r in (64, 128, 256, 512) if r <= max_rows] or [max_rows]))
+    # A data file's row count is tabular_data's (at least 64): a fraction holds out a
+    # part of it, and at least 40 rows are left to train on.
+    val = draw(st.sampled_from([0.25, 0.2] if source != "synthetic" else [rows // 4, 0.25, 0.2]))
+    train_rows = rows - (val if isinstance(val, int) else round(rows * val))
+    data: dict[str, Any] = {"source": source, "validation": val, "shuffle": draw(st.booleans())}
+    if source == "synthetic":
+        data["synthetic"] = {"rows": rows, "features": features, "classes": classes}
+        return data, train_rows
+    names = [f"{draw(st.sampled_from('xct'))}{i}" for i in range(features)]
+    data |= {"path": f"data.{source}", "label": "label", "features": names}
+    data["categorical"] = [n for n in names if n.startswith("c")]
+    return data, 40
+
+
+def _optimizer_section(draw: st.DrawFn, optimizers: Sequence[str]) -> dict[str, Any]:
+    optimizer: dict[str, Any] = {
+        "name": draw(st.sampled_from(list(optimizers))),
+        "learning_rate": draw(st.sampled_from([1e-3, 3e-3, 1e-2])),
+    }
+    schedule = draw(st.sampled_from([None, *SCHEDULE_NAMES]))
+    if schedule:
+        optimizer["schedule"] = {"name": schedule}
+    return optimizer
+
+
 @st.composite
 def specs(
     draw: st.DrawFn,
@@ -183,26 +213,7 @@ def specs(
     hidden = draw(hidden_layers(widths, 0, 3))
     while hidden and _param_count([features, *hidden, outputs]) > max_params:
         hidden = hidden[:-1]  # drop layers until the model fits the bound
-    rows = draw(st.sampled_from([r for r in (64, 128, 256, 512) if r <= max_rows] or [max_rows]))
-    # A data file's row count is tabular_data's (at least 64): a fraction holds out a
-    # part of it, and at least 40 rows are left to train on.
-    val = draw(st.sampled_from([0.25, 0.2] if source != "synthetic" else [rows // 4, 0.25, 0.2]))
-    train_rows = rows - (val if isinstance(val, int) else round(rows * val))
-    data: dict[str, Any] = {"source": source, "validation": val, "shuffle": draw(st.booleans())}
-    if source == "synthetic":
-        data["synthetic"] = {"rows": rows, "features": features, "classes": classes}
-    else:
-        names = [f"{draw(st.sampled_from('xct'))}{i}" for i in range(features)]
-        data |= {"path": f"data.{source}", "label": "label", "features": names}
-        data["categorical"] = [n for n in names if n.startswith("c")]
-        train_rows = 40
-    optimizer: dict[str, Any] = {
-        "name": draw(st.sampled_from(list(optimizers))),
-        "learning_rate": draw(st.sampled_from([1e-3, 3e-3, 1e-2])),
-    }
-    schedule = draw(st.sampled_from([None, *SCHEDULE_NAMES]))
-    if schedule:
-        optimizer["schedule"] = {"name": schedule}
+    data, train_rows = _data_section(draw, source, max_rows, features, classes)
     training: dict[str, Any] = {
         "epochs": draw(st.integers(1, max_epochs)),
         "batch_size": draw(st.sampled_from([b for b in BATCHES if b <= train_rows] or [1])),
@@ -224,7 +235,7 @@ def specs(
             "dropout": draw(st.sampled_from([0.0, 0.0, 0.1])),
             "layer_norm": draw(st.booleans()),
         },
-        "optimizer": optimizer,
+        "optimizer": _optimizer_section(draw, optimizers),
         "training": training,
         "checkpoint": {"keep": draw(st.integers(1, 3))},
         **_hardware(draw(st.sampled_from(list(strategies)))),
