@@ -18,6 +18,7 @@ import os
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Iterator, Sequence
 from typing import Any
@@ -133,10 +134,14 @@ def _devices_needed(spec: Spec, devices: int = 1) -> int:
     return max(devices, own if isinstance(own, int) else 1)
 
 
-def _isolate_if_needed(name: str, spec: Spec, needed: int, kwargs: dict[str, Any]) -> bool:
-    """Runs the check in a child process when this one has fewer than `needed` devices;
-    True when it did (and it passed)."""
-    if jax.device_count() >= needed:
+def _isolate_if_needed(
+    name: str, spec: Spec, needed: int, kwargs: dict[str, Any], *, signals: bool = False
+) -> bool:
+    """Runs the check in a child process when this one has fewer than `needed` devices
+    (or, for a check that signals itself, when this is not the main thread: only there
+    does a run catch SIGTERM); True when it did (and it passed)."""
+    off_main = signals and threading.current_thread() is not threading.main_thread()
+    if jax.device_count() >= needed and not off_main:
         return False
     (result,) = run_isolated([(name, spec, kwargs)], needed)
     if result["error"]:
@@ -155,7 +160,7 @@ def check_resume_exact(spec: SpecLike, kill_after_epoch: int = 1) -> None:
             f"{spec.training.epochs} epochs, found {kill_after_epoch}"
         )
     kwargs = {"kill_after_epoch": kill_after_epoch}
-    if _isolate_if_needed("resume", spec, _devices_needed(spec), kwargs):
+    if _isolate_if_needed("resume", spec, _devices_needed(spec), kwargs, signals=True):
         return
     with tempfile.TemporaryDirectory(prefix="jaxpipe-check-") as tmp:
         ref = run(spec, out=os.path.join(tmp, "ref"))
