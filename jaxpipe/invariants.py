@@ -254,7 +254,9 @@ def check_deterministic(spec: SpecLike) -> None:
 
 def check_predict_matches_evaluate(spec: SpecLike, *, rtol: float = 1e-5) -> None:
     """The saved model, applied by the predictor to the validation rows, scores what the
-    run's own evaluation reported for the last epoch (accuracy or RMSE)."""
+    run's own evaluation reported for the last epoch (accuracy or RMSE). A bfloat16 run
+    evaluates in bfloat16 while the predictor computes in float32: a regression RMSE then
+    differs by ~1e-4 relative, so give such specs a looser `rtol`."""
     spec = _spec(spec)
     if spec.training.early_stopping is not None and spec.training.early_stopping.restore_best:
         spec = with_overrides(spec, ["training.early_stopping.restore_best=false"])
