@@ -51,7 +51,11 @@ def run(
     SIGTERM (both after writing summary.json with that status)."""
     if not isinstance(spec, Spec):
         spec = load_spec(spec)
-    return run_experiment(spec, out, ConsoleReporter(verbose=verbose), resume=resume, force=force)
+    reporter = ConsoleReporter(verbose=verbose)
+    try:
+        return run_experiment(spec, out, reporter, resume=resume, force=force)
+    finally:
+        reporter.close()  # a spinner or bar still live (a failed run) leaves the terminal
 
 
 def predict(run_dir: str, data: str, out: str | None = None) -> int:

@@ -98,10 +98,17 @@ class ConsoleReporter(Observer):
         self._epoch_t0 = self.clock.seconds()
         self._epoch = 0
         self._model: list[tuple] | None = None
+        # Reading the data comes before the first line: say so in a terminal.
+        self._status("reading the data ...")
 
     def _print(self, text: str = "", style: str | None = None) -> None:
         if self.out is not None:
             self.out.line(text, style)
+
+    def close(self) -> None:
+        """Ends a spinner or bar that is still live (the run failed or stopped)."""
+        if self.out is not None:
+            self.out.stop()
 
     def _status(self, text: str) -> None:
         if self.out is not None:
