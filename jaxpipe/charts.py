@@ -8,7 +8,7 @@ import os
 from collections.abc import Sequence
 from typing import Any
 
-__all__ = ["ascii_chart", "write_curves", "log_scale"]
+__all__ = ["ascii_chart", "write_curves", "log_scale", "best_epoch", "condensed"]
 
 _MARKERS = "*o+x"
 _OVERLAP = "#"
@@ -115,3 +115,27 @@ def write_curves(
     fig.savefig(tmp, dpi=100)
     plt.close(fig)
     os.replace(tmp, path)
+
+
+def best_epoch(history: Sequence[dict[str, Any]], metric: str, mode: str) -> int | None:
+    rows = [r for r in history if isinstance(r.get(metric), float) and math.isfinite(r[metric])]
+    if not rows:
+        return None
+    pick = min if mode == "min" else max
+    return pick(rows, key=lambda r: r[metric])["epoch"]
+
+
+def condensed(history: Sequence[dict[str, Any]], best: int | None, rows: int = 8) -> list[dict]:
+    """The first, best and last epochs and every k-th between, k so that about `rows`
+    rows remain; in epoch order, each with a "note"."""
+    n = len(history)
+    k = max(1, math.ceil(n / rows))
+    keep = {0, n - 1} | set(range(k - 1, n, k))
+    keep |= {i for i, r in enumerate(history) if r["epoch"] == best}
+    notes = {0: "first", n - 1: "last"}
+    out = []
+    for i in sorted(keep):
+        r = history[i]
+        note = "best" if r["epoch"] == best else notes.get(i, "")
+        out.append(r | {"note": note})
+    return out

@@ -11,7 +11,7 @@ import time
 from collections.abc import Sequence
 from typing import Any, TextIO
 
-__all__ = ["Console", "format_table", "wants_plain"]
+__all__ = ["Console", "format_table", "wants_plain", "plural", "seconds"]
 
 
 def wants_plain(stream: TextIO) -> bool:
@@ -155,3 +155,18 @@ class Stopwatch:
 
     def seconds(self) -> float:
         return time.perf_counter() - self.start
+
+
+def plural(n: int, word: str, many: str | None = None) -> str:
+    """ "1 epoch", "5 epochs"; "1 class", "4 classes" with `many`."""
+    return f"{n} {word if n == 1 else many or word + 's'}"
+
+
+def seconds(s: float) -> str:
+    """A duration that never reads 0.00s: ms below a tenth of a second."""
+    if s < 0.1:
+        return f"{s * 1e3:.0f} ms" if s >= 0.0005 else f"{s * 1e3:.2f} ms"
+    if s < 60:
+        return f"{s:.2f} s"
+    m, r = divmod(round(s), 60)
+    return f"{m} min {r:02d} s"

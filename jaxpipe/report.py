@@ -6,11 +6,10 @@ from __future__ import annotations
 
 import math
 import os
-from collections.abc import Sequence
 from typing import Any, TextIO
 
-from jaxpipe.charts import ascii_chart, write_curves
-from jaxpipe.console import Console, Stopwatch, format_table
+from jaxpipe.charts import ascii_chart, best_epoch, condensed, write_curves
+from jaxpipe.console import Console, Stopwatch, format_table, plural, seconds
 from jaxpipe.events import Observer, RunResult, StageRecord
 from jaxpipe.model import layer_table, param_count
 from jaxpipe.planner import Plan, format_bytes
@@ -38,45 +37,6 @@ _NEXT = {  # what runs after a stage, for the spinner (terminal only)
     "transfer": "preprocessing on the device",
     "preprocess": "compiling the epoch and evaluation programs",
 }
-
-
-def plural(n: int, word: str, many: str | None = None) -> str:
-    """ "1 epoch", "5 epochs"; "1 class", "4 classes" with `many`."""
-    return f"{n} {word if n == 1 else many or word + 's'}"
-
-
-def seconds(s: float) -> str:
-    """A duration that never reads 0.00s: ms below a tenth of a second."""
-    if s < 0.1:
-        return f"{s * 1e3:.0f} ms" if s >= 0.0005 else f"{s * 1e3:.2f} ms"
-    if s < 60:
-        return f"{s:.2f} s"
-    m, r = divmod(round(s), 60)
-    return f"{m} min {r:02d} s"
-
-
-def best_epoch(history: Sequence[dict[str, Any]], metric: str, mode: str) -> int | None:
-    rows = [r for r in history if isinstance(r.get(metric), float) and math.isfinite(r[metric])]
-    if not rows:
-        return None
-    pick = min if mode == "min" else max
-    return pick(rows, key=lambda r: r[metric])["epoch"]
-
-
-def condensed(history: Sequence[dict[str, Any]], best: int | None, rows: int = 8) -> list[dict]:
-    """The first, best and last epochs and every k-th between, k so that about `rows`
-    rows remain; in epoch order, each with a "note"."""
-    n = len(history)
-    k = max(1, math.ceil(n / rows))
-    keep = {0, n - 1} | set(range(k - 1, n, k))
-    keep |= {i for i, r in enumerate(history) if r["epoch"] == best}
-    notes = {0: "first", n - 1: "last"}
-    out = []
-    for i in sorted(keep):
-        r = history[i]
-        note = "best" if r["epoch"] == best else notes.get(i, "")
-        out.append(r | {"note": note})
-    return out
 
 
 class ConsoleReporter(Observer):
