@@ -2,22 +2,36 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
+import shutil
+import tempfile
+from collections.abc import Iterable
+from typing import Any
 
-from jaxpipe.events import RunResult
+from jaxpipe.data import load_dataset
+from jaxpipe.errors import DataError
+from jaxpipe.evaluation import format_metrics
+from jaxpipe.events import Observers, RunResult
+from jaxpipe.frames import is_path, source_of, to_columns
 from jaxpipe.hardware import LocalDevices, local_devices
 from jaxpipe.launch import launch
-from jaxpipe.optim import check_optimizer
 from jaxpipe.outdir import default_out_dir
 from jaxpipe.planner import Plan, make_plan, verify_plan
 from jaxpipe.predict import predict_file
 from jaxpipe.report import ConsoleReporter, format_plan
-from jaxpipe.run import run_experiment
+from jaxpipe.run import check_before_data, run_experiment
 from jaxpipe.sharding import distributed_config, initialize_distributed
 from jaxpipe.spec import Spec, load_spec
+from jaxpipe.trained import Model, load_model
 from jaxpipe.validation import validate
 
 __all__ = [
+    "fit",
+    "evaluate",
+    "format_metrics",
+    "Model",
+    "load_model",
     "run",
     "validate",
     "predict",
@@ -33,36 +47,121 @@ __all__ = [
 ]
 
 
+def _as_spec(spec: Spec | str | os.PathLike[str] | dict[str, Any]) -> Spec:
+    if isinstance(spec, Spec):
+        return spec
+    if isinstance(spec, dict):
+        return Spec.from_dict(spec)
+    return load_spec(spec)
+
+
 def run(
-    spec: Spec | str | os.PathLike[str],
+    spec: Spec | str | os.PathLike[str] | dict[str, Any],
     out: str | None = None,
     *,
-    verbose: bool = False,
+    callbacks: Iterable[Any] = (),
+    verbose: bool = True,
     resume: bool = False,
     force: bool = False,
 ) -> RunResult:
-    """Runs an experiment (a `Spec` or a path to its TOML file) and writes its run
-    directory (`out`, default runs/<name>-<timestamp>). With `verbose`, prints the
-    progress, data flow, trace and chart as `jaxpipe run` does.
+    """Runs an experiment (a `Spec`, a dict as `Spec.from_dict` takes, or a path to its
+    TOML file) and writes its run directory (`out`, default runs/<name>-<timestamp>).
+    Prints the progress, data flow, trace and chart as `jaxpipe run` does unless
+    `verbose=False`. `callbacks`: objects with any of the `Observer` methods (on_epoch,
+    on_stage, ...), called as the run goes.
 
     `resume=True` continues the run in `out` from its newest checkpoint (bit-identical
     to an uninterrupted run); `force=True` lets it change the training length.
     Raises `DivergedError` on a non-finite loss and `RunInterrupted` after SIGINT /
     SIGTERM (both after writing summary.json with that status)."""
-    if not isinstance(spec, Spec):
-        spec = load_spec(spec)
+    spec = _as_spec(spec)
     reporter = ConsoleReporter(verbose=verbose)
     try:
-        return run_experiment(spec, out, reporter, resume=resume, force=force)
+        return run_experiment(
+            spec, out, Observers([reporter, *callbacks]), resume=resume, force=force
+        )
     finally:
         reporter.close()  # a spinner or bar still live (a failed run) leaves the terminal
 
 
-def predict(run_dir: str, data: str, out: str | None = None) -> int:
-    """Predicts every row of `data` (csv, parquet or npz) with the model saved in the
-    finished run directory `run_dir`, writing CSV to `out` (default stdout): the class
-    name and its probability, or the regression value. Returns the number of rows."""
-    return predict_file(run_dir, data, out)
+def _in_memory(spec: Spec, data: Any, validation: Any):
+    """The spec and rows `fit` trains on: a path becomes the spec's data file; anything
+    else in-memory columns (source "memory"), with its validation rows if given."""
+    if data is None:
+        if validation is not None:
+            raise DataError("fit: validation= needs data= as well")
+        return spec, None
+    if is_path(data) and validation is None:
+        path = os.path.abspath(os.fspath(data))
+        cfg = dataclasses.replace(spec.data, source=source_of(path), path=path)
+        return dataclasses.replace(spec, data=cfg), None
+    label = spec.data.label or "y"
+    columns, origin = to_columns(data, label, "fit data")
+    val = validation
+    if val is None and isinstance(spec.data.validation, str):
+        val = spec.resolve_path(spec.data.validation)
+    val_columns = to_columns(val, label, "fit validation")[0] if val is not None else None
+    cfg = dataclasses.replace(spec.data, source="memory", path=None)
+    spec = dataclasses.replace(spec, data=cfg)
+    return spec, load_dataset(spec, columns, val_columns, origin)
+
+
+def fit(
+    spec: Spec | str | os.PathLike[str] | dict[str, Any],
+    data: Any = None,
+    *,
+    validation: Any = None,
+    out: str | None = None,
+    callbacks: Iterable[Any] = (),
+    verbose: bool = False,
+) -> Model:
+    """Trains the spec's model on `data` and returns the `Model`.
+
+    `data`: a pandas DataFrame, a pyarrow Table, `(X, y)` arrays or a file path (None:
+    the spec's own [data]); the label column is `data.label` ("y" for arrays). The rows
+    go through the same checks and encoders as a file's. `validation`: held-out rows of
+    the same kinds (default: split as `data.validation` says). `out`: also write the run
+    directory there, as `run` does (default: a temporary one, removed afterwards).
+    `callbacks`: objects with any of the `Observer` methods."""
+    spec = _as_spec(spec)
+    check_before_data(spec)  # a bad optimizer section fails before the data is read
+    spec, dataset = _in_memory(spec, data, validation)
+    tmp = tempfile.mkdtemp(prefix="jaxpipe-fit-") if out is None else None
+    reporter = ConsoleReporter(verbose=verbose)
+    try:
+        observer = Observers([reporter, *callbacks])
+        result = run_experiment(spec, out or tmp, observer, dataset=dataset)
+    finally:
+        reporter.close()
+        if tmp is not None:
+            shutil.rmtree(tmp, ignore_errors=True)
+    outputs = 1 if result.preprocessing.regression else len(result.preprocessing.classes)
+    model = Model.from_run(result, spec.model, outputs)
+    model.run_dir = out
+    return model
+
+
+def evaluate(run_dir: str, data: Any) -> dict[str, Any]:
+    """Metrics of the model in `run_dir` (a finished run or a saved model) on labelled
+    rows `data` (a file path, DataFrame, Table or (X, y)); see `Model.evaluate`."""
+    return load_model(run_dir).evaluate(data)
+
+
+def predict(
+    run_dir: str,
+    data: Any,
+    out: str | None = None,
+    *,
+    probabilities: bool = False,
+    keep: Iterable[str] = (),
+) -> int:
+    """Predicts every row of `data` (a csv, parquet or npz path, or a DataFrame, pyarrow
+    Table or array) with the model saved in the finished run directory `run_dir`,
+    writing CSV to `out` (default stdout): the `keep` columns as they are, then the class
+    name and its probability (with `probabilities`, one column per class, named by the
+    class), or the regression value. Returns the number of rows. For the values
+    themselves, `load_model(run_dir).predict`."""
+    return predict_file(run_dir, data, out, probabilities=probabilities, keep=tuple(keep))
 
 
 def plan(
@@ -76,9 +175,8 @@ def plan(
     "A100-40GB"), or on the local devices when `gpu` is None. Allocates nothing. With
     `verify`, also compiles the epoch program for abstract inputs and records XLA's
     memory and cost analysis in `plan.xla`."""
-    if not isinstance(spec, Spec):
-        spec = load_spec(spec)
-    check_optimizer(spec.optimizer)
+    spec = _as_spec(spec)
+    check_before_data(spec)
     result = make_plan(spec, gpu=gpu, devices=devices)
     return verify_plan(spec, result) if verify else result
 

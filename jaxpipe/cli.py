@@ -125,9 +125,19 @@ def _cmd_schema(args: argparse.Namespace) -> int:
 def _cmd_predict(args: argparse.Namespace) -> int:
     import jaxpipe
 
-    rows = jaxpipe.predict(args.run_dir, args.data, out=args.out)
+    rows = jaxpipe.predict(
+        args.run_dir, args.data, out=args.out, probabilities=args.probabilities, keep=args.keep
+    )
     if args.out is not None and not args.quiet:
         print(f"wrote {rows} predictions to {args.out}", file=sys.stderr)
+    return 0
+
+
+def _cmd_evaluate(args: argparse.Namespace) -> int:
+    import jaxpipe
+
+    metrics = jaxpipe.evaluate(args.run_dir, args.data)
+    print(json.dumps(metrics, indent=2) if args.json else jaxpipe.format_metrics(metrics))
     return 0
 
 
@@ -207,6 +217,7 @@ _COMMANDS = {
     "validate": _cmd_validate,
     "schema": _cmd_schema,
     "predict": _cmd_predict,
+    "evaluate": _cmd_evaluate,
     "plan": _cmd_plan,
     "devices": _cmd_devices,
     "launch": _cmd_launch,

@@ -167,6 +167,40 @@ def _add_predict(sub: Any, common: argparse.ArgumentParser) -> None:
     pr.add_argument("run_dir", help="run directory written by `jaxpipe run`")
     pr.add_argument("data", help="rows to predict: csv (or .parquet / .npz)")
     pr.add_argument("--out", help="CSV file to write (default: standard output)")
+    pr.add_argument(
+        "--probabilities",
+        action="store_true",
+        help="one probability column per class, named by the class (classification)",
+    )
+    pr.add_argument(
+        "--keep",
+        type=_names,
+        default=(),
+        metavar="COL,...",
+        help="copy these columns of DATA (an id, say) in front of the predictions",
+    )
+
+
+def _names(text: str) -> tuple[str, ...]:
+    names = tuple(n.strip() for n in text.split(","))
+    if not all(names):
+        raise argparse.ArgumentTypeError(
+            f"expected column names separated by commas, found {text!r}"
+        )
+    return names
+
+
+def _add_evaluate(sub: Any, common: argparse.ArgumentParser) -> None:
+    ev = _sub(
+        sub,
+        "evaluate",
+        "metrics of a finished run's model on a labelled file",
+        "jaxpipe evaluate runs/digits-20250101-120000 labelled.csv --json",
+        common,
+    )
+    ev.add_argument("run_dir", help="run directory written by `jaxpipe run` (or Model.save)")
+    ev.add_argument("data", help="labelled rows: csv (or .parquet / .npz) with the label column")
+    ev.add_argument("--json", action="store_true", help="print one JSON object")
 
 
 def _add_plan(sub: Any, common: argparse.ArgumentParser) -> None:
@@ -281,6 +315,7 @@ SUBCOMMANDS = (
     _add_validate,
     _add_schema,
     _add_predict,
+    _add_evaluate,
     _add_plan,
     _add_trace,
     _add_init,

@@ -36,6 +36,7 @@ __all__ = [
     "split_rows",
     "encode_labels",
     "prepare_features",
+    "arrow_columns",
 ]
 
 
@@ -168,6 +169,11 @@ def _arrow_columns(table, path: str) -> Columns:
     return columns
 
 
+def arrow_columns(table, origin: str) -> Columns:
+    """The named columns of an in-memory pyarrow Table, read as a file's are."""
+    return _arrow_columns(table, origin)
+
+
 def read_csv(path: str) -> Columns:
     """Reads a CSV with a header row into named numpy columns (pyarrow's multithreaded
     reader). Numeric columns come back as float64 with NaN for missing (empty, NA, NaN,
@@ -246,6 +252,8 @@ _READERS = {"csv": read_csv, "parquet": _read_parquet, "npz": _read_npz}
 
 def read_table(path: str, source: str) -> Columns:
     """The named columns of a csv, parquet or npz file."""
+    if source not in _READERS:  # "memory": the rows come from jaxpipe.fit(data=...)
+        raise DataError(f'data.source = "{source}" reads no file; pass the rows to jaxpipe.fit')
     return _READERS[source](path)
 
 
@@ -286,10 +294,18 @@ def split_rows(
     return order[: rows - n_val], order[rows - n_val :]
 
 
-def _read_split(spec: Spec, path: str, kinds: dict | None, classes: tuple[str, ...] | None):
-    """One file's feature columns, targets and kinds, after the missing-value policy."""
+def _read_split(
+    spec: Spec,
+    path: str,
+    kinds: dict | None,
+    classes: tuple[str, ...] | None,
+    columns: Columns | None = None,
+):
+    """One file's (or in-memory table's) feature columns, targets and kinds, after the
+    missing-value policy."""
     cfg: DataSpec = spec.data
-    columns = read_table(path, cfg.source)
+    if columns is None:
+        columns = read_table(path, cfg.source)
     label = cfg.label if cfg.label is not None else "y"
     names = select_features(columns, label, cfg.features, path)
     raw_columns = len(names) + 1
@@ -317,22 +333,34 @@ def _take(feats: Columns, rows: np.ndarray) -> Columns:
     return {k: v[rows] for k, v in feats.items()}
 
 
-def load_dataset(spec: Spec) -> Dataset:
+def load_dataset(
+    spec: Spec,
+    columns: Columns | None = None,
+    validation: Columns | None = None,
+    origin: str = "<memory>",
+) -> Dataset:
     """Stage 1: the spec's rows in host memory, encoded and split. The encoder (one-hot
-    vocabularies, imputation means) is fitted on the training split only."""
+    vocabularies, imputation means) is fitted on the training split only. `columns`
+    (and `validation`): rows already in memory (`jaxpipe.fit`), named `origin` in
+    messages, taken through the same checks and encoders as a file's."""
     cfg: DataSpec = spec.data
     dropped = 0
-    if cfg.source == "synthetic":
+    if columns is None and cfg.source == "synthetic":
         feats, y, kinds, classes = _synthetic(spec)
         origin, raw_columns = "synthetic", len(feats) + 1
     else:
-        origin = spec.resolve_path(cfg.path)
-        feats, y, kinds, classes, dropped, raw_columns = _read_split(spec, origin, None, None)
+        origin = origin if columns is not None else spec.resolve_path(cfg.path or "")
+        read = _read_split(spec, origin, None, None, columns)
+        feats, y, kinds, classes, dropped, raw_columns = read
     rows = len(y)
-    if isinstance(cfg.validation, str):
-        val_path = spec.resolve_path(cfg.validation)
+    if validation is not None or isinstance(cfg.validation, str):
+        where = f"{origin} (validation)" if validation is not None else cfg.validation
         v_feats, y_val, _, _, v_dropped, _ = _read_split(
-            spec, val_path, kinds, classes if spec.model.task == "classification" else None
+            spec,
+            spec.resolve_path(where) if validation is None else where,
+            kinds,
+            classes if spec.model.task == "classification" else None,
+            validation,
         )
         dropped += v_dropped
         tr_feats, y_train = feats, y
@@ -359,6 +387,6 @@ def load_dataset(spec: Spec) -> Dataset:
         origin=origin,
         task=spec.model.task,
         encoder=encoder,
-        label=None if cfg.source == "synthetic" else (cfg.label or "y"),
+        label=None if cfg.source == "synthetic" and columns is None else (cfg.label or "y"),
         dropped_rows=dropped,
     )

@@ -24,7 +24,7 @@ from jaxpipe.spec import CheckpointSpec, EarlyStoppingSpec
 from jaxpipe.stopping import SignalCatcher, catch_signals, fault_hook
 
 # Observer, RunResult and StageRecord live in events.py; re-exported for older imports.
-__all__ = ["TrainTimes", "train", "metric_names", "Observer", "RunResult", "StageRecord"]
+__all__ = ["TrainTimes", "train", "Observer", "RunResult", "StageRecord"]
 
 
 @dataclass
@@ -35,13 +35,6 @@ class TrainTimes:
     evaluate: float = 0.0
     save: float = 0.0
     saves: int = 0
-
-
-def metric_names(regression: bool) -> list[str]:
-    """The columns of metrics.jsonl (besides epoch and epoch_seconds)."""
-    if regression:
-        return ["train_loss", "val_loss", "val_rmse"]
-    return ["train_loss", "train_accuracy", "val_loss", "val_accuracy"]
 
 
 def _row(epoch: int, train: dict[str, float], val_sums: Any, prep: Preprocessing):

@@ -42,24 +42,27 @@ def _read_status(summary_path: str) -> str:
 def prepare_out_dir(spec: Spec, out: str | None, resume: bool = False) -> str:
     """Checks (and creates) the run directory before any work. Refuses to overwrite a
     finished run, or an unfinished one with checkpoints, unless resuming it."""
+    given = out is not None
     if out is None:
         if resume:
             raise JaxpipeError("--resume needs --out DIR: the run directory to continue")
         out = default_out_dir(spec)
+    # Blame what the user wrote: --out, or (without it) the default built from the name.
+    what = f"--out {out}" if given else f"the default run directory {out} (experiment.name)"
     if os.path.exists(out) and not os.path.isdir(out):
-        raise JaxpipeError(f"--out {out}: exists and is not a directory; choose another path")
+        raise JaxpipeError(f"{what}: exists and is not a directory; choose another path")
     if not resume:
         summary = os.path.join(out, "summary.json")
         if os.path.exists(summary):
             raise JaxpipeError(
-                f"--out {out}: already holds a finished run (summary.json, status "
+                f"{what}: already holds a finished run (summary.json, status "
                 f"{_read_status(summary)}); continue it with --resume, or choose another "
                 "directory"
             )
         saved = ckpt.saved_epochs(os.path.join(out, CHECKPOINTS))
         if saved:
             raise JaxpipeError(
-                f"--out {out}: holds an unfinished run (checkpoints up to epoch {saved[-1]}); "
+                f"{what}: holds an unfinished run (checkpoints up to epoch {saved[-1]}); "
                 "continue it with --resume, or choose another directory"
             )
     try:
@@ -69,9 +72,8 @@ def prepare_out_dir(spec: Spec, out: str | None, resume: bool = False) -> str:
             pass
         os.remove(probe)
     except OSError as e:
-        raise JaxpipeError(
-            f"--out {out}: cannot write there ({e.strerror}); choose a writable directory"
-        ) from None
+        fix = "choose a writable directory" if given else "pass --out DIR"
+        raise JaxpipeError(f"{what}: cannot write there ({e.strerror}); {fix}") from None
     return out
 
 

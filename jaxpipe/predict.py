@@ -4,7 +4,8 @@ can apply it to new rows, and the prediction itself.
 A run directory holds `model.msgpack` (the final parameters, flax msgpack) and
 `predictor.json` (task, class names, the fitted feature encoder, the scaler, the target
 standardisation and the model's shape): everything predict needs, without the data or
-the spec's paths.
+the spec's paths. `Model` is the same thing in memory: what `jaxpipe.fit` returns and
+`jaxpipe.load_model` loads (trained.py).
 """
 
 from __future__ import annotations
@@ -22,9 +23,10 @@ import numpy as np
 from flax import serialization
 
 from jaxpipe.data import prepare_features, read_table
-from jaxpipe.encoding import FeatureEncoder, missing_mask
+from jaxpipe.encoding import Columns, FeatureEncoder, missing_mask
 from jaxpipe.errors import DataError, JaxpipeError
 from jaxpipe.fitted import Preprocessing
+from jaxpipe.frames import positional_columns, source_of
 from jaxpipe.model import make_model
 from jaxpipe.preprocess import Scaler, apply_scaler
 from jaxpipe.spec import ModelSpec
@@ -37,7 +39,13 @@ __all__ = [
     "load_predictor",
     "predict_rows",
     "predict_file",
+    "encode_rows",
     "encode_file",
+    "forward",
+    "prediction_table",
+    "predictor_meta",
+    "network_meta",
+    "write_model",
 ]
 
 MODEL_FILE = "model.msgpack"
@@ -57,13 +65,29 @@ def save_predictor(
 ) -> None:
     """Writes model.msgpack and predictor.json: the parameters, the fitted `prep` and the
     model's shape (`outputs` wide)."""
+    write_model(run_dir, params, predictor_meta(network_meta(model, outputs), prep))
+
+
+def write_model(directory: str, params: Any, meta: dict[str, Any]) -> None:
+    """model.msgpack (the parameters) and predictor.json (`meta`), each atomically."""
     params = jax.device_get(params)
-    _atomic_write(os.path.join(run_dir, MODEL_FILE), serialization.msgpack_serialize(params))
-    text = json.dumps(predictor_meta(model, prep, outputs), indent=2) + "\n"
-    _atomic_write(os.path.join(run_dir, PREDICTOR_FILE), text.encode())
+    _atomic_write(os.path.join(directory, MODEL_FILE), serialization.msgpack_serialize(params))
+    text = json.dumps(meta, indent=2) + "\n"
+    _atomic_write(os.path.join(directory, PREDICTOR_FILE), text.encode())
 
 
-def predictor_meta(model: ModelSpec, prep: Preprocessing, outputs: int) -> dict[str, Any]:
+def network_meta(model: ModelSpec, outputs: int) -> dict[str, Any]:
+    """predictor.json's "model": the network's shape, `outputs` wide."""
+    return {
+        "hidden": list(model.hidden),
+        "activation": model.activation,
+        "dropout": model.dropout,
+        "layer_norm": model.layer_norm,
+        "outputs": outputs,
+    }
+
+
+def predictor_meta(network: dict[str, Any], prep: Preprocessing) -> dict[str, Any]:
     """predictor.json's content."""
     target = prep.target_stats
     return {
@@ -75,13 +99,7 @@ def predictor_meta(model: ModelSpec, prep: Preprocessing, outputs: int) -> dict[
         "encoder": prep.encoder.to_json() if prep.encoder is not None else None,
         "scaler": prep.scaler_json(np.float64),
         "target": None if target is None else {"mean": target[0], "scale": target[1]},
-        "model": {
-            "hidden": list(model.hidden),
-            "activation": model.activation,
-            "dropout": model.dropout,
-            "layer_norm": model.layer_norm,
-            "outputs": outputs,
-        },
+        "model": dict(network),
     }
 
 
@@ -129,72 +147,122 @@ def load_predictor(run_dir: str) -> Predictor:
 def predict_rows(pred: Predictor, x: np.ndarray) -> np.ndarray:
     """x: [rows, features] encoded → [rows, classes] probabilities, or [rows] values in
     the target's units."""
-    meta = pred.meta
-    m = meta["model"]
+    return forward(pred.meta["model"], pred.params, Preprocessing.from_json(pred.meta), x)
+
+
+def forward(network: dict[str, Any], params: Any, prep: Preprocessing, x: np.ndarray):
+    """The saved network (`network`: predictor.json's "model") on encoded rows x:
+    [rows, features] → [rows, classes] probabilities, or [rows] target values."""
     spec = ModelSpec(
-        hidden=tuple(m["hidden"]),
-        activation=m["activation"],
-        dropout=m["dropout"],
-        layer_norm=m["layer_norm"],
-        task=meta["task"],
+        hidden=tuple(network["hidden"]),
+        activation=network["activation"],
+        dropout=network["dropout"],
+        layer_norm=network["layer_norm"],
+        task=prep.task,
     )
-    model = make_model(spec, m["outputs"])
-    scaler = Scaler(
-        jnp.asarray(meta["scaler"]["offset"], jnp.float32),
-        jnp.asarray(meta["scaler"]["scale"], jnp.float32),
-    )
-    out = np.asarray(model.apply(pred.params, apply_scaler(scaler, jnp.asarray(x))))
-    if meta["task"] == "regression":
-        t = meta["target"]
-        return out[:, 0].astype(np.float64) * t["scale"] + t["mean"]
+    model = make_model(spec, network["outputs"])
+    scaler = Scaler(*(jnp.asarray(a, jnp.float32) for a in prep.scaler))
+    out = np.asarray(model.apply(params, apply_scaler(scaler, jnp.asarray(x))))
+    if prep.regression:
+        mean, scale = prep.target_stats
+        return out[:, 0].astype(np.float64) * scale + mean
     return np.asarray(jax.nn.softmax(out, axis=-1))
 
 
-def _source_of(path: str) -> str:
-    ext = os.path.splitext(path)[1].lower()
-    return {".parquet": "parquet", ".pq": "parquet", ".npz": "npz"}.get(ext, "csv")
-
-
-def encode_file(pred: Predictor, data: str) -> tuple[np.ndarray, dict[str, np.ndarray]]:
-    """Reads `data` (csv, parquet or npz) and encodes it as the model was trained:
-    x: [rows, features] before scaling, and the file's columns as read."""
-    columns = read_table(data, _source_of(data))
-    names = list(pred.encoder.input_names)
+def encode_rows(encoder: FeatureEncoder, columns: Columns, origin: str) -> np.ndarray:
+    """Raw columns → x: [rows, features], encoded as the model's training rows were: the
+    same kinds, vocabularies and imputation. Names a missing column or missing values."""
+    names = list(encoder.input_names)
     absent = [n for n in names if n not in columns]
     if absent:
         raise DataError(
-            f"{data}: column {absent[0]!r}, which the model was trained on, is missing "
+            f"{origin}: column {absent[0]!r}, which the model was trained on, is missing "
             f"(it needs {', '.join(names)})"
         )
-    feats, _ = prepare_features(columns, names, data, kinds=pred.encoder.kinds)
-    if not pred.encoder.impute:
+    feats, _ = prepare_features(columns, names, origin, kinds=encoder.kinds)
+    if not encoder.impute:
         for name, col in feats.items():
             miss = missing_mask(col)
             if miss.any():
                 raise DataError(
-                    f"{data}: column {name!r} has {int(miss.sum())} missing values (first at "
+                    f"{origin}: column {name!r} has {int(miss.sum())} missing values (first at "
                     f"row {int(np.argmax(miss)) + 1}); the model was trained without "
                     'imputation (missing = "mean" would fill them), so fill them in'
                 )
-    return pred.encoder.transform(feats), columns
+    return encoder.transform(feats)
+
+
+def encode_file(pred: Predictor, data: str) -> tuple[np.ndarray, Columns]:
+    """Reads `data` (csv, parquet or npz) and encodes it as the model was trained:
+    x: [rows, features] before scaling, and the file's columns as read."""
+    columns = read_table(data, source_of(data))
+    return encode_rows(pred.encoder, columns, data), columns
+
+
+def _cell(v: Any) -> str:
+    """A passthrough value as CSV text: 17 (not 17.0) for an integer read as a float."""
+    if v is None or (isinstance(v, float) and np.isnan(v)):
+        return ""
+    if isinstance(v, (float, np.floating)) and float(v).is_integer():
+        return str(int(v))
+    return str(v)
+
+
+def prediction_table(
+    result: np.ndarray,
+    task: str,
+    classes: tuple[str, ...],
+    probabilities: bool = False,
+    keep: dict[str, np.ndarray] | None = None,
+) -> tuple[list[str], list[list[str]]]:
+    """The CSV of `predict`: kept columns, then `prediction` and its `probability` (or,
+    with `probabilities`, one column per class named by the class); regression: the
+    value."""
+    keep = keep or {}
+    header = list(keep)
+    if task == "regression":
+        header.append("prediction")
+        body = [[f"{v:.6g}"] for v in result]
+    else:
+        best = result.argmax(axis=1)
+        if probabilities:
+            header += ["prediction", *classes]
+            body = [[classes[b], *(f"{q:.6f}" for q in p)] for b, p in zip(best, result)]
+        else:
+            header += ["prediction", "probability"]
+            body = [[classes[b], f"{p[b]:.6f}"] for b, p in zip(best, result)]
+    kept = [[_cell(v) for v in row] for row in zip(*keep.values())] if keep else None
+    rows = [k + b for k, b in zip(kept, body)] if kept else body
+    return header, rows
 
 
 def predict_file(
-    run_dir: str, data: str, out: str | None = None, stream: TextIO | None = None
+    run_dir: str,
+    data: Any,
+    out: str | None = None,
+    stream: TextIO | None = None,
+    *,
+    probabilities: bool = False,
+    keep: tuple[str, ...] = (),
 ) -> int:
-    """Predicts every row of `data` (csv, parquet or npz) with the run's saved model and
-    writes a CSV (to `out`, else `stream`/stdout): `prediction,probability` per row for
-    classification (the class name), `prediction` for regression. Returns the row count."""
+    """Predicts every row of `data` (a csv, parquet or npz path; or rows in memory, as
+    `Model.predict` takes them) with the run's saved model and
+    writes a CSV (to `out`, else `stream`/stdout): the `keep` columns as they are, then
+    `prediction,probability` per row for classification (the class name; with
+    `probabilities`, one column per class), `prediction` for regression. Returns the
+    row count."""
     pred = load_predictor(run_dir)
-    x, _ = encode_file(pred, data)
+    columns, origin = positional_columns(data, pred.encoder.input_names, "predict")
+    x = encode_rows(pred.encoder, columns, origin)
+    absent = [k for k in keep if k not in columns]
+    if absent:
+        raise DataError(
+            f"--keep {absent[0]}: no such column in {origin} (columns: {', '.join(columns)})"
+        )
     result = predict_rows(pred, x)
-    if pred.task == "regression":
-        header = ["prediction"]
-        rows = [[f"{v:.6g}"] for v in result]
-    else:
-        best = result.argmax(axis=1)
-        header = ["prediction", "probability"]
-        rows = [[pred.classes[b], f"{p[b]:.6f}"] for b, p in zip(best, result)]
+    header, rows = prediction_table(
+        result, pred.task, pred.classes, probabilities, {k: columns[k] for k in keep}
+    )
     if out is not None:
         tmp = out + ".tmp"
         try:

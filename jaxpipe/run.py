@@ -18,9 +18,10 @@ import jax
 from jaxpipe import checkpoint as ckpt
 from jaxpipe.data import Dataset, load_dataset
 from jaxpipe.errors import DivergedError, RunInterrupted, SpecError
+from jaxpipe.evaluation import metric_names
 from jaxpipe.events import Observer, RunResult, StageRecord
 from jaxpipe.fitted import Preprocessing, preprocess_data
-from jaxpipe.loop import TrainTimes, metric_names, train
+from jaxpipe.loop import TrainTimes, train
 from jaxpipe.optim import check_optimizer
 from jaxpipe.outdir import CHECKPOINTS, prepare_out_dir, resolved_spec, write_json, write_lines
 from jaxpipe.place import Placed, place_data

@@ -1,5 +1,8 @@
-"""The machinery under the spec: typed fields with ranges and docs, a strict builder
-that turns a TOML table into frozen dataclasses, a JSON Schema writer and a TOML writer.
+"""The machinery under the spec: typed fields with ranges and docs, and a strict
+builder that turns a TOML table into frozen dataclasses. The same checks run whenever a
+section is constructed (`Section.__post_init__`): from TOML, a dict, Python keyword
+arguments or `dataclasses.replace`. With the TOML writer; the JSON Schema, the Markdown
+reference and the line locator are in `schema_text.py`.
 
 Kept apart from `spec.py` so that the spec reads as a list of sections and keys. Imports
 no jax.
@@ -7,26 +10,26 @@ no jax.
 
 from __future__ import annotations
 
+import contextvars
 import dataclasses
 import difflib
 import math
-import re
 import types
 import typing
 from collections.abc import Mapping
-from typing import Any, Literal, get_args, get_origin
+from typing import Any, ClassVar, Literal, get_args, get_origin
 
 from jaxpipe.errors import SpecError
 
 __all__ = [
     "field",
     "build",
-    "json_schema",
-    "markdown_reference",
     "to_dict",
     "dump_toml",
-    "locate",
+    "toml_value",
     "is_section",
+    "Section",
+    "section_paths",
 ]
 
 
@@ -159,13 +162,15 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
                 key=key,
             )
     elif get_origin(tp) in (list, tuple):
-        if isinstance(value, list):
+        if isinstance(value, (list, tuple)):
             (item,) = get_args(tp)[:1]
             return tuple(_coerce(v, item, f"{key}[{i}]") for i, v in enumerate(value))
     elif get_origin(tp) in (dict, Mapping):
         if isinstance(value, dict):
             return dict(value)
     elif is_section(tp):
+        if isinstance(value, tp):  # validated when it was constructed
+            return value
         if isinstance(value, dict):
             return build(tp, value, key)
     raise SpecError(f"expected {_type_name(tp)}, found {_toml_type(value)}", key=key)
@@ -235,11 +240,68 @@ def build(cls: type, table: Mapping[str, Any], prefix: str = "") -> Any:
         kwargs[f.name] = value
     if extra_name:
         kwargs[extra_name] = extra
-    obj = cls(**kwargs)
+    token = _PREFIX.set(prefix)  # the section's checks name keys under this prefix
+    try:
+        return cls(**kwargs)
+    finally:
+        _PREFIX.reset(token)
+
+
+# The key path of the section being built from a table (see `build`); None when a
+# section is constructed directly, which then uses its class's home path.
+_PREFIX: contextvars.ContextVar[str | None] = contextvars.ContextVar("prefix", default=None)
+
+
+def plain(value: Any) -> Any:
+    """A Python value as TOML would give it (tuples as lists), so `_coerce` can check it."""
+    if isinstance(value, (tuple, list)):
+        return [plain(v) for v in value]
+    if isinstance(value, Mapping):
+        return {k: plain(v) for k, v in value.items()}
+    return value
+
+
+class Section:
+    """Base of every spec section: its keys are type- and range-checked, and its own
+    `_check(where)` run, whenever it is constructed, whatever the route (a TOML table, a
+    dict, keyword arguments, `dataclasses.replace`). Errors name the key path."""
+
+    _home: ClassVar[str] = ""  # where the section sits in a Spec; set by section_paths
+
+    def __post_init__(self) -> None:
+        prefix = _PREFIX.get()
+        validate(self, self._home if prefix is None else prefix)
+
+
+def validate(obj: Any, prefix: str) -> None:
+    """Checks (and normalises: lists to tuples, ints to floats) a constructed section."""
+    extra_name = getattr(type(obj), "_extra", None)
+    for f, tp in _fields(type(obj)):
+        key = f"{prefix}.{f.name}" if prefix else f.name
+        value = getattr(obj, f.name)
+        if f.name == extra_name:
+            if not isinstance(value, Mapping):
+                raise SpecError(f"expected a table, found {_toml_type(value)}", key=key)
+            object.__setattr__(obj, f.name, dict(value))
+            continue
+        value = _coerce(plain(value), tp, key)
+        _check_range(value, f.metadata, key)
+        object.__setattr__(obj, f.name, value)  # frozen: normalised once, here
     check = getattr(obj, "_check", None)
     if check is not None:
         check(prefix)
-    return obj
+
+
+def section_paths(root: type, prefix: str = "") -> None:
+    """Records on each section class of `root` its key path ("training.early_stopping"),
+    for the errors of a section constructed on its own."""
+    for f, tp in _fields(root):
+        inner = [a for a in (_union_args(tp) or (tp,)) if a is not type(None)]
+        for sub in inner:
+            if is_section(sub):
+                path = f"{prefix}.{f.name}" if prefix else f.name
+                sub._home = path
+                section_paths(sub, path)
 
 
 def to_dict(obj: Any) -> dict[str, Any]:
@@ -261,7 +323,7 @@ def to_dict(obj: Any) -> dict[str, Any]:
     return out
 
 
-def _toml_value(v: Any) -> str:
+def toml_value(v: Any) -> str:
     if isinstance(v, bool):
         return "true" if v else "false"
     if isinstance(v, (int, float)):
@@ -269,201 +331,18 @@ def _toml_value(v: Any) -> str:
     if isinstance(v, str):
         return '"' + v.replace("\\", "\\\\").replace('"', '\\"') + '"'
     if isinstance(v, (list, tuple)):
-        return "[" + ", ".join(_toml_value(x) for x in v) + "]"
+        return "[" + ", ".join(toml_value(x) for x in v) + "]"
     if isinstance(v, dict):
-        return "{ " + ", ".join(f"{k} = {_toml_value(x)}" for k, x in v.items()) + " }"
+        return "{ " + ", ".join(f"{k} = {toml_value(x)}" for k, x in v.items()) + " }"
     raise TypeError(f"cannot write {type(v).__name__} as TOML")
 
 
 def dump_toml(table: Mapping[str, Any], _prefix: str = "") -> str:
     """Writes nested dicts of TOML values as a TOML document, tables after scalars."""
-    lines = [f"{k} = {_toml_value(v)}" for k, v in table.items() if not isinstance(v, dict)]
+    lines = [f"{k} = {toml_value(v)}" for k, v in table.items() if not isinstance(v, dict)]
     chunks = ["\n".join(lines)] if lines else []
     for k, v in table.items():
         if isinstance(v, dict):
             name = f"{_prefix}.{k}" if _prefix else k
             chunks.append(f"[{name}]\n" + dump_toml(v, name).strip())
     return "\n\n".join(c for c in chunks if c) + "\n"
-
-
-def json_schema(cls: type, title: str | None = None) -> dict[str, Any]:
-    """A JSON Schema (draft 2020-12) of the section `cls`, from the same fields the
-    builder checks, so the two cannot drift."""
-    props: dict[str, Any] = {}
-    for f, tp in _fields(cls):
-        if f.name == getattr(cls, "_extra", None):
-            continue
-        prop = _json_type(tp)
-        meta = f.metadata
-        if meta.get("doc"):
-            prop["description"] = meta["doc"]
-        for k in ("minimum", "maximum", "exclusive_minimum", "exclusive_maximum"):
-            if meta.get(k) is not None:
-                prop[re.sub(r"_(\w)", lambda m: m.group(1).upper(), k)] = meta[k]
-        if meta.get("item_minimum") is not None and prop.get("type") == "array":
-            prop["items"]["minimum"] = meta["item_minimum"]
-        default = f.default
-        if default is dataclasses.MISSING and f.default_factory is not dataclasses.MISSING:
-            default = f.default_factory()
-        if dataclasses.is_dataclass(default):
-            default = to_dict(default)
-        elif isinstance(default, tuple):
-            default = list(default)
-        if default is not dataclasses.MISSING and default is not None:
-            prop["default"] = default
-        props[f.name] = prop
-    schema: dict[str, Any] = {
-        "type": "object",
-        "properties": props,
-        "additionalProperties": bool(getattr(cls, "_extra", None)),
-    }
-    doc = (cls.__doc__ or "").strip().split("\n\n")[0]
-    if doc:
-        schema["description"] = " ".join(doc.split())
-    if title:
-        schema = {
-            "$schema": "https://json-schema.org/draft/2020-12/schema",
-            "title": title,
-        } | schema
-    return schema
-
-
-def _json_type(tp: Any) -> dict[str, Any]:
-    args = _union_args(tp)
-    if args:
-        opts = [_json_type(a) for a in args if a is not type(None)]
-        return opts[0] if len(opts) == 1 else {"anyOf": opts}
-    if tp is bool:
-        return {"type": "boolean"}
-    if tp is int:
-        return {"type": "integer"}
-    if tp is float:
-        return {"type": "number"}
-    if tp is str:
-        return {"type": "string"}
-    if get_origin(tp) is Literal:
-        return {"type": "string", "enum": list(get_args(tp))}
-    if get_origin(tp) in (list, tuple):
-        return {"type": "array", "items": _json_type(get_args(tp)[0])}
-    if get_origin(tp) in (dict, Mapping):
-        return {"type": "object"}
-    if is_section(tp):
-        return json_schema(tp)
-    raise TypeError(f"no JSON Schema for {tp}")
-
-
-def _md_type(tp: Any) -> str:
-    args = _union_args(tp)
-    if args:
-        return " or ".join(_md_type(a) for a in args if a is not type(None))
-    if get_origin(tp) is Literal:
-        return " \\| ".join(f'`"{a}"`' for a in get_args(tp))
-    if get_origin(tp) in (list, tuple):
-        return f"list of {_md_type(get_args(tp)[0])}s"
-    names = {bool: "boolean", int: "integer", float: "number", str: "string"}
-    return names.get(tp, "table")
-
-
-def _md_range(meta: Mapping[str, Any]) -> str:
-    parts = []
-    for k, sym in (
-        ("minimum", "≥"),
-        ("exclusive_minimum", ">"),
-        ("maximum", "≤"),
-        ("exclusive_maximum", "<"),
-    ):
-        if meta.get(k) is not None:
-            parts.append(f"{sym} {meta[k]}")
-    if meta.get("item_minimum") is not None:
-        parts.append(f"each ≥ {meta['item_minimum']}")
-    return ", ".join(parts)
-
-
-def _md_default(f: dataclasses.Field) -> str:
-    if f.default is not dataclasses.MISSING:
-        value = f.default
-    else:
-        value = f.default_factory()  # type: ignore[misc]
-    if value is None:
-        return "unset"
-    if isinstance(value, Mapping) and not value:
-        return ""
-    return f"`{_toml_value(value)}`"
-
-
-def markdown_reference(cls: type, title: str, intro: str = "") -> str:
-    """A Markdown reference of the section `cls` and its subsections: one table per
-    section (key, type, default, range, meaning), from the same fields the builder checks."""
-    out = [f"# {title}", ""]
-    if intro:
-        out += [intro, ""]
-
-    def section(sub: type, path: str) -> None:
-        doc = " ".join((sub.__doc__ or "").split())
-        out.extend([f"## `[{path}]`", "", doc, ""])
-        rows, nested = [], []
-        extra_name = getattr(sub, "_extra", None)
-        for f, tp in _fields(sub):
-            inner = [a for a in (_union_args(tp) or (tp,)) if a is not type(None)]
-            if len(inner) == 1 and is_section(inner[0]):
-                nested.append((f.name, inner[0]))
-                continue
-            if f.name == extra_name:
-                continue
-            doc_cell = f.metadata.get("doc", "").replace("|", "\\|")
-            cells = [f"`{f.name}`", _md_type(tp), _md_default(f), _md_range(f.metadata), doc_cell]
-            rows.append("| " + " | ".join(cells) + " |")
-        if rows:
-            out.extend(["| key | type | default | range | meaning |", "|---|---|---|---|---|"])
-            out.extend(rows)
-            out.append("")
-        if extra_name:
-            out.extend(
-                [
-                    "Any other key here is passed to the optax function as a keyword "
-                    "argument and checked against its signature.",
-                    "",
-                ]
-            )
-        for name, sub_cls in nested:
-            section(sub_cls, f"{path}.{name}")
-
-    for f, tp in _fields(cls):
-        if is_section(tp):
-            section(tp, f.name)
-    return "\n".join(out).rstrip() + "\n"
-
-
-_HEADER = re.compile(r"^\[\[?\s*([^\]]+?)\s*\]\]?\s*$")
-_ASSIGN = re.compile(
-    r"^((?:[A-Za-z0-9_\-]+|\"[^\"]*\"|'[^']*')(?:\s*\.\s*(?:[A-Za-z0-9_\-]+|\"[^\"]*\"|'[^']*'))*)\s*="
-)
-
-
-def _split_key(text: str) -> tuple[str, ...]:
-    return tuple(p.strip().strip("\"'") for p in text.split("."))
-
-
-def locate(text: str, key: str) -> int | None:
-    """The 1-based line where the dotted `key` (or, failing that, its table) is set."""
-    path = _split_key(re.sub(r"\[\d+\]$", "", key))
-    table: tuple[str, ...] = ()
-    best: int | None = None
-    for number, raw in enumerate(text.splitlines(), 1):
-        line = raw.strip()
-        header = _HEADER.match(line)
-        if header:
-            table = _split_key(header.group(1))
-            if table == path:
-                return number
-            if path[: len(table)] == table and table:
-                best = number
-            continue
-        assign = _ASSIGN.match(line)
-        if assign:
-            full = table + _split_key(assign.group(1))
-            if full == path:
-                return number
-            if path[: len(full)] == full:
-                best = number
-    return best

@@ -14,11 +14,15 @@ __all__ = ["validate"]
 
 
 def validate(spec: Spec) -> list[str]:
-    """Checks what can be checked without training: names optax must know, and the data:
-    files exist and read, columns, labels, text and missing values are as the spec
-    says. Returns notes for the user; raises a JaxpipeError on a problem."""
+    """Checks what can be checked without training: names optax must know, the data
+    (files exist and read, columns, labels, text and missing values are as the spec
+    says) and the metrics early stopping and best checkpoints watch (ones the task
+    records), as `run` checks them before any work. Returns notes for the user; raises
+    a JaxpipeError on a problem. The memory plan is `jaxpipe plan`'s (it needs flax)."""
     from jaxpipe.data import load_dataset
+    from jaxpipe.evaluation import metric_names
     from jaxpipe.optim import check_optimizer
+    from jaxpipe.stopping import check_metric_names
 
     try:
         check_optimizer(spec.optimizer)
@@ -29,6 +33,10 @@ def validate(spec: Spec) -> list[str]:
 
         load_catalog(spec.hardware, spec.base_dir)
     ds = load_dataset(spec)
+    try:
+        check_metric_names(spec, metric_names(ds.task == "regression"))
+    except SpecError as e:
+        raise place_error(spec, e) from None
     what = (
         f"{ds.num_classes} classes ({', '.join(ds.class_names[:10])}"
         f"{', ...' if ds.num_classes > 10 else ''})"

@@ -361,6 +361,71 @@ CASES = [
         {},
         ["--set", "training.batch_size=big"],
         ["--set", "training.batch_size", "expected an integer"],
+    ),  # Issue 11, defects in spec loading.
+    ("defect-15-deep-nesting", BASE + "x = " + "[" * 500 + "]" * 500 + "\n", {}, [], ["deep"]),
+    ("defect-15-nesting-over-limit", BASE + "x = " + "[" * 20 + "]" * 20 + "\n", {}, [], ["deep"]),
+    (
+        "defect-15-deep-set",
+        BASE,
+        {},
+        ["--set", "optimizer.x=" + "[" * 500 + "]" * 500],
+        ["--set", "deep"],
+    ),
+    (
+        "defect-17-set-trailing-text",
+        BASE,
+        {},
+        ["--set", "training.epochs=2 3"],
+        ["--set", "training.epochs", "text after the value"],
+    ),
+    (
+        "defect-17-set-trailing-key",
+        BASE,
+        {},
+        ["--set", "training.epochs=2\nbatch_size = 8"],
+        ["--set", "training.epochs", "text after the value"],
+    ),
+    (
+        "defect-17-set-trailing-comment",
+        BASE,
+        {},
+        ["--set", "training.epochs=2 # two"],
+        ["--set", "training.epochs", "text after the value"],
+    ),
+    (
+        "defect-17-set-value-for-table",
+        BASE,
+        {},
+        ["--set", "model=3"],
+        ["--set", "model", "is a table"],
+    ),
+    (
+        "defect-19-seed-past-32-bits",
+        BASE + "[experiment]\nseed = 4294967296\n".replace("[experiment]\n", ""),
+        {},
+        ["--set", "experiment.seed=4294967296"],
+        ["experiment.seed", "≤ 4294967295"],
+    ),
+    (
+        "defect-20-stopping-metric-not-recorded",
+        BASE + '[training.early_stopping]\nmetric = "val_rmse"\n',
+        {},
+        [],
+        ["training.early_stopping.metric", "unknown metric 'val_rmse'", "val_accuracy"],
+    ),
+    (
+        "defect-20-best-metric-not-recorded",
+        BASE + '[checkpoint]\nbest_metric = "val_rmse"\n',
+        {},
+        [],
+        ["spec.toml:", "checkpoint.best_metric", "unknown metric 'val_rmse'"],
+    ),
+    (
+        "defect-20-long-name",
+        spec_with('name = "bad"', 'name = "' + "n" * 240 + '"'),
+        {},
+        [],
+        ["spec.toml:3:", "experiment.name", "at most 200"],
     ),
 ]
 
@@ -426,3 +491,33 @@ def test_bad_input_in_a_real_process(tmp_path, case_id):
         timeout=120,
     )
     _check(p.returncode, p.stderr, out, needles)
+
+
+def test_defect_16_bom(tmp_path, capsys):
+    """A spec saved with a UTF-8 byte-order mark (as some Windows editors do) loads."""
+    spec_path = _materialise(tmp_path, "\ufeff" + BASE, {})
+    assert main(["validate", spec_path]) == 0, capsys.readouterr().err
+    assert ": valid" in capsys.readouterr().out
+
+
+def test_defect_17_table_override_merges(tmp_path):
+    """`--set model={...}` changes the keys it names and keeps the others (the task)."""
+    from jaxpipe import load_spec
+
+    spec_path = _materialise(tmp_path, spec_with("hidden = [4]", 'task = "regression"'), {})
+    spec = load_spec(spec_path, ["model={hidden=[8, 2]}"])
+    assert spec.model.hidden == (8, 2) and spec.model.task == "regression"
+    spec = load_spec(spec_path, {"model": {"dropout": 0.5}})
+    assert spec.model.dropout == 0.5 and spec.model.task == "regression"
+
+
+def test_defect_20_long_name_without_out_blames_the_name(tmp_path, monkeypatch, capsys):
+    """Without --out the over-long name is the spec's problem, and `validate` says so
+    too: neither mentions --out."""
+    monkeypatch.chdir(tmp_path)
+    spec_path = _materialise(tmp_path, spec_with('name = "bad"', 'name = "' + "n" * 240 + '"'), {})
+    for argv in (["run", spec_path], ["validate", spec_path]):
+        assert main(argv) == 2
+        err = capsys.readouterr().err
+        assert "experiment.name" in err and "--out" not in err, err
+    assert not os.path.exists(tmp_path / "runs")

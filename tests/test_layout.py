@@ -1,4 +1,6 @@
-"""The one-way flow of modules (../shared/STYLE.md), held by parsing imports."""
+"""The shape of the house (../shared/STYLE.md), held by parsing the package with `ast`:
+imports flow one way through named layers, whatever their form, and no function or
+module grows past what a reader takes in at once."""
 
 import ast
 import os
@@ -6,86 +8,188 @@ import os
 import pytest
 from conftest import ROOT
 
-# A module may import only modules of a lower rank (or the same leaf utilities).
-RANK = {
-    "_version": 0,
-    "errors": 0,
-    "schema": 1,
-    "starter": 1,  # `jaxpipe init`: the shipped examples; errors only
-    "spec": 2,
-    "encoding": 2,  # column encoding for data.py; needs only errors
-    "data": 3,
-    "preprocess": 3,
-    "model": 4,
-    "losses": 4,
-    "metrics": 4,
-    "optim": 4,
-    "step": 5,
-    "stopping": 5,  # early stopping, signal catching: spec only
-    "checkpoint": 6,  # orbax store; loop saves through it, it never calls the loop
-    "predict": 7,  # saved model + prediction: data, encoding, fitted, model; the run saves
-    "trace": 7.1,  # one row through the layers: predict, model, preprocess; the run keeps rows
-    "trace_view": 7.6,  # the trace as text and trace.png; report and the API show it
-    "charts": 7.6,  # ASCII chart and curves.png for the report
-    "console": 7.6,  # rich or plain output for the report
-    "resume": 6.5,  # fresh start or checkpoint restore, over checkpoint and stopping
-    "hardware": 6,
-    "memory": 6,
-    "planner": 6.5,  # imports hardware and memory; loop (7) imports it
-    "sharding": 6.7,  # mesh + shardings from the plan; planner ─▶ sharding ─▶ loop
-    "verify": 6.8,  # compiles a plan's layouts abstractly (sharding, step); api calls it
-    "stream": 6,
-    "progress": 5.5,  # a train step that reports progress to the host; programs wires it
-    "validation": 7.5,  # `validate` without the loop: spec, data, optim (hardware if asked)
-    "events": 1,  # the observer interface and stage record; imports nothing
-    "runplan": 6.8,  # stage plan: planner's Plan + what executes (mesh, steps, chunks)
-    "place": 6.85,  # stage place: host arrays onto the plan's mesh
-    "fitted": 6.9,  # stage preprocess: the fitted Preprocessing record
-    "programs": 6.95,  # stage compile
-    "outdir": 6.5,  # the run directory before training
-    "loop": 7,  # stage train
-    "summary": 7.2,  # stage save: summary.json
-    "run": 7.5,  # the composition of the stages
-    "report": 8,
-    "api": 9,
-    "invariants": 9.3,  # resume / sharding / plan invariants over the public API
-    "speccheck": 9.5,  # `jaxpipe check`: specs checked with the invariants
-    "launch": 8.5,  # spawns `jaxpipe run` processes; imports nothing of jaxpipe
-    "__init__": 10,
-    "cli": 11,
-    "cli_args": 10.5,  # the argument parsers; the package's version (lazy, no jax)
-    "__main__": 12,  # `python -m jaxpipe`: the cli
-    "testing": 10.5,  # public hypothesis strategies + the invariants (jaxpipe[testing])
-    "pytest_plugin": 10.5,  # pytest --jaxpipe-specs: imports jaxpipe only inside its tests
-}
-NO_JAX = {"errors", "schema", "spec", "encoding", "cli", "cli_args", "__main__", "starter"}
+PACKAGE = os.path.join(ROOT, "jaxpipe")
+
+# Lowest first. A module may import only modules of an earlier layer: the data flow
+# load → plan → place → preprocess → compile → train → evaluate → save reads downwards.
+LAYERS = [
+    # Import nothing of ours: versions, errors, the observer interface, process launching,
+    # console output, charts, the progress-reporting step.
+    ("foundation", {"_version", "errors", "events", "launch", "console", "charts", "progress"}),
+    ("starter", {"starter"}),  # `jaxpipe init`: the shipped examples
+    ("schema", {"schema"}),  # typed fields and the strict builder
+    ("schema text", {"schema_text"}),  # TOML writer, JSON Schema, Markdown, locator
+    ("spec sections", {"sections", "hwspec"}),
+    ("spec", {"spec"}),
+    ("pure core", {"encoding", "preprocess", "losses", "metrics", "model", "optim", "evaluation"}),
+    ("spec helpers", {"stopping", "hardware"}),  # early stopping, signals; device catalog
+    ("data", {"data"}),  # stage load
+    ("data in memory", {"frames"}),  # DataFrames, Tables, arrays as a file's columns
+    ("step", {"step"}),  # TrainState, the train/eval steps, the scanned epoch
+    ("step users", {"stream", "checkpoint", "memory"}),
+    ("restart", {"resume"}),
+    ("planner", {"planner"}),
+    ("sharding", {"sharding"}),  # planner ─▶ sharding ─▶ the run
+    ("verify", {"verify"}),  # compiles a plan's layouts abstractly; api calls it
+    ("stage plan", {"runplan"}),
+    ("stage place", {"place"}),
+    ("stage preprocess", {"fitted"}),
+    ("stage compile", {"programs"}),
+    ("run directory", {"outdir"}),
+    ("saved model", {"predict"}),
+    ("model object", {"trained"}),  # fit's Model, load_model
+    ("trace", {"trace"}),  # one row through the layers; the run keeps rows for it
+    ("stage train", {"loop"}),
+    ("stage save", {"summary"}),
+    ("run", {"run"}),  # the composition of the stages
+    ("trace view", {"trace_view"}),  # the trace as text and trace.png
+    ("report", {"report"}),
+    ("validate", {"validation"}),  # `validate` without the loop: spec, data, optim
+    ("api", {"api"}),
+    ("invariants", {"invariants"}),  # resume / sharding / plan invariants over the API
+    ("spec check", {"speccheck"}),  # `jaxpipe check`
+    ("testing", {"testing", "pytest_plugin"}),  # hypothesis strategies; pytest plugin
+    ("package", {"__init__"}),  # `from jaxpipe import X` is an import of this layer
+    ("cli arguments", {"cli_args"}),  # the parsers; the package's version
+    ("cli", {"cli"}),  # the public API only (and its own parsers)
+    ("main", {"__main__"}),  # `python -m jaxpipe`: the cli
+]
+LAYER = {mod: i for i, (_, mods) in enumerate(LAYERS) for mod in mods}
+NAME = {i: name for i, (name, _) in enumerate(LAYERS)}
+NO_JAX = {"errors", "events", "schema", "schema_text", "sections", "hwspec", "spec"}
+NO_JAX |= {"encoding", "cli", "cli_args", "evaluation", "frames", "__main__", "starter"}
+MAX_FUNCTION_LINES = 60
+MAX_MODULE_LINES = 400
 
 
-def _imports(name):
-    tree = ast.parse(open(os.path.join(ROOT, "jaxpipe", f"{name}.py")).read())
-    mods = set()
-    for node in ast.walk(tree):
-        if isinstance(node, ast.ImportFrom) and node.module:
-            mods.add(node.module)
-        elif isinstance(node, ast.Import):
-            mods.update(a.name for a in node.names)
-    return mods
+def _sources():
+    return {
+        f[:-3]: open(os.path.join(PACKAGE, f)).read()
+        for f in sorted(os.listdir(PACKAGE))
+        if f.endswith(".py")
+    }
 
 
-def test_every_module_is_ranked():
-    files = {f[:-3] for f in os.listdir(os.path.join(ROOT, "jaxpipe")) if f.endswith(".py")}
-    assert files <= set(RANK), files - set(RANK)
+def _targets(node, modules):
+    """The package modules an import node reaches: `import jaxpipe.x`, `from jaxpipe.x
+    import y`, `from jaxpipe import x` (a module) or `from jaxpipe import Name` (the
+    package's __init__), and their relative forms."""
+    if isinstance(node, ast.Import):
+        for alias in node.names:
+            parts = alias.name.split(".")
+            if parts[0] == "jaxpipe":
+                yield parts[1] if len(parts) > 1 else "__init__"
+        return
+    if not isinstance(node, ast.ImportFrom):
+        return
+    mod = node.module or ""
+    if node.level == 0 and mod != "jaxpipe" and not mod.startswith("jaxpipe."):
+        return
+    parts = mod.split(".")[1:] if node.level == 0 else [p for p in mod.split(".") if p]
+    if parts:
+        yield parts[0]
+        return
+    for alias in node.names:  # from jaxpipe import x / from . import x
+        yield alias.name if alias.name in modules else "__init__"
 
 
-@pytest.mark.parametrize("name", sorted(RANK))
-def test_imports_flow_one_way(name):
-    if not os.path.exists(os.path.join(ROOT, "jaxpipe", f"{name}.py")):
-        pytest.skip("not present")
-    for mod in _imports(name):
-        if mod.startswith("jaxpipe.") and name != "cli":
-            dep = mod.split(".")[1]
-            assert RANK[dep] < RANK[name] or (RANK[dep] == RANK[name] == 0), f"{name} → {dep}"
-        if name == "cli":  # the public API only (and its own argument parser)
-            assert not mod.startswith("jaxpipe.") or mod == "jaxpipe.cli_args", f"cli imports {mod}"
-        if name in NO_JAX:
+def imports(sources):
+    """{module: {(imported module, line)}} over every import statement, at any depth
+    (inside functions and conditionals too)."""
+    out = {}
+    for name, text in sources.items():
+        found = set()
+        for node in ast.walk(ast.parse(text)):
+            found |= {(t, node.lineno) for t in _targets(node, sources)}
+        out[name] = found
+    return out
+
+
+def violations(sources):
+    """Every import against the layers, as readable lines."""
+    bad = []
+    for name, deps in imports(sources).items():
+        for dep, line in sorted(deps):
+            if dep not in LAYER:
+                bad.append(f"{name}.py:{line} imports {dep}, which is in no layer")
+            elif LAYER[dep] >= LAYER[name]:
+                bad.append(
+                    f"{name}.py:{line} ({NAME[LAYER[name]]}) imports {dep} "
+                    f"({NAME[LAYER[dep]]}): imports must go to an earlier layer"
+                )
+            elif name == "cli" and dep not in ("__init__", "_version", "cli_args"):
+                bad.append(f"cli.py:{line} imports jaxpipe.{dep}; cli uses the public API only")
+    return bad
+
+
+def test_every_module_is_in_one_layer():
+    files = set(_sources())
+    assert files <= set(LAYER), f"add to a layer: {sorted(files - set(LAYER))}"
+    seen = [m for _, mods in LAYERS for m in mods]
+    assert len(seen) == len(set(seen)), "a module is in two layers"
+
+
+def test_imports_flow_one_way():
+    assert violations(_sources()) == []
+
+
+@pytest.mark.parametrize(
+    "module, planted",
+    [
+        ("spec", "from jaxpipe import run\n"),  # a submodule through the package
+        ("spec", "from jaxpipe import Spec\n"),  # a name: the package's __init__
+        ("data", "def f():\n    import jaxpipe.loop\n"),  # inside a function
+        ("step", "from jaxpipe.programs import compile_programs\n"),
+        ("schema", "from . import spec\n"),  # relative
+        ("model", "if True:\n    from .report import format_table\n"),
+    ],
+)
+def test_a_planted_cycle_is_caught(module, planted):
+    sources = _sources()
+    sources[module] += "\n" + planted
+    found = violations(sources)
+    assert len(found) == 1 and found[0].startswith(f"{module}.py:"), found
+
+
+@pytest.mark.parametrize("name", sorted(NO_JAX))
+def test_spec_side_imports_no_jax(name):
+    for node in ast.walk(ast.parse(_sources()[name])):
+        mods = []
+        if isinstance(node, ast.Import):
+            mods = [a.name for a in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            mods = [node.module]
+        for mod in mods:
             assert mod.split(".")[0] not in {"jax", "flax", "optax"}, f"{name} imports {mod}"
+
+
+def oversized(sources):
+    """Modules over MAX_MODULE_LINES lines and functions over MAX_FUNCTION_LINES."""
+    found = []
+    for name, text in sources.items():
+        lines = len(text.splitlines())
+        if lines > MAX_MODULE_LINES:
+            found.append(f"{name}.py: {lines} lines (at most {MAX_MODULE_LINES})")
+        for node in ast.walk(ast.parse(text)):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                n = node.end_lineno - node.lineno + 1
+                if n > MAX_FUNCTION_LINES:
+                    found.append(
+                        f"{name}.py:{node.lineno} {node.name}: {n} lines "
+                        f"(at most {MAX_FUNCTION_LINES})"
+                    )
+    return found
+
+
+def test_no_function_or_module_too_long():
+    assert oversized(_sources()) == []
+
+
+def test_the_size_check_names_offenders():
+    body = "".join(f"    x{i} = {i}\n" for i in range(MAX_FUNCTION_LINES))
+    long = f"def long():\n{body}"
+    found = oversized({"planted": long + "\n" * (MAX_MODULE_LINES - 60)})
+    assert found == [
+        f"planted.py: {MAX_MODULE_LINES + 1} lines (at most {MAX_MODULE_LINES})",
+        f"planted.py:1 long: {MAX_FUNCTION_LINES + 1} lines (at most {MAX_FUNCTION_LINES})",
+    ]

@@ -153,4 +153,10 @@ def test_new_keys_parse_and_round_trip():
     assert parse_spec(dump_spec(spec)) == spec
     props = spec_schema()["properties"]
     assert props["model"]["properties"]["dropout"]["exclusiveMaximum"] == 1.0
-    assert props["data"]["properties"]["source"]["enum"] == ["csv", "parquet", "npz", "synthetic"]
+    assert props["data"]["properties"]["source"]["enum"] == [
+        "csv",
+        "parquet",
+        "npz",
+        "synthetic",
+        "memory",  # rows given to jaxpipe.fit
+    ]
