@@ -89,6 +89,8 @@ class ConsoleReporter(Observer):
             src += (
                 f", {plural(syn.classes, 'class', 'classes')}" if m.task == "classification" else ""
             )
+        elif d.path is None:  # rows handed to `fit` in memory
+            src = d.source
         else:
             src = f"{d.source} {d.path}"
             # The stages name the file by its absolute path; show it as the spec wrote it.
