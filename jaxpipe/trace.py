@@ -35,6 +35,7 @@ __all__ = [
     "save_trace_rows",
     "trace_features",
     "trace_run",
+    "trace_table",
     "STRONGEST",
 ]
 
@@ -231,6 +232,26 @@ def _pick(n: int, row: int | None, where: str) -> int:
     return row
 
 
+def trace_table(
+    model: TracedModel,
+    x: np.ndarray,
+    columns: Mapping[str, np.ndarray],
+    names: Sequence[str],
+    label: str | None,
+    *,
+    row: int | None = None,
+    origin: str = "data",
+) -> dict[str, Any]:
+    """The trace of row `row` (from 0; default 0) of a table: x: [rows, features]
+    encoded, `columns` the raw columns as read (the input columns `names`, and the label
+    column `label` when present, for the true value)."""
+    i = _pick(x.shape[0], row, origin)
+    raw = {n: _json_value(columns[n][i]) for n in names}
+    truth = columns[label][i] if label is not None and label in columns else None
+    record = trace_features(model, x[i], label=_label_name(truth, model.task), raw=raw)
+    return record | {"source": origin, "row": i}
+
+
 def trace_run(run_dir: str, data: str | None = None, *, row: int | None = None) -> dict:
     """The trace of one row with the model of the finished run in `run_dir`: row `row`
     (from 0) of `data` (csv, parquet or npz), or of the run's validation rows when `data`
@@ -238,13 +259,9 @@ def trace_run(run_dir: str, data: str | None = None, *, row: int | None = None) 
     pred = load_predictor(run_dir)
     if data is not None:
         x, columns = encode_file(pred, data)
-        i = _pick(x.shape[0], row, data)
-        names = pred.encoder.input_names
-        raw = {n: _json_value(columns[n][i]) for n in names}
-        label_col = pred.meta.get("label")
-        label = columns[label_col][i] if label_col in columns else None
-        record = trace_features(pred, x[i], label=_label_name(label, pred.task), raw=raw)
-        return record | {"source": data, "row": i}
+        model = TracedModel.from_predictor(pred)
+        names, label = pred.encoder.input_names, pred.meta.get("label")
+        return trace_table(model, x, columns, names, label, row=row, origin=data)
     path = os.path.join(run_dir, TRACE_ROWS_FILE)
     if not os.path.isfile(path):
         raise JaxpipeError(

@@ -27,6 +27,7 @@ from jaxpipe.predict import (
     write_model,
 )
 from jaxpipe.spec import ModelSpec
+from jaxpipe.trace import TracedModel, trace_table
 
 __all__ = ["Model", "load_model"]
 
@@ -75,6 +76,16 @@ class Model:
             raise JaxpipeError("predict_classes: a regression model has no classes; use predict")
         probs = self.predict(data)
         return np.asarray(self.classes, dtype=object)[probs.argmax(axis=1)]
+
+    def trace(self, data: Any, row: int = 0) -> dict[str, Any]:
+        """One row of `data` through the layers (see `jaxpipe.trace`): the input, each
+        hidden layer, the output's probabilities by class name (or the value), the
+        prediction and, when `data` has the label column, the true label."""
+        x, columns, origin = self._encode(data, "trace")
+        model = TracedModel.from_parts(self.params, self.network, self.preprocessing)
+        return trace_table(
+            model, x, columns, self.columns, self.preprocessing.label, row=row, origin=origin
+        )
 
     def evaluate(self, data: Any, y: Any = None) -> dict[str, Any]:
         """Metrics on labelled rows: accuracy, loss, per-class precision/recall/F1 and

@@ -37,8 +37,8 @@ LAYERS = [
     ("stage compile", {"programs"}),
     ("run directory", {"outdir"}),
     ("saved model", {"predict"}),
-    ("model object", {"trained"}),  # fit's Model, load_model
     ("trace", {"trace"}),  # one row through the layers; the run keeps rows for it
+    ("model object", {"trained"}),  # fit's Model, load_model; Model.trace
     ("stage train", {"loop"}),
     ("stage save", {"summary"}),
     ("run", {"run"}),  # the composition of the stages

@@ -189,3 +189,19 @@ def test_a_trained_models_parts_trace_as_its_run_directory_does(tmp_path, write_
     assert mine["layers"][-1]["probabilities"] == pytest.approx(
         theirs["layers"][-1]["probabilities"], rel=1e-6
     )
+
+
+def test_model_trace_equals_the_run_directorys(run):
+    """`jaxpipe.load_model(dir).trace(data, row)` is `jaxpipe.trace(dir, data, row=row)`."""
+    task, run_dir, data, act = run
+    model = jaxpipe.load_model(run_dir)
+    mine, theirs = model.trace(data, row=7), jaxpipe.trace(run_dir, data, row=7)
+    _check_contract(mine, task, act)
+    p, q = mine["prediction"], theirs["prediction"]
+    assert p["class"] == q["class"]
+    if task == "classification":
+        assert p["probability"] == pytest.approx(q["probability"], rel=1e-6)
+    else:
+        assert p["value"] == pytest.approx(q["value"], rel=1e-6)
+    assert mine["layers"][0]["raw"] == theirs["layers"][0]["raw"]
+    assert mine["prediction"]["label"] == theirs["prediction"]["label"] is not None
