@@ -10,7 +10,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from jaxpipe.data import load_dataset
-from jaxpipe.errors import DataError
+from jaxpipe.errors import DataError, DivergedError, JaxpipeError
 from jaxpipe.evaluation import format_metrics
 from jaxpipe.events import Observers, RunResult
 from jaxpipe.frames import is_path, source_of, to_columns
@@ -23,11 +23,13 @@ from jaxpipe.report import ConsoleReporter, format_plan
 from jaxpipe.run import check_before_data, run_experiment
 from jaxpipe.sharding import distributed_config, initialize_distributed
 from jaxpipe.spec import Spec, load_spec
+from jaxpipe.sweep import SweepResult, run_sweep
 from jaxpipe.trained import Model, load_model
 from jaxpipe.validation import validate
 
 __all__ = [
     "fit",
+    "SweepResult",
     "evaluate",
     "format_metrics",
     "Model",
@@ -76,10 +78,13 @@ def run(
     SIGTERM (both after writing summary.json with that status)."""
     spec = _as_spec(spec)
     reporter = ConsoleReporter(verbose=verbose)
+    observer = Observers([reporter, *callbacks])
     try:
-        return run_experiment(
-            spec, out, Observers([reporter, *callbacks]), resume=resume, force=force
-        )
+        if spec.sweep is not None:  # a SweepResult; force: more than sweepspec.MAX_TRIALS
+            if resume:
+                raise JaxpipeError("a sweep cannot be resumed; start it again in a new --out")
+            return run_sweep(spec, out, observer, force=force)
+        return run_experiment(spec, out, observer, resume=resume, force=force)
     finally:
         reporter.close()  # a spinner or bar still live (a failed run) leaves the terminal
 
@@ -126,6 +131,8 @@ def fit(
     spec = _as_spec(spec)
     check_before_data(spec)  # a bad optimizer section fails before the data is read
     spec, dataset = _in_memory(spec, data, validation)
+    if spec.sweep is not None:
+        return _fit_sweep(spec, dataset, out, callbacks, verbose)
     tmp = tempfile.mkdtemp(prefix="jaxpipe-fit-") if out is None else None
     reporter = ConsoleReporter(verbose=verbose)
     try:
@@ -138,6 +145,26 @@ def fit(
     outputs = 1 if result.preprocessing.regression else len(result.preprocessing.classes)
     model = Model.from_run(result, spec.model, outputs)
     model.run_dir = out
+    return model
+
+
+def _fit_sweep(spec: Spec, dataset: Any, out: str | None, callbacks, verbose: bool) -> Model:
+    """fit on a sweep spec: the best trial's Model, with the ranked table as `.sweep`."""
+    if dataset is not None:
+        raise DataError("fit: a [sweep] spec trains on its own [data]; pass data=None or a path")
+    tmp = tempfile.mkdtemp(prefix="jaxpipe-fit-") if out is None else None
+    reporter = ConsoleReporter(verbose=verbose)
+    try:
+        result = run_sweep(spec, out or tmp, Observers([reporter, *callbacks]))
+    finally:
+        reporter.close()
+        if tmp is not None:
+            shutil.rmtree(tmp, ignore_errors=True)
+    if result.best is None:
+        raise DivergedError("every trial of the sweep diverged")
+    best = result.trials[result.summary["best_trial"]]
+    model = Model.from_run(result.best, best.spec.model, best.dataset.outputs)
+    model.run_dir, model.sweep = out, result.table
     return model
 
 

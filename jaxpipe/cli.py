@@ -39,8 +39,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
     import jaxpipe
 
     spec = jaxpipe.load_spec(args.spec, args.overrides)
-    if args.force and not args.resume:
-        raise jaxpipe.JaxpipeError("--force only applies with --resume")
+    if args.force and not args.resume and spec.sweep is None:
+        raise jaxpipe.JaxpipeError("--force only applies with --resume (or to a [sweep])")
     if args.plain:  # an environment variable, so that launch's processes inherit it
         os.environ["JAXPIPE_PLAIN"] = "1"
     distributed = jaxpipe.distributed_config(args.coordinator, args.num_processes, args.process_id)

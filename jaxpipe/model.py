@@ -26,6 +26,27 @@ ACTIVATION_FNS: dict[str, Callable[[jax.Array], jax.Array]] = {
 }
 
 
+def _dropout_on(rate: Any) -> bool:
+    """A Python rate of 0 means no dropout layer; a traced rate (one per trial of a sweep,
+    see trials.py) always has one, which keeps everything when the rate is 0."""
+    return not isinstance(rate, (int, float)) or rate > 0.0
+
+
+class Dropout(nn.Module):
+    """flax's nn.Dropout (same name, so the same rng stream, and the same mask) with a
+    rate that may be a traced value: flax's tests `rate == 0.0` in Python."""
+
+    rate: Any
+
+    @nn.compact
+    def __call__(self, x: jax.Array, deterministic: bool) -> jax.Array:
+        if deterministic:
+            return x
+        keep = 1.0 - self.rate
+        mask = jax.random.bernoulli(self.make_rng("dropout"), p=keep, shape=x.shape)
+        return jax.lax.select(mask, x / keep, jnp.zeros_like(x))
+
+
 class MLP(nn.Module):
     """Dense layers (each optionally followed by LayerNorm) with `activation` and
     dropout between them, and a linear output layer.
@@ -39,7 +60,7 @@ class MLP(nn.Module):
     outputs: int
     activation: str = "relu"
     dtype: Any = jnp.float32
-    dropout: float = 0.0
+    dropout: Any = 0.0  # a float, or a traced scalar in a sweep
     layer_norm: bool = False
     # A sharded run's layout hooks (`sharding.Layout.model_hooks`): `dense(name)` gives
     # extra nn.Dense arguments (FSDP's per-layer weight gather), `activations(x)` pins a
@@ -59,8 +80,8 @@ class MLP(nn.Module):
             if self.layer_norm:
                 x = nn.LayerNorm(dtype=self.dtype, name=f"norm_{i}")(x)
             x = act(x)
-            if self.dropout > 0.0:
-                x = nn.Dropout(self.dropout, deterministic=not train)(x)
+            if _dropout_on(self.dropout):
+                x = Dropout(self.dropout)(x, deterministic=not train)
         out = nn.Dense(self.outputs, dtype=self.dtype, name="output", **dense("output"))(x)
         return pin(out).astype(jnp.float32)
 

@@ -19,6 +19,7 @@ from jaxpipe import schema, schema_text
 from jaxpipe.errors import SpecError
 from jaxpipe.hwspec import STRATEGIES, CatalogEntrySpec, HardwareSpec, parse_size
 from jaxpipe.schema import Section, field
+from jaxpipe.sweepspec import SweepSpec
 from jaxpipe.sections import (
     ACTIVATIONS,
     NAME_MAX,
@@ -94,6 +95,7 @@ class Spec(Section):
     checkpoint: CheckpointSpec = field(factory=CheckpointSpec)
     runtime: RuntimeSpec = field(factory=RuntimeSpec)
     hardware: HardwareSpec = field(factory=HardwareSpec)
+    sweep: SweepSpec | None = field(None, "Many trials of this experiment (see sweepspec.py).")
     base_dir: str = field(".", internal=True)
     source: str | None = field(None, internal=True)
     # Where the spec came from, to place errors found after loading; not part of its value.

@@ -44,6 +44,7 @@ class Model:
     final: dict[str, Any] | None = None
     run_dir: str | None = None
     summary: dict[str, Any] | None = None
+    sweep: list[dict[str, Any]] | None = None  # a sweep's ranked trials (jaxpipe.fit)
 
     @property
     def task(self) -> str:

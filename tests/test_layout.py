@@ -20,6 +20,7 @@ LAYERS = [
     ("schema", {"schema"}),  # typed fields and the strict builder
     ("schema text", {"schema_text"}),  # TOML writer, JSON Schema, Markdown, locator
     ("spec sections", {"sections", "hwspec"}),
+    ("sweep section", {"sweepspec"}),
     ("spec", {"spec"}),
     ("pure core", {"encoding", "preprocess", "losses", "metrics", "model", "optim", "evaluation"}),
     ("spec helpers", {"stopping", "hardware"}),  # early stopping, signals; device catalog
@@ -35,16 +36,19 @@ LAYERS = [
     ("stage place", {"place"}),
     ("stage preprocess", {"fitted"}),
     ("stage compile", {"programs"}),
+    ("trial programs", {"trials"}),  # the vmapped programs of a sweep group
     ("run directory", {"outdir"}),
     ("saved model", {"predict"}),
     ("trace", {"trace"}),  # one row through the layers; the run keeps rows for it
     ("model object", {"trained"}),  # fit's Model, load_model; Model.trace
     ("stage train", {"loop"}),
     ("stage save", {"summary"}),
+    ("sweep group", {"sweeptrain"}),
     ("run", {"run"}),  # the composition of the stages
     ("trace view", {"trace_view"}),  # the trace as text and trace.png
     ("report", {"report"}),
     ("validate", {"validation"}),  # `validate` without the loop: spec, data, optim
+    ("sweep", {"sweep"}),  # many trials: trials.py programs, sweeptrain.py the shell
     ("api", {"api"}),
     ("invariants", {"invariants"}),  # resume / sharding / plan invariants over the API
     ("spec check", {"speccheck"}),  # `jaxpipe check`
@@ -58,6 +62,7 @@ LAYER = {mod: i for i, (_, mods) in enumerate(LAYERS) for mod in mods}
 NAME = {i: name for i, (name, _) in enumerate(LAYERS)}
 NO_JAX = {"errors", "events", "schema", "schema_text", "sections", "hwspec", "spec"}
 NO_JAX |= {"encoding", "cli", "cli_args", "evaluation", "frames", "__main__", "starter"}
+NO_JAX |= {"sweepspec"}
 MAX_FUNCTION_LINES = 60
 MAX_MODULE_LINES = 400
 

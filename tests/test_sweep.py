@@ -1,0 +1,168 @@
+"""Sweeps: each trial of the one vmapped program equals the same spec run alone; a
+diverged trial leaves the others alone; bad sweeps fail naming the key, before any work."""
+
+import json
+import os
+import subprocess
+import sys
+
+import jax
+import numpy as np
+import pytest
+from conftest import ROOT, assert_trees_close
+from flax import serialization
+
+from jaxpipe.errors import SpecError
+from jaxpipe.run import run_experiment
+from jaxpipe.spec import load_spec
+from jaxpipe.sweep import plan_trials, run_sweep, trial_spec
+from jaxpipe.sweepspec import MAX_TRIALS, SweepSpec, expand_trials
+
+BASE = """
+[experiment]
+name = "sw"
+seed = 1
+[data]
+source = "synthetic"
+validation = 64
+[data.synthetic]
+rows = 320
+features = 5
+classes = 3
+[model]
+hidden = [8]
+task = "{task}"
+dropout = {dropout}
+[optimizer]
+name = "{optimizer}"
+[training]
+epochs = 2
+batch_size = 64
+[hardware]
+devices = {devices}
+"""
+
+# vmapped matmuls and reductions may round differently from the unbatched ones: fp32
+# rounding, compounded over 10 optimizer steps, stays well inside this.
+RTOL, ATOL = 2e-4, 2e-5
+
+
+def _spec(write_spec, values: str, task="classification", dropout=0.0, devices=1, opt="adam"):
+    text = BASE.format(task=task, dropout=dropout, devices=devices, optimizer=opt)
+    return load_spec(write_spec(text + "[sweep]\n[sweep.values]\n" + values))
+
+
+def _params(run_dir: str):
+    with open(os.path.join(run_dir, "model.msgpack"), "rb") as f:
+        return serialization.msgpack_restore(f.read())
+
+
+def _rows(history):
+    return [{k: v for k, v in r.items() if k != "epoch_seconds"} for r in history]
+
+
+def _assert_equals_alone(spec, result, tmp_path):
+    for t in result.trials:
+        alone = run_experiment(trial_spec(spec, t.values), str(tmp_path / f"alone{t.index}"))
+        got, want = _rows(t.history), _rows(alone.history)
+        assert [r["epoch"] for r in got] == [r["epoch"] for r in want]
+        for g, w in zip(got, want, strict=True):
+            np.testing.assert_allclose(list(g.values()), list(w.values()), rtol=RTOL, atol=ATOL)
+        trial_dir = os.path.join(result.run_dir, "trials", str(t.index))
+        assert_trees_close(_params(trial_dir), jax.device_get(alone.params), rtol=RTOL, atol=ATOL)
+
+
+@pytest.mark.parametrize(
+    "task, dropout, devices, opt, values",
+    [
+        (
+            "classification",
+            0.2,
+            1,
+            "adam",
+            '"experiment.seed" = [1, 2]\n"optimizer.learning_rate" = [1e-3, 1e-2]\n',
+        ),
+        ("regression", 0.1, 4, "adamw", '"model.dropout" = [0.0, 0.3]\n"optimizer.weight_decay" = [0.0, 0.1]\n'),
+    ],
+    ids=["classification-1-device", "regression-4-devices"],
+)
+def test_each_trial_equals_its_run_alone(write_spec, tmp_path, task, dropout, devices, opt, values):
+    spec = _spec(write_spec, values, task, dropout, devices, opt)
+    groups, inputs = plan_trials(spec)
+    assert len(groups) == 1 and len(groups[0]) == 4  # one program for the four trials
+    result = run_sweep(spec, str(tmp_path / "sweep"))
+    assert result.summary["programs"][0]["devices"] == min(devices, 4)
+    _assert_equals_alone(spec, result, tmp_path)
+    lines = open(os.path.join(result.run_dir, "sweep.jsonl")).read().splitlines()
+    rows = [json.loads(line) for line in lines]
+    assert sorted(r["trial"] for r in rows) == [0, 1, 2, 3]
+    best = rows[0]
+    assert best["best"]["val_loss"] == min(r["best"]["val_loss"] for r in rows)
+    assert result.summary["best_trial"] == best["trial"]
+    best_dir = os.path.join(result.run_dir, "trials", str(best["trial"]))
+    assert_trees_close(_params(result.run_dir), _params(best_dir))  # the best model on top
+
+
+def test_a_diverged_trial_does_not_disturb_the_others(write_spec, tmp_path):
+    spec = _spec(write_spec, '"optimizer.learning_rate" = [1e-2, 1e30]\n', opt="sgd", devices=2)
+    result = run_sweep(spec, str(tmp_path / "sweep"))
+    good, bad = result.trials
+    assert bad.status == "diverged" and good.status == "completed"
+    assert result.table[-1]["trial"] == 1 and result.summary["best_trial"] == 0
+    assert not os.path.exists(os.path.join(result.run_dir, "trials", "1", "model.msgpack"))
+    alone = run_experiment(trial_spec(spec, good.values), str(tmp_path / "alone"))
+    for g, w in zip(_rows(good.history), _rows(alone.history), strict=True):
+        np.testing.assert_allclose(list(g.values()), list(w.values()), rtol=RTOL, atol=ATOL)
+
+
+def test_grid_and_random_expansion():
+    grid = SweepSpec(values={"experiment.seed": [0, 1], "optimizer.learning_rate": [0.1, 0.2]})
+    assert expand_trials(grid) == [
+        {"experiment.seed": s, "optimizer.learning_rate": lr} for s in (0, 1) for lr in (0.1, 0.2)
+    ]
+    rnd = SweepSpec(
+        method="random",
+        trials=5,
+        values={"optimizer.learning_rate": {"log_uniform": [1e-4, 1e-1]}, "model.dropout": [0.0, 0.5]},
+    )
+    draws = expand_trials(rnd)
+    assert draws == expand_trials(rnd) and len(draws) == 5  # seeded by sweep.seed
+    assert all(1e-4 <= d["optimizer.learning_rate"] <= 1e-1 for d in draws)
+    big = SweepSpec(values={"experiment.seed": list(range(MAX_TRIALS + 1))})
+    with pytest.raises(SpecError, match="--force"):
+        expand_trials(big)
+    assert len(expand_trials(big, force=True)) == MAX_TRIALS + 1
+
+
+def test_shape_changing_values_form_their_own_groups(write_spec):
+    spec = _spec(write_spec, '"model.hidden" = [[4], [8]]\n"experiment.seed" = [0, 1, 2]\n')
+    groups, inputs = plan_trials(spec)
+    assert inputs == {"experiment.seed"}
+    assert sorted(len(g) for g in groups) == [3, 3]
+
+
+@pytest.mark.parametrize(
+    "values, key",
+    [
+        ('"model.widths" = [1, 2]\n', 'sweep.values."model.widths"'),
+        ('"optimizer.learning_rate" = ["fast"]\n', 'sweep.values."optimizer.learning_rate"'),
+        ('"experiment.seed" = []\n', 'sweep.values."experiment.seed"'),
+        ('"data.path" = ["a.csv"]\n', 'sweep.values."data.path"'),
+        (f'"experiment.seed" = {list(range(MAX_TRIALS + 1))}\n', "sweep.values"),
+    ],
+    ids=["unknown-key", "wrong-type", "empty-list", "not-sweepable", "too-many"],
+)
+def test_bad_sweeps_exit_2_naming_the_key(write_spec, tmp_path, values, key):
+    text = BASE.format(task="classification", dropout=0.0, devices=1, optimizer="adam")
+    path = write_spec(text + "[sweep]\n[sweep.values]\n" + values)
+    out = tmp_path / "out"
+    p = subprocess.run(
+        [sys.executable, "-m", "jaxpipe", "run", path, "--out", str(out)],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+    )
+    assert p.returncode == 2, p.stderr
+    lines = p.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error:") and key in lines[0], p.stderr
+    assert not out.exists()  # nothing half-written
