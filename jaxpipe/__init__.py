@@ -52,6 +52,9 @@ _LAZY: dict[str, str] = {
     "check_specs": "jaxpipe.speccheck",
     "format_checks": "jaxpipe.speccheck",
     "SpecCheck": "jaxpipe.speccheck",
+    "compare": "jaxpipe.api",
+    "format_comparison": "jaxpipe.compare",
+    "SweepResult": "jaxpipe.sweep",
 }
 
 __all__ = [

@@ -9,6 +9,7 @@ import tempfile
 from collections.abc import Iterable
 from typing import Any
 
+from jaxpipe.compare import compare_runs, format_comparison, write_comparison_plot
 from jaxpipe.data import load_dataset
 from jaxpipe.errors import DataError, DivergedError, JaxpipeError
 from jaxpipe.evaluation import format_metrics
@@ -30,6 +31,8 @@ from jaxpipe.validation import validate
 __all__ = [
     "fit",
     "SweepResult",
+    "compare",
+    "format_comparison",
     "evaluate",
     "format_metrics",
     "Model",
@@ -166,6 +169,18 @@ def _fit_sweep(spec: Spec, dataset: Any, out: str | None, callbacks, verbose: bo
     model = Model.from_run(result.best, best.spec.model, best.dataset.outputs)
     model.run_dir, model.sweep = out, result.table
     return model
+
+
+def compare(
+    run_dirs: Iterable[str], metric: str = "val_loss", plot: str | None = None
+) -> list[dict[str, Any]]:
+    """Finished runs and sweeps side by side (a sweep: one record per trial): the spec
+    keys that differ, final and best `metric`, epochs, time, device. With `plot`, also
+    writes that PNG with every run's `metric` curve."""
+    records = compare_runs(list(run_dirs), metric)
+    if plot:
+        write_comparison_plot(records, metric, plot)
+    return records
 
 
 def evaluate(run_dir: str, data: Any) -> dict[str, Any]:

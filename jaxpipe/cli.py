@@ -141,6 +141,19 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_compare(args: argparse.Namespace) -> int:
+    import jaxpipe
+
+    records = jaxpipe.compare(args.run_dirs, args.metric, plot=args.plot)
+    if args.json:
+        print(json.dumps(records, indent=2))
+    else:
+        print(jaxpipe.format_comparison(records, args.metric))
+        if not args.quiet:
+            print(f"curves: {args.plot}")
+    return 0
+
+
 def _cmd_plan(args: argparse.Namespace) -> int:
     import jaxpipe
 
@@ -218,6 +231,7 @@ _COMMANDS = {
     "schema": _cmd_schema,
     "predict": _cmd_predict,
     "evaluate": _cmd_evaluate,
+    "compare": _cmd_compare,
     "plan": _cmd_plan,
     "devices": _cmd_devices,
     "launch": _cmd_launch,

@@ -91,7 +91,8 @@ def _add_run(sub: Any, common: argparse.ArgumentParser) -> None:
     r.add_argument(
         "--force",
         action="store_true",
-        help="with --resume: allow a changed training length (training.epochs, early stopping)",
+        help="with --resume: allow a changed training length (training.epochs, early "
+        "stopping); with [sweep]: allow more than 256 trials",
     )
     r.add_argument(
         "--plain", action="store_true", help="plain lines, no colour or live display (as piped)"
@@ -201,6 +202,20 @@ def _add_evaluate(sub: Any, common: argparse.ArgumentParser) -> None:
     ev.add_argument("run_dir", help="run directory written by `jaxpipe run` (or Model.save)")
     ev.add_argument("data", help="labelled rows: csv (or .parquet / .npz) with the label column")
     ev.add_argument("--json", action="store_true", help="print one JSON object")
+
+
+def _add_compare(sub: Any, common: argparse.ArgumentParser) -> None:
+    c = _sub(
+        sub,
+        "compare",
+        "finished runs and sweeps side by side, and compare.png",
+        "jaxpipe compare runs/a runs/b runs/sweep --metric val_accuracy",
+        common,
+    )
+    c.add_argument("run_dirs", nargs="+", metavar="RUN_DIR", help="run or sweep directories")
+    c.add_argument("--metric", default="val_loss", help="metrics.jsonl column (default val_loss)")
+    c.add_argument("--json", action="store_true", help="print the records as JSON")
+    c.add_argument("--plot", default="compare.png", help="where to write the curves PNG")
 
 
 def _add_plan(sub: Any, common: argparse.ArgumentParser) -> None:
@@ -316,6 +331,7 @@ SUBCOMMANDS = (
     _add_schema,
     _add_predict,
     _add_evaluate,
+    _add_compare,
     _add_plan,
     _add_trace,
     _add_init,

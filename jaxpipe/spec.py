@@ -19,7 +19,6 @@ from jaxpipe import schema, schema_text
 from jaxpipe.errors import SpecError
 from jaxpipe.hwspec import STRATEGIES, CatalogEntrySpec, HardwareSpec, parse_size
 from jaxpipe.schema import Section, field
-from jaxpipe.sweepspec import SweepSpec
 from jaxpipe.sections import (
     ACTIVATIONS,
     NAME_MAX,
@@ -38,6 +37,7 @@ from jaxpipe.sections import (
     TrainingSpec,
     metric_mode,
 )
+from jaxpipe.sweepspec import SweepSpec
 
 if sys.version_info >= (3, 11):
     import tomllib

@@ -70,7 +70,9 @@ def trial_spec(spec: Spec, values: dict[str, Any]) -> Spec:
         bad = next((k for k in values if e.key and (e.key == k or e.key.startswith(k))), None)
         bad = bad or next((k for k in values if k.startswith("optimizer")), next(iter(values)))
         raise SpecError(
-            f"value {values[bad]!r}: {e.key or 'spec'}: {e.detail}", key=value_key(bad), file=spec.source
+            f"value {values[bad]!r}: {e.key or 'spec'}: {e.detail}",
+            key=value_key(bad),
+            file=spec.source,
         ) from None
     return trial
 
@@ -217,8 +219,12 @@ def _finish(spec: Spec, run_dir: str, runs: list[GroupRun], seconds: float, obs:
         "final": best.history[-1] if best else None,
         "leaderboard": table,
         "programs": [
-            {"trials": [t.index for t in g.trials], "devices": g.devices,
-             "compile_seconds": g.compile_seconds, "train_seconds": g.train_seconds}
+            {
+                "trials": [t.index for t in g.trials],
+                "devices": g.devices,
+                "compile_seconds": g.compile_seconds,
+                "train_seconds": g.train_seconds,
+            }
             for g in runs
         ],  # fmt: skip
         "seconds": seconds,

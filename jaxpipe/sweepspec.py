@@ -118,7 +118,7 @@ class SweepSpec(Section):
     seed: int = field(0, "Seed of the random draws (method = random).", minimum=0)
     values: Mapping[str, Any] = field(
         factory=dict,
-        doc='Quoted dotted keys: a list of values, or (random) { log_uniform = [lo, hi] }, '
+        doc="Quoted dotted keys: a list of values, or (random) { log_uniform = [lo, hi] }, "
         "{ uniform = [lo, hi] }, { choice = [...] }.",
     )
 

@@ -101,7 +101,12 @@ def _row(epoch: int, train: Any, val: Any, prep: Preprocessing) -> dict[str, Any
     t = finalize(train)
     if prep.regression:
         v = finalize_regression(val, prep.target_stats[1])
-        return {"epoch": epoch, "train_loss": t["loss"], "val_loss": v["loss"], "val_rmse": v["rmse"]}
+        return {
+            "epoch": epoch,
+            "train_loss": t["loss"],
+            "val_loss": v["loss"],
+            "val_rmse": v["rmse"],
+        }
     v = finalize(val)
     return {
         "epoch": epoch,

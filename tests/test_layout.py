@@ -48,7 +48,7 @@ LAYERS = [
     ("trace view", {"trace_view"}),  # the trace as text and trace.png
     ("report", {"report"}),
     ("validate", {"validation"}),  # `validate` without the loop: spec, data, optim
-    ("sweep", {"sweep"}),  # many trials: trials.py programs, sweeptrain.py the shell
+    ("sweep", {"sweep", "compare"}),  # many trials: trials.py programs, sweeptrain.py the shell
     ("api", {"api"}),
     ("invariants", {"invariants"}),  # resume / sharding / plan invariants over the API
     ("spec check", {"speccheck"}),  # `jaxpipe check`

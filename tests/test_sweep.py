@@ -85,7 +85,13 @@ def _assert_equals_alone(spec, result, tmp_path, trials=(0, 3)):
             "adam",
             '"experiment.seed" = [1, 2]\n"optimizer.learning_rate" = [1e-3, 1e-2]\n',
         ),
-        ("regression", 0.1, 4, "adamw", '"model.dropout" = [0.0, 0.3]\n"optimizer.weight_decay" = [0.0, 0.1]\n'),
+        (
+            "regression",
+            0.1,
+            4,
+            "adamw",
+            '"model.dropout" = [0.0, 0.3]\n"optimizer.weight_decay" = [0.0, 0.1]\n',
+        ),
     ],
     ids=["classification-1-device", "regression-4-devices"],
 )
@@ -126,7 +132,10 @@ def test_grid_and_random_expansion():
     rnd = SweepSpec(
         method="random",
         trials=5,
-        values={"optimizer.learning_rate": {"log_uniform": [1e-4, 1e-1]}, "model.dropout": [0.0, 0.5]},
+        values={
+            "optimizer.learning_rate": {"log_uniform": [1e-4, 1e-1]},
+            "model.dropout": [0.0, 0.5],
+        },
     )
     draws = expand_trials(rnd)
     assert draws == expand_trials(rnd) and len(draws) == 5  # seeded by sweep.seed
@@ -160,7 +169,7 @@ def test_bad_sweeps_exit_2_naming_the_key(write_spec, tmp_path, capsys, values, 
     path = write_spec(text + "[sweep]\n[sweep.values]\n" + values)
     out = tmp_path / "out"
     argv = ["run", path, "--out", str(out)]
-    if key.endswith("widths\""):  # once through a real process; the rest in this one
+    if key.endswith('widths"'):  # once through a real process; the rest in this one
         p = subprocess.run(
             [sys.executable, "-m", "jaxpipe", *argv], capture_output=True, text=True, cwd=ROOT
         )
@@ -171,3 +180,34 @@ def test_bad_sweeps_exit_2_naming_the_key(write_spec, tmp_path, capsys, values, 
     lines = err.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error:") and key in lines[0], err
     assert not out.exists()  # nothing half-written
+
+
+def test_compare_cli_lists_runs_and_sweep_trials(write_spec, tmp_path):
+    spec = _spec(write_spec, '"optimizer.learning_rate" = [1e-3, 1e-2]\n')
+    sweep = run_sweep(spec, str(tmp_path / "sweep"))
+    alone = run_experiment(trial_spec(spec, {"optimizer.learning_rate": 0.1}), str(tmp_path / "a"))
+    plot = tmp_path / "compare.png"
+    argv = ["compare", sweep.run_dir, alone.run_dir, "--json", "--plot", str(plot)]
+    p = subprocess.run(
+        [sys.executable, "-m", "jaxpipe", *argv], capture_output=True, text=True, cwd=ROOT
+    )
+    assert p.returncode == 0, p.stderr
+    records = json.loads(p.stdout)
+    assert [r["run"] for r in records] == [
+        os.path.join(sweep.run_dir, "trials", "0"),
+        os.path.join(sweep.run_dir, "trials", "1"),
+        alone.run_dir,
+    ]
+    assert [r["differences"] for r in records] == [
+        {"optimizer.learning_rate": lr} for lr in (1e-3, 1e-2, 0.1)
+    ]
+    assert records[2]["final"] == alone.history[-1]["val_loss"]
+    assert records[0]["best"] == min(r["val_loss"] for r in sweep.trials[0].history)
+    assert plot.stat().st_size > 0
+    p = subprocess.run(
+        [sys.executable, "-m", "jaxpipe", "compare", str(tmp_path / "nope")],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+    )
+    assert p.returncode == 2 and p.stderr.count("\n") == 1 and "nope" in p.stderr
