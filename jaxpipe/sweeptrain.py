@@ -18,8 +18,8 @@ from jax.sharding import NamedSharding, PartitionSpec
 
 from jaxpipe.data import Dataset, load_dataset
 from jaxpipe.errors import SpecError
+from jaxpipe.evaluation import metric_names
 from jaxpipe.fitted import Preprocessing, preprocess_data
-from jaxpipe.loop import metric_names
 from jaxpipe.metrics import finalize, finalize_regression
 from jaxpipe.place import Placed
 from jaxpipe.runplan import plan_run
