@@ -25,6 +25,7 @@ from jaxpipe.optim import check_optimizer
 from jaxpipe.outdir import prepare_out_dir, resolved_spec, write_json, write_lines
 from jaxpipe.predict import save_predictor
 from jaxpipe.report import format_table, write_curves
+from jaxpipe.run import enable_compilation_cache
 from jaxpipe.spec import Spec, dump_spec
 from jaxpipe.summary import device_info
 from jaxpipe.sweepspec import expand_trials, value_key
@@ -181,6 +182,7 @@ def run_sweep(
     obs = observer or Observer()
     t0 = time.perf_counter()
     groups, inputs = plan_trials(spec, force)
+    enable_compilation_cache(spec)
     sweep = spec.sweep
     run_dir = prepare_out_dir(spec, out)
     with open(os.path.join(run_dir, "spec.toml"), "w") as f:
