@@ -25,6 +25,7 @@ from jaxpipe.run import check_before_data, run_experiment
 from jaxpipe.sharding import distributed_config, initialize_distributed
 from jaxpipe.spec import Spec, load_spec
 from jaxpipe.sweep import SweepResult, run_sweep
+from jaxpipe.tracking import tracking_observers
 from jaxpipe.trained import Model, load_model
 from jaxpipe.validation import validate
 
@@ -81,7 +82,7 @@ def run(
     SIGTERM (both after writing summary.json with that status)."""
     spec = _as_spec(spec)
     reporter = ConsoleReporter(verbose=verbose)
-    observer = Observers([reporter, *callbacks])
+    observer = Observers([reporter, *tracking_observers(spec), *callbacks])
     try:
         if spec.sweep is not None:  # a SweepResult; force: more than sweepspec.MAX_TRIALS
             if resume:
@@ -139,7 +140,7 @@ def fit(
     tmp = tempfile.mkdtemp(prefix="jaxpipe-fit-") if out is None else None
     reporter = ConsoleReporter(verbose=verbose)
     try:
-        observer = Observers([reporter, *callbacks])
+        observer = Observers([reporter, *tracking_observers(spec), *callbacks])
         result = run_experiment(spec, out or tmp, observer, dataset=dataset)
     finally:
         reporter.close()
@@ -158,7 +159,9 @@ def _fit_sweep(spec: Spec, dataset: Any, out: str | None, callbacks, verbose: bo
     tmp = tempfile.mkdtemp(prefix="jaxpipe-fit-") if out is None else None
     reporter = ConsoleReporter(verbose=verbose)
     try:
-        result = run_sweep(spec, out or tmp, Observers([reporter, *callbacks]))
+        result = run_sweep(
+            spec, out or tmp, Observers([reporter, *tracking_observers(spec), *callbacks])
+        )
     finally:
         reporter.close()
         if tmp is not None:

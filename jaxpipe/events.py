@@ -38,7 +38,8 @@ class Observer:
 
     Order: on_start, on_plan, on_stage for each stage as it ends (load, transfer,
     preprocess, compile; then train, evaluate, checkpoint after the epochs), on_model,
-    on_epoch per epoch, on_note any time, on_artifacts, on_finish."""
+    on_epoch per epoch, on_note any time, on_artifacts, on_finish. A sweep sends
+    on_start, on_trial per trial, on_artifacts and on_finish (its best trial's)."""
 
     def on_start(self, spec: Any, run_dir: str) -> None: ...
     def on_stage(self, stage: StageRecord) -> None: ...
@@ -54,6 +55,9 @@ class Observer:
         """Steps between on_progress calls from inside the compiled epoch (a live bar);
         None for none, which keeps the epoch program free of host callbacks."""
         return None
+
+    def on_trial(self, index: int, values: dict[str, Any], history: list[dict[str, Any]]) -> None:
+        """A sweep's trial `index` ended (its run directory is DIR/trials/<index>/)."""
 
 
 OBSERVER_EVENTS = tuple(n for n in vars(Observer) if n.startswith("on_"))

@@ -37,7 +37,7 @@ from jaxpipe.sections import (
     TrainingSpec,
     metric_mode,
 )
-from jaxpipe.sweepspec import SweepSpec
+from jaxpipe.sweepspec import LoggingSpec, SweepSpec
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -96,6 +96,7 @@ class Spec(Section):
     runtime: RuntimeSpec = field(factory=RuntimeSpec)
     hardware: HardwareSpec = field(factory=HardwareSpec)
     sweep: SweepSpec | None = field(None, "Many trials of this experiment (see sweepspec.py).")
+    logging: LoggingSpec = field(factory=LoggingSpec)
     base_dir: str = field(".", internal=True)
     source: str | None = field(None, internal=True)
     # Where the spec came from, to place errors found after loading; not part of its value.

@@ -188,6 +188,7 @@ def run_sweep(
     with open(os.path.join(run_dir, "spec.toml"), "w") as f:
         f.write(spec.text if spec.text is not None else dump_spec(spec))
     n = sum(len(g) for g in groups)
+    obs.on_start(spec, run_dir)
     obs.on_note(f"Sweep: {n} trials in {len(groups)} program(s) → {run_dir}")
     runs: list[GroupRun] = []
     for i, group in enumerate(groups):
@@ -196,6 +197,7 @@ def run_sweep(
         for t in group:
             _write_trial(t, os.path.join(run_dir, "trials", str(t.index)), sweep.metric,
                          sweep.better, runs[-1])  # fmt: skip
+            obs.on_trial(t.index, t.values, t.history)
     return _finish(spec, run_dir, runs, time.perf_counter() - t0, obs)
 
 
@@ -210,6 +212,7 @@ def _finish(spec: Spec, run_dir: str, runs: list[GroupRun], seconds: float, obs:
     if best is not None:
         save_predictor(run_dir, best.params, best.spec.model, best.prep, best.dataset.outputs)
         write_lines(os.path.join(run_dir, "metrics.jsonl"), best.history)
+        obs.on_artifacts(run_dir, best.history)  # curves.png (and trackers' artifacts)
     write_sweep_plot(table, list(sweep.values), sweep.metric, os.path.join(run_dir, "sweep.png"))
     summary = {
         "status": "completed" if best is not None else "diverged",
@@ -239,8 +242,10 @@ def _finish(spec: Spec, run_dir: str, runs: list[GroupRun], seconds: float, obs:
     _print_table(obs, table, sweep.metric)
     result = None
     if best is not None:
+        obs.on_note(f"Best: trial {best.index} {best.values}; its model is in {run_dir}/")
         result = RunResult(best.history, best.history[-1], best.params, run_dir, summary, [],
                            best.prep.to_host())  # fmt: skip
+        obs.on_finish(result)  # the best trial's epochs and trace; trackers close
     return SweepResult(run_dir, table, trials, result, summary)
 
 

@@ -25,6 +25,7 @@ from jaxpipe.sections import metric_mode
 
 __all__ = [
     "SweepSpec",
+    "LoggingSpec",
     "MAX_TRIALS",
     "DISTRIBUTIONS",
     "FIXED_KEYS",
@@ -194,3 +195,15 @@ def expand_trials(sweep: SweepSpec, force: bool = False) -> list[dict[str, Any]]
         return [dict(zip(keys, combo, strict=True)) for combo in combos]
     rng = random.Random(sweep.seed)
     return [{k: _draw(rng, sweep.values[k]) for k in keys} for _ in range(n)]
+
+
+@dataclass(frozen=True)
+class LoggingSpec(Section):
+    """Experiment tracking (optional extras: jaxpipe[tensorboard], jaxpipe[mlflow])."""
+
+    tensorboard: bool = field(
+        False, "TensorBoard event files under <run>/tensorboard/ (a sweep: one run per trial)."
+    )
+    mlflow: str | None = field(
+        None, "MLflow tracking URI or file-store path: params, per-epoch metrics, artifacts."
+    )

@@ -48,6 +48,7 @@ LAYERS = [
     ("trace view", {"trace_view"}),  # the trace as text and trace.png
     ("report", {"report"}),
     ("validate", {"validation"}),  # `validate` without the loop: spec, data, optim
+    ("tracking", {"tracking"}),  # TensorBoard and MLflow observers
     ("sweep", {"sweep", "compare"}),  # many trials: trials.py programs, sweeptrain.py the shell
     ("api", {"api"}),
     ("invariants", {"invariants"}),  # resume / sharding / plan invariants over the API
@@ -62,7 +63,7 @@ LAYER = {mod: i for i, (_, mods) in enumerate(LAYERS) for mod in mods}
 NAME = {i: name for i, (name, _) in enumerate(LAYERS)}
 NO_JAX = {"errors", "events", "schema", "schema_text", "sections", "hwspec", "spec"}
 NO_JAX |= {"encoding", "cli", "cli_args", "evaluation", "frames", "__main__", "starter"}
-NO_JAX |= {"sweepspec"}
+NO_JAX |= {"sweepspec", "tracking", "compare"}
 MAX_FUNCTION_LINES = 60
 MAX_MODULE_LINES = 400
 
