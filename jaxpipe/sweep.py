@@ -30,6 +30,7 @@ from jaxpipe.spec import Spec, dump_spec
 from jaxpipe.summary import device_info
 from jaxpipe.sweepspec import expand_trials, value_key
 from jaxpipe.sweeptrain import GroupRun, TrialRun, train_group
+from jaxpipe.trace import save_trace_rows
 from jaxpipe.trials import group_key, is_input_key
 
 __all__ = ["SweepResult", "run_sweep", "trial_spec", "plan_trials", "leaderboard"]
@@ -152,6 +153,7 @@ def _write_trial(t: TrialRun, run_dir: str, metric: str, mode: str, group: Group
         write_curves(t.history, os.path.join(run_dir, "curves.png"))
     if t.status == "completed":
         save_predictor(run_dir, t.params, t.spec.model, t.prep, t.dataset.outputs)
+        save_trace_rows(run_dir, t.dataset.x_val, t.dataset.y_val)
     write_json(os.path.join(run_dir, "summary.json"), _trial_summary(t, metric, mode, group))
 
 
@@ -211,6 +213,7 @@ def _finish(spec: Spec, run_dir: str, runs: list[GroupRun], seconds: float, obs:
     best = next((trials[r["trial"]] for r in table if r["status"] == "completed"), None)
     if best is not None:
         save_predictor(run_dir, best.params, best.spec.model, best.prep, best.dataset.outputs)
+        save_trace_rows(run_dir, best.dataset.x_val, best.dataset.y_val)  # jaxpipe trace DIR
         write_lines(os.path.join(run_dir, "metrics.jsonl"), best.history)
         obs.on_artifacts(run_dir, best.history)  # curves.png (and trackers' artifacts)
     write_sweep_plot(table, list(sweep.values), sweep.metric, os.path.join(run_dir, "sweep.png"))
