@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import importlib
 import json
+import logging
 import os
 import time
 from typing import Any
@@ -134,6 +135,8 @@ class MlflowObserver(Observer):
 
     def __init__(self, uri: str, base_dir: str = "."):
         self.mlflow = _require("mlflow", "mlflow", "mlflow")
+        # Its INFO lines ("Creating a new experiment") would break `run -q`'s one line.
+        logging.getLogger("mlflow").setLevel(logging.WARNING)
         if "://" not in uri and not uri.startswith("file:"):  # a path: a file store there
             uri = "file://" + os.path.abspath(os.path.join(base_dir, uri))
         if uri.startswith("file:"):
