@@ -158,8 +158,9 @@ def markdown_reference(cls: type, title: str, intro: str = "") -> str:
             section(sub_cls, f"{path}.{name}")
 
     for f, tp in _fields(cls):
-        if is_section(tp):
-            section(tp, f.name)
+        inner = [a for a in (_union_args(tp) or (tp,)) if a is not type(None)]
+        if len(inner) == 1 and is_section(inner[0]):  # an optional section ([sweep]) too
+            section(inner[0], f.name)
     return "\n".join(out).rstrip() + "\n"
 
 

@@ -12,6 +12,7 @@ import pytest
 from conftest import ROOT, assert_trees_close
 from flax import serialization
 
+import jaxpipe
 from jaxpipe.cli import main
 from jaxpipe.errors import SpecError
 from jaxpipe.run import run_experiment
@@ -211,3 +212,15 @@ def test_compare_cli_lists_runs_and_sweep_trials(write_spec, tmp_path):
         cwd=ROOT,
     )
     assert p.returncode == 2 and p.stderr.count("\n") == 1 and "nope" in p.stderr
+
+
+def test_fit_on_a_sweep_returns_the_best_model_and_the_table(write_spec, tmp_path):
+    spec = _spec(write_spec, '"optimizer.learning_rate" = [1e-3, 3e-2]\n')
+    model = jaxpipe.fit(spec, out=str(tmp_path / "sweep"))
+    losses = [r["best"]["val_loss"] for r in model.sweep]
+    assert sorted(r["trial"] for r in model.sweep) == [0, 1] and losses == sorted(losses)
+    assert model.summary["best_trial"] == model.sweep[0]["trial"]
+    assert model.final == model.sweep[0]["final"]
+    loaded = jaxpipe.load_model(str(tmp_path / "sweep"))  # the sweep directory's best model
+    x = np.random.default_rng(0).normal(size=(3, 5)).astype(np.float32)
+    np.testing.assert_allclose(loaded.predict(x), model.predict(x), rtol=1e-6)
