@@ -133,7 +133,7 @@ def _trial_summary(t: TrialRun, metric: str, mode: str, group: GroupRun) -> dict
         "best": _best_row(t.history, metric, mode),
         "stop": t.stop,
         "params_epoch": t.params_epoch,
-        "diverged": t.diverged,
+        "diverged": t.diverged and t.diverged | {"value": str(t.diverged["value"])},
         "task": prep.task,
         "classes": list(prep.classes),
         "features": list(prep.features),

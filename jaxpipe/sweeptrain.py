@@ -24,7 +24,7 @@ from jaxpipe.metrics import finalize, finalize_regression
 from jaxpipe.place import Placed
 from jaxpipe.runplan import plan_run
 from jaxpipe.spec import Spec
-from jaxpipe.stopping import EarlyStopper, check_metric_names
+from jaxpipe.stopping import EarlyStopper, SignalCatcher, check_metric_names, outcome
 from jaxpipe.trials import SEED, TrialPrograms, compile_trials, trial_inputs, trial_mesh
 
 __all__ = ["TrialRun", "GroupRun", "train_group"]
@@ -125,18 +125,14 @@ def _record(t: TrialRun, row: dict[str, Any], params: Any, k: int) -> bool:
     """Records one trial's epoch; False when it diverged or stopped (mask it)."""
     for metric in ("train_loss", "val_loss"):
         if not math.isfinite(row[metric]):
-            t.status, t.diverged = "diverged", {"epoch": row["epoch"], "metric": metric}
-            t.diverged["value"] = str(row[metric])
-            t.stop = {"reason": f"{metric} is {row[metric]} at epoch {row['epoch']}"}
+            t.status = "diverged"
+            t.diverged = {"epoch": row["epoch"], "metric": metric, "value": row[metric]}
             return False
     t.history.append(row)
     es = t.spec.training.early_stopping
     if t.stopper is not None and t.stopper.update(row["epoch"], row) and es.restore_best:
         t.best_params, t.params_epoch = _take(params, k), row["epoch"]
-    if t.stopper is not None and t.stopper.should_stop:
-        t.stop = {"reason": t.stopper.reason}
-        return False
-    return True
+    return not (t.stopper is not None and t.stopper.should_stop)
 
 
 def _epochs(tp: TrialPrograms, arrays, trials, epochs: int, on_epoch) -> float:
@@ -161,6 +157,8 @@ def _epochs(tp: TrialPrograms, arrays, trials, epochs: int, on_epoch) -> float:
             break
     params = jax.device_get(state.params)
     for k, t in enumerate(trials):
+        # How it ended, worded as a single run's summary words it.
+        t.stop = outcome(t.diverged, SignalCatcher(), t.stopper, len(t.history), epochs)[1]
         if t.best_params is None:
             t.params, t.params_epoch = _take(params, k), len(t.history)
         else:

@@ -118,6 +118,8 @@ def test_a_diverged_trial_does_not_disturb_the_others(write_spec, tmp_path):
     result = run_sweep(spec, str(tmp_path / "sweep"))
     good, bad = result.trials
     assert bad.status == "diverged" and good.status == "completed"
+    bad_summary = json.load(open(os.path.join(result.run_dir, "trials", "1", "summary.json")))
+    assert bad_summary["status"] == "diverged" and "loss is" in bad_summary["stop"]["reason"]
     assert result.table[-1]["trial"] == 1 and result.summary["best_trial"] == 0
     assert not os.path.exists(os.path.join(result.run_dir, "trials", "1", "model.msgpack"))
     alone = run_experiment(trial_spec(spec, good.values), str(tmp_path / "alone"))
@@ -224,3 +226,23 @@ def test_fit_on_a_sweep_returns_the_best_model_and_the_table(write_spec, tmp_pat
     loaded = jaxpipe.load_model(str(tmp_path / "sweep"))  # the sweep directory's best model
     x = np.random.default_rng(0).normal(size=(3, 5)).astype(np.float32)
     np.testing.assert_allclose(loaded.predict(x), model.predict(x), rtol=1e-6)
+
+
+def test_early_stopping_is_per_trial(write_spec, tmp_path):
+    # A slow and a fast learning rate under a demanding min_delta: each trial stops when
+    # its own run alone stops (or not), with the same rows.
+    values = '"optimizer.learning_rate" = [1e-4, 3e-2]\n'
+    text = BASE.format(task="classification", dropout=0.0, devices=2, optimizer="adam")
+    text = text.replace("epochs = 2", "epochs = 4")
+    text = text.replace(
+        "batch_size = 64\n",
+        "batch_size = 64\n[training.early_stopping]\npatience = 1\nmin_delta = 0.02\n",
+    )
+    spec = load_spec(write_spec(text + "[sweep]\n[sweep.values]\n" + values))
+    result = run_sweep(spec, str(tmp_path / "sweep"))
+    for t in result.trials:
+        alone = run_experiment(trial_spec(spec, t.values), str(tmp_path / f"alone{t.index}"))
+        assert len(t.history) == len(alone.history)
+        assert t.stop == alone.summary["stop"]
+        for g, w in zip(_rows(t.history), _rows(alone.history), strict=True):
+            np.testing.assert_allclose(list(g.values()), list(w.values()), rtol=RTOL, atol=ATOL)
