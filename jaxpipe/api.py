@@ -79,7 +79,9 @@ def run(
     `resume=True` continues the run in `out` from its newest checkpoint (bit-identical
     to an uninterrupted run); `force=True` lets it change the training length.
     Raises `DivergedError` on a non-finite loss and `RunInterrupted` after SIGINT /
-    SIGTERM (both after writing summary.json with that status)."""
+    SIGTERM (both after writing summary.json with that status). A spec with `[sweep]`
+    runs every trial and returns a `SweepResult` (ranked `table`, `trials`, `best`);
+    there `force=True` allows more than 256 trials."""
     spec = _as_spec(spec)
     reporter = ConsoleReporter(verbose=verbose)
     observer = Observers([reporter, *tracking_observers(spec), *callbacks])
