@@ -300,11 +300,15 @@ class ConsoleReporter(Observer):
             self._print()
             self._print(format_trace(trace))
         self._print()
-        self._print(
-            f"Wrote {result.run_dir}/: spec.toml, metrics.jsonl, model.msgpack, "
-            "predictor.json, summary.json, curves.png, trace.png, checkpoints/"
-        )
+        wrote = [n for n in _WRITTEN if os.path.exists(os.path.join(result.run_dir, n))]
+        self._print(f"Wrote {result.run_dir}/: {', '.join(wrote)}")
         self._print(f"Done in {seconds(self.clock.seconds())}", "bold")
+
+
+# What a run directory may hold, in the order the report names it (a sweep has no
+# checkpoints/ but sweep.jsonl, sweep.png and trials/).
+_WRITTEN = ("spec.toml", "metrics.jsonl", "model.msgpack", "predictor.json", "summary.json")
+_WRITTEN += ("curves.png", "trace.png", "checkpoints/", "sweep.jsonl", "sweep.png", "trials/")
 
 
 def _trace_first_row(run_dir: str) -> dict[str, Any] | None:
