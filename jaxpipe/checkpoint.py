@@ -6,27 +6,38 @@ A checkpoint has two items: `arrays` (any pytree of arrays: the train state, the
 scaler, ...) and `meta` (JSON: epoch, history, spec text, dataset info, stopping
 bookkeeping). Orbax writes to a temporary folder and renames it when complete, so a kill
 at any moment leaves every earlier checkpoint intact.
+
+Saves are asynchronous: `save` copies the arrays on the device (so the next epoch may
+donate them) and hands the write to one background thread; at most one save is in
+flight. `Cadence` decides which epochs save. Orbax is imported on first use (it costs
+about half a second), and its logging is captured while it works, never configured
+globally.
 """
 
 from __future__ import annotations
 
-import copy
-import logging
+import collections
+import contextlib
+import glob
 import os
 import shutil
-from collections.abc import Callable, Mapping, Sequence
+import sys
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
 import jax
-import orbax.checkpoint as ocp
-from orbax.checkpoint import checkpoint_managers as policies
 
-from jaxpipe.errors import JaxpipeError
+from jaxpipe.cadence import Cadence, make_cadence
+from jaxpipe.errors import EnvironmentProblem, JaxpipeError
+from jaxpipe.orbax_guard import LoopClosedFilter, captured_logs, is_disk_full
 from jaxpipe.step import TrainState
 
 __all__ = [
     "CheckpointStore",
+    "Cadence",
+    "make_cadence",
     "Restored",
     "abstract_like",
     "state_to_tree",
@@ -37,9 +48,15 @@ __all__ = [
 ]
 
 CORRUPT_DIR = "checkpoints.unreadable"  # unreadable checkpoints are moved here, not deleted
+# Device memory the in-memory snapshots of the newest epochs may take (all `keep` of them).
+_MEMORY_BUDGET = 64 * 2**20
 
-# Orbax logs every save at INFO through absl; the run's own output says what was saved.
-logging.getLogger("absl").setLevel(logging.WARNING)
+
+def _ocp() -> Any:
+    """orbax.checkpoint, imported when a run first checkpoints (not by `plan`, `predict`)."""
+    import orbax.checkpoint as ocp
+
+    return ocp
 
 
 @dataclass(frozen=True)
@@ -97,7 +114,7 @@ class CheckpointStore:
 
     keep: how many of the newest checkpoints to keep; best_metric / best_mode: also keep
     the one with the best value of this metric ("min" or "max"); the metrics are passed
-    to `save`.
+    to `save`. A path that exists and is not a folder is refused (JaxpipeError).
     """
 
     def __init__(
@@ -109,31 +126,85 @@ class CheckpointStore:
         best_mode: str = "min",
     ):
         self.directory = os.path.abspath(directory)
+        if os.path.exists(self.directory) and not os.path.isdir(self.directory):
+            raise JaxpipeError(
+                f"{self.directory}: exists and is not a directory, but the run keeps its "
+                "checkpoints there; move or rename that file, or choose another --out"
+            )
         self.best_metric, self.best_mode = best_metric, best_mode
         # (value, epoch) of the best saved checkpoint. Tracked here and stored in each
         # checkpoint's meta because orbax does not reload saved metrics into its
         # preservation policies when a manager is reopened (0.12).
         self.best: tuple[float, int] | None = None
         self._keep_best = _KeepEpochs()
+        # One writer thread, one save in flight: a save never queues behind several others,
+        # and in a multi-process run every process's saves keep their order.
+        self._writer = ThreadPoolExecutor(1, thread_name_prefix="jaxpipe-checkpoint")
+        self._pending: Future | None = None
+        self._pending_epoch = self._written = 0
+        self._keep = keep
+        self._snapshots: collections.deque = collections.deque()  # sized by the first
+        self._noise = LoopClosedFilter()
+        sys.unraisablehook = self._noise
+        ocp = _ocp()
+        from orbax.checkpoint import checkpoint_managers as policies
+
         options = ocp.CheckpointManagerOptions(
             preservation_policy=policies.AnyPreservationPolicy(
                 [policies.LatestN(n=keep), self._keep_best]
             ),
             cleanup_tmp_directories=True,  # partial saves of a killed run
             create=True,
+            # The writer thread is the asynchrony; orbax's own would add a second thread
+            # per save and return before the files are committed.
+            enable_async_checkpointing=False,
         )
-        self._manager = ocp.CheckpointManager(self.directory, options=options)
+        with self._disk_errors("open the checkpoints folder"), captured_logs():
+            self._manager = ocp.CheckpointManager(self.directory, options=options)
 
     def epochs(self) -> list[int]:
-        """Epochs with a complete checkpoint, oldest first."""
+        """Epochs with a complete checkpoint, oldest first (after any save in flight)."""
+        self.wait()
         return sorted(self._manager.all_steps())
 
     def save(
         self, epoch: int, arrays: Any, meta: dict[str, Any], metrics: dict[str, float] | None
     ) -> None:
-        """Starts saving `arrays` and `meta` as epoch `epoch`. The device-to-host copy is
-        done when this returns (the arrays may then be donated); the write to disk
-        finishes in the background (see `wait`)."""
+        """Starts saving `arrays` and `meta` as epoch `epoch` and returns: the arrays are
+        copied on their devices first (the caller may then donate them), and the write
+        goes to the writer thread after the previous save is committed (`wait`)."""
+        self.snapshot(epoch, arrays, meta, metrics)
+        self.flush(every=False)
+
+    def snapshot(
+        self, epoch: int, arrays: Any, meta: dict[str, Any], metrics: dict[str, float] | None
+    ) -> None:
+        """Keeps epoch `epoch`'s checkpoint in memory only (a device copy, well under a
+        millisecond for a small model), among the newest `keep`, for `flush` to write if
+        the run needs them (a divergence writes the last good epochs). A state over
+        `_MEMORY_BUDGET` keeps only the newest snapshot: `save` writes it at once."""
+        arrays = jax.device_put(arrays, may_alias=False)  # one copy for the whole tree
+        if self._snapshots.maxlen is None:
+            size = sum(getattr(a, "nbytes", 0) for a in jax.tree.leaves(arrays))
+            depth = self._keep if size * self._keep <= _MEMORY_BUDGET else 1
+            self._snapshots = collections.deque(maxlen=depth)
+        # Only lists (the history) are copied: the caller goes on appending to them, and
+        # a deep copy per epoch would cost O(epochs) each time. Nothing else in `meta`
+        # may change after this call.
+        meta = {k: list(v) if isinstance(v, list) else v for k, v in meta.items()}
+        self._snapshots.append((epoch, arrays, meta, metrics))
+
+    def flush(self, *, every: bool) -> None:
+        """Writes the newest snapshot (every=False) or every snapshot not yet written,
+        oldest first (every=True), each after the previous write is committed."""
+        todo = [s for s in self._snapshots if s[0] > self._written]
+        for epoch, arrays, meta, metrics in todo if every else todo[-1:]:
+            self._submit(epoch, arrays, meta, metrics)
+
+    def _submit(
+        self, epoch: int, arrays: Any, meta: dict[str, Any], metrics: dict[str, float] | None
+    ) -> None:
+        self.wait()
         if self.best_metric is not None and metrics is not None:
             value = float(metrics[self.best_metric])
             better = self.best is None or (
@@ -142,20 +213,50 @@ class CheckpointStore:
             if better:
                 self.best = (value, epoch)
         self._keep_best.epochs = {self.best[1]} if self.best else set()
-        # A deep copy: the JSON is written in the background, while the caller goes on
-        # appending to the history it passed.
-        meta = copy.deepcopy(dict(meta, checkpoint_best=list(self.best) if self.best else None))
+        meta = dict(meta, checkpoint_best=list(self.best) if self.best else None)
+        ocp = _ocp()
         args = ocp.args.Composite(
             arrays=ocp.args.StandardSave(arrays), meta=ocp.args.JsonSave(meta)
         )
-        self._manager.save(epoch, args=args, force=True)
+        self._pending_epoch = self._written = epoch
+        self._pending = self._writer.submit(self._write, epoch, args)
+
+    def _write(self, epoch: int, args: Any) -> None:
+        with captured_logs():
+            self._manager.save(epoch, args=args, force=True)
 
     def wait(self) -> None:
-        """Blocks until every started save is on disk and committed."""
-        self._manager.wait_until_finished()
+        """Blocks until the save in flight is on disk and committed. A full disk raises
+        EnvironmentProblem (exit 4) with the partial save removed, earlier checkpoints
+        intact; any other failure of the write is raised as it was."""
+        pending, self._pending = self._pending, None
+        if pending is None:
+            return
+        with self._disk_errors(f"save the checkpoint of epoch {self._pending_epoch}"):
+            pending.result()
+
+    @contextlib.contextmanager
+    def _disk_errors(self, doing: str) -> Iterator[None]:
+        try:
+            yield
+        except Exception as e:
+            if not is_disk_full(e):
+                raise
+            # Free what the partial save took; committed checkpoints stay for --resume.
+            for tmp in glob.glob(
+                os.path.join(glob.escape(self.directory), "*.orbax-checkpoint-tmp*")
+            ):
+                shutil.rmtree(tmp, ignore_errors=True)
+            raise EnvironmentProblem(
+                f"{self.directory}: the disk is full (no space left to {doing}); free some "
+                "space, then continue the run with --resume (earlier checkpoints are intact)"
+            ) from None
 
     def read_meta(self, epoch: int) -> dict[str, Any]:
-        out = self._manager.restore(epoch, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))
+        self.wait()
+        ocp = _ocp()
+        with captured_logs():
+            out = self._manager.restore(epoch, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))
         return dict(out["meta"])
 
     def restore(
@@ -166,7 +267,9 @@ class CheckpointStore:
         `jax.ShapeDtypeStruct`s with shardings (see `abstract_like`).
 
         An unreadable newest checkpoint (a corrupted or truncated file) is reported through
-        `warn`, moved to `<run>/checkpoints.unreadable/` and the previous one is tried."""
+        `warn` (one line; orbax's own logs are captured), moved to
+        `<run>/checkpoints.unreadable/` and the previous one is tried."""
+        ocp = _ocp()
         tried: list[int] = []
         last_error = ""
         for epoch in reversed(self.epochs()):
@@ -175,7 +278,8 @@ class CheckpointStore:
                 if meta.get("epoch") != epoch:
                     raise ValueError(f"metadata says epoch {meta.get('epoch')}")
                 args = ocp.args.Composite(arrays=ocp.args.StandardRestore(template(meta)))
-                arrays = self._manager.restore(epoch, args=args)["arrays"]
+                with captured_logs():
+                    arrays = self._manager.restore(epoch, args=args)["arrays"]
             except Exception as e:  # orbax/tensorstore raise many types for a bad file
                 reason = " ".join(str(e).split())[:200]
                 last_error = f"{type(e).__name__}: {reason}"
@@ -215,7 +319,13 @@ class CheckpointStore:
         self._manager.reload()
 
     def close(self) -> None:
-        self._manager.close()
+        """Waits for the save in flight, then releases the writer and orbax's manager."""
+        try:
+            self.wait()
+        finally:
+            self._writer.shutdown(wait=True)
+            self._manager.close()
+            self._noise.remove()
 
 
 # Keys a resumed run may change freely, or with --force (the training length). Anything

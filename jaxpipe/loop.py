@@ -53,7 +53,10 @@ def _row(epoch: int, train: dict[str, float], val_sums: Any, prep: Preprocessing
     return {"epoch": epoch} | row, val["loss"]
 
 
-def _save(store, run: RunProgress, state, prep: Preprocessing, meta_base, row, times) -> None:
+def _save(
+    store, run: RunProgress, state, prep: Preprocessing, meta_base, row, times, *, write: bool
+) -> None:
+    """Checkpoints this epoch: a snapshot in memory, written now when `write`."""
     meta = meta_base | {
         "epoch": run.epoch,
         "history": run.history,
@@ -63,11 +66,14 @@ def _save(store, run: RunProgress, state, prep: Preprocessing, meta_base, row, t
         meta["early_stopping"] = run.stopper.to_dict()
     t0 = time.perf_counter()
     arrays = checkpoint_arrays(state, prep.scaler, prep.target, run.best_params)
-    store.save(run.epoch, arrays, meta, row)
+    store.snapshot(run.epoch, arrays, meta, row)
+    if write:
+        store.flush(every=False)
+        run.saved = run.epoch
+        times.saves += 1
     times.save += time.perf_counter() - t0
-    run.saved = run.epoch
-    times.saves += 1
-    fault_hook("save", run.epoch)
+    if write:
+        fault_hook("save", run.epoch)
 
 
 def _epoch(programs: Programs, placed: Placed, prep: Preprocessing, state, epoch: int, times):
@@ -106,12 +112,14 @@ def train(
     observer: Observer,
 ) -> tuple[RunProgress, SignalCatcher, TrainTimes]:
     """Runs epochs `run.epoch + 1 … epochs` from `run.state`, appending each epoch's row
-    to `run.history` and `metrics_file`, checkpointing every `checkpoint.every_epochs`
-    (and at the last, an early stop or a signal). Stops at a non-finite loss (recorded in
+    to `run.history` and `metrics_file`, checkpointing as `checkpoint` says (every N
+    epochs, or by wall time; and at the last, an early stop or a signal). Stops at a non-finite loss (recorded in
     `run.diverged`; that state is never saved), an early stop, or SIGINT / SIGTERM."""
     times = TrainTimes()
     state = run.state
     restore_best = early_stopping is not None and early_stopping.restore_best
+    cadence = ckpt.make_cadence(checkpoint.every_epochs, checkpoint.every_minutes)
+    last_save = time.monotonic()
     with catch_signals() as signals:
         for epoch in range(run.epoch + 1, epochs + 1):
             if run.stopper is not None and run.stopper.should_stop:
@@ -128,13 +136,20 @@ def train(
                 run.best_params = jax.tree.map(jnp.copy, state.params)  # survives donation
             stopping = run.stopper is not None and run.stopper.should_stop
             last = epoch == epochs
-            if epoch % checkpoint.every_epochs == 0 or last or stopping or signals.caught:
-                _save(store, run, state, prep, meta_base, row, times)
+            due = cadence.due(epoch, time.monotonic() - last_save)
+            if due or last or stopping or signals.caught:
+                _save(store, run, state, prep, meta_base, row, times, write=True)
+                last_save = time.monotonic()
+            elif cadence.every_epochs is None:  # "auto": the newest epochs in memory
+                _save(store, run, state, prep, meta_base, row, times, write=False)
             observer.on_epoch(row, epochs)
             if stopping or signals.caught:
                 break
-    t0 = time.perf_counter()
-    store.wait()  # every checkpoint committed before summary.json says anything
-    times.save += time.perf_counter() - t0
+    if run.diverged:  # the last good epochs kept in memory, for a look or a restart
+        t0 = time.perf_counter()
+        store.flush(every=True)
+        times.save += time.perf_counter() - t0
+    # The last save is still being written: run.py waits for it (store.wait) after the
+    # model and the PNG are written, before summary.json.
     run.state = state
     return run, signals, times

@@ -8,6 +8,7 @@ import inspect
 from collections.abc import Callable, Mapping
 from typing import Any
 
+import jax
 import jax.numpy as jnp
 import optax
 
@@ -143,7 +144,9 @@ def check_optimizer(cfg: OptimizerSpec) -> None:
     tx = make_optimizer(cfg, total_steps=1)
     params = {"w": jnp.ones((2,), jnp.float32)}
     try:
-        tx.update(params, tx.init(params), params)
+        # Traced, not run: eagerly, each of optax's ops compiles on its own (a second of
+        # start-up, before the compilation cache is on); tracing raises the same errors.
+        jax.eval_shape(lambda p: tx.update(p, tx.init(p), p), params)
     except Exception as e:  # any failure here is the arguments' fault, reported as such
         given = ", ".join(f"{k} = {v!r}" for k, v in dict(cfg.options).items())
         sched = (

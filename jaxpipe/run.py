@@ -29,7 +29,7 @@ from jaxpipe.predict import save_predictor
 from jaxpipe.programs import Programs, compile_programs
 from jaxpipe.resume import RunProgress, check_resumable, start_or_resume
 from jaxpipe.runplan import RunPlan, plan_record, plan_run
-from jaxpipe.spec import Spec, dump_spec, metric_mode, place_error
+from jaxpipe.spec import CheckpointSpec, Spec, dump_spec, metric_mode, place_error
 from jaxpipe.stopping import SIGNAL_EXIT, SignalCatcher, check_metric_names, outcome
 from jaxpipe.summary import Finished, build_summary
 from jaxpipe.trace import save_trace_rows
@@ -212,11 +212,24 @@ def _report_training(stages, spec, placed, prep, run: RunProgress, times: TrainT
         f"{len(run.history) - (run.resumed_from or 0)} epochs",
         times.evaluate,
     )
+
+
+def _report_checkpoints(stages, cp: CheckpointSpec, times: TrainTimes, store) -> None:
+    """Waits for the last save (written meanwhile, while the PNG was drawn) and records
+    what the loop waited for in all: device copies, hand-offs and this wait."""
+    t0 = time.perf_counter()
+    store.wait()  # every checkpoint committed before summary.json says anything
+    times.save += time.perf_counter() - t0
+    every = (
+        f"every {cp.every_minutes:g} min and at the end"
+        if cp.every_epochs == "auto"
+        else f"every {cp.every_epochs} epoch(s)"
+    )
     stages.add(
         "checkpoint",
-        f"state + scaler every {spec.checkpoint.every_epochs} epoch(s)",
+        f"state + scaler {every}",
         f"{times.saves} saved, {CHECKPOINTS}/ holds epochs {store.epochs() or 'none'}",
-        times.save,  # what training waited for: the device-to-host copies and the last write
+        times.save,
     )
 
 
@@ -322,6 +335,7 @@ def run_experiment(
     if run.history and jax.process_index() == 0:
         obs.on_artifacts(run_dir, run.history)
     finished = _finish(run, signals, spec, obs)
+    _report_checkpoints(stages, spec.checkpoint, times, store)
     params, summary = _save(
         spec, ds, rp, placed, prep, programs, run, finished,
         run_dir=run_dir, store=store, stages=stages.records, cache_dir=cache_dir,

@@ -305,7 +305,15 @@ class TrainingSpec(Section):
 class CheckpointSpec(Section):
     """Orbax checkpoints under <run>/checkpoints/, for `jaxpipe run --resume`."""
 
-    every_epochs: int = field(1, "Save every this many epochs (and always the last).", minimum=1)
+    every_epochs: Literal["auto"] | int = field(
+        "auto",
+        'Save every this many epochs; "auto": every every_minutes of wall time. Always '
+        "also after the last epoch, an early stop and a signal.",
+        minimum=1,
+    )
+    every_minutes: float = field(
+        5.0, 'With every_epochs = "auto": minutes of training between saves.', minimum=0.0
+    )
     keep: int = field(3, "Keep this many of the newest checkpoints.", minimum=1)
     best_metric: str | None = field(
         None, "Also keep the checkpoint with the best value of this metric (e.g. val_loss)."

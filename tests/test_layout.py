@@ -16,6 +16,7 @@ LAYERS = [
     # Import nothing of ours: versions, errors, the observer interface, process launching,
     # console output, charts, the progress-reporting step.
     ("foundation", {"_version", "errors", "events", "launch", "console", "charts", "progress"}),
+    ("checkpoint helpers", {"cadence", "orbax_guard"}),  # when to save; orbax's logs, full disk
     ("starter", {"starter"}),  # `jaxpipe init`: the shipped examples
     ("schema", {"schema"}),  # typed fields and the strict builder
     ("schema text", {"schema_text"}),  # TOML writer, JSON Schema, Markdown, locator
@@ -64,6 +65,7 @@ NAME = {i: name for i, (name, _) in enumerate(LAYERS)}
 NO_JAX = {"errors", "events", "schema", "schema_text", "sections", "hwspec", "spec"}
 NO_JAX |= {"encoding", "cli", "cli_args", "evaluation", "frames", "__main__", "starter"}
 NO_JAX |= {"sweepspec", "tracking", "compare"}
+NO_JAX |= {"cadence", "orbax_guard"}
 MAX_FUNCTION_LINES = 60
 MAX_MODULE_LINES = 400
 

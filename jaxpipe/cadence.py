@@ -1,0 +1,38 @@
+"""When a run checkpoints: every N epochs, or by wall time (`[checkpoint] every_epochs`,
+`every_minutes`). Pure; the loop asks `due` at each epoch end."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+__all__ = ["Cadence", "make_cadence"]
+
+
+@dataclass(frozen=True)
+class Cadence:
+    """Which epochs save. every_epochs: every this many epochs; None: by wall time, at the
+    first epoch end `every_seconds` after the loop started or the last save. The loop
+    saves the last epoch, an early stop and a signal's epoch whatever this says."""
+
+    every_epochs: int | None
+    every_seconds: float
+
+    def due(self, epoch: int, seconds_since_save: float) -> bool:
+        if self.every_epochs is not None:
+            return epoch % self.every_epochs == 0
+        return seconds_since_save >= self.every_seconds
+
+
+def make_cadence(every_epochs: int | str, every_minutes: float) -> Cadence:
+    """The cadence of `[checkpoint] every_epochs` ("auto": by wall time, every
+    `every_minutes`) and `every_minutes`.
+
+    Under the tests' fault injection (JAXPIPE_TEST_HOOK, see stopping.fault_hook) "auto"
+    saves every epoch: a test that kills a run of millisecond epochs at epoch N needs
+    checkpoints before N to resume from."""
+    if every_epochs == "auto":
+        if os.environ.get("JAXPIPE_TEST_HOOK"):
+            return Cadence(1, 0.0)
+        return Cadence(None, 60.0 * every_minutes)
+    return Cadence(int(every_epochs), 0.0)

@@ -1,0 +1,96 @@
+"""Guards around orbax calls: its absl logs captured for the duration of a call (never
+configured globally), the "Event loop is closed" tracebacks of tensorstore's late
+callbacks dropped, and a full disk recognised in whatever form tensorstore reports it."""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import logging
+import sys
+import threading
+from collections.abc import Iterator
+from typing import Any
+
+__all__ = ["Captured", "captured_logs", "LoopClosedFilter", "is_disk_full"]
+
+
+class Captured(logging.Handler):
+    """Keeps the library's log records of one operation (for the error message),
+    instead of printing orbax's tracebacks to the terminal."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.NOTSET)
+        self.records: list[logging.LogRecord] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)
+
+
+_lock = threading.Lock()
+_active: list[Captured] = []  # the open captures (main thread and checkpoint writer)
+_saved_propagate = True
+
+
+@contextlib.contextmanager
+def captured_logs() -> Iterator[Captured]:
+    """Orbax's absl logger, captured for the block and restored after: no global change.
+    Orbax logs a failed read or write as ERROR tracebacks (hundreds of lines); the caller
+    reports one line instead. Records below the logger's effective level (WARNING unless
+    the application says otherwise) are not even created. Captures may overlap across
+    threads: the first one in stops propagation, the last one out restores it."""
+    global _saved_propagate
+    logger = logging.getLogger("absl")
+    handler = Captured()
+    with _lock:
+        if not _active:
+            _saved_propagate = logger.propagate
+            logger.propagate = False
+        _active.append(handler)
+        logger.addHandler(handler)
+    try:
+        yield handler
+    finally:
+        with _lock:
+            logger.removeHandler(handler)
+            _active.remove(handler)
+            if not _active:
+                logger.propagate = _saved_propagate
+
+
+class LoopClosedFilter:
+    """sys.unraisablehook while a store is open: after a failed read, tensorstore's
+    remaining reads complete on orbax's already-closed asyncio loop and each raises
+    "Event loop is closed" in a callback, printed as a traceback (a hundred lines per
+    damaged checkpoint). Those alone are dropped; anything else reaches the previous hook."""
+
+    def __init__(self) -> None:
+        self.previous = sys.unraisablehook
+
+    def __call__(self, unraisable: Any) -> None:
+        exc = unraisable.exc_value
+        if isinstance(exc, RuntimeError) and str(exc) == "Event loop is closed":
+            return
+        self.previous(unraisable)
+
+    def remove(self) -> None:
+        if sys.unraisablehook is self:
+            sys.unraisablehook = self.previous
+
+
+def is_disk_full(exc: BaseException) -> bool:
+    """ENOSPC / EDQUOT anywhere in the chain, as an OSError or as tensorstore's
+    RESOURCE_EXHAUSTED ValueError (which carries the OS error only in its text:
+    "... No space left on device [os_error_code='28']")."""
+    seen: set[int] = set()
+    e: BaseException | None = exc
+    while e is not None and id(e) not in seen:
+        seen.add(id(e))
+        if isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT):
+            return True
+        text = str(e)
+        # Not RESOURCE_EXHAUSTED alone: a device out of memory says that too.
+        if "No space left on device" in text or "Disk quota exceeded" in text:
+            return True
+        e = e.__cause__ or e.__context__
+    return False
