@@ -1,6 +1,7 @@
 """jaxpipe against the loops users write by hand, side by side, in one run.
 
-    python benchmarks/harness.py [--workload seed|large|all] [--repeats N] [--quick]
+    python benchmarks/harness.py [--repeats N] [--only ...]   # issue 14's target table
+    python benchmarks/harness.py --workload seed|large|all [--repeats N] [--quick]
 
 Needs the bench extra (`pip install -e '.[bench]'`: torch, keras, scikit-learn, pandas);
 a missing peer is skipped and said so. Writes benchmarks/RESULTS.md (machine, table,
@@ -609,6 +610,13 @@ def replay(path: str) -> tuple[dict, dict, dict | None, int]:
 
 
 def main() -> None:
+    if not any(a.startswith(("--workload", "--replay", "--quick")) for a in sys.argv[1:]):
+        # Without a workload: issue 14's target table (benchmarks/targets.py), today's
+        # figures beside this run's; the peer comparison needs --workload seed|large|all.
+        import targets
+
+        targets.main(sys.argv[1:])
+        return
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--workload", choices=["seed", "large", "all"], default="all")
     p.add_argument("--repeats", type=int, default=3)

@@ -99,6 +99,14 @@ def abstract_like(tree: Any) -> Any:
     return jax.tree.map(leaf, tree)
 
 
+def _copy(arrays: Any) -> Any:
+    """A device-side copy (no compile, no host round trip), one call for the whole tree;
+    a multi-process run's arrays are copied leaf by leaf into their own shardings."""
+    if jax.process_count() == 1:
+        return jax.device_put(arrays, may_alias=False)
+    return jax.tree.map(lambda a: jax.device_put(a, a.sharding, may_alias=False), arrays)
+
+
 class _KeepEpochs:
     """An orbax preservation policy: keep the checkpoints of these epochs."""
 
@@ -183,7 +191,7 @@ class CheckpointStore:
         millisecond for a small model), among the newest `keep`, for `flush` to write if
         the run needs them (a divergence writes the last good epochs). A state over
         `_MEMORY_BUDGET` keeps only the newest snapshot: `save` writes it at once."""
-        arrays = jax.device_put(arrays, may_alias=False)  # one copy for the whole tree
+        arrays = _copy(arrays)
         if self._snapshots.maxlen is None:
             size = sum(getattr(a, "nbytes", 0) for a in jax.tree.leaves(arrays))
             depth = self._keep if size * self._keep <= _MEMORY_BUDGET else 1
