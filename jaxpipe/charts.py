@@ -70,6 +70,13 @@ def ascii_chart(series: dict[str, Sequence[float]], height: int = 10, width: int
     return "\n".join(lines)
 
 
+def import_matplotlib() -> None:
+    """Imports what write_curves and trace.png need; the report runs it on a thread at
+    the start of a run, so the ~0.5 s import overlaps the compile and training."""
+    from matplotlib import figure  # noqa: F401
+    from matplotlib.backends import backend_agg  # noqa: F401
+
+
 def write_curves(
     history: Sequence[dict[str, Any]],
     path: str,

@@ -149,11 +149,18 @@ class CheckpointStore:
         # and in a multi-process run every process's saves keep their order.
         self._writer = ThreadPoolExecutor(1, thread_name_prefix="jaxpipe-checkpoint")
         self._pending: Future | None = None
-        self._pending_epoch = self._written = 0
+        self._written = 0
         self._keep = keep
         self._snapshots: collections.deque = collections.deque()  # sized by the first
         self._noise = LoopClosedFilter()
         sys.unraisablehook = self._noise
+        self._manager: Any = None
+        # Orbax is imported and the manager opened on the writer thread (half a second
+        # of imports, overlapping the compile); anything that needs it waits first.
+        self._doing = "open the checkpoints folder"
+        self._pending = self._writer.submit(self._open, keep)
+
+    def _open(self, keep: int) -> None:
         ocp = _ocp()
         from orbax.checkpoint import checkpoint_managers as policies
 
@@ -167,7 +174,7 @@ class CheckpointStore:
             # per save and return before the files are committed.
             enable_async_checkpointing=False,
         )
-        with self._disk_errors("open the checkpoints folder"), captured_logs():
+        with captured_logs():
             self._manager = ocp.CheckpointManager(self.directory, options=options)
 
     def epochs(self) -> list[int]:
@@ -226,7 +233,8 @@ class CheckpointStore:
         args = ocp.args.Composite(
             arrays=ocp.args.StandardSave(arrays), meta=ocp.args.JsonSave(meta)
         )
-        self._pending_epoch = self._written = epoch
+        self._written = epoch
+        self._doing = f"save the checkpoint of epoch {epoch}"
         self._pending = self._writer.submit(self._write, epoch, args)
 
     def _write(self, epoch: int, args: Any) -> None:
@@ -240,7 +248,7 @@ class CheckpointStore:
         pending, self._pending = self._pending, None
         if pending is None:
             return
-        with self._disk_errors(f"save the checkpoint of epoch {self._pending_epoch}"):
+        with self._disk_errors(self._doing):
             pending.result()
 
     @contextlib.contextmanager
@@ -332,7 +340,8 @@ class CheckpointStore:
             self.wait()
         finally:
             self._writer.shutdown(wait=True)
-            self._manager.close()
+            if self._manager is not None:
+                self._manager.close()
             self._noise.remove()
 
 

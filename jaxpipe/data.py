@@ -369,6 +369,7 @@ def load_dataset(
         tr_feats, y_train = _take(feats, train), y[train]
         v_feats, y_val = _take(feats, val), y[val]
         rows = len(train) + len(val)
+        del feats  # the unsplit float64 columns: two copies of the data set (peak memory)
     if spec.training.batch_size > len(y_train):
         raise DataError(
             f"training.batch_size = {spec.training.batch_size} is larger than the "

@@ -286,8 +286,14 @@ class FeatureEncoder:
                 onehot[idx == -2] = code.fill
             parts.append(onehot)
         rows = len(next(iter(columns.values()))) if columns else 0
-        x = np.concatenate(parts, axis=1) if parts else np.zeros((rows, 0))
-        return np.ascontiguousarray(x, dtype=np.float32)
+        # Straight into float32, part by part: concatenating the float64 parts first
+        # would hold two more copies of the data set at once (peak host memory).
+        x = np.empty((rows, sum(p.shape[1] for p in parts)), np.float32)
+        at = 0
+        for part in parts:
+            x[:, at : at + part.shape[1]] = part
+            at += part.shape[1]
+        return x
 
     def to_json(self) -> dict[str, Any]:
         return {

@@ -142,7 +142,7 @@ def check_optimizer(cfg: OptimizerSpec) -> None:
     if its values cannot run: optax checks argument types only when it first updates,
     which would otherwise fail deep inside the compiled step."""
     tx = make_optimizer(cfg, total_steps=1)
-    params = {"w": jnp.ones((2,), jnp.float32)}
+    params = {"w": jax.ShapeDtypeStruct((2,), jnp.float32)}  # abstract: nothing runs
     try:
         # Traced, not run: eagerly, each of optax's ops compiles on its own (a second of
         # start-up, before the compilation cache is on); tracing raises the same errors.

@@ -6,9 +6,10 @@ from __future__ import annotations
 
 import math
 import os
+import threading
 from typing import Any, TextIO
 
-from jaxpipe.charts import ascii_chart, best_epoch, condensed, write_curves
+from jaxpipe.charts import ascii_chart, best_epoch, condensed, import_matplotlib, write_curves
 from jaxpipe.console import Console, Stopwatch, format_table, plural, seconds
 from jaxpipe.events import Observer, RunResult, StageRecord
 from jaxpipe.model import layer_table, param_count
@@ -82,6 +83,8 @@ class ConsoleReporter(Observer):
 
     def on_start(self, spec: Spec, run_dir: str) -> None:
         self.spec = spec
+        # matplotlib's import overlaps the compile and training (outside the GIL).
+        threading.Thread(target=import_matplotlib, name="jaxpipe-matplotlib").start()
         d, m, o, t = spec.data, spec.model, spec.optimizer, spec.training
         if d.source == "synthetic":
             syn = d.synthetic
