@@ -5,7 +5,7 @@ interleaved (the issue-14 target "steady epoch ÷ hand-written scan ≤ 1.0"):
         [--repeats N] [--set KEY=VALUE ...]
 
 jaxpipe: the epoch program exactly as a run builds it (step.make_task_steps +
-step.make_epoch, state donated, loop.compiler_options). Reference: peers.py's jax_ref
+step.make_epoch, state donated, programs.compiler_options). Reference: peers.py's jax_ref
 epoch (a jitted scan of value_and_grad + Adam over the shuffled full batches, state
 donated, mean loss returned). Both take the same device-resident rows; each repeat runs
 one epoch of each, alternating which goes first, and each is followed by the one host
@@ -30,7 +30,7 @@ import jax.numpy as jnp  # noqa: E402
 import optax  # noqa: E402
 
 import jaxpipe  # noqa: E402
-from jaxpipe.loop import compiler_options  # noqa: E402
+from jaxpipe.programs import compiler_options  # noqa: E402
 from jaxpipe.memory import compute_dtype  # noqa: E402
 from jaxpipe.model import make_model, param_count  # noqa: E402
 from jaxpipe.optim import make_optimizer  # noqa: E402

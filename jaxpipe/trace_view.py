@@ -95,14 +95,15 @@ def format_trace(record: dict[str, Any], title: str | None = None) -> str:
 def write_trace_png(record: dict[str, Any], path: str) -> None:
     """trace.png: the scaled input, each hidden layer's activations as a heat strip, the
     probabilities as bars (the prediction highlighted), or the regression value."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    # A Figure on an Agg canvas, not pyplot: pyplot's import adds about half a second
+    # to every run (the run's report draws this), for nothing a file needs.
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
 
     layers = record["layers"]
     strips = layers[:-1]  # input and hidden layers
-    fig = plt.figure(figsize=(10, 1.2 * len(strips) + 3.2))
+    fig = Figure(figsize=(10, 1.2 * len(strips) + 3.2))
+    FigureCanvasAgg(fig)
     grid = fig.add_gridspec(len(strips) + 1, 1, height_ratios=[1] * len(strips) + [2.6])
     for i, layer in enumerate(strips):
         ax = fig.add_subplot(grid[i])
@@ -123,7 +124,6 @@ def write_trace_png(record: dict[str, Any], path: str) -> None:
     fig.tight_layout()
     tmp = path + ".tmp.png"
     fig.savefig(tmp, dpi=100)
-    plt.close(fig)
     os.replace(tmp, path)
 
 
