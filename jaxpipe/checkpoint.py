@@ -28,17 +28,24 @@ from dataclasses import dataclass
 from typing import Any
 
 import jax
-import jax.numpy as jnp
 
 from jaxpipe.cadence import Cadence, make_cadence
 from jaxpipe.errors import EnvironmentProblem, JaxpipeError
 from jaxpipe.orbax_guard import LoopClosedFilter, captured_logs, is_disk_full
 from jaxpipe.step import TrainState
 
-# fmt: off
-__all__ = ["CheckpointStore", "Cadence", "make_cadence", "Restored", "abstract_like",
-           "state_to_tree", "tree_to_state", "spec_conflicts", "saved_epochs", "CORRUPT_DIR"]
-# fmt: on
+__all__ = [
+    "CheckpointStore",
+    "Cadence",
+    "make_cadence",
+    "Restored",
+    "abstract_like",
+    "state_to_tree",
+    "tree_to_state",
+    "spec_conflicts",
+    "saved_epochs",
+    "CORRUPT_DIR",
+]
 
 CORRUPT_DIR = "checkpoints.unreadable"  # unreadable checkpoints are moved here, not deleted
 # Device memory the in-memory snapshots of the newest epochs may take (all `keep` of them).
@@ -92,18 +99,11 @@ def abstract_like(tree: Any) -> Any:
     return jax.tree.map(leaf, tree)
 
 
-@jax.jit
-def _copy_on_device(arrays: Any) -> Any:
-    # `* 1` makes XLA write fresh buffers (an output may not alias an undonated input);
-    # one dispatch for the whole tree: 0.2 ms per epoch against 0.6 ms for device_put.
-    return jax.tree.map(lambda a: a if a.dtype == bool else a * jnp.ones((), a.dtype), arrays)
-
-
 def _copy(arrays: Any) -> Any:
-    """A device-side copy, dispatched asynchronously (no host round trip); a
-    multi-process run's arrays are copied leaf by leaf into their own shardings."""
+    """A device-side copy (no compile, no host round trip), one call for the whole tree;
+    a multi-process run's arrays are copied leaf by leaf into their own shardings."""
     if jax.process_count() == 1:
-        return _copy_on_device(arrays)
+        return jax.device_put(arrays, may_alias=False)
     return jax.tree.map(lambda a: jax.device_put(a, a.sharding, may_alias=False), arrays)
 
 
