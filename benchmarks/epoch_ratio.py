@@ -30,10 +30,10 @@ import jax.numpy as jnp  # noqa: E402
 import optax  # noqa: E402
 
 import jaxpipe  # noqa: E402
-from jaxpipe.programs import compiler_options  # noqa: E402
 from jaxpipe.memory import compute_dtype  # noqa: E402
 from jaxpipe.model import make_model, param_count  # noqa: E402
 from jaxpipe.optim import make_optimizer  # noqa: E402
+from jaxpipe.programs import compiler_options  # noqa: E402
 from jaxpipe.step import init_state, make_epoch, make_task_steps  # noqa: E402
 
 
