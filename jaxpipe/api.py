@@ -18,7 +18,7 @@ from jaxpipe.frames import is_path, source_of, to_columns
 from jaxpipe.hardware import LocalDevices, local_devices
 from jaxpipe.launch import launch
 from jaxpipe.outdir import default_out_dir
-from jaxpipe.planner import Plan, make_plan, verify_plan
+from jaxpipe.planner import Plan, make_plan
 from jaxpipe.predict import predict_file
 from jaxpipe.report import ConsoleReporter, format_plan
 from jaxpipe.run import check_before_data, run_experiment
@@ -28,6 +28,7 @@ from jaxpipe.sweep import SweepResult, run_sweep
 from jaxpipe.tracking import tracking_observers
 from jaxpipe.trained import Model, load_model
 from jaxpipe.validation import validate
+from jaxpipe.verify import verify_plan
 
 __all__ = [
     "fit",

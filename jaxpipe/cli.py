@@ -162,9 +162,23 @@ def _cmd_plan(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(plan.to_json(), indent=2))
     elif args.quiet:
-        print(jaxpipe.format_plan(plan).splitlines()[-1])  # the verdict
+        print(jaxpipe.format_plan(plan).splitlines()[0])  # the verdict
     else:
         print(jaxpipe.format_plan(plan))
+    return 2 if args.check and not plan.fits else 0
+
+
+def _cmd_calibration(args: argparse.Namespace) -> int:
+    import dataclasses
+
+    import jaxpipe
+
+    rows = jaxpipe.read_calibration(args.run_dirs)
+    if args.json:
+        runs = [dataclasses.asdict(r) | {"error": r.error} for r in rows]
+        print(json.dumps({"runs": runs}, indent=2))
+    else:
+        print(jaxpipe.format_calibration(rows))
     return 0
 
 
@@ -233,6 +247,7 @@ _COMMANDS = {
     "evaluate": _cmd_evaluate,
     "compare": _cmd_compare,
     "plan": _cmd_plan,
+    "calibration": _cmd_calibration,
     "devices": _cmd_devices,
     "launch": _cmd_launch,
     "trace": _cmd_trace,

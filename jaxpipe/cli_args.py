@@ -235,7 +235,15 @@ def _add_plan(sub: Any, common: argparse.ArgumentParser) -> None:
     )
     pl.add_argument("--devices", type=_count, metavar="N", help="number of devices to plan for")
     pl.add_argument(
-        "--verify", action="store_true", help="compile the epoch and compare with XLA's figures"
+        "--verify",
+        action="store_true",
+        help="compile the recommended layout and every option (simulated host devices as "
+        "needed) and quote XLA's per-device figures beside the estimate",
+    )
+    pl.add_argument(
+        "--check",
+        action="store_true",
+        help="exit 2 when the run does not fit the device(s) asked about (for CI)",
     )
     pl.add_argument("--json", action="store_true", help="print one JSON object")
     _overrides(pl)
@@ -324,6 +332,18 @@ def _count(text: str) -> int:
     return n
 
 
+def _add_calibration(sub: Any, common: argparse.ArgumentParser) -> None:
+    c = _sub(
+        sub,
+        "calibration",
+        "how far to trust the planner: each run's estimate beside its measured peak",
+        "jaxpipe calibration runs/*",
+        common,
+    )
+    c.add_argument("run_dirs", nargs="+", metavar="RUN_DIR", help="run directories")
+    c.add_argument("--json", action="store_true", help="print one JSON object")
+
+
 SUBCOMMANDS = (
     _add_run,
     _add_launch,
@@ -333,6 +353,7 @@ SUBCOMMANDS = (
     _add_evaluate,
     _add_compare,
     _add_plan,
+    _add_calibration,
     _add_trace,
     _add_init,
     _add_devices,

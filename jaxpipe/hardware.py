@@ -12,6 +12,7 @@ from __future__ import annotations
 import difflib
 import os
 import re
+import stat
 import sys
 from dataclasses import dataclass
 from importlib import resources
@@ -34,6 +35,8 @@ __all__ = [
     "load_catalog",
     "find_device",
     "memory_fraction",
+    "pool_rule",
+    "PoolRule",
     "usable_bytes",
     "reserve_bytes",
     "local_devices",
@@ -81,6 +84,15 @@ def _entry(name: str, table: dict[str, Any], base: DeviceKind | None, where: str
     def tera(v: float | None, old: float | None) -> float | None:
         return old if v is None else v * 1e12
 
+    for pattern in cfg.match or ():
+        try:
+            re.compile(pattern)
+        except re.error as e:
+            raise SpecError(
+                f"match pattern {pattern!r} is not a regular expression ({e}); escape "
+                "special characters, e.g. \\\\bT4\\\\b in TOML",
+                key=f"{where}.match",
+            ) from None
     return DeviceKind(
         name=name,
         memory_bytes=base.memory_bytes if cfg.memory is None else parse_size(cfg.memory, where),
@@ -113,21 +125,47 @@ def load_catalog(
     extra = hardware.catalog
     if isinstance(extra, str):
         path = extra if os.path.isabs(extra) else os.path.join(base_dir, extra)
-        try:
-            with open(path, "rb") as f:
-                tables = tomllib.load(f)
-        except FileNotFoundError:
-            raise SpecError(
-                "catalog file not found; the path is relative to the spec file",
-                key="hardware.catalog",
-                file=path,
-            ) from None
-        except tomllib.TOMLDecodeError as e:
-            raise SpecError(f"invalid TOML: {e}", file=path) from None
+        tables = _read_catalog(path)
         _merge(catalog, tables, path)
     else:
         _merge(catalog, dict(extra), "hardware.catalog")
     return catalog
+
+
+MAX_CATALOG_BYTES = 2**20  # a catalog is a few KiB; anything larger is not one
+
+
+def _read_catalog(path: str) -> dict[str, Any]:
+    """A catalog file's tables. Checked before reading: a directory, a FIFO or device (which
+    would block or never end), an oversized, binary or non-TOML file is a SpecError."""
+    where = {"key": "hardware.catalog", "file": path}
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        raise SpecError(
+            "catalog file not found; the path is relative to the spec file", **where
+        ) from None
+    except OSError as e:
+        raise SpecError(f"cannot read the catalog file: {e.strerror}", **where) from None
+    if not stat.S_ISREG(st.st_mode):
+        what = "a directory" if stat.S_ISDIR(st.st_mode) else "not a regular file"
+        raise SpecError(f"the catalog is {what}; expected a TOML file", **where)
+    if st.st_size > MAX_CATALOG_BYTES:
+        raise SpecError(
+            f"the catalog file is {st.st_size} bytes; expected a TOML file under 1 MiB", **where
+        )
+    try:
+        with open(path, "rb") as f:
+            text = f.read(MAX_CATALOG_BYTES + 1).decode("utf-8")
+        return tomllib.loads(text)
+    except UnicodeDecodeError:
+        raise SpecError(
+            "the catalog file is not UTF-8 text; expected a TOML file", **where
+        ) from None
+    except tomllib.TOMLDecodeError as e:
+        raise SpecError(f"invalid TOML: {e}", file=path) from None
+    except OSError as e:
+        raise SpecError(f"cannot read the catalog file: {e.strerror}", **where) from None
 
 
 def _normal(name: str) -> str:
@@ -160,23 +198,73 @@ def match_kind(device_kind: str, catalog: dict[str, DeviceKind]) -> DeviceKind |
     return None
 
 
-def memory_fraction() -> float:
-    """JAX's preallocation fraction: XLA_PYTHON_CLIENT_MEM_FRACTION, default 0.75."""
-    raw = os.environ.get("XLA_PYTHON_CLIENT_MEM_FRACTION", "").strip()
-    if not raw:
-        return DEFAULT_MEM_FRACTION
+_FRACTION_VARS = ("XLA_CLIENT_MEM_FRACTION", "XLA_PYTHON_CLIENT_MEM_FRACTION")
+_ALLOCATORS = ("default", "platform", "bfc", "cuda_async", "vmm")
+
+
+@dataclass(frozen=True)
+class PoolRule:
+    """How JAX's GPU client sizes its memory pool, from the environment jaxlib reads
+    (jaxlib/xla_client.py): `fraction` of the card is what programs may use."""
+
+    fraction: float
+    source: str  # where the fraction came from, for the plan's first lines
+    preallocate: bool
+    allocator: str
+
+    def describe(self) -> str:
+        notes = [self.source]
+        if self.allocator == "platform":
+            notes = ["XLA_PYTHON_CLIENT_ALLOCATOR=platform: no pool, the whole card (slow)"]
+        elif not self.preallocate:
+            notes.append("not preallocated: other processes' use of the card counts too")
+        return "; ".join(notes)
+
+
+def _env_fraction() -> tuple[float | None, str]:
+    given = {v: os.environ.get(v, "").strip() for v in _FRACTION_VARS}
+    if all(given.values()):
+        raise SpecError(
+            "XLA_CLIENT_MEM_FRACTION and XLA_PYTHON_CLIENT_MEM_FRACTION are both set (jaxlib "
+            "refuses that too); unset XLA_PYTHON_CLIENT_MEM_FRACTION, the deprecated one",
+            key="environment",
+        )
+    var = next((v for v in _FRACTION_VARS if given[v]), None)
+    if var is None:
+        return None, f"default fraction {DEFAULT_MEM_FRACTION:g}"
+    raw = given[var]
     try:
         value = float(raw)
     except ValueError:
-        raise SpecError(
-            f"XLA_PYTHON_CLIENT_MEM_FRACTION={raw!r} is not a number in (0, 1]",
-            key="environment",
-        ) from None
+        value = -1.0
     if not 0.0 < value <= 1.0:
+        raise SpecError(f"{var}={raw!r} must be a number in (0, 1]", key="environment")
+    return value, f"{var}={raw}"
+
+
+def pool_rule() -> PoolRule:
+    """The GPU client's pool from XLA_CLIENT_MEM_FRACTION (read first by jaxlib 0.10),
+    XLA_PYTHON_CLIENT_MEM_FRACTION, XLA_PYTHON_CLIENT_PREALLOCATE and
+    XLA_PYTHON_CLIENT_ALLOCATOR. The fraction caps the BFC allocator whether or not it
+    preallocates; the platform allocator has no pool (every buffer is a cudaMalloc), so
+    the whole card is usable."""
+    fraction, source = _env_fraction()
+    allocator = os.environ.get("XLA_PYTHON_CLIENT_ALLOCATOR", "default").strip().lower()
+    if allocator not in _ALLOCATORS:
         raise SpecError(
-            f"XLA_PYTHON_CLIENT_MEM_FRACTION={raw} must lie in (0, 1]", key="environment"
+            f"XLA_PYTHON_CLIENT_ALLOCATOR={allocator!r}; jaxlib accepts {', '.join(_ALLOCATORS)}",
+            key="environment",
         )
-    return value
+    raw = os.environ.get("XLA_PYTHON_CLIENT_PREALLOCATE", "").strip()
+    preallocate = raw not in ("false", "False", "0")
+    if allocator == "platform":
+        return PoolRule(1.0, "XLA_PYTHON_CLIENT_ALLOCATOR=platform", preallocate, allocator)
+    return PoolRule(fraction or DEFAULT_MEM_FRACTION, source, preallocate, allocator)
+
+
+def memory_fraction() -> float:
+    """The fraction of a GPU's memory programs may use (`pool_rule`)."""
+    return pool_rule().fraction
 
 
 def reserve_bytes(pool: int) -> int:
@@ -253,9 +341,10 @@ def local_devices(spec: Spec | None = None) -> LocalDevices:
                 "bytes_limit": int(limit) if limit else None,
             }
         )
-    fraction = memory_fraction()
     forced = spec is not None and spec.hardware.device_memory != "auto"
+    fraction = 1.0
     if forced:
+        fraction = memory_fraction()
         nominal = parse_size(spec.hardware.device_memory, "hardware.device_memory")
         usable, source = usable_bytes(nominal, fraction), "[hardware] device_memory"
     elif rows[0]["bytes_limit"]:
@@ -263,7 +352,8 @@ def local_devices(spec: Spec | None = None) -> LocalDevices:
         usable, source = nominal - reserve_bytes(nominal), "memory_stats()['bytes_limit']"
         fraction = 1.0  # bytes_limit is already the preallocated pool
     else:
-        nominal = _host_memory() // len(devs)
+        # Host memory: no GPU pool, no fraction (the GPU variables do not apply).
+        nominal, fraction = _host_memory() // len(devs), 1.0
         usable = usable_bytes(nominal, fraction)
         source = f"host memory / {len(devs)} local devices"
     return LocalDevices(

@@ -1,6 +1,6 @@
 """The memory estimate: per-device bytes of a training run under each sharding strategy, from
 the spec alone (`jax.eval_shape`, nothing allocated), and XLA's own figures to check it
-against (`compile_epoch`, `xla_figures`). The strategy search is in `planner.py`.
+against live in `verify.py`. The strategy search is in `search.py`.
 
 Terms, per device (the run donates its state, so old and new state do not coexist):
   params, gradients, optimizer  exact shapes from `jax.eval_shape` of the model's and the
@@ -29,7 +29,6 @@ import jax.numpy as jnp
 import optax
 from jax.sharding import PartitionSpec
 
-from jaxpipe.model import make_model
 from jaxpipe.optim import make_optimizer
 from jaxpipe.spec import Spec
 
@@ -41,13 +40,12 @@ __all__ = [
     "leaf_spec",
     "optimizer_partition_specs",
     "abstract_state",
+    "param_shapes",
     "Abstract",
     "estimate",
     "mesh_for",
     "tensor_divides",
     "compute_dtype",
-    "compile_epoch",
-    "xla_figures",
     "DATA",
     "MODEL",
 ]
@@ -196,6 +194,10 @@ class Abstract(NamedTuple):
 
 
 _UPDATE_TEMP: dict[tuple[str, str], int] = {}
+# Past this many distinct leaf shapes the update is compiled for the distinct shapes only
+# (a 5000-layer MLP has 10000 leaves but a handful of shapes): XLA runs the per-leaf
+# update fusions one after another, so their temporaries do not add up.
+_UPDATE_LEAVES = 64
 
 
 def _update_temp(tx: optax.GradientTransformation, params: Any, opt_state: Any) -> int:
@@ -211,18 +213,45 @@ def _update_temp(tx: optax.GradientTransformation, params: Any, opt_state: Any) 
     return int(compiled.memory_analysis().temp_size_in_bytes)
 
 
+def param_shapes(hidden: tuple[int, ...], features: int, outputs: int, layer_norm: bool) -> Any:
+    """The MLP's parameters as `jax.ShapeDtypeStruct`s, the tree `model.make_model(...).init`
+    returns (float32 kernels [in, out] and biases [out]; LayerNorm scale and bias), built
+    directly: tracing flax's init takes seconds per thousand layers."""
+    f32 = jnp.float32
+    params: dict[str, Any] = {}
+    widths = (features, *hidden)
+    for i, (a, b) in enumerate(zip(widths, hidden)):
+        params[f"hidden_{i}"] = {
+            "bias": jax.ShapeDtypeStruct((b,), f32),
+            "kernel": jax.ShapeDtypeStruct((a, b), f32),
+        }
+        if layer_norm:
+            params[f"norm_{i}"] = {
+                "bias": jax.ShapeDtypeStruct((b,), f32),
+                "scale": jax.ShapeDtypeStruct((b,), f32),
+            }
+    params["output"] = {
+        "bias": jax.ShapeDtypeStruct((outputs,), f32),
+        "kernel": jax.ShapeDtypeStruct((widths[-1], outputs), f32),
+    }
+    return params
+
+
 def abstract_state(spec: Spec, shapes: Shapes) -> Abstract:
     """The run's parameters, optimizer state and optimizer as shapes; nothing is allocated."""
     steps = -(-shapes.train_rows // spec.training.batch_size) * spec.training.epochs
     tx = make_optimizer(spec.optimizer, total_steps=steps)
-    model = make_model(spec.model, shapes.outputs, compute_dtype(spec))
-    x = jax.ShapeDtypeStruct((1, shapes.features), jnp.float32)
-    params = jax.eval_shape(model.init, jax.random.key(0), x)
+    m = spec.model
+    params = param_shapes(tuple(m.hidden), shapes.features, shapes.outputs, m.layer_norm)
     opt_state = jax.eval_shape(tx.init, params)
+    distinct = {(tuple(a.shape), str(a.dtype)) for a in jax.tree.leaves(params)}
     # One compile per optimizer section and parameter shapes (plans re-estimate often).
-    key = (repr(spec.optimizer), str(jax.tree.map(lambda a: a.shape, params)))
+    key = (repr(spec.optimizer), str(sorted(distinct)))
     if key not in _UPDATE_TEMP:
-        _UPDATE_TEMP[key] = _update_temp(tx, params, opt_state)
+        few = params
+        if len(jax.tree.leaves(params)) > _UPDATE_LEAVES:
+            few = {str(i): jax.ShapeDtypeStruct(s, d) for i, (s, d) in enumerate(sorted(distinct))}
+        _UPDATE_TEMP[key] = _update_temp(tx, few, jax.eval_shape(tx.init, few))
     return Abstract(params, opt_state, tx, _UPDATE_TEMP[key])
 
 
@@ -303,11 +332,16 @@ def estimate(
     workspace += update_temp * p_bytes // max(full, 1)  # the optimizer update's temporaries
     if it < 4:  # compute-dtype copies of the weights
         workspace += p_bytes * it // 4
-    if strategy.startswith("fsdp") and d > 1:  # one layer gathered whole at a time
-        workspace += max(
+    if strategy.startswith("fsdp") and d > 1:
+        # One layer whole at a time: its gathered kernel (compute dtype) and its gradient
+        # before the reduce-scatter (see sharding.ModelHooks).
+        layer_bytes = max(
             sum(_local_bytes(leaf, s, {MODEL: m}) for leaf, s in zip(layer.values(), ls.values()))
             for layer, ls in zip(params.values(), pspecs.values())
         )
+        workspace += layer_bytes + layer_bytes * it // 4
+    elif d > 1:  # data parallel: the all-reduce writes a second gradient-sized buffer
+        workspace += p_bytes
     breakdown = {
         "params": p_bytes,
         "gradients": p_bytes,
@@ -330,48 +364,3 @@ def estimate(
         flops_per_step=flops,
         bytes_per_step=float(moved),
     )
-
-
-def compile_epoch(spec: Spec, shapes: Shapes, abstract: Abstract) -> Any:
-    """Lowers and compiles the run's epoch program for abstract inputs on the local
-    backend: state donated, the device-resident training arrays as arguments."""
-    from jaxpipe.step import TrainState, make_epoch, make_task_steps
-
-    params, opt_state, tx, _ = abstract
-    model = make_model(spec.model, shapes.outputs, compute_dtype(spec))
-    state = TrainState(
-        jax.ShapeDtypeStruct((), jnp.int32),
-        params,
-        opt_state,
-        jax.eval_shape(lambda: jax.random.key(0)),
-    )
-    step, _ = make_task_steps(model, tx, shapes.task, spec.model.dropout > 0)
-    epoch = make_epoch(step, spec.training.batch_size)
-    x = jax.ShapeDtypeStruct((shapes.train_rows, shapes.features), jnp.float32)
-    y = jax.ShapeDtypeStruct((shapes.train_rows,), shapes.y_dtype)
-    index = jax.ShapeDtypeStruct((), jnp.int32)
-    return jax.jit(epoch, donate_argnums=0).lower(state, x, y, index).compile()
-
-
-def xla_figures(compiled: Any, shapes: Shapes) -> dict[str, Any]:
-    """XLA's memory and cost analysis of a compiled epoch. `total` is argument + output +
-    temp − alias; `resident` adds the validation arrays, which live on the device during
-    the epoch without being its arguments, so it compares with the estimate's total."""
-    ma = compiled.memory_analysis()
-    arg, out = int(ma.argument_size_in_bytes), int(ma.output_size_in_bytes)
-    temp, alias = int(ma.temp_size_in_bytes), int(ma.alias_size_in_bytes)
-    total = arg + out + temp - alias
-    val = shapes.val_rows * (shapes.features + 1) * 4
-    cost = compiled.cost_analysis()
-    cost = (cost[0] if isinstance(cost, (list, tuple)) else cost) or {}
-    return {
-        "argument": arg,
-        "output": out,
-        "temp": temp,
-        "alias": alias,
-        "total": total,
-        "validation_data": val,
-        "total_with_validation": total + val,
-        "flops_per_step": float(cost.get("flops", 0.0)) or None,
-        "bytes_accessed_per_step": float(cost.get("bytes accessed", 0.0)) or None,
-    }

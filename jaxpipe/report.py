@@ -13,11 +13,12 @@ from jaxpipe.charts import ascii_chart, best_epoch, condensed, import_matplotlib
 from jaxpipe.console import Console, Stopwatch, format_table, plural, seconds
 from jaxpipe.events import Observer, RunResult, StageRecord
 from jaxpipe.model import layer_table, param_count
-from jaxpipe.planner import Plan, format_bytes
+from jaxpipe.planner import format_bytes
 from jaxpipe.progress import progress_every
 from jaxpipe.spec import Spec, metric_mode
 from jaxpipe.trace import TRACE_ROWS_FILE, trace_run
 from jaxpipe.trace_view import format_trace, write_trace_png
+from jaxpipe.verdict import format_plan  # the planner's module; re-exported here
 
 __all__ = [
     "format_table",
@@ -328,73 +329,3 @@ def _trace_first_row(run_dir: str) -> dict[str, Any] | None:
 
 def _mesh(mesh: dict[str, int]) -> str:
     return " × ".join(f"{k}={v}" for k, v in mesh.items())
-
-
-def format_plan(plan: Plan) -> str:
-    """The plan as the terminal shows it (`jaxpipe plan`, and a run that does not fit)."""
-    s = plan.shapes
-    pool = format_bytes(plan.nominal_bytes_per_device)
-    how = (
-        f"{pool} × {plan.memory_fraction:g} (XLA_PYTHON_CLIENT_MEM_FRACTION) − "
-        f"{format_bytes(plan.reserve_bytes)} runtime reserve"
-    )
-    lines = [
-        f"Plan on {plan.device}: usable {format_bytes(plan.usable_bytes_per_device)} per device = {how}"
-        f" [memory from {plan.memory_source}]",
-        f"  data: {s.train_rows} train + {s.val_rows} validation rows × {s.features} features, "
-        f"{f'{s.classes} classes' if s.task == 'classification' else 'regression'} "
-        f"({s.source}); batch {plan.batch_size}, {plan.precision}",
-        "",
-        f"Per device under {plan.strategy} over {plan.devices} ({_mesh(plan.mesh)}):",
-    ]
-    for name, value in plan.breakdown.items():
-        lines.append(f"  {name:<12} {format_bytes(value):>12}")
-    lines.append(
-        f"  {'total':<12} {format_bytes(plan.per_device_bytes):>12}   "
-        f"(without donation: {format_bytes(plan.per_device_bytes_no_donation)})"
-    )
-    lines += ["", "Candidates (bytes per device):"]
-    lines += [
-        "  " + r
-        for r in format_table(
-            ["strategy", "devices", "mesh", "per device", "fits", "headroom"],
-            [
-                [
-                    c.strategy,
-                    str(c.devices),
-                    _mesh(c.mesh),
-                    format_bytes(c.per_device_bytes),
-                    "yes" if c.fits else "no",
-                    ("" if c.fits else "-") + format_bytes(abs(c.headroom_bytes)),
-                ]
-                for c in plan.candidates
-            ],
-        ).splitlines()
-    ]
-    fewest = ", ".join(f"{k} {v if v is not None else '—'}" for k, v in plan.min_devices.items())
-    lines += ["", f"Fewest devices that fit: {fewest}"]
-    r = plan.roofline
-    if r is not None:
-        lines.append(
-            f"Estimated time on {r.device} (roofline lower bound, an estimate; no communication):"
-            f" step {r.step_seconds * 1e3:.3g} ms, epoch {r.epoch_seconds:.3g} s, {r.bound}-bound"
-            f" ({r.flops_per_step:.3g} FLOP and {format_bytes(r.bytes_per_step)} per step per device)"
-        )
-    x = plan.xla
-    if x is not None:
-        lines += [
-            "",
-            "XLA, compiled epoch on this backend (one device): "
-            f"argument {format_bytes(x['argument'])} + output {format_bytes(x['output'])} + temp {format_bytes(x['temp'])}"
-            f" − alias {format_bytes(x['alias'])} = {format_bytes(x['total'])}; with the validation arrays "
-            f"{format_bytes(x['total_with_validation'])}",
-            f"  estimate (single) {format_bytes(x['estimate'])}: {x['relative_difference']:+.1%} against XLA",
-        ]
-        if x.get("flops_per_step"):
-            lines.append(
-                f"  FLOPs per step: XLA {x['flops_per_step']:.4g}, estimate "
-                f"{x['estimate_flops_per_step']:.4g} (XLA counts the scanned body once)"
-            )
-    verdict = "FITS" if plan.fits else "DOES NOT FIT"
-    lines += ["", f"{verdict}: {plan.recommendation}"]
-    return "\n".join(lines)

@@ -25,7 +25,14 @@ from jaxpipe.memory import Abstract, Shapes, abstract_state, compute_dtype
 from jaxpipe.model import make_model
 from jaxpipe.spec import Spec, dump_spec, parse_spec
 
-__all__ = ["compile_layout", "xla_figures", "collectives", "measure", "MAX_COMPILE_DEVICES"]
+__all__ = [
+    "compile_layout",
+    "xla_figures",
+    "collectives",
+    "measure",
+    "verify_plan",
+    "MAX_COMPILE_DEVICES",
+]
 
 # Simulated devices beyond this make the child's compile slow (one partition program,
 # but per-device bookkeeping grows); larger meshes are not compiled.
@@ -171,3 +178,72 @@ def _child() -> None:
 
 if __name__ == "__main__":
     _child()
+
+
+def _error(estimate: int, xla: int) -> float:
+    return estimate / xla - 1.0 if xla else 0.0
+
+
+def verify_plan(spec: Spec, plan: Any) -> Any:
+    """The plan with XLA's figures: the chosen layout and every ranked option compiled
+    (one compile per distinct layout; catalog cards share the one-device program). The
+    per-device figures, fits and headroom become XLA's (`source = "xla"`); the closed-form
+    estimate stays beside them in `verify` and `xla`. Layouts over `MAX_COMPILE_DEVICES`
+    keep the estimate and say so (`source = "estimate"`)."""
+    import dataclasses
+
+    layouts = [(plan.strategy, dict(plan.mesh)), ("single", {"data": 1})]
+    layouts += [(o.strategy, dict(o.mesh)) for o in plan.options]
+    distinct = list({(s, tuple(sorted(m.items()))): (s, m) for s, m in layouts}.values())
+    figures = dict(
+        zip(
+            [(s, tuple(sorted(m.items()))) for s, m in distinct],
+            measure(spec, plan.shapes, distinct),
+        )
+    )
+
+    def xla_of(strategy: str, mesh: dict[str, int]) -> int | None:
+        f = figures.get((strategy, tuple(sorted(mesh.items()))))
+        return f["total_with_validation"] if f else None
+
+    options = []
+    for o in plan.options:
+        x = xla_of(o.strategy, o.mesh)
+        if x is not None:
+            o = dataclasses.replace(
+                o, per_device_bytes=x, fits=x <= o.usable_bytes_per_device, source="xla"
+            )
+        options.append(o)
+    # Re-ranked on XLA's figures: the fewest devices, then the least bytes per device;
+    # single catalog cards (other than the asked one) after, smallest first.
+    multi = sorted(
+        (o for o in options if o.device == plan.device),
+        key=lambda o: (o.devices, o.per_device_bytes),
+    )
+    options = multi + [o for o in options if o.device != plan.device]
+    chosen = xla_of(plan.strategy, plan.mesh)
+    single = figures[("single", (("data", 1),))]
+    xla = dict(single) | {
+        "estimate": next(
+            (c.per_device_bytes for c in plan.candidates if c.strategy == "single"), None
+        ),
+    }
+    if xla["estimate"] is not None:
+        xla["relative_difference"] = _error(xla["estimate"], single["total_with_validation"])
+    if chosen is None:
+        return dataclasses.replace(plan, options=tuple(options), xla=xla)
+    usable = plan.usable_bytes_per_device
+    # The verdict is about the device(s) asked about: one, or the chosen layout over them.
+    asked_one = plan.asked_devices == 1
+    fits = (single["total_with_validation"] if asked_one else chosen) <= usable
+    verify = {
+        "strategy": plan.strategy,
+        "devices": plan.devices,
+        "mesh": dict(plan.mesh),
+        "estimate_bytes": plan.per_device_bytes,
+        "xla_bytes": chosen,
+        "error": _error(plan.per_device_bytes, chosen),
+    }
+    return dataclasses.replace(
+        plan, options=tuple(options), xla=xla, verify=verify, fits=fits, source="xla"
+    )

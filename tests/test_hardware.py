@@ -146,8 +146,11 @@ def test_plan_cli_json_and_verify(write_spec, capsys):
     assert abs(x["relative_difference"]) < 0.25
     assert main(["plan", path, "--devices", "4"]) == 0
     text = capsys.readouterr().out
-    assert "XLA_PYTHON_CLIENT_MEM_FRACTION" in text and "runtime reserve" in text
-    assert "FITS" in text and "Candidates" in text
+    # Issue 12: a CPU plan speaks of host memory, never of the GPU client's variables.
+    assert "host memory" in text and "runtime reserve" in text
+    assert "XLA_PYTHON_CLIENT" not in text and "XLA_CLIENT" not in text
+    assert text.startswith("FITS data over 4 × cpu") and "Candidates" in text
+    assert max(len(line) for line in text.splitlines()) <= 100
 
 
 def test_plan_cli_bad_input(write_spec, capsys):

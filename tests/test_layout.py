@@ -17,6 +17,7 @@ LAYERS = [
     # console output, charts, the progress-reporting step.
     ("foundation", {"_version", "errors", "events", "launch", "console", "charts", "progress"}),
     ("checkpoint helpers", {"cadence", "orbax_guard"}),  # when to save; orbax's logs, full disk
+    ("calibration", {"calibration"}),  # estimate vs measured peak from summary.json
     ("starter", {"starter"}),  # `jaxpipe init`: the shipped examples
     ("schema", {"schema"}),  # typed fields and the strict builder
     ("schema text", {"schema_text"}),  # TOML writer, JSON Schema, Markdown, locator
@@ -30,7 +31,10 @@ LAYERS = [
     ("step", {"step"}),  # TrainState, the train/eval steps, the scanned epoch
     ("step users", {"stream", "checkpoint", "memory"}),
     ("restart", {"resume"}),
+    ("plan search", {"search", "plantypes"}),  # closed-form search; the plan's values
+    ("plan options", {"options"}),  # ranked options, roofline times, recommendation
     ("planner", {"planner"}),
+    ("verdict", {"verdict"}),  # format_plan: the plan as people read it
     ("sharding", {"sharding"}),  # planner ─▶ sharding ─▶ the run
     ("verify", {"verify"}),  # compiles a plan's layouts abstractly; api calls it
     ("stage plan", {"runplan"}),
@@ -66,6 +70,7 @@ NO_JAX = {"errors", "events", "schema", "schema_text", "sections", "hwspec", "sp
 NO_JAX |= {"encoding", "cli", "cli_args", "evaluation", "frames", "__main__", "starter"}
 NO_JAX |= {"sweepspec", "tracking", "compare"}
 NO_JAX |= {"cadence", "orbax_guard"}
+NO_JAX |= {"calibration"}
 MAX_FUNCTION_LINES = 60
 MAX_MODULE_LINES = 400
 

@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 from jax.sharding import PartitionSpec as P
 
 import jaxpipe
-from jaxpipe import memory, planner
+from jaxpipe import memory, planner, verify
 from jaxpipe.spec import parse_spec
 from jaxpipe.testing import hidden_layers, optimizer_names
 
@@ -70,7 +70,9 @@ def test_parameter_and_optimizer_bytes_are_exact(hidden, features, classes):
 def test_estimate_against_xla_memory_analysis(hidden, batch, opt):
     spec = _spec(hidden, batch=batch, opt=opt, features=32, classes=4, rows=1124)
     est, shapes, abstract = _single(spec)
-    xla = memory.xla_figures(memory.compile_epoch(spec, shapes, abstract), shapes)
+    xla = verify.xla_figures(
+        verify.compile_layout(spec, shapes, abstract, "single", {"data": 1}), shapes
+    )
     assert xla["total"] == xla["argument"] + xla["output"] + xla["temp"] - xla["alias"]
     error = est.total / xla["total_with_validation"] - 1
     high = 0.25 if opt == "lion" else 0.12
@@ -134,24 +136,29 @@ def test_auto_uses_all_local_devices_when_the_model_fits_one():
     assert (one.strategy, one.devices) == ("single", 1)
 
 
-def test_auto_picks_fsdp_with_the_fewest_devices_that_fit():
+def test_auto_picks_the_layout_with_the_fewest_devices_that_fit():
+    # Issue 12: not "FSDP first" but the fewest devices of any layout (ties: the least
+    # bytes per device), so tensor x 2 wins over FSDP x 4 when both fit.
     hw = '[hardware]\ndevice_memory = "{}"'
     spec = _spec([1024, 1024], batch=64, opt="adam")
     single = _single(spec)[0].total
-    budget = math.ceil(single * 0.6 / 0.75 / 2**20)  # fits two FSDP shards, not one device
+    budget = math.ceil(single * 0.6 / 0.75 / 2**20)  # fits two shards, not one device
     plan = jaxpipe.plan(_spec([1024, 1024], batch=64, opt="adam", extra=hw.format(f"{budget}MiB")))
-    assert plan.strategy == "fsdp" and plan.fits and plan.devices == plan.min_devices["fsdp"]
+    fewest = min(n for s, n in plan.min_devices.items() if n is not None and s != "single")
+    assert plan.fits and plan.devices == fewest == plan.min_devices[plan.strategy]
     assert plan.devices >= 2 and plan.per_device_bytes <= plan.usable_bytes_per_device
     assert plan.min_devices["single"] is None
     cand = {(c.strategy, c.devices): c for c in plan.candidates}
-    assert not cand[("single", 1)].fits and cand[("fsdp", plan.devices)].fits
+    assert not cand[("single", 1)].fits and cand[(plan.strategy, plan.devices)].fits
+    rivals = [c for c in plan.candidates if c.devices == fewest and c.fits]
+    assert plan.per_device_bytes == min(c.per_device_bytes for c in rivals)
 
 
 def test_nothing_fits_says_what_would():
     spec = _spec([1024, 1024], extra='[hardware]\ndevice_memory = "4MiB"\ndevices = 2')
     plan = jaxpipe.plan(spec)
     assert not plan.fits
-    assert "would fit" in plan.recommendation and "fsdp over" in plan.recommendation
+    assert "would fit" in plan.recommendation and " over " in plan.recommendation
 
 
 def test_a_forced_strategy_that_does_not_fit_stops_the_run_before_compiling(tmp_path):
@@ -202,6 +209,8 @@ def test_regression_layer_norm_and_dropout_are_planned_and_checked_against_xla()
     )
     est, shapes, abstract = _single(spec)
     assert shapes.outputs == 1 and shapes.task == "regression" and "norm_0" in abstract.params
-    xla = memory.xla_figures(memory.compile_epoch(spec, shapes, abstract), shapes)
+    xla = verify.xla_figures(
+        verify.compile_layout(spec, shapes, abstract, "single", {"data": 1}), shapes
+    )
     error = est.total / xla["total_with_validation"] - 1
     assert -0.15 <= error <= 0.15, (error, est.breakdown, xla)
