@@ -39,6 +39,8 @@ _LAZY: dict[str, str] = {
     "default_out_dir": "jaxpipe.api",
     "format_plan": "jaxpipe.api",
     "Plan": "jaxpipe.planner",
+    "read_calibration": "jaxpipe.calibration",
+    "format_calibration": "jaxpipe.calibration",
     "RunResult": "jaxpipe.events",
     "fit": "jaxpipe.api",
     "evaluate": "jaxpipe.api",
