@@ -1,0 +1,175 @@
+"""`jaxpipe plan` as people read it: the verdict for the asked device first, ranked options
+that fit with epoch times, `--check`, `--verify`'s JSON contract, the pool rule from the
+environment, and bad input answered in one line (real CLI where the user touches it)."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+import jaxpipe
+from jaxpipe import search
+from jaxpipe.cli import main
+
+# A 512-wide Adam MLP (about 4.5 MiB of state) against a card of 4 MiB: one device does
+# not fit, a few do.
+SPEC = """
+[data]
+validation = 32
+[data.synthetic]
+rows = 160
+features = 16
+classes = 4
+[model]
+hidden = [512, 512]
+[training]
+batch_size = 32
+[hardware.catalog.TINY]
+memory = "4MiB"
+fp32_tflops = 1.0
+bf16_tflops = 2.0
+bandwidth_gbs = 100
+"""
+
+
+def _cli(*args, env=None):
+    full = dict(os.environ, **(env or {}))
+    return subprocess.run(
+        [sys.executable, "-m", "jaxpipe", *args], capture_output=True, text=True, env=full
+    )
+
+
+def test_verdict_first_then_ranked_options_and_check_exits_2(write_spec):
+    path = write_spec(SPEC)
+    done = _cli("plan", path, "--gpu", "TINY", "--check")
+    lines = done.stdout.splitlines()
+    assert done.returncode == 2, done.stderr
+    assert lines[0].startswith("DOES NOT FIT one TINY: needs ") and "usable" in lines[0]
+    assert "Options that fit, ranked" in done.stdout and "1. " in done.stdout
+    assert "epoch ≥ " in done.stdout and "no communication cost" in done.stdout
+    assert max(len(line) for line in lines) <= 100
+    # Tensor is named as people ask for it.
+    assert "tensor (model parallelism)" in done.stdout
+    # Without --check the same answer exits 0; a card that fits passes --check.
+    assert _cli("plan", path, "--gpu", "TINY").returncode == 0
+    ok = _cli("plan", path, "--gpu", "T4", "--check")
+    assert ok.returncode == 0 and ok.stdout.startswith("FITS one T4")
+
+
+def test_options_are_ranked_by_devices_then_bytes(write_spec):
+    plan = jaxpipe.plan(jaxpipe.load_spec(write_spec(SPEC)), gpu="TINY")
+    assert not plan.fits and plan.asked_devices == 1
+    multi = [o for o in plan.options if o.device == "TINY"]
+    assert multi and all(o.fits and o.devices > 1 for o in multi)
+    assert multi == sorted(multi, key=lambda o: (o.devices, o.per_device_bytes))
+    cards = [o for o in plan.options if o.device != "TINY"]
+    assert cards and [o.usable_bytes_per_device for o in cards] == sorted(
+        o.usable_bytes_per_device for o in cards
+    )
+    assert all(o.epoch_seconds > 0 for o in plan.options)
+
+
+def test_verify_json_contract(write_spec):
+    done = _cli("plan", write_spec(SPEC), "--gpu", "TINY", "--verify", "--json")
+    assert done.returncode == 0, done.stderr
+    out = json.loads(done.stdout)
+    v = out["verify"]
+    assert set(v) == {"strategy", "devices", "mesh", "estimate_bytes", "xla_bytes", "error"}
+    assert (v["strategy"], v["devices"], v["mesh"]) == (
+        out["strategy"],
+        out["devices"],
+        out["mesh"],
+    )
+    assert v["error"] == pytest.approx(v["estimate_bytes"] / v["xla_bytes"] - 1)
+    assert out["verdict"] == "DOES NOT FIT" and out["fits"] is False
+    # Every ranked option that fits is one XLA compiled and found to fit.
+    fitting = [o for o in out["options"] if o["fits"]]
+    assert fitting and all(o["source"] == "xla" for o in fitting)
+    assert all(o["per_device_bytes"] <= o["usable_bytes_per_device"] for o in fitting)
+
+
+def test_bfloat16_that_costs_more_says_why(write_spec):
+    extra = '\n[training]\nbatch_size = 2\nprecision = "bfloat16"\n'
+    text = SPEC.replace("[training]\nbatch_size = 32\n", "") + extra
+    plan = jaxpipe.plan(jaxpipe.load_spec(write_spec(text)), gpu="T4")
+    assert plan.bf16_note and "bfloat16 copies of the weights" in plan.bf16_note
+    assert "why more with bfloat16" in jaxpipe.format_plan(plan)
+
+
+def test_pool_rule_follows_the_environment(write_spec, monkeypatch):
+    spec = jaxpipe.load_spec(write_spec(SPEC))
+    t4 = 15360 * 2**20
+    for var in ("XLA_CLIENT_MEM_FRACTION", "XLA_PYTHON_CLIENT_MEM_FRACTION"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("XLA_CLIENT_MEM_FRACTION", "0.5")
+    assert jaxpipe.plan(spec, gpu="T4").usable_bytes_per_device == t4 // 2 - 256 * 2**20
+    monkeypatch.setenv("XLA_PYTHON_CLIENT_ALLOCATOR", "platform")
+    assert jaxpipe.plan(spec, gpu="T4").usable_bytes_per_device == t4 - 256 * 2**20
+    monkeypatch.delenv("XLA_PYTHON_CLIENT_ALLOCATOR")
+    monkeypatch.setenv("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
+    assert "not preallocated" in jaxpipe.format_plan(jaxpipe.plan(spec, gpu="T4"))
+    monkeypatch.setenv("XLA_PYTHON_CLIENT_MEM_FRACTION", "0.9")  # both set: jaxlib refuses too
+    with pytest.raises(jaxpipe.SpecError, match="both set"):
+        jaxpipe.plan(spec, gpu="T4")
+
+
+@pytest.mark.parametrize("count", [10**12, 10**6])
+def test_huge_device_counts_do_not_loop_over_counts(write_spec, monkeypatch, count):
+    calls = []
+    real = search.estimate
+    monkeypatch.setattr(search, "estimate", lambda *a, **k: calls.append(1) or real(*a, **k))
+    plan = jaxpipe.plan(jaxpipe.load_spec(write_spec(SPEC)), gpu="TINY", devices=count)
+    assert plan.asked_devices == count and len(calls) < 400, len(calls)
+
+
+def test_a_5000_layer_mlp_plans_without_tracing_5000_layers(write_spec, monkeypatch):
+    calls = []
+    real = search.estimate
+    monkeypatch.setattr(search, "estimate", lambda *a, **k: calls.append(1) or real(*a, **k))
+    text = SPEC.replace("hidden = [512, 512]", f"hidden = {[4] * 5000}")
+    plan = jaxpipe.plan(jaxpipe.load_spec(write_spec(text)), gpu="T4")
+    assert plan.fits and len(calls) < 100 and plan.breakdown["params"] > 5000 * 20 * 4
+
+
+@pytest.mark.parametrize(
+    "catalog, needle",
+    [
+        ("DIR", "is a directory"),
+        ("BINARY", "not UTF-8 text"),
+        ("REGEX", "not a regular expression"),
+        ("FIFO", "not a regular file"),
+    ],
+)
+def test_bad_catalog_files_exit_2_in_one_line(tmp_path, write_spec, capsys, catalog, needle):
+    target = tmp_path / "cat.toml"
+    if catalog == "DIR":
+        target.mkdir()
+    elif catalog == "BINARY":
+        target.write_bytes(bytes(range(256)) * 4)
+    elif catalog == "FIFO":
+        os.mkfifo(target)
+    else:
+        target.write_text(
+            '[X1]\nmemory = "1GiB"\nfp32_tflops = 1\nbf16_tflops = 1\nbandwidth_gbs = 1\n'
+            'match = ["(unclosed"]\n'
+        )
+    body = SPEC.split("[hardware.catalog.TINY]")[0]
+    path = write_spec(f'[hardware]\ncatalog = "{target}"\n' + body)
+    assert main(["plan", path]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and needle in err and err.count("\n") == 1, err
+
+
+@pytest.mark.parametrize("value", ["0", "-1", "10**12", "many"])
+def test_bad_device_counts_exit_2_in_one_line(write_spec, capsys, value):
+    assert main(["plan", write_spec(SPEC), "--devices", value]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and "--devices" in err and err.count("\n") == 1
+
+
+def test_unknown_card_lists_the_catalog():
+    done = _cli("plan", "experiments/seed.toml", "--gpu", "T5")
+    assert done.returncode == 2 and done.stderr.count("\n") == 1
+    assert "unknown device 'T5'" in done.stderr and "A100-40GB" in done.stderr
