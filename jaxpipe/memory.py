@@ -20,6 +20,7 @@ Terms, per device (the run donates its state, so old and new state do not coexis
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 from typing import Any, NamedTuple
@@ -83,11 +84,19 @@ def _nbytes(shape: tuple[int, ...], dtype: Any) -> int:
 
 def _local_bytes(leaf: Any, spec: PartitionSpec, mesh: dict[str, int]) -> int:
     """Bytes of one device's shard of `leaf` laid out as `spec` over `mesh`."""
-    shape = list(leaf.shape)
-    for i, axis in enumerate(tuple(spec)[: len(shape)]):
+    key = (tuple(mesh.items()), tuple(spec))
+    return _shard_bytes(tuple(leaf.shape), leaf.dtype, key)
+
+
+@functools.lru_cache(maxsize=4096)
+def _shard_bytes(shape: tuple[int, ...], dtype: Any, key: tuple) -> int:
+    # Cached: a deep MLP repeats a few (shape, spec) pairs thousands of times per estimate.
+    mesh, spec = dict(key[0]), key[1]
+    local = list(shape)
+    for i, axis in enumerate(spec[: len(local)]):
         if axis is not None:
-            shape[i] = -(-shape[i] // mesh.get(axis, 1))
-    return _nbytes(tuple(shape), leaf.dtype)
+            local[i] = -(-local[i] // mesh.get(axis, 1))
+    return _nbytes(tuple(local), dtype)
 
 
 def _hidden_names(params: dict[str, Any]) -> list[str]:
@@ -148,10 +157,11 @@ def partition_specs(params: Any, strategy: str, mesh: dict[str, int]) -> Any:
 
 def optimizer_partition_specs(tx: optax.GradientTransformation, opt_state: Any, specs: Any) -> Any:
     """The optimizer state's specs: parameter-shaped leaves (Adam's moments, ...) follow
-    their parameter; counters and other leaves stay whole."""
+    their parameter; counters and other leaves stay whole, and so do leaves of another
+    rank than their parameter (Adafactor's factored row and column statistics)."""
     return optax.tree_map_params(
         tx,
-        lambda _, spec: spec,
+        lambda leaf, spec: spec if len(leaf.shape) == len(spec) else PartitionSpec(),
         opt_state,
         specs,
         transform_non_params=lambda _: PartitionSpec(),
@@ -172,10 +182,12 @@ def _backward_peak(acts: list[int], grads: list[int], narrow_output: bool = Fals
     product XLA fuses into the activation's backward, so it is never a buffer of its own.
     """
     peaks = [sum(grads)]
+    below, above = 0, sum(grads)  # running sums: O(layers), not O(layers²)
     for i, a in enumerate(acts):
-        below = 2 * sum(acts[:i])
+        above -= grads[i]
         held = 2 if narrow_output and i == len(acts) - 2 else 3
-        peaks.append(below + max(held * a, 2 * a + grads[i]) + sum(grads[i + 1 :]))
+        peaks.append(2 * below + max(held * a, 2 * a + grads[i]) + above)
+        below += a
     return max(peaks)
 
 

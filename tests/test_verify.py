@@ -6,6 +6,8 @@ import math
 
 import jax
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from jaxpipe import memory, planner, verify
 from jaxpipe.spec import parse_spec
@@ -79,3 +81,111 @@ def test_a_child_process_compiles_what_this_process_compiles(compiled):
     spec, shapes, _, out = compiled
     here, child = out[4][0], verify._measure_child(spec, shapes, [("fsdp", {"data": 4})], 4)[0]
     assert child["total_with_validation"] == here["total_with_validation"]
+
+
+ACTIVATIONS = st.sampled_from(["relu", "gelu", "tanh", "silu"])
+OPTIMIZERS = st.sampled_from(["sgd", "adam", "lion", "adafactor", "lamb", "rmsprop"])
+LAYOUTS = st.sampled_from(
+    [
+        ("single", {"data": 1}),
+        ("data", {"data": 2}),
+        ("fsdp", {"data": 2}),
+        ("fsdp", {"data": 4}),
+        ("fsdp", {"data": 8}),
+        ("tensor", {"model": 2}),
+        ("fsdp+tensor", {"data": 2, "model": 2}),
+        ("data+tensor", {"data": 4, "model": 2}),
+    ]
+)
+
+
+def _run_program_bytes(spec, shapes, strategy, mesh):
+    """XLA's per-device figure of the epoch built as `loop.run` builds it: concrete
+    arrays initialised into their shardings, data placed, the program compiled for them."""
+    import jax.numpy as jnp
+    import numpy as np
+
+    from jaxpipe.memory import compute_dtype
+    from jaxpipe.model import make_model
+    from jaxpipe.optim import make_optimizer
+    from jaxpipe.sharding import make_layout
+    from jaxpipe.step import init_state, make_epoch, make_task_steps
+
+    layout = make_layout(strategy, mesh)
+    steps = -(-shapes.train_rows // spec.training.batch_size) * spec.training.epochs
+    tx = make_optimizer(spec.optimizer, total_steps=steps)
+    model = make_model(
+        spec.model, shapes.outputs, compute_dtype(spec), layout.model_hooks(len(spec.model.hidden))
+    )
+    x = jax.device_put(
+        np.zeros((shapes.train_rows, shapes.features), np.float32), layout.replicated
+    )
+    y = jax.device_put(np.zeros((shapes.train_rows,), shapes.y_dtype), layout.replicated)
+    key = jax.random.key(0)
+
+    def init_fn(k, x1):
+        return init_state(model.init, tx, k, x1)
+
+    shardings = layout.state_shardings(jax.eval_shape(init_fn, key, x[:1]), tx)
+    state = jax.jit(init_fn, out_shardings=shardings)(key, x[:1])
+    train_step, _ = make_task_steps(model, tx, shapes.task, spec.model.dropout > 0)
+    split = {"multiple": layout.data_parallel}
+    if layout.constrain() is not None:
+        split["constrain"] = layout.constrain()
+    program = jax.jit(
+        make_epoch(train_step, spec.training.batch_size, **split),
+        donate_argnums=0,
+        out_shardings=(shardings, layout.replicated),
+    )
+    compiled = program.lower(state, x, y, jnp.zeros((), jnp.int32)).compile()
+    return verify.xla_figures(compiled, shapes)["total_with_validation"]
+
+
+# Issue 12: the per-device figure the plan quotes (`--verify`: the planner's abstract
+# compile, in a child process when the mesh needs more devices) within 10 % of XLA's
+# figure for the program the run itself compiles, across what the spec accepts and every
+# layout at 1-8 devices. (The closed form's own error, which `plan` without --verify
+# shows, is tabulated in benchmarks/RESULTS.md.) Small buckets: few distinct compiles.
+@settings(max_examples=5)
+@given(
+    width=st.sampled_from([64, 128]),
+    depth=st.integers(1, 2),
+    batch=st.sampled_from([16, 64]),
+    activation=ACTIVATIONS,
+    opt=OPTIMIZERS,
+    regression=st.booleans(),
+    dropout=st.sampled_from([0.0, 0.25]),
+    layer_norm=st.booleans(),
+    bf16=st.booleans(),
+    layout=LAYOUTS,
+)
+def test_quoted_figure_is_within_10_percent_of_the_runs_program(
+    width, depth, batch, activation, opt, regression, dropout, layer_norm, bf16, layout
+):
+    task = "regression" if regression else "classification"
+    spec = parse_spec(
+        f"""
+[data]
+validation = 16
+[data.synthetic]
+rows = 144
+features = 12
+classes = 3
+[model]
+task = "{task}"
+hidden = {[width] * depth}
+activation = "{activation}"
+dropout = {dropout}
+layer_norm = {str(layer_norm).lower()}
+[optimizer]
+name = "{opt}"
+[training]
+batch_size = {batch}
+precision = "{"bfloat16" if bf16 else "float32"}"
+"""
+    )
+    strategy, mesh = layout
+    shapes = planner.data_shapes(spec)
+    quoted = verify.measure(spec, shapes, [(strategy, mesh)])[0]["total_with_validation"]
+    actual = _run_program_bytes(spec, shapes, strategy, mesh)
+    assert abs(quoted / actual - 1) <= 0.10, (quoted, actual, strategy, mesh)
