@@ -2,6 +2,7 @@
 learns what a one-process run on as many devices learns."""
 
 import json
+import math
 import os
 import subprocess
 import sys
@@ -41,9 +42,12 @@ def test_auto_shards_with_fsdp_when_one_device_is_too_small(write_spec, tmp_path
     budget = jaxpipe.load_spec(write_spec(WIDE), [f'hardware.device_memory="{single}B"'])
     result = jaxpipe.run(budget, out=str(tmp_path / "r"))
     plan = result.summary["plan"]
-    assert plan["strategy"] == "fsdp" and plan["devices"] > 1
-    assert plan["mesh"] == {"data": plan["devices"]}
-    assert plan["devices"] == jaxpipe.plan(budget).min_devices["fsdp"]
+    # Issue 12: auto takes the layout with the fewest devices that fit (ties: the least
+    # bytes per device), FSDP or another.
+    planned = jaxpipe.plan(budget)
+    assert plan["strategy"] == planned.strategy != "single" and plan["devices"] > 1
+    assert plan["mesh"] == planned.mesh and math.prod(plan["mesh"].values()) == plan["devices"]
+    assert plan["devices"] == min(n for n in planned.min_devices.values() if n is not None)
     # What each device really holds, read back from the placed shards, fits the budget.
     assert plan["measured_per_device_bytes"] < plan["usable_bytes_per_device"] < single
     assert result.summary["status"] == "completed"
