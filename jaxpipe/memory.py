@@ -3,9 +3,9 @@ the spec alone (`jax.eval_shape`, nothing allocated), and XLA's own figures to c
 against live in `verify.py`. The strategy search is in `search.py`.
 
 Terms, per device (the run donates its state, so old and new state do not coexist):
-  params, gradients, optimizer  exact shapes from `jax.eval_shape` of the model's and the
-                                optax transformation's `init`, divided as `partition_specs`
-                                shards them;
+  params, gradients, optimizer  exact shapes (`param_shapes`, the tree the model's init
+                                returns, and `jax.eval_shape` of the optax `init`), divided
+                                as `partition_specs` shards them;
   activations                   the backward pass's peak beyond the gradients: each layer's
                                 pre-activation and output kept from the forward pass, the
                                 gradient buffers of the layer being differentiated, the
@@ -14,8 +14,13 @@ Terms, per device (the run donates its state, so old and new state do not coexis
                                 on every device under every strategy;
   workspace                     the epoch's permutation, index and weight arrays, the
                                 optimizer update's temporaries (XLA's, for the update
-                                alone), bf16 copies of the weights, one FSDP-gathered
-                                layer, scalars.
+                                alone), bf16 copies of the weights, FSDP's one gathered
+                                layer and its whole gradient, data parallel's all-reduce
+                                buffer, scalars.
+
+A closed form cannot follow XLA's buffer schedule everywhere (activation functions,
+dropout, LayerNorm and precision change it): `verify.py` compiles the layouts a plan
+quotes and reads XLA's figure (`jaxpipe plan --verify`).
 """
 
 from __future__ import annotations

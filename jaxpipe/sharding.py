@@ -8,6 +8,8 @@ Strategies (names used in specs, plans and summaries):
 - ``data``: parameters replicated; each batch split along the ``data`` axis.
 - ``fsdp``: every parameter, gradient and optimizer-state leaf split along ``data`` on its
   largest dimension divisible by the axis size (ZeRO-3); batches split along ``data``.
+  The model's Dense layers gather their kernel just before use and reduce-scatter its
+  gradient (`ModelHooks`, passed to `model.make_model(hooks=...)`).
 - ``tensor``: hidden layers split along ``model`` Megatron-style: ``hidden_0`` column-parallel
   (kernel [in, out/M], bias [out/M]), ``hidden_1`` row-parallel (kernel [in/M, out]), and
   so on alternately; the output layer is row-parallel after a column-parallel layer.
@@ -169,7 +171,10 @@ class ModelHooks:
         return jax.lax.with_sharding_constraint(x, NamedSharding(self.mesh, spec))
 
     def dense(self, name: str) -> dict[str, Any]:
-        if not self.strategy.startswith("fsdp"):
+        # fsdp+tensor leaves the gather to the compiler: XLA:CPU (jax 0.10.2) CHECK-fails
+        # ("Invalid binary instruction opcode copy") on the partial-manual shard_map
+        # gather with a bfloat16 model next to an auto ``model`` axis.
+        if self.strategy != "fsdp":
             return {}
         return {"dot_general": self._dot(name)}
 

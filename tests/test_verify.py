@@ -6,7 +6,7 @@ import math
 
 import jax
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from jaxpipe import memory, planner, verify
@@ -147,6 +147,20 @@ def _run_program_bytes(spec, shapes, strategy, mesh):
 # layout at 1-8 devices. (The closed form's own error, which `plan` without --verify
 # shows, is tabulated in benchmarks/RESULTS.md.) Small buckets: few distinct compiles.
 @settings(max_examples=5)
+# Found by this test: XLA:CPU CHECK-failed on fsdp+tensor with bfloat16 when the kernel
+# gather was an explicit partial-manual shard_map (sharding.ModelHooks.dense).
+@example(
+    width=64,
+    depth=1,
+    batch=16,
+    activation="gelu",
+    opt="adam",
+    regression=True,
+    dropout=0.25,
+    layer_norm=False,
+    bf16=True,
+    layout=("fsdp+tensor", {"data": 2, "model": 2}),
+)
 @given(
     width=st.sampled_from([64, 128]),
     depth=st.integers(1, 2),
