@@ -23,6 +23,7 @@ import jax.numpy as jnp
 from jaxpipe.errors import JaxpipeError
 from jaxpipe.memory import Abstract, Shapes, abstract_state, compute_dtype
 from jaxpipe.model import make_model
+from jaxpipe.plantypes import format_bytes
 from jaxpipe.spec import Spec, dump_spec, parse_spec
 
 __all__ = [
@@ -244,6 +245,20 @@ def verify_plan(spec: Spec, plan: Any) -> Any:
         "xla_bytes": chosen,
         "error": _error(plan.per_device_bytes, chosen),
     }
+    recommendation = plan.recommendation
+    if chosen > usable:  # the estimate's choice does not hold: say so, and what does
+        best = next((o for o in options if o.fits), None)
+        recommendation = (
+            f"does not fit {plan.strategy} over {plan.devices}: XLA needs "
+            f"{format_bytes(chosen)} of {format_bytes(usable)} usable per {plan.device}"
+            + (f"; would fit: {best.strategy} over {best.devices} × {best.device}" if best else "")
+        )
     return dataclasses.replace(
-        plan, options=tuple(options), xla=xla, verify=verify, fits=fits, source="xla"
+        plan,
+        options=tuple(options),
+        xla=xla,
+        verify=verify,
+        fits=fits,
+        source="xla",
+        recommendation=recommendation,
     )
