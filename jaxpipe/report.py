@@ -325,3 +325,7 @@ def _trace_first_row(run_dir: str) -> dict[str, Any] | None:
     record = trace_run(run_dir)
     write_trace_png(record, os.path.join(run_dir, "trace.png"))
     return record
+
+
+def _mesh(mesh: dict[str, int]) -> str:
+    return " × ".join(f"{k}={v}" for k, v in mesh.items())
