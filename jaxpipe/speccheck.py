@@ -150,12 +150,12 @@ def _static_checks(
     except JaxpipeError as e:
         return [*steps, StepResult("plan", "fail", str(e))], None
     where = f"{plan.devices} × {plan.device}"
-    if plan.fits:
+    if _plan_only(path) and gpu is None:  # declared too big to train here: reported only
+        steps.append(StepResult("plan", "pass", f"plan-only; here: {plan.recommendation}"))
+    elif plan.fits:
         need, usable = plan.per_device_bytes / _GIB, plan.usable_bytes_per_device / _GIB
         detail = f"fits {plan.strategy} on {where}: {need:.3g} of {usable:.3g} GiB per device"
         steps.append(StepResult("plan", "pass", detail))
-    elif _plan_only(path) and gpu is None:  # declared too big to train here: reported only
-        steps.append(StepResult("plan", "pass", f"plan-only; here: {plan.recommendation}"))
     else:
         steps.append(StepResult("plan", "fail", f"on {where}: {plan.recommendation}"))
         return steps, None

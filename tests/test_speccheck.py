@@ -82,7 +82,9 @@ def test_a_spec_that_does_not_fit_the_named_card_or_is_invalid_fails(tmp_path):
     }, p.stdout
     assert "FAIL typo.toml spec: " in p.stdout and "did you mean 'training'" in p.stdout
     assert f"FAIL {too_big} plan: on 1 × T4: does not fit" in p.stdout
-    assert "fsdp over 4" in p.stdout and p.stdout.splitlines()[-1] == "1 of 3 specs pass"
+    # Issue 12: the recommendation is the fewest devices that fit (tensor over 2 T4s).
+    assert "would fit: tensor over 2" in p.stdout
+    assert p.stdout.splitlines()[-1] == "1 of 3 specs pass"
 
 
 def test_pytest_plugin_makes_one_test_per_spec(tmp_path):
