@@ -299,6 +299,45 @@ def mesh_for(strategy: str, data: int, model: int = 1) -> dict[str, int]:
     return {DATA: data}
 
 
+def _tree_bytes(tree: Any, specs: Any, mesh: dict[str, int]) -> int:
+    is_spec = lambda x: isinstance(x, PartitionSpec)  # noqa: E731
+    leaves = zip(jax.tree.leaves(tree), jax.tree.leaves(specs, is_leaf=is_spec))
+    return sum(_local_bytes(leaf, s, mesh) for leaf, s in leaves)
+
+
+def _workspace(
+    shapes: Shapes,
+    abstract: Abstract,
+    pspecs: Any,
+    strategy: str,
+    batch: int,
+    d: int,
+    m: int,
+    p_bytes: int,
+    it: int,
+) -> int:
+    """The epoch's index arrays, the optimizer update's temporaries, bf16 weight copies,
+    and the layout's collective buffers (per device)."""
+    params, update_temp = abstract.params, abstract.update_temp
+    steps = -(-shapes.train_rows // batch)
+    workspace = shapes.train_rows * 4 + 2 * steps * batch * 4 + 28  # perm, idx, weight, scalars
+    full = sum(_nbytes(leaf.shape, leaf.dtype) for leaf in jax.tree.leaves(params))
+    workspace += update_temp * p_bytes // max(full, 1)  # the optimizer update's temporaries
+    if it < 4:  # compute-dtype copies of the weights
+        workspace += p_bytes * it // 4
+    if strategy.startswith("fsdp") and d > 1:
+        # One layer whole at a time: its gathered kernel (compute dtype) and its gradient
+        # before the reduce-scatter (see sharding.ModelHooks).
+        layer_bytes = max(
+            sum(_local_bytes(leaf, s, {MODEL: m}) for leaf, s in zip(layer.values(), ls.values()))
+            for layer, ls in zip(params.values(), pspecs.values())
+        )
+        workspace += layer_bytes + layer_bytes * it // 4
+    elif d > 1:  # data parallel: the all-reduce writes a second gradient-sized buffer
+        workspace += p_bytes
+    return workspace
+
+
 def estimate(
     spec: Spec,
     shapes: Shapes,
@@ -315,15 +354,7 @@ def estimate(
     mesh = {DATA: d, MODEL: m}
     pspecs = partition_specs(params, strategy, mesh)
     ospecs = optimizer_partition_specs(tx, opt_state, pspecs)
-    is_spec = lambda x: isinstance(x, PartitionSpec)  # noqa: E731
-    p_bytes = sum(
-        _local_bytes(leaf, s, mesh)
-        for leaf, s in zip(jax.tree.leaves(params), jax.tree.leaves(pspecs, is_leaf=is_spec))
-    )
-    o_bytes = sum(
-        _local_bytes(leaf, s, mesh)
-        for leaf, s in zip(jax.tree.leaves(opt_state), jax.tree.leaves(ospecs, is_leaf=is_spec))
-    )
+    p_bytes, o_bytes = _tree_bytes(params, pspecs, mesh), _tree_bytes(opt_state, ospecs, mesh)
     it = jnp.dtype(compute_dtype(spec)).itemsize
     hidden = tuple(spec.model.hidden)
     # Column-parallel outputs are split over "model"; row-parallel outputs are whole.
@@ -343,22 +374,7 @@ def estimate(
     # The gathered batch and the logits with their gradient live through the whole step.
     activations = peak - p_bytes + b * (shapes.features * 4 + 2 * shapes.outputs * 4)
     data = (shapes.train_rows + shapes.val_rows) * (shapes.features + 1) * 4
-    steps = -(-shapes.train_rows // batch)
-    workspace = shapes.train_rows * 4 + 2 * steps * batch * 4 + 28  # perm, idx, weight, scalars
-    full = sum(_nbytes(leaf.shape, leaf.dtype) for leaf in jax.tree.leaves(params))
-    workspace += update_temp * p_bytes // max(full, 1)  # the optimizer update's temporaries
-    if it < 4:  # compute-dtype copies of the weights
-        workspace += p_bytes * it // 4
-    if strategy.startswith("fsdp") and d > 1:
-        # One layer whole at a time: its gathered kernel (compute dtype) and its gradient
-        # before the reduce-scatter (see sharding.ModelHooks).
-        layer_bytes = max(
-            sum(_local_bytes(leaf, s, {MODEL: m}) for leaf, s in zip(layer.values(), ls.values()))
-            for layer, ls in zip(params.values(), pspecs.values())
-        )
-        workspace += layer_bytes + layer_bytes * it // 4
-    elif d > 1:  # data parallel: the all-reduce writes a second gradient-sized buffer
-        workspace += p_bytes
+    workspace = _workspace(shapes, abstract, pspecs, strategy, batch, d, m, p_bytes, it)
     breakdown = {
         "params": p_bytes,
         "gradients": p_bytes,

@@ -151,11 +151,8 @@ def make_plan(
     dataset: Any | None = None,
 ) -> Plan:
     """The plan for `spec` on `devices` × the catalog card `gpu`, or on the local devices.
-
-    Pure: shapes come from `jax.eval_shape`, nothing is allocated. `dataset` (a loaded
-    `data.Dataset`) makes the data shapes exact; without it they come from the spec or
-    the data file (loaded on the host).
-    """
+    Pure: nothing is allocated. `dataset` (a loaded `data.Dataset`) makes the data shapes
+    exact; without it they come from the spec or the data file (loaded on the host)."""
     catalog = hardware.load_catalog(spec.hardware, spec.base_dir)
     shapes = data_shapes(spec, dataset)
     hw = spec.hardware
@@ -166,30 +163,13 @@ def make_plan(
     available = count if gpu is not None or count is not None else mem.local_count
     search = Search(spec, shapes, mem.usable)
     strategy, n = _choose(search, hw.strategy, available)
-    chosen = search.at(strategy, n)
-    single = search.at("single", 1)
-    if chosen is None:  # e.g. tensor over a count that does not divide the widths
-        chosen = dataclasses.replace(single, strategy=strategy, mesh=mesh_for(strategy, n, 1))
-        fits = False
-    else:
-        fits = chosen.total <= mem.usable
+    chosen, fits = _verdict(search, strategy, n, one=gpu is not None and count is None)
     asked = available or 1
-    if gpu is not None and count is None:  # `--gpu T4` alone asks about one T4
-        fits = single.total <= mem.usable
     min_devices = {s: search.min_devices(s) for s in STRATEGIES}
     steps = -(-shapes.train_rows // spec.training.batch_size)
     precision = spec.training.precision
     options = rank_options(search, mem.kind, mem.device, catalog, precision, steps)
-    rows: dict[tuple[str, int], Estimate] = {}
-    for s in STRATEGIES:
-        for c in {1, 2, 4, 8, min(n, MAX_DEVICES), min(asked, MAX_DEVICES), min_devices[s] or 1}:
-            e = search.at(s, c)
-            if e is not None and (s == "single" or c > 1):
-                rows[(s, c)] = e
-    candidates = tuple(
-        _candidate(e, mem.usable)
-        for _, e in sorted(rows.items(), key=lambda kv: (STRATEGIES.index(kv[0][0]), kv[0][1]))
-    )
+    candidates = _candidates(search, (n, asked), min_devices, mem.usable)
     return Plan(
         strategy=strategy,
         devices=chosen.devices if search.at(strategy, n) is not None else n,
@@ -221,6 +201,32 @@ def make_plan(
         options=options,
         bf16_note=bf16_note(spec, shapes, mem.usable, chosen),
     )
+
+
+def _verdict(search: Search, strategy: str, n: int, one: bool) -> tuple[Estimate, bool]:
+    """The chosen layout's estimate, and whether the run fits the asked device(s): one
+    device when `one` (`--gpu T4` alone asks about one T4), else the chosen layout."""
+    chosen = search.at(strategy, n)
+    single = search.at("single", 1)
+    fits = chosen is not None and chosen.total <= search.usable
+    if chosen is None:  # e.g. tensor over a count that does not divide the widths
+        chosen = dataclasses.replace(single, strategy=strategy, mesh=mesh_for(strategy, n, 1))
+    if one:
+        fits = single.total <= search.usable
+    return chosen, fits
+
+
+def _candidates(search: Search, counts: tuple[int, int], fewest: dict, usable: int):
+    """The table's rows: each strategy at 1, 2, 4, 8, the chosen and asked counts and its
+    fewest devices that fit."""
+    rows: dict[tuple[str, int], Estimate] = {}
+    for s in STRATEGIES:
+        for c in {1, 2, 4, 8, *(min(x, MAX_DEVICES) for x in counts), fewest[s] or 1}:
+            e = search.at(s, c)
+            if e is not None and (s == "single" or c > 1):
+                rows[(s, c)] = e
+    order = sorted(rows.items(), key=lambda kv: (STRATEGIES.index(kv[0][0]), kv[0][1]))
+    return tuple(_candidate(e, usable) for _, e in order)
 
 
 def _candidate(e: Estimate, usable: int) -> Candidate:

@@ -15,6 +15,7 @@ import os
 import re
 import subprocess
 import sys
+from collections.abc import Callable
 from typing import Any
 
 import jax
@@ -185,6 +186,41 @@ def _error(estimate: int, xla: int) -> float:
     return estimate / xla - 1.0 if xla else 0.0
 
 
+def _xla_options(plan: Any, xla_of: Callable[[str, dict], int | None]) -> list[Any]:
+    """The plan's options with XLA's figures (where compiled), re-ranked on them: the
+    fewest devices, then the least bytes per device; single catalog cards (other than the
+    asked one) after, smallest first."""
+    import dataclasses
+
+    options = []
+    for o in plan.options:
+        x = xla_of(o.strategy, o.mesh)
+        if x is not None:
+            o = dataclasses.replace(
+                o, per_device_bytes=x, fits=x <= o.usable_bytes_per_device, source="xla"
+            )
+        options.append(o)
+    multi = sorted(
+        (o for o in options if o.device == plan.device),
+        key=lambda o: (o.devices, o.per_device_bytes),
+    )
+    return multi + [o for o in options if o.device != plan.device]
+
+
+def _restated(plan: Any, chosen: int, options: list[Any]) -> str:
+    """The recommendation, restated when XLA's figure for the estimate's choice does not
+    fit: say so, and what does."""
+    usable = plan.usable_bytes_per_device
+    if chosen <= usable:
+        return plan.recommendation
+    best = next((o for o in options if o.fits), None)
+    return (
+        f"does not fit {plan.strategy} over {plan.devices}: XLA needs "
+        f"{format_bytes(chosen)} of {format_bytes(usable)} usable per {plan.device}"
+        + (f"; would fit: {best.strategy} over {best.devices} × {best.device}" if best else "")
+    )
+
+
 def verify_plan(spec: Spec, plan: Any) -> Any:
     """The plan with XLA's figures: the chosen layout and every ranked option compiled
     (one compile per distinct layout; catalog cards share the one-device program). The
@@ -207,21 +243,7 @@ def verify_plan(spec: Spec, plan: Any) -> Any:
         f = figures.get((strategy, tuple(sorted(mesh.items()))))
         return f["total_with_validation"] if f else None
 
-    options = []
-    for o in plan.options:
-        x = xla_of(o.strategy, o.mesh)
-        if x is not None:
-            o = dataclasses.replace(
-                o, per_device_bytes=x, fits=x <= o.usable_bytes_per_device, source="xla"
-            )
-        options.append(o)
-    # Re-ranked on XLA's figures: the fewest devices, then the least bytes per device;
-    # single catalog cards (other than the asked one) after, smallest first.
-    multi = sorted(
-        (o for o in options if o.device == plan.device),
-        key=lambda o: (o.devices, o.per_device_bytes),
-    )
-    options = multi + [o for o in options if o.device != plan.device]
+    options = _xla_options(plan, xla_of)
     chosen = xla_of(plan.strategy, plan.mesh)
     single = figures[("single", (("data", 1),))]
     xla = dict(single) | {
@@ -245,14 +267,7 @@ def verify_plan(spec: Spec, plan: Any) -> Any:
         "xla_bytes": chosen,
         "error": _error(plan.per_device_bytes, chosen),
     }
-    recommendation = plan.recommendation
-    if chosen > usable:  # the estimate's choice does not hold: say so, and what does
-        best = next((o for o in options if o.fits), None)
-        recommendation = (
-            f"does not fit {plan.strategy} over {plan.devices}: XLA needs "
-            f"{format_bytes(chosen)} of {format_bytes(usable)} usable per {plan.device}"
-            + (f"; would fit: {best.strategy} over {best.devices} × {best.device}" if best else "")
-        )
+    recommendation = _restated(plan, chosen, options)
     return dataclasses.replace(
         plan,
         options=tuple(options),
