@@ -1,26 +1,15 @@
-"""The memory estimate: per-device bytes of a training run under each sharding strategy, from
-the spec alone (`jax.eval_shape`, nothing allocated), and XLA's own figures to check it
-against live in `verify.py`. The strategy search is in `search.py`.
+"""The memory estimate: per-device bytes of a training run under each sharding strategy,
+from the spec alone (nothing allocated). The search is in `search.py`; XLA's own figures
+(`jaxpipe plan --verify`) in `verify.py`, since a closed form cannot follow XLA's buffer
+schedule everywhere (activation functions, dropout, LayerNorm and precision change it).
 
 Terms, per device (the run donates its state, so old and new state do not coexist):
-  params, gradients, optimizer  exact shapes (`param_shapes`, the tree the model's init
-                                returns, and `jax.eval_shape` of the optax `init`), divided
-                                as `partition_specs` shards them;
-  activations                   the backward pass's peak beyond the gradients: each layer's
-                                pre-activation and output kept from the forward pass, the
-                                gradient buffers of the layer being differentiated, the
-                                gathered batch and the logits (see `_backward_peak`);
-  data                          the device-resident train + validation arrays, replicated
-                                on every device under every strategy;
-  workspace                     the epoch's permutation, index and weight arrays, the
-                                optimizer update's temporaries (XLA's, for the update
-                                alone), bf16 copies of the weights, FSDP's one gathered
-                                layer and its whole gradient, data parallel's all-reduce
-                                buffer, scalars.
-
-A closed form cannot follow XLA's buffer schedule everywhere (activation functions,
-dropout, LayerNorm and precision change it): `verify.py` compiles the layouts a plan
-quotes and reads XLA's figure (`jaxpipe plan --verify`).
+params, gradients and optimizer state (exact shapes, split as `partition_specs` splits
+them); activations (the backward pass's peak beyond the gradients, `_backward_peak`, plus
+the gathered batch and logits); the resident train + validation data (replicated); and
+workspace (the epoch's index arrays, the optimizer update's temporaries as XLA compiles
+the update alone, bf16 weight copies, FSDP's one gathered layer and its whole gradient,
+data parallel's all-reduce buffer).
 """
 
 from __future__ import annotations
@@ -160,13 +149,25 @@ def partition_specs(params: Any, strategy: str, mesh: dict[str, int]) -> Any:
     }
 
 
-def optimizer_partition_specs(tx: optax.GradientTransformation, opt_state: Any, specs: Any) -> Any:
+def optimizer_partition_specs(
+    tx: optax.GradientTransformation, opt_state: Any, specs: Any, mesh: dict | None = None
+) -> Any:
     """The optimizer state's specs: parameter-shaped leaves (Adam's moments, ...) follow
-    their parameter; counters and other leaves stay whole, and so do leaves of another
-    rank than their parameter (Adafactor's factored row and column statistics)."""
+    their parameter; counters and other leaves stay whole, and so do leaves that cannot
+    take their parameter's split (Adafactor's factored statistics: another rank, or a
+    dim that does not divide over `mesh`)."""
+
+    def follow(leaf: Any, spec: PartitionSpec) -> PartitionSpec:
+        if len(leaf.shape) != len(spec):
+            return PartitionSpec()
+        sizes = mesh or {}
+        if any(a is not None and n % sizes.get(a, 1) for n, a in zip(leaf.shape, spec)):
+            return PartitionSpec()
+        return spec
+
     return optax.tree_map_params(
         tx,
-        lambda leaf, spec: spec if len(leaf.shape) == len(spec) else PartitionSpec(),
+        follow,
         opt_state,
         specs,
         transform_non_params=lambda _: PartitionSpec(),
@@ -353,7 +354,7 @@ def estimate(
     m = mesh.get(MODEL, 1) if "tensor" in strategy else 1
     mesh = {DATA: d, MODEL: m}
     pspecs = partition_specs(params, strategy, mesh)
-    ospecs = optimizer_partition_specs(tx, opt_state, pspecs)
+    ospecs = optimizer_partition_specs(tx, opt_state, pspecs, mesh)
     p_bytes, o_bytes = _tree_bytes(params, pspecs, mesh), _tree_bytes(opt_state, ospecs, mesh)
     it = jnp.dtype(compute_dtype(spec)).itemsize
     hidden = tuple(spec.model.hidden)

@@ -89,7 +89,7 @@ def state_shardings(state: Any, tx: optax.GradientTransformation, strategy: str,
     specs = state._replace(
         step=PartitionSpec(),
         params=params,
-        opt_state=memory.optimizer_partition_specs(tx, state.opt_state, params),
+        opt_state=memory.optimizer_partition_specs(tx, state.opt_state, params, dict(mesh.shape)),
         key=PartitionSpec(),
     )
     return jax.tree.map(
