@@ -161,6 +161,19 @@ def _run_program_bytes(spec, shapes, strategy, mesh):
     bf16=True,
     layout=("fsdp+tensor", {"data": 2, "model": 2}),
 )
+# Found by this test: Adafactor's (1,)-shaped statistics were given their bias's fsdp split.
+@example(
+    width=64,
+    depth=1,
+    batch=16,
+    activation="relu",
+    opt="adafactor",
+    regression=False,
+    dropout=0.0,
+    layer_norm=False,
+    bf16=False,
+    layout=("fsdp", {"data": 2}),
+)
 @given(
     width=st.sampled_from([64, 128]),
     depth=st.integers(1, 2),
