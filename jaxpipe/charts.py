@@ -3,10 +3,12 @@ Functions of plain values; matplotlib loads only to draw the PNG."""
 
 from __future__ import annotations
 
+import io
 import math
-import os
 from collections.abc import Sequence
 from typing import Any
+
+from jaxpipe.files import atomic_write
 
 __all__ = ["ascii_chart", "write_curves", "log_scale", "best_epoch", "condensed"]
 
@@ -120,9 +122,10 @@ def write_curves(
         ax.grid(alpha=0.3)
         ax.legend()
     fig.tight_layout()
-    tmp = path + ".tmp.png"
-    fig.savefig(tmp, dpi=100)
-    os.replace(tmp, path)
+    png = io.BytesIO()
+    fig.savefig(png, format="png", dpi=100)
+    plt.close(fig)
+    atomic_write(path, png.getvalue())  # the one safe writer (jaxpipe/files.py)
 
 
 def best_epoch(history: Sequence[dict[str, Any]], metric: str, mode: str) -> int | None:

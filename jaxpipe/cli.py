@@ -1,8 +1,9 @@
 """`jaxpipe` on the command line: argument parsing and exit codes over the public API.
 
 Exit status: 0 success; 1 internal error; 2 bad input (one `error: ...` line, no
-traceback); 3 training diverged; 130 / 143 stopped by SIGINT / SIGTERM after a checkpoint
-(continue with --resume).
+traceback) or a busy run directory; 3 training diverged; 4 the disk is full or a file
+cannot be written; 130 / 143 stopped by SIGINT / SIGTERM after a checkpoint (continue
+with --resume), or before training started (nothing saved).
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import argparse
 import json
 import os
 import shlex
+import signal
 import sys
 from collections.abc import Sequence
 
@@ -262,7 +264,82 @@ def _one_line(text: str) -> str:
     return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
 
 
+class _EarlySignals:
+    """`jaxpipe run`'s signal contract from main's first line: SIGINT / SIGTERM are only
+    recorded (`signum`), never raised inside an import, until the run's own catcher
+    (jaxpipe.stopping.catch_signals) replaces this handler and takes the signal over."""
+
+    def __init__(self) -> None:
+        self.signum: int | None = None
+        self.old = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+        for s in self.old:
+            signal.signal(s, self)
+
+    def __call__(self, signum: int, frame: object) -> None:
+        if self.signum is None:
+            self.signum = signum
+
+    def close(self, exiting: bool) -> None:
+        # When the program is exiting its outcome is decided. Python resets a handler it
+        # runs to the default (kill) while finalising, but leaves SIG_IGN alone: a Ctrl-C
+        # then would only turn a finished run's exit 0 into a death by signal.
+        for s, handler in self.old.items():
+            signal.signal(s, signal.SIG_IGN if exiting else handler)
+
+
+class _BestEffortStdout:
+    """stdout for a command's report: once the reader has gone (`jaxpipe run | head`),
+    writes are dropped instead of raising BrokenPipeError, so the work still finishes,
+    and the descriptor points at /dev/null so the exit's final flush cannot fail."""
+
+    def __init__(self, stream: object) -> None:
+        self._stream, self._gone = stream, False
+
+    def write(self, text: str) -> int:
+        if not self._gone:
+            try:
+                return self._stream.write(text)
+            except BrokenPipeError:
+                self._leave()
+        return len(text)
+
+    def flush(self) -> None:
+        if not self._gone:
+            try:
+                self._stream.flush()
+            except BrokenPipeError:
+                self._leave()
+
+    def _leave(self) -> None:
+        self._gone = True
+        try:
+            null = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(null, self._stream.fileno())
+            os.close(null)
+        except (AttributeError, OSError, ValueError):
+            pass  # a stream without a descriptor (a test's capture): nothing to flush later
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self._stream, name)
+
+
+def _is_run(argv: Sequence[str] | None) -> bool:
+    words = [a for a in (sys.argv[1:] if argv is None else argv) if not a.startswith("-")]
+    return bool(words) and words[0] == "run"
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    early = _EarlySignals() if _is_run(argv) else None
+    stdout, sys.stdout = sys.stdout, _BestEffortStdout(sys.stdout)
+    try:
+        return _main(argv, early)
+    finally:
+        sys.stdout = stdout
+        if early is not None:
+            early.close(exiting=argv is None)
+
+
+def _main(argv: Sequence[str] | None, early: _EarlySignals | None) -> int:
     try:
         parser = build_parser()
         args = parser.parse_args(argv)
@@ -276,6 +353,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     from jaxpipe import DivergedError, EnvironmentProblem, JaxpipeError, RunInterrupted
 
     try:
+        if early is not None and early.signum is not None:  # before the run took over
+            name = signal.Signals(early.signum).name
+            print(f"error: interrupted by {name} before the run started", file=sys.stderr)
+            return 128 + early.signum
         return _COMMANDS[args.command](args)
     except (JaxpipeError, DivergedError, EnvironmentProblem, RunInterrupted) as e:
         print(f"error: {_one_line(str(e))}", file=sys.stderr)

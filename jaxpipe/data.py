@@ -1,6 +1,6 @@
 """Stage 1: read rows from storage into host numpy, encode them, split.
 
-Readers for CSV and Parquet (pyarrow) and NPZ give named columns; `encoding.py` turns
+The readers (`readers.py`: CSV, Parquet, NPZ) give named columns; `encoding.py` turns
 them into a feature matrix with an encoder fitted on the training split. Everything here
 runs on the host and returns plain numpy arrays; the transfer to the device happens
 once, in the loop.
@@ -8,7 +8,6 @@ once, in the loop.
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 
 import numpy as np
@@ -24,6 +23,7 @@ from jaxpipe.encoding import (
     select_features,
 )
 from jaxpipe.errors import DataError
+from jaxpipe.readers import arrow_columns, check_host_memory, read_csv, read_table
 from jaxpipe.spec import DataSpec, Spec, SyntheticSpec
 
 __all__ = [
@@ -130,133 +130,6 @@ def make_synthetic_regression(cfg: SyntheticSpec, seed: int) -> tuple[np.ndarray
     return x.astype(np.float32), (100.0 + 25.0 * y).astype(np.float32)
 
 
-def _arrow_columns(table, path: str) -> Columns:
-    import pyarrow as pa
-
-    if table.num_rows == 0:
-        raise DataError(f"{path}: the file has a header but no data rows")
-    try:
-        names = table.column_names
-    except UnicodeDecodeError:
-        raise DataError(
-            f"{path}: the header row is not UTF-8 text; save the file as UTF-8"
-        ) from None
-    dup = sorted({n for n in names if names.count(n) > 1})
-    if dup:
-        raise DataError(f"{path}: column name {dup[0]!r} appears twice; rename one of them")
-    columns: Columns = {}
-    for name, col in zip(names, table.columns):
-        t = col.type
-        if pa.types.is_integer(t) or pa.types.is_floating(t) or pa.types.is_boolean(t):
-            values = col.to_numpy(zero_copy_only=False)
-            columns[name] = np.asarray(values, dtype=np.float64)
-        elif pa.types.is_null(t):
-            columns[name] = np.full(table.num_rows, np.nan)
-        elif pa.types.is_binary(t) or pa.types.is_large_binary(t):
-            # pyarrow infers bytes for text that is not valid UTF-8.
-            values = col.to_pylist()
-            for i, v in enumerate(values):
-                try:
-                    values[i] = None if v is None else v.decode("utf-8")
-                except UnicodeDecodeError:
-                    raise DataError(
-                        f"{path}: column {name!r} row {i + 1} is not UTF-8 text; "
-                        "save the file as UTF-8"
-                    ) from None
-            columns[name] = np.asarray(values, dtype=object)
-        else:
-            columns[name] = np.asarray(col.to_pylist(), dtype=object)
-    return columns
-
-
-def arrow_columns(table, origin: str) -> Columns:
-    """The named columns of an in-memory pyarrow Table, read as a file's are."""
-    return _arrow_columns(table, origin)
-
-
-def read_csv(path: str) -> Columns:
-    """Reads a CSV with a header row into named numpy columns (pyarrow's multithreaded
-    reader). Numeric columns come back as float64 with NaN for missing (empty, NA, NaN,
-    null, ...); others as object with None."""
-    import pyarrow as pa
-    import pyarrow.csv as pacsv
-
-    _check_file(path)
-    try:
-        # Empty strings and NA/null spellings are missing in text columns too (pyarrow's
-        # default keeps them as strings there, which would make "NA" a category).
-        convert = pacsv.ConvertOptions(strings_can_be_null=True)
-        table = pacsv.read_csv(path, convert_options=convert)
-    except (pa.ArrowInvalid, OSError, UnicodeDecodeError) as e:
-        raise DataError(f"{path}: cannot parse as CSV ({str(e).splitlines()[0]})") from None
-    return _arrow_columns(table, path)
-
-
-def _read_parquet(path: str) -> Columns:
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    _check_file(path)
-    try:
-        table = pq.read_table(path)
-    except (pa.ArrowInvalid, OSError) as e:
-        raise DataError(f"{path}: cannot read as Parquet ({str(e).splitlines()[0]})") from None
-    return _arrow_columns(table, path)
-
-
-def _read_npz(path: str) -> Columns:
-    """Arrays `x` [rows, features] (numeric) and `y` [rows] as columns x0.., y."""
-    import zipfile
-
-    _check_file(path)
-    try:
-        with np.load(path, allow_pickle=False) as f:
-            arrays = {k: f[k] for k in f.files}
-    except (ValueError, OSError, zipfile.BadZipFile, EOFError) as e:
-        raise DataError(f"{path}: cannot read as .npz ({e})") from None
-    for key in ("x", "y"):
-        if key not in arrays:
-            raise DataError(
-                f"{path}: no array {key!r}; an npz source holds x [rows, features] and y "
-                f"[rows] (found {', '.join(arrays) or 'none'})"
-            )
-    x, y = arrays["x"], arrays["y"]
-    if x.ndim == 1:
-        x = x[:, None]
-    if x.ndim != 2 or y.ndim != 1 or len(x) != len(y):
-        raise DataError(
-            f"{path}: x must be [rows, features] and y [rows]; found x {x.shape}, y {y.shape}"
-        )
-    if x.dtype.kind not in "fiub":
-        raise DataError(f"{path}: x must be numeric, found dtype {x.dtype}")
-    if len(x) == 0:
-        raise DataError(f"{path}: the arrays have no rows")
-    columns: Columns = {f"x{i}": x[:, i].astype(np.float64) for i in range(x.shape[1])}
-    columns["y"] = y.astype(np.float64) if y.dtype.kind in "fiub" else y.astype(str).astype(object)
-    return columns
-
-
-def _check_file(path: str) -> None:
-    if not os.path.exists(path):
-        raise DataError(f"{path}: data file not found; check [data] path (relative to the spec)")
-    if not os.path.isfile(path):
-        raise DataError(f"{path}: is not a file; [data] path must name a data file")
-    if not os.access(path, os.R_OK):
-        raise DataError(f"{path}: the data file is not readable (permissions)")
-    if os.path.getsize(path) == 0:
-        raise DataError(f"{path}: the data file is empty; it needs a header row and data rows")
-
-
-_READERS = {"csv": read_csv, "parquet": _read_parquet, "npz": _read_npz}
-
-
-def read_table(path: str, source: str) -> Columns:
-    """The named columns of a csv, parquet or npz file."""
-    if source not in _READERS:  # "memory": the rows come from jaxpipe.fit(data=...)
-        raise DataError(f'data.source = "{source}" reads no file; pass the rows to jaxpipe.fit')
-    return _READERS[source](path)
-
-
 def prepare_features(
     columns: Columns,
     names: list[str],
@@ -305,9 +178,13 @@ def _read_split(
     missing-value policy."""
     cfg: DataSpec = spec.data
     if columns is None:
-        columns = read_table(path, cfg.source)
+        wanted = None if cfg.features is None else [*cfg.features, cfg.label or "y"]
+        columns = read_table(path, cfg.source, wanted)
     label = cfg.label if cfg.label is not None else "y"
-    names = select_features(columns, label, cfg.features, path)
+    if kinds is None:
+        names = select_features(columns, label, cfg.features, path)
+    else:  # a validation file: the training file's features, whatever else it holds
+        names = _same_features(columns, label, list(kinds), path, cfg.path)
     raw_columns = len(names) + 1
     feats, kinds = prepare_features(columns, names, path, categorical=cfg.categorical, kinds=kinds)
     feats, y_raw, dropped = handle_missing(
@@ -317,8 +194,36 @@ def _read_split(
     return feats, y, kinds, classes, dropped, raw_columns
 
 
+def _same_features(
+    columns: Columns, label: str, names: list[str], path: str, train: str | None
+) -> list[str]:
+    """The training file's feature columns, which a validation file must also hold (its
+    other columns are ignored)."""
+    absent = [n for n in [*names, label] if n not in columns]
+    if absent:
+        raise DataError(
+            f"{path}: the validation file has no column {absent[0]!r}, which the training "
+            f"file {train} has; it needs the columns {', '.join(names + [label])}"
+        )
+    return names
+
+
+# Peak host bytes per generated cell: make_synthetic's float64 draws and float32 matrix,
+# the per-column float64 copies, and the encoded float32 splits, about 32; a margin on top.
+_SYNTHETIC_BYTES_PER_CELL = 40
+
+
+_WIDE_FIX = "a text column has too many distinct values: leave it out with data.features"
+
+
 def _synthetic(spec: Spec) -> tuple[Columns, np.ndarray, dict, tuple[str, ...]]:
     cfg = spec.data.synthetic
+    centers = cfg.classes * 2 * min(cfg.features, 8) * 8  # the class centres, float64
+    check_host_memory(
+        cfg.rows * cfg.features * _SYNTHETIC_BYTES_PER_CELL + centers,
+        f"data.synthetic ({cfg.rows} rows × {cfg.features} features, {cfg.classes} classes)",
+        "lower data.synthetic.rows, features or classes",
+    )
     if spec.model.task == "regression":
         x, y = make_synthetic_regression(cfg, spec.experiment.seed)
         classes: tuple[str, ...] = ()
@@ -376,6 +281,12 @@ def load_dataset(
             f"training split ({len(y_train)} rows); lower it"
         )
     encoder = fit_encoder(tr_feats, kinds, spec.preprocess.missing == "mean", origin)
+    # One-hot width comes from the data: a text column of a million distinct values is a
+    # million float32 columns (plus a float64 block per column while encoding).
+    width, n = len(encoder.feature_names), len(y_train) + len(y_val)
+    check_host_memory(
+        n * width * 12, f"{origin}: the encoded features ({n} rows × {width})", _WIDE_FIX
+    )
     return Dataset(
         x_train=encoder.transform(tr_feats),
         y_train=y_train,

@@ -22,6 +22,7 @@ __all__ = [
     "ColumnCode",
     "FeatureEncoder",
     "missing_mask",
+    "check_finite",
     "column_values",
     "select_features",
     "handle_missing",
@@ -39,6 +40,8 @@ def missing_mask(col: np.ndarray) -> np.ndarray:
     """[rows] bool: which entries are missing (NaN or None)."""
     if col.dtype.kind == "f":
         return np.isnan(col)
+    if col.dtype.kind in "iub":
+        return np.zeros(len(col), bool)
     return np.fromiter(
         (v is None or (isinstance(v, float) and math.isnan(v)) for v in col), bool, len(col)
     )
@@ -60,6 +63,24 @@ def _category(v: Any) -> str:
     return str(v)
 
 
+# The largest magnitude a float32 holds: larger values (1e308, inf) would reach the
+# device as inf and show up as a "diverged" run, blaming training for the data.
+_F32_MAX = float(np.finfo(np.float32).max)
+
+
+def check_finite(values: np.ndarray, name: str, file: str, what: str = "column") -> None:
+    """Raises DataError naming the first value (row, value) of float64 `values` that is
+    infinite or beyond float32's range. NaN is a missing value, left to the policy."""
+    bad = np.isinf(values) | (np.abs(np.nan_to_num(values)) > _F32_MAX)
+    if bad.any():
+        i = int(np.argmax(bad))
+        raise DataError(
+            f"{file}: {what} {name!r} holds {float(values[i])!r} at row {i + 1}, which is not a "
+            f"finite float32 (|x| ≤ {_F32_MAX:.4g}); fix or remove that value (or leave it "
+            "empty for [preprocess] missing to handle)"
+        )
+
+
 def column_values(
     name: str, col: np.ndarray, file: str, *, categorical: bool = False, kind: Kind | None = None
 ) -> tuple[Kind, np.ndarray]:
@@ -71,6 +92,7 @@ def column_values(
     `kind` forces a kind already decided on the training file.
     """
     miss = missing_mask(col)
+    forced = kind is not None
     if kind is None:
         if categorical:
             kind = "categorical"
@@ -83,12 +105,19 @@ def column_values(
     if kind == "categorical":
         return kind, np.array([None if m else _category(v) for v, m in zip(col, miss)], object)
     if col.dtype.kind in "fiub":
-        return kind, col.astype(np.float64)
+        out = col.astype(np.float64)
+        check_finite(out, name, file)
+        return kind, out
     out = np.full(len(col), np.nan)
     for i, (v, m) in enumerate(zip(col, miss)):
         if m:
             continue
         x = _number(v)
+        if x is None and forced:  # e.g. predict: the column was numeric in training
+            raise DataError(
+                f"{file}: column {name!r} holds text {v!r} at row {i + 1}, but it was a "
+                "numeric column in the training data; give numbers there"
+            )
         if x is None:
             raise DataError(
                 f"{file}: column {name!r} holds text {v!r} at row {i + 1} where the column's "
@@ -96,6 +125,7 @@ def column_values(
                 "data.categorical)"
             )
         out[i] = x
+    check_finite(out, name, file)
     return kind, out
 
 
@@ -174,15 +204,8 @@ def encode_labels(
             'set [preprocess] missing = "drop"'
         )
     if values.dtype.kind in "fiub":
-        bad = values != np.round(values)
-        if bad.any():
-            raise DataError(
-                f"label column {column!r}: value {values[bad][0]} (row {int(np.argmax(bad)) + 1}) "
-                "is not a class label; classification needs integer or text labels "
-                '(or set model.task = "regression")'
-            )
-        ints = values.astype(np.int64)
-        uniques = np.unique(ints)
+        ints = _integer_labels(values, column)
+        uniques = np.unique(ints)  # numeric order, exact (int64 / uint64)
         names = tuple(str(u) for u in uniques)
         strings = np.array([str(v) for v in ints], object)
     else:
@@ -205,6 +228,36 @@ def encode_labels(
     return np.array([lookup[s] for s in strings], np.int32), tuple(classes)
 
 
+# Above 2**53 a float64 no longer holds every integer: neighbouring labels read as floats
+# may already have merged, so such labels are refused rather than silently joined.
+_EXACT_FLOAT_INT = 2**53
+
+
+def _integer_labels(values: np.ndarray, column: str) -> np.ndarray:
+    """Numeric class labels as exact integers: int64 / uint64 columns as they are; float
+    columns only when every value is an integer a float64 holds exactly."""
+    if values.dtype.kind in "iu":
+        return values
+    values = values.astype(np.float64)
+    bad = ~np.isfinite(values) | (values != np.round(values))
+    if bad.any():
+        i = int(np.argmax(bad))
+        raise DataError(
+            f"label column {column!r}: value {values[i]} (row {i + 1}) "
+            "is not a class label; classification needs integer or text labels "
+            '(or set model.task = "regression")'
+        )
+    big = np.abs(values) > _EXACT_FLOAT_INT
+    if big.any():
+        i = int(np.argmax(big))
+        raise DataError(
+            f"label column {column!r}: value {values[i]:.17g} (row {i + 1}) was read as a "
+            f"float beyond 2**53, where distinct integers merge; use integer labels within "
+            "±2**53 (or text labels, e.g. with a letter prefix)"
+        )
+    return values.astype(np.int64)
+
+
 def encode_target(
     values: np.ndarray, column: str, task: str, file: str, classes: Sequence[str] | None = None
 ) -> tuple[np.ndarray, tuple[str, ...]]:
@@ -224,6 +277,7 @@ def encode_target(
                 'needs numeric targets (or set model.task = "classification")'
             )
         numbers[i] = np.nan if x is None else x
+    check_finite(numbers, column, file, "label column")
     return numbers.astype(np.float32), ()
 
 

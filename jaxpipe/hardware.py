@@ -12,7 +12,6 @@ from __future__ import annotations
 import difflib
 import os
 import re
-import stat
 import sys
 from dataclasses import dataclass
 from importlib import resources
@@ -22,6 +21,7 @@ import jax
 
 from jaxpipe import schema
 from jaxpipe.errors import SpecError
+from jaxpipe.files import read_input_file
 from jaxpipe.spec import CatalogEntrySpec, HardwareSpec, Spec, parse_size
 
 if sys.version_info >= (3, 11):
@@ -136,36 +136,27 @@ MAX_CATALOG_BYTES = 2**20  # a catalog is a few KiB; anything larger is not one
 
 
 def _read_catalog(path: str) -> dict[str, Any]:
-    """A catalog file's tables. Checked before reading: a directory, a FIFO or device (which
-    would block or never end), an oversized, binary or non-TOML file is a SpecError."""
-    where = {"key": "hardware.catalog", "file": path}
+    """A catalog file's tables, read through the one safe reader: a directory, a FIFO or
+    device (which would block or never end), an oversized, binary or non-TOML file is an
+    error naming the path."""
     try:
-        st = os.stat(path)
+        raw = read_input_file(path, "catalog file", limit=MAX_CATALOG_BYTES)
     except FileNotFoundError:
         raise SpecError(
-            "catalog file not found; the path is relative to the spec file", **where
+            "catalog file not found; the path is relative to the spec file",
+            key="hardware.catalog",
+            file=path,
         ) from None
-    except OSError as e:
-        raise SpecError(f"cannot read the catalog file: {e.strerror}", **where) from None
-    if not stat.S_ISREG(st.st_mode):
-        what = "a directory" if stat.S_ISDIR(st.st_mode) else "not a regular file"
-        raise SpecError(f"the catalog is {what}; expected a TOML file", **where)
-    if st.st_size > MAX_CATALOG_BYTES:
-        raise SpecError(
-            f"the catalog file is {st.st_size} bytes; expected a TOML file under 1 MiB", **where
-        )
     try:
-        with open(path, "rb") as f:
-            text = f.read(MAX_CATALOG_BYTES + 1).decode("utf-8")
-        return tomllib.loads(text)
+        return tomllib.loads(raw.decode("utf-8"))
     except UnicodeDecodeError:
         raise SpecError(
-            "the catalog file is not UTF-8 text; expected a TOML file", **where
+            "the catalog file is not UTF-8 text; expected a TOML file",
+            key="hardware.catalog",
+            file=path,
         ) from None
     except tomllib.TOMLDecodeError as e:
         raise SpecError(f"invalid TOML: {e}", file=path) from None
-    except OSError as e:
-        raise SpecError(f"cannot read the catalog file: {e.strerror}", **where) from None
 
 
 def _normal(name: str) -> str:

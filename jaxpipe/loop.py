@@ -15,6 +15,7 @@ import jax.numpy as jnp
 
 from jaxpipe import checkpoint as ckpt
 from jaxpipe.events import Observer, RunResult, StageRecord
+from jaxpipe.files import append_line
 from jaxpipe.fitted import Preprocessing
 from jaxpipe.metrics import finalize, finalize_regression
 from jaxpipe.place import Placed
@@ -130,8 +131,7 @@ def train(
                 break  # the state is not saved: no NaN parameters reach a checkpoint
             run.history.append(row)
             run.epoch = epoch
-            metrics_file.write(json.dumps(row) + "\n")
-            metrics_file.flush()
+            append_line(metrics_file, metrics_file.name, json.dumps(row) + "\n")
             if run.stopper is not None and run.stopper.update(epoch, row) and restore_best:
                 run.best_params = jax.tree.map(jnp.copy, state.params)  # survives donation
             stopping = run.stopper is not None and run.stopper.should_stop

@@ -48,9 +48,16 @@ def _optimizer_names() -> list[str]:
     return sorted(names)
 
 
+# The optimizer dry-run (check_optimizer) builds schedules for this many steps, a
+# realistic run length: with 1 step warmup_cosine had no steps left to decay over.
+DRY_RUN_STEPS = 1000
+
+
 def _schedule_factories(lr: float, total_steps: int) -> dict[str, tuple[Callable, dict]]:
     # name -> (optax function, the arguments jaxpipe fills in from the spec)
-    warmup = max(1, total_steps // 10)
+    total_steps = max(1, total_steps)
+    # A tenth of the run warms up, leaving at least one step for the cosine to decay.
+    warmup = min(max(1, total_steps // 10), total_steps - 1)
     return {
         "constant": (optax.constant_schedule, {"value": lr}),
         "cosine": (optax.cosine_decay_schedule, {"init_value": lr, "decay_steps": total_steps}),
@@ -59,8 +66,7 @@ def _schedule_factories(lr: float, total_steps: int) -> dict[str, tuple[Callable
             {
                 "init_value": 0.0,
                 "peak_value": lr,
-                # optax needs decay_steps > warmup_steps (a run of one step has both 1)
-                "decay_steps": max(total_steps, warmup + 1),
+                "decay_steps": total_steps,
                 "warmup_steps": warmup,
             },
         ),
@@ -104,7 +110,35 @@ def make_schedule(cfg: ScheduleSpec, lr: float, total_steps: int) -> optax.Sched
         )
     fn, defaults = factories[cfg.name]
     _check_kwargs(fn, cfg.options, "optimizer.schedule", set())
-    return fn(**(defaults | dict(cfg.options)))
+    given = ", ".join(f"{k} = {v!r}" for k, v in dict(cfg.options).items())
+    kwargs = defaults | dict(cfg.options)
+    if cfg.name == "warmup_cosine" and "warmup_steps" not in cfg.options:
+        decay = kwargs["decay_steps"]  # the user's, maybe: warm up for a tenth of it
+        if isinstance(decay, int) and decay > 1:
+            kwargs["warmup_steps"] = min(max(1, decay // 10), decay - 1)
+    try:
+        schedule = fn(**kwargs)
+        # optax checks some values when building, others never: a negative rate (an
+        # exponential decay_rate < 0, say) would climb the loss. The rate at the start,
+        # middle and end. (A rate that overflows is left to the divergence check.)
+        probes = sorted({0, total_steps // 2, total_steps})
+        at = jax.jit(schedule)  # one small program for the probes, not an op at a time
+        rates = [(step, float(at(step))) for step in probes]
+    except (TypeError, ValueError, ZeroDivisionError, OverflowError) as e:
+        detail = (str(e).splitlines() or [type(e).__name__])[0]
+        raise SpecError(
+            f"optax.{fn.__name__} cannot run with {given or 'its defaults'} over "
+            f"{total_steps} steps ({detail}); check the schedule's values",
+            key="optimizer.schedule",
+        ) from None
+    bad = next(((k, r) for k, r in rates if r < 0), None)
+    if bad is not None:
+        raise SpecError(
+            f"the {cfg.name} schedule gives learning rate {bad[1]} at step {bad[0]} of "
+            f"{total_steps}{f' (with {given})' if given else ''}; a rate must be ≥ 0",
+            key="optimizer.schedule",
+        )
+    return schedule
 
 
 def make_optimizer(cfg: OptimizerSpec, total_steps: int = 1) -> optax.GradientTransformation:
@@ -137,11 +171,20 @@ def make_optimizer(cfg: OptimizerSpec, total_steps: int = 1) -> optax.GradientTr
     return tx
 
 
-def check_optimizer(cfg: OptimizerSpec) -> None:
+def _dry_run_steps(cfg: OptimizerSpec) -> int:
+    """A run length for checking a schedule before the data (and so the real length)
+    is known: DRY_RUN_STEPS, or ten times the largest step count the schedule names, so
+    a step count the user gives is never longer than the dry run."""
+    named = [v for v in (cfg.schedule.options.values() if cfg.schedule else ()) if type(v) is int]
+    return max([DRY_RUN_STEPS] + [10 * v for v in named])
+
+
+def check_optimizer(cfg: OptimizerSpec, total_steps: int | None = None) -> None:
     """Raises SpecError if the optimizer section names anything optax does not have, or
     if its values cannot run: optax checks argument types only when it first updates,
-    which would otherwise fail deep inside the compiled step."""
-    tx = make_optimizer(cfg, total_steps=1)
+    which would otherwise fail deep inside the compiled step. `total_steps`: the run's
+    length when known (its schedule is checked over exactly that)."""
+    tx = make_optimizer(cfg, total_steps=total_steps or _dry_run_steps(cfg))
     params = {"w": jax.ShapeDtypeStruct((2,), jnp.float32)}  # abstract: nothing runs
     try:
         # Traced, not run: eagerly, each of optax's ops compiles on its own (a second of

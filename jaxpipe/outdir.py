@@ -3,14 +3,18 @@ or unfinished run from being overwritten, and the spec copy that works from anyw
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
-import datetime
 import json
 import os
 from typing import Any
 
+import jax
+
 from jaxpipe import checkpoint as ckpt
 from jaxpipe.errors import JaxpipeError
+from jaxpipe.files import atomic_write, environment_problem
+from jaxpipe.rundir import default_run_name, lock_run_dir, make_unique_dir
 from jaxpipe.spec import Spec
 
 __all__ = [
@@ -26,9 +30,8 @@ CHECKPOINTS = "checkpoints"  # the orbax folder inside a run directory
 
 
 def default_out_dir(spec: Spec) -> str:
-    """runs/<name>-<timestamp>, relative to the working directory."""
-    stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
-    return os.path.join("runs", f"{spec.experiment.name}-{stamp}")
+    """runs/<name>-<timestamp to the microsecond>, relative to the working directory."""
+    return default_run_name(spec.experiment.name)
 
 
 def _read_status(summary_path: str) -> str:
@@ -39,18 +42,38 @@ def _read_status(summary_path: str) -> str:
         return "unreadable"
 
 
-def prepare_out_dir(spec: Spec, out: str | None, resume: bool = False) -> str:
-    """Checks (and creates) the run directory before any work. Refuses to overwrite a
-    finished run, or an unfinished one with checkpoints, unless resuming it."""
+def prepare_out_dir(
+    spec: Spec, out: str | None, resume: bool = False, stack: contextlib.ExitStack | None = None
+) -> str:
+    """Checks (and creates) the run directory before any work, and takes its lock for
+    the rest of `stack` (RunDirectoryBusy if another run holds it). Refuses to overwrite
+    a finished run, or an unfinished one with checkpoints, unless resuming it."""
     given = out is not None
     if out is None:
         if resume:
             raise JaxpipeError("--resume needs --out DIR: the run directory to continue")
-        out = default_out_dir(spec)
+        try:
+            out = make_unique_dir(default_out_dir(spec))
+        except OSError as e:
+            raise environment_problem("runs", e) or JaxpipeError(
+                f"runs/: cannot create the default run directory there ({e.strerror}); "
+                "pass --out DIR"
+            ) from None
     # Blame what the user wrote: --out, or (without it) the default built from the name.
     what = f"--out {out}" if given else f"the default run directory {out} (experiment.name)"
+    fix = "choose a writable directory" if given else "pass --out DIR"
     if os.path.exists(out) and not os.path.isdir(out):
         raise JaxpipeError(f"{what}: exists and is not a directory; choose another path")
+    try:
+        os.makedirs(out, exist_ok=True)
+    except OSError as e:
+        raise environment_problem(out, e) or JaxpipeError(
+            f"{what}: cannot write there ({e.strerror}); {fix}"
+        ) from None
+    # Held before the checks below, so no other run changes them. In a multi-process run
+    # the processes share the directory: process 0 holds the lock for all of them.
+    if stack is not None and jax.process_index() == 0:
+        stack.enter_context(lock_run_dir(out))
     if not resume:
         summary = os.path.join(out, "summary.json")
         if os.path.exists(summary):
@@ -65,15 +88,13 @@ def prepare_out_dir(spec: Spec, out: str | None, resume: bool = False) -> str:
                 f"{what}: holds an unfinished run (checkpoints up to epoch {saved[-1]}); "
                 "continue it with --resume, or choose another directory"
             )
-    try:
-        os.makedirs(out, exist_ok=True)
+    if stack is None or jax.process_index() != 0:  # no lock file tested writability
         probe = os.path.join(out, f".write-test-{os.getpid()}")  # processes share `out`
-        with open(probe, "w"):
-            pass
-        os.remove(probe)
-    except OSError as e:
-        fix = "choose a writable directory" if given else "pass --out DIR"
-        raise JaxpipeError(f"{what}: cannot write there ({e.strerror}); {fix}") from None
+        try:
+            atomic_write(probe, b"", what=what)
+        finally:
+            with contextlib.suppress(OSError):
+                os.remove(probe)
     return out
 
 
@@ -96,15 +117,8 @@ def resolved_spec(spec: Spec) -> Spec:
 
 
 def write_json(path: str, obj: Any) -> None:
-    tmp = path + ".tmp"
-    with open(tmp, "w") as f:
-        json.dump(obj, f, indent=2)
-        f.write("\n")
-    os.replace(tmp, path)  # atomic: a reader never sees half a file
+    atomic_write(path, json.dumps(obj, indent=2) + "\n")  # a reader never sees half a file
 
 
 def write_lines(path: str, rows: list[dict[str, Any]]) -> None:
-    tmp = path + ".tmp"
-    with open(tmp, "w") as f:
-        f.writelines(json.dumps(r) + "\n" for r in rows)
-    os.replace(tmp, path)
+    atomic_write(path, "".join(json.dumps(r) + "\n" for r in rows))

@@ -11,7 +11,9 @@ the spec's paths. `Model` is the same thing in memory: what `jaxpipe.fit` return
 from __future__ import annotations
 
 import csv
+import io
 import json
+import math
 import os
 import sys
 from dataclasses import dataclass
@@ -25,6 +27,7 @@ from flax import serialization
 from jaxpipe.data import prepare_features, read_table
 from jaxpipe.encoding import Columns, FeatureEncoder, missing_mask
 from jaxpipe.errors import DataError, JaxpipeError
+from jaxpipe.files import atomic_write
 from jaxpipe.fitted import Preprocessing
 from jaxpipe.frames import positional_columns, source_of
 from jaxpipe.model import make_model
@@ -46,18 +49,12 @@ __all__ = [
     "predictor_meta",
     "network_meta",
     "write_model",
+    "check_predictor",
 ]
 
 MODEL_FILE = "model.msgpack"
 PREDICTOR_FILE = "predictor.json"
 _FORMAT = 1
-
-
-def _atomic_write(path: str, data: bytes) -> None:
-    tmp = path + ".tmp"
-    with open(tmp, "wb") as f:
-        f.write(data)
-    os.replace(tmp, path)
 
 
 def save_predictor(
@@ -71,9 +68,9 @@ def save_predictor(
 def write_model(directory: str, params: Any, meta: dict[str, Any]) -> None:
     """model.msgpack (the parameters) and predictor.json (`meta`), each atomically."""
     params = jax.device_get(params)
-    _atomic_write(os.path.join(directory, MODEL_FILE), serialization.msgpack_serialize(params))
+    atomic_write(os.path.join(directory, MODEL_FILE), serialization.msgpack_serialize(params))
     text = json.dumps(meta, indent=2) + "\n"
-    _atomic_write(os.path.join(directory, PREDICTOR_FILE), text.encode())
+    atomic_write(os.path.join(directory, PREDICTOR_FILE), text.encode())
 
 
 def network_meta(model: ModelSpec, outputs: int) -> dict[str, Any]:
@@ -125,6 +122,9 @@ def load_predictor(run_dir: str) -> Predictor:
     if not os.path.isdir(run_dir):
         raise JaxpipeError(f"{run_dir}: run directory not found")
     paths = [os.path.join(run_dir, n) for n in ("summary.json", PREDICTOR_FILE, MODEL_FILE)]
+    unfinished = _unfinished(run_dir, paths[0])
+    if unfinished:
+        raise JaxpipeError(f"{run_dir}: {unfinished}")
     for path in paths:
         if not os.path.isfile(path):
             raise JaxpipeError(
@@ -139,9 +139,107 @@ def load_predictor(run_dir: str) -> Predictor:
         encoder = FeatureEncoder.from_json(meta["encoder"])
     except (OSError, ValueError, KeyError, TypeError) as e:
         raise JaxpipeError(f"{run_dir}: cannot load the saved model ({e})") from None
-    if meta.get("format") != _FORMAT:
-        raise JaxpipeError(f"{paths[1]}: unknown format {meta.get('format')!r}")
+    if not isinstance(meta, dict) or meta.get("format") != _FORMAT:
+        found = meta.get("format") if isinstance(meta, dict) else type(meta).__name__
+        raise JaxpipeError(f"{paths[1]}: unknown format {found!r}")
+    check_predictor(meta, params, paths[1])
+    if list(encoder.feature_names) != meta["features"]:
+        raise JaxpipeError(f"{paths[1]}: encoder and features disagree; run `jaxpipe run` again")
     return Predictor(meta, params, encoder)
+
+
+def _unfinished(run_dir: str, summary_path: str) -> str | None:
+    """Why the run in `run_dir` left no model (interrupted, diverged, still running or
+    killed), from its summary.json, or None if it says nothing of the kind."""
+    try:
+        with open(summary_path) as f:
+            summary = json.load(f)
+        status = summary.get("status")
+        epoch = (summary.get("stop") or {}).get("epoch")
+    except FileNotFoundError:
+        if os.path.isdir(os.path.join(run_dir, "checkpoints")):
+            return (
+                "holds an unfinished run (checkpoints, no summary.json: still running, or "
+                f"killed); continue it with `jaxpipe run SPEC --out {run_dir} --resume`, "
+                "then predict"
+            )
+        return None
+    except (OSError, ValueError, AttributeError):
+        return None
+    if status == "interrupted":
+        return (
+            f"holds an interrupted run (stopped after epoch {epoch}), which saves no model; "
+            f"continue it with `jaxpipe run SPEC --out {run_dir} --resume`, then predict"
+        )
+    if status == "diverged":
+        return f"training diverged (at epoch {epoch}), so no model was saved; fix and rerun"
+    return None
+
+
+def _number_list(value: Any, n: int, key: str, path: str, nonzero: bool = False) -> None:
+    ok = isinstance(value, list) and len(value) == n
+    ok = ok and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value)
+    if not ok:
+        raise JaxpipeError(f"{path}: {key} must be a list of {n} numbers (one per feature)")
+    arr = np.asarray(value, np.float64)
+    if not np.all(np.isfinite(arr)) or (nonzero and np.any(arr == 0)):
+        what = "finite and non-zero" if nonzero else "finite"
+        raise JaxpipeError(f"{path}: {key} holds {value}; every entry must be {what}")
+
+
+def check_predictor(meta: dict[str, Any], params: Any, path: str) -> None:
+    """Refuses a predictor.json (and model.msgpack) that does not describe a model this
+    code can run: every key present with the right type, one scaler entry per feature,
+    non-zero finite scales (a zero one made NaN predictions), and parameters whose
+    shapes are the model's. Raises JaxpipeError naming the key (exit 2)."""
+    spec = {"task": str, "classes": list, "features": list, "scaler": dict, "model": dict}
+    for key, kind in spec.items():
+        if not isinstance(meta.get(key), kind):
+            what = {"str": "a string", "list": "a list", "dict": "an object"}[kind.__name__]
+            raise JaxpipeError(f"{path}: key {key!r} is missing or not {what}")
+    if meta["task"] not in ("classification", "regression"):
+        raise JaxpipeError(f"{path}: task {meta['task']!r} is not classification or regression")
+    n = len(meta["features"])
+    _number_list(meta["scaler"].get("offset"), n, "scaler.offset", path)
+    _number_list(meta["scaler"].get("scale"), n, "scaler.scale", path, nonzero=True)
+    m = meta["model"]
+    try:
+        model_spec = ModelSpec(
+            hidden=tuple(int(h) for h in m["hidden"]),
+            activation=str(m["activation"]),
+            dropout=float(m["dropout"]),
+            layer_norm=bool(m["layer_norm"]),
+            task=meta["task"],
+        )
+        outputs = int(m["outputs"])
+    except (KeyError, TypeError, ValueError) as e:
+        raise JaxpipeError(f"{path}: model section is incomplete or mistyped ({e})") from None
+    want = 1 if meta["task"] == "regression" else len(meta["classes"])
+    if outputs != want or any(h < 1 for h in model_spec.hidden):
+        raise JaxpipeError(f"{path}: model.outputs = {outputs}, but the task needs {want}")
+    if meta["task"] == "regression":
+        t = meta.get("target")
+        ok = isinstance(t, dict) and all(
+            isinstance(t.get(k), (int, float)) and math.isfinite(t[k]) for k in ("mean", "scale")
+        )
+        if not ok or t["scale"] == 0:
+            raise JaxpipeError(f"{path}: target must hold a finite mean and non-zero scale")
+    try:
+        model = make_model(model_spec, outputs)
+        shapes = jax.eval_shape(model.init, jax.random.key(0), jnp.zeros((1, n), jnp.float32))
+    except Exception as e:  # an unknown activation, say: the file, not the code, is wrong
+        raise JaxpipeError(f"{path}: model section cannot be built ({e})") from None
+    expected = jax.tree.map(lambda a: tuple(a.shape), shapes)
+    try:
+        found = jax.tree.map(lambda a: tuple(np.shape(a)), params)
+    except Exception:
+        found = None
+    if found != expected:
+        raise JaxpipeError(
+            f"{path}: {MODEL_FILE} does not hold the parameters of the model described "
+            f"here ({n} features → {list(model_spec.hidden)} → {outputs}); the run "
+            "directory was changed after training: run `jaxpipe run` again"
+        )
 
 
 def predict_rows(pred: Predictor, x: np.ndarray) -> np.ndarray:
@@ -264,13 +362,9 @@ def predict_file(
         result, pred.task, pred.classes, probabilities, {k: columns[k] for k in keep}
     )
     if out is not None:
-        tmp = out + ".tmp"
-        try:
-            with open(tmp, "w", newline="") as f:
-                _write_csv(f, header, rows)
-            os.replace(tmp, out)
-        except OSError as e:
-            raise JaxpipeError(f"--out {out}: cannot write there ({e.strerror})") from None
+        text = io.StringIO(newline="")
+        _write_csv(text, header, rows)
+        atomic_write(out, text.getvalue(), what=f"--out {out}")
     else:
         _write_csv(stream or sys.stdout, header, rows)
     return len(rows)

@@ -20,6 +20,7 @@ from jaxpipe.data import Dataset, load_dataset
 from jaxpipe.errors import DivergedError, RunInterrupted, SpecError
 from jaxpipe.evaluation import metric_names
 from jaxpipe.events import Observer, RunResult, StageRecord
+from jaxpipe.files import atomic_write
 from jaxpipe.fitted import Preprocessing, preprocess_data
 from jaxpipe.loop import TrainTimes, train
 from jaxpipe.optim import check_optimizer
@@ -27,10 +28,10 @@ from jaxpipe.outdir import CHECKPOINTS, prepare_out_dir, resolved_spec, write_js
 from jaxpipe.place import Placed, place_data
 from jaxpipe.predict import save_predictor
 from jaxpipe.programs import Programs, compile_programs
-from jaxpipe.resume import RunProgress, check_resumable, start_or_resume
+from jaxpipe.resume import RunProgress, check_resumable, data_fingerprint, start_or_resume
 from jaxpipe.runplan import RunPlan, plan_record, plan_run
 from jaxpipe.spec import CheckpointSpec, Spec, dump_spec, metric_mode, place_error
-from jaxpipe.stopping import SIGNAL_EXIT, SignalCatcher, check_metric_names, outcome
+from jaxpipe.stopping import SIGNAL_EXIT, SignalCatcher, catch_signals, check_metric_names, outcome
 from jaxpipe.summary import Finished, build_summary
 from jaxpipe.trace import save_trace_rows
 
@@ -56,6 +57,15 @@ def check_before_data(spec: Spec) -> None:
     """Spec checks that need optax: a bad optimizer section fails before data is read."""
     try:
         check_optimizer(spec.optimizer)
+    except SpecError as e:
+        raise place_error(spec, e) from None
+
+
+def check_schedule(spec: Spec, total_steps: int) -> None:
+    """The optimizer and its schedule over the run's real length (the check before the
+    data used a stand-in length), before the run directory exists."""
+    try:
+        check_optimizer(spec.optimizer, total_steps)
     except SpecError as e:
         raise place_error(spec, e) from None
 
@@ -94,10 +104,10 @@ class _Stages:
         self.observer.on_stage(rec)
 
 
-def _prepare(spec, ds, rp, out, resume, force, obs):
-    """The run directory, its checkpoint store and spec copy; refuses a changed spec on
-    resume before anything is compiled or overwritten."""
-    run_dir = prepare_out_dir(spec, out, resume)
+def _prepare(spec, ds, rp, out, resume, force, obs, stack):
+    """The run directory (locked for the rest of `stack`), its checkpoint store and spec
+    copy; refuses a changed spec on resume before anything is compiled or overwritten."""
+    run_dir = prepare_out_dir(spec, out, resume, stack)
     resolved = resolved_spec(spec)
     cp = spec.checkpoint
     store = ckpt.CheckpointStore(
@@ -106,13 +116,13 @@ def _prepare(spec, ds, rp, out, resume, force, obs):
         best_metric=cp.best_metric,
         best_mode=metric_mode(cp.best_metric, cp.best_mode) if cp.best_metric else "min",
     )
+    stack.callback(store.close)  # its threads end before the process does, however it ends
     if resume:
         check_resumable(store, resolved, force)
     # In a multi-process run every process trains and checkpoints (orbax coordinates the
     # shards); process 0 alone writes the run directory's files.
     if jax.process_index() == 0:
-        with open(os.path.join(run_dir, "spec.toml"), "w") as f:
-            f.write(dump_spec(resolved))
+        atomic_write(os.path.join(run_dir, "spec.toml"), dump_spec(resolved))
     obs.on_start(spec, run_dir)
     obs.on_plan(rp.plan)
     return run_dir, resolved, store
@@ -162,11 +172,10 @@ def _setup(spec, ds, rp, stages, load_s):
     return placed, prep, programs
 
 
-def _train(spec, run_dir, resolved, store, placed, prep, programs, resume, obs):
-    """Stage train: from scratch or the newest checkpoint, epochs written as they end."""
-    run = start_or_resume(
-        spec, store, programs.state, prep.scaler, prep.target, prep.dataset_info(), resume
-    )
+def _train(spec, run_dir, resolved, store, placed, prep, programs, resume, obs, info):
+    """Stage train: from scratch or the newest checkpoint, epochs written as they end.
+    `info`: the checkpoint's dataset record (prep's, with the rows' fingerprint)."""
+    run = start_or_resume(spec, store, programs.state, prep.scaler, prep.target, info, resume)
     if run.resumed_from:
         obs.on_note(f"Resumed from the checkpoint of epoch {run.resumed_from}")
     primary = jax.process_index() == 0
@@ -178,7 +187,7 @@ def _train(spec, run_dir, resolved, store, placed, prep, programs, resume, obs):
     metrics_path = os.path.join(run_dir, "metrics.jsonl") if primary else os.devnull
     if primary:
         write_lines(metrics_path, run.history)  # on resume: exactly the checkpointed epochs
-    meta_base = {"spec": dump_spec(resolved), "dataset": prep.dataset_info()}
+    meta_base = {"spec": dump_spec(resolved), "dataset": info}
     with open(metrics_path, "a") as metrics_file:
         return train(
             programs,
@@ -315,8 +324,17 @@ def run_experiment(
     loaded (`jaxpipe.fit` on data in memory) instead of the spec's.
 
     Raises DivergedError (a non-finite loss) or RunInterrupted (SIGINT / SIGTERM) after
-    writing summary.json with that status.
+    writing summary.json with that status; RunInterrupted too for a signal before
+    training started (nothing saved). RunDirectoryBusy if another run holds `out`.
     """
+    # The signal contract and the directory lock hold from the run's first line to its
+    # last: a signal is only recorded, and acted on at the safe points below (and after
+    # each epoch, in the train stage, which shares this catcher).
+    with catch_signals() as signals, contextlib.ExitStack() as stack:
+        return _run(spec, out, observer, resume, force, dataset, signals, stack)
+
+
+def _run(spec, out, observer, resume, force, dataset, signals, stack) -> RunResult:
     obs = observer or Observer()
     check_before_data(spec)
     cache_dir = enable_compilation_cache(spec)
@@ -326,10 +344,18 @@ def run_experiment(
     load_s = time.perf_counter() - t0
     check_run_metrics(spec, ds.task)
     rp = plan_run(spec, ds)  # a run that cannot fit stops here, before any compile
-    run_dir, resolved, store = _prepare(spec, ds, rp, out, resume, force, obs)
+    check_schedule(spec, rp.steps_per_epoch * spec.training.epochs)
+    signals.check("while loading the data")
+    run_dir, resolved, store = _prepare(spec, ds, rp, out, resume, force, obs, stack)
     placed, prep, programs = _setup(spec, ds, rp, stages, load_s)
+    signals.check("while compiling")
+    # The rows' fingerprint: resume refuses relabelled rows, which the refitted scaler
+    # cannot see.
+    info = prep.dataset_info() | {
+        "fingerprint": data_fingerprint(ds.x_train, ds.y_train, ds.x_val, ds.y_val)
+    }
     run, signals, times = _train(
-        spec, run_dir, resolved, store, placed, prep, programs, resume, obs
+        spec, run_dir, resolved, store, placed, prep, programs, resume, obs, info
     )
     _report_training(stages, spec, placed, prep, run, times, store)
     if run.history and jax.process_index() == 0:

@@ -17,6 +17,7 @@ from typing import Any
 
 from jaxpipe import schema, schema_text
 from jaxpipe.errors import SpecError
+from jaxpipe.files import read_input_file
 from jaxpipe.hwspec import STRATEGIES, CatalogEntrySpec, HardwareSpec, parse_size
 from jaxpipe.schema import Section, field
 from jaxpipe.sections import (
@@ -342,13 +343,10 @@ def load_spec(path: str | os.PathLike[str], overrides: Overrides | None = ()) ->
     """Loads the TOML spec at `path`, applies overrides (`{"training.epochs": 3}` or
     `["training.epochs=3", ...]`) and validates it."""
     path = os.fspath(path)
-    try:
-        with open(path, "rb") as f:
-            raw = f.read()
+    try:  # a regular file of bounded size: /dev/zero or a FIFO fail at once
+        raw = read_input_file(path, "spec file")
     except FileNotFoundError:
         raise SpecError("spec file not found; check the path", file=path) from None
-    except OSError as e:
-        raise SpecError(f"cannot read the spec file ({e.strerror})", file=path) from None
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError:

@@ -8,6 +8,7 @@ import re
 from importlib import resources
 
 from jaxpipe.errors import JaxpipeError
+from jaxpipe.files import atomic_write
 
 __all__ = ["EXAMPLES", "init_project"]
 
@@ -46,7 +47,4 @@ def init_project(name: str, example: str = "penguins", parent: str = ".") -> lis
 
 
 def _write(path: str, data: bytes) -> None:
-    tmp = path + ".tmp"
-    with open(tmp, "wb") as f:
-        f.write(data)
-    os.replace(tmp, path)
+    atomic_write(path, data)  # the one safe writer (jaxpipe/files.py)

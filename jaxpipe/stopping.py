@@ -14,7 +14,7 @@ from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from jaxpipe.errors import SpecError
+from jaxpipe.errors import RunInterrupted, SpecError
 from jaxpipe.spec import EarlyStoppingSpec, Spec, metric_mode
 
 __all__ = [
@@ -88,7 +88,12 @@ class EarlyStopper:
 
 
 class SignalCatcher:
-    """Which of SIGINT / SIGTERM arrived (the first one), if any."""
+    """Which of SIGINT / SIGTERM arrived (the first one), if any.
+
+    The handler only records: a signal never raises inside an import, an XLA compile or
+    a checkpoint write (a KeyboardInterrupt there printed tracebacks, was swallowed by
+    callbacks, or left threads that segfaulted at exit). The run asks at safe points:
+    `check` between stages, `caught` after each epoch."""
 
     def __init__(self) -> None:
         self.signum: int | None = None
@@ -106,17 +111,40 @@ class SignalCatcher:
             raise KeyboardInterrupt
         self.signum = signum
 
+    def check(self, when: str) -> None:
+        """Raises RunInterrupted (exit 130 / 143) if a signal came before training
+        started (`when`, e.g. "while compiling"): nothing was trained, so nothing is
+        saved, and the run directory (if made) holds no checkpoint or summary."""
+        if self.signum is None:
+            return
+        raise RunInterrupted(
+            f"interrupted by {self.name} {when}, before any epoch was trained; nothing "
+            "was saved: run the same command again",
+            SIGNAL_EXIT[self.signum],
+        )
+
 
 @contextlib.contextmanager
 def catch_signals() -> Iterator[SignalCatcher]:
     """Within the block, SIGINT and SIGTERM only set a flag (a second one raises
-    KeyboardInterrupt); the previous handlers come back afterwards. Outside the main
+    KeyboardInterrupt); the previous handlers come back afterwards. Nested blocks share
+    the outer catcher. A signal recorded by the handler this one replaces (any handler
+    object with a `signum` attribute, as `jaxpipe run` installs on its first line) is
+    taken over, so none is lost between process start and the run. Outside the main
     thread Python cannot install handlers, so the catcher stays empty there."""
-    catcher = SignalCatcher()
     if threading.current_thread() is not threading.main_thread():
-        yield catcher
+        yield SignalCatcher()
         return
+    current = signal.getsignal(signal.SIGINT)
+    outer = getattr(current, "__self__", None)
+    if isinstance(outer, SignalCatcher):
+        yield outer
+        return
+    catcher = SignalCatcher()
     old = {s: signal.signal(s, catcher._handle) for s in SIGNAL_EXIT}
+    earlier = getattr(current, "signum", None)
+    if earlier in SIGNAL_EXIT and catcher.signum is None:
+        catcher.signum = earlier
     try:
         yield catcher
     finally:

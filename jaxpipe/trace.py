@@ -15,6 +15,7 @@ is what `jaxpipe predict` writes for the same row.
 
 from __future__ import annotations
 
+import io
 import os
 from collections.abc import Mapping, Sequence
 from typing import Any, NamedTuple
@@ -24,6 +25,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxpipe.errors import JaxpipeError
+from jaxpipe.files import atomic_write
 from jaxpipe.fitted import Preprocessing
 from jaxpipe.model import ACTIVATION_FNS, MLP
 from jaxpipe.predict import Predictor, encode_file, load_predictor
@@ -99,10 +101,9 @@ def save_trace_rows(run_dir: str, x_val: np.ndarray, y_val: np.ndarray) -> None:
     """Keeps the first validation rows (encoded, before scaling; x: [rows, features],
     y: [rows]) so that `jaxpipe trace RUN_DIR` works without the data file."""
     path = os.path.join(run_dir, TRACE_ROWS_FILE)
-    tmp = path + ".tmp"
-    with open(tmp, "wb") as f:
-        np.savez(f, x=np.asarray(x_val[:KEPT_ROWS]), y=np.asarray(y_val[:KEPT_ROWS]))
-    os.replace(tmp, path)
+    npz = io.BytesIO()
+    np.savez(npz, x=np.asarray(x_val[:KEPT_ROWS]), y=np.asarray(y_val[:KEPT_ROWS]))
+    atomic_write(path, npz.getvalue())  # the one safe writer (jaxpipe/files.py)
 
 
 def _forward(model: TracedModel, x: np.ndarray) -> tuple[np.ndarray, list[tuple[str, np.ndarray]]]:

@@ -4,8 +4,10 @@ Functions of the trace record (`jaxpipe.trace`); matplotlib loads only to draw."
 
 from __future__ import annotations
 
-import os
+import io
 from typing import Any
+
+from jaxpipe.files import atomic_write
 
 __all__ = ["format_trace", "write_trace_png"]
 
@@ -122,9 +124,10 @@ def write_trace_png(record: dict[str, Any], path: str) -> None:
     ax = fig.add_subplot(grid[-1])
     _draw_output(ax, record)
     fig.tight_layout()
-    tmp = path + ".tmp.png"
-    fig.savefig(tmp, dpi=100)
-    os.replace(tmp, path)
+    png = io.BytesIO()
+    fig.savefig(png, format="png", dpi=100)
+    plt.close(fig)
+    atomic_write(path, png.getvalue())  # the one safe writer (jaxpipe/files.py)
 
 
 def _draw_output(ax: Any, record: dict[str, Any]) -> None:

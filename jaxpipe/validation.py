@@ -33,6 +33,11 @@ def validate(spec: Spec) -> list[str]:
 
         load_catalog(spec.hardware, spec.base_dir)
     ds = load_dataset(spec)
+    steps = -(-ds.x_train.shape[0] // spec.training.batch_size) * spec.training.epochs
+    try:  # the schedule over the run's real length, as `run` checks it (issue 11)
+        check_optimizer(spec.optimizer, steps)
+    except SpecError as e:
+        raise place_error(spec, e) from None
     try:
         check_metric_names(spec, metric_names(ds.task == "regression"))
     except SpecError as e:

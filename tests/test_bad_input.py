@@ -430,6 +430,140 @@ CASES = [
 ]
 
 
+def _parquet_with_list_column() -> bytes:
+    import io
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    n = 20
+    table = pa.table(
+        {
+            "a": [float(i % 7) for i in range(n)],
+            "tags": [[i, i + 1] for i in range(n)],
+            "y": ["cat" if i % 2 else "dog" for i in range(n)],
+        }
+    )
+    buf = io.BytesIO()
+    pq.write_table(table, buf)
+    return buf.getvalue()
+
+
+SYNTHETIC = """
+[experiment]
+name = "bad"
+
+[data]
+source = "synthetic"
+validation = 0.25
+
+[data.synthetic]
+rows = 100000000000
+features = 1000
+
+[training]
+epochs = 1
+batch_size = 4
+"""
+
+# Issue 11's defects, in the table where a spec and files show them (the id names it).
+CASES += [
+    (
+        "defect-02-schedule-bad-value",
+        BASE + '[optimizer.schedule]\nname = "cosine"\ndecay_steps = 0\n',
+        {},
+        [],
+        ["optimizer.schedule", "decay_steps = 0"],
+    ),
+    (
+        "defect-02-schedule-negative-rate",
+        BASE + '[optimizer.schedule]\nname = "exponential"\ndecay_rate = -0.5\n',
+        {},
+        [],
+        ["optimizer.schedule", "learning rate -", "≥ 0"],
+    ),
+    (
+        "defect-03-inf-in-data",
+        BASE,
+        {"d.csv": CSV.replace("\n3.5,", "\ninf,", 1)},
+        [],
+        ["d.csv", "column 'a'", "inf", "row 4"],
+    ),
+    (
+        "defect-03-beyond-float32",
+        BASE,
+        {"d.csv": CSV.replace("\n3.5,", "\n1e308,", 1)},
+        [],
+        ["d.csv", "column 'a'", "1e+308", "row 4", "float32"],
+    ),
+    (
+        "defect-03-inf-with-missing-error",
+        BASE + '[preprocess]\nmissing = "error"\n',
+        {"d.csv": CSV.replace("\n3.5,9,", "\n-inf,9,", 1)},
+        [],
+        ["d.csv", "column 'a'", "-inf"],
+    ),
+    (
+        "defect-03-inf-regression-target",
+        spec_with('label = "y"', 'label = "a"\nfeatures = ["b"]').replace(
+            "hidden = [4]", 'hidden = [4]\ntask = "regression"'
+        ),
+        {"d.csv": CSV.replace("\n3.5,", "\ninf,", 1)},
+        [],
+        ["d.csv", "label column 'a'", "inf"],
+    ),
+    (
+        "defect-04-label-beyond-2-53",
+        spec_with('label = "y"', 'label = "n"'),
+        {"d.csv": "a,n\n" + "".join(f"{i},{'1e20' if i % 2 else '5'}\n" for i in range(20))},
+        [],
+        ["label column 'n'", "2**53"],
+    ),
+    (
+        "defect-06-validation-file-lacks-a-column",
+        spec_with("validation = 0.25", 'validation = "val.csv"'),
+        {"val.csv": "a,color,y,extra\n1,red,cat,5\n"},
+        [],
+        ["val.csv", "no column 'b'"],
+    ),
+    (
+        "defect-07-synthetic-beyond-host-memory",
+        SYNTHETIC,
+        {},
+        [],
+        ["data.synthetic", "GiB of host memory", "lower data.synthetic.rows"],
+    ),
+    (
+        "defect-07-synthetic-classes-beyond-host-memory",
+        SYNTHETIC.replace("rows = 100000000000", "rows = 100\nclasses = 100000000000"),
+        {},
+        [],
+        ["data.synthetic", "100000000000 classes", "GiB of host memory"],
+    ),
+    (
+        "defect-10-spec-is-dev-zero",
+        None,
+        {},
+        ["/dev/zero"],
+        ["/dev/zero", "a device, not a regular file"],
+    ),
+    (
+        "defect-23-semicolon-csv",
+        BASE,
+        {"d.csv": CSV.replace(",", ";")},
+        [],
+        ["d.csv", "separated by ';'"],
+    ),
+    (
+        "defect-24-parquet-list-column",
+        spec_with('source = "csv"\npath = "d.csv"', 'source = "parquet"\npath = "d.parquet"'),
+        {"d.parquet": "PARQUET_LIST"},
+        [],
+        ["d.parquet", "column 'tags'", "list<"],
+    ),
+]
+
+
 def _materialise(tmp_path, spec, files):
     (tmp_path / "d.csv").write_text(CSV)
     for name, content in files.items():
@@ -437,6 +571,8 @@ def _materialise(tmp_path, spec, files):
         path.parent.mkdir(parents=True, exist_ok=True)
         if content == "NPZ_NO_Y":
             np.savez(path, x=np.zeros((4, 2)))
+        elif content == "PARQUET_LIST":
+            path.write_bytes(_parquet_with_list_column())
         elif isinstance(content, bytes):
             path.write_bytes(content)
         else:

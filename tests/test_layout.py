@@ -13,9 +13,13 @@ PACKAGE = os.path.join(ROOT, "jaxpipe")
 # Lowest first. A module may import only modules of an earlier layer: the data flow
 # load → plan → place → preprocess → compile → train → evaluate → save reads downwards.
 LAYERS = [
-    # Import nothing of ours: versions, errors, the observer interface, process launching,
-    # console output, charts, the progress-reporting step.
-    ("foundation", {"_version", "errors", "events", "launch", "console", "charts", "progress"}),
+    ("errors", {"_version", "errors"}),  # import nothing of ours
+    # The one atomic writer and safe reader (issue 11); then the run directory's lock.
+    ("files", {"files"}),
+    ("run directory lock", {"rundir"}),
+    # The observer interface, process launching, console output, charts (written
+    # through files), the progress-reporting step.
+    ("foundation", {"events", "launch", "console", "charts", "progress"}),
     ("checkpoint helpers", {"cadence", "orbax_guard"}),  # when to save; orbax's logs, full disk
     ("calibration", {"calibration"}),  # estimate vs measured peak from summary.json
     ("starter", {"starter"}),  # `jaxpipe init`: the shipped examples
@@ -26,6 +30,7 @@ LAYERS = [
     ("spec", {"spec"}),
     ("pure core", {"encoding", "preprocess", "losses", "metrics", "model", "optim", "evaluation"}),
     ("spec helpers", {"stopping", "hardware"}),  # early stopping, signals; device catalog
+    ("readers", {"readers"}),  # csv / parquet / npz files into columns, for data
     ("data", {"data"}),  # stage load
     ("data in memory", {"frames"}),  # DataFrames, Tables, arrays as a file's columns
     ("step", {"step"}),  # TrainState, the train/eval steps, the scanned epoch
@@ -71,6 +76,7 @@ NO_JAX |= {"encoding", "cli", "cli_args", "evaluation", "frames", "__main__", "s
 NO_JAX |= {"sweepspec", "tracking", "compare"}
 NO_JAX |= {"cadence", "orbax_guard"}
 NO_JAX |= {"calibration"}
+NO_JAX |= {"files", "rundir", "readers"}
 MAX_FUNCTION_LINES = 60
 MAX_MODULE_LINES = 400
 

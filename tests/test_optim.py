@@ -83,3 +83,25 @@ def test_bad_optimizer_sections(text, key, needle):
     with pytest.raises(SpecError) as e:
         check_optimizer(_opt(text))
     assert e.value.key == key and needle in str(e.value), str(e.value)
+
+
+@pytest.mark.parametrize("name", SCHEDULES)
+@pytest.mark.parametrize("total", [1, 2, 7, 100, 10_000])
+def test_defect_02_every_schedule_builds_and_checks_at_realistic_lengths(name, total):
+    """warmup_cosine (README's example) failed for every spec: the dry-run built it over
+    one step, leaving the cosine none. Every schedule now checks and builds, over the
+    dry-run's length and over runs of any length from one step up."""
+    cfg = _opt(f'[optimizer]\nlearning_rate = 0.1\n[optimizer.schedule]\nname = "{name}"\n')
+    check_optimizer(cfg)
+    check_optimizer(cfg, total_steps=total)
+    sched = make_schedule(cfg.schedule, lr=0.1, total_steps=total)
+    values = np.array([float(sched(i)) for i in range(0, total + 1, max(1, total // 10))])
+    assert np.all(np.isfinite(values)) and values.min() >= 0 and values.max() <= 0.1 * (1 + 1e-6)
+
+
+def test_defect_02_schedule_step_counts_longer_than_the_dry_run():
+    cfg = _opt('[optimizer.schedule]\nname = "warmup_cosine"\nwarmup_steps = 5000\n')
+    check_optimizer(cfg)  # the dry run is long enough for the user's own step counts
+    with pytest.raises(SpecError) as e:
+        check_optimizer(cfg, total_steps=100)  # but a 100-step run cannot warm up for 5000
+    assert e.value.key == "optimizer.schedule" and "100 steps" in str(e.value)

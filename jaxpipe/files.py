@@ -1,0 +1,150 @@
+"""Files the user names and files jaxpipe writes, handled the one safe way.
+
+`atomic_write` is the only way jaxpipe writes a file: a reader sees the old file or the
+whole new one, never half of it, and a symlink planted at a predictable temporary name
+is never followed. `read_input_file` is how a spec or catalog file is read: only regular
+files, with a size cap, so a path that names `/dev/zero` or a FIFO fails at once instead
+of reading forever. Standard library only (the spec loader, which imports no jax, uses it).
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import stat
+import tempfile
+from typing import IO
+
+from jaxpipe.errors import EnvironmentProblem, JaxpipeError
+
+__all__ = [
+    "atomic_write",
+    "read_input_file",
+    "environment_problem",
+    "silence_stream",
+    "append_line",
+    "MAX_TEXT_BYTES",
+]
+
+# A spec or catalog is a few kilobytes; 16 MiB is far above any real one and far below
+# what would hurt the host.
+MAX_TEXT_BYTES = 16 * 2**20
+
+_FULL = (errno.ENOSPC, errno.EDQUOT)
+
+
+def environment_problem(path: str, e: OSError) -> EnvironmentProblem | None:
+    """The one-line EnvironmentProblem for a full disk or quota at `path`, else None."""
+    if e.errno in _FULL:
+        return EnvironmentProblem(
+            f"{path}: the disk is full ({e.strerror}); free space (or choose another --out) "
+            "and continue the run with --resume"
+        )
+    return None
+
+
+def atomic_write(path: str, data: bytes | str, *, what: str | None = None) -> None:
+    """Writes `data` to `path` atomically: a fresh temporary in the same directory
+    (mkstemp: O_CREAT | O_EXCL with an unpredictable name, so nothing planted there is
+    followed), fsync, then os.replace over `path`. On failure the temporary is removed
+    and `path` keeps its old content.
+
+    A full disk raises EnvironmentProblem (exit 4); any other OSError a JaxpipeError
+    naming `what` (default: the path), e.g. "--out x.csv: cannot write there"."""
+    raw = data.encode() if isinstance(data, str) else data
+    directory = os.path.dirname(os.path.abspath(path))
+    base = os.path.basename(path)
+    tmp = None
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{base}.", suffix=".tmp", dir=directory)
+        with os.fdopen(fd, "wb") as f:
+            f.write(raw)
+            f.flush()
+            os.fsync(f.fileno())  # the rename must not land before the bytes do
+        os.replace(tmp, path)
+        tmp = None
+    except OSError as e:
+        full = environment_problem(path, e)
+        if full is not None:
+            raise full from None
+        raise JaxpipeError(
+            f"{what or path}: cannot write there ({e.strerror or e}); choose a writable path"
+        ) from None
+    finally:
+        if tmp is not None:
+            try:
+                os.unlink(tmp)
+            except OSError:
+                pass
+
+
+def read_input_file(path: str, what: str, limit: int = MAX_TEXT_BYTES) -> bytes:
+    """The bytes of a user-named input file (`what`: "spec file", "catalog file").
+
+    Refuses anything but a regular file (a directory, FIFO, socket or device such as
+    /dev/zero, also through a symlink) and files over `limit` bytes, with a JaxpipeError
+    naming the path. Opened with O_NONBLOCK so a FIFO swapped in after the check cannot
+    block the open, and read at most `limit` + 1 bytes, so nothing reads forever.
+    Raises FileNotFoundError when the path does not exist (callers word that one)."""
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+    except FileNotFoundError:
+        raise
+    except OSError as e:
+        raise JaxpipeError(f"{path}: cannot read the {what} ({e.strerror})") from None
+    mode = os.fstat(fd).st_mode
+    if not stat.S_ISREG(mode):
+        os.close(fd)
+        raise JaxpipeError(
+            f"{path}: cannot read the {what}: it is {_kind(mode)}, not a regular file; "
+            "give the path of a TOML file"
+        )
+    with os.fdopen(fd, "rb") as f:
+        raw = f.read(limit + 1)
+    if len(raw) > limit:
+        raise JaxpipeError(
+            f"{path}: the {what} is larger than {limit // 2**20} MiB; "
+            "a TOML file this large is not a jaxpipe spec or catalog"
+        )
+    return raw
+
+
+def _kind(mode: int) -> str:
+    if stat.S_ISDIR(mode):
+        return "a directory"
+    if stat.S_ISFIFO(mode):
+        return "a FIFO (named pipe)"
+    if stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
+        return "a device"
+    if stat.S_ISSOCK(mode):
+        return "a socket"
+    return "not a regular file"
+
+
+def silence_stream(stream: object) -> None:
+    """After a BrokenPipeError (`jaxpipe run ... | head`: the reader left), points the
+    stream's file descriptor at /dev/null, so later writes and the interpreter's final
+    flush succeed quietly instead of failing the process (exit 120) or the run."""
+    try:
+        fd = stream.fileno()  # type: ignore[attr-defined]
+    except (AttributeError, OSError, ValueError):
+        return
+    null = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(null, fd)
+    finally:
+        os.close(null)
+
+
+def append_line(f: IO[str], path: str, line: str) -> None:
+    """Appends `line` to the open log `f` (at `path`) and flushes it; a full disk is
+    EnvironmentProblem (exit 4) rather than a traceback. The log is rewritten from the
+    checkpoint on --resume, so a line lost here is not lost for good."""
+    try:
+        f.write(line)
+        f.flush()
+    except OSError as e:
+        full = environment_problem(path, e)
+        if full is not None:
+            raise full from None
+        raise

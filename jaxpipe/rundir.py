@@ -1,0 +1,90 @@
+"""The run directory's lock and its default name.
+
+One run at a time per directory: `lock_run_dir` takes an exclusive `flock` on
+`<run_dir>/.lock` for the whole run, so a second run into the same `--out` stops with
+RunDirectoryBusy (exit 2) naming the holder's pid before it writes anything there. The
+kernel drops the lock when the holder exits, however it exits (even SIGKILL), so a stale
+lock never needs cleaning up. Default names carry microseconds and are created with
+O_EXCL semantics (`os.mkdir`), so two runs started in the same second never share one.
+"""
+
+from __future__ import annotations
+
+import datetime
+import fcntl
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from jaxpipe.errors import JaxpipeError, RunDirectoryBusy
+from jaxpipe.files import environment_problem
+
+__all__ = ["LOCK_FILE", "lock_run_dir", "default_run_name", "make_unique_dir"]
+
+LOCK_FILE = ".lock"
+
+
+def default_run_name(name: str) -> str:
+    """runs/<name>-<YYYYmmdd-HHMMSS-ffffff>: to the microsecond (and `make_unique_dir`
+    adds a suffix if even that collides)."""
+    stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S-%f")
+    return os.path.join("runs", f"{name}-{stamp}")
+
+
+def make_unique_dir(path: str) -> str:
+    """Creates `path`, or `path-2`, `path-3`, ... if it exists; returns the one created.
+    mkdir is atomic, so two processes never get the same directory."""
+    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+    for n in range(1, 1000):
+        candidate = path if n == 1 else f"{path}-{n}"
+        try:
+            os.mkdir(candidate)
+            return candidate
+        except FileExistsError:
+            continue
+    raise JaxpipeError(f"{path}: 999 run directories of this name exist; give --out DIR")
+
+
+def _holder(path: str) -> str:
+    try:
+        with open(path) as f:
+            pid = f.read(32).strip()
+    except OSError:
+        pid = ""
+    return f"pid {pid}" if pid.isdigit() else "another process"
+
+
+@contextmanager
+def lock_run_dir(run_dir: str) -> Iterator[str]:
+    """Holds the exclusive lock on `run_dir` (which must exist) within the block; raises
+    RunDirectoryBusy at once if another process (or another run in this one) holds it.
+    The lock file keeps the holder's pid for that message."""
+    path = os.path.join(run_dir, LOCK_FILE)
+    try:
+        # O_NOFOLLOW: a symlink planted as the lock file is refused, not written through.
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
+    except OSError as e:
+        full = environment_problem(path, e)
+        if full is not None:
+            raise full from None
+        raise JaxpipeError(
+            f"--out {run_dir}: cannot write there ({e.strerror}); choose a writable directory"
+        ) from None
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise RunDirectoryBusy(
+                f"--out {run_dir}: another run is using this directory ({_holder(path)}); "
+                "wait for it to finish, or choose another --out"
+            ) from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        try:
+            yield run_dir
+        finally:
+            # Emptied before unlocking: a pid left behind would name a finished process.
+            os.ftruncate(fd, 0)
+            fcntl.flock(fd, fcntl.LOCK_UN)
+    finally:
+        os.close(fd)
