@@ -216,6 +216,13 @@ _SYNTHETIC_BYTES_PER_CELL = 40
 _WIDE_FIX = "a text column has too many distinct values: leave it out with data.features"
 
 
+def _check_width(width: int, rows: int, origin: str) -> None:
+    """One-hot width comes from the data: a text column of a million distinct values is a
+    million float32 columns (plus a float64 block per column while encoding)."""
+    what = f"{origin}: the encoded features ({rows} rows × {width})"
+    check_host_memory(rows * width * 12, what, _WIDE_FIX)
+
+
 def _synthetic(spec: Spec) -> tuple[Columns, np.ndarray, dict, tuple[str, ...]]:
     cfg = spec.data.synthetic
     centers = cfg.classes * 2 * min(cfg.features, 8) * 8  # the class centres, float64
@@ -281,12 +288,7 @@ def load_dataset(
             f"training split ({len(y_train)} rows); lower it"
         )
     encoder = fit_encoder(tr_feats, kinds, spec.preprocess.missing == "mean", origin)
-    # One-hot width comes from the data: a text column of a million distinct values is a
-    # million float32 columns (plus a float64 block per column while encoding).
-    width, n = len(encoder.feature_names), len(y_train) + len(y_val)
-    check_host_memory(
-        n * width * 12, f"{origin}: the encoded features ({n} rows × {width})", _WIDE_FIX
-    )
+    _check_width(len(encoder.feature_names), len(y_train) + len(y_val), origin)
     return Dataset(
         x_train=encoder.transform(tr_feats),
         y_train=y_train,
