@@ -126,7 +126,6 @@ def write_trace_png(record: dict[str, Any], path: str) -> None:
     fig.tight_layout()
     png = io.BytesIO()
     fig.savefig(png, format="png", dpi=100)
-    plt.close(fig)
     atomic_write(path, png.getvalue())  # the one safe writer (jaxpipe/files.py)
 
 
