@@ -9,9 +9,8 @@ at any moment leaves every earlier checkpoint intact.
 
 Saves are asynchronous: `save` copies the arrays on the device (so the next epoch may
 donate them) and hands the write to one background thread; at most one save is in
-flight. `Cadence` decides which epochs save. Orbax is imported on first use (it costs
-about half a second), and its logging is captured while it works, never configured
-globally.
+flight. `Cadence` decides which epochs save. Orbax is imported on first use (~0.5 s);
+its logging is captured while it works, never configured globally.
 """
 
 from __future__ import annotations
@@ -21,7 +20,6 @@ import contextlib
 import glob
 import os
 import shutil
-import sys
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
@@ -31,7 +29,7 @@ import jax
 
 from jaxpipe.cadence import Cadence, make_cadence
 from jaxpipe.errors import EnvironmentProblem, JaxpipeError
-from jaxpipe.orbax_guard import LoopClosedFilter, captured_logs, is_disk_full
+from jaxpipe.orbax_guard import captured_logs, drop_loop_closed_tracebacks, is_disk_full
 from jaxpipe.step import TrainState
 
 __all__ = [
@@ -44,6 +42,7 @@ __all__ = [
     "tree_to_state",
     "spec_conflicts",
     "saved_epochs",
+    "check_store_path",
     "CORRUPT_DIR",
 ]
 
@@ -117,6 +116,15 @@ class _KeepEpochs:
         return [c.step in self.epochs for c in checkpoints]
 
 
+def check_store_path(directory: str) -> None:
+    """A path that exists and is not a folder cannot hold checkpoints (JaxpipeError)."""
+    if os.path.exists(directory) and not os.path.isdir(directory):
+        raise JaxpipeError(
+            f"{directory}: exists and is not a directory, but the run keeps its "
+            "checkpoints there; move or rename that file, or choose another --out"
+        )
+
+
 class CheckpointStore:
     """The checkpoints folder of one run.
 
@@ -134,11 +142,7 @@ class CheckpointStore:
         best_mode: str = "min",
     ):
         self.directory = os.path.abspath(directory)
-        if os.path.exists(self.directory) and not os.path.isdir(self.directory):
-            raise JaxpipeError(
-                f"{self.directory}: exists and is not a directory, but the run keeps its "
-                "checkpoints there; move or rename that file, or choose another --out"
-            )
+        check_store_path(self.directory)
         self.best_metric, self.best_mode = best_metric, best_mode
         # (value, epoch) of the best saved checkpoint. Tracked here and stored in each
         # checkpoint's meta because orbax does not reload saved metrics into its
@@ -152,8 +156,7 @@ class CheckpointStore:
         self._written = 0
         self._keep = keep
         self._snapshots: collections.deque = collections.deque()  # sized by the first
-        self._noise = LoopClosedFilter()
-        sys.unraisablehook = self._noise
+        drop_loop_closed_tracebacks()
         self._manager: Any = None
         # Orbax is imported and the manager opened on the writer thread (half a second
         # of imports, overlapping the compile); anything that needs it waits first.
@@ -342,7 +345,6 @@ class CheckpointStore:
             self._writer.shutdown(wait=True)
             if self._manager is not None:
                 self._manager.close()
-            self._noise.remove()
 
 
 # Keys a resumed run may change freely, or with --force (the training length). Anything

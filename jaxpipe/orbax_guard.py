@@ -12,7 +12,13 @@ import threading
 from collections.abc import Iterator
 from typing import Any
 
-__all__ = ["Captured", "captured_logs", "LoopClosedFilter", "is_disk_full"]
+__all__ = [
+    "Captured",
+    "captured_logs",
+    "LoopClosedFilter",
+    "drop_loop_closed_tracebacks",
+    "is_disk_full",
+]
 
 
 class Captured(logging.Handler):
@@ -76,6 +82,14 @@ class LoopClosedFilter:
     def remove(self) -> None:
         if sys.unraisablehook is self:
             sys.unraisablehook = self.previous
+
+
+def drop_loop_closed_tracebacks() -> None:
+    """Installs one LoopClosedFilter for the rest of the process, when a run first opens
+    a checkpoint store: tensorstore's late callbacks can fire after the store is closed,
+    even at interpreter exit, so a filter removed at close lets some through."""
+    if not isinstance(sys.unraisablehook, LoopClosedFilter):
+        sys.unraisablehook = LoopClosedFilter()
 
 
 def is_disk_full(exc: BaseException) -> bool:

@@ -70,6 +70,8 @@ def prepare_out_dir(
         raise environment_problem(out, e) or JaxpipeError(
             f"{what}: cannot write there ({e.strerror}); {fix}"
         ) from None
+    # Refused before the lock file is made, so a refused directory gains nothing.
+    ckpt.check_store_path(os.path.join(out, CHECKPOINTS))
     # Held before the checks below, so no other run changes them. In a multi-process run
     # the processes share the directory: process 0 holds the lock for all of them.
     if stack is not None and jax.process_index() == 0:
