@@ -24,7 +24,7 @@ from jaxpipe.report import ConsoleReporter, format_plan
 from jaxpipe.run import check_before_data, run_experiment
 from jaxpipe.sharding import distributed_config, initialize_distributed
 from jaxpipe.spec import Spec, load_spec
-from jaxpipe.sweep import SweepResult, run_sweep
+from jaxpipe.sweep import SweepResult, run_sweep, sweep_plan
 from jaxpipe.tracking import tracking_observers
 from jaxpipe.trained import Model, load_model
 from jaxpipe.validation import validate
@@ -226,6 +226,8 @@ def plan(
     spec = _as_spec(spec)
     check_before_data(spec)
     result = make_plan(spec, gpu=gpu, devices=devices)
+    if spec.sweep is not None:  # trials × per-trial memory, in chunks that fit
+        result = sweep_plan(spec, result, gpu, devices)
     return verify_plan(spec, result) if verify else result
 
 

@@ -108,6 +108,7 @@ class Plan:
     bf16_note: str | None = None  # why bfloat16 needs more than float32, when it does
     source: str = "estimate"  # "xla" once verify.confirm compiled the chosen layout
     verify: dict[str, Any] | None = None
+    sweep: dict[str, Any] | None = None  # a [sweep] spec: trials, chunks, largest need
 
     @property
     def headroom_bytes(self) -> int:
@@ -151,6 +152,8 @@ class Plan:
             out["xla"] = dict(self.xla)
         if self.verify is not None:
             out["verify"] = dict(self.verify)
+        if self.sweep is not None:
+            out["sweep"] = dict(self.sweep)
         return out
 
 

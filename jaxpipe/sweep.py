@@ -11,6 +11,7 @@ sweep directory written:
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import time
@@ -19,21 +20,24 @@ from dataclasses import dataclass
 from typing import Any
 
 from jaxpipe import schema
-from jaxpipe.errors import SpecError
+from jaxpipe.errors import PlanError, SpecError
 from jaxpipe.events import Observer, RunResult
 from jaxpipe.optim import check_optimizer
 from jaxpipe.outdir import prepare_out_dir, resolved_spec, write_json, write_lines
+from jaxpipe.planner import make_plan
+from jaxpipe.plantypes import Plan, format_bytes
 from jaxpipe.predict import save_predictor
 from jaxpipe.report import format_table, write_curves
 from jaxpipe.run import enable_compilation_cache
 from jaxpipe.spec import Spec, dump_spec
 from jaxpipe.summary import device_info
+from jaxpipe.sweepplan import TrialSplit, split_trials
 from jaxpipe.sweepspec import expand_trials, value_key
 from jaxpipe.sweeptrain import GroupRun, TrialRun, train_group
 from jaxpipe.trace import save_trace_rows
-from jaxpipe.trials import group_key, is_input_key
+from jaxpipe.trials import SEED, group_key, is_input_key
 
-__all__ = ["SweepResult", "run_sweep", "trial_spec", "plan_trials", "leaderboard"]
+__all__ = ["SweepResult", "run_sweep", "trial_spec", "plan_trials", "leaderboard", "sweep_plan"]
 
 
 @dataclass
@@ -93,6 +97,28 @@ def plan_trials(spec: Spec, force: bool = False) -> tuple[list[list[TrialRun]], 
     for t in trials:
         groups.setdefault(group_key(t.values, inputs), []).append(t)
     return list(groups.values()), inputs
+
+
+def sweep_plan(spec: Spec, plan: Plan, gpu: str | None, devices: int | None) -> Plan:
+    """`plan` for a [sweep] spec: `plan` (the base spec's) with the trial count and, over
+    every group, the chunks and the largest chunk's per-device need (sweepplan.py); it
+    fits when one trial of every group fits one device."""
+    groups, inputs = plan_trials(spec, force=True)
+    info = {"trials": sum(len(g) for g in groups), "groups": len(groups), "chunks": 0,
+            "largest_chunk_trials": 0, "per_device_bytes": 0, "fits": True}  # fmt: skip
+    for group in groups:
+        p = make_plan(group[0].spec, gpu=gpu, devices=devices)
+        seeds = [t.spec.experiment.seed if SEED in inputs else None for t in group]
+        try:
+            split = split_trials(p, seeds, p.available_devices or 1)
+        except PlanError:
+            info["fits"] = False
+            info["per_device_bytes"] = max(info["per_device_bytes"], sum(p.breakdown.values()))
+            continue
+        info["chunks"] += len(split.chunks)
+        info["largest_chunk_trials"] = max(info["largest_chunk_trials"], len(split.chunks[0]))
+        info["per_device_bytes"] = max(info["per_device_bytes"], split.per_device_bytes)
+    return dataclasses.replace(plan, sweep=info, fits=plan.fits and info["fits"])
 
 
 def _best_row(history: Sequence[dict[str, Any]], metric: str, mode: str) -> dict | None:
@@ -193,17 +219,39 @@ def run_sweep(
     obs.on_start(spec, run_dir)
     obs.on_note(f"Sweep: {n} trials in {len(groups)} program(s) → {run_dir}")
     runs: list[GroupRun] = []
+    splits: list[dict[str, Any]] = []
     for i, group in enumerate(groups):
-        obs.on_note(f"program {i + 1}/{len(groups)}: {len(group)} trials")
-        runs.append(train_group(group, inputs, _on_epoch(obs, n)))
-        for t in group:
-            _write_trial(t, os.path.join(run_dir, "trials", str(t.index)), sweep.metric,
-                         sweep.better, runs[-1])  # fmt: skip
-            obs.on_trial(t.index, t.values, t.history)
-    return _finish(spec, run_dir, runs, time.perf_counter() - t0, obs)
+        indices = [t.index for t in group]
+        note = _split_note(obs, i, len(groups), indices, splits)
+        split, chunk_runs = train_group(group, inputs, _on_epoch(obs, n), note)
+        for run in chunk_runs:
+            for t in run.trials:
+                _write_trial(t, os.path.join(run_dir, "trials", str(t.index)), sweep.metric,
+                             sweep.better, run)  # fmt: skip
+                obs.on_trial(t.index, t.values, t.history)
+        runs += chunk_runs
+    return _finish(spec, run_dir, runs, time.perf_counter() - t0, obs, splits)
 
 
-def _finish(spec: Spec, run_dir: str, runs: list[GroupRun], seconds: float, obs: Observer):
+def _split_note(obs: Observer, i: int, count: int, indices: list[int], splits: list):
+    """The one console line about a group's split, and its summary.json record."""
+
+    def note(split: TrialSplit) -> None:
+        splits.append(split.record(indices))
+        k = len(split.chunks)
+        how = f"in {k} chunks of ≤{len(split.chunks[0])}, one after another" if k > 1 else ""
+        obs.on_note(
+            f"program {i + 1}/{count}: {len(indices)} trials {how}".rstrip()
+            + f" ({format_bytes(split.per_device_bytes)} per device, "
+            f"{format_bytes(split.usable_bytes_per_device)} usable)"
+        )
+
+    return note
+
+
+def _finish(
+    spec: Spec, run_dir: str, runs: list[GroupRun], seconds: float, obs: Observer, splits: list
+):
     sweep = spec.sweep
     trials = sorted((t for g in runs for t in g.trials), key=lambda t: t.index)
     table = leaderboard(trials, sweep.metric, sweep.better)
@@ -235,6 +283,7 @@ def _finish(spec: Spec, run_dir: str, runs: list[GroupRun], seconds: float, obs:
             }
             for g in runs
         ],  # fmt: skip
+        "sweep": {"groups": splits},
         "seconds": seconds,
         "device": device_info(),
     }

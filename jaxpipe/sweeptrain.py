@@ -22,9 +22,10 @@ from jaxpipe.evaluation import metric_names
 from jaxpipe.fitted import Preprocessing, preprocess_data
 from jaxpipe.metrics import finalize, finalize_regression
 from jaxpipe.place import Placed
-from jaxpipe.runplan import plan_run
+from jaxpipe.runplan import RunPlan, plan_run
 from jaxpipe.spec import Spec
 from jaxpipe.stopping import EarlyStopper, SignalCatcher, check_metric_names, outcome
+from jaxpipe.sweepplan import TrialSplit, split_trials
 from jaxpipe.trials import SEED, TrialPrograms, compile_trials, trial_inputs, trial_mesh
 
 __all__ = ["TrialRun", "GroupRun", "train_group"]
@@ -60,17 +61,20 @@ class GroupRun:
     per_trial_data: bool
 
 
-def _load(spec: Spec, trials: list[TrialRun], seed_varies: bool):
-    """Each distinct seed's data set (a seed draws synthetic rows and the split), loaded,
-    placed replicated on `mesh`, and scaled; the group's first spec plans the run."""
+def _load(trials: list[TrialRun], seed_varies: bool, hosts: dict[int, Dataset]):
+    """Each distinct seed's data set (a seed draws synthetic rows and the split), loaded
+    on the host once per group (`hosts`, by seed), placed replicated on the chunk's mesh,
+    and scaled."""
     seeds = sorted({t.spec.experiment.seed for t in trials}) if seed_varies else [None]
     loaded: dict[Any, tuple[Dataset, Preprocessing, Placed]] = {}
-    n = spec.hardware.devices  # "auto": every local device
+    n = trials[0].spec.hardware.devices  # "auto": every local device
     mesh = trial_mesh(len(trials), jax.devices()[:n] if isinstance(n, int) else None)
     replicated = NamedSharding(mesh, PartitionSpec())
     for seed in seeds:
         s = next(t.spec for t in trials if seed is None or t.spec.experiment.seed == seed)
-        ds = load_dataset(s)
+        if s.experiment.seed not in hosts:
+            hosts[s.experiment.seed] = load_dataset(s)
+        ds = hosts[s.experiment.seed]
         host = (ds.x_train, ds.y_train, ds.x_val, ds.y_val)
         arrays = [jax.device_put(a, replicated) for a in host]
         placed = Placed(*arrays, device=jax.devices()[0], where=f"{mesh.size} devices")
@@ -166,20 +170,45 @@ def _epochs(tp: TrialPrograms, arrays, trials, epochs: int, on_epoch) -> float:
     return seconds
 
 
+def _device_count(spec: Spec) -> int:
+    n = spec.hardware.devices  # "auto": every local device
+    return min(n, len(jax.devices())) if isinstance(n, int) else len(jax.devices())
+
+
 def train_group(
     trials: list[TrialRun],
     input_keys: set[str],
     on_epoch: Callable[[int, int, Sequence[TrialRun]], None],
-) -> GroupRun:
-    """Trains the group's trials as one program; fills in each TrialRun."""
+    on_split: Callable[[TrialSplit], None] | None = None,
+) -> tuple[TrialSplit, list[GroupRun]]:
+    """Trains the group's trials in the fewest chunks whose trials × per-trial memory fit
+    the devices (sweepplan.py), each chunk one program, one after another; fills in each
+    TrialRun. Raises PlanError before any compile when one trial alone does not fit."""
     spec = trials[0].spec
-    seed_varies = SEED in input_keys and len({t.spec.experiment.seed for t in trials}) > 1
-    loaded, mesh = _load(spec, trials, seed_varies)
-    ds = trials[0].dataset
+    hosts = {spec.experiment.seed: load_dataset(spec)}
+    ds = hosts[spec.experiment.seed]
     check_metric_names(spec, metric_names(ds.task == "regression"))
-    rp = plan_run(spec, ds)  # one trial's plan: memory fit and steps per epoch
+    rp = plan_run(spec, ds)  # one trial's plan: its breakdown and steps per epoch
+    seeds = [t.spec.experiment.seed if SEED in input_keys else None for t in trials]
+    split = split_trials(rp.plan, seeds, _device_count(spec))
     if rp.chunk:
         raise SpecError("a sweep keeps the data on the device; remove it", key="data.chunk_rows")
+    if on_split is not None:
+        on_split(split)
+    runs = [
+        _train_chunk([trials[i] for i in c], input_keys, on_epoch, rp, hosts) for c in split.chunks
+    ]
+    return split, runs
+
+
+def _train_chunk(
+    trials: list[TrialRun], input_keys: set[str], on_epoch, rp: RunPlan, hosts: dict
+) -> GroupRun:
+    """One chunk of a group as one program (the trials share every shape)."""
+    spec = trials[0].spec
+    seed_varies = SEED in input_keys and len({t.spec.experiment.seed for t in trials}) > 1
+    loaded, mesh = _load(trials, seed_varies, hosts)
+    ds = trials[0].dataset
     arrays = _stack(trials, loaded, seed_varies, mesh)
     es = spec.training.early_stopping
     for t in trials:

@@ -50,6 +50,13 @@ def _head(plan: Plan) -> list[str]:
         f"{verdict} {where}: needs {format_bytes(need)} ({source}) per device, "
         f"{format_bytes(plan.usable_bytes_per_device)} usable{host}"
     ]
+    if plan.sweep:  # a [sweep] spec: its trials share the devices, in chunks that fit
+        w = plan.sweep
+        lines.append(
+            f"  sweep: {w['trials']} trials in {w['chunks']} program(s); the largest, "
+            f"{w['largest_chunk_trials']} trials, needs {format_bytes(w['per_device_bytes'])} "
+            "per device"
+        )
     if plan.platform == "cpu":
         how = f"  usable = host memory share {format_bytes(plan.nominal_bytes_per_device)}"
     else:

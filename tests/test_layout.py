@@ -39,6 +39,7 @@ LAYERS = [
     ("plan search", {"search", "plantypes"}),  # closed-form search; the plan's values
     ("plan options", {"options"}),  # ranked options, roofline times, recommendation
     ("planner", {"planner"}),
+    ("sweep plan", {"sweepplan"}),  # a sweep group's trials × per-trial memory, in chunks
     ("verdict", {"verdict"}),  # format_plan: the plan as people read it
     ("sharding", {"sharding"}),  # planner ─▶ sharding ─▶ the run
     ("verify", {"verify"}),  # compiles a plan's layouts abstractly; api calls it
