@@ -87,7 +87,10 @@ def test_the_split_is_the_fewest_chunks_that_fit(write_spec, trials, devices, se
     assert max(needs) == split.per_device_bytes <= usable
     fewer = _cuts(trials, len(split.chunks) - 1) if len(split.chunks) > 1 else []
     if fewer:  # one chunk less would not fit
-        assert max(chunk_bytes(per_trial, data, [seeds[i] for i in c], devices) for c in fewer) > usable
+        assert (
+            max(chunk_bytes(per_trial, data, [seeds[i] for i in c], devices) for c in fewer)
+            > usable
+        )
 
 
 def test_a_split_sweep_equals_the_unsplit_one(write_spec, tmp_path):
