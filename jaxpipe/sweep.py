@@ -113,7 +113,8 @@ def sweep_plan(spec: Spec, plan: Plan, gpu: str | None, devices: int | None) -> 
             split = split_trials(p, seeds, p.available_devices or 1)
         except PlanError:
             info["fits"] = False
-            info["per_device_bytes"] = max(info["per_device_bytes"], sum(p.breakdown.values()))
+            one = next(c.per_device_bytes for c in p.candidates if c.strategy == "single")
+            info["per_device_bytes"] = max(info["per_device_bytes"], one)  # one trial alone
             continue
         info["chunks"] += len(split.chunks)
         info["largest_chunk_trials"] = max(info["largest_chunk_trials"], len(split.chunks[0]))

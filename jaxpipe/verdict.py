@@ -51,11 +51,12 @@ def _head(plan: Plan) -> list[str]:
         f"{format_bytes(plan.usable_bytes_per_device)} usable{host}"
     ]
     if plan.sweep:  # a [sweep] spec: its trials share the devices, in chunks that fit
-        w = plan.sweep
+        w, need = plan.sweep, format_bytes(plan.sweep["per_device_bytes"])
         lines.append(
             f"  sweep: {w['trials']} trials in {w['chunks']} program(s); the largest, "
-            f"{w['largest_chunk_trials']} trials, needs {format_bytes(w['per_device_bytes'])} "
-            "per device"
+            f"{w['largest_chunk_trials']} trials, needs {need} per device"
+            if w["fits"]
+            else f"  sweep: {w['trials']} trials; one trial alone needs {need} per device"
         )
     if plan.platform == "cpu":
         how = f"  usable = host memory share {format_bytes(plan.nominal_bytes_per_device)}"
