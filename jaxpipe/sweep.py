@@ -33,7 +33,7 @@ from jaxpipe.spec import Spec, dump_spec
 from jaxpipe.summary import device_info
 from jaxpipe.sweepplan import TrialSplit, split_trials
 from jaxpipe.sweepspec import expand_trials, value_key
-from jaxpipe.sweeptrain import GroupRun, TrialRun, train_group
+from jaxpipe.sweeptrain import GroupRun, TrialRun, costliest, train_group
 from jaxpipe.trace import save_trace_rows
 from jaxpipe.trials import SEED, group_key, is_input_key
 
@@ -107,7 +107,7 @@ def sweep_plan(spec: Spec, plan: Plan, gpu: str | None, devices: int | None) -> 
     info = {"trials": sum(len(g) for g in groups), "groups": len(groups), "chunks": 0,
             "largest_chunk_trials": 0, "per_device_bytes": 0, "fits": True}  # fmt: skip
     for group in groups:
-        p = make_plan(group[0].spec, gpu=gpu, devices=devices)
+        p = make_plan(costliest(group), gpu=gpu, devices=devices)
         seeds = [t.spec.experiment.seed if SEED in inputs else None for t in group]
         try:
             split = split_trials(p, seeds, p.available_devices or 1)

@@ -5,7 +5,7 @@ by the trials each device holds, against the usable memory `plan` reports (inclu
 In a group's program (trials.py) every trial runs whole on one device: the trial axis is
 sharded over `trial_mesh(c)`'s devices (the largest count ≤ the devices that divides the
 chunk's c trials), so a device holds ceil(c / devices) trials' parameters, gradients,
-optimizer state, activations and workspace. The data is what sweeptrain.py holds: one
+optimizer state, activations, workspace and the masked epoch's kept state. The data is what sweeptrain.py holds: one
 replicated copy per device when the trials share it; when the seed varies within a
 chunk, each distinct seed's replicated copy plus the stacked per-trial copy (sharded on
 the trial axis, so ceil(c / devices) of them per device).
@@ -58,7 +58,11 @@ def _one_trial(plan: Plan) -> tuple[int, int]:
     single = next((c for c in plan.candidates if c.strategy == "single"), None)
     breakdown = dict(single.breakdown if single is not None else plan.breakdown)
     data = breakdown.pop("data", 0)
-    return sum(breakdown.values()), data
+    # The masked epoch (trials.py) selects between a trial's new and its kept state, so
+    # the old parameters and optimizer state live through the step beside the new ones:
+    # XLA's figure for the vmapped epoch grows by one more such copy per trial.
+    kept = breakdown.get("params", 0) + breakdown.get("optimizer", 0)
+    return sum(breakdown.values()) + kept, data
 
 
 def chunk_bytes(per_trial: int, data: int, seeds: Sequence[Any], devices: int) -> int:

@@ -28,7 +28,7 @@ from jaxpipe.stopping import EarlyStopper, SignalCatcher, check_metric_names, ou
 from jaxpipe.sweepplan import TrialSplit, split_trials
 from jaxpipe.trials import SEED, TrialPrograms, compile_trials, trial_inputs, trial_mesh
 
-__all__ = ["TrialRun", "GroupRun", "train_group"]
+__all__ = ["TrialRun", "GroupRun", "train_group", "costliest"]
 
 
 @dataclass
@@ -170,6 +170,12 @@ def _epochs(tp: TrialPrograms, arrays, trials, epochs: int, on_epoch) -> float:
     return seconds
 
 
+def costliest(trials: Sequence[TrialRun]) -> Spec:
+    """The trial spec whose memory the group's program needs per trial: the largest
+    dropout rate (the vmapped program draws dropout bits for every trial if any drops)."""
+    return max(trials, key=lambda t: t.spec.model.dropout).spec
+
+
 def _device_count(spec: Spec) -> int:
     n = spec.hardware.devices  # "auto": every local device
     return min(n, len(jax.devices())) if isinstance(n, int) else len(jax.devices())
@@ -188,7 +194,8 @@ def train_group(
     hosts = {spec.experiment.seed: load_dataset(spec)}
     ds = hosts[spec.experiment.seed]
     check_metric_names(spec, metric_names(ds.task == "regression"))
-    rp = plan_run(spec, ds)  # one trial's plan: its breakdown and steps per epoch
+    # The program draws dropout bits when any trial drops out: plan the costliest trial.
+    rp = plan_run(costliest(trials), ds)  # one trial's breakdown and steps per epoch
     seeds = [t.spec.experiment.seed if SEED in input_keys else None for t in trials]
     split = split_trials(rp.plan, seeds, _device_count(spec))
     if rp.chunk:
