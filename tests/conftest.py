@@ -66,3 +66,22 @@ hidden = [16]
 epochs = 2
 batch_size = 32
 """
+
+
+# The longest files first: with `-n 2 --dist loadfile` each file runs on one worker, and
+# a long file collected last (alphabetically) would run alone at the end while the other
+# worker idles. Order only; every test still runs.
+_LONG_FIRST = [
+    "test_reliability.py",
+    "test_step.py",
+    "test_checkpoint_defects.py",
+    "test_verify.py",
+    "test_sweep.py",
+    "test_speccheck.py",
+    "test_planner.py",
+]
+
+
+def pytest_collection_modifyitems(config, items):
+    rank = {name: i for i, name in enumerate(_LONG_FIRST)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))
