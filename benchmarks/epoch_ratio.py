@@ -135,6 +135,13 @@ def main() -> None:
         "cpu_ratio": statistics.median(cpu_ratios),
         "best_ratio": min(times["jaxpipe"]) / min(times["reference"]),
         "ratios": [round(v, 3) for v in ratios],
+        # Per step: jaxpipe runs ceil(rows / batch) steps, the reference floor(rows / batch).
+        "batch": batch,
+        "jaxpipe_step_us": statistics.median(times["jaxpipe"]) / -(-rows // batch) * 1e6,
+        "reference_step_us": statistics.median(times["reference"]) / (rows // batch) * 1e6,
+        "jaxpipe_samples_per_s": rows / statistics.median(times["jaxpipe"]),
+        "reference_samples_per_s": rows / statistics.median(times["reference"]),
+        "device": jax.devices()[0].device_kind,
     }
     print("RESULT " + json.dumps(out), flush=True)
 
