@@ -106,7 +106,11 @@ def child(config: dict, out: str) -> dict:
     checked = jaxpipe.plan(spec, verify=True)
     xla = (checked.xla or {}).get("total_with_validation")
     est, peak = plan["per_device_bytes"], plan["measured_peak_bytes"]
+    with open(os.path.join(out, "summary.json")) as f:
+        chunk_steps = json.load(f).get("chunk_steps")
     return config | {
+        "chunk_steps": chunk_steps,
+        "xla": {k: v for k, v in (checked.xla or {}).items() if isinstance(v, (int, float))},
         "estimate_bytes": est,
         "xla_bytes": xla,
         "peak_bytes": peak,
@@ -119,9 +123,10 @@ def child(config: dict, out: str) -> dict:
     }
 
 
-def _one(args: tuple[dict, str, int]) -> dict:
-    config, out, timeout = args
+def _child_process(config: dict, out: str, timeout: int, cache: str | None) -> dict:
     env = os.environ | {"XLA_PYTHON_CLIENT_PREALLOCATE": "false", "PYTHONPATH": ROOT}
+    if cache:
+        env["JAXPIPE_CACHE_DIR"] = cache
     cmd = [sys.executable, __file__, "--child", json.dumps(config), "--out", out]
     try:
         p = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=timeout)
@@ -130,6 +135,20 @@ def _one(args: tuple[dict, str, int]) -> dict:
     if p.returncode != 0:
         return config | {"failed": p.stderr.strip().splitlines()[-1:]}
     return json.loads(p.stdout.strip().splitlines()[-1])
+
+
+def _one(args: tuple[dict, str, int, bool]) -> dict:
+    """One configuration; with `warm`, run it twice on one fresh compilation cache: the
+    first (cold) peak includes XLA:GPU's autotuning buffers, the second (warm) does not."""
+    config, out, timeout, warm = args
+    if not warm:
+        return _child_process(config, out, timeout, None)
+    cache = out + "-cache"
+    cold = _child_process(config, out + "-cold", timeout, cache)
+    if "failed" in cold:
+        return cold
+    row = _child_process(config, out, timeout, cache)
+    return row | {"cold_peak_bytes": cold["peak_bytes"], "cold_run_seconds": cold["run_seconds"]}
 
 
 def _table(rows: list[dict]) -> None:
@@ -169,6 +188,7 @@ def main() -> None:
     ap.add_argument("--jobs", type=int, default=4)
     ap.add_argument("--timeout", type=int, default=150, help="seconds per configuration")
     ap.add_argument("--quick", action="store_true", help="tiny sizes (CPU smoke test)")
+    ap.add_argument("--warm", action="store_true", help="a cold then a warm run per config")
     ap.add_argument("--out", default=os.environ.get("OUT", "/tmp/gpu_calibration"))
     ap.add_argument("--child", help=argparse.SUPPRESS)
     a = ap.parse_args()
@@ -177,7 +197,7 @@ def main() -> None:
         return
     os.makedirs(os.path.join(a.out, "runs"), exist_ok=True)
     configs = [draw(i, a.seed, a.quick) for i in range(a.n)]
-    jobs = [(c, os.path.join(a.out, "runs", f"{c['i']:02d}"), a.timeout) for c in configs]
+    jobs = [(c, os.path.join(a.out, "runs", f"{c['i']:02d}"), a.timeout, a.warm) for c in configs]
     rows = []
     with (
         open(os.path.join(a.out, "gpu_calibration.jsonl"), "w") as f,
