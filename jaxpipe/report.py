@@ -312,7 +312,8 @@ class ConsoleReporter(Observer):
 # What a run directory may hold, in the order the report names it (a sweep has no
 # checkpoints/ but sweep.jsonl, sweep.png and trials/).
 _WRITTEN = ("spec.toml", "metrics.jsonl", "model.msgpack", "predictor.json", "summary.json")
-_WRITTEN += ("curves.png", "trace.png", "checkpoints/", "sweep.jsonl", "sweep.png", "trials/")
+_WRITTEN += ("curves.png", "trace.png", "trace_rows.npz", "checkpoints/")
+_WRITTEN += ("sweep.jsonl", "sweep.png", "trials/")
 
 
 def _trace_first_row(run_dir: str) -> dict[str, Any] | None:

@@ -117,6 +117,12 @@ def test_piped_output_is_plain_lines_without_control_characters(spec_path, tmp_p
     assert not controls, controls
     for text in ("Data flow", "Training", "epoch 1/2", "Prediction trace", "Done in"):
         assert text in p.stdout, text
+    # The closing "Wrote DIR/: ..." line names everything the run left (but its lock).
+    wrote = next(line for line in p.stdout.splitlines() if line.startswith("Wrote "))
+    named = set(wrote.split(": ", 1)[1].split(", "))
+    run_dir = tmp_path / "run"
+    left = {e.name + ("/" if e.is_dir() else "") for e in run_dir.iterdir()} - {".lock"}
+    assert named == left, (named, left)
 
 
 def test_chart_uses_a_log_axis_over_a_decade_marks_overlaps_and_ticks_epochs():
