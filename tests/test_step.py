@@ -1,3 +1,5 @@
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -19,11 +21,12 @@ from jaxpipe.step import (
     make_train_step,
 )
 
-optimizers = st.sampled_from([optax.adam(1e-2), optax.sgd(0.1, momentum=0.9)])
+ADAM = optax.adam(1e-2)
+optimizers = st.sampled_from([ADAM, optax.sgd(0.1, momentum=0.9)])
 
 
 def _setup(hidden=(16,), tx=None, rows=64, features=4, classes=3, seed=0):
-    tx = tx or optax.adam(1e-2)
+    tx = tx or ADAM
     model = make_model(ModelSpec(hidden=hidden), classes)
     k1, k2, k3 = jax.random.split(jax.random.key(seed), 3)
     x = jax.random.normal(k1, (rows, features))
@@ -32,10 +35,23 @@ def _setup(hidden=(16,), tx=None, rows=64, features=4, classes=3, seed=0):
     return model, tx, state, x, y
 
 
+# Drawn examples differ in values, not shapes: one step function (and one jit of it) per
+# model and optimizer keeps jit's cache across examples. A fresh `jax.jit` of a fresh
+# closure recompiled the same program for every example: most of this file's time.
+@functools.cache
+def _train_step(hidden=(16,), tx=ADAM):
+    return make_train_step(make_model(ModelSpec(hidden=hidden), 3).apply, cross_entropy, tx)
+
+
+@functools.cache
+def _jitted(fn):
+    return jax.jit(fn)
+
+
 @given(optimizers, st.sampled_from([(), (8,), (16, 8)]), st.integers(0, 100))
 def test_train_step_keeps_structure_shapes_dtypes(tx, hidden, seed):
     model, tx, state, x, y = _setup(hidden, tx, seed=seed)
-    step = jax.jit(make_train_step(model.apply, cross_entropy, tx))
+    step = _jitted(_train_step(hidden, tx))
     new, sums = step(state, x[:8], y[:8], jnp.ones(8))
     assert jax.tree.structure(new) == jax.tree.structure(state)
     for a, b in zip(jax.tree.leaves(new), jax.tree.leaves(state)):
@@ -46,9 +62,9 @@ def test_train_step_keeps_structure_shapes_dtypes(tx, hidden, seed):
 @given(st.integers(0, 100))
 def test_jit_and_no_jit_agree(seed):
     model, tx, state, x, y = _setup(seed=seed)
-    step = make_train_step(model.apply, cross_entropy, tx)
+    step = _train_step()
     a = step(state, x[:8], y[:8], jnp.ones(8))
-    b = jax.jit(step)(state, x[:8], y[:8], jnp.ones(8))
+    b = _jitted(step)(state, x[:8], y[:8], jnp.ones(8))
     assert_trees_close(a, b, rtol=1e-5, atol=1e-6)  # fusion changes fp32 rounding slightly
 
 
@@ -66,14 +82,19 @@ def test_train_step_lowers_the_loss_on_separable_data():
     assert after["loss"] < 0.5 * before["loss"] and after["accuracy"] > 0.97
 
 
+@functools.cache
+def _jitted_epoch(batch):
+    return jax.jit(make_epoch(_train_step(), batch))
+
+
 @given(st.sampled_from([(64, 16), (64, 24), (50, 7)]), st.integers(0, 100))
 def test_scanned_epoch_equals_steps_one_by_one(rows_batch, seed):
     rows, batch = rows_batch
     model, tx, state, x, y = _setup(rows=rows, seed=seed)
-    train_step = make_train_step(model.apply, cross_entropy, tx)
-    scanned, sums = jax.jit(make_epoch(train_step, batch))(state, x, y, jnp.int32(3))
+    train_step = _train_step()
+    scanned, sums = _jitted_epoch(batch)(state, x, y, jnp.int32(3))
     idx, w = epoch_batches(jax.random.fold_in(state.key, 3), rows, batch)
-    step = jax.jit(train_step)
+    step = _jitted(train_step)
     manual, total = state, zero_sums()
     for i in range(idx.shape[0]):
         manual, s = step(manual, x[idx[i]], y[idx[i]], w[i])
