@@ -115,11 +115,18 @@ def _coherent(out: str) -> int:
 # Runs `jaxpipe.cli.main(argv)` in forked children of one process that has imported
 # jaxpipe but not started a backend (so forking is safe): each child is a separate
 # process with its own lock descriptor, as two `jaxpipe run` commands are, without paying
-# the imports (most of a tiny run) forty times. Prints [exit status, stderr] per job.
+# the imports (most of a tiny run) forty times. The CLI imports lazily, so what a run
+# loads (jax, flax, optax, orbax, matplotlib) is imported here, before the forks.
+# Prints [exit status, stderr] per job.
 FORK_RUNNER = r"""
 import json, os, sys, tempfile
 import matplotlib.pyplot
+import orbax.checkpoint
+import jaxpipe.api, jaxpipe.checkpoint, jaxpipe.predict, jaxpipe.report, jaxpipe.run
+from jax._src.xla_bridge import backends_are_initialized
 from jaxpipe.cli import main
+
+assert not backends_are_initialized(), "a backend before fork() is unsafe in the children"
 
 results = []
 for group in json.load(sys.stdin):
