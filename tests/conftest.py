@@ -82,6 +82,14 @@ _LONG_FIRST = [
 ]
 
 
+def pytest_configure(config):
+    # pytest-xdist >= 3.6 re-sorts loadfile's files by their number of tests
+    # (--loadscope-reorder, on by default), which undoes the order above: the long
+    # few-test files (the SIGINT trials) were handed out last and ran alone at the end.
+    if hasattr(config.option, "loadscopereorder"):
+        config.option.loadscopereorder = False
+
+
 def pytest_collection_modifyitems(config, items):
     rank = {name: i for i, name in enumerate(_LONG_FIRST)}
     items.sort(key=lambda item: rank.get(item.path.name, len(rank)))
