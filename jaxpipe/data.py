@@ -22,8 +22,10 @@ from jaxpipe.encoding import (
     handle_missing,
     select_features,
 )
-from jaxpipe.errors import DataError
+from jaxpipe.diskrows import DiskLabels, DiskRows, ReadSpec, scan_source
+from jaxpipe.errors import DataError, SpecError
 from jaxpipe.readers import arrow_columns, check_host_memory, read_csv, read_table
+from jaxpipe.sources import FileSet, host_budget, is_multi_path, open_files, read_group
 from jaxpipe.spec import DataSpec, Spec, SyntheticSpec
 
 __all__ = [
@@ -257,6 +259,8 @@ def load_dataset(
     messages, taken through the same checks and encoders as a file's."""
     cfg: DataSpec = spec.data
     dropped = 0
+    if columns is None and cfg.source in ("csv", "parquet") and _file_set(spec):
+        return _load_files(spec)
     if columns is None and cfg.source == "synthetic":
         feats, y, kinds, classes = _synthetic(spec)
         origin, raw_columns = "synthetic", len(feats) + 1
@@ -303,4 +307,83 @@ def load_dataset(
         encoder=encoder,
         label=None if cfg.source == "synthetic" and columns is None else (cfg.label or "y"),
         dropped_rows=dropped,
+    )
+
+
+# Peak host bytes of a data set loaded whole, per decoded cell: the read columns, the
+# split copies and the encoded float32 matrix (about 2.3 copies of the float64 cells).
+_IN_MEMORY_BYTES_PER_CELL = 19
+
+
+def _file_set(spec: Spec) -> bool:
+    """Whether `[data] path` goes through the out-of-core source: a directory or glob,
+    or one file with an explicit `host_memory`."""
+    cfg = spec.data
+    if cfg.path is None:
+        return False
+    return is_multi_path(spec.resolve_path(cfg.path)) or cfg.host_memory != "auto"
+
+
+def _load_files(spec: Spec) -> Dataset:
+    """A directory, glob or file of csv/parquet: loaded whole when it fits the host
+    budget, else its training split streams from disk (`DiskRows`)."""
+    cfg: DataSpec = spec.data
+    path = spec.resolve_path(cfg.path or "")
+    budget = host_budget(cfg.host_memory)
+    fs = open_files(path, cfg.source, budget)
+    cells = fs.rows * len(fs.names)
+    if cells * _IN_MEMORY_BYTES_PER_CELL <= budget:
+        import pyarrow as pa
+
+        table = pa.concat_tables([read_group(fs, g, list(fs.names)) for g in fs.groups])
+        return load_dataset(spec, arrow_columns(table, path), origin=path)
+    return _load_streamed(spec, path, fs, budget)
+
+
+def _fraction(cfg: DataSpec, rows: int, path: str, budget: int, width: int) -> float:
+    if isinstance(cfg.validation, str):
+        raise SpecError(
+            "a data set streamed from disk splits off its validation rows by a row hash; "
+            "give a fraction (or a count) instead of a file",
+            key="data.validation",
+        )
+    fraction = cfg.validation if isinstance(cfg.validation, float) else cfg.validation / rows
+    need = int(rows * fraction * width * 8 * 2)
+    if need > budget:
+        raise DataError(
+            f"{path}: the validation split (about {need / 2**20:.1f} MiB) does not fit the "
+            f"host budget ({budget / 2**20:.1f} MiB, data.host_memory); lower data.validation "
+            "or raise host_memory"
+        )
+    return fraction
+
+
+def _load_streamed(spec: Spec, path: str, fs: FileSet, budget: int) -> Dataset:
+    cfg: DataSpec = spec.data
+    fraction = _fraction(cfg, fs.rows, path, budget, len(fs.names))
+    rs = ReadSpec(
+        fs, cfg.label or "y", cfg.features, cfg.categorical, spec.preprocess.missing,
+        spec.model.task, spec.experiment.seed, fraction, cfg.shuffle, budget,
+    )  # fmt: skip
+    scan = scan_source(rs, spec.preprocess.normalize, path)
+    rows = DiskRows(rs, scan, path)
+    if spec.training.batch_size > rows.shape[0]:
+        raise DataError(
+            f"training.batch_size = {spec.training.batch_size} is larger than the "
+            f"training split ({rows.shape[0]} rows); lower it"
+        )
+    return Dataset(
+        x_train=rows,
+        y_train=rows.labels,
+        x_val=scan.x_val,
+        y_val=scan.y_val,
+        feature_names=scan.encoder.feature_names,
+        class_names=scan.classes,
+        raw_rows=fs.rows,
+        raw_columns=len(scan.names) + 1,
+        origin=path,
+        task=spec.model.task,
+        encoder=scan.encoder,
+        label=rs.label,
+        dropped_rows=scan.dropped,
     )

@@ -14,6 +14,7 @@ import jax
 import numpy as np
 
 from jaxpipe.data import Dataset
+from jaxpipe.diskrows import DiskRows
 from jaxpipe.encoding import FeatureEncoder
 from jaxpipe.place import Placed
 from jaxpipe.preprocess import Scaler, apply_scaler, fit_scaler, fit_standard
@@ -153,7 +154,10 @@ def _fit_streamed(normalize: str, regression: bool, x: np.ndarray, y: np.ndarray
 def _preprocess_streamed(ds: Dataset, placed: Placed, normalize: str, regression: bool):
     # Fitted where the rows are (host memory); x is scaled on the device per chunk.
     t0 = time.perf_counter()
-    x_tr, y_tr, scaler, target = _fit_streamed(normalize, regression, *placed.arrays[:2])
+    if isinstance(placed.x_train, DiskRows):  # fitted in the load stage's one pass
+        x_tr, y_tr, scaler, target = *placed.arrays[:2], *placed.x_train.fitted
+    else:
+        x_tr, y_tr, scaler, target = _fit_streamed(normalize, regression, *placed.arrays[:2])
     x_va, y_va, scaler, target = jax.device_put(
         (placed.x_val, placed.y_val, scaler, target), placed.device
     )

@@ -19,7 +19,7 @@ from jaxpipe.memory import compute_dtype
 from jaxpipe.metrics import zero_sums
 from jaxpipe.model import make_model, param_count
 from jaxpipe.optim import make_optimizer
-from jaxpipe.place import Placed
+from jaxpipe.place import ChunkFeed, Placed, chunk_feed
 from jaxpipe.progress import with_progress
 from jaxpipe.runplan import RunPlan
 from jaxpipe.spec import Spec
@@ -31,7 +31,7 @@ from jaxpipe.step import (
     make_evaluate,
     make_task_steps,
 )
-from jaxpipe.stream import make_chunk_steps, stream_epoch
+from jaxpipe.stream import make_chunk_steps, stream_chunks
 
 __all__ = ["Programs", "compile_programs", "compiler_options", "EVAL_BATCH"]
 
@@ -69,28 +69,29 @@ class Programs:
     seconds: float
 
 
-def _compile_streamed(train_step, state, scaler, x, y, batch: int, chunk: int, opts):
+def _compile_streamed(train_step, state, scaler, feed: ChunkFeed, x, y, batch: int, opts):
     """The streamed epoch: chunk programs compiled for the full and the last chunk
     length; returns epoch(state, x, y, epoch) with the resident epoch's signature."""
     chunk_jit = jax.jit(make_chunk_steps(train_step), donate_argnums=0)
-    rows, steps = x.shape[0], -(-x.shape[0] // batch)
-    programs = {}
-    for n in {chunk, steps - (steps - 1) // chunk * chunk}:
+    rows, programs = x.shape[0], {}
+    for n in {b - a for a, b in feed.bounds}:
         shapes = (
-            jax.ShapeDtypeStruct((n, batch, x.shape[1]), x.dtype),
-            jax.ShapeDtypeStruct((n, batch), y.dtype),
-            jax.ShapeDtypeStruct((n, batch), jnp.float32),
+            jax.ShapeDtypeStruct((n, feed.width, x.shape[1]), x.dtype),
+            jax.ShapeDtypeStruct((n, feed.width), y.dtype),
+            jax.ShapeDtypeStruct((n, feed.width), jnp.float32),
         )
         programs[n] = chunk_jit.lower(state, zero_sums(), scaler, *shapes).compile(opts)
-    order = jax.jit(lambda key, e: epoch_batches(jax.random.fold_in(key, e), rows, batch))
+    width = feed.width  # batch widened to split evenly over the data axis
+    order = jax.jit(lambda k, e: epoch_batches(jax.random.fold_in(k, e), rows, batch, width))
 
     def run_chunk(state, sums, scaler, xb, yb, w):
         return programs[xb.shape[0]](state, sums, scaler, xb, yb, w)
 
-    def epoch(state: TrainState, x: np.ndarray, y: np.ndarray, epoch: jax.Array):
-        # The resident epoch's batch order, fetched once per epoch to gather on the host.
-        idx, weight = jax.device_get(order(state.key, epoch))
-        return stream_epoch(run_chunk, state, zero_sums(), scaler, x, y, idx, weight, chunk)
+    def epoch(state: TrainState, x: Any, y: Any, epoch: jax.Array):
+        # Host rows: the resident epoch's batch order, fetched once per epoch to gather.
+        idx, weight = jax.device_get(order(state.key, epoch)) if feed.ordered else (None, None)
+        chunks = feed.chunks(epoch, idx, weight)
+        return stream_chunks(run_chunk, state, zero_sums(), scaler, chunks, feed.put)
 
     return epoch
 
@@ -130,9 +131,8 @@ def compile_programs(
     eval_fn = make_evaluate(eval_step, min(EVAL_BATCH, len(x_va)), **split)
     opts = compiler_options(placed.device.platform, param_count(state.params), rp.batch)
     if rp.chunk:
-        epoch_c = _compile_streamed(
-            train_step, state, prep.scaler, x_tr, y_tr, rp.batch, rp.chunk, opts
-        )
+        feed = chunk_feed(rp, x_tr, y_tr)
+        epoch_c = _compile_streamed(train_step, state, prep.scaler, feed, x_tr, y_tr, rp.batch, opts)
     else:
         step = with_progress(train_step, *progress) if progress else train_step
         epoch_c = (

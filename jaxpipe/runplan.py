@@ -1,9 +1,11 @@
 """Stage 2, plan: everything derived about a run, decided once from the spec and the
 loaded data's exact shapes. Downstream stages read it; none re-decides it.
 
-The planner's `Plan` says what fits; the `RunPlan` adds what executes: a run streamed in
-chunks runs on one device even where the planner's (non-fitting) choice was another
-layout, and the steps per epoch and per chunk follow from the batch and the rows.
+The planner's `Plan` says what fits; the `RunPlan` adds what executes: a run that only
+fits by streaming its training rows ("auto") runs on one device even where the planner's
+(non-fitting) choice was another layout; a run streamed by `data.chunk_rows` or from
+disk keeps the chosen layout (its chunks are split over the mesh as batches are), and
+the steps per epoch and per chunk follow from the batch and the rows.
 """
 
 from __future__ import annotations
@@ -12,12 +14,16 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
+import jax
+
 from jaxpipe.data import Dataset
-from jaxpipe.errors import PlanError, SpecError
+from jaxpipe.diskrows import DiskRows
+from jaxpipe.errors import PlanError
 from jaxpipe.hardware import memory_stats
 from jaxpipe.planner import Plan, make_plan
 from jaxpipe.sharding import Layout, make_layout, measured_bytes_per_device
-from jaxpipe.spec import Spec, place_error
+from jaxpipe.spec import Spec
+from jaxpipe.roworder import epoch_steps, lane_batch
 from jaxpipe.stream import chunk_plan, steps_per_chunk
 
 __all__ = ["RunPlan", "plan_run", "plan_record", "chunk_steps", "auto_chunk_rows"]
@@ -39,6 +45,7 @@ class RunPlan:
     epochs: int
     chunk: int
     precision: str
+    lanes: int = 0  # a training split streamed from disk: its readers (roworder.py)
 
     @property
     def total_steps(self) -> int:
@@ -77,9 +84,11 @@ def chunk_steps(chunk_rows: int | str, batch: int, steps: int) -> int:
 def plan_run(spec: Spec, ds: Dataset) -> RunPlan:
     """The run's plan from the loaded data's exact shapes. Raises PlanError (exit 2, with
     the plan table) when the chosen or forced strategy does not fit and streaming cannot
-    rescue it, and SpecError when a forced multi-device strategy meets streaming. Builds
-    the mesh: too few devices fail here, before the run directory exists."""
+    rescue it. Builds the mesh: too few devices fail here, before the run directory
+    exists."""
     plan = make_plan(spec, dataset=ds)
+    if isinstance(ds.x_train, DiskRows):
+        return _plan_disk(spec, ds, plan)
     rows = auto_chunk_rows(spec, ds, plan)
     if not plan.fits and rows is None:
         forced = spec.hardware.strategy
@@ -89,29 +98,43 @@ def plan_run(spec: Spec, ds: Dataset) -> RunPlan:
     steps = -(-ds.x_train.shape[0] // batch)
     chunk = chunk_steps(rows or spec.data.chunk_rows, batch, steps)
     strategy, mesh = plan.strategy, dict(plan.mesh)
-    if chunk and math.prod(mesh.values()) > 1:
-        if spec.hardware.strategy != "auto":
-            raise place_error(
-                spec,
-                SpecError(
-                    f"streaming the training split in chunks runs on one device, but "
-                    f"[hardware] strategy = {spec.hardware.strategy!r} uses "
-                    f"{math.prod(mesh.values())}: remove data.chunk_rows or the strategy",
-                    key="data.chunk_rows",
-                ),
-            )
-        strategy, mesh = "single", {"data": 1}  # streamed runs use one device
+    if rows is not None and math.prod(mesh.values()) > 1:
+        strategy, mesh = "single", {"data": 1}  # the budget was the one-device candidate's
+    return _run_plan(spec, plan, strategy, mesh, steps, chunk)
+
+
+def _run_plan(spec: Spec, plan: Plan, strategy: str, mesh: dict, steps: int, chunk: int, lanes=0):
     return RunPlan(
         plan=plan,
         strategy=strategy,
         mesh=mesh,
         layout=make_layout(strategy, mesh),
-        batch=batch,
+        batch=spec.training.batch_size,
         steps_per_epoch=steps,
         epochs=spec.training.epochs,
         chunk=chunk,
         precision=spec.training.precision,
+        lanes=lanes,
     )
+
+
+def _plan_disk(spec: Spec, ds: Dataset, plan: Plan) -> RunPlan:
+    """A training split on disk always streams, on the plan's layout. The plan counted
+    it resident: without it, the model, validation rows and two chunks must fit."""
+    rows: DiskRows = ds.x_train
+    lanes = jax.device_count()  # the order depends on the global mesh, not on processes
+    per_lane = lane_batch(spec.training.batch_size, lanes)
+    steps = epoch_steps(rows.lane_rows(lanes), per_lane)
+    chunk_rows = spec.data.chunk_rows
+    if chunk_rows == "auto":  # two chunks within the smaller of both budgets
+        devices = max(1, math.prod(plan.mesh.values()))
+        budget = plan.usable_bytes_per_device - (plan.per_device_bytes - rows.nbytes // devices)
+        budget = min(budget * devices, rows.rs.budget)
+        if budget <= 0:
+            raise PlanError(f"the run {plan.recommendation}", plan=plan)
+        chunk_rows = chunk_plan(rows.nbytes, budget, rows.shape[0])
+    per = steps_per_chunk(int(chunk_rows), per_lane * lanes, steps)
+    return _run_plan(spec, plan, plan.strategy, dict(plan.mesh), steps, per, lanes)
 
 
 def plan_record(rp: RunPlan, device: Any, placed: Any = None) -> dict[str, Any]:

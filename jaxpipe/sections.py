@@ -94,7 +94,9 @@ class DataSpec(Section):
         "(the data given to jaxpipe.fit).",
     )
     path: str | None = field(
-        None, "Data file, relative to the spec file (csv, parquet; npz with arrays x and y)."
+        None,
+        "Data file, relative to the spec file (csv, parquet; npz with arrays x and y); for "
+        "csv and parquet also a directory or a glob ('data/*.parquet') of files.",
     )
     label: str | None = field(None, "Label (target) column (csv, parquet; npz uses its array y).")
     features: tuple[str, ...] | None = field(
@@ -116,6 +118,12 @@ class DataSpec(Section):
         "that only streaming it fits the device, and then streams it in the largest chunks "
         "that fit.",
         minimum=1,
+    )
+    host_memory: str = field(
+        "auto",
+        "Host memory the data may take: a size (\"64MiB\", \"8GiB\") or \"auto\" (half the "
+        "memory free at start). A directory or glob of csv/parquet files (or one file, with a "
+        "size given) larger than this streams from disk in row groups.",
     )
     synthetic: SyntheticSpec = field(factory=SyntheticSpec, doc="The synthetic set.")
 

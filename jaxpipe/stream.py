@@ -11,7 +11,7 @@ and metric sums are those of the resident path, so the results are the same.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 import jax
 import numpy as np
@@ -29,6 +29,7 @@ __all__ = [
     "gather_chunk",
     "make_chunk_steps",
     "stream_epoch",
+    "stream_chunks",
 ]
 
 
@@ -95,6 +96,38 @@ def make_chunk_steps(
     return chunk
 
 
+def stream_chunks(
+    chunk_fn: Callable,
+    state: TrainState,
+    sums: Sums,
+    scaler: Scaler,
+    chunks: Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]],
+    put: Callable = jax.device_put,
+) -> tuple[TrainState, Sums]:
+    """Runs `chunk_fn` over host chunks (x: [n, batch, f], y, weight: [n, batch]), each
+    sent to the devices by `put`.
+
+    Double buffering: chunk c's scan is dispatched (asynchronously), then chunk c+1 is
+    made on the host and its transfer issued while chunk c computes. Before that put,
+    chunk c-1's result is awaited, so at most two chunks are ever on the device.
+    `chunk_fn` compiles once per chunk length (the full chunks and a shorter last one).
+    No value comes back to the host.
+    """
+    nxt = next(chunks, None)
+    nxt = None if nxt is None else put(nxt)
+    done = sums  # not donated (the state is), so it can be awaited after the next dispatch
+    while nxt is not None:
+        cur = nxt
+        state, sums = chunk_fn(state, sums, scaler, *cur)
+        host = next(chunks, None)
+        nxt = None
+        if host is not None:
+            jax.block_until_ready(done)  # the chunk before finished: its buffers are free
+            done = sums
+            nxt = put(host)
+    return state, sums
+
+
 def stream_epoch(
     chunk_fn: Callable,
     state: TrainState,
@@ -105,24 +138,11 @@ def stream_epoch(
     idx: np.ndarray,
     weight: np.ndarray,
     per_chunk: int,
+    put: Callable = jax.device_put,
 ) -> tuple[TrainState, Sums]:
     """One epoch over host data x: [rows, f], y: [rows] in the batch order idx, weight:
-    [steps, batch] (from `step.epoch_batches`), `per_chunk` steps per device chunk.
-
-    Double buffering: chunk c's scan is dispatched (asynchronously), then chunk c+1 is
-    gathered on the host and its `device_put` issued while chunk c computes. Before that
-    put, chunk c-1's result is awaited, so at most two chunks are ever on the device.
-    `chunk_fn` is the jitted `make_chunk_steps` (it compiles once per chunk length: the
-    full chunks and a shorter last one). No value comes back to the host.
-    """
+    [steps, batch] (from `step.epoch_batches`), `per_chunk` steps per device chunk
+    (double-buffered: see `stream_chunks`)."""
     bounds = chunk_bounds(idx.shape[0], per_chunk)
-    nxt = jax.device_put(gather_chunk(x, y, idx, weight, *bounds[0]))
-    done = sums  # not donated (the state is), so it can be awaited after the next dispatch
-    for i in range(len(bounds)):
-        cur = nxt
-        state, sums = chunk_fn(state, sums, scaler, *cur)
-        if i + 1 < len(bounds):
-            jax.block_until_ready(done)  # chunk i-1 finished: its buffers are free
-            done = sums
-            nxt = jax.device_put(gather_chunk(x, y, idx, weight, *bounds[i + 1]))
-    return state, sums
+    chunks = (gather_chunk(x, y, idx, weight, a, b) for a, b in bounds)
+    return stream_chunks(chunk_fn, state, sums, scaler, chunks, put)

@@ -11,6 +11,7 @@ import numpy as np
 
 from jaxpipe import checkpoint as ckpt
 from jaxpipe.data import Dataset
+from jaxpipe.diskrows import DiskLabels, DiskRows
 from jaxpipe.events import StageRecord
 from jaxpipe.fitted import Preprocessing
 from jaxpipe.outdir import CHECKPOINTS
@@ -37,11 +38,33 @@ def regression_summary(ds: Dataset, target: tuple[float, float] | None) -> dict[
     units (float64 on the host, so it is exact), for comparison with val_rmse."""
     if target is None:
         return {}
-    mean = float(np.mean(ds.y_train.astype(np.float64)))
+    on_disk = isinstance(ds.y_train, DiskLabels)  # its mean came from the one pass
+    mean = target[0] if on_disk else float(np.mean(ds.y_train.astype(np.float64)))
     rmse = float(np.sqrt(np.mean(np.square(ds.y_val.astype(np.float64) - mean))))
     return {
         "baseline": {"predicts": "the training-split mean", "val_rmse": rmse},
         "target": {"column": ds.label, "mean": target[0], "scale": target[1]},
+    }
+
+
+def data_record(ds: Dataset) -> dict[str, Any]:
+    """summary.json's `data`: whether the training split streamed from disk, the host
+    budget, and the bytes each process read for training (a collective: every process
+    of a multi-process run calls it)."""
+    x = ds.x_train
+    if not isinstance(x, DiskRows):
+        return {"streamed_from_disk": False}
+    mine = np.array([x.bytes_read], np.int64)
+    if jax.process_count() > 1:
+        from jax.experimental import multihost_utils
+
+        mine = multihost_utils.process_allgather(mine, tiled=True)
+    return {
+        "streamed_from_disk": True,
+        "files": len(x.rs.fs.files),
+        "row_groups": len(x.rs.fs.groups),
+        "host_memory_bytes": x.rs.budget,
+        "bytes_read_per_process": [int(b) for b in np.ravel(mine)],
     }
 
 
@@ -106,6 +129,7 @@ def build_summary(
             "validation": int(ds.x_val.shape[0]),
             "dropped_missing": ds.dropped_rows,
         },
+        "data": data_record(ds),
         "scaler": prep.scaler_json(),
         **regression_summary(ds, prep.target_stats),
         "device": device_info(),

@@ -1,0 +1,263 @@
+"""A training split that stays on disk: the one statistics pass over an out-of-core
+source (`scan_source`), and `DiskRows`, which stands where a host array of the training
+split stands (shape, dtype, nbytes) and reads an epoch's chunks row group by row group.
+
+Only a few row groups are ever in host memory: the one being read, the lanes' shuffle
+buffers (`roworder`) and the chunk being assembled; the validation split is kept
+(encoded) in host memory, as the in-memory path keeps it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from jaxpipe.encoding import (
+    Columns,
+    FeatureEncoder,
+    column_values,
+    encode_target,
+    handle_missing,
+    select_features,
+)
+from jaxpipe.errors import DataError
+from jaxpipe.preprocess import Scaler
+from jaxpipe.readers import arrow_columns
+from jaxpipe.roworder import assign_lanes, lane_order, shuffled_blocks, validation_mask
+from jaxpipe.sources import FileSet, Group, read_group
+from jaxpipe.streamstats import StreamFit
+
+__all__ = ["ReadSpec", "Scan", "DiskRows", "DiskLabels", "scan_source"]
+
+
+@dataclass(frozen=True)
+class ReadSpec:
+    """How a group's rows become encoded training and validation rows."""
+
+    fs: FileSet
+    label: str
+    features: tuple[str, ...] | None
+    categorical: tuple[str, ...]
+    missing: str  # preprocess.missing
+    task: str
+    seed: int
+    validation: float  # the fraction held out
+    shuffle: bool
+    budget: int  # host bytes the data path may hold (data.host_memory)
+
+
+@dataclass
+class _Block:
+    train: Columns
+    y_train: np.ndarray
+    val: Columns
+    y_val: np.ndarray
+    dropped: int
+    nbytes: int
+
+
+def _take(cols: Columns, rows: np.ndarray) -> Columns:
+    return {k: v[rows] for k, v in cols.items()}
+
+
+def _read_block(rs: ReadSpec, g: Group, names: list[str] | None, kinds: dict | None):
+    """A group's rows, split (by the row hash) and after the missing-value policy; the
+    feature names and kinds (decided on the first group, then held)."""
+    wanted = None if rs.features is None else [*rs.features, rs.label]
+    table = read_group(rs.fs, g, wanted or list(rs.fs.names))
+    columns = arrow_columns(table, g.file)
+    if names is None:
+        names = select_features(columns, rs.label, rs.features, g.file)
+    feats, found = {}, {}
+    for n in names:
+        kind = None if kinds is None else kinds[n]
+        cat = n in rs.categorical
+        found[n], feats[n] = column_values(n, columns[n], g.file, categorical=cat, kind=kind)
+    val = validation_mask(g.file, g.first_row, g.rows, rs.seed, rs.validation)
+    parts, dropped = [], 0
+    for rows in (np.flatnonzero(~val), np.flatnonzero(val)):
+        f, y = _take(feats, rows), columns[rs.label][rows]
+        if len(rows):
+            f, y, d = handle_missing(f, y, rs.label, rs.missing, g.file)
+            dropped += d
+        parts.append((f, y))
+    block = _Block(*parts[0], *parts[1], dropped, table.nbytes)
+    return block, names, found
+
+
+@dataclass(frozen=True)
+class Scan:
+    """What the statistics pass found: the fitted encoder, scaler and target, the class
+    names, the validation split (encoded, in memory) and each group's training rows."""
+
+    names: list[str]
+    kinds: dict
+    encoder: FeatureEncoder
+    classes: tuple[str, ...]
+    scaler: Scaler
+    target: Scaler | None
+    x_val: np.ndarray
+    y_val: np.ndarray
+    train_rows: list[int]
+    dropped: int
+
+
+def scan_source(rs: ReadSpec, normalize: str, origin: str) -> Scan:
+    """One pass over every group: the training split's statistics (`StreamFit`) and the
+    validation rows."""
+    names = kinds = fit = None
+    val: list[tuple[Columns, np.ndarray]] = []
+    train_rows, dropped = [], 0
+    for g in rs.fs.groups:
+        b, names, kinds = _read_block(rs, g, names, kinds)
+        if fit is None:
+            fit = StreamFit(kinds, rs.missing == "mean", rs.task, rs.label, origin)
+        if len(b.y_train):
+            regression = rs.task == "regression"
+            y = encode_target(b.y_train, rs.label, rs.task, g.file)[0] if regression else b.y_train
+            fit.add(b.train, y)
+        fit.add_labels(b.y_train)
+        fit.add_labels(b.y_val)
+        val.append((b.val, b.y_val))
+        train_rows.append(len(b.y_train))
+        dropped += b.dropped
+    if fit.rows == 0 or not sum(len(y) for _, y in val):
+        raise DataError(
+            f"{origin}: data.validation = {rs.validation:g} leaves "
+            f"{fit.rows} training and {sum(len(y) for _, y in val)} validation rows; "
+            "each side needs at least one"
+        )
+    encoder, classes = fit.encoder(), fit.classes()
+    cols = {n: np.concatenate([v[n] for v, _ in val]) for n in names}
+    y_raw = np.concatenate([y for _, y in val])
+    y_val, _ = encode_target(y_raw, rs.label, rs.task, origin, classes or None)
+    return Scan(
+        names, kinds, encoder, classes, fit.scaler(normalize, encoder), fit.target(),
+        encoder.transform(cols), y_val, train_rows, dropped,
+    )  # fmt: skip
+
+
+class DiskLabels:
+    """The training labels' stand-in: [rows] int32 (classes) or float32 (targets)."""
+
+    ndim = 1
+
+    def __init__(self, rows: int, dtype: np.dtype):
+        self.shape, self.dtype = (rows,), np.dtype(dtype)
+        self.nbytes = rows * self.dtype.itemsize
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def fingerprint(self) -> str:  # the labels are part of the rows' (DiskRows) digest
+        return f"{self.dtype.str}{self.shape}"
+
+
+class DiskRows:
+    """The training split of an out-of-core source, x: [rows, features] float32 as far
+    as planning is concerned; `lane_blocks` reads it."""
+
+    ndim = 2
+    dtype = np.dtype(np.float32)
+
+    def __init__(self, rs: ReadSpec, scan: Scan, origin: str):
+        self.rs, self.scan, self.origin = rs, scan, origin
+        rows, width = sum(scan.train_rows), scan.x_val.shape[1]
+        self.shape = (rows, width)
+        self.nbytes = rows * width * 4
+        ydt = np.float32 if rs.task == "regression" else np.int32
+        self.labels = DiskLabels(rows, ydt)
+        self.bytes_read = 0  # training reads by this process
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    @property
+    def fitted(self) -> tuple[Scaler, Scaler | None]:
+        """The scaler and regression target fitted in the statistics pass."""
+        return self.scan.scaler, self.scan.target
+
+    def __getitem__(self, index: slice) -> np.ndarray:
+        """Zero rows of the right shape (the model's init only needs a shape)."""
+        n = len(range(*index.indices(self.shape[0])))
+        return np.zeros((n, self.shape[1]), np.float32)
+
+    def lanes(self, lanes: int) -> list[list[int]]:
+        return assign_lanes(self.scan.train_rows, lanes, self.rs.seed)
+
+    def lane_rows(self, lanes: int) -> list[int]:
+        return [sum(self.scan.train_rows[g] for g in gs) for gs in self.lanes(lanes)]
+
+    def fingerprint(self) -> str:
+        """The files as they were read (names, sizes, modification times, groups)."""
+        h = hashlib.blake2b(digest_size=16)
+        for f in self.rs.fs.files:
+            st = os.stat(f)
+            h.update(f"{os.path.basename(f)}:{st.st_size}:{st.st_mtime_ns};".encode())
+        h.update(repr(self.scan.train_rows).encode())
+        return h.hexdigest()
+
+    def _train(self, g: int) -> tuple[np.ndarray, np.ndarray]:
+        sc, rs = self.scan, self.rs
+        b, _, _ = _read_block(rs, rs.fs.groups[g], sc.names, sc.kinds)
+        self.bytes_read += b.nbytes
+        y, _ = encode_target(b.y_train, rs.label, rs.task, self.origin, sc.classes or None)
+        if sc.target is not None:  # the regression target, scaled as in memory
+            y = (y - sc.target.offset[0]) / sc.target.scale[0]
+        return sc.encoder.transform(b.train), y
+
+    def lane_blocks(self, epoch: int, lane: int, groups: Sequence[int]) -> Iterator:
+        """Epoch `epoch`'s (x, y) blocks of one lane: its groups in the epoch's order,
+        through the shuffle buffer (the largest group's rows)."""
+        rs = self.rs
+        order = lane_order(list(groups), rs.seed, epoch, lane, rs.shuffle)
+        blocks = (self._train(g) for g in order if self.scan.train_rows[g])
+        rng = np.random.default_rng([rs.seed, 0xB0FF, epoch, lane]) if rs.shuffle else None
+        return shuffled_blocks(blocks, max(self.scan.train_rows), rng)
+
+    def epoch_chunks(
+        self, epoch: int, lanes: int, per_lane: int, bounds: list[tuple[int, int]], local: range
+    ) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+        """Host chunks (x: [n, width, f], y, weight: [n, width]) of epoch `epoch` for the
+        lanes `local`, steps [start, stop) of `bounds` each: a batch is the lanes'
+        `per_lane` rows side by side (width = len(local) × per_lane); a lane out of rows
+        pads with weight-0 zero rows."""
+        groups = self.lanes(lanes)
+        takers = [_Taker(self.lane_blocks(epoch, lane, groups[lane])) for lane in local]
+        f = self.shape[1]
+        for start, stop in bounds:
+            n = stop - start
+            parts = [t.take(n * per_lane, f, self.labels.dtype) for t in takers]
+            x = np.stack([p[0].reshape(n, per_lane, f) for p in parts], 1).reshape(n, -1, f)
+            y = np.stack([p[1].reshape(n, per_lane) for p in parts], 1).reshape(n, -1)
+            w = np.stack([p[2].reshape(n, per_lane) for p in parts], 1).reshape(n, -1)
+            yield x, y, w
+
+
+class _Taker:
+    """Exactly k rows at a time from a stream of blocks of any size."""
+
+    def __init__(self, blocks: Iterator):
+        self.blocks, self.held, self.have = blocks, [], 0
+
+    def take(self, k: int, width: int, ydt: np.dtype):
+        while self.have < k:
+            nxt = next(self.blocks, None)
+            if nxt is None:
+                break
+            self.held.append(nxt)
+            self.have += len(nxt[1])
+        x = np.zeros((k, width), np.float32)
+        y = np.zeros(k, ydt)
+        w = np.zeros(k, np.float32)
+        real = min(k, self.have)
+        if self.held:
+            hx, hy = np.concatenate([b[0] for b in self.held]), np.concatenate([b[1] for b in self.held])
+            x[:real], y[:real], w[:real] = hx[:real], hy[:real], 1.0
+            self.held = [(hx[real:], hy[real:])] if len(hy) > real else []
+            self.have = len(hy) - real
+        return x, y, w
