@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from jaxpipe.diskrows import DiskRows, ReadSpec, scan_source
 from jaxpipe.encoding import (
     Columns,
     FeatureEncoder,
@@ -22,7 +23,6 @@ from jaxpipe.encoding import (
     handle_missing,
     select_features,
 )
-from jaxpipe.diskrows import DiskLabels, DiskRows, ReadSpec, scan_source
 from jaxpipe.errors import DataError, SpecError
 from jaxpipe.readers import arrow_columns, check_host_memory, read_csv, read_table
 from jaxpipe.sources import FileSet, host_budget, is_multi_path, open_files, read_group
@@ -253,10 +253,9 @@ def load_dataset(
     validation: Columns | None = None,
     origin: str = "<memory>",
 ) -> Dataset:
-    """Stage 1: the spec's rows in host memory, encoded and split. The encoder (one-hot
-    vocabularies, imputation means) is fitted on the training split only. `columns`
-    (and `validation`): rows already in memory (`jaxpipe.fit`), named `origin` in
-    messages, taken through the same checks and encoders as a file's."""
+    """Stage 1: the spec's rows, encoded and split (directories and globs: `_load_files`).
+    The encoder is fitted on the training split only. `columns` (and `validation`): rows
+    already in memory (`jaxpipe.fit`), named `origin`, checked and encoded as a file's."""
     cfg: DataSpec = spec.data
     dropped = 0
     if columns is None and cfg.source in ("csv", "parquet") and _file_set(spec):

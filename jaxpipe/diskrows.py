@@ -256,7 +256,10 @@ class _Taker:
         w = np.zeros(k, np.float32)
         real = min(k, self.have)
         if self.held:
-            hx, hy = np.concatenate([b[0] for b in self.held]), np.concatenate([b[1] for b in self.held])
+            hx, hy = (
+                np.concatenate([b[0] for b in self.held]),
+                np.concatenate([b[1] for b in self.held]),
+            )
             x[:real], y[:real], w[:real] = hx[:real], hy[:real], 1.0
             self.held = [(hx[real:], hy[real:])] if len(hy) > real else []
             self.have = len(hy) - real

@@ -18,6 +18,7 @@ from jaxpipe.diskrows import DiskRows
 from jaxpipe.encoding import FeatureEncoder
 from jaxpipe.place import Placed
 from jaxpipe.preprocess import Scaler, apply_scaler, fit_scaler, fit_standard
+from jaxpipe.sharding import place_host_array
 
 __all__ = ["Preprocessing", "preprocess_data"]
 
@@ -158,9 +159,11 @@ def _preprocess_streamed(ds: Dataset, placed: Placed, normalize: str, regression
         x_tr, y_tr, scaler, target = *placed.arrays[:2], *placed.x_train.fitted
     else:
         x_tr, y_tr, scaler, target = _fit_streamed(normalize, regression, *placed.arrays[:2])
-    x_va, y_va, scaler, target = jax.device_put(
-        (placed.x_val, placed.y_val, scaler, target), placed.device
-    )
+    # Beside the validation rows, wherever they were placed (one device or the mesh).
+    rep = placed.x_val.sharding
+    host = jax.device_get((scaler, target))
+    scaler, target = jax.tree.map(lambda a: place_host_array(np.asarray(a), rep), host)
+    x_va, y_va = placed.x_val, placed.y_val
     if regression:
         y_va = apply_scaler(target, y_va[:, None])[:, 0]
     x_va = jax.block_until_ready(jax.jit(apply_scaler)(scaler, x_va))

@@ -105,6 +105,13 @@ class ChunkFeed:
     put: Callable
     chunks: Callable[[int, np.ndarray | None, np.ndarray | None], Iterator]
     ordered: bool  # the chunks need the resident epoch's (idx, weight) order
+    replicated: NamedSharding
+
+    def replicate(self, tree):
+        """Small values the chunk programs take beside the chunks (scaler, metric sums),
+        on every device of the mesh."""
+        host = jax.device_get(tree)
+        return jax.tree.map(lambda a: place_host_array(np.asarray(a), self.replicated), host)
 
 
 def chunk_feed(rp: RunPlan, x, y) -> ChunkFeed:
@@ -121,7 +128,9 @@ def chunk_feed(rp: RunPlan, x, y) -> ChunkFeed:
         def disk(epoch, idx=None, weight=None):
             return x.epoch_chunks(int(epoch), rp.lanes, per_lane, bounds, local)
 
-        return ChunkFeed(width, bounds, make_put(shardings, width), disk, False)
+        return ChunkFeed(
+            width, bounds, make_put(shardings, width), disk, False, rp.layout.replicated
+        )
     width = rp.batch + (-rp.batch % rp.layout.data_parallel)
     a, b = local_batch_rows(shardings[0], width)
 
@@ -130,4 +139,4 @@ def chunk_feed(rp: RunPlan, x, y) -> ChunkFeed:
             xs, ys, ws = gather_chunk(x, y, idx, weight, s, t)
             yield xs[:, a:b], ys[:, a:b], ws[:, a:b]
 
-    return ChunkFeed(width, bounds, make_put(shardings, width), host, True)
+    return ChunkFeed(width, bounds, make_put(shardings, width), host, True, rp.layout.replicated)

@@ -12,7 +12,6 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 from jaxpipe.fitted import Preprocessing
 from jaxpipe.memory import compute_dtype
@@ -73,7 +72,7 @@ def _compile_streamed(train_step, state, scaler, feed: ChunkFeed, x, y, batch: i
     """The streamed epoch: chunk programs compiled for the full and the last chunk
     length; returns epoch(state, x, y, epoch) with the resident epoch's signature."""
     chunk_jit = jax.jit(make_chunk_steps(train_step), donate_argnums=0)
-    rows, programs = x.shape[0], {}
+    rows, programs, scaler = x.shape[0], {}, feed.replicate(scaler)
     for n in {b - a for a, b in feed.bounds}:
         shapes = (
             jax.ShapeDtypeStruct((n, feed.width, x.shape[1]), x.dtype),
@@ -91,7 +90,8 @@ def _compile_streamed(train_step, state, scaler, feed: ChunkFeed, x, y, batch: i
         # Host rows: the resident epoch's batch order, fetched once per epoch to gather.
         idx, weight = jax.device_get(order(state.key, epoch)) if feed.ordered else (None, None)
         chunks = feed.chunks(epoch, idx, weight)
-        return stream_chunks(run_chunk, state, zero_sums(), scaler, chunks, feed.put)
+        sums = feed.replicate(zero_sums())
+        return stream_chunks(run_chunk, state, sums, scaler, chunks, feed.put)
 
     return epoch
 
@@ -132,7 +132,9 @@ def compile_programs(
     opts = compiler_options(placed.device.platform, param_count(state.params), rp.batch)
     if rp.chunk:
         feed = chunk_feed(rp, x_tr, y_tr)
-        epoch_c = _compile_streamed(train_step, state, prep.scaler, feed, x_tr, y_tr, rp.batch, opts)
+        epoch_c = _compile_streamed(
+            train_step, state, prep.scaler, feed, x_tr, y_tr, rp.batch, opts
+        )
     else:
         step = with_progress(train_step, *progress) if progress else train_step
         epoch_c = (

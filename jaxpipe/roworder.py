@@ -6,8 +6,8 @@ Randomness and what it costs (README "Scaling out"):
 - The train/validation split is a seeded hash of (file name, row index within the file):
   stable however many processes read, and whatever order the files are listed in;
   a row keeps its side when other files are added. Cost: one hash per row per read.
-- Row groups are dealt once per run to `lanes` lanes (one per device of the global
-  mesh), by a seeded permutation, each to the lane with the fewest training rows so far.
+- Row groups are dealt once per run to `lanes` lanes (one per device of the run's
+  mesh: the order depends on the seed and the mesh size), by a seeded permutation, each to the lane with the fewest training rows so far.
   A global batch is the lanes' batches side by side, so it mixes rows of `lanes`
   different groups. Every epoch each lane reads its groups in a fresh seeded order,
   through a shuffle buffer of `buffer` rows: a row can move anywhere within its group

@@ -14,16 +14,14 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
-import jax
-
 from jaxpipe.data import Dataset
 from jaxpipe.diskrows import DiskRows
 from jaxpipe.errors import PlanError
 from jaxpipe.hardware import memory_stats
 from jaxpipe.planner import Plan, make_plan
+from jaxpipe.roworder import epoch_steps, lane_batch
 from jaxpipe.sharding import Layout, make_layout, measured_bytes_per_device
 from jaxpipe.spec import Spec
-from jaxpipe.roworder import epoch_steps, lane_batch
 from jaxpipe.stream import chunk_plan, steps_per_chunk
 
 __all__ = ["RunPlan", "plan_run", "plan_record", "chunk_steps", "auto_chunk_rows"]
@@ -122,7 +120,8 @@ def _plan_disk(spec: Spec, ds: Dataset, plan: Plan) -> RunPlan:
     """A training split on disk always streams, on the plan's layout. The plan counted
     it resident: without it, the model, validation rows and two chunks must fit."""
     rows: DiskRows = ds.x_train
-    lanes = jax.device_count()  # the order depends on the global mesh, not on processes
+    # One lane per device of the mesh, however many processes share it.
+    lanes = max(1, math.prod(plan.mesh.values()))
     per_lane = lane_batch(spec.training.batch_size, lanes)
     steps = epoch_steps(rows.lane_rows(lanes), per_lane)
     chunk_rows = spec.data.chunk_rows

@@ -121,7 +121,7 @@ class DataSpec(Section):
     )
     host_memory: str = field(
         "auto",
-        "Host memory the data may take: a size (\"64MiB\", \"8GiB\") or \"auto\" (half the "
+        'Host memory the data may take: a size ("64MiB", "8GiB") or "auto" (half the '
         "memory free at start). A directory or glob of csv/parquet files (or one file, with a "
         "size given) larger than this streams from disk in row groups.",
     )

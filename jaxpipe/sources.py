@@ -16,7 +16,7 @@ import glob
 import os
 from dataclasses import dataclass
 
-from jaxpipe.errors import DataError, SpecError
+from jaxpipe.errors import DataError
 from jaxpipe.hwspec import parse_size
 from jaxpipe.readers import available_host_bytes
 
@@ -158,7 +158,9 @@ def _groups(frag, kind: str, columns: int) -> list[Group]:
         try:  # a CSV's rows are known only by reading it; it is one group
             rows = frag.count_rows()
         except (pa.ArrowInvalid, OSError) as e:
-            raise DataError(f"{frag.path}: cannot parse as CSV ({str(e).splitlines()[0]})") from None
+            raise DataError(
+                f"{frag.path}: cannot parse as CSV ({str(e).splitlines()[0]})"
+            ) from None
         return [Group(frag.path, 0, 0, rows, columns)]
     frag.ensure_complete_metadata()
     out, first = [], 0
@@ -207,7 +209,6 @@ def _describe(schema) -> str:
 def read_group(fs: FileSet, group: Group, columns: list[str]):
     """One group's `columns` as a pyarrow Table (only that row group is read)."""
     import pyarrow as pa
-
     import pyarrow.fs as pafs
 
     fmt, local = _file_format(fs.format), pafs.LocalFileSystem()

@@ -63,18 +63,24 @@ class Moments:
 
 @dataclass
 class _Numeric:
-    moments: Moments = Moments()
+    moments: Moments = Moments()  # of the float32 values the encoded matrix holds
+    raw: Moments = Moments()  # of the float64 values: the imputation mean, as in memory
     lo: float = np.inf
     hi: float = -np.inf
     missing: int = 0
 
     def add(self, col: np.ndarray) -> None:
         miss = np.isnan(col)
-        present = col[~miss].astype(np.float32)  # the encoded matrix is float32
+        raw = col[~miss]
+        present = raw.astype(np.float32)  # the encoded matrix is float32
         self.missing += int(miss.sum())
         self.moments = self.moments.merge(Moments.of(present))
+        self.raw = self.raw.merge(Moments.of(raw))
         if present.size:
-            self.lo, self.hi = min(self.lo, float(present.min())), max(self.hi, float(present.max()))
+            self.lo, self.hi = (
+                min(self.lo, float(present.min())),
+                max(self.hi, float(present.max())),
+            )
 
 
 @dataclass
@@ -111,15 +117,19 @@ class StreamFit:
 
     def add_labels(self, y: np.ndarray) -> None:
         if self.task == "classification" and len(y):
-            self._labels.append(np.unique(y) if y.dtype.kind in "fiub" else np.array(list(set(y)), object))
+            self._labels.append(
+                np.unique(y) if y.dtype.kind in "fiub" else np.array(list(set(y)), object)
+            )
 
     def classes(self) -> tuple[str, ...]:
         """The class names, exactly as `encoding.encode_labels` names them in memory."""
         if self.task != "classification":
             return ()
         kinds = {a.dtype.kind in "fiub" for a in self._labels}
-        values = np.concatenate(self._labels) if len(kinds) == 1 else np.concatenate(
-            [a.astype(object) for a in self._labels]
+        values = (
+            np.concatenate(self._labels)
+            if len(kinds) == 1
+            else np.concatenate([a.astype(object) for a in self._labels])
         )
         try:
             return encode_labels(values, self.label)[1]
@@ -135,7 +145,7 @@ class StreamFit:
                         f"{self.origin}: column {name!r} has no values in the training split "
                         "to impute from"
                     )
-                codes.append(ColumnCode(name, "numeric", (), (acc.moments.mean,)))
+                codes.append(ColumnCode(name, "numeric", (), (acc.raw.mean,)))
                 continue
             cats = sorted(str(c) for c in acc.counts)
             total = max(sum(acc.counts.values()), 1)

@@ -47,6 +47,14 @@ def regression_summary(ds: Dataset, target: tuple[float, float] | None) -> dict[
     }
 
 
+def _rows(ds: Dataset) -> dict[str, int]:
+    return {
+        "train": int(ds.x_train.shape[0]),
+        "validation": int(ds.x_val.shape[0]),
+        "dropped_missing": ds.dropped_rows,
+    }
+
+
 def data_record(ds: Dataset) -> dict[str, Any]:
     """summary.json's `data`: whether the training split streamed from disk, the host
     budget, and the bytes each process read for training (a collective: every process
@@ -124,11 +132,7 @@ def build_summary(
         "task": prep.task,
         "classes": list(prep.classes),
         "features": list(prep.features),
-        "rows": {
-            "train": int(ds.x_train.shape[0]),
-            "validation": int(ds.x_val.shape[0]),
-            "dropped_missing": ds.dropped_rows,
-        },
+        "rows": _rows(ds),
         "data": data_record(ds),
         "scaler": prep.scaler_json(),
         **regression_summary(ds, prep.target_stats),
