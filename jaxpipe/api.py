@@ -23,6 +23,7 @@ from jaxpipe.predict import predict_file
 from jaxpipe.report import ConsoleReporter, format_plan
 from jaxpipe.run import check_before_data, run_experiment
 from jaxpipe.sharding import distributed_config, initialize_distributed
+from jaxpipe.sources import host_record
 from jaxpipe.spec import Spec, load_spec
 from jaxpipe.sweep import SweepResult, run_sweep, sweep_plan
 from jaxpipe.tracking import tracking_observers
@@ -226,6 +227,9 @@ def plan(
     spec = _as_spec(spec)
     check_before_data(spec)
     result = make_plan(spec, gpu=gpu, devices=devices)
+    path = spec.resolve_path(spec.data.path) if spec.data.path else None
+    host = host_record(path, spec.data.source, spec.data.host_memory)
+    result = dataclasses.replace(result, host=host)
     if spec.sweep is not None:  # trials × per-trial memory, in chunks that fit
         result = sweep_plan(spec, result, gpu, devices)
     return verify_plan(spec, result) if verify else result

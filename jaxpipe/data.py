@@ -25,7 +25,14 @@ from jaxpipe.encoding import (
 )
 from jaxpipe.errors import DataError, SpecError
 from jaxpipe.readers import arrow_columns, check_host_memory, read_csv, read_table
-from jaxpipe.sources import FileSet, host_budget, is_multi_path, open_files, read_group
+from jaxpipe.sources import (
+    IN_MEMORY_BYTES_PER_CELL,
+    FileSet,
+    host_budget,
+    is_multi_path,
+    open_files,
+    read_group,
+)
 from jaxpipe.spec import DataSpec, Spec, SyntheticSpec
 
 __all__ = [
@@ -309,11 +316,6 @@ def load_dataset(
     )
 
 
-# Peak host bytes of a data set loaded whole, per decoded cell: the read columns, the
-# split copies and the encoded float32 matrix (about 2.3 copies of the float64 cells).
-_IN_MEMORY_BYTES_PER_CELL = 19
-
-
 def _file_set(spec: Spec) -> bool:
     """Whether `[data] path` goes through the out-of-core source: a directory or glob,
     or one file with an explicit `host_memory`."""
@@ -331,7 +333,7 @@ def _load_files(spec: Spec) -> Dataset:
     budget = host_budget(cfg.host_memory)
     fs = open_files(path, cfg.source, budget)
     cells = fs.rows * len(fs.names)
-    if cells * _IN_MEMORY_BYTES_PER_CELL <= budget:
+    if cells * IN_MEMORY_BYTES_PER_CELL <= budget:
         import pyarrow as pa
 
         table = pa.concat_tables([read_group(fs, g, list(fs.names)) for g in fs.groups])

@@ -109,6 +109,7 @@ class Plan:
     source: str = "estimate"  # "xla" once verify.confirm compiled the chosen layout
     verify: dict[str, Any] | None = None
     sweep: dict[str, Any] | None = None  # a [sweep] spec: trials, chunks, largest need
+    host: dict[str, Any] | None = None  # the data's host budget and whether it streams (issue 16)
 
     @property
     def headroom_bytes(self) -> int:
@@ -154,6 +155,8 @@ class Plan:
             out["verify"] = dict(self.verify)
         if self.sweep is not None:
             out["sweep"] = dict(self.sweep)
+        if self.host is not None:
+            out["host"] = dict(self.host)
         return out
 
 

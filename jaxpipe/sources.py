@@ -29,12 +29,17 @@ __all__ = [
     "open_files",
     "read_group",
     "decoded_bytes",
+    "IN_MEMORY_BYTES_PER_CELL",
+    "host_record",
 ]
 
 # "auto": this fraction of the free host memory. The other half is left to the
 # framework, the validation split, the double-buffered chunks and other processes.
 AUTO_HOST_FRACTION = 0.5
 _FALLBACK_BUDGET = 1 << 30  # where free memory cannot be read
+# Peak host bytes of a data set loaded whole, per decoded cell: the read columns, the
+# split copies and the encoded float32 matrix (about 2.3 copies of the float64 cells).
+IN_MEMORY_BYTES_PER_CELL = 19
 _FORMATS = {".parquet": "parquet", ".pq": "parquet", ".csv": "csv"}
 # A decoded value is a float64 column cell (numeric) or a Python object pointer (text).
 _CELL_BYTES = 8
@@ -220,3 +225,17 @@ def read_group(fs: FileSet, group: Group, columns: list[str]):
         return frag.to_table(columns=columns)
     except (pa.ArrowInvalid, OSError) as e:
         raise DataError(f"{group.file}: cannot read ({str(e).splitlines()[0]})") from None
+
+
+def host_record(path: str | None, source: str, host_memory: str) -> dict:
+    """`jaxpipe plan`'s host line: the budget, and whether a directory / glob (or a file
+    with a `host_memory` given) is larger than it and streams from disk. Reads footers."""
+    budget, need = host_budget(host_memory), None
+    if path and source in ("csv", "parquet") and (is_multi_path(path) or host_memory != "auto"):
+        fs = open_files(path, source, budget)
+        need = fs.rows * len(fs.names) * IN_MEMORY_BYTES_PER_CELL
+    return {
+        "host_memory_bytes": budget,
+        "data_bytes_in_memory": need,
+        "streams_from_disk": need is not None and need > budget,
+    }
