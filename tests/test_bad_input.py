@@ -237,7 +237,8 @@ CASES = [
         spec_with('path = "d.csv"', 'path = "sub"'),
         {"sub/x": ""},
         [],
-        ["sub", "not a file"],
+        # A directory is a data set now (issue 16): its non-data file is named.
+        ["sub/x", "not a .parquet or .csv file"],
     ),
     ("empty-data-file", BASE, {"d.csv": ""}, [], ["d.csv", "empty"]),
     ("header-only", BASE, {"d.csv": "a,b,color,y\n"}, [], ["d.csv", "no data rows"]),
