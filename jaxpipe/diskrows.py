@@ -28,7 +28,7 @@ from jaxpipe.errors import DataError
 from jaxpipe.preprocess import Scaler
 from jaxpipe.readers import arrow_columns
 from jaxpipe.roworder import assign_lanes, lane_order, shuffled_blocks, validation_mask
-from jaxpipe.sources import FileSet, Group, read_group
+from jaxpipe.sources import FileSet, Group, decoded_bytes, read_group, release_unused
 from jaxpipe.streamstats import StreamFit
 
 __all__ = ["ReadSpec", "Scan", "DiskRows", "DiskLabels", "scan_source"]
@@ -186,6 +186,15 @@ class DiskRows:
         n = len(range(*index.indices(self.shape[0])))
         return np.zeros((n, self.shape[1]), np.float32)
 
+    def chunk_budget(self) -> int:
+        """Host bytes two device chunks may take: the budget less the validation split
+        (raw and encoded) and a row group in reading (its table, decoded columns, split,
+        encoded and shuffled copies: about 6 × its decoded size), halved for the chunk
+        being assembled and the one prefetched (on a CPU the device chunks are host
+        memory too)."""
+        group = max(decoded_bytes(g) for g in self.rs.fs.groups)
+        return (self.rs.budget - 3 * self.scan.x_val.nbytes - 6 * group) // 2
+
     def lanes(self, lanes: int) -> list[list[int]]:
         return assign_lanes(self.scan.train_rows, lanes, self.rs.seed)
 
@@ -204,6 +213,7 @@ class DiskRows:
     def _train(self, g: int) -> tuple[np.ndarray, np.ndarray]:
         sc, rs = self.scan, self.rs
         b, _, _ = _read_block(rs, rs.fs.groups[g], sc.names, sc.kinds)
+        release_unused()
         self.bytes_read += b.nbytes
         y, _ = encode_target(b.y_train, rs.label, rs.task, self.origin, sc.classes or None)
         if sc.target is not None:  # the regression target, scaled as in memory

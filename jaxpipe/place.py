@@ -17,7 +17,7 @@ from jaxpipe.data import Dataset
 from jaxpipe.diskrows import DiskRows
 from jaxpipe.runplan import RunPlan
 from jaxpipe.sharding import batch_spec, place_host_array
-from jaxpipe.stream import chunk_bounds, gather_chunk
+from jaxpipe.stream import chunk_bounds, gather_chunk, prefetch
 
 __all__ = ["Placed", "place_data", "ChunkFeed", "chunk_feed", "chunk_shardings", "make_put"]
 
@@ -126,7 +126,7 @@ def chunk_feed(rp: RunPlan, x, y) -> ChunkFeed:
         local = range(a // per_lane, -(-b // per_lane))
 
         def disk(epoch, idx=None, weight=None):
-            return x.epoch_chunks(int(epoch), rp.lanes, per_lane, bounds, local)
+            return prefetch(x.epoch_chunks(int(epoch), rp.lanes, per_lane, bounds, local))
 
         return ChunkFeed(
             width, bounds, make_put(shardings, width), disk, False, rp.layout.replicated

@@ -3,7 +3,8 @@
 
 Randomness and what it costs (README "Scaling out"):
 
-- The train/validation split is a seeded hash of (file name, row index within the file):
+- The train/validation split is a seeded hash of (file name without its folder and
+  extension, row index within the file):
   stable however many processes read, and whatever order the files are listed in;
   a row keeps its side when other files are added. Cost: one hash per row per read.
 - Row groups are dealt once per run to `lanes` lanes (one per device of the run's
@@ -48,7 +49,8 @@ def _mix(z: np.ndarray) -> np.ndarray:
 
 
 def _file_key(seed: int, file: str) -> np.uint64:
-    digest = hashlib.blake2b(f"{seed}:{os.path.basename(file)}".encode(), digest_size=8)
+    stem = os.path.splitext(os.path.basename(file))[0]  # the same rows as csv or parquet
+    digest = hashlib.blake2b(f"{seed}:{stem}".encode(), digest_size=8)
     return np.uint64(int.from_bytes(digest.digest(), "little"))
 
 

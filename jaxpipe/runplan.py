@@ -128,7 +128,8 @@ def _plan_disk(spec: Spec, ds: Dataset, plan: Plan) -> RunPlan:
     if chunk_rows == "auto":  # two chunks within the smaller of both budgets
         devices = max(1, math.prod(plan.mesh.values()))
         budget = plan.usable_bytes_per_device - (plan.per_device_bytes - rows.nbytes // devices)
-        budget = min(budget * devices, rows.rs.budget)
+        width = per_lane * lanes * (rows.shape[1] + 2) * 4  # one global batch's bytes
+        budget = min(budget * devices, max(rows.chunk_budget(), 2 * width))
         if budget <= 0:
             raise PlanError(f"the run {plan.recommendation}", plan=plan)
         chunk_rows = chunk_plan(rows.nbytes, budget, rows.shape[0])

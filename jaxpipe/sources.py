@@ -12,6 +12,7 @@ still take (MemAvailable, capped by a cgroup limit) — or a size such as "64MiB
 
 from __future__ import annotations
 
+import functools
 import glob
 import os
 from dataclasses import dataclass
@@ -31,6 +32,7 @@ __all__ = [
     "decoded_bytes",
     "IN_MEMORY_BYTES_PER_CELL",
     "host_record",
+    "release_unused",
 ]
 
 # "auto": this fraction of the free host memory. The other half is left to the
@@ -211,17 +213,35 @@ def _describe(schema) -> str:
     return ", ".join(f"{f.name}: {f.type}" for f in schema)
 
 
+@functools.lru_cache(maxsize=8)
+def _parquet_file(path: str, stamp: tuple[int, int]):
+    """An open Parquet file (footer parsed once), by path and (size, mtime)."""
+    import pyarrow.parquet as pq
+
+    return pq.ParquetFile(path)
+
+
+def release_unused() -> None:
+    """Gives arrow's freed pages back to the system: its allocator keeps those of the row
+    groups already read, which a streamed run's host budget would otherwise count."""
+    import pyarrow as pa
+
+    pa.default_memory_pool().release_unused()
+
+
 def read_group(fs: FileSet, group: Group, columns: list[str]):
-    """One group's `columns` as a pyarrow Table (only that row group is read)."""
+    """One group's `columns` as a pyarrow Table (only that row group is read). Parquet
+    groups are read through a cached `ParquetFile`: a dataset scan per row group costs
+    about twice as much (benchmarks/stream_bench.py)."""
     import pyarrow as pa
     import pyarrow.fs as pafs
 
-    fmt, local = _file_format(fs.format), pafs.LocalFileSystem()
     try:
         if fs.format == "parquet":
-            frag = fmt.make_fragment(group.file, local, row_groups=[group.index])
-        else:
-            frag = fmt.make_fragment(group.file, local)
+            st = os.stat(group.file)
+            pf = _parquet_file(group.file, (st.st_size, st.st_mtime_ns))
+            return pf.read_row_group(group.index, columns=columns)
+        frag = _file_format(fs.format).make_fragment(group.file, pafs.LocalFileSystem())
         return frag.to_table(columns=columns)
     except (pa.ArrowInvalid, OSError) as e:
         raise DataError(f"{group.file}: cannot read ({str(e).splitlines()[0]})") from None

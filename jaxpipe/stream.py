@@ -11,6 +11,8 @@ and metric sums are those of the resident path, so the results are the same.
 
 from __future__ import annotations
 
+import queue
+import threading
 from collections.abc import Callable, Iterator
 
 import jax
@@ -30,6 +32,7 @@ __all__ = [
     "make_chunk_steps",
     "stream_epoch",
     "stream_chunks",
+    "prefetch",
 ]
 
 
@@ -146,3 +149,28 @@ def stream_epoch(
     bounds = chunk_bounds(idx.shape[0], per_chunk)
     chunks = (gather_chunk(x, y, idx, weight, a, b) for a, b in bounds)
     return stream_chunks(chunk_fn, state, sums, scaler, chunks, put)
+
+
+def prefetch(items: Iterator, depth: int = 1) -> Iterator:
+    """`items`, made `depth` ahead on a background thread: reading and encoding the next
+    chunk (pyarrow and numpy release the GIL) overlaps the device's work on this one.
+    Host memory: `depth` more chunks. An exception in the thread is raised here."""
+    q: queue.Queue = queue.Queue(maxsize=depth)
+    done = object()
+
+    def work() -> None:
+        try:
+            for item in items:
+                q.put((True, item))
+            q.put((True, done))
+        except BaseException as e:  # re-raised in the consumer, with its traceback
+            q.put((False, e))
+
+    threading.Thread(target=work, daemon=True, name="jaxpipe-prefetch").start()
+    while True:
+        ok, item = q.get()
+        if not ok:
+            raise item
+        if item is done:
+            return
+        yield item

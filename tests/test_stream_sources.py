@@ -8,6 +8,7 @@ import sys
 import jax.numpy as jnp
 import numpy as np
 import pyarrow as pa
+import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 import pytest
 from conftest import ROOT
@@ -166,3 +167,21 @@ def test_bad_sources_fail_in_one_line_naming_the_file(tmp_path, capsys):
         lines = capsys.readouterr().err.strip().splitlines()
         assert len(lines) == 1 and lines[0].startswith("error: ") and expected in lines[0], lines
     assert not (tmp_path / "o").exists()
+
+
+def test_a_csv_glob_streams_as_its_parquet_twin(tmp_path):
+    # One CSV file is one group: the same rows in CSV and Parquet files (same names,
+    # so the same row hash) give the same split and statistics.
+    write_parts(tmp_path / "p", parts=2, rows=40, group=40)
+    os.makedirs(tmp_path / "c")
+    for i in range(2):
+        table = pq.read_table(tmp_path / "p" / f"part{i}.parquet")
+        pacsv.write_csv(table, tmp_path / "c" / f"part{i}.csv")
+    p = _read_spec(tmp_path / "p")
+    fs = open_files(str(tmp_path / "c" / "*.csv"), "csv", 1 << 30)
+    c = ReadSpec(fs, "y", None, (), "error", "classification", 7, 0.25, True, 1 << 30)
+    a, b = scan_source(p, "standard", "p"), scan_source(c, "standard", "c")
+    assert len(fs.groups) == 2 and a.train_rows == b.train_rows
+    assert a.encoder == b.encoder and a.classes == b.classes
+    np.testing.assert_allclose(a.scaler.scale, b.scaler.scale, rtol=1e-6)
+    np.testing.assert_array_equal(a.x_val, b.x_val)
