@@ -3,6 +3,7 @@ files loaded whole, side by side in one run (issue 16).
 
     python benchmarks/stream_bench.py [--rows 400000] [--features 50] [--budget 32MiB]
                                       [--epochs 3] [--group 5000]
+                                      [--hidden 64]
 
 Writes `rows` × `features` synthetic classification rows (jaxpipe.data.make_synthetic)
 as Parquet files of `group`-row row groups, then runs three child processes:
@@ -41,7 +42,7 @@ validation = 0.02
 host_memory = "{budget}"
 
 [model]
-hidden = [64]
+hidden = {hidden}
 
 [training]
 epochs = {epochs}
@@ -109,6 +110,7 @@ def main() -> None:
     ap.add_argument("--budget", default="32MiB")
     ap.add_argument("--epochs", type=int, default=3)
     ap.add_argument("--group", type=int, default=5_000)
+    ap.add_argument("--hidden", default="64", help="hidden widths, comma-separated")
     a = ap.parse_args()
     sys.path.insert(0, ROOT)
     from jaxpipe.hwspec import parse_size
@@ -126,7 +128,8 @@ def main() -> None:
         ):
             spec = os.path.join(tmp, where, f"{mode}.toml")
             with open(spec, "w") as f:
-                f.write(SPEC.format(budget=host, epochs=a.epochs))
+                hidden = [int(w) for w in a.hidden.split(",")]
+                f.write(SPEC.format(budget=host, epochs=a.epochs, hidden=hidden))
             results[mode] = child("run", spec, os.path.join(tmp, mode))
     for mode, r in results.items():
         print(json.dumps({"mode": mode} | r))
