@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import hashlib
 import os
+import pickle
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -104,40 +105,96 @@ class Scan:
     y_val: np.ndarray
     train_rows: list[int]
     dropped: int
+    read_bytes: int = 0  # this process's share of the pass
+
+
+@dataclass
+class _Share:
+    """One process's part of the statistics pass: its groups' statistics, validation
+    rows and training-row counts, or the data error it met (raised on every process
+    after the exchange, so none waits for a peer that stopped)."""
+
+    fit: StreamFit | None = None
+    names: list[str] | None = None
+    kinds: dict | None = None
+    groups: dict = field(default_factory=dict)  # g: (val columns, val labels, train rows)
+    dropped: int = 0
+    nbytes: int = 0
+    error: str | None = None
+
+
+def _scan_share(rs: ReadSpec, origin: str, process: int, processes: int) -> _Share:
+    sh = _Share()
+    try:
+        for i, g in enumerate(rs.fs.groups):
+            if i % processes != process:
+                continue
+            b, sh.names, sh.kinds = _read_block(rs, g, sh.names, sh.kinds)
+            if sh.fit is None:
+                sh.fit = StreamFit(sh.kinds, rs.missing == "mean", rs.task, rs.label, origin)
+            y = b.y_train
+            if len(y) and rs.task == "regression":
+                y = encode_target(y, rs.label, rs.task, g.file)[0]
+            if len(y):
+                sh.fit.add(b.train, y)
+            sh.fit.add_labels(b.y_train)
+            sh.fit.add_labels(b.y_val)
+            sh.groups[i] = (b.val, b.y_val, len(b.y_train))
+            sh.dropped, sh.nbytes = sh.dropped + b.dropped, sh.nbytes + b.nbytes
+    except DataError as e:
+        sh.error = str(e)
+    return sh
+
+
+def _exchange(share: _Share) -> list[_Share]:
+    """Every process's share, on every process (pickled bytes through jax's allgather:
+    the peers run this same program)."""
+    import jax
+
+    if jax.process_count() == 1:
+        return [share]
+    from jax.experimental import multihost_utils
+
+    blob = np.frombuffer(pickle.dumps(share), np.uint8)
+    sizes = np.ravel(multihost_utils.process_allgather(np.array([blob.size], np.int64)))
+    padded = np.zeros(int(sizes.max()), np.uint8)
+    padded[: blob.size] = blob
+    every = multihost_utils.process_allgather(padded)
+    return [pickle.loads(every[i, : int(n)].tobytes()) for i, n in enumerate(sizes)]
 
 
 def scan_source(rs: ReadSpec, normalize: str, origin: str) -> Scan:
-    """One pass over every group: the training split's statistics (`StreamFit`) and the
-    validation rows."""
-    names = kinds = fit = None
-    val: list[tuple[Columns, np.ndarray]] = []
-    train_rows, dropped = [], 0
-    for g in rs.fs.groups:
-        b, names, kinds = _read_block(rs, g, names, kinds)
-        if fit is None:
-            fit = StreamFit(kinds, rs.missing == "mean", rs.task, rs.label, origin)
-        if len(b.y_train):
-            regression = rs.task == "regression"
-            y = encode_target(b.y_train, rs.label, rs.task, g.file)[0] if regression else b.y_train
-            fit.add(b.train, y)
-        fit.add_labels(b.y_train)
-        fit.add_labels(b.y_val)
-        val.append((b.val, b.y_val))
-        train_rows.append(len(b.y_train))
-        dropped += b.dropped
-    if fit.rows == 0 or not sum(len(y) for _, y in val):
+    """One pass over the groups, each process its share (group i on process i mod n):
+    the training split's statistics (`StreamFit`, merged across processes) and the
+    validation rows (every process gets all of them, in group order)."""
+    import jax
+
+    mine = _scan_share(rs, origin, jax.process_index(), jax.process_count())
+    shares = _exchange(mine)
+    error = next((s.error for s in shares if s.error), None)
+    if error:
+        raise DataError(error)
+    done = [s for s in shares if s.fit is not None]
+    fit, names, kinds = done[0].fit, done[0].names, done[0].kinds
+    for s in done[1:]:
+        fit.merge(s.fit)
+    groups = {i: v for s in shares for i, v in s.groups.items()}
+    val = [groups[i][:2] for i in sorted(groups)]
+    rows = sum(len(y) for _, y in val)
+    if fit.rows == 0 or not rows:
         raise DataError(
-            f"{origin}: data.validation = {rs.validation:g} leaves "
-            f"{fit.rows} training and {sum(len(y) for _, y in val)} validation rows; "
-            "each side needs at least one"
+            f"{origin}: data.validation = {rs.validation:g} leaves {fit.rows} training and "
+            f"{rows} validation rows; each side needs at least one"
         )
     encoder, classes = fit.encoder(), fit.classes()
     cols = {n: np.concatenate([v[n] for v, _ in val]) for n in names}
-    y_raw = np.concatenate([y for _, y in val])
-    y_val, _ = encode_target(y_raw, rs.label, rs.task, origin, classes or None)
+    y_val, _ = encode_target(
+        np.concatenate([y for _, y in val]), rs.label, rs.task, origin, classes or None
+    )
     return Scan(
         names, kinds, encoder, classes, fit.scaler(normalize, encoder), fit.target(),
-        encoder.transform(cols), y_val, train_rows, dropped,
+        encoder.transform(cols), y_val, [groups[i][2] for i in sorted(groups)],
+        sum(s.dropped for s in shares), mine.nbytes,
     )  # fmt: skip
 
 
@@ -171,7 +228,9 @@ class DiskRows:
         self.nbytes = rows * width * 4
         ydt = np.float32 if rs.task == "regression" else np.int32
         self.labels = DiskLabels(rows, ydt)
-        self.bytes_read = 0  # training reads by this process
+        self.bytes_read = (
+            scan.read_bytes
+        )  # what this process read: its share of the pass, then its lanes
 
     def __len__(self) -> int:
         return self.shape[0]

@@ -69,6 +69,14 @@ class _Numeric:
     hi: float = -np.inf
     missing: int = 0
 
+    def merge(self, o: _Numeric) -> None:
+        self.moments, self.raw = self.moments.merge(o.moments), self.raw.merge(o.raw)
+        self.lo, self.hi, self.missing = (
+            min(self.lo, o.lo),
+            max(self.hi, o.hi),
+            self.missing + o.missing,
+        )
+
     def add(self, col: np.ndarray) -> None:
         miss = np.isnan(col)
         raw = col[~miss]
@@ -87,6 +95,10 @@ class _Numeric:
 class _Categorical:
     counts: Counter = field(default_factory=Counter)
     missing: int = 0
+
+    def merge(self, o: _Categorical) -> None:
+        self.counts.update(o.counts)
+        self.missing += o.missing
 
     def add(self, col: np.ndarray) -> None:
         miss = missing_mask(col)
@@ -114,6 +126,19 @@ class StreamFit:
         self.rows += len(y)
         if self.task == "regression":
             self._target = self._target.merge(Moments.of(y.astype(np.float32)))
+
+    def merge(self, other: StreamFit) -> None:
+        """Adds another block set's statistics (another process's share)."""
+        if other.kinds != self.kinds:
+            raise DataError(
+                f"{self.origin}: the files' columns read as different kinds "
+                f"({self.kinds} and {other.kinds}); list text columns in data.categorical"
+            )
+        for name, acc in self.cols.items():
+            acc.merge(other.cols[name])
+        self.rows += other.rows
+        self._labels += other._labels
+        self._target = self._target.merge(other._target)
 
     def add_labels(self, y: np.ndarray) -> None:
         if self.task == "classification" and len(y):

@@ -14,7 +14,7 @@ import pytest
 from conftest import ROOT
 
 from jaxpipe.cli import main
-from jaxpipe.diskrows import DiskRows, ReadSpec, scan_source
+from jaxpipe.diskrows import DiskRows, ReadSpec, _scan_share, scan_source
 from jaxpipe.encoding import column_values, encode_labels, fit_encoder, handle_missing
 from jaxpipe.preprocess import fit_scaler
 from jaxpipe.readers import arrow_columns
@@ -185,3 +185,20 @@ def test_a_csv_glob_streams_as_its_parquet_twin(tmp_path):
     assert a.encoder == b.encoder and a.classes == b.classes
     np.testing.assert_allclose(a.scaler.scale, b.scaler.scale, rtol=1e-6)
     np.testing.assert_array_equal(a.x_val, b.x_val)
+
+
+def test_statistics_pass_split_over_two_processes_equals_one(tmp_path):
+    # Process p scans groups i ≡ p (mod 2); the merged statistics are the whole pass's.
+    rs = _read_spec(write_parts(tmp_path / "d", missing=True), "mean")
+    whole = scan_source(rs, "standard", "d")
+    shares = [_scan_share(rs, "d", p, 2) for p in range(2)]
+    assert not set(shares[0].groups) & set(shares[1].groups)
+    assert set(shares[0].groups) | set(shares[1].groups) == set(range(len(rs.fs.groups)))
+    fit = shares[0].fit
+    fit.merge(shares[1].fit)
+    assert [c.categories for c in fit.encoder().columns] == [
+        c.categories for c in whole.encoder.columns
+    ]
+    scaler = fit.scaler("standard", fit.encoder())
+    np.testing.assert_allclose(scaler.offset, whole.scaler.offset, rtol=1e-12)
+    np.testing.assert_allclose(scaler.scale, whole.scaler.scale, rtol=1e-6)
