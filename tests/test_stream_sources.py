@@ -13,7 +13,9 @@ import pyarrow.parquet as pq
 import pytest
 from conftest import ROOT
 
+import jaxpipe
 from jaxpipe.cli import main
+from jaxpipe.data import load_dataset
 from jaxpipe.diskrows import DiskRows, ReadSpec, _scan_share, scan_source
 from jaxpipe.encoding import column_values, encode_labels, fit_encoder, handle_missing
 from jaxpipe.preprocess import fit_scaler
@@ -202,3 +204,19 @@ def test_statistics_pass_split_over_two_processes_equals_one(tmp_path):
     scaler = fit.scaler("standard", fit.encoder())
     np.testing.assert_allclose(scaler.offset, whole.scaler.offset, rtol=1e-12)
     np.testing.assert_allclose(scaler.scale, whole.scaler.scale, rtol=1e-6)
+
+
+def test_a_set_streams_only_when_larger_than_the_host_budget(tmp_path, write_spec):
+    write_parts(tmp_path / "d", parts=2, rows=60, group=20)
+    base = '[data]\nsource = "parquet"\nlabel = "y"\n[training]\nbatch_size = 8\n'
+    spec = jaxpipe.load_spec(write_spec(base), ['data.path="d/*.parquet"'])
+    assert isinstance(load_dataset(spec).x_train, np.ndarray)  # fits "auto": loaded whole
+    one = ['data.path="d/part0.parquet"', 'data.host_memory="6KiB"']
+    ds = load_dataset(jaxpipe.load_spec(write_spec(base), one))
+    assert isinstance(ds.x_train, DiskRows) and len(ds.x_train) + len(ds.y_val) == 60
+    plan = jaxpipe.plan(jaxpipe.load_spec(write_spec(base), one))
+    assert plan.host == {
+        "host_memory_bytes": 6144,
+        "data_bytes_in_memory": 60 * 7 * 19,
+        "streams_from_disk": True,
+    }
