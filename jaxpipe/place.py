@@ -106,6 +106,7 @@ class ChunkFeed:
     chunks: Callable[[int, np.ndarray | None, np.ndarray | None], Iterator]
     ordered: bool  # the chunks need the resident epoch's (idx, weight) order
     replicated: NamedSharding
+    shardings: tuple[NamedSharding, ...]  # x, y, weight (`chunk_shardings`)
 
     def replicate(self, tree):
         """Small values the chunk programs take beside the chunks (scaler, metric sums),
@@ -128,9 +129,8 @@ def chunk_feed(rp: RunPlan, x, y) -> ChunkFeed:
         def disk(epoch, idx=None, weight=None):
             return prefetch(x.epoch_chunks(int(epoch), rp.lanes, per_lane, bounds, local))
 
-        return ChunkFeed(
-            width, bounds, make_put(shardings, width), disk, False, rp.layout.replicated
-        )
+        put = make_put(shardings, width)
+        return ChunkFeed(width, bounds, put, disk, False, rp.layout.replicated, shardings)
     width = rp.batch + (-rp.batch % rp.layout.data_parallel)
     a, b = local_batch_rows(shardings[0], width)
 
@@ -139,4 +139,5 @@ def chunk_feed(rp: RunPlan, x, y) -> ChunkFeed:
             xs, ys, ws = gather_chunk(x, y, idx, weight, s, t)
             yield xs[:, a:b], ys[:, a:b], ws[:, a:b]
 
-    return ChunkFeed(width, bounds, make_put(shardings, width), host, True, rp.layout.replicated)
+    put = make_put(shardings, width)
+    return ChunkFeed(width, bounds, put, host, True, rp.layout.replicated, shardings)

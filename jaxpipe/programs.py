@@ -74,10 +74,11 @@ def _compile_streamed(train_step, state, scaler, feed: ChunkFeed, x, y, batch: i
     chunk_jit = jax.jit(make_chunk_steps(train_step), donate_argnums=0)
     rows, programs, scaler = x.shape[0], {}, feed.replicate(scaler)
     for n in {b - a for a, b in feed.bounds}:
+        sx, sy, sw = feed.shardings  # the chunks' batch axis split as batches are
         shapes = (
-            jax.ShapeDtypeStruct((n, feed.width, x.shape[1]), x.dtype),
-            jax.ShapeDtypeStruct((n, feed.width), y.dtype),
-            jax.ShapeDtypeStruct((n, feed.width), jnp.float32),
+            jax.ShapeDtypeStruct((n, feed.width, x.shape[1]), x.dtype, sharding=sx),
+            jax.ShapeDtypeStruct((n, feed.width), y.dtype, sharding=sy),
+            jax.ShapeDtypeStruct((n, feed.width), jnp.float32, sharding=sw),
         )
         programs[n] = chunk_jit.lower(state, zero_sums(), scaler, *shapes).compile(opts)
     width = feed.width  # batch widened to split evenly over the data axis

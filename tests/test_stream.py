@@ -12,7 +12,10 @@ from jaxpipe.errors import JaxpipeError
 from jaxpipe.losses import cross_entropy
 from jaxpipe.metrics import zero_sums
 from jaxpipe.model import make_model
+from jaxpipe.place import chunk_feed
 from jaxpipe.preprocess import fit_minmax
+from jaxpipe.runplan import RunPlan
+from jaxpipe.sharding import make_layout
 from jaxpipe.spec import ModelSpec
 from jaxpipe.step import epoch_batches, init_state, make_epoch, make_train_step
 from jaxpipe.stream import (
@@ -150,3 +153,22 @@ def test_auto_streams_when_only_the_training_rows_do_not_fit(write_spec, tmp_pat
             jaxpipe.load_spec(path, ['hardware.device_memory="64KiB"']), out=str(tmp_path / "never")
         )
     assert not (tmp_path / "never" / "summary.json").exists()
+
+
+def test_host_chunks_are_split_over_the_data_axis_as_batches_are():
+    # Batch 30 on a 4-device data mesh: widened to 32 with weight-0 rows, each chunk's
+    # batches split over `data` (streaming no longer falls back to one device).
+    layout = make_layout("data", {"data": 4})
+    rp = RunPlan(None, "data", {"data": 4}, layout, 30, 4, 1, 3, "float32")
+    rng = np.random.default_rng(0)
+    x, y = rng.normal(size=(100, 5)).astype(np.float32), rng.integers(0, 3, 100).astype(np.int32)
+    feed = chunk_feed(rp, x, y)
+    assert feed.width == 32 and feed.bounds == [(0, 3), (3, 4)]
+    idx, w = jax.device_get(epoch_batches(jax.random.key(0), 100, 30, feed.width))
+    for (a, b), chunk in zip(feed.bounds, feed.chunks(0, idx, w)):
+        gx, gy, gw = feed.put(chunk)
+        assert tuple(gx.sharding.spec) == (None, "data", None) and len(gx.addressable_shards) == 4
+        np.testing.assert_array_equal(np.asarray(gx), x[idx[a:b]])
+        np.testing.assert_array_equal(np.asarray(gy), y[idx[a:b]])
+        np.testing.assert_array_equal(np.asarray(gw), w[a:b])
+    assert w.sum() == 100 and w.shape == (4, 32)
