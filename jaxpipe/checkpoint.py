@@ -29,7 +29,13 @@ import jax
 
 from jaxpipe.cadence import Cadence, make_cadence
 from jaxpipe.errors import EnvironmentProblem, JaxpipeError
-from jaxpipe.orbax_guard import captured_logs, drop_loop_closed_tracebacks, is_disk_full
+from jaxpipe.orbax_guard import (
+    InlineExecutor,
+    KeepEpochs,
+    captured_logs,
+    drop_loop_closed_tracebacks,
+    is_disk_full,
+)
 from jaxpipe.step import TrainState
 
 __all__ = [
@@ -106,16 +112,6 @@ def _copy(arrays: Any) -> Any:
     return jax.tree.map(lambda a: jax.device_put(a, a.sharding, may_alias=False), arrays)
 
 
-class _KeepEpochs:
-    """An orbax preservation policy: keep the checkpoints of these epochs."""
-
-    def __init__(self) -> None:
-        self.epochs: set[int] = set()
-
-    def should_preserve(self, checkpoints: Sequence[Any], *, context: Any) -> Sequence[bool]:
-        return [c.step in self.epochs for c in checkpoints]
-
-
 def check_store_path(directory: str) -> None:
     """A path that exists and is not a folder cannot hold checkpoints (JaxpipeError)."""
     if os.path.exists(directory) and not os.path.isdir(directory):
@@ -148,10 +144,16 @@ class CheckpointStore:
         # checkpoint's meta because orbax does not reload saved metrics into its
         # preservation policies when a manager is reopened (0.12).
         self.best: tuple[float, int] | None = None
-        self._keep_best = _KeepEpochs()
-        # One writer thread, one save in flight: a save never queues behind several others,
-        # and in a multi-process run every process's saves keep their order.
-        self._writer = ThreadPoolExecutor(1, thread_name_prefix="jaxpipe-checkpoint")
+        self._keep_best = KeepEpochs()
+        # One writer thread, one save in flight: a save never queues behind several others.
+        # A multi-process run writes on the main thread: orbax's save synchronises the
+        # processes, and beside the next epoch's collectives on another thread the two
+        # processes could order them differently and wait on each other for ever.
+        self._writer = (
+            ThreadPoolExecutor(1, thread_name_prefix="jaxpipe-checkpoint")
+            if jax.process_count() == 1
+            else InlineExecutor()
+        )
         self._pending: Future | None = None
         self._written = 0
         self._keep = keep

@@ -9,7 +9,8 @@ import errno
 import logging
 import sys
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
+from concurrent.futures import Future
 from typing import Any
 
 __all__ = [
@@ -18,6 +19,8 @@ __all__ = [
     "LoopClosedFilter",
     "drop_loop_closed_tracebacks",
     "is_disk_full",
+    "InlineExecutor",
+    "KeepEpochs",
 ]
 
 
@@ -108,3 +111,28 @@ def is_disk_full(exc: BaseException) -> bool:
             return True
         e = e.__cause__ or e.__context__
     return False
+
+
+class InlineExecutor:
+    """An executor that runs each call at once, on the caller's thread."""
+
+    def submit(self, fn: Any, *args: Any) -> Future:
+        done: Future = Future()
+        try:
+            done.set_result(fn(*args))
+        except BaseException as e:  # re-raised by `wait`, as a writer thread's would be
+            done.set_exception(e)
+        return done
+
+    def shutdown(self, wait: bool = True) -> None:
+        pass
+
+
+class KeepEpochs:
+    """An orbax preservation policy: keep the checkpoints of these epochs."""
+
+    def __init__(self) -> None:
+        self.epochs: set[int] = set()
+
+    def should_preserve(self, checkpoints: Sequence[Any], *, context: Any) -> Sequence[bool]:
+        return [c.step in self.epochs for c in checkpoints]

@@ -104,6 +104,10 @@ def test_two_process_launch_equals_one_process_on_four_devices(write_spec, tmp_p
             "--out",
             str(out),
             "--quiet",
+            # A save every epoch: both processes' saves beside the next epoch's collectives
+            # once hung the run after epoch 1.
+            "--set",
+            "checkpoint.every_epochs=1",
         ],
         capture_output=True,
         text=True,
@@ -115,6 +119,8 @@ def test_two_process_launch_equals_one_process_on_four_devices(write_spec, tmp_p
     assert summary["device"]["process_count"] == 2 and summary["plan"]["mesh"] == {"data": 4}
     two = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert len(two) == len(one.history)
+    saved = sorted(int(p.name) for p in (out / "checkpoints").iterdir() if p.name.isdigit())
+    assert saved == [r["epoch"] for r in two][-3:]  # every epoch saved, the newest 3 kept
     for a, b in zip(_strip(two), _strip(one.history)):
         for k in a:
             # Same program on the same 4-device mesh; gloo may sum in another order.
