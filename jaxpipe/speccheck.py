@@ -210,9 +210,19 @@ def _skip_reason(result: SpecCheck, spec: Spec | None, name: str) -> str:
         return "an earlier check failed"
     if _plan_only(result.path):
         return "plan-only spec: not trained"
-    if name == "sharding" and isinstance(spec.data.chunk_rows, int):
-        return "a streamed run (data.chunk_rows) runs on one device"
+    if name == "sharding" and _streams_from_disk(spec):
+        return "streamed from disk: the row order depends on the device count"
     return ""
+
+
+def _streams_from_disk(spec: Spec) -> bool:
+    from jaxpipe.sources import host_record
+
+    path = spec.resolve_path(spec.data.path) if spec.data.path else None
+    try:
+        return host_record(path, spec.data.source, spec.data.host_memory)["streams_from_disk"]
+    except JaxpipeError:  # the data check reports it
+        return False
 
 
 def _passed(name: str, sharding: int | None) -> str:
