@@ -2,6 +2,8 @@
 is tested on any machine; compilation cache off so tests never touch the user's cache."""
 
 import os
+import shutil
+import tempfile
 
 os.environ["XLA_FLAGS"] = (
     os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=8"
@@ -31,6 +33,42 @@ def assert_trees_close(a, b, *, rtol: float = 1e-6, atol: float = 1e-6) -> None:
         x, y = np.asarray(x), np.asarray(y)
         assert x.shape == y.shape and x.dtype == y.dtype, (x.shape, y.shape, x.dtype, y.dtype)
         np.testing.assert_allclose(x, y, rtol=rtol, atol=atol)
+
+
+# One compilation cache per test process (each xdist worker its own, so no two workers
+# write one entry at once), for the `jaxpipe` subprocesses that opt in with
+# `cached_env(env)`: the suite runs the same small specs in many processes, and a cached
+# executable is the compiled one (as test_resume and `jaxpipe check` rely on). Opt-in,
+# not global: tests of compilation itself (test_loop's cache test, the SIGINT trials that
+# must land inside a compile) keep compiling from scratch, and the user's cache is never
+# touched. Removed when the session ends.
+XLA_CACHE = tempfile.mkdtemp(prefix="jaxpipe-test-xla-")
+
+
+def cached_env(env: dict) -> dict:
+    """`env` with jaxpipe's compilation cache on, in this test process's own folder."""
+    return env | {"JAXPIPE_COMPILATION_CACHE": "1", "JAXPIPE_CACHE_DIR": XLA_CACHE}
+
+
+@pytest.fixture(scope="module")
+def compile_once():
+    """jaxpipe's compilation cache on for a module's in-process runs (and the
+    subprocesses they start), in XLA_CACHE; off again after the module, so modules that
+    do not ask compile from scratch."""
+    import jax._src.compilation_cache as compilation_cache
+
+    mp = pytest.MonkeyPatch()
+    mp.setenv("JAXPIPE_COMPILATION_CACHE", "1")
+    mp.setenv("JAXPIPE_CACHE_DIR", XLA_CACHE)
+    compilation_cache.reset_cache()  # earlier tests may have started jax without one
+    yield XLA_CACHE
+    mp.undo()
+    jax.config.update("jax_compilation_cache_dir", None)
+    compilation_cache.reset_cache()
+
+
+def pytest_unconfigure(config):
+    shutil.rmtree(XLA_CACHE, ignore_errors=True)
 
 
 @pytest.fixture

@@ -12,12 +12,16 @@ import uuid
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from conftest import ROOT, SMALL_SPEC
+from conftest import ROOT, SMALL_SPEC, cached_env
 
 import jaxpipe
 from jaxpipe.checkpoint import CheckpointStore, abstract_like, make_cadence, saved_epochs
 from jaxpipe.cli import main
 from jaxpipe.errors import EnvironmentProblem
+
+# Runs here repeat a few small specs: each program compiles once per test process
+# (conftest.compile_once; a cached executable is the compiled one).
+pytestmark = pytest.mark.usefixtures("compile_once")
 
 EVERY_EPOCH = SMALL_SPEC.replace("epochs = 2", "epochs = 3") + "[checkpoint]\nevery_epochs = 1\n"
 
@@ -25,6 +29,7 @@ EVERY_EPOCH = SMALL_SPEC.replace("epochs = 2", "epochs = 3") + "[checkpoint]\nev
 def _cli(*args, env=None):
     full = {k: v for k, v in os.environ.items() if k != "JAXPIPE_TEST_HOOK"}
     full |= {"PYTHONPATH": ROOT, **(env or {})}
+    full = cached_env(full)  # the runs here repeat a few specs: compile each once
     cmd = [sys.executable, "-m", "jaxpipe.cli", *args]
     return subprocess.run(cmd, capture_output=True, text=True, env=full, timeout=300)
 
