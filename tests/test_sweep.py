@@ -20,6 +20,10 @@ from jaxpipe.spec import load_spec
 from jaxpipe.sweep import plan_trials, run_sweep, trial_spec
 from jaxpipe.sweepspec import MAX_TRIALS, SweepSpec, expand_trials
 
+# Runs here repeat a few small specs: each program compiles once per test process
+# (conftest.compile_once; a cached executable is the compiled one).
+pytestmark = pytest.mark.usefixtures("compile_once")
+
 BASE = """
 [experiment]
 name = "sw"
