@@ -14,6 +14,11 @@ from conftest import EXPERIMENTS
 
 import jaxpipe
 
+# Each trainable experiment runs twice here (one epoch, then in full): its programs
+# compile once per test process (conftest.compile_once; a cached executable is the
+# compiled one).
+pytestmark = pytest.mark.usefixtures("compile_once")
+
 FILES = sorted(glob.glob(os.path.join(EXPERIMENTS, "*.toml")))
 
 
