@@ -16,7 +16,7 @@ import termios
 import unicodedata
 
 import pytest
-from conftest import ROOT
+from conftest import ROOT, cached_env
 
 from jaxpipe.charts import ascii_chart, condensed, log_scale
 from jaxpipe.console import Console, plural, seconds
@@ -51,6 +51,7 @@ def _in_terminal(argv, columns=100):
     master, slave = pty.openpty()
     fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 40, columns, 0, 0))
     env = os.environ | {"PYTHONPATH": ROOT, "TERM": "xterm-256color", "COLUMNS": str(columns)}
+    env = cached_env(env)  # both tests run LONG_SPEC: its programs compile once
     for name in ("NO_COLOR", "JAXPIPE_PLAIN"):
         env.pop(name, None)
     p = subprocess.Popen(argv, stdin=slave, stdout=slave, stderr=slave, env=env)
@@ -104,7 +105,7 @@ def test_terminal_shows_live_stages_a_progress_bar_and_fits_100_columns(spec_pat
 
 
 def test_piped_output_is_plain_lines_without_control_characters(spec_path, tmp_path):
-    env = os.environ | {"PYTHONPATH": ROOT}
+    env = cached_env(os.environ | {"PYTHONPATH": ROOT})
     p = subprocess.run(
         [sys.executable, "-m", "jaxpipe", "run", spec_path, "--out", str(tmp_path / "run")],
         capture_output=True,
