@@ -26,6 +26,7 @@ from jaxpipe.encoding import (
     select_features,
 )
 from jaxpipe.errors import DataError
+from jaxpipe.fastrows import numeric_rows
 from jaxpipe.preprocess import Scaler
 from jaxpipe.readers import arrow_columns
 from jaxpipe.roworder import assign_lanes, lane_order, shuffled_blocks, validation_mask
@@ -65,11 +66,16 @@ def _take(cols: Columns, rows: np.ndarray) -> Columns:
     return {k: v[rows] for k, v in cols.items()}
 
 
-def _read_block(rs: ReadSpec, g: Group, names: list[str] | None, kinds: dict | None):
-    """A group's rows, split (by the row hash) and after the missing-value policy; the
-    feature names and kinds (decided on the first group, then held)."""
+def _read_table(rs: ReadSpec, g: Group):
     wanted = None if rs.features is None else [*rs.features, rs.label]
-    table = read_group(rs.fs, g, wanted or list(rs.fs.names))
+    return read_group(rs.fs, g, wanted or list(rs.fs.names))
+
+
+def _read_block(rs: ReadSpec, g: Group, names: list[str] | None, kinds: dict | None, table=None):
+    """A group's rows (`table`: the group already read), split (by the row hash) and
+    after the missing-value policy; the feature names and kinds (decided on the first
+    group, then held)."""
+    table = _read_table(rs, g) if table is None else table
     columns = arrow_columns(table, g.file)
     if names is None:
         names = select_features(columns, rs.label, rs.features, g.file)
@@ -270,14 +276,22 @@ class DiskRows:
         return h.hexdigest()
 
     def _train(self, g: int) -> tuple[np.ndarray, np.ndarray]:
-        sc, rs = self.scan, self.rs
-        b, _, _ = _read_block(rs, rs.fs.groups[g], sc.names, sc.kinds)
+        sc, rs, grp = self.scan, self.rs, self.rs.fs.groups[g]
+        table = _read_table(rs, grp)
+        self.bytes_read += table.nbytes
+        val = validation_mask(grp.file, grp.first_row, grp.rows, rs.seed, rs.validation)
+        fast = numeric_rows(table, sc.encoder, rs.label, np.flatnonzero(~val), rs.task, sc.classes)
+        if fast is None:  # categoricals, gaps, odd labels: column by column
+            b, _, _ = _read_block(rs, grp, sc.names, sc.kinds, table)
+            x = sc.encoder.transform(b.train)
+            y, _ = encode_target(b.y_train, rs.label, rs.task, self.origin, sc.classes or None)
+        else:
+            x, y = fast
+        del table
         release_unused()
-        self.bytes_read += b.nbytes
-        y, _ = encode_target(b.y_train, rs.label, rs.task, self.origin, sc.classes or None)
         if sc.target is not None:  # the regression target, scaled as in memory
             y = (y - sc.target.offset[0]) / sc.target.scale[0]
-        return sc.encoder.transform(b.train), y
+        return x, y
 
     def lane_blocks(self, epoch: int, lane: int, groups: Sequence[int]) -> Iterator:
         """Epoch `epoch`'s (x, y) blocks of one lane: its groups in the epoch's order,

@@ -33,7 +33,7 @@ LAYERS = [
     ("readers", {"readers"}),  # csv / parquet / npz files into columns, for data
     # Out-of-core sources (issue 16): files and row groups, the rows' order, one-pass
     # statistics; then the training split that stays on disk.
-    ("out-of-core sources", {"sources", "roworder", "streamstats"}),
+    ("out-of-core sources", {"sources", "roworder", "streamstats", "fastrows"}),
     ("rows on disk", {"diskrows"}),
     ("data", {"data"}),  # stage load
     ("data in memory", {"frames"}),  # DataFrames, Tables, arrays as a file's columns
@@ -82,7 +82,7 @@ NO_JAX |= {"sweepspec", "tracking", "compare"}
 NO_JAX |= {"cadence", "orbax_guard"}
 NO_JAX |= {"calibration"}
 NO_JAX |= {"files", "rundir", "readers"}
-NO_JAX |= {"sources", "roworder"}
+NO_JAX |= {"sources", "roworder", "fastrows"}
 MAX_FUNCTION_LINES = 60
 MAX_MODULE_LINES = 400
 
