@@ -30,7 +30,14 @@ from jaxpipe.fastrows import numeric_rows
 from jaxpipe.preprocess import Scaler
 from jaxpipe.readers import arrow_columns
 from jaxpipe.roworder import assign_lanes, lane_order, shuffled_blocks, validation_mask
-from jaxpipe.sources import FileSet, Group, decoded_bytes, read_group, release_unused
+from jaxpipe.sources import (
+    FileSet,
+    Group,
+    decoded_bytes,
+    read_ahead,
+    read_group,
+    release_unused,
+)
 from jaxpipe.streamstats import StreamFit
 
 __all__ = ["ReadSpec", "Scan", "DiskRows", "DiskLabels", "scan_source"]
@@ -66,9 +73,12 @@ def _take(cols: Columns, rows: np.ndarray) -> Columns:
     return {k: v[rows] for k, v in cols.items()}
 
 
+def _columns(rs: ReadSpec) -> list[str]:
+    return list(rs.fs.names) if rs.features is None else [*rs.features, rs.label]
+
+
 def _read_table(rs: ReadSpec, g: Group):
-    wanted = None if rs.features is None else [*rs.features, rs.label]
-    return read_group(rs.fs, g, wanted or list(rs.fs.names))
+    return read_group(rs.fs, g, _columns(rs))
 
 
 def _read_block(rs: ReadSpec, g: Group, names: list[str] | None, kinds: dict | None, table=None):
@@ -275,9 +285,9 @@ class DiskRows:
         h.update(repr(self.scan.train_rows).encode())
         return h.hexdigest()
 
-    def _train(self, g: int) -> tuple[np.ndarray, np.ndarray]:
+    def _train(self, g: int, table) -> tuple[np.ndarray, np.ndarray]:
+        """Group g's training rows (x: [n, f] float32, y: [n]) from its `table`."""
         sc, rs, grp = self.scan, self.rs, self.rs.fs.groups[g]
-        table = _read_table(rs, grp)
         self.bytes_read += table.nbytes
         val = validation_mask(grp.file, grp.first_row, grp.rows, rs.seed, rs.validation)
         fast = numeric_rows(table, sc.encoder, rs.label, np.flatnonzero(~val), rs.task, sc.classes)
@@ -298,7 +308,8 @@ class DiskRows:
         through the shuffle buffer (the largest group's rows)."""
         rs = self.rs
         order = lane_order(list(groups), rs.seed, epoch, lane, rs.shuffle)
-        blocks = (self._train(g) for g in order if self.scan.train_rows[g])
+        tables = read_ahead(rs.fs, [g for g in order if self.scan.train_rows[g]], _columns(rs))
+        blocks = (self._train(g, t) for g, t in tables)
         rng = np.random.default_rng([rs.seed, 0xB0FF, epoch, lane]) if rs.shuffle else None
         return shuffled_blocks(blocks, max(self.scan.train_rows), rng)
 
@@ -315,6 +326,9 @@ class DiskRows:
         for start, stop in bounds:
             n = stop - start
             parts = [t.take(n * per_lane, f, self.labels.dtype) for t in takers]
+            if len(parts) == 1:  # one lane: the chunk is its rows as they are
+                yield tuple(p.reshape(n, per_lane, *p.shape[1:]) for p in parts[0])
+                continue
             x = np.stack([p[0].reshape(n, per_lane, f) for p in parts], 1).reshape(n, -1, f)
             y = np.stack([p[1].reshape(n, per_lane) for p in parts], 1).reshape(n, -1)
             w = np.stack([p[2].reshape(n, per_lane) for p in parts], 1).reshape(n, -1)
@@ -322,28 +336,26 @@ class DiskRows:
 
 
 class _Taker:
-    """Exactly k rows at a time from a stream of blocks of any size."""
+    """Exactly k rows at a time from a stream of blocks of any size, copied straight
+    into the chunk's arrays (no concatenation of the blocks held: one copy, less peak
+    memory)."""
 
     def __init__(self, blocks: Iterator):
-        self.blocks, self.held, self.have = blocks, [], 0
+        self.blocks, self.held = blocks, None
 
     def take(self, k: int, width: int, ydt: np.dtype):
-        while self.have < k:
-            nxt = next(self.blocks, None)
-            if nxt is None:
-                break
-            self.held.append(nxt)
-            self.have += len(nxt[1])
         x = np.zeros((k, width), np.float32)
         y = np.zeros(k, ydt)
         w = np.zeros(k, np.float32)
-        real = min(k, self.have)
-        if self.held:
-            hx, hy = (
-                np.concatenate([b[0] for b in self.held]),
-                np.concatenate([b[1] for b in self.held]),
-            )
-            x[:real], y[:real], w[:real] = hx[:real], hy[:real], 1.0
-            self.held = [(hx[real:], hy[real:])] if len(hy) > real else []
-            self.have = len(hy) - real
+        at = 0
+        while at < k:
+            if self.held is None:
+                self.held = next(self.blocks, None)
+                if self.held is None:
+                    break
+            hx, hy = self.held
+            m = min(k - at, len(hy))
+            x[at : at + m], y[at : at + m], w[at : at + m] = hx[:m], hy[:m], 1.0
+            self.held = (hx[m:], hy[m:]) if m < len(hy) else None
+            at += m
         return x, y, w

@@ -15,6 +15,9 @@ from __future__ import annotations
 import functools
 import glob
 import os
+import threading
+from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 from jaxpipe.errors import DataError
@@ -221,6 +224,16 @@ def _parquet_file(path: str, stamp: tuple[int, int]):
     return pq.ParquetFile(path)
 
 
+_LOCKS: dict[str, threading.Lock] = {}
+
+
+def _file_lock(path: str) -> threading.Lock:
+    """One lock per file: a cached `ParquetFile` is read by one thread at a time (several
+    lanes' read-ahead threads may reach the same file; pyarrow's own threads still
+    decode its columns in parallel)."""
+    return _LOCKS.setdefault(path, threading.Lock())
+
+
 def release_unused() -> None:
     """Gives arrow's freed pages back to the system: its allocator keeps those of the row
     groups already read, which a streamed run's host budget would otherwise count."""
@@ -240,11 +253,29 @@ def read_group(fs: FileSet, group: Group, columns: list[str]):
         if fs.format == "parquet":
             st = os.stat(group.file)
             pf = _parquet_file(group.file, (st.st_size, st.st_mtime_ns))
-            return pf.read_row_group(group.index, columns=columns)
+            with _file_lock(group.file):  # lanes reading ahead may share a file
+                return pf.read_row_group(group.index, columns=columns)
         frag = _file_format(fs.format).make_fragment(group.file, pafs.LocalFileSystem())
         return frag.to_table(columns=columns)
     except (pa.ArrowInvalid, OSError) as e:
         raise DataError(f"{group.file}: cannot read ({str(e).splitlines()[0]})") from None
+
+
+def read_ahead(fs: FileSet, groups: Sequence[int], columns: list[str]) -> Iterator[tuple]:
+    """(group index, Table) for `groups`, in their order, each group read on a worker
+    thread while the one before is decoded and encoded by the caller (pyarrow releases
+    the GIL while it reads): one more row group in host memory, and on a machine with a
+    free core the reading hides behind the encoding. A read's error is raised here."""
+    if len(groups) < 2:
+        yield from ((g, read_group(fs, fs.groups[g], columns)) for g in groups)
+        return
+    with ThreadPoolExecutor(1, thread_name_prefix="jaxpipe-read") as pool:
+        ahead = pool.submit(read_group, fs, fs.groups[groups[0]], columns)
+        for i, g in enumerate(groups):
+            table = ahead.result()
+            if i + 1 < len(groups):
+                ahead = pool.submit(read_group, fs, fs.groups[groups[i + 1]], columns)
+            yield g, table
 
 
 def host_record(path: str | None, source: str, host_memory: str) -> dict:

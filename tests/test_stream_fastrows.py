@@ -1,6 +1,7 @@
 """The numeric fast path of a streamed epoch (jaxpipe.fastrows): the same rows, bit for
 bit, as the general column-by-column path, and the general path wherever it must decide
-(missing values, categoricals, unseen classes, text labels, integer features)."""
+(missing values, categoricals, unseen classes, text labels, integer features); the
+read-ahead thread keeps the groups' order."""
 
 import os
 
@@ -12,8 +13,9 @@ import pytest
 import jaxpipe.diskrows as diskrows
 from jaxpipe.diskrows import DiskRows, ReadSpec, scan_source
 from jaxpipe.encoding import ColumnCode, FeatureEncoder
+from jaxpipe.errors import DataError
 from jaxpipe.fastrows import numeric_rows
-from jaxpipe.sources import open_files
+from jaxpipe.sources import open_files, read_ahead, read_group
 
 F32_MAX = float(np.finfo(np.float32).max)
 
@@ -45,10 +47,12 @@ def test_fast_path_gives_the_general_paths_rows_bit_for_bit(tmp_path, monkeypatc
         return out
 
     monkeypatch.setattr(diskrows, "numeric_rows", spy)
-    fast = [rows._train(g) for g in range(len(fs.groups))]
+    fast = [rows._train(g, diskrows._read_table(rs, fs.groups[g])) for g in range(len(fs.groups))]
     assert taken and all(taken)
     monkeypatch.setattr(diskrows, "numeric_rows", lambda *a: None)
-    general = [rows._train(g) for g in range(len(fs.groups))]
+    general = [
+        rows._train(g, diskrows._read_table(rs, fs.groups[g])) for g in range(len(fs.groups))
+    ]
     for (fx, fy), (gx, gy) in zip(fast, general):
         assert fx.dtype == gx.dtype and fy.dtype == gy.dtype
         np.testing.assert_array_equal(fx, gx)
@@ -88,3 +92,17 @@ def test_fast_path_maps_integer_classes_in_numeric_order():
     x, y = numeric_rows(table, NUMERIC, "y", np.array([2, 0]), "classification", ("3", "10", "42"))
     np.testing.assert_array_equal(x, np.array([[3.0, 0.0], [1.0, 0.5]], np.float32))
     np.testing.assert_array_equal(y, np.array([1, 2], np.int32))
+
+
+def test_read_ahead_keeps_the_order_and_raises_a_reads_error(tmp_path):
+    _write(tmp_path / "d", "classification")
+    fs = open_files(str(tmp_path / "d" / "*.parquet"), "parquet", 1 << 30)
+    order = list(np.random.default_rng(1).permutation(len(fs.groups)))
+    got = list(read_ahead(fs, order, ["a", "y"]))
+    assert [g for g, _ in got] == order
+    for g, t in got:
+        assert t.equals(read_group(fs, fs.groups[g], ["a", "y"]))
+    with open(fs.groups[order[1]].file, "wb") as f:  # a file gone bad since the scan
+        f.write(b"not parquet")
+    with pytest.raises(DataError, match="cannot read"):
+        list(read_ahead(fs, order, ["a", "y"]))
