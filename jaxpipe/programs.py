@@ -13,6 +13,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
+from jaxpipe.aot import cached_compile
 from jaxpipe.fitted import Preprocessing
 from jaxpipe.memory import compute_dtype
 from jaxpipe.metrics import zero_sums
@@ -21,7 +22,7 @@ from jaxpipe.optim import make_optimizer
 from jaxpipe.place import ChunkFeed, Placed, chunk_feed
 from jaxpipe.progress import with_progress
 from jaxpipe.runplan import RunPlan
-from jaxpipe.spec import Spec
+from jaxpipe.spec import Spec, dump_spec
 from jaxpipe.step import (
     TrainState,
     epoch_batches,
@@ -97,6 +98,23 @@ def _compile_streamed(train_step, state, scaler, feed: ChunkFeed, x, y, batch: i
     return epoch
 
 
+def _describe(spec: Spec, rp: RunPlan, task: str, outputs: int) -> str:
+    """What the programs are a function of beyond jaxpipe's source and their arguments'
+    shapes: the resolved spec (model, optimizer, schedule, precision, batch) and plan."""
+    plan = (rp.strategy, rp.mesh, rp.batch, rp.steps_per_epoch, rp.epochs, rp.chunk)
+    return f"{dump_spec(spec)}\n{plan} {rp.precision} {rp.layout!r}\n{task} {outputs}"
+
+
+def _init(init_fn, key: jax.Array, x1: np.ndarray, rp: RunPlan, tx, describe: str):
+    """The initial state, made by one program straight into its shardings."""
+
+    def lower(k: jax.Array, x: np.ndarray):
+        shardings = rp.layout.state_shardings(jax.eval_shape(init_fn, k, x), tx)
+        return jax.jit(init_fn, out_shardings=shardings).lower(k, x)
+
+    return cached_compile("init", lower, (key, x1), {}, describe)(key, x1)
+
+
 def compile_programs(
     spec: Spec,
     rp: RunPlan,
@@ -108,7 +126,8 @@ def compile_programs(
     """Builds the model (`spec.model`, `outputs` wide) and optimizer (`spec.optimizer`,
     over the plan's total steps), initialises the state from `spec.experiment.seed`
     straight into its shardings (an FSDP state never exists whole on one device) and
-    compiles the epoch and evaluation programs for the placed arrays' exact shapes.
+    compiles the epoch and evaluation programs for the placed arrays' exact shapes
+    (or loads them from the compilation cache's folder, aot.py: no tracing either).
     `progress` = (every, report): the resident epoch calls report(step) every `every`
     steps (a live progress bar; see progress.py)."""
     t0 = time.perf_counter()
@@ -116,15 +135,16 @@ def compile_programs(
     hooks = rp.layout.model_hooks(len(spec.model.hidden))  # FSDP's per-layer gather, pinned batch
     model = make_model(spec.model, outputs, compute_dtype(spec), hooks)
     train_step, eval_step = make_task_steps(model, tx, prep.task, spec.model.dropout > 0)
-    key = jax.random.key(spec.experiment.seed)
     x_tr, y_tr, x_va, y_va = placed.arrays
+    describe = _describe(spec, rp, prep.task, outputs)
 
     def init_fn(k: jax.Array, x: jax.Array) -> TrainState:
         return init_state(model.init, tx, k, x)
 
     layout = rp.layout
-    shardings = layout.state_shardings(jax.eval_shape(init_fn, key, x_tr[:1]), tx)
-    state: TrainState = jax.jit(init_fn, out_shardings=shardings)(key, x_tr[:1])
+    # Only the example's shape matters to init; a host array needs no slicing program.
+    x1 = np.zeros((1, x_tr.shape[1]), x_tr.dtype)
+    state = _init(init_fn, jax.random.key(spec.experiment.seed), x1, rp, tx, describe)
     split: dict[str, Any] = {"multiple": layout.data_parallel}
     constrain = layout.constrain()
     if constrain is not None:
@@ -138,14 +158,25 @@ def compile_programs(
         )
     else:
         step = with_progress(train_step, *progress) if progress else train_step
-        epoch_c = (
-            jax.jit(
+
+        def lower_epoch(*args: Any):
+            shardings = jax.tree.map(lambda a: a.sharding, state)
+            return jax.jit(
                 make_epoch(step, rp.batch, **split),
                 donate_argnums=0,
                 out_shardings=(shardings, layout.replicated),
-            )
-            .lower(state, x_tr, y_tr, jnp.zeros((), jnp.int32))
-            .compile(opts)
-        )
-    eval_c = jax.jit(eval_fn).lower(state.params, x_va, y_va).compile(opts)
+            ).lower(*args)
+
+        epoch_args = (state, x_tr, y_tr, jax.ShapeDtypeStruct((), jnp.int32))
+        if progress:  # its host callback does not survive serialization
+            epoch_c = lower_epoch(*epoch_args).compile(opts)
+        else:
+            epoch_c = cached_compile("epoch", lower_epoch, epoch_args, opts, describe)
+    eval_c = cached_compile(
+        "evaluate",
+        lambda *a: jax.jit(eval_fn).lower(*a),
+        (state.params, x_va, y_va),
+        opts,
+        describe,
+    )
     return Programs(state, epoch_c, eval_c, opts, time.perf_counter() - t0)

@@ -17,6 +17,7 @@ LAYERS = [
     # The one atomic writer and safe reader (issue 11); then the run directory's lock.
     ("files", {"files"}),
     ("run directory lock", {"rundir"}),
+    ("stored executables", {"aot"}),  # compiled programs beside the compilation cache
     # The observer interface, process launching, console output, charts (written
     # through files), the progress-reporting step.
     ("foundation", {"events", "launch", "console", "charts", "progress"}),
