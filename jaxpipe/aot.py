@@ -28,7 +28,7 @@ import jax
 
 from jaxpipe.files import atomic_write
 
-__all__ = ["aot_folder", "cached_compile", "source_digest"]
+__all__ = ["aot_folder", "cached_compile", "cached_number", "source_digest"]
 
 _SUFFIX = ".jaxexe"
 
@@ -154,3 +154,29 @@ def cached_compile(
     if storable:
         _store(path, compiled)
     return compiled
+
+
+def cached_number(name: str, describe: str, compute: Callable[[], int]) -> int:
+    """compute(), kept on disk under `describe` (everything the number depends on besides
+    jaxpipe's source, the versions and the devices): for figures read from a compile,
+    such as the planner's optimizer-update temporaries, that every run would otherwise
+    compile again. Without the compilation cache: compute() every time."""
+    folder = aot_folder()
+    if folder is None or jax.process_count() != 1:
+        return compute()
+    key = _key(name, describe, (), {})
+    if key is None:
+        return compute()
+    path = os.path.join(folder, f"{name}-{key}.txt")
+    try:
+        with open(path) as f:
+            return int(f.read())
+    except (OSError, ValueError):
+        pass
+    value = int(compute())
+    try:
+        os.makedirs(folder, exist_ok=True)
+        atomic_write(path, str(value))
+    except Exception:  # a full disk or a read-only cache: the number is still right
+        pass
+    return value

@@ -24,6 +24,7 @@ import jax.numpy as jnp
 import optax
 from jax.sharding import PartitionSpec
 
+from jaxpipe.aot import cached_number
 from jaxpipe.optim import make_optimizer
 from jaxpipe.spec import Spec
 
@@ -263,13 +264,12 @@ def abstract_state(spec: Spec, shapes: Shapes) -> Abstract:
     params = param_shapes(tuple(m.hidden), shapes.features, shapes.outputs, m.layer_norm)
     opt_state = jax.eval_shape(tx.init, params)
     distinct = {(tuple(a.shape), str(a.dtype)) for a in jax.tree.leaves(params)}
-    # One compile per optimizer section and parameter shapes (plans re-estimate often).
-    key = (repr(spec.optimizer), str(sorted(distinct)))
+    key = (repr(spec.optimizer), str(sorted(distinct)))  # one compile each, kept on disk too
     if key not in _UPDATE_TEMP:
-        few = params
-        if len(jax.tree.leaves(params)) > _UPDATE_LEAVES:
-            few = {str(i): jax.ShapeDtypeStruct(s, d) for i, (s, d) in enumerate(sorted(distinct))}
-        _UPDATE_TEMP[key] = _update_temp(tx, few, jax.eval_shape(tx.init, few))
+        one = {str(i): jax.ShapeDtypeStruct(s, d) for i, (s, d) in enumerate(sorted(distinct))}
+        few = one if len(jax.tree.leaves(params)) > _UPDATE_LEAVES else params
+        temp = lambda: _update_temp(tx, few, jax.eval_shape(tx.init, few))  # noqa: E731
+        _UPDATE_TEMP[key] = cached_number("update-temp", str(key), temp)
     return Abstract(params, opt_state, tx, _UPDATE_TEMP[key])
 
 
