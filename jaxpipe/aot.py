@@ -17,6 +17,7 @@ cache is on (`runtime.compilation_cache`, JAXPIPE_COMPILATION_CACHE).
 
 from __future__ import annotations
 
+import collections
 import functools
 import hashlib
 import os
@@ -31,6 +32,8 @@ from jaxpipe.files import atomic_write
 __all__ = ["aot_folder", "cached_compile", "cached_number", "source_digest"]
 
 _SUFFIX = ".jaxexe"
+_MEMO_SIZE = 16  # executables kept in memory, most recently used last
+_MEMO: collections.OrderedDict[str, Any] = collections.OrderedDict()
 
 
 @functools.cache
@@ -136,23 +139,31 @@ def cached_compile(
     options: dict[str, Any],
     describe: str,
 ) -> Any:
-    """`lower(*args).compile(options)`, or the same executable loaded from disk.
+    """`lower(*args).compile(options)`, or the same executable from this process's
+    memory or loaded from disk.
 
     `describe` must name everything the program depends on besides jaxpipe's source and
     the arguments' shapes, dtypes and shardings (the resolved spec, the plan); `args`
     may hold arrays or jax.ShapeDtypeStruct. Programs with host callbacks must not come
     here (their callbacks do not survive serialization)."""
-    folder = aot_folder()
-    key = _key(name, describe, args, options) if folder and jax.process_count() == 1 else None
+    key = _key(name, describe, args, options) if jax.process_count() == 1 else None
     if key is None:
         return lower(*args).compile(options)
-    path = os.path.join(folder, f"{name}-{key}{_SUFFIX}")
-    compiled = _load(path)
-    if compiled is not None:
-        return compiled
-    compiled, storable = _fresh_compile(lower(*args), options)
-    if storable:
-        _store(path, compiled)
+    if key in _MEMO:  # compiled already in this process (the API, tests, repeated traces)
+        _MEMO.move_to_end(key)
+        return _MEMO[key]
+    folder = aot_folder()
+    path = os.path.join(folder, f"{name}-{key}{_SUFFIX}") if folder else None
+    compiled = _load(path) if path else None
+    if compiled is None and path is None:
+        compiled = lower(*args).compile(options)
+    elif compiled is None:
+        compiled, storable = _fresh_compile(lower(*args), options)
+        if storable:
+            _store(path, compiled)
+    _MEMO[key] = compiled
+    if len(_MEMO) > _MEMO_SIZE:
+        _MEMO.popitem(last=False)
     return compiled
 
 

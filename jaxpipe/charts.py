@@ -121,7 +121,10 @@ def write_curves(
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # epochs, not 2.5
         ax.grid(alpha=0.3)
         ax.legend()
-    fig.tight_layout()
+    # Fixed margins, not tight_layout(): it draws the figure once more to measure it (a
+    # third of the PNG's cost, ~0.1 s of CPU on every run) and these labels never vary
+    # in size.
+    fig.subplots_adjust(left=0.08, right=0.98, bottom=0.13, top=0.92, wspace=0.22)
     png = io.BytesIO()
     fig.savefig(png, format="png", dpi=100)
     atomic_write(path, png.getvalue())  # the one safe writer (jaxpipe/files.py)

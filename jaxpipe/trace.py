@@ -24,6 +24,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxpipe.aot import cached_compile
 from jaxpipe.errors import JaxpipeError
 from jaxpipe.files import atomic_write
 from jaxpipe.fitted import Preprocessing
@@ -106,9 +107,12 @@ def save_trace_rows(run_dir: str, x_val: np.ndarray, y_val: np.ndarray) -> None:
     atomic_write(path, npz.getvalue())  # the one safe writer (jaxpipe/files.py)
 
 
-def _forward(model: TracedModel, x: np.ndarray) -> tuple[np.ndarray, list[tuple[str, np.ndarray]]]:
-    """x: [features] before scaling → (output [outputs], [(layer, input of its
-    activation [units])]), through the same module and float32 ops as `predict_rows`."""
+def _values(model: TracedModel, x: np.ndarray) -> dict[str, Any]:
+    """x: [features] before scaling → the trace's numbers as host arrays: "scaled"
+    [features], "pre" and "post" (each hidden layer's activation input and output
+    [units]), "out" [outputs] and, for classification, "probs" [outputs]; through the
+    same module and float32 ops as `predict_rows`, as one program (kept beside the
+    compilation cache, aot.py: a run's trace.png costs no tracing on a warm cache)."""
     m = model.network
     module = MLP(
         hidden=tuple(m["hidden"]),
@@ -117,25 +121,32 @@ def _forward(model: TracedModel, x: np.ndarray) -> tuple[np.ndarray, list[tuple[
         dropout=m["dropout"],
         layer_norm=m["layer_norm"],
     )
-    z = apply_scaler(_scaler(model), jnp.asarray(x, jnp.float32)[None])
-    out, state = module.apply(
-        {"params": model.params}, z, capture_intermediates=True, mutable=["intermediates"]
-    )
-    seen = state["intermediates"]
-    layers = []
-    for i in range(len(m["hidden"])):
+    names = [f"norm_{i}" if m["layer_norm"] else f"hidden_{i}" for i in range(len(m["hidden"]))]
+    act, classify = ACTIVATION_FNS[m["activation"]], model.task != "regression"
+
+    def compute(params: Any, offset: jax.Array, scale: jax.Array, x: jax.Array) -> dict:
+        z = apply_scaler(Scaler(offset, scale), x[None])
+        out, state = module.apply(
+            {"params": params}, z, capture_intermediates=True, mutable=["intermediates"]
+        )
+        seen = state["intermediates"]
         # The activation's input: the Dense output, or the LayerNorm after it.
-        name = f"norm_{i}" if m["layer_norm"] else f"hidden_{i}"
-        layers.append((f"hidden_{i}", np.asarray(seen[name]["__call__"][0][0], np.float32)))
-    return np.asarray(out[0]), layers
+        pre = [seen[n]["__call__"][0][0].astype(jnp.float32) for n in names]
+        got = {"scaled": z[0], "pre": pre, "post": [act(p) for p in pre], "out": out[0]}
+        return got | ({"probs": jax.nn.softmax(out, axis=-1)[0]} if classify else {})
+
+    args = (
+        model.params,
+        jnp.asarray(model.offset, jnp.float32),
+        jnp.asarray(model.scale, jnp.float32),
+        jnp.asarray(x, jnp.float32),
+    )
+    describe = f"trace {sorted(m.items())} {model.task}"
+    program = cached_compile("trace", lambda *a: jax.jit(compute).lower(*a), args, {}, describe)
+    return jax.tree.map(np.asarray, program(*args))
 
 
-def _scaler(model: TracedModel) -> Scaler:
-    return Scaler(jnp.asarray(model.offset, jnp.float32), jnp.asarray(model.scale, jnp.float32))
-
-
-def _input_layer(model: TracedModel, x: np.ndarray, raw: Mapping[str, Any] | None) -> dict:
-    scaled = np.asarray(apply_scaler(_scaler(model), jnp.asarray(x, jnp.float32)))
+def _input_layer(model: TracedModel, x: np.ndarray, scaled: np.ndarray, raw: Mapping | None):
     names = list(model.features)
     return {
         "name": "input",
@@ -149,8 +160,7 @@ def _input_layer(model: TracedModel, x: np.ndarray, raw: Mapping[str, Any] | Non
     }
 
 
-def _hidden_layer(name: str, activation: str, pre: np.ndarray) -> dict:
-    post = np.asarray(ACTIVATION_FNS[activation](jnp.asarray(pre)), np.float32)
+def _hidden_layer(name: str, activation: str, pre: np.ndarray, post: np.ndarray) -> dict:
     top = np.argsort(-post, kind="stable")[:STRONGEST]
     return {
         "name": name,
@@ -187,10 +197,13 @@ def trace_features(
         raise JaxpipeError(
             f"the row has {x.shape[0]} features; the model takes {len(model.features)}"
         )
-    out, hidden = _forward(model, x)
-    act = model.network["activation"]
-    layers = [_input_layer(model, x, raw)]
-    layers += [_hidden_layer(name, act, pre) for name, pre in hidden]
+    got = _values(model, x)
+    out, act = got["out"], model.network["activation"]
+    layers = [_input_layer(model, x, got["scaled"], raw)]
+    layers += [
+        _hidden_layer(f"hidden_{i}", act, pre, post)
+        for i, (pre, post) in enumerate(zip(got["pre"], got["post"]))
+    ]
     if model.task == "regression":
         mean, scale = model.target
         value = float(out[0]) * scale + mean  # as predict_rows: target units
@@ -199,7 +212,7 @@ def trace_features(
         )
         prediction = {"class": None, "probability": None, "value": value, "label": label}
     else:
-        probs = np.asarray(jax.nn.softmax(jnp.asarray(out)[None], axis=-1))[0]
+        probs = got["probs"]
         classes = tuple(model.classes)
         best = int(probs.argmax())
         layers.append(
