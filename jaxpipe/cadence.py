@@ -6,7 +6,16 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
-__all__ = ["Cadence", "make_cadence"]
+__all__ = ["Cadence", "make_cadence", "held_in_memory"]
+
+# Device memory the in-memory snapshots of the newest epochs may take (all `keep` of them).
+_MEMORY_BUDGET = 64 * 2**20
+
+
+def held_in_memory(state_bytes: int, keep: int) -> bool:
+    """Whether `keep` snapshots of a state fit the budget: then the epoch does not donate
+    its state (programs.py) and snapshots hold the arrays instead of copies."""
+    return state_bytes * max(keep, 1) <= _MEMORY_BUDGET
 
 
 @dataclass(frozen=True)

@@ -27,7 +27,7 @@ from typing import Any
 
 import jax
 
-from jaxpipe.cadence import Cadence, make_cadence
+from jaxpipe.cadence import _MEMORY_BUDGET, Cadence, held_in_memory, make_cadence
 from jaxpipe.errors import EnvironmentProblem, JaxpipeError
 from jaxpipe.orbax_guard import (
     InlineExecutor,
@@ -42,6 +42,7 @@ __all__ = [
     "CheckpointStore",
     "Cadence",
     "make_cadence",
+    "held_in_memory",
     "Restored",
     "abstract_like",
     "state_to_tree",
@@ -53,8 +54,6 @@ __all__ = [
 ]
 
 CORRUPT_DIR = "checkpoints.unreadable"  # unreadable checkpoints are moved here, not deleted
-# Device memory the in-memory snapshots of the newest epochs may take (all `keep` of them).
-_MEMORY_BUDGET = 64 * 2**20
 
 
 def _ocp() -> Any:
@@ -188,22 +187,24 @@ class CheckpointStore:
         return sorted(self._manager.all_steps())
 
     def save(
-        self, epoch: int, arrays: Any, meta: dict[str, Any], metrics: dict[str, float] | None
+        self, epoch: int, arrays: Any, meta: dict, metrics: dict | None, *, copy: bool = True
     ) -> None:
         """Starts saving `arrays` and `meta` as epoch `epoch` and returns: the arrays are
         copied on their devices first (the caller may then donate them), and the write
         goes to the writer thread after the previous save is committed (`wait`)."""
-        self.snapshot(epoch, arrays, meta, metrics)
+        self.snapshot(epoch, arrays, meta, metrics, copy=copy)
         self.flush(every=False)
 
     def snapshot(
-        self, epoch: int, arrays: Any, meta: dict[str, Any], metrics: dict[str, float] | None
+        self, epoch: int, arrays: Any, meta: dict, metrics: dict | None, *, copy: bool = True
     ) -> None:
         """Keeps epoch `epoch`'s checkpoint in memory only (a device copy, well under a
         millisecond for a small model), among the newest `keep`, for `flush` to write if
         the run needs them (a divergence writes the last good epochs). A state over
-        `_MEMORY_BUDGET` keeps only the newest snapshot: `save` writes it at once."""
-        arrays = _copy(arrays)
+        `_MEMORY_BUDGET` keeps only the newest snapshot: `save` writes it at once.
+        copy=False: nothing donates `arrays` later (`held_in_memory`); held as they are."""
+        if copy:
+            arrays = _copy(arrays)
         if self._snapshots.maxlen is None:
             size = sum(getattr(a, "nbytes", 0) for a in jax.tree.leaves(arrays))
             depth = self._keep if size * self._keep <= _MEMORY_BUDGET else 1

@@ -55,7 +55,7 @@ def _row(epoch: int, train: dict[str, float], val_sums: Any, prep: Preprocessing
 
 
 def _save(
-    store, run: RunProgress, state, prep: Preprocessing, meta_base, row, times, *, write: bool
+    store, run: RunProgress, state, prep: Preprocessing, meta_base, row, times, *, write, copy
 ) -> None:
     """Checkpoints this epoch: a snapshot in memory, written now when `write`."""
     meta = meta_base | {
@@ -67,7 +67,7 @@ def _save(
         meta["early_stopping"] = run.stopper.to_dict()
     t0 = time.perf_counter()
     arrays = checkpoint_arrays(state, prep.scaler, prep.target, run.best_params)
-    store.snapshot(run.epoch, arrays, meta, row)
+    store.snapshot(run.epoch, arrays, meta, row, copy=copy)  # no copy: nothing donated
     if write:
         store.flush(every=False)
         run.saved = run.epoch
@@ -120,6 +120,7 @@ def train(
     state = run.state
     restore_best = early_stopping is not None and early_stopping.restore_best
     cadence = ckpt.make_cadence(checkpoint.every_epochs, checkpoint.every_minutes)
+    copy = programs.donates  # a donated state is gone after the next epoch
     last_save = time.monotonic()
     with catch_signals() as signals:
         for epoch in range(run.epoch + 1, epochs + 1):
@@ -138,10 +139,10 @@ def train(
             last = epoch == epochs
             due = cadence.due(epoch, time.monotonic() - last_save)
             if due or last or stopping or signals.caught:
-                _save(store, run, state, prep, meta_base, row, times, write=True)
+                _save(store, run, state, prep, meta_base, row, times, write=True, copy=copy)
                 last_save = time.monotonic()
             elif cadence.every_epochs is None:  # "auto": the newest epochs in memory
-                _save(store, run, state, prep, meta_base, row, times, write=False)
+                _save(store, run, state, prep, meta_base, row, times, write=False, copy=copy)
             observer.on_epoch(row, epochs)
             if stopping or signals.caught:
                 break

@@ -14,6 +14,7 @@ import jax
 import jax.numpy as jnp
 
 from jaxpipe.aot import cached_compile
+from jaxpipe.checkpoint import held_in_memory
 from jaxpipe.fitted import Preprocessing
 from jaxpipe.memory import compute_dtype
 from jaxpipe.metrics import zero_sums
@@ -67,6 +68,7 @@ class Programs:
     evaluate: Callable[..., Any]
     options: dict[str, Any]
     seconds: float
+    donates: bool = True  # the epoch consumes its input state (checkpoints copy it first)
 
 
 def _compile_streamed(train_step, state, scaler, feed: ChunkFeed, x, y, batch: int, opts):
@@ -151,6 +153,7 @@ def compile_programs(
         split["constrain"] = constrain
     eval_fn = make_evaluate(eval_step, min(EVAL_BATCH, len(x_va)), **split)
     opts = compiler_options(placed.device.platform, param_count(state.params), rp.batch)
+    donates = True
     if rp.chunk:
         feed = chunk_feed(rp, x_tr, y_tr)
         epoch_c = _compile_streamed(
@@ -158,12 +161,16 @@ def compile_programs(
         )
     else:
         step = with_progress(train_step, *progress) if progress else train_step
+        # A state whose snapshots fit their budget is not donated: an epoch's outputs are
+        # fresh buffers and checkpoints hold the previous state without copying it.
+        size = sum(a.nbytes for a in jax.tree.leaves(state))
+        donates = not held_in_memory(size, spec.checkpoint.keep)
 
         def lower_epoch(*args: Any):
             shardings = jax.tree.map(lambda a: a.sharding, state)
             return jax.jit(
                 make_epoch(step, rp.batch, **split),
-                donate_argnums=0,
+                donate_argnums=0 if donates else (),
                 out_shardings=(shardings, layout.replicated),
             ).lower(*args)
 
@@ -171,7 +178,8 @@ def compile_programs(
         if progress:  # its host callback does not survive serialization
             epoch_c = lower_epoch(*epoch_args).compile(opts)
         else:
-            epoch_c = cached_compile("epoch", lower_epoch, epoch_args, opts, describe)
+            name = "epoch" if donates else "epoch-kept"
+            epoch_c = cached_compile(name, lower_epoch, epoch_args, opts, describe)
     eval_c = cached_compile(
         "evaluate",
         lambda *a: jax.jit(eval_fn).lower(*a),
@@ -179,4 +187,5 @@ def compile_programs(
         opts,
         describe,
     )
-    return Programs(state, epoch_c, eval_c, opts, time.perf_counter() - t0)
+    seconds = time.perf_counter() - t0
+    return Programs(state, epoch_c, eval_c, opts, seconds, donates=donates)
