@@ -250,8 +250,14 @@ def _synthetic(spec: Spec) -> tuple[Columns, np.ndarray, dict, tuple[str, ...]]:
     return feats, y, {name: "numeric" for name in feats}, classes
 
 
-def _take(feats: Columns, rows: np.ndarray) -> Columns:
-    return {k: v[rows] for k, v in feats.items()}
+def _split(feats: Columns, train: np.ndarray, val: np.ndarray) -> tuple[Columns, Columns]:
+    """Both splits, column by column, each unsplit column dropped from `feats` once it
+    is split: the peak is the data set and one column, not the data set twice."""
+    tr, va = {}, {}
+    for k in list(feats):
+        col = feats.pop(k)
+        tr[k], va[k] = col[train], col[val]
+    return tr, va
 
 
 def load_dataset(
@@ -288,10 +294,8 @@ def load_dataset(
         tr_feats, y_train = feats, y
     else:
         train, val = split_rows(rows, cfg.validation, spec.experiment.seed, cfg.shuffle)
-        tr_feats, y_train = _take(feats, train), y[train]
-        v_feats, y_val = _take(feats, val), y[val]
+        (tr_feats, v_feats), y_train, y_val = _split(feats, train, val), y[train], y[val]
         rows = len(train) + len(val)
-        del feats  # the unsplit float64 columns: two copies of the data set (peak memory)
     if spec.training.batch_size > len(y_train):
         raise DataError(
             f"training.batch_size = {spec.training.batch_size} is larger than the "
@@ -299,8 +303,10 @@ def load_dataset(
         )
     encoder = fit_encoder(tr_feats, kinds, spec.preprocess.missing == "mean", origin)
     _check_width(len(encoder.feature_names), len(y_train) + len(y_val), origin)
+    x_train = encoder.transform(tr_feats)
+    del tr_feats  # float64 columns: two copies of the training split (peak host memory)
     return Dataset(
-        x_train=encoder.transform(tr_feats),
+        x_train=x_train,
         y_train=y_train,
         x_val=encoder.transform(v_feats),
         y_val=y_val,

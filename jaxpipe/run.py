@@ -8,12 +8,14 @@ the train stage; the console and other listeners hear the run through one Observ
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
 import time
 from dataclasses import dataclass
 from typing import Any
 
 import jax
+import numpy as np
 
 from jaxpipe import checkpoint as ckpt
 from jaxpipe.data import Dataset, load_dataset
@@ -148,6 +150,7 @@ def _setup(spec, ds, rp, stages, load_s):
     )
     normalize = spec.preprocess.normalize
     prep, placed, secs = preprocess_data(ds, placed, normalize, rp.chunk > 0)
+    ds = _release_training_rows(ds, placed)
     x_tr, x_va = placed.x_train, placed.x_val
     stages.add(
         "preprocess",
@@ -169,7 +172,17 @@ def _setup(spec, ds, rp, stages, load_s):
         + ") + evaluation",
         programs.seconds,
     )
-    return placed, prep, programs
+    return ds, placed, prep, programs
+
+
+def _release_training_rows(ds: Dataset, placed: Placed) -> Dataset:
+    """`ds` without its host training features once the device holds their scaled copy
+    (a copy of the data set less on the host; on CPU the device's arrays are host memory
+    too): a zero-strided stand-in keeps their shape, dtype and nbytes for the summary."""
+    if placed.x_train is ds.x_train or not isinstance(ds.x_train, np.ndarray):
+        return ds  # streamed: the host rows are the training rows
+    stand_in = np.broadcast_to(np.zeros((), ds.x_train.dtype), ds.x_train.shape)
+    return dataclasses.replace(ds, x_train=stand_in)
 
 
 def _train(spec, run_dir, resolved, store, placed, prep, programs, resume, obs, info):
@@ -347,13 +360,12 @@ def _run(spec, out, observer, resume, force, dataset, signals, stack) -> RunResu
     check_schedule(spec, rp.steps_per_epoch * spec.training.epochs)
     signals.check("while loading the data")
     run_dir, resolved, store = _prepare(spec, ds, rp, out, resume, force, obs, stack)
-    placed, prep, programs = _setup(spec, ds, rp, stages, load_s)
-    signals.check("while compiling")
     # The rows' fingerprint: resume refuses relabelled rows, which the refitted scaler
-    # cannot see.
-    info = prep.dataset_info() | {
-        "fingerprint": data_fingerprint(ds.x_train, ds.y_train, ds.x_val, ds.y_val)
-    }
+    # cannot see. Taken before _setup releases the host training rows.
+    fingerprint = data_fingerprint(ds.x_train, ds.y_train, ds.x_val, ds.y_val)
+    ds, placed, prep, programs = _setup(spec, ds, rp, stages, load_s)
+    signals.check("while compiling")
+    info = prep.dataset_info() | {"fingerprint": fingerprint}
     run, signals, times = _train(
         spec, run_dir, resolved, store, placed, prep, programs, resume, obs, info
     )
