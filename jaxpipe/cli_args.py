@@ -6,6 +6,8 @@ and example), and the options every subcommand shares. No jax: `jaxpipe --help` 
 from __future__ import annotations
 
 import argparse
+import os
+import re
 from typing import Any
 
 import jaxpipe  # light: the package's names load lazily
@@ -55,16 +57,11 @@ def _sub(sub: Any, name: str, help: str, example: str, common: argparse.Argument
 
 
 def _catalog_names() -> str:
-    """The shipped catalog's card names, read from catalog.toml without importing jax."""
-    from importlib import resources
-
-    try:
-        import tomllib
-    except ModuleNotFoundError:  # Python < 3.11
-        import tomli as tomllib
-
-    text = resources.files("jaxpipe").joinpath("catalog.toml").read_text()
-    return ", ".join(tomllib.loads(text))
+    """The shipped catalog's card names (its table headers), read without importing jax,
+    tomllib or importlib.resources: those two cost ~40 ms of every command's start-up."""
+    path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "catalog.toml")
+    with open(path, encoding="utf-8") as f:
+        return ", ".join(re.findall(r"(?m)^\[([^\[\].]+)\]", f.read()))
 
 
 def _overrides(p: argparse.ArgumentParser) -> None:
