@@ -83,8 +83,12 @@ def _load(path: str) -> Any | None:
 
     try:
         with open(path, "rb") as f:
-            payload, in_tree, out_tree = pickle.load(f)
-        return serialize_executable.deserialize_and_load(payload, in_tree, out_tree)
+            payload, in_tree, out_tree, device_ids = pickle.load(f)
+        by_id = {d.id: d for d in jax.devices()}
+        devices = [by_id[i] for i in device_ids]  # the program's own, not every device
+        return serialize_executable.deserialize_and_load(
+            payload, in_tree, out_tree, execution_devices=devices
+        )
     except FileNotFoundError:
         return None
     except Exception:  # a truncated or foreign file: compile instead (and overwrite it)
@@ -95,7 +99,8 @@ def _store(path: str, compiled: Any) -> None:
     from jax.experimental import serialize_executable
 
     try:
-        blob = pickle.dumps(serialize_executable.serialize(compiled))
+        devices = [d.id for d in compiled.runtime_executable().local_devices()]
+        blob = pickle.dumps((*serialize_executable.serialize(compiled), devices))
         os.makedirs(os.path.dirname(path), exist_ok=True)
         atomic_write(path, blob)
     except Exception:  # a program that cannot be serialized, a full disk: not stored

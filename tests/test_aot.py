@@ -1,0 +1,114 @@
+"""Programs kept on disk beside the compilation cache (jaxpipe/aot.py): a stored program
+loads and computes what a fresh compile does; a damaged file compiles instead; an
+executable that JAX's own cache handed back is never the one stored."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from jaxpipe import aot
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+@pytest.fixture
+def cache_dir(tmp_path):
+    before = jax.config.jax_compilation_cache_dir
+    jax.config.update("jax_compilation_cache_dir", str(tmp_path))
+    aot._MEMO.clear()
+    yield tmp_path / "jaxpipe-aot"
+    aot._MEMO.clear()
+    jax.config.update("jax_compilation_cache_dir", before)
+
+
+def _f(x, y):
+    return jnp.tanh(x @ y).sum(axis=0), x * 2  # x * 2 can reuse the donated x
+
+
+def _lower(*args):
+    return jax.jit(_f, donate_argnums=0).lower(*args)
+
+
+def _args():
+    rng = np.random.default_rng(0)
+    return (rng.normal(size=(8, 4)).astype(np.float32), rng.normal(size=(4, 3)).astype(np.float32))
+
+
+def test_a_stored_program_loads_and_matches_a_fresh_compile(cache_dir):
+    x, y = _args()
+    first = aot.cached_compile("f", _lower, (x, y), {}, "test")
+    stored = os.listdir(cache_dir)
+    assert len(stored) == 1 and stored[0].startswith("f-")
+    aot._MEMO.clear()  # as a new process would: from the file
+    loaded = aot.cached_compile("f", _lower, (x, y), {}, "test")
+    assert loaded is not first
+    fresh = _lower(x, y).compile()
+    for got in (first(x, y), loaded(x, y)):
+        for a, b in zip(got, fresh(x, y)):
+            np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    # Another description or other shapes: another program.
+    aot.cached_compile("f", _lower, (x, y), {}, "other")
+    aot.cached_compile("f", _lower, (x[:4], y), {}, "test")
+    assert len(os.listdir(cache_dir)) == 3
+
+
+def test_a_damaged_file_compiles_instead(cache_dir):
+    x, y = _args()
+    aot.cached_compile("f", _lower, (x, y), {}, "test")
+    (path,) = [cache_dir / n for n in os.listdir(cache_dir)]
+    path.write_bytes(b"not a program")
+    aot._MEMO.clear()
+    got = aot.cached_compile("f", _lower, (x, y), {}, "test")
+    np.testing.assert_array_equal(
+        np.asarray(got(x, y)[0]), np.asarray(_lower(x, y).compile()(x, y)[0])
+    )
+    assert path.read_bytes() != b"not a program"  # compiled and stored again
+
+
+def test_a_number_is_computed_once(cache_dir):
+    calls = []
+    assert aot.cached_number("n", "k", lambda: calls.append(1) or 42) == 42
+    assert aot.cached_number("n", "k", lambda: calls.append(1) or 7) == 42
+    assert calls == [1]
+
+
+_AFTER_JAX_CACHE = """
+import sys, jax, jax.numpy as jnp, numpy as np
+jax.config.update("jax_compilation_cache_dir", sys.argv[1])
+jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
+from jaxpipe import aot
+f = lambda x: (jnp.sin(x) @ x.T).sum()
+lower = lambda x: jax.jit(f).lower(x)
+x = np.ones((16, 16), np.float32)
+if sys.argv[2] == "prime":
+    jax.jit(f).lower(x).compile()  # an entry in JAX's own cache
+elif sys.argv[2] == "store":
+    aot.cached_compile("g", lower, (x,), {}, "t")  # JAX's entry must not be what is stored
+else:
+    print(float(aot.cached_compile("g", lower, (x,), {}, "t")(x)))  # from the file
+"""
+
+
+def test_an_executable_from_jax_cache_is_never_stored(tmp_path):
+    """XLA:CPU cannot run an executable that was reloaded from JAX's cache and serialized
+    again ("Function ... not found"): a miss here compiles afresh."""
+    env = os.environ | {"PYTHONPATH": ROOT}
+    for step in ("prime", "store", "load"):
+        p = subprocess.run(
+            [sys.executable, "-c", _AFTER_JAX_CACHE, str(tmp_path), step],
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=120,
+        )
+        assert p.returncode == 0, p.stderr
+    assert len(os.listdir(tmp_path / "jaxpipe-aot")) == 1
+    x = np.ones((16, 16), np.float32)
+    assert float(p.stdout) == pytest.approx(float((np.sin(x) @ x.T).sum()), rel=1e-5)
