@@ -117,6 +117,23 @@ def _init(init_fn, key: jax.Array, x1: np.ndarray, rp: RunPlan, tx, describe: st
     return cached_compile("init", lower, (key, x1), {}, describe)(key, x1)
 
 
+def _compile_resident(epoch, state, placed: Placed, rp: RunPlan, opts, describe, donates, progress):
+    """The resident epoch for the state's and placed arrays' exact shardings."""
+
+    def lower(*args: Any):
+        shardings = jax.tree.map(lambda a: a.sharding, state)
+        return jax.jit(
+            epoch,
+            donate_argnums=0 if donates else (),
+            out_shardings=(shardings, rp.layout.replicated),
+        ).lower(*args)
+
+    args = (state, placed.x_train, placed.y_train, jax.ShapeDtypeStruct((), jnp.int32))
+    if progress:  # its host callback does not survive serialization
+        return lower(*args).compile(opts)
+    return cached_compile("epoch" if donates else "epoch-kept", lower, args, opts, describe)
+
+
 def compile_programs(
     spec: Spec,
     rp: RunPlan,
@@ -165,21 +182,8 @@ def compile_programs(
         # fresh buffers and checkpoints hold the previous state without copying it.
         size = sum(a.nbytes for a in jax.tree.leaves(state))
         donates = not held_in_memory(size, spec.checkpoint.keep)
-
-        def lower_epoch(*args: Any):
-            shardings = jax.tree.map(lambda a: a.sharding, state)
-            return jax.jit(
-                make_epoch(step, rp.batch, **split),
-                donate_argnums=0 if donates else (),
-                out_shardings=(shardings, layout.replicated),
-            ).lower(*args)
-
-        epoch_args = (state, x_tr, y_tr, jax.ShapeDtypeStruct((), jnp.int32))
-        if progress:  # its host callback does not survive serialization
-            epoch_c = lower_epoch(*epoch_args).compile(opts)
-        else:
-            name = "epoch" if donates else "epoch-kept"
-            epoch_c = cached_compile(name, lower_epoch, epoch_args, opts, describe)
+        epoch = make_epoch(step, rp.batch, **split)
+        epoch_c = _compile_resident(epoch, state, placed, rp, opts, describe, donates, progress)
     eval_c = cached_compile(
         "evaluate",
         lambda *a: jax.jit(eval_fn).lower(*a),
