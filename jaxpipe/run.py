@@ -11,7 +11,6 @@ import contextlib
 import ctypes
 import dataclasses
 import os
-import sys
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -132,8 +131,8 @@ def _prepare(spec, ds, rp, out, resume, force, obs, stack):
     return run_dir, resolved, store
 
 
-def _setup(spec, ds, rp, stages, load_s):
-    """Stages place, preprocess and compile, each reported as it ends."""
+def _place(spec, ds, rp, stages, load_s):
+    """Stages place and preprocess, each reported as it ends."""
     stages.add(
         "load",
         f"{ds.origin}: {ds.raw_rows} rows × {ds.raw_columns} columns",
@@ -152,7 +151,6 @@ def _setup(spec, ds, rp, stages, load_s):
     )
     normalize = spec.preprocess.normalize
     prep, placed, secs = preprocess_data(ds, placed, normalize, rp.chunk > 0)
-    ds = _release_training_rows(ds, placed)
     x_tr, x_va = placed.x_train, placed.x_val
     stages.add(
         "preprocess",
@@ -160,6 +158,11 @@ def _setup(spec, ds, rp, stages, load_s):
         f"{normalize}-scaled train {_shape(x_tr)} + validation {x_va.shape[0]} rows",
         secs,
     )
+    return placed, prep
+
+
+def _compile(spec, ds, rp, placed, prep, stages):
+    """Stage compile, reported as it ends."""
     every = stages.observer.progress_interval(rp.steps_per_epoch)
     progress = (every, stages.observer.on_progress) if every else None
     programs = compile_programs(spec, rp, placed, prep, ds.outputs, progress)
@@ -174,29 +177,23 @@ def _setup(spec, ds, rp, stages, load_s):
         + ") + evaluation",
         programs.seconds,
     )
-    return ds, placed, prep, programs
+    return programs
 
 
 def _release_training_rows(ds: Dataset, placed: Placed) -> Dataset:
-    """`ds` without its host training features once the device holds their scaled copy
-    (a copy of the data set less on the host; on CPU the device's arrays are host memory
-    too): a zero-strided stand-in keeps their shape, dtype and nbytes for the summary."""
+    """`ds` without its host training features once the device holds their scaled copy (a
+    zero-strided stand-in keeps their shape, dtype and nbytes), and the heap trimmed."""
     if placed.x_train is ds.x_train or not isinstance(ds.x_train, np.ndarray):
         return ds  # streamed: the host rows are the training rows
     stand_in = np.broadcast_to(np.zeros((), ds.x_train.dtype), ds.x_train.shape)
-    slim = dataclasses.replace(ds, x_train=stand_in)
-    del ds
-    _trim_host_heap()
-    return slim
+    return dataclasses.replace(ds, x_train=stand_in)
 
 
 def _trim_host_heap() -> None:
-    """Hands freed heap pages back to the OS: glibc keeps the holes that loading's
-    per-column copies leave (about two copies of the data set of resident memory for
-    the rest of the run) until malloc_trim. Elsewhere (macOS, musl): nothing to do."""
-    if sys.platform.startswith("linux"):
-        with contextlib.suppress(OSError, AttributeError):
-            ctypes.CDLL(None).malloc_trim(0)
+    """Freed heap pages back to the OS: glibc keeps the holes loading's column copies leave
+    (about two copies of the data set, resident) until malloc_trim. Linux (glibc) only."""
+    with contextlib.suppress(OSError, AttributeError, TypeError):  # no glibc: nothing to do
+        ctypes.CDLL(None).malloc_trim(0)
 
 
 def _train(spec, run_dir, resolved, store, placed, prep, programs, resume, obs, info):
@@ -284,7 +281,7 @@ def _save(
     spec: Spec,
     ds: Dataset,
     rp: RunPlan,
-    placed: Placed,
+    plan: dict[str, Any],
     prep: Preprocessing,
     programs: Programs,
     run: RunProgress,
@@ -303,7 +300,6 @@ def _save(
     if finished.status == "completed" and primary:  # diverged, interrupted: no model
         save_predictor(run_dir, params, spec.model, prep, ds.outputs)
         save_trace_rows(run_dir, ds.x_val, ds.y_val)  # for `jaxpipe trace RUN_DIR`
-    plan = plan_record(rp, placed.device, (run.state, *placed.arrays))
     summary = build_summary(
         spec,
         ds,
@@ -374,22 +370,25 @@ def _run(spec, out, observer, resume, force, dataset, signals, stack) -> RunResu
     check_schedule(spec, rp.steps_per_epoch * spec.training.epochs)
     signals.check("while loading the data")
     run_dir, resolved, store = _prepare(spec, ds, rp, out, resume, force, obs, stack)
-    # The rows' fingerprint: resume refuses relabelled rows, which the refitted scaler
-    # cannot see. Taken before _setup releases the host training rows.
-    fingerprint = data_fingerprint(ds.x_train, ds.y_train, ds.x_val, ds.y_val)
-    ds, placed, prep, programs = _setup(spec, ds, rp, stages, load_s)
+    fp = data_fingerprint(ds.x_train, ds.y_train, ds.x_val, ds.y_val)  # resume refuses new labels
+    placed, prep = _place(spec, ds, rp, stages, load_s)
+    ds = _release_training_rows(ds, placed)  # the host copy, once the device holds it
+    _trim_host_heap()
+    programs = _compile(spec, ds, rp, placed, prep, stages)
     signals.check("while compiling")
-    info = prep.dataset_info() | {"fingerprint": fingerprint}
+    info = prep.dataset_info() | {"fingerprint": fp}
     run, signals, times = _train(
         spec, run_dir, resolved, store, placed, prep, programs, resume, obs, info
     )
     _report_training(stages, spec, placed, prep, run, times, store)
+    plan = plan_record(rp, placed.device, (run.state, *placed.arrays))
+    del placed  # the device's copy of the data set: the rest needs none (peak memory)
     if run.history and jax.process_index() == 0:
         obs.on_artifacts(run_dir, run.history)
     finished = _finish(run, signals, spec, obs)
     _report_checkpoints(stages, spec.checkpoint, times, store)
     params, summary = _save(
-        spec, ds, rp, placed, prep, programs, run, finished,
+        spec, ds, rp, plan, prep, programs, run, finished,
         run_dir=run_dir, store=store, stages=stages.records, cache_dir=cache_dir,
     )  # fmt: skip
     _raise_unfinished(finished, signals, run_dir, run.epoch)
