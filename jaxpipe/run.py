@@ -383,6 +383,7 @@ def _run(spec, out, observer, resume, force, dataset, signals, stack) -> RunResu
     _report_training(stages, spec, placed, prep, run, times, store)
     plan = plan_record(rp, placed.device, (run.state, *placed.arrays))
     del placed  # the device's copy of the data set: the rest needs none (peak memory)
+    _trim_host_heap()
     if run.history and jax.process_index() == 0:
         obs.on_artifacts(run_dir, run.history)
     finished = _finish(run, signals, spec, obs)
