@@ -97,6 +97,7 @@ timer.cancel()
 wall = time.perf_counter() - t0
 with open(sys.argv[1], "w") as f:
     json.dump({"wall": wall, "rss_kib": usage.ru_maxrss,
+               "cpu": usage.ru_utime + usage.ru_stime,
                "status": os.waitstatus_to_exitcode(status)}, f)
 """
 PEER_TIMEOUT = 400  # seconds; a peer past it is reported as an error, not waited for
@@ -104,7 +105,7 @@ PEER_TIMEOUT = 400  # seconds; a peer past it is reported as an error, not waite
 
 def run_process(argv: list[str], env: dict | None = None, result_file: str | None = None) -> dict:
     """Runs one process; returns its RESULT line's json (or the json in `result_file`)
-    plus its wall seconds and peak RSS."""
+    plus its wall seconds, peak RSS and CPU seconds (user + system, all its threads)."""
     with tempfile.TemporaryFile("w+") as fo, tempfile.TemporaryFile("w+") as fe:
         with tempfile.NamedTemporaryFile("r", suffix=".json") as m:
             proc = subprocess.run(
@@ -131,7 +132,8 @@ def run_process(argv: list[str], env: dict | None = None, result_file: str | Non
     if status != 0 or not result:
         tail = (err or out).strip().splitlines()
         return {"error": tail[-1] if tail else f"exit {status}, no output"}
-    return {**result, "wall_seconds": wall, "peak_rss_mib": rss / 1024}
+    cpu = measured.get("cpu")
+    return {**result, "wall_seconds": wall, "peak_rss_mib": rss / 1024, "cpu_seconds": cpu}
 
 
 def _median(values: list[float]) -> float | None:

@@ -114,27 +114,32 @@ def _fresh_compile(lowered: Any, options: dict[str, Any]) -> tuple[Any, bool]:
     compile is made to miss that cache (a one-off addition to its key, and no entry
     written there: the copy kept here is the one that is used), and one that was a hit
     anyway (another thread, a changed JAX) is not stored."""
-    from jax._src import cache_key, config, monitoring
+    try:  # JAX internals: a JAX without them compiles plainly and stores nothing
+        from jax._src import cache_key, config, monitoring
 
+        hook, no_put = cache_key.custom_hook, config.persistent_cache_min_compile_time_secs
+        register, unregister = (
+            monitoring.register_event_listener,
+            monitoring.unregister_event_listener,
+        )
+    except (ImportError, AttributeError):
+        return lowered.compile(options), False
     hits: list[str] = []
 
     def listen(event: str, **_: Any) -> None:
         if event == "/jax/compilation_cache/cache_hits":
             hits.append(event)
 
-    hook = getattr(cache_key, "custom_hook", None)
     nonce = os.urandom(16).hex()
-    monitoring.register_event_listener(listen)
-    if hook is not None:
-        cache_key.custom_hook = lambda: f"{hook()}jaxpipe-aot-{nonce}"
+    register(listen)
+    cache_key.custom_hook = lambda: f"{hook()}jaxpipe-aot-{nonce}"
     try:
-        with config.persistent_cache_min_compile_time_secs(float("inf")):
+        with no_put(float("inf")):
             compiled = lowered.compile(options)
     finally:
-        if hook is not None:
-            cache_key.custom_hook = hook
-        monitoring.unregister_event_listener(listen)
-    return compiled, hook is not None and not hits
+        cache_key.custom_hook = hook
+        unregister(listen)
+    return compiled, not hits
 
 
 def cached_compile(
