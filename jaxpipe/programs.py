@@ -12,6 +12,7 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from jaxpipe.aot import cached_compile
 from jaxpipe.checkpoint import held_in_memory
