@@ -181,6 +181,24 @@ def _device_count(spec: Spec) -> int:
     return min(n, len(jax.devices())) if isinstance(n, int) else len(jax.devices())
 
 
+def _refuse_streaming(spec: Spec, ds: Dataset) -> None:
+    """A sweep keeps every trial's data on the device: a streamed run is refused, naming
+    the key that made it stream."""
+    if isinstance(spec.data.chunk_rows, int):
+        raise SpecError("a sweep keeps the data on the device; remove it", key="data.chunk_rows")
+    if not isinstance(ds.x_train, np.ndarray):  # out of core: streamed from disk
+        raise SpecError(
+            "a sweep keeps the data on the device, and this set is larger than the host "
+            "budget (streamed from disk); raise it or sweep on a sample of the files",
+            key="data.host_memory",
+        )
+    raise SpecError(
+        "a sweep keeps the data on the device, and the training split does not fit it "
+        "beside a trial's state; sweep on fewer rows or larger devices",
+        key="data.chunk_rows",
+    )
+
+
 def train_group(
     trials: list[TrialRun],
     input_keys: set[str],
@@ -199,7 +217,7 @@ def train_group(
     seeds = [t.spec.experiment.seed if SEED in input_keys else None for t in trials]
     split = split_trials(rp.plan, seeds, _device_count(spec))
     if rp.chunk:
-        raise SpecError("a sweep keeps the data on the device; remove it", key="data.chunk_rows")
+        _refuse_streaming(spec, ds)
     if on_split is not None:
         on_split(split)
     runs = [
