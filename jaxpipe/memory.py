@@ -16,16 +16,17 @@ from __future__ import annotations
 
 import functools
 import math
+from collections import Counter
 from dataclasses import dataclass
-from typing import Any, NamedTuple
+from typing import Any
 
 import jax
 import jax.numpy as jnp
 import optax
 from jax.sharding import PartitionSpec
 
-from jaxpipe.aot import cached_number
-from jaxpipe.optim import make_optimizer
+from jaxpipe.planstate import Abstract, abstract_state, leaf_class, param_shapes
+from jaxpipe.residuals import backward_peak, residual_units
 from jaxpipe.spec import Spec
 
 __all__ = [
@@ -128,9 +129,20 @@ def leaf_spec(
     still-whole dim whose local size divides by the data axis is split along it; a leaf
     with none stays whole (replicated).
     """
+    # Cached on what the spec depends on (a deep MLP repeats a few of them thousands of
+    # times): the layer's kind and parity, not its name.
+    kind = name if not name.startswith("hidden_") else f"hidden_{int(name[7:]) % 2}"
+    return _leaf_spec(kind, leaf, shape, n_hidden % 2, strategy, tuple(sorted(mesh.items())))
+
+
+@functools.lru_cache(maxsize=4096)
+def _leaf_spec(
+    kind: str, leaf: str, shape: tuple[int, ...], odd: int, strategy: str, mesh_items: tuple
+) -> PartitionSpec:
+    mesh = dict(mesh_items)
     m, d = mesh.get(MODEL, 1), mesh.get(DATA, 1)
     if "tensor" in strategy and m > 1:
-        spec = list(tensor_leaf_spec(name, leaf, len(shape), n_hidden))
+        spec = list(tensor_leaf_spec(kind, leaf, len(shape), odd))
     else:
         spec = [None] * len(shape)
     if strategy.startswith("fsdp") and d > 1:
@@ -150,6 +162,15 @@ def partition_specs(params: Any, strategy: str, mesh: dict[str, int]) -> Any:
     }
 
 
+def _follow(shape: tuple[int, ...], spec: PartitionSpec, mesh: dict[str, int]) -> PartitionSpec:
+    """An optimizer leaf of `shape` takes its parameter's `spec` where it can."""
+    if len(shape) != len(spec):
+        return PartitionSpec()
+    if any(a is not None and n % mesh.get(a, 1) for n, a in zip(shape, spec)):
+        return PartitionSpec()
+    return spec
+
+
 def optimizer_partition_specs(
     tx: optax.GradientTransformation, opt_state: Any, specs: Any, mesh: dict | None = None
 ) -> Any:
@@ -159,12 +180,7 @@ def optimizer_partition_specs(
     dim that does not divide over `mesh`)."""
 
     def follow(leaf: Any, spec: PartitionSpec) -> PartitionSpec:
-        if len(leaf.shape) != len(spec):
-            return PartitionSpec()
-        sizes = mesh or {}
-        if any(a is not None and n % sizes.get(a, 1) for n, a in zip(leaf.shape, spec)):
-            return PartitionSpec()
-        return spec
+        return _follow(tuple(leaf.shape), spec, mesh or {})
 
     return optax.tree_map_params(
         tx,
@@ -176,101 +192,8 @@ def optimizer_partition_specs(
     )
 
 
-def _backward_peak(acts: list[int], grads: list[int], narrow_output: bool = False) -> int:
-    """Bytes live at the backward pass's peak: activations and the gradients so far.
-
-    acts[l]: one [batch, width] buffer of layer l (the output layer last); grads[l]: its
-    weight gradient. The forward pass keeps each layer's pre-activation and output (2 acts).
-    At layer l the backward pass holds the layers below (2 acts each), then either three
-    of layer l's buffers (pre-activation, incoming and outgoing gradient) or two of them
-    while its weight gradient is written, and every gradient of the layers above it. After
-    the last layer all gradients are held at once (the optimizer's input). With a
-    one-wide output (regression) the last hidden layer's incoming gradient is an outer
-    product XLA fuses into the activation's backward, so it is never a buffer of its own.
-    """
-    peaks = [sum(grads)]
-    below, above = 0, sum(grads)  # running sums: O(layers), not O(layers²)
-    for i, a in enumerate(acts):
-        above -= grads[i]
-        held = 2 if narrow_output and i == len(acts) - 2 else 3
-        peaks.append(2 * below + max(held * a, 2 * a + grads[i]) + above)
-        below += a
-    return max(peaks)
-
-
 def compute_dtype(spec: Spec) -> Any:
     return jnp.bfloat16 if spec.training.precision == "bfloat16" else jnp.float32
-
-
-class Abstract(NamedTuple):
-    """The run's state as shapes: params and opt_state have `jax.ShapeDtypeStruct` leaves;
-    `update_temp` is the bytes of temporaries XLA needs for the optimizer update alone."""
-
-    params: Any
-    opt_state: Any
-    tx: optax.GradientTransformation
-    update_temp: int
-
-
-_UPDATE_TEMP: dict[tuple[str, str], int] = {}
-# Past this many distinct leaf shapes the update is compiled for the distinct shapes only
-# (a 5000-layer MLP has 10000 leaves but a handful of shapes): XLA runs the per-leaf
-# update fusions one after another, so their temporaries do not add up.
-_UPDATE_LEAVES = 64
-
-
-def _update_temp(tx: optax.GradientTransformation, params: Any, opt_state: Any) -> int:
-    """Temporaries of the optax update with params and state donated, from compiling it
-    for abstract shapes (allocates nothing). Adam's and SGD's updates fuse in place (0);
-    Lion's needs a parameter-sized buffer. Optax does not expose this, so ask XLA."""
-
-    def update(params: Any, opt_state: Any, grads: Any) -> Any:
-        updates, new_state = tx.update(grads, opt_state, params)
-        return optax.apply_updates(params, updates), new_state
-
-    compiled = jax.jit(update, donate_argnums=(0, 1)).lower(params, opt_state, params).compile()
-    return int(compiled.memory_analysis().temp_size_in_bytes)
-
-
-def param_shapes(hidden: tuple[int, ...], features: int, outputs: int, layer_norm: bool) -> Any:
-    """The MLP's parameters as `jax.ShapeDtypeStruct`s, the tree `model.make_model(...).init`
-    returns (float32 kernels [in, out] and biases [out]; LayerNorm scale and bias), built
-    directly: tracing flax's init takes seconds per thousand layers."""
-    f32 = jnp.float32
-    params: dict[str, Any] = {}
-    widths = (features, *hidden)
-    for i, (a, b) in enumerate(zip(widths, hidden)):
-        params[f"hidden_{i}"] = {
-            "bias": jax.ShapeDtypeStruct((b,), f32),
-            "kernel": jax.ShapeDtypeStruct((a, b), f32),
-        }
-        if layer_norm:
-            params[f"norm_{i}"] = {
-                "bias": jax.ShapeDtypeStruct((b,), f32),
-                "scale": jax.ShapeDtypeStruct((b,), f32),
-            }
-    params["output"] = {
-        "bias": jax.ShapeDtypeStruct((outputs,), f32),
-        "kernel": jax.ShapeDtypeStruct((widths[-1], outputs), f32),
-    }
-    return params
-
-
-def abstract_state(spec: Spec, shapes: Shapes) -> Abstract:
-    """The run's parameters, optimizer state and optimizer as shapes; nothing is allocated."""
-    steps = -(-shapes.train_rows // spec.training.batch_size) * spec.training.epochs
-    tx = make_optimizer(spec.optimizer, total_steps=steps)
-    m = spec.model
-    params = param_shapes(tuple(m.hidden), shapes.features, shapes.outputs, m.layer_norm)
-    opt_state = jax.eval_shape(tx.init, params)
-    distinct = {(tuple(a.shape), str(a.dtype)) for a in jax.tree.leaves(params)}
-    key = (repr(spec.optimizer), str(sorted(distinct)))  # one compile each, kept on disk too
-    if key not in _UPDATE_TEMP:
-        one = {str(i): jax.ShapeDtypeStruct(s, d) for i, (s, d) in enumerate(sorted(distinct))}
-        few = one if len(jax.tree.leaves(params)) > _UPDATE_LEAVES else params
-        temp = lambda: _update_temp(tx, few, jax.eval_shape(tx.init, few))  # noqa: E731
-        _UPDATE_TEMP[key] = cached_number("update-temp", str(key), temp)
-    return Abstract(params, opt_state, tx, _UPDATE_TEMP[key])
 
 
 @dataclass(frozen=True)
@@ -306,6 +229,33 @@ def _tree_bytes(tree: Any, specs: Any, mesh: dict[str, int]) -> int:
     return sum(_local_bytes(leaf, s, mesh) for leaf, s in leaves)
 
 
+def _state_bytes(abstract: Abstract, pspecs: Any, mesh: dict[str, int]) -> tuple[int, int, int]:
+    """Per-device bytes of the parameters, of the optimizer state, and of the largest
+    parameter leaf, summed per distinct (shape, dtype, spec): a deep MLP's 10000 leaves
+    are a few groups."""
+    is_spec = lambda x: isinstance(x, PartitionSpec)  # noqa: E731
+    if abstract.classes is None:
+        ospecs = optimizer_partition_specs(abstract.tx, abstract.opt_state, pspecs, mesh)
+        p_bytes = _tree_bytes(abstract.params, pspecs, mesh)
+        largest = max(
+            _local_bytes(a, s, mesh)
+            for a, s in zip(
+                jax.tree.leaves(abstract.params), jax.tree.leaves(pspecs, is_leaf=is_spec)
+            )
+        )
+        return p_bytes, _tree_bytes(abstract.opt_state, ospecs, mesh), largest
+    classes = map(leaf_class, jax.tree.leaves(abstract.params))
+    groups = Counter(zip(classes, jax.tree.leaves(pspecs, is_leaf=is_spec)))
+    p_bytes, o_bytes, largest = 0, abstract.classes.other, 0
+    for ((shape, dtype), spec), n in groups.items():
+        one = _shard_bytes(shape, dtype, (tuple(mesh.items()), tuple(spec)))
+        p_bytes, largest = p_bytes + n * one, max(largest, one)
+        for o_shape, o_dtype in abstract.classes.follow[(shape, dtype)]:
+            o_spec = tuple(_follow(o_shape, spec, mesh))
+            o_bytes += n * _shard_bytes(o_shape, o_dtype, (tuple(mesh.items()), o_spec))
+    return p_bytes, o_bytes, largest
+
+
 def _workspace(
     shapes: Shapes,
     abstract: Abstract,
@@ -317,13 +267,11 @@ def _workspace(
     p_bytes: int,
     it: int,
 ) -> int:
-    """The epoch's index arrays, the optimizer update's temporaries, bf16 weight copies,
-    and the layout's collective buffers (per device)."""
-    params, update_temp = abstract.params, abstract.update_temp
+    """The epoch's index arrays, bf16 weight copies, and FSDP's gathered layer (per
+    device). Data parallel's all-reduce buffer is part of the backward peak's last point."""
+    params = abstract.params
     steps = -(-shapes.train_rows // batch)
     workspace = shapes.train_rows * 4 + 2 * steps * batch * 4 + 28  # perm, idx, weight, scalars
-    full = sum(_nbytes(leaf.shape, leaf.dtype) for leaf in jax.tree.leaves(params))
-    workspace += update_temp * p_bytes // max(full, 1)  # the optimizer update's temporaries
     if it < 4:  # compute-dtype copies of the weights
         workspace += p_bytes * it // 4
     if strategy.startswith("fsdp") and d > 1:
@@ -334,9 +282,55 @@ def _workspace(
             for layer, ls in zip(params.values(), pspecs.values())
         )
         workspace += layer_bytes + layer_bytes * it // 4
-    elif d > 1:  # data parallel: the all-reduce writes a second gradient-sized buffer
-        workspace += p_bytes
     return workspace
+
+
+def _units(spec: Spec, table: dict | None) -> tuple[float, float, float]:
+    """What each layer keeps for the backward pass, measured from XLA (residuals.py)."""
+    mc = spec.model
+    return residual_units(
+        mc.activation, mc.dropout > 0, mc.layer_norm, spec.training.precision, table
+    )
+
+
+def _activations(
+    shapes: Shapes,
+    abstract: Abstract,
+    pspecs: Any,
+    strategy: str,
+    units: tuple[float, ...],
+    hidden: tuple[int, ...],
+    b: int,
+    dm: tuple[int, int],
+    state: tuple[int, int],
+) -> int:
+    """The backward pass's peak beyond the gradients, with the batch and the logits, for a
+    per-device batch of `b` rows on a (data, model) = `dm` mesh; `state`: the local
+    parameter bytes and the largest local leaf's."""
+    d, m = dm
+    mesh = {DATA: d, MODEL: m}
+    params = abstract.params
+    p_bytes, largest = state
+    # Column-parallel outputs are split over "model"; row-parallel outputs are whole.
+    local_w = [w // m if i % 2 == 0 else w for i, w in enumerate(hidden)]
+    layer_grads = [
+        sum(_local_bytes(leaf, s, mesh) for leaf, s in zip(params[n].values(), pspecs[n].values()))
+        for n in [*_hidden_names(params), "output"]
+    ]
+    layer_grads[-1] += p_bytes - sum(layer_grads)  # LayerNorm parameters, if any
+    acts = [b * w * 4 for w in local_w] + [b * shapes.outputs * 4]
+    # The optimizer's update runs leaf by leaf after the backward pass, with every
+    # gradient held: its temporaries are one leaf's (the largest), at most a leaf's size
+    # (XLA reuses the gradient it consumes; compiled alone, Lamb's update needs 2x).
+    ratio = abstract.classes.update_ratio if abstract.classes else 1.0
+    update = int(min(1.0, ratio) * largest)
+    # Data parallel: the gradients' all-reduce writes a second gradient-sized buffer once
+    # the backward pass is done (not during it: XLA:CPU reduces them together at the end).
+    if d > 1 and not strategy.startswith("fsdp"):
+        update += p_bytes
+    peak = backward_peak(acts, layer_grads, units, shapes.outputs == 1, update)
+    # The gathered batch and the logits with their gradient live through the whole step.
+    return peak - p_bytes + b * (shapes.features * 4 + 2 * shapes.outputs * 4)
 
 
 def estimate(
@@ -346,34 +340,26 @@ def estimate(
     strategy: str,
     mesh: dict[str, int],
     batch_size: int | None = None,
+    table: dict | None = None,
+    scale: float = 1.0,
 ) -> Estimate:
-    """The per-device estimate of one strategy on one mesh (pure arithmetic on shapes)."""
-    params, opt_state, tx, update_temp = abstract
+    """The per-device estimate of one strategy on one mesh (pure arithmetic on shapes).
+    `table`: a residual table in place of `residuals.TABLE` (for fitting it); `scale`
+    multiplies its per-layer units (`xlafit.fit`: matched to XLA's one-device figure)."""
+    params = abstract.params
     batch = batch_size or spec.training.batch_size
     d = mesh.get(DATA, 1) if strategy != "tensor" else 1
     m = mesh.get(MODEL, 1) if "tensor" in strategy else 1
     mesh = {DATA: d, MODEL: m}
     pspecs = partition_specs(params, strategy, mesh)
-    ospecs = optimizer_partition_specs(tx, opt_state, pspecs, mesh)
-    p_bytes, o_bytes = _tree_bytes(params, pspecs, mesh), _tree_bytes(opt_state, ospecs, mesh)
+    p_bytes, o_bytes, largest = _state_bytes(abstract, pspecs, mesh)
     it = jnp.dtype(compute_dtype(spec)).itemsize
     hidden = tuple(spec.model.hidden)
-    # Column-parallel outputs are split over "model"; row-parallel outputs are whole.
-    local_w = [w // m if i % 2 == 0 else w for i, w in enumerate(hidden)]
     b = -(-batch // d)
-    layer_grads = [
-        sum(_local_bytes(leaf, s, mesh) for leaf, s in zip(params[n].values(), pspecs[n].values()))
-        for n in [*_hidden_names(params), "output"]
-    ]
-    layer_grads[-1] += p_bytes - sum(layer_grads)  # LayerNorm parameters, if any
-    # A hidden layer's buffer. LayerNorm adds its normalised output and the backward
-    # pass's temporaries; dropout its random bits, mask and dropped output. These two
-    # multipliers are calibrated against XLA's figure on CPU (README "Will it fit?").
-    per_layer = 1.0 + 1.1 * spec.model.layer_norm + 1.45 * (spec.model.dropout > 0)
-    acts = [int(b * w * it * per_layer) for w in local_w] + [b * shapes.outputs * 4]
-    peak = _backward_peak(acts, layer_grads, narrow_output=shapes.outputs == 1)
-    # The gathered batch and the logits with their gradient live through the whole step.
-    activations = peak - p_bytes + b * (shapes.features * 4 + 2 * shapes.outputs * 4)
+    units = tuple(u * scale for u in _units(spec, table))
+    activations = _activations(
+        shapes, abstract, pspecs, strategy, units, hidden, b, (d, m), (p_bytes, largest)
+    )
     data = (shapes.train_rows + shapes.val_rows) * (shapes.features + 1) * 4
     workspace = _workspace(shapes, abstract, pspecs, strategy, batch, d, m, p_bytes, it)
     breakdown = {

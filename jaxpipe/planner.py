@@ -25,7 +25,7 @@ from jaxpipe.data import load_dataset
 from jaxpipe.memory import Estimate, Shapes, mesh_for
 from jaxpipe.options import bf16_note, rank_options, recommendation, roofline
 from jaxpipe.plantypes import Candidate, Option, Plan, Roofline, format_bytes
-from jaxpipe.search import MAX_DEVICES, Search
+from jaxpipe.search import MAX_DEVICES, UNVERIFIED, Search
 from jaxpipe.spec import STRATEGIES, Spec
 
 __all__ = [
@@ -200,6 +200,7 @@ def make_plan(
         pool=mem.pool,
         options=options,
         bf16_note=bf16_note(spec, shapes, mem.usable, chosen),
+        fit=search.fit.to_json() | {"unverified": list(UNVERIFIED)},
     )
 
 

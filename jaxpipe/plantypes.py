@@ -110,6 +110,9 @@ class Plan:
     verify: dict[str, Any] | None = None
     sweep: dict[str, Any] | None = None  # a [sweep] spec: trials, chunks, largest need
     host: dict[str, Any] | None = None  # the data's host budget and whether it streams (issue 16)
+    # How far the closed form is vouched for: `xlafit.Fit` as JSON (scale, xla_bytes,
+    # closed_form_bytes, note) and the strategies whose figures are not held to XLA.
+    fit: dict[str, Any] | None = None
 
     @property
     def headroom_bytes(self) -> int:
@@ -148,6 +151,7 @@ class Plan:
             "options": [o.to_json() for o in self.options],
             "bf16_note": self.bf16_note,
             "source": self.source,
+            "fit": self.fit,
         }
         if self.xla is not None:
             out["xla"] = dict(self.xla)

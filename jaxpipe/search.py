@@ -6,12 +6,18 @@ from __future__ import annotations
 
 import math
 
+from jaxpipe import xlafit
 from jaxpipe.memory import DATA, Estimate, Shapes, abstract_state, estimate, mesh_for
 from jaxpipe.spec import Spec
 
-__all__ = ["Search", "MAX_DEVICES", "divisors"]
+__all__ = ["Search", "MAX_DEVICES", "UNVERIFIED", "divisors"]
 
 MAX_DEVICES = 4096  # the search's ceiling for "the fewest devices that fit"
+# Strategies whose closed form is not held within 10 % of XLA (benchmarks/plan_error.py:
+# FSDP's per-device program keeps less per layer than the one-device program at the same
+# per-device batch, by an amount that shifts with the sizes; its figures run -30 … +60 %).
+# The plan says so beside them; `--verify` compiles them.
+UNVERIFIED = ("fsdp", "fsdp+tensor")
 
 
 def divisors(n: int) -> list[int]:
@@ -23,10 +29,24 @@ def divisors(n: int) -> list[int]:
 class Search:
     """Estimates of every (strategy, device count), memoised. `usable`: bytes per device."""
 
-    def __init__(self, spec: Spec, shapes: Shapes, usable: int, batch: int | None = None):
+    def __init__(
+        self,
+        spec: Spec,
+        shapes: Shapes,
+        usable: int,
+        batch: int | None = None,
+        fit: bool = True,
+    ):
         self.spec, self.shapes, self.usable = spec, shapes, usable
         self.batch = batch or spec.training.batch_size
         self.abstract = abstract_state(spec, shapes)
+        # The per-layer units fitted to XLA's one-device compile (xlafit.py), unless
+        # `fit` is false (then, and past xlafit.MAX_LAYERS, the table's own).
+        self.fit = (
+            xlafit.fit(spec, shapes, self.abstract, self.batch)
+            if fit
+            else xlafit.Fit(1.0, None, 0, "closed form only (not fitted)")
+        )
         hidden = tuple(spec.model.hidden)
         # Tensor parallelism splits every column-parallel width (hidden_0, hidden_2, ...):
         # the model-axis size must divide their gcd.
@@ -61,6 +81,7 @@ class Search:
                     strategy,
                     mesh_for(strategy, d, m),
                     self.batch,
+                    scale=self.fit.scale,
                 )
                 for d, m in self.meshes(strategy, n)
             ]

@@ -5,6 +5,7 @@ line fits 100 columns."""
 from __future__ import annotations
 
 from jaxpipe.plantypes import Option, Plan, format_bytes
+from jaxpipe.search import UNVERIFIED
 
 __all__ = ["format_plan", "WIDTH"]
 
@@ -78,11 +79,35 @@ def _head(plan: Plan) -> list[str]:
     )
     if plan.bf16_note:
         lines += _wrap(f"  why more with bfloat16: {plan.bf16_note}", "    ")
+    return lines + _fit_lines(plan)
+
+
+def _fit_lines(plan: Plan) -> list[str]:
+    """How far the estimate is vouched for (xlafit.py), unless XLA's figures replaced it."""
+    fit = plan.fit
+    if not fit or plan.source == "xla":
+        return []
+    text = f"  estimate: {fit['note']}"
+    if fit.get("xla_bytes"):
+        text += (
+            f" ({format_bytes(fit['xla_bytes'])} for one device; the table alone said "
+            f"{format_bytes(fit['closed_form_bytes'])})"
+        )
+    unverified = ", ".join(fit.get("unverified", ()))
+    lines = _wrap(text, "    ")
+    if unverified:
+        lines += _wrap(
+            f"  {unverified}: per-device figures not held to XLA (off by -30 … +60 % in "
+            "benchmarks/plan_error.py); --verify compiles them",
+            "    ",
+        )
     return lines
 
 
 def _option_lines(i: int, o: Option) -> list[str]:
     tag = "XLA" if o.source == "xla" else "est."
+    if o.source != "xla" and o.strategy in UNVERIFIED:
+        tag = "est., unverified"
     head = (
         f"  {i}. {_layout(o.strategy, o.devices, o.device)}: {format_bytes(o.per_device_bytes)} "
         f"({tag}) per device, headroom {format_bytes(o.headroom_bytes)}"

@@ -39,8 +39,10 @@ LAYERS = [
     ("data", {"data"}),  # stage load
     ("data in memory", {"frames"}),  # DataFrames, Tables, arrays as a file's columns
     ("step", {"step"}),  # TrainState, the train/eval steps, the scanned epoch
+    ("plan state", {"planstate", "residuals"}),  # the run's state as shapes, for the planner
     ("step users", {"stream", "checkpoint", "memory"}),
     ("restart", {"resume"}),
+    ("plan fit", {"xlafit"}),  # the closed form fitted to XLA's one-device figure
     ("plan search", {"search", "plantypes"}),  # closed-form search; the plan's values
     ("plan options", {"options"}),  # ranked options, roofline times, recommendation
     ("planner", {"planner"}),

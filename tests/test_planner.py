@@ -113,7 +113,7 @@ def test_fsdp_state_falls_as_one_over_n(n):
 
 def test_partition_specs_follow_the_megatron_and_fsdp_rules():
     spec = _spec([64, 32, 16], batch=64)
-    params, opt_state, tx, _ = memory.abstract_state(spec, planner.data_shapes(spec))
+    params, opt_state, tx, *_ = memory.abstract_state(spec, planner.data_shapes(spec))
     t = memory.partition_specs(params, "tensor", {"model": 2})
     assert t["hidden_0"] == {"kernel": P(None, "model"), "bias": P("model")}
     assert t["hidden_1"] == {"kernel": P("model", None), "bias": P(None)}

@@ -1,0 +1,84 @@
+"""The closed form fitted to XLA's own figure for the one-device program.
+
+How much XLA keeps per layer for the backward pass depends on its buffer schedule, which
+shifts with the sizes (a LayerNorm or dropout layer keeps less when the weights are as
+large as the activations), so the measured table (`residuals.py`) alone can be tens of
+percent off. The planner therefore compiles the run's one-device epoch for abstract
+inputs (nothing is allocated; ~1-3 s) and scales the table's per-layer units until the
+closed form gives XLA's figure; every layout is then estimated with that scale. Past
+`MAX_LAYERS` hidden layers the compile would take longer than the plan should, so the
+closed form stands alone and the plan says so.
+"""
+
+from __future__ import annotations
+
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+from jaxpipe.memory import Abstract, Shapes, compute_dtype, estimate
+from jaxpipe.model import make_model
+from jaxpipe.spec import Spec
+from jaxpipe.step import TrainState, make_epoch, make_task_steps
+
+__all__ = ["Fit", "fit", "single_program_bytes", "MAX_LAYERS"]
+
+MAX_LAYERS = 32
+_FITS: dict[tuple, Fit] = {}
+
+
+class Fit(NamedTuple):
+    """The scale on the residual table's units and where it came from: `xla_bytes` is XLA's
+    one-device figure (None when not compiled), `closed_form_bytes` the table's own."""
+
+    scale: float
+    xla_bytes: int | None
+    closed_form_bytes: int
+    note: str
+
+    def to_json(self) -> dict[str, Any]:
+        return self._asdict()
+
+
+def single_program_bytes(spec: Spec, shapes: Shapes, abstract: Abstract, batch: int) -> int:
+    """XLA's figure for the run's one-device epoch (argument + output + temp − alias, plus
+    the validation arrays), compiled for abstract inputs on this process's default device."""
+    model = make_model(spec.model, shapes.outputs, compute_dtype(spec))
+    key = jax.eval_shape(lambda: jax.random.key(0))
+    state = TrainState(
+        jax.ShapeDtypeStruct((), jnp.int32), abstract.params, abstract.opt_state, key
+    )
+    step, _ = make_task_steps(model, abstract.tx, shapes.task, spec.model.dropout > 0)
+    x = jax.ShapeDtypeStruct((shapes.train_rows, shapes.features), jnp.float32)
+    y = jax.ShapeDtypeStruct((shapes.train_rows,), shapes.y_dtype)
+    index = jax.ShapeDtypeStruct((), jnp.int32)
+    program = jax.jit(make_epoch(step, batch), donate_argnums=0)
+    ma = program.lower(state, x, y, index).compile().memory_analysis()
+    total = ma.argument_size_in_bytes + ma.output_size_in_bytes + ma.temp_size_in_bytes
+    return int(total - ma.alias_size_in_bytes) + shapes.val_rows * (shapes.features + 1) * 4
+
+
+def fit(spec: Spec, shapes: Shapes, abstract: Abstract, batch: int) -> Fit:
+    """The scale (1/8 … 8) on the per-layer units that makes the one-device closed form
+    equal XLA's figure; 1 with a note when the program is not compiled."""
+    depth = len(spec.model.hidden)
+
+    def total(scale: float) -> int:
+        e = estimate(spec, shapes, abstract, "single", {"data": 1}, batch, scale=scale)
+        return e.total
+
+    if depth > MAX_LAYERS:
+        note = f"closed form only ({depth} hidden layers: not compiled, unverified)"
+        return Fit(1.0, None, total(1.0), note)
+    key = (repr(spec.model), repr(spec.optimizer), spec.training.precision, shapes, batch)
+    if key not in _FITS:
+        xla = single_program_bytes(spec, shapes, abstract, batch)
+        lo, hi = 0.125, 8.0  # the total grows with the scale: bisect on it
+        for _ in range(24):
+            mid = (lo * hi) ** 0.5
+            lo, hi = (mid, hi) if total(mid) < xla else (lo, mid)
+        scale = lo if abs(total(lo) - xla) <= abs(total(hi) - xla) else hi
+        note = "closed form fitted to XLA's one-device figure"
+        _FITS[key] = Fit(scale, xla, total(1.0), note)
+    return _FITS[key]
