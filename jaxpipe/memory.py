@@ -272,8 +272,6 @@ def _workspace(
     params = abstract.params
     steps = -(-shapes.train_rows // batch)
     workspace = shapes.train_rows * 4 + 2 * steps * batch * 4 + 28  # perm, idx, weight, scalars
-    if it < 4:  # compute-dtype copies of the weights
-        workspace += p_bytes * it // 4
     if strategy.startswith("fsdp") and d > 1:
         # One layer whole at a time: its gathered kernel (compute dtype) and its gradient
         # before the reduce-scatter (see sharding.ModelHooks).
@@ -302,15 +300,16 @@ def _activations(
     hidden: tuple[int, ...],
     b: int,
     dm: tuple[int, int],
-    state: tuple[int, int],
+    state: tuple[int, int, int],
 ) -> int:
     """The backward pass's peak beyond the gradients, with the batch and the logits, for a
     per-device batch of `b` rows on a (data, model) = `dm` mesh; `state`: the local
-    parameter bytes and the largest local leaf's."""
+    parameter bytes, the largest local leaf's, and the bfloat16 copies of the weights
+    (live through the passes, not through the update)."""
     d, m = dm
     mesh = {DATA: d, MODEL: m}
     params = abstract.params
-    p_bytes, largest = state
+    p_bytes, largest, copies = state
     # Column-parallel outputs are split over "model"; row-parallel outputs are whole.
     local_w = [w // m if i % 2 == 0 else w for i, w in enumerate(hidden)]
     layer_grads = [
@@ -326,9 +325,11 @@ def _activations(
     update = int(min(1.0, ratio) * largest)
     # Data parallel: the gradients' all-reduce writes a second gradient-sized buffer once
     # the backward pass is done (not during it: XLA:CPU reduces them together at the end).
+    # The update then reads the reduced gradients while the local ones are freed, so its
+    # temporaries fit in what the reduction leaves behind.
     if d > 1 and not strategy.startswith("fsdp"):
-        update += p_bytes
-    peak = backward_peak(acts, layer_grads, units, shapes.outputs == 1, update)
+        update = max(update, p_bytes)
+    peak = backward_peak(acts, layer_grads, units, shapes.outputs == 1, update, copies)
     # The gathered batch and the logits with their gradient live through the whole step.
     return peak - p_bytes + b * (shapes.features * 4 + 2 * shapes.outputs * 4)
 
@@ -357,9 +358,9 @@ def estimate(
     hidden = tuple(spec.model.hidden)
     b = -(-batch // d)
     units = tuple(u * scale for u in _units(spec, table))
-    activations = _activations(
-        shapes, abstract, pspecs, strategy, units, hidden, b, (d, m), (p_bytes, largest)
-    )
+    copies = p_bytes * it // 4 if it < 4 else 0  # compute-dtype copies of the weights
+    state = (p_bytes, largest, copies)
+    activations = _activations(shapes, abstract, pspecs, strategy, units, hidden, b, (d, m), state)
     data = (shapes.train_rows + shapes.val_rows) * (shapes.features + 1) * 4
     workspace = _workspace(shapes, abstract, pspecs, strategy, batch, d, m, p_bytes, it)
     breakdown = {

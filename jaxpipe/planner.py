@@ -25,7 +25,7 @@ from jaxpipe.data import load_dataset
 from jaxpipe.memory import Estimate, Shapes, mesh_for
 from jaxpipe.options import bf16_note, rank_options, recommendation, roofline
 from jaxpipe.plantypes import Candidate, Option, Plan, Roofline, format_bytes
-from jaxpipe.search import MAX_DEVICES, UNVERIFIED, Search
+from jaxpipe.search import GPU_RUNTIME_BYTES, MAX_DEVICES, UNVERIFIED, Search
 from jaxpipe.spec import STRATEGIES, Spec
 
 __all__ = [
@@ -161,7 +161,10 @@ def make_plan(
     )
     mem = _memory(spec, gpu, catalog)
     available = count if gpu is not None or count is not None else mem.local_count
-    search = Search(spec, shapes, mem.usable)
+    # Bounded like the reserve (a tenth of the pool) for cards smaller than real GPUs.
+    pool = mem.usable + mem.reserve
+    runtime = min(GPU_RUNTIME_BYTES, pool // 10) if mem.platform == "gpu" else 0
+    search = Search(spec, shapes, mem.usable, runtime=runtime)
     strategy, n = _choose(search, hw.strategy, available)
     chosen, fits = _verdict(search, strategy, n, one=gpu is not None and count is None)
     asked = available or 1
@@ -200,7 +203,7 @@ def make_plan(
         pool=mem.pool,
         options=options,
         bf16_note=bf16_note(spec, shapes, mem.usable, chosen),
-        fit=search.fit.to_json() | {"unverified": list(UNVERIFIED)},
+        fit=search.fit.to_json() | {"unverified": list(UNVERIFIED), "runtime_bytes": runtime},
     )
 
 

@@ -112,6 +112,7 @@ def backward_peak(
     units: tuple[float, float, float],
     narrow: bool = False,
     update: int = 0,
+    during: int = 0,
 ) -> int:
     """Bytes live at the backward pass's peak: activations and the gradients so far.
 
@@ -121,7 +122,8 @@ def backward_peak(
     then either `held` of layer l's buffers or one fewer while its weight gradient is
     written, and every gradient of the layers above it. After the last layer all gradients
     are held at once, with the optimizer update's `update` bytes of temporaries. With a one-wide output (`narrow`) the last
-    hidden layer holds `held_narrow`. The output layer itself holds three (logits, their
+    hidden layer holds `held_narrow`. `during`: bytes live through the forward and
+    backward passes but freed before the update (bfloat16 copies of the weights). The output layer itself holds three (logits, their
     gradient, the outgoing gradient).
     """
     kept, held, held_narrow = units
@@ -131,6 +133,6 @@ def backward_peak(
     for i, a in enumerate(acts):
         above -= grads[i]
         h = 3.0 if i == last else held_narrow if narrow and i == last - 1 else held
-        peaks.append(int(kept * below + max(h * a, (h - 1) * a + grads[i])) + above)
+        peaks.append(int(kept * below + max(h * a, (h - 1) * a + grads[i])) + above + during)
         below += a
     return max(peaks)

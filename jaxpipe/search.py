@@ -4,13 +4,14 @@ about, so `--devices 10**12` answers as fast as `--devices 2`."""
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 from jaxpipe import xlafit
 from jaxpipe.memory import DATA, Estimate, Shapes, abstract_state, estimate, mesh_for
 from jaxpipe.spec import Spec
 
-__all__ = ["Search", "MAX_DEVICES", "UNVERIFIED", "divisors"]
+__all__ = ["Search", "MAX_DEVICES", "UNVERIFIED", "GPU_RUNTIME_BYTES", "divisors"]
 
 MAX_DEVICES = 4096  # the search's ceiling for "the fewest devices that fit"
 # Strategies whose closed form is not held within 10 % of XLA (benchmarks/plan_error.py:
@@ -26,6 +27,25 @@ def divisors(n: int) -> list[int]:
     return sorted(set(small + [n // d for d in small]))
 
 
+# XLA:GPU's autotuner runs while compiling, on a cold compilation cache, and its scratch
+# buffers go through the same allocator as the run's: fitted from the H100 calibration
+# (benchmarks/RESULTS.md, 24 configs): cold-cache peak − warm-cache peak was 0 … 159 MiB
+# (median 96), independent of the model's size. Part of every GPU plan's need, as a
+# breakdown entry of its own ("runtime"); cuBLAS workspaces are inside XLA's temp.
+GPU_RUNTIME_BYTES = 160 * 2**20
+
+
+def _with_runtime(e: Estimate, runtime: int) -> Estimate:
+    if not runtime:
+        return e
+    return dataclasses.replace(
+        e,
+        breakdown=dict(e.breakdown) | {"runtime": runtime},
+        total=e.total + runtime,
+        total_no_donation=e.total_no_donation + runtime,
+    )
+
+
 class Search:
     """Estimates of every (strategy, device count), memoised. `usable`: bytes per device."""
 
@@ -36,6 +56,7 @@ class Search:
         usable: int,
         batch: int | None = None,
         fit: bool = True,
+        runtime: int = 0,
     ):
         self.spec, self.shapes, self.usable = spec, shapes, usable
         self.batch = batch or spec.training.batch_size
@@ -51,6 +72,7 @@ class Search:
         # Tensor parallelism splits every column-parallel width (hidden_0, hidden_2, ...):
         # the model-axis size must divide their gcd.
         self.tensor_gcd = math.gcd(*hidden[::2]) if hidden else 0
+        self.runtime = runtime  # per-device bytes outside the program (GPU_RUNTIME_BYTES)
         self._memo: dict[tuple[str, int], Estimate | None] = {}
 
     def meshes(self, strategy: str, n: int) -> list[tuple[int, int]]:
@@ -85,7 +107,8 @@ class Search:
                 )
                 for d, m in self.meshes(strategy, n)
             ]
-            self._memo[key] = min(ests, key=lambda e: (e.total, -e.mesh.get(DATA, 1)), default=None)
+            best = min(ests, key=lambda e: (e.total, -e.mesh.get(DATA, 1)), default=None)
+            self._memo[key] = best if best is None else _with_runtime(best, self.runtime)
         return self._memo[key]
 
     def fits(self, strategy: str, n: int) -> bool:

@@ -28,7 +28,7 @@ def _need(plan: Plan) -> tuple[int, str]:
     v = plan.verify
     one = plan.asked_devices == 1 and plan.devices != 1
     if plan.xla and one:
-        return plan.xla["total_with_validation"], "XLA"
+        return plan.xla["total_with_validation"] + plan.xla.get("runtime_bytes", 0), "XLA"
     if v and not one:
         return v["xla_bytes"], "XLA"
     single = next((c for c in plan.candidates if c.strategy == "single"), None)

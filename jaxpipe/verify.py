@@ -221,6 +221,20 @@ def _restated(plan: Any, chosen: int, options: list[Any]) -> str:
     )
 
 
+def _single_xla(plan: Any, single: dict[str, Any], runtime: int) -> dict[str, Any]:
+    """XLA's one-device figures beside the plan's one-device estimate."""
+    xla = dict(single) | {
+        "estimate": next(
+            (c.per_device_bytes for c in plan.candidates if c.strategy == "single"), None
+        ),
+        "runtime_bytes": runtime,
+    }
+    if xla["estimate"] is not None:
+        total = single["total_with_validation"] + runtime
+        xla["relative_difference"] = _error(xla["estimate"], total)
+    return xla
+
+
 def verify_plan(spec: Spec, plan: Any) -> Any:
     """The plan with XLA's figures: the chosen layout and every ranked option compiled
     (one compile per distinct layout; catalog cards share the one-device program). The
@@ -239,26 +253,24 @@ def verify_plan(spec: Spec, plan: Any) -> Any:
         )
     )
 
+    # A GPU plan's need adds the runtime's own bytes (search.GPU_RUNTIME_BYTES) to the
+    # program's: so does XLA's figure, to compare like with like.
+    runtime = (plan.fit or {}).get("runtime_bytes", 0)
+
     def xla_of(strategy: str, mesh: dict[str, int]) -> int | None:
         f = figures.get((strategy, tuple(sorted(mesh.items()))))
-        return f["total_with_validation"] if f else None
+        return f["total_with_validation"] + runtime if f else None
 
     options = _xla_options(plan, xla_of)
     chosen = xla_of(plan.strategy, plan.mesh)
     single = figures[("single", (("data", 1),))]
-    xla = dict(single) | {
-        "estimate": next(
-            (c.per_device_bytes for c in plan.candidates if c.strategy == "single"), None
-        ),
-    }
-    if xla["estimate"] is not None:
-        xla["relative_difference"] = _error(xla["estimate"], single["total_with_validation"])
+    xla = _single_xla(plan, single, runtime)
     if chosen is None:
         return dataclasses.replace(plan, options=tuple(options), xla=xla)
     usable = plan.usable_bytes_per_device
     # The verdict is about the device(s) asked about: one, or the chosen layout over them.
     asked_one = plan.asked_devices == 1
-    fits = (single["total_with_validation"] if asked_one else chosen) <= usable
+    fits = (single["total_with_validation"] + runtime if asked_one else chosen) <= usable
     verify = {
         "strategy": plan.strategy,
         "devices": plan.devices,
