@@ -143,6 +143,14 @@ def _memory(spec: Spec, gpu: str | None, catalog: dict) -> _Memory:
     )
 
 
+def _runtime(mem: _Memory) -> int:
+    """A GPU's runtime bytes outside the program (search.GPU_RUNTIME_BYTES), bounded like
+    the reserve (a tenth of the pool) for cards smaller than real GPUs; 0 on a CPU."""
+    if mem.platform != "gpu":
+        return 0
+    return min(GPU_RUNTIME_BYTES, (mem.usable + mem.reserve) // 10)
+
+
 def make_plan(
     spec: Spec,
     *,
@@ -161,9 +169,7 @@ def make_plan(
     )
     mem = _memory(spec, gpu, catalog)
     available = count if gpu is not None or count is not None else mem.local_count
-    # Bounded like the reserve (a tenth of the pool) for cards smaller than real GPUs.
-    pool = mem.usable + mem.reserve
-    runtime = min(GPU_RUNTIME_BYTES, pool // 10) if mem.platform == "gpu" else 0
+    runtime = _runtime(mem)
     search = Search(spec, shapes, mem.usable, runtime=runtime)
     strategy, n = _choose(search, hw.strategy, available)
     chosen, fits = _verdict(search, strategy, n, one=gpu is not None and count is None)
