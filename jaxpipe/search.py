@@ -14,10 +14,10 @@ from jaxpipe.spec import Spec
 __all__ = ["Search", "MAX_DEVICES", "UNVERIFIED", "GPU_RUNTIME_BYTES", "divisors"]
 
 MAX_DEVICES = 4096  # the search's ceiling for "the fewest devices that fit"
-# Strategies whose closed form is not held within 10 % of XLA (benchmarks/plan_error.py:
-# FSDP's per-device program keeps less per layer than the one-device program at the same
-# per-device batch, by an amount that shifts with the sizes; its figures run -30 … +60 %).
-# The plan says so beside them; `--verify` compiles them.
+# Strategies whose closed form is not held within 10 % of XLA: FSDP's per-device program
+# keeps less per layer than the one-device program at the same per-device batch, by an
+# amount that shifts with the sizes (its figures ran -34 … +60 % against XLA:CPU; see
+# benchmarks/RESULTS.md). The plan says so beside them; `--verify` compiles them.
 UNVERIFIED = ("fsdp", "fsdp+tensor")
 
 

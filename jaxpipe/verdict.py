@@ -97,8 +97,8 @@ def _fit_lines(plan: Plan) -> list[str]:
     lines = _wrap(text, "    ")
     if unverified:
         lines += _wrap(
-            f"  {unverified}: per-device figures not held to XLA (off by -30 … +60 % in "
-            "benchmarks/plan_error.py); --verify compiles them",
+            f"  {unverified}: per-device figures not held to XLA (off by -34 … +60 % in the "
+            "checks of benchmarks/RESULTS.md and README); --verify compiles them",
             "    ",
         )
     return lines
@@ -184,12 +184,17 @@ def _verified(plan: Plan) -> list[str]:
     if x is not None and x.get("estimate") is not None:
         lines.append(
             f"  one device: estimate {format_bytes(x['estimate'])}, XLA "
-            f"{format_bytes(x['total_with_validation'])} (argument + output + temp − alias "
-            f"+ validation): {x['relative_difference']:+.1%}"
+            f"{format_bytes(x['total_with_validation'] + x.get('runtime_bytes', 0))} "
+            f"(argument + output + temp − alias + validation{_runtime(x)}): "
+            f"{x['relative_difference']:+.1%}"
         )
     elif v is None:
         lines += ["", "Figures are closed-form estimates (not compiled); `--verify` compiles them."]
     return [w for line in lines for w in _wrap(line, "    ")]
+
+
+def _runtime(x: dict) -> str:
+    return " + runtime" if x.get("runtime_bytes") else ""
 
 
 def format_plan(plan: Plan) -> str:
