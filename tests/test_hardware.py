@@ -11,6 +11,7 @@ import jaxpipe
 from jaxpipe import hardware
 from jaxpipe.cli import main
 from jaxpipe.errors import SpecError
+from jaxpipe.search import GPU_RUNTIME_BYTES
 from jaxpipe.spec import parse_size, parse_spec
 
 REQUIRED = [
@@ -130,7 +131,9 @@ def test_plan_cli_json_and_verify(write_spec, capsys):
         "activations",
         "data",
         "workspace",
+        "runtime",  # a GPU plan: the autotuner's cold-cache scratch (issue 12)
     }
+    assert out["breakdown"]["runtime"] == GPU_RUNTIME_BYTES
     assert out["per_device_bytes"] == sum(out["breakdown"].values())
     assert set(out["min_devices"]) == {
         "single",
