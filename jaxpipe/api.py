@@ -226,7 +226,7 @@ def plan(
     memory and cost analysis in `plan.xla`."""
     spec = _as_spec(spec)
     check_before_data(spec)
-    result = make_plan(spec, gpu=gpu, devices=devices)
+    result = make_plan(spec, gpu=gpu, devices=devices, fit=True)
     path = spec.resolve_path(spec.data.path) if spec.data.path else None
     host = host_record(path, spec.data.source, spec.data.host_memory)
     result = dataclasses.replace(result, host=host)

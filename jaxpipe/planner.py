@@ -157,10 +157,11 @@ def make_plan(
     gpu: str | None = None,
     devices: int | None = None,
     dataset: Any | None = None,
+    fit: bool = False,
 ) -> Plan:
-    """The plan for `spec` on `devices` × the catalog card `gpu`, or on the local devices.
-    Pure: nothing is allocated. `dataset` (a loaded `data.Dataset`) makes the data shapes
-    exact; without it they come from the spec or the data file (loaded on the host)."""
+    """The plan for `spec` on `devices` × the card `gpu`, or on the local devices; allocates
+    nothing. `dataset` (a loaded `data.Dataset`) makes the data shapes exact. `fit`: fit the
+    estimate to XLA's one-device compile (xlafit.py; `jaxpipe plan` does, a run does not)."""
     catalog = hardware.load_catalog(spec.hardware, spec.base_dir)
     shapes = data_shapes(spec, dataset)
     hw = spec.hardware
@@ -169,8 +170,7 @@ def make_plan(
     )
     mem = _memory(spec, gpu, catalog)
     available = count if gpu is not None or count is not None else mem.local_count
-    runtime = _runtime(mem)
-    search = Search(spec, shapes, mem.usable, runtime=runtime)
+    search = Search(spec, shapes, mem.usable, fit=fit, runtime=(runtime := _runtime(mem)))
     strategy, n = _choose(search, hw.strategy, available)
     chosen, fits = _verdict(search, strategy, n, one=gpu is not None and count is None)
     asked = available or 1
