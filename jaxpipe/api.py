@@ -219,14 +219,16 @@ def plan(
     gpu: str | None = None,
     devices: int | None = None,
     verify: bool = False,
+    fit: bool = True,
 ) -> Plan:
     """The memory plan of an experiment on `devices` × the catalog card `gpu` (e.g. "T4",
     "A100-40GB"), or on the local devices when `gpu` is None. Allocates nothing. With
     `verify`, also compiles the epoch program for abstract inputs and records XLA's
-    memory and cost analysis in `plan.xla`."""
+    memory and cost analysis in `plan.xla`. `fit` (default): the estimate fitted to XLA's
+    compile of the one-device epoch (~1-3 s; see `plan.fit`); False: the closed form alone."""
     spec = _as_spec(spec)
     check_before_data(spec)
-    result = make_plan(spec, gpu=gpu, devices=devices, fit=True)
+    result = make_plan(spec, gpu=gpu, devices=devices, fit=fit)
     path = spec.resolve_path(spec.data.path) if spec.data.path else None
     host = host_record(path, spec.data.source, spec.data.host_memory)
     result = dataclasses.replace(result, host=host)
