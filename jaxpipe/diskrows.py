@@ -297,19 +297,23 @@ class DiskRows:
             y, _ = encode_target(b.y_train, rs.label, rs.task, self.origin, sc.classes or None)
         else:
             x, y = fast
-        del table
         release_unused()
         if sc.target is not None:  # the regression target, scaled as in memory
             y = (y - sc.target.offset[0]) / sc.target.scale[0]
         return x, y
+
+    def _blocks(self, groups: list[int]) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        for g, table in read_ahead(self.rs.fs, groups, _columns(self.rs)):
+            block = self._train(g, table)
+            del table  # freed before the next read is awaited, not after
+            yield block
 
     def lane_blocks(self, epoch: int, lane: int, groups: Sequence[int]) -> Iterator:
         """Epoch `epoch`'s (x, y) blocks of one lane: its groups in the epoch's order,
         through the shuffle buffer (the largest group's rows)."""
         rs = self.rs
         order = lane_order(list(groups), rs.seed, epoch, lane, rs.shuffle)
-        tables = read_ahead(rs.fs, [g for g in order if self.scan.train_rows[g]], _columns(rs))
-        blocks = (self._train(g, t) for g, t in tables)
+        blocks = self._blocks([g for g in order if self.scan.train_rows[g]])
         rng = np.random.default_rng([rs.seed, 0xB0FF, epoch, lane]) if rs.shuffle else None
         return shuffled_blocks(blocks, max(self.scan.train_rows), rng)
 

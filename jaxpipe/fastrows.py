@@ -21,17 +21,21 @@ __all__ = ["numeric_rows"]
 _F32_MAX = float(np.finfo(np.float32).max)
 
 
-def _features(table, encoder: FeatureEncoder) -> np.ndarray | None:
+def _features(table, encoder: FeatureEncoder, rows: np.ndarray) -> np.ndarray | None:
+    """x: [len(rows), features] float32, filled column by column from the arrow buffers
+    (no float64 matrix: the group's peak host memory is one float32 copy)."""
     import pyarrow as pa
 
-    cols = []
-    for code in encoder.columns:
+    x = np.empty((len(rows), len(encoder.columns)), np.float32)
+    for j, code in enumerate(encoder.columns):
         col = table.column(code.name)
         if code.kind != "numeric" or col.null_count or not pa.types.is_floating(col.type):
             return None
-        cols.append(col.to_numpy())  # zero-copy for a one-chunk column
-    x = np.column_stack(cols)
-    return x if _in_range(x) else None
+        v = col.to_numpy()  # zero-copy for a one-chunk column
+        if not _in_range(v):
+            return None
+        x[:, j] = v[rows]  # float64 -> float32 as FeatureEncoder.transform casts
+    return x
 
 
 def _in_range(v: np.ndarray) -> bool:
@@ -82,10 +86,8 @@ def numeric_rows(
     """The group's rows `rows` (indices into the table) as (x: [n, features] float32,
     y: [n]), or None where the general path must read the group. y is unscaled (the
     regression target's scaling is the caller's, as on the general path)."""
-    x = _features(table, encoder)
-    if x is None:
-        return None
     y = _labels(table.column(label), task, classes)
     if y is None:
         return None
-    return x[rows].astype(np.float32), y[rows]
+    x = _features(table, encoder, rows)
+    return None if x is None else (x, y[rows])

@@ -16,6 +16,7 @@ import functools
 import glob
 import os
 import threading
+from collections import deque
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -224,6 +225,9 @@ def _parquet_file(path: str, stamp: tuple[int, int]):
     return pq.ParquetFile(path)
 
 
+# Row groups read ahead of the one being encoded (each its own worker thread).
+READ_AHEAD = 1
+
 _LOCKS: dict[str, threading.Lock] = {}
 
 
@@ -261,21 +265,38 @@ def read_group(fs: FileSet, group: Group, columns: list[str]):
         raise DataError(f"{group.file}: cannot read ({str(e).splitlines()[0]})") from None
 
 
-def read_ahead(fs: FileSet, groups: Sequence[int], columns: list[str]) -> Iterator[tuple]:
-    """(group index, Table) for `groups`, in their order, each group read on a worker
-    thread while the one before is decoded and encoded by the caller (pyarrow releases
-    the GIL while it reads): one more row group in host memory, and on a machine with a
-    free core the reading hides behind the encoding. A read's error is raised here."""
-    if len(groups) < 2:
+def _read_released(fs: FileSet, group: Group, columns: list[str]):
+    """`read_group` on a worker thread, first handing back the pages of the tables it
+    read before: arrow's allocator (mimalloc) frees a thread's pages only when that
+    thread collects, and the tables are dropped on the caller's thread."""
+    release_unused()
+    return read_group(fs, group, columns)
+
+
+def read_ahead(
+    fs: FileSet, groups: Sequence[int], columns: list[str], depth: int = READ_AHEAD
+) -> Iterator[tuple]:
+    """(group index, Table) for `groups`, in their order, the next `depth` groups read
+    on worker threads while the caller decodes and encodes this one (pyarrow releases
+    the GIL while it reads): `depth` more row groups in host memory, and the reading
+    overlaps the encoding and the devices' work. A read's error is raised here."""
+    if depth < 1 or len(groups) < 2:
         yield from ((g, read_group(fs, fs.groups[g], columns)) for g in groups)
         return
-    with ThreadPoolExecutor(1, thread_name_prefix="jaxpipe-read") as pool:
-        ahead = pool.submit(read_group, fs, fs.groups[groups[0]], columns)
-        for i, g in enumerate(groups):
-            table = ahead.result()
-            if i + 1 < len(groups):
-                ahead = pool.submit(read_group, fs, fs.groups[groups[i + 1]], columns)
-            yield g, table
+    with ThreadPoolExecutor(depth, thread_name_prefix="jaxpipe-read") as pool:
+        ahead: deque = deque()
+        for g in groups:
+            ahead.append((g, pool.submit(_read_released, fs, fs.groups[g], columns)))
+            if len(ahead) > depth:
+                yield _pop(ahead)
+        while ahead:
+            yield _pop(ahead)
+
+
+def _pop(ahead: deque) -> tuple:
+    """The oldest read, its future dropped (a future holds its table until freed)."""
+    g, future = ahead.popleft()
+    return g, future.result()
 
 
 def host_record(path: str | None, source: str, host_memory: str) -> dict:
