@@ -105,6 +105,32 @@ epochs = 2
 batch_size = 32
 """
 
+# A set that streams from disk under `host_memory = "8KiB"`: four Parquet files of 100
+# rows (features a-d, an integer label) in `folder`/parts, and a spec training on it.
+DISK_SET_SPEC = (
+    '[experiment]\nname = "disk"\n[data]\nsource = "parquet"\npath = "parts"\n'
+    'label = "label"\nvalidation = 40\nhost_memory = "8KiB"\n'
+    "[model]\nhidden = [8]\n[training]\nepochs = 1\nbatch_size = 16\n"
+)
+
+
+def write_disk_set(folder, extra: str = "") -> str:
+    """Writes the parts and `disk.toml` (DISK_SET_SPEC + `extra`) under `folder`; returns
+    the spec's path."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    rng = np.random.default_rng(0)
+    os.makedirs(os.path.join(folder, "parts"), exist_ok=True)
+    for i in range(4):
+        x = rng.normal(size=(100, 4)).astype("float32")
+        cols = {c: x[:, j] for j, c in enumerate("abcd")} | {"label": (x[:, 0] > 0) * 1}
+        pq.write_table(pa.table(cols), os.path.join(folder, "parts", f"part{i}.parquet"))
+    path = os.path.join(folder, "disk.toml")
+    with open(path, "w") as f:
+        f.write(DISK_SET_SPEC + extra)
+    return path
+
 
 # The longest files first: with `-n 2 --dist loadfile` each file runs on one worker, and
 # a long file collected last (alphabetically) would run alone at the end while the other

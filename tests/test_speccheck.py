@@ -7,7 +7,7 @@ import os
 import subprocess
 import sys
 
-from conftest import EXPERIMENTS, ROOT, SMALL_SPEC
+from conftest import EXPERIMENTS, ROOT, SMALL_SPEC, write_disk_set
 
 EXPERIMENT_FILES = sorted(glob.glob(os.path.join(EXPERIMENTS, "*.toml")))
 
@@ -111,21 +111,7 @@ def test_pytest_plugin_makes_one_test_per_spec(tmp_path):
 def test_sharding_check_skips_a_set_streamed_from_disk_and_says_why(tmp_path):
     """Streamed from disk, rows are dealt to one lane per device, so the order (and the
     metrics) depend on the device count: the sharding comparison is skipped, not failed."""
-    import numpy as np
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    rng = np.random.default_rng(0)
-    (tmp_path / "parts").mkdir()
-    for i in range(4):
-        x = rng.normal(size=(100, 4)).astype("float32")
-        cols = {c: x[:, j] for j, c in enumerate("abcd")} | {"label": (x[:, 0] > 0) * 1}
-        pq.write_table(pa.table(cols), tmp_path / "parts" / f"part{i}.parquet")
-    (tmp_path / "disk.toml").write_text(
-        '[experiment]\nname = "disk"\n[data]\nsource = "parquet"\npath = "parts"\n'
-        'label = "label"\nvalidation = 40\nhost_memory = "8KiB"\n'
-        "[model]\nhidden = [8]\n[training]\nepochs = 1\nbatch_size = 16\n"
-    )
+    write_disk_set(str(tmp_path))
     p = _jaxpipe("check", "disk.toml", "--sharding", "2", "--json", cwd=tmp_path)
     assert p.returncode == 0, p.stdout + p.stderr
     steps = {s["name"]: s for s in json.loads(p.stdout)["specs"][0]["steps"]}

@@ -9,7 +9,7 @@ import sys
 import jax
 import numpy as np
 import pytest
-from conftest import ROOT, assert_trees_close
+from conftest import ROOT, assert_trees_close, write_disk_set
 from flax import serialization
 
 import jaxpipe
@@ -255,22 +255,8 @@ def test_early_stopping_is_per_trial(write_spec, tmp_path):
 def test_a_sweep_over_a_set_streamed_from_disk_names_host_memory(tmp_path, capsys):
     """A sweep keeps the data on the device: a set larger than the host budget is refused
     in one line naming data.host_memory (not data.chunk_rows, which the spec never set)."""
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    rng = np.random.default_rng(0)
-    (tmp_path / "parts").mkdir()
-    for i in range(4):
-        x = rng.normal(size=(100, 4)).astype("float32")
-        cols = {c: x[:, j] for j, c in enumerate("abcd")} | {"label": (x[:, 0] > 0) * 1}
-        pq.write_table(pa.table(cols), tmp_path / "parts" / f"part{i}.parquet")
-    spec = tmp_path / "disk.toml"
-    spec.write_text(
-        '[experiment]\nname = "disk"\n[data]\nsource = "parquet"\npath = "parts"\n'
-        'label = "label"\nvalidation = 40\nhost_memory = "8KiB"\n'
-        "[model]\nhidden = [8]\n[training]\nepochs = 1\nbatch_size = 16\n"
-        '[sweep]\n[sweep.values]\n"optimizer.learning_rate" = [1e-3, 1e-2]\n'
-    )
+    sweep = '[sweep]\n[sweep.values]\n"optimizer.learning_rate" = [1e-3, 1e-2]\n'
+    spec = write_disk_set(str(tmp_path), sweep)
     out = tmp_path / "out"
     code, err = main(["run", str(spec), "--out", str(out)]), capsys.readouterr().err
     assert code == 2, err
