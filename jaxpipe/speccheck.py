@@ -133,23 +133,24 @@ def _toml_path(path: str) -> str:
 
 def _static_checks(
     path: str, gpu: str | None, devices: int | None
-) -> tuple[list[StepResult], Spec | None]:
-    """spec, data and plan: what needs no training. The spec is returned when all pass."""
+) -> tuple[list[StepResult], Spec | None, bool]:
+    """spec, data and plan: what needs no training. The spec is returned when all pass,
+    with whether the plan found that its data streams from disk."""
     try:
         spec = load_spec(path)
     except JaxpipeError as e:
-        return [StepResult("spec", "fail", str(e))], None
+        return [StepResult("spec", "fail", str(e))], None, False
     steps = [StepResult("spec", "pass", spec.experiment.name)]
     try:
         notes = validate(spec)
     except JaxpipeError as e:
-        return [*steps, StepResult("data", "fail", str(e))], None
+        return [*steps, StepResult("data", "fail", str(e))], None, False
     steps.append(StepResult("data", "pass", notes[0]))
     try:
         # The closed form alone: one compile per spec would slow a repository-wide check.
         plan = make_plan(spec, gpu=gpu, devices=devices, fit=False)
     except JaxpipeError as e:
-        return [*steps, StepResult("plan", "fail", str(e))], None
+        return [*steps, StepResult("plan", "fail", str(e))], None, False
     where = f"{plan.devices} × {plan.device}"
     if _plan_only(path) and gpu is None:  # declared too big to train here: reported only
         steps.append(StepResult("plan", "pass", f"plan-only; here: {plan.recommendation}"))
@@ -159,8 +160,8 @@ def _static_checks(
         steps.append(StepResult("plan", "pass", detail))
     else:
         steps.append(StepResult("plan", "fail", f"on {where}: {plan.recommendation}"))
-        return steps, None
-    return steps, spec
+        return steps, None, False
+    return steps, spec, bool((plan.host or {}).get("streams_from_disk"))
 
 
 def check_specs(
@@ -181,12 +182,12 @@ def check_specs(
     needed = max(1, sharding or 1)
     with tempfile.TemporaryDirectory(prefix="jaxpipe-check-") as work:
         for result in results:
-            result.steps, spec = _static_checks(result.path, gpu, devices)
+            result.steps, spec, streams = _static_checks(result.path, gpu, devices)
             wanted = [("resume", resume), ("sharding", bool(sharding))]
             for name, on in wanted:
                 if not on:
                     continue
-                why = _skip_reason(result, spec, name)
+                why = _skip_reason(result, spec, streams, name)
                 if why:
                     result.steps.append(StepResult(name, "skip", why))
                     continue
@@ -206,24 +207,14 @@ def check_specs(
     return results
 
 
-def _skip_reason(result: SpecCheck, spec: Spec | None, name: str) -> str:
+def _skip_reason(result: SpecCheck, spec: Spec | None, streams: bool, name: str) -> str:
     if spec is None:
         return "an earlier check failed"
     if _plan_only(result.path):
         return "plan-only spec: not trained"
-    if name == "sharding" and _streams_from_disk(spec):
+    if name == "sharding" and streams:
         return "streamed from disk: the row order depends on the device count"
     return ""
-
-
-def _streams_from_disk(spec: Spec) -> bool:
-    from jaxpipe.sources import host_record
-
-    path = spec.resolve_path(spec.data.path) if spec.data.path else None
-    try:
-        return host_record(path, spec.data.source, spec.data.host_memory)["streams_from_disk"]
-    except JaxpipeError:  # the data check reports it
-        return False
 
 
 def _passed(name: str, sharding: int | None) -> str:

@@ -17,6 +17,7 @@ import numpy as np
 from jax.sharding import NamedSharding, PartitionSpec
 
 from jaxpipe.data import Dataset, load_dataset
+from jaxpipe.diskrows import DiskRows
 from jaxpipe.errors import SpecError
 from jaxpipe.evaluation import metric_names
 from jaxpipe.fitted import Preprocessing, preprocess_data
@@ -186,7 +187,7 @@ def _refuse_streaming(spec: Spec, ds: Dataset) -> None:
     the key that made it stream."""
     if isinstance(spec.data.chunk_rows, int):
         raise SpecError("a sweep keeps the data on the device; remove it", key="data.chunk_rows")
-    if not isinstance(ds.x_train, np.ndarray):  # out of core: streamed from disk
+    if isinstance(ds.x_train, DiskRows):  # out of core: streamed from disk
         raise SpecError(
             "a sweep keeps the data on the device, and this set is larger than the host "
             "budget (streamed from disk); raise it or sweep on a sample of the files",
