@@ -102,14 +102,13 @@ def child(config: dict, out: str) -> dict:
     jaxpipe.run(spec, out=out)
     seconds = time.perf_counter() - t0
     with open(os.path.join(out, "summary.json")) as f:
-        plan = json.load(f)["plan"]
+        summary = json.load(f)
+    plan = summary["plan"]
     checked = jaxpipe.plan(spec, verify=True)
     xla = (checked.xla or {}).get("total_with_validation")
     est, peak = plan["per_device_bytes"], plan["measured_peak_bytes"]
-    with open(os.path.join(out, "summary.json")) as f:
-        chunk_steps = json.load(f).get("chunk_steps")
     return config | {
-        "chunk_steps": chunk_steps,
+        "chunk_steps": summary.get("chunk_steps"),
         "xla": {k: v for k, v in (checked.xla or {}).items() if isinstance(v, (int, float))},
         "estimate_bytes": est,
         "xla_bytes": xla,
