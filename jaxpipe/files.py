@@ -64,10 +64,7 @@ def atomic_write(path: str, data: bytes | str, *, what: str | None = None) -> No
         os.replace(tmp, path)
         tmp = None
     except OSError as e:
-        full = environment_problem(path, e)
-        if full is not None:
-            raise full from None
-        raise JaxpipeError(
+        raise environment_problem(path, e) or JaxpipeError(
             f"{what or path}: cannot write there ({e.strerror or e}); choose a writable path"
         ) from None
     finally:

@@ -64,10 +64,7 @@ def lock_run_dir(run_dir: str) -> Iterator[str]:
         # O_NOFOLLOW: a symlink planted as the lock file is refused, not written through.
         fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
     except OSError as e:
-        full = environment_problem(path, e)
-        if full is not None:
-            raise full from None
-        raise JaxpipeError(
+        raise environment_problem(path, e) or JaxpipeError(
             f"--out {run_dir}: cannot write there ({e.strerror}); choose a writable directory"
         ) from None
     try:
