@@ -10,7 +10,7 @@ from typing import Any
 
 from jaxpipe.files import atomic_write
 
-__all__ = ["ascii_chart", "write_curves", "log_scale", "best_epoch", "condensed"]
+__all__ = ["ascii_chart", "write_curves", "log_scale", "best_epoch", "condensed", "save_png"]
 
 _MARKERS = "*o+x"
 _OVERLAP = "#"
@@ -125,9 +125,15 @@ def write_curves(
     # third of the PNG's cost, ~0.1 s of CPU on every run) and these labels never vary
     # in size.
     fig.subplots_adjust(left=0.08, right=0.98, bottom=0.13, top=0.92, wspace=0.22)
+    save_png(fig, path)
+
+
+def save_png(fig: Any, path: str) -> None:
+    """Writes a matplotlib figure to `path` as a PNG through the one safe writer
+    (jaxpipe/files.py: atomic, never through a planted symlink, a full disk is exit 4)."""
     png = io.BytesIO()
     fig.savefig(png, format="png", dpi=100)
-    atomic_write(path, png.getvalue())  # the one safe writer (jaxpipe/files.py)
+    atomic_write(path, png.getvalue())
 
 
 def best_epoch(history: Sequence[dict[str, Any]], metric: str, mode: str) -> int | None:

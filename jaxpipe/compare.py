@@ -12,6 +12,7 @@ from typing import Any
 
 import tomllib
 
+from jaxpipe.charts import save_png
 from jaxpipe.errors import JaxpipeError
 from jaxpipe.report import format_table
 from jaxpipe.sections import metric_mode
@@ -130,7 +131,5 @@ def write_comparison_plot(records: list[dict[str, Any]], metric: str, path: str)
     if len(records) <= 12:
         ax.legend(fontsize=7)
     fig.tight_layout()
-    tmp = path + ".tmp.png"
-    fig.savefig(tmp, dpi=100)
+    save_png(fig, path)
     plt.close(fig)
-    os.replace(tmp, path)

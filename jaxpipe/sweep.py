@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from jaxpipe import schema
+from jaxpipe.charts import save_png
 from jaxpipe.errors import PlanError, SpecError
 from jaxpipe.events import Observer, RunResult
 from jaxpipe.optim import check_optimizer
@@ -320,8 +321,6 @@ def write_sweep_plot(table: list[dict[str, Any]], keys: list[str], metric: str, 
         ax.set(xlabel=key, ylabel=f"best {metric}")
         ax.grid(alpha=0.3)
     fig.tight_layout()
-    tmp = path + ".tmp.png"
-    fig.savefig(tmp, dpi=100)
+    save_png(fig, path)
     plt.close(fig)
-    os.replace(tmp, path)
     return json.dumps({"plot": path})

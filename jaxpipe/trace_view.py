@@ -4,10 +4,9 @@ Functions of the trace record (`jaxpipe.trace`); matplotlib loads only to draw."
 
 from __future__ import annotations
 
-import io
 from typing import Any
 
-from jaxpipe.files import atomic_write
+from jaxpipe.charts import save_png
 
 __all__ = ["format_trace", "write_trace_png"]
 
@@ -130,9 +129,7 @@ def write_trace_png(record: dict[str, Any], path: str) -> None:
     bottom = (1.0 if classes > 12 else 0.4) / height  # class names at 45° need more
     left = 0.06 if classes else 0.1  # a regression's bars are named "true value"
     fig.subplots_adjust(left=left, right=0.97, top=1 - 0.3 / height, bottom=bottom, hspace=0.6)
-    png = io.BytesIO()
-    fig.savefig(png, format="png", dpi=100)
-    atomic_write(path, png.getvalue())  # the one safe writer (jaxpipe/files.py)
+    save_png(fig, path)
 
 
 def _draw_output(ax: Any, record: dict[str, Any]) -> None:
