@@ -21,7 +21,7 @@ LAYERS = [
     # The observer interface, process launching, console output, charts (written
     # through files), the progress-reporting step.
     ("foundation", {"events", "launch", "console", "charts", "progress"}),
-    ("checkpoint helpers", {"cadence", "orbax_guard"}),  # when to save; orbax's logs, full disk
+    ("checkpoint helpers", {"cadence", "orbax_guard", "resumespec"}),  # orbax logs; resume diffs
     ("calibration", {"calibration"}),  # estimate vs measured peak from summary.json
     ("starter", {"starter"}),  # `jaxpipe init`: the shipped examples
     ("schema", {"schema"}),  # typed fields and the strict builder
@@ -82,7 +82,7 @@ NAME = {i: name for i, (name, _) in enumerate(LAYERS)}
 NO_JAX = {"errors", "events", "schema", "schema_text", "sections", "hwspec", "spec"}
 NO_JAX |= {"encoding", "cli", "cli_args", "evaluation", "frames", "__main__", "starter"}
 NO_JAX |= {"sweepspec", "tracking", "compare"}
-NO_JAX |= {"cadence", "orbax_guard"}
+NO_JAX |= {"cadence", "orbax_guard", "resumespec"}
 NO_JAX |= {"calibration"}
 NO_JAX |= {"files", "rundir", "readers"}
 NO_JAX |= {"sources", "roworder", "fastrows"}
