@@ -11,7 +11,10 @@ Writes DIR/gpu_calibration.jsonl (one JSON line per configuration) and DIR/runs/
 run directories `jaxpipe calibration DIR/runs/*` reads), prints a table and the error
 distribution. Configurations are drawn by a seeded RNG across activations, dropout,
 layer_norm, precision (fp32 and bf16 alternate), the documented optimizers and both tasks;
-sizes up to a few GiB. Children share the card, so XLA_PYTHON_CLIENT_PREALLOCATE=false.
+sizes up to a few GiB. Children share the card: by default each allocates on demand
+(XLA_PYTHON_CLIENT_PREALLOCATE=false), whose growing regions round big buffers up (the
+H200 session measured the placed data set at 1.7x its bytes that way); `--mem-fraction F`
+gives each child a preallocated pool of F of the card instead, as a run sees by default.
 """
 
 from __future__ import annotations
@@ -123,7 +126,12 @@ def child(config: dict, out: str) -> dict:
 
 
 def _child_process(config: dict, out: str, timeout: int, cache: str | None) -> dict:
-    env = os.environ | {"XLA_PYTHON_CLIENT_PREALLOCATE": "false", "PYTHONPATH": ROOT}
+    env = os.environ | {"PYTHONPATH": ROOT}
+    fraction = os.environ.get("GPU_CALIBRATION_MEM_FRACTION")
+    if fraction:
+        env["XLA_PYTHON_CLIENT_MEM_FRACTION"] = fraction
+    else:
+        env["XLA_PYTHON_CLIENT_PREALLOCATE"] = "false"
     if cache:
         env["JAXPIPE_CACHE_DIR"] = cache
     cmd = [sys.executable, __file__, "--child", json.dumps(config), "--out", out]
@@ -188,6 +196,10 @@ def main() -> None:
     ap.add_argument("--timeout", type=int, default=150, help="seconds per configuration")
     ap.add_argument("--quick", action="store_true", help="tiny sizes (CPU smoke test)")
     ap.add_argument("--warm", action="store_true", help="a cold then a warm run per config")
+    ap.add_argument(
+        "--mem-fraction",
+        help="each child preallocates this fraction of the card (default: on demand)",
+    )
     ap.add_argument("--out", default=os.environ.get("OUT", "/tmp/gpu_calibration"))
     ap.add_argument("--child", help=argparse.SUPPRESS)
     a = ap.parse_args()
@@ -195,6 +207,8 @@ def main() -> None:
         print(json.dumps(child(json.loads(a.child), a.out)), flush=True)
         return
     os.makedirs(os.path.join(a.out, "runs"), exist_ok=True)
+    if a.mem_fraction:
+        os.environ["GPU_CALIBRATION_MEM_FRACTION"] = a.mem_fraction
     configs = [draw(i, a.seed, a.quick) for i in range(a.n)]
     jobs = [(c, os.path.join(a.out, "runs", f"{c['i']:02d}"), a.timeout, a.warm) for c in configs]
     rows = []
