@@ -127,6 +127,7 @@ def train(
             if run.stopper is not None and run.stopper.should_stop:
                 break  # a resumed run that had already stopped early
             state, row, diverged = _epoch(programs, placed, prep, state, epoch, times)
+            run.state = state  # the only reference to the new state: none to an old one
             if diverged:
                 run.diverged = diverged
                 break  # the state is not saved: no NaN parameters reach a checkpoint

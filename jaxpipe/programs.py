@@ -15,7 +15,6 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxpipe.aot import cached_compile
-from jaxpipe.checkpoint import held_in_memory
 from jaxpipe.fitted import Preprocessing
 from jaxpipe.memory import compute_dtype
 from jaxpipe.metrics import zero_sums
@@ -58,18 +57,27 @@ def compiler_options(platform: str, params: int, batch: int) -> dict[str, Any]:
     return {"xla_cpu_multi_thread_eigen": False} if single else {}
 
 
-@dataclass(frozen=True)
+@dataclass
 class Programs:
     """The compiled run: `epoch(state, x, y, epoch) -> (state, sums)` and
-    `evaluate(params, x, y) -> sums`, the fresh state they were compiled for, and the
-    XLA options used."""
+    `evaluate(params, x, y) -> sums`, the fresh state they were compiled for (handed
+    over once, `take_state`), and the XLA options used."""
 
-    state: TrainState
+    state: TrainState | None
     epoch: Callable[..., Any]
     evaluate: Callable[..., Any]
     options: dict[str, Any]
     seconds: float
     donates: bool = True  # the epoch consumes its input state (checkpoints copy it first)
+
+    def take_state(self) -> TrainState:
+        """The fresh state, which the programs then forget: an undonated state (or, on
+        resume, the fresh one the checkpoint replaces) would otherwise stay on the
+        device for the whole run beside the one training (issue 12)."""
+        state, self.state = self.state, None
+        if state is None:
+            raise RuntimeError("the fresh state was already taken")
+        return state
 
 
 def _compile_streamed(train_step, state, scaler, feed: ChunkFeed, x, y, batch: int, opts):
@@ -171,7 +179,7 @@ def compile_programs(
         split["constrain"] = constrain
     eval_fn = make_evaluate(eval_step, min(EVAL_BATCH, len(x_va)), **split)
     opts = compiler_options(placed.device.platform, param_count(state.params), rp.batch)
-    donates = True
+    donates = rp.donates  # runplan.undonated: small states are kept, and the plan counts it
     if rp.chunk:
         feed = chunk_feed(rp, x_tr, y_tr)
         epoch_c = _compile_streamed(
@@ -179,10 +187,6 @@ def compile_programs(
         )
     else:
         step = with_progress(train_step, *progress) if progress else train_step
-        # A state whose snapshots fit their budget is not donated: an epoch's outputs are
-        # fresh buffers and checkpoints hold the previous state without copying it.
-        size = sum(a.nbytes for a in jax.tree.leaves(state))
-        donates = not held_in_memory(size, spec.checkpoint.keep)
         epoch = make_epoch(step, rp.batch, **split)
         epoch_c = _compile_resident(epoch, state, placed, rp, opts, describe, donates, progress)
     eval_c = cached_compile(

@@ -42,8 +42,8 @@ __all__ = ["run_experiment", "enable_compilation_cache", "check_before_data", "c
 
 
 def enable_compilation_cache(spec: Spec) -> str | None:
-    """Turns on JAX's persistent compilation cache (unless the spec or
-    JAXPIPE_COMPILATION_CACHE=0 says not to); returns its folder."""
+    """JAX's persistent compilation cache on (unless the spec or
+    JAXPIPE_COMPILATION_CACHE=0 says not); returns its folder."""
     env = os.environ.get("JAXPIPE_COMPILATION_CACHE", "1").strip().lower()
     if not spec.runtime.compilation_cache or env in ("0", "false", "no", "off"):
         return None
@@ -108,8 +108,7 @@ class _Stages:
 
 
 def _prepare(spec, ds, rp, out, resume, force, obs, stack):
-    """The run directory (locked for the rest of `stack`), its checkpoint store and spec
-    copy; refuses a changed spec on resume before anything is compiled or overwritten."""
+    """The locked run directory, checkpoint store, spec copy; a changed spec fails resume."""
     run_dir = prepare_out_dir(spec, out, resume, stack)
     resolved = resolved_spec(spec)
     cp = spec.checkpoint
@@ -199,7 +198,9 @@ def _trim_host_heap() -> None:
 def _train(spec, run_dir, resolved, store, placed, prep, programs, resume, obs, info):
     """Stage train: from scratch or the newest checkpoint, epochs written as they end.
     `info`: the checkpoint's dataset record (prep's, with the rows' fingerprint)."""
-    run = start_or_resume(spec, store, programs.state, prep.scaler, prep.target, info, resume)
+    state = programs.take_state()  # on resume the restored state replaces it: freed below
+    run = start_or_resume(spec, store, state, prep.scaler, prep.target, info, resume)
+    del state
     if run.resumed_from:
         obs.on_note(f"Resumed from the checkpoint of epoch {run.resumed_from}")
     primary = jax.process_index() == 0
@@ -229,8 +230,7 @@ def _train(spec, run_dir, resolved, store, placed, prep, programs, resume, obs, 
 
 
 def _report_training(stages, spec, placed, prep, run: RunProgress, times: TrainTimes, store):
-    x_tr, x_va = placed.x_train, placed.x_val
-    regression = prep.regression
+    x_tr, x_va, regression = placed.x_train, placed.x_val, prep.regression
     stages.add(
         "train",
         f"train {_shape(x_tr)}",
@@ -248,8 +248,8 @@ def _report_training(stages, spec, placed, prep, run: RunProgress, times: TrainT
 
 
 def _report_checkpoints(stages, cp: CheckpointSpec, times: TrainTimes, store) -> None:
-    """Waits for the last save (written meanwhile, while the PNG was drawn) and records
-    what the loop waited for in all: device copies, hand-offs and this wait."""
+    """Waits for the last save (written while the PNG was drawn); records all the loop
+    waited for: host copies, hand-offs and this wait."""
     t0 = time.perf_counter()
     store.wait()  # every checkpoint committed before summary.json says anything
     times.save += time.perf_counter() - t0

@@ -11,9 +11,10 @@ the steps per epoch and per chunk follow from the batch and the rows.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
+from jaxpipe.cadence import held_in_memory
 from jaxpipe.data import Dataset
 from jaxpipe.diskrows import DiskRows
 from jaxpipe.errors import PlanError
@@ -44,6 +45,7 @@ class RunPlan:
     chunk: int
     precision: str
     lanes: int = 0  # a training split streamed from disk: its readers (roworder.py)
+    donates: bool = True  # the epoch consumes its input state (`undonated`)
 
     @property
     def total_steps(self) -> int:
@@ -101,9 +103,33 @@ def plan_run(spec: Spec, ds: Dataset) -> RunPlan:
     return _run_plan(spec, plan, strategy, mesh, steps, chunk)
 
 
+def undonated(plan: Plan, keep: int) -> Plan | None:
+    """The plan of a run whose epoch keeps its input state (not donated), or None when
+    the epoch should donate it. A small state (`keep` snapshots of it within the
+    checkpoints' in-memory budget, cadence.py) is kept: checkpoints then hold the states
+    themselves, no copies. The device holds more than the donated program needs, and the
+    plan says so (issue 12): the epoch's fresh output state (the no-donation figure) and
+    up to `keep` snapshots (a bound: one of them is the epoch's input when the cadence
+    snapshots every epoch; at most the 64 MiB budget). Where that would not fit, the
+    state is donated and its snapshots go to host memory instead."""
+    b = plan.breakdown
+    state = b.get("params", 0) + b.get("optimizer", 0)
+    if not held_in_memory(state, keep):
+        return None
+    extra = {
+        "output state": max(state, plan.per_device_bytes_no_donation - plan.per_device_bytes),
+        "snapshots": keep * state,
+    }
+    need = plan.per_device_bytes + sum(extra.values())
+    if need > plan.usable_bytes_per_device:
+        return None
+    return replace(plan, per_device_bytes=need, breakdown=dict(b) | extra)
+
+
 def _run_plan(spec: Spec, plan: Plan, strategy: str, mesh: dict, steps: int, chunk: int, lanes=0):
+    kept = None if chunk else undonated(plan, spec.checkpoint.keep)  # streamed: donated
     return RunPlan(
-        plan=plan,
+        plan=kept or plan,
         strategy=strategy,
         mesh=mesh,
         layout=make_layout(strategy, mesh),
@@ -113,6 +139,7 @@ def _run_plan(spec: Spec, plan: Plan, strategy: str, mesh: dict, steps: int, chu
         chunk=chunk,
         precision=spec.training.precision,
         lanes=lanes,
+        donates=kept is None,
     )
 
 
@@ -155,6 +182,7 @@ def plan_record(rp: RunPlan, device: Any, placed: Any = None) -> dict[str, Any]:
         "device": plan.device,
         "measured_per_device_bytes": measured_bytes_per_device(placed) if placed else None,
         "measured_peak_bytes": int(peak) if peak is not None else None,
+        "donated": rp.donates,
     }
     if rp.strategy == record["strategy"] and rp.mesh == record["mesh"]:
         return record

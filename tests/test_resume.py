@@ -349,6 +349,6 @@ def test_sigkill_of_a_donating_run_then_resume_is_bit_identical(spec_path, refer
     ckpts = sorted(int(n) for n in os.listdir(os.path.join(out, "checkpoints")) if n.isdigit())
     assert ckpts and 1 <= ckpts[-1] <= 2, ckpts  # epoch 2's save may be unfinished
     result = jaxpipe.run(str(spec), out=out, resume=True)
-    assert _summary(out)["resumed_from"] == ckpts[-1]
+    assert _summary(out)["resumed_from"] == ckpts[-1] and _summary(out)["plan"]["donated"]
     _same_run(out, reference)
     _exact(result.params, reference[1].params)
