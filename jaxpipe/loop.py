@@ -10,7 +10,6 @@ import time
 from dataclasses import dataclass
 from typing import Any, TextIO
 
-import jax
 import jax.numpy as jnp
 
 from jaxpipe import checkpoint as ckpt
@@ -121,6 +120,8 @@ def train(
     restore_best = early_stopping is not None and early_stopping.restore_best
     cadence = ckpt.make_cadence(checkpoint.every_epochs, checkpoint.every_minutes)
     copy = programs.donates  # a donated state is gone after the next epoch
+    if run.best_params is not None:  # restored onto the device: kept in host memory
+        run.best_params = ckpt.host_copy(run.best_params)
     last_save = time.monotonic()
     with catch_signals() as signals:
         for epoch in range(run.epoch + 1, epochs + 1):
@@ -135,7 +136,7 @@ def train(
             run.epoch = epoch
             append_line(metrics_file, metrics_file.name, json.dumps(row) + "\n")
             if run.stopper is not None and run.stopper.update(epoch, row) and restore_best:
-                run.best_params = jax.tree.map(jnp.copy, state.params)  # survives donation
+                run.best_params = ckpt.host_copy(state.params)  # survives donation, off device
             stopping = run.stopper is not None and run.stopper.should_stop
             last = epoch == epochs
             due = cadence.due(epoch, time.monotonic() - last_save)

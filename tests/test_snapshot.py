@@ -14,6 +14,8 @@ from jaxpipe.checkpoint import CheckpointStore, abstract_like, host_copy
 
 pytestmark = pytest.mark.usefixtures("compile_once")  # the resumed run compiles nothing
 
+# The best epoch's parameters are kept too (in host memory, not counted on the device).
+BEST = "\n[training.early_stopping]\npatience = 10\nrestore_best = true\n"
 MARGIN = 512  # bytes: the scaler (2 × 6 floats), step and key, outside the plan's terms
 
 
@@ -54,10 +56,10 @@ def test_training_holds_only_what_the_plan_counts(write_spec, tmp_path, monkeypa
     """A small state is kept (not donated) and its snapshots are the states themselves;
     donated (as a state too big for `keep` snapshots in memory is), checkpoints copy it
     to host memory. Trained 2 epochs, then resumed for a third: the fresh state the
-    checkpoint replaces must not linger."""
+    checkpoint replaces must not linger, nor a device copy of the best parameters."""
     if donated:
         monkeypatch.setattr("jaxpipe.runplan.held_in_memory", lambda state, keep: False)
-    path, out, watch = write_spec(SMALL_SPEC), str(tmp_path / "run"), _Watch()
+    path, out, watch = write_spec(SMALL_SPEC + BEST), str(tmp_path / "run"), _Watch()
     jaxpipe.run(path, out=out, callbacks=[watch], verbose=False)
     longer = jaxpipe.load_spec(path, ["training.epochs=3"])
     result = jaxpipe.run(longer, out=out, resume=True, force=True, callbacks=[watch], verbose=False)
@@ -69,7 +71,9 @@ def test_training_holds_only_what_the_plan_counts(write_spec, tmp_path, monkeypa
         # At least the state and the data (the reading is not vacuous), at most what the
         # plan counts: an undonated run's snapshots are a term of its plan.
         assert counted <= live["device"] <= counted + b.get("snapshots", 0) + MARGIN, live
-        assert (live.get("pinned_host", 0) > 0) is donated  # donated: snapshots on the host
+        # The best parameters, and a donated state's snapshots, are in host memory.
+        host = b["params"] + (b["params"] + b["optimizer"] if donated else 0)
+        assert live.get("pinned_host", 0) >= host, live
     if not donated:
         state = b["params"] + b["optimizer"]
         assert b["snapshots"] == 3 * state and b["output state"] >= state  # keep = 3
