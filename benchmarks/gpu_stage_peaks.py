@@ -1,16 +1,8 @@
-"""Which stage of a run sets its device peak (issue 12): runs one spec in this process
-and, as each stage and epoch ends, prints the device's `bytes_in_use` and
-`peak_bytes_in_use` (memory_stats; GPU/TPU only) beside the live arrays' bytes on the
-first device, then the plan's per-device figure and the run's recorded peak.
+"""Where a run's device peak happens (issue 12, the GPU calibration's unexplained excess):
+one drawn configuration of benchmarks/gpu_calibration.py run by `jaxpipe.run` in its own
+process, with the device's bytes_in_use / peak_bytes_in_use read after each stage.
 
-On the H100 (benchmarks/RESULTS.md) the peak of small-state runs exceeded XLA's figure
-by about the data set; this says whether that is the transfer, the preprocessing, the
-compile or the training epochs. One JSON line per point.
-
-    python benchmarks/gpu_stage_peaks.py [SPEC] [--set key=value ...] [--epochs 2]
-
-Without SPEC: calibration config #23 (3 × 64 adam, 2000 features, 20000 rows, batch 32).
-Run with XLA_PYTHON_CLIENT_PREALLOCATE=false so the counters see the run's own bytes.
+    python benchmarks/gpu_stage_peaks.py --configs 4 16 19 20 22 --out DIR   # GPU
 """
 
 from __future__ import annotations
@@ -18,88 +10,107 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import subprocess
 import sys
-import tempfile
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
-
-DEFAULT = """
-[experiment]
-name = "stage-peaks"
-[data]
-source = "synthetic"
-validation = 0.1
-[data.synthetic]
-rows = 20000
-features = 2000
-classes = 10
-[model]
-hidden = [64, 64, 64]
-[optimizer]
-name = "adam"
-[training]
-epochs = 2
-batch_size = 32
-"""
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
 
 
-def _live(device) -> int:
-    seen, total = set(), 0
-    for a in __import__("jax").live_arrays():
-        if a.is_deleted() or (a.sharding.memory_kind or "device") != "device":
-            continue
-        for s in a.addressable_shards:
-            ptr = s.data.unsafe_buffer_pointer()
-            if s.device == device and ptr not in seen:
-                seen.add(ptr)
-                total += s.data.nbytes
-    return total
+def child(i: int, out: str) -> None:
+    import importlib
 
-
-def main() -> None:
-    p = argparse.ArgumentParser()
-    p.add_argument("spec", nargs="?")
-    p.add_argument("--set", action="append", default=[])
-    p.add_argument("--epochs", type=int, default=2)
-    args = p.parse_args()
     import jax
 
     import jaxpipe
 
-    path = args.spec
-    if path is None:
-        path = os.path.join(tempfile.mkdtemp(), "spec.toml")
-        with open(path, "w") as f:
-            f.write(DEFAULT)
-    spec = jaxpipe.load_spec(path, [f"training.epochs={args.epochs}", *args.set])
-    device = jax.devices()[0]
+    runmod = importlib.import_module("jaxpipe.run")
+    from jaxpipe.spec import parse_spec
+
+    sys.path.insert(0, os.path.join(ROOT, "benchmarks"))
+    from gpu_calibration import draw, spec_text
+
+    dev = jax.local_devices()[0]
+    marks = []
+
+    def mark(name: str) -> None:
+        s = dev.memory_stats() or {}
+        marks.append((name, s.get("bytes_in_use"), s.get("peak_bytes_in_use")))
+
+    def wrap(name: str):
+        fn = getattr(runmod, name)
+
+        def wrapped(*a, **k):
+            mark("before " + name)
+            r = fn(*a, **k)
+            jax.effects_barrier()
+            mark("after " + name)
+            return r
+
+        setattr(runmod, name, wrapped)
+
+    for name in (
+        "place_data",
+        "preprocess_data",
+        "compile_programs",
+        "train",
+        "_save",
+        "save_predictor",
+        "save_trace_rows",
+        "_report_checkpoints",
+    ):
+        wrap(name)
+    cfg = draw(i, 0, False)
+    jaxpipe.run(parse_spec(spec_text(cfg)), out=out)
+    mark("end")
+    print(json.dumps({"i": i, "config": cfg, "marks": marks}))
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--configs", type=int, nargs="+", default=[4, 16, 19, 20, 22])
+    ap.add_argument("--out", default=os.environ.get("OUT", "/tmp/stage_peaks"))
+    ap.add_argument("--child", type=int)
+    a = ap.parse_args()
+    if a.child is not None:
+        child(a.child, a.out)
+        return
+    env = os.environ | {"XLA_PYTHON_CLIENT_PREALLOCATE": "false", "PYTHONPATH": ROOT}
+    procs = [
+        subprocess.Popen(
+            [
+                sys.executable,
+                __file__,
+                "--child",
+                str(i),
+                "--out",
+                os.path.join(a.out, "runs", str(i)),
+            ],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=env,
+        )
+        for i in a.configs
+    ]
     mib = 2**20
-
-    def point(what: str) -> None:
-        stats = device.memory_stats() or {}
-        row = {"at": what, "live_mib": round(_live(device) / mib, 2)}
-        for k in ("bytes_in_use", "peak_bytes_in_use"):
-            if k in stats:
-                row[k.replace("bytes", "mib")] = round(stats[k] / mib, 2)
-        print(json.dumps(row), flush=True)
-
-    class Watch:
-        def on_plan(self, plan):
-            b = {k: round(v / mib, 2) for k, v in plan.breakdown.items()}
-            print(json.dumps({"plan_mib": round(plan.per_device_bytes / mib, 2), "breakdown": b}))
-
-        def on_stage(self, stage):
-            point(f"stage {stage.name}")
-
-        def on_epoch(self, row, epochs):
-            point(f"epoch {row['epoch']}")
-
-    point("start")
-    with tempfile.TemporaryDirectory() as out:
-        result = jaxpipe.run(spec, out=os.path.join(out, "run"), callbacks=[Watch()], verbose=False)
-    plan = result.summary["plan"]
-    keys = ("per_device_bytes", "measured_peak_bytes", "donated")
-    print(json.dumps({"summary": {k: plan.get(k) for k in keys}, "device": device.device_kind}))
+    os.makedirs(a.out, exist_ok=True)
+    with open(os.path.join(a.out, "stage_peaks.jsonl"), "w") as f:
+        for p in procs:
+            o, e = p.communicate(timeout=300)
+            if p.returncode:
+                print("failed:", e.strip().splitlines()[-1:])
+                continue
+            row = json.loads(o.strip().splitlines()[-1])
+            f.write(json.dumps(row) + "\n")
+            print(
+                f"config {row['i']}: {row['config']['hidden']} {row['config']['optimizer']} "
+                f"{row['config']['precision']} batch {row['config']['batch']}"
+            )
+            for name, use, peak in row["marks"]:
+                u = f"{use / mib:8.1f}" if use is not None else "     n/a"
+                pk = f"{peak / mib:8.1f}" if peak is not None else "     n/a"
+                print(f"   {name:32} in use {u} MiB  peak {pk} MiB")
 
 
 if __name__ == "__main__":
