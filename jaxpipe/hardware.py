@@ -208,7 +208,9 @@ class PoolRule:
         if self.allocator == "platform":
             notes = ["XLA_PYTHON_CLIENT_ALLOCATOR=platform: no pool, the whole card (slow)"]
         elif not self.preallocate:
-            notes.append("not preallocated: other processes' use of the card counts too")
+            # Measured on an H200 (benchmarks/RESULTS.md): the data set took 1.74x its
+            # bytes in regions grown on demand; the estimate assumes one pool.
+            notes.append("not preallocated: other processes count too; growth rounds buffers up")
         return "; ".join(notes)
 
 
