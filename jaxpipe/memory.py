@@ -329,7 +329,10 @@ def _activations(
     # temporaries fit in what the reduction leaves behind.
     if d > 1 and not strategy.startswith("fsdp"):
         update = max(update, p_bytes)
-    peak = backward_peak(acts, layer_grads, units, shapes.outputs == 1, update, copies)
+    # LayerNorm's two broadcast statistics, which XLA fuses away in small layers.
+    fused = 2.0 if any(n.startswith("norm_") for n in params) else 0.0
+    narrow = shapes.outputs == 1
+    peak = backward_peak(acts, layer_grads, units, narrow, update, copies, fused)
     # The gathered batch and the logits with their gradient live through the whole step.
     return peak - p_bytes + b * (shapes.features * 4 + 2 * shapes.outputs * 4)
 

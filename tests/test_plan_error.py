@@ -8,8 +8,7 @@ plan must say so, which the second test holds. Shapes come from small buckets (o
 compile each, ~1-3 s), sized so that activations, weights and optimizer state all weigh
 in the figure; the full table is `python benchmarks/plan_error.py`."""
 
-import pytest
-from hypothesis import Phase, given, settings
+from hypothesis import Phase, example, given, settings
 from hypothesis import strategies as st
 
 import jaxpipe
@@ -28,9 +27,8 @@ LAYOUTS = [
     ("tensor", {"model": 2}),
     ("tensor", {"model": 4}),
     ("data+tensor", {"data": 2, "model": 2}),
+    ("data+tensor", {"data": 4, "model": 2}),
 ]
-# data+tensor over 4 × 2 is left out of the draws: with a per-device batch of 16 the
-# estimate runs up to +22 % (a known miss below, kept as a strict xfail).
 
 
 def _spec(hidden, batch, activation, opt, task, dropout, layer_norm, precision):
@@ -57,10 +55,30 @@ precision = "{precision}"
     )
 
 
+# Misses random draws once found at small per-device batches (+22 % and +21 % before the
+# estimate counted LayerNorm's statistics that XLA fuses away in small layers and the
+# buffers a hidden layer frees before its weight gradient is written, see
+# residuals.backward_peak), held as explicit examples of the property below.
+DATA_8, DATA_TENSOR_4X2 = ("data", {"data": 8}), ("data+tensor", {"data": 4, "model": 2})
+FOUND = [
+    # 16 rows per device.
+    ([256], 64, "relu", "rmsprop", "classification", 0.0, True, "float32", DATA_TENSOR_4X2),
+    # 32 rows per device, SGD (no optimizer state).
+    ([128, 256], 256, "sigmoid", "sgd", "regression", 0.0, True, "float32", DATA_8),
+]
+NAMES = ["hidden", "batch", "activation", "opt", "task", "dropout", "layer_norm", "precision"]
+
+
+def _with_found(test):
+    for args in FOUND:
+        test = example(**dict(zip([*NAMES, "layout"], args)))(test)
+    return test
+
+
 # No shrinking: each example is a compile, and a failure's draw is printed as it is.
-# Derandomized: the suite runs the same 6 draws every time. Random draws also found the
-# known misses below (kept as strict xfails): the property does not hold everywhere yet.
+# Derandomized: the suite runs the same draws every time, after the FOUND examples.
 @settings(max_examples=8, derandomize=True, phases=[Phase.explicit, Phase.reuse, Phase.generate])
+@_with_found
 @given(
     hidden=st.sampled_from([[256], [128, 256], [256, 64, 128]]),
     batch=st.sampled_from([64, 256]),
@@ -84,32 +102,6 @@ def test_closed_form_within_10_percent_of_xla(
     compiled = verify.compile_layout(spec, shapes, abstract, strategy, mesh)
     xla = verify.xla_figures(compiled, shapes)["total_with_validation"]
     assert abs(est.total / xla - 1) <= 0.10, (est.total / xla - 1, est.breakdown, xla)
-
-
-KNOWN_MISSES = [
-    # data+tensor 4×2 at a per-device batch of 16: +22 %.
-    (
-        ([256], 64, "relu", "rmsprop", "classification", 0.0, True, "float32"),
-        "data+tensor",
-        {"data": 4, "model": 2},
-    ),
-    # data × 8 with SGD (no optimizer state), LayerNorm: +21 %; XLA does not seem to hold
-    # the all-reduced gradients beside the local ones, as the estimate assumes.
-    (([128, 256], 256, "sigmoid", "sgd", "regression", 0.0, True, "float32"), "data", {"data": 8}),
-]
-
-
-@pytest.mark.xfail(strict=True, reason="known misses of the closed form (cause not pinned down)")
-@pytest.mark.parametrize("args, strategy, mesh", KNOWN_MISSES)
-def test_known_misses(args, strategy, mesh):
-    spec = _spec(*args)
-    shapes = planner.data_shapes(spec)
-    abstract = memory.abstract_state(spec, shapes)
-    fit = xlafit.fit(spec, shapes, abstract, args[1])
-    est = memory.estimate(spec, shapes, abstract, strategy, mesh, scale=fit.scale)
-    compiled = verify.compile_layout(spec, shapes, abstract, strategy, mesh)
-    xla = verify.xla_figures(compiled, shapes)["total_with_validation"]
-    assert abs(est.total / xla - 1) <= 0.10, est.total / xla - 1
 
 
 def test_plan_says_which_figures_are_not_held_to_xla(write_spec):
