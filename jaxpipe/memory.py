@@ -301,6 +301,7 @@ def _activations(
     b: int,
     dm: tuple[int, int],
     state: tuple[int, int, int],
+    dropout: bool = False,
 ) -> int:
     """The backward pass's peak beyond the gradients, with the batch and the logits, for a
     per-device batch of `b` rows on a (data, model) = `dm` mesh; `state`: the local
@@ -329,10 +330,11 @@ def _activations(
     # temporaries fit in what the reduction leaves behind.
     if d > 1 and not strategy.startswith("fsdp"):
         update = max(update, p_bytes)
-    # LayerNorm's two broadcast statistics, which XLA fuses away in small layers.
+    # LayerNorm's two broadcast statistics, which XLA fuses away in small layers; dropout's
+    # two counters per layer, which it hoists out of the epoch's loop.
     fused = 2.0 if any(n.startswith("norm_") for n in params) else 0.0
     narrow = shapes.outputs == 1
-    peak = backward_peak(acts, layer_grads, units, narrow, update, copies, fused)
+    peak = backward_peak(acts, layer_grads, units, narrow, update, copies, fused, 2.0 * dropout)
     # The gathered batch and the logits with their gradient live through the whole step.
     return peak - p_bytes + b * (shapes.features * 4 + 2 * shapes.outputs * 4)
 
@@ -363,7 +365,9 @@ def estimate(
     units = tuple(u * scale for u in _units(spec, table))
     copies = p_bytes * it // 4 if it < 4 else 0  # compute-dtype copies of the weights
     state = (p_bytes, largest, copies)
-    activations = _activations(shapes, abstract, pspecs, strategy, units, hidden, b, (d, m), state)
+    activations = _activations(
+        shapes, abstract, pspecs, strategy, units, hidden, b, (d, m), state, spec.model.dropout > 0
+    )
     data = (shapes.train_rows + shapes.val_rows) * (shapes.features + 1) * 4
     workspace = _workspace(shapes, abstract, pspecs, strategy, batch, d, m, p_bytes, it)
     breakdown = {

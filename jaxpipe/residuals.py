@@ -121,6 +121,7 @@ def backward_peak(
     update: int = 0,
     during: int = 0,
     small: float = 0.0,
+    hoisted: float = 0.0,
 ) -> int:
     """Bytes live at the backward pass's peak: activations and the gradients so far.
 
@@ -135,17 +136,24 @@ def backward_peak(
     before the update (bfloat16 copies of the weights). The output layer itself holds
     three (logits, their gradient, the outgoing gradient). `small`: units a hidden layer
     whose buffer is under `SMALL_BYTES` keeps and holds fewer (LayerNorm's statistics).
+    `hoisted`: units per hidden layer live through the whole step, above the layer being
+    differentiated and through the update too (dropout's random-bit counters: two uint32
+    [batch, width] per layer, loop-invariant, so XLA computes them once per epoch).
     """
     kept, held, held_narrow = units
-    peaks = [sum(grads) + update]
-    below, above = 0.0, sum(grads)  # running sums: O(layers), not O(layers²)
     last = len(acts) - 1
+    # Hoisted buffers of the hidden layers not yet differentiated (the table's units
+    # count those of the layers below and of the layer itself).
+    later = hoisted * sum(acts[:last])
+    peaks = [sum(grads) + update + int(later)]
+    below, above = 0.0, sum(grads)  # running sums: O(layers), not O(layers²)
     for i, a in enumerate(acts):
         above -= grads[i]
+        later -= hoisted * a if i != last else 0.0
         h = 3.0 if i == last else held_narrow if narrow and i == last - 1 else held
         fewer = small if i != last and a < SMALL_BYTES else 0.0
         here = max((h - fewer) * a, _writing(acts, i, h, grads[i]))
-        peaks.append(int(below + here) + above + during)
+        peaks.append(int(below + here + later) + above + during)
         below += (kept - fewer) * a
     return max(peaks)
 
