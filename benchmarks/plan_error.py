@@ -99,9 +99,10 @@ def main() -> None:
             or memory.tensor_divides(tuple(spec.model.hidden), m.get("model", 1))
         ]
         xla = verify.measure(spec, shapes, layouts)
-        scale = xlafit.fit(spec, shapes, abstract, spec.training.batch_size).scale
+        fit = xlafit.fit(spec, shapes, abstract, spec.training.batch_size)
         cells = []
         for (s, m), x in zip(layouts, xla):
+            scale = fit.for_layout(spec.model.hidden, s, m)
             est = memory.estimate(spec, shapes, abstract, s, m, scale=scale).total
             err = est / x["total_with_validation"] - 1
             errors.append((s, err))

@@ -95,15 +95,16 @@ class Search:
         """The best mesh of `n` devices for `strategy` (least bytes per device), or None."""
         key = (strategy, n)
         if key not in self._memo:
+            hidden = self.spec.model.hidden
             ests = [
                 estimate(
                     self.spec,
                     self.shapes,
                     self.abstract,
                     strategy,
-                    mesh_for(strategy, d, m),
+                    mesh := mesh_for(strategy, d, m),
                     self.batch,
-                    scale=self.fit.scale,
+                    scale=self.fit.for_layout(hidden, strategy, mesh),
                 )
                 for d, m in self.meshes(strategy, n)
             ]

@@ -5,13 +5,26 @@ shifts with the sizes (a LayerNorm or dropout layer keeps less when the weights 
 large as the activations), so the measured table (`residuals.py`) alone can be tens of
 percent off. The planner therefore compiles the run's one-device epoch for abstract
 inputs (nothing is allocated; ~1-3 s) and scales the table's per-layer units until the
-closed form gives XLA's figure; every layout is then estimated with that scale. Past
-`MAX_LAYERS` hidden layers the compile would take longer than the plan should, so the
-closed form stands alone and the plan says so.
+closed form gives XLA's figure. Past `MAX_LAYERS` hidden layers the compile would take
+longer than the plan should, so the closed form stands alone and the plan says so.
+
+Where the scale goes (`Fit.for_layout`), as measured over 42 random small
+configurations x 7 layouts (`benchmarks/plan_hunt.py`): below 1 (the table over-counts:
+LayerNorm, bfloat16) it holds in every layout alike. Above 1 part of it is the
+one-device program's heap slack, not per-layer bytes (XLA:CPU's temp heap outgrows its
+live peak: 743 KiB for 609 KiB on [128, 256] with dropout at batch 64). Data parallel
+runs the same program on fewer rows, and the scaled units carry there. On a model axis
+only the column-parallel layers run the one-device program (at width / m); a
+row-parallel layer's output comes whole out of an all-reduce, and carrying the excess
+there put tensor x 4 up to +15 % over XLA. So the excess is carried in proportion to the
+column-parallel share of the hidden width (4 pairs over 10 % -> 1; the one left,
+[256, 64, 128] with dropout under tensor x 4 at -10.7 %, is the table's dropout units,
+-16 % before any fit).
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any, NamedTuple
 
 import jax
@@ -22,7 +35,7 @@ from jaxpipe.model import make_model
 from jaxpipe.spec import Spec
 from jaxpipe.step import TrainState, make_epoch, make_task_steps
 
-__all__ = ["Fit", "fit", "single_program_bytes", "MAX_LAYERS"]
+__all__ = ["Fit", "fit", "single_program_bytes", "carried_scale", "MAX_LAYERS"]
 
 MAX_LAYERS = 32
 _FITS: dict[tuple, Fit] = {}
@@ -39,6 +52,22 @@ class Fit(NamedTuple):
 
     def to_json(self) -> dict[str, Any]:
         return self._asdict()
+
+    def for_layout(self, hidden: Sequence[int], strategy: str, mesh: dict[str, int]) -> float:
+        """The scale to estimate `strategy` on `mesh` with (`carried_scale`)."""
+        return carried_scale(self.scale, hidden, strategy, mesh)
+
+
+def carried_scale(
+    scale: float, hidden: Sequence[int], strategy: str, mesh: dict[str, int]
+) -> float:
+    """The one-device `scale` as carried to a layout: whole, except an excess over 1 on a
+    model axis, which only the column-parallel layers (hidden_0, hidden_2, ...) carry, in
+    proportion to their share of the hidden width (the module's docstring says why)."""
+    if scale <= 1.0 or "tensor" not in strategy or mesh.get("model", 1) <= 1 or not hidden:
+        return scale
+    column = sum(hidden[::2]) / sum(hidden)
+    return scale if column >= 1.0 else 1.0 + (scale - 1.0) * column
 
 
 def single_program_bytes(spec: Spec, shapes: Shapes, abstract: Abstract, batch: int) -> int:

@@ -60,11 +60,15 @@ precision = "{precision}"
 # buffers a hidden layer frees before its weight gradient is written, see
 # residuals.backward_peak), held as explicit examples of the property below.
 DATA_8, DATA_TENSOR_4X2 = ("data", {"data": 8}), ("data+tensor", {"data": 4, "model": 2})
+TENSOR_4 = ("tensor", {"model": 4})
 FOUND = [
     # 16 rows per device.
     ([256], 64, "relu", "rmsprop", "classification", 0.0, True, "float32", DATA_TENSOR_4X2),
     # 32 rows per device, SGD (no optimizer state).
     ([128, 256], 256, "sigmoid", "sgd", "regression", 0.0, True, "float32", DATA_8),
+    # +15 % before the one-device fit's excess over 1 was carried to a model axis only by
+    # the column-parallel layers (xlafit.carried_scale): the single program's heap slack.
+    ([128, 256], 64, "sigmoid", "adafactor", "classification", 0.2, False, "float32", TENSOR_4),
 ]
 NAMES = ["hidden", "batch", "activation", "opt", "task", "dropout", "layer_norm", "precision"]
 
@@ -98,7 +102,8 @@ def test_closed_form_within_10_percent_of_xla(
     shapes = planner.data_shapes(spec)
     abstract = memory.abstract_state(spec, shapes)
     fit = xlafit.fit(spec, shapes, abstract, batch)
-    est = memory.estimate(spec, shapes, abstract, strategy, mesh, scale=fit.scale)
+    scale = fit.for_layout(hidden, strategy, mesh)
+    est = memory.estimate(spec, shapes, abstract, strategy, mesh, scale=scale)
     compiled = verify.compile_layout(spec, shapes, abstract, strategy, mesh)
     xla = verify.xla_figures(compiled, shapes)["total_with_validation"]
     assert abs(est.total / xla - 1) <= 0.10, (est.total / xla - 1, est.breakdown, xla)
