@@ -15,9 +15,11 @@ to its stored one-device figure (`xlafit.fit`, the compile stubbed out) and prin
 estimate's error against every stored layout figure: the misses over 10 %, worst first,
 then the counts. Pure arithmetic: ~20 s for 294 pairs.
 
-benchmarks/plan_hunt.jsonl holds 42 configurations (seeds 1 and 2, jax 0.10.2,
-XLA:CPU), collected while fixing the small-batch misses and the fit's carry into tensor
-layouts (issue 12; the counts are in CHANGELOG.md).
+benchmarks/plan_hunt.jsonl holds 52 configurations (jax 0.10.2, XLA:CPU): seeds 1
+(30) and 2 (12), collected while fixing the small-batch misses and used to choose how
+the one-device fit is carried into tensor layouts (xlafit.carried_scale), then seed 3
+(10), collected after that rule was chosen, as a held-out check (issue 12; the counts
+are in CHANGELOG.md).
 """
 
 from __future__ import annotations

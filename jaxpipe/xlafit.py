@@ -17,7 +17,8 @@ runs the same program on fewer rows, and the scaled units carry there. On a mode
 only the column-parallel layers run the one-device program (at width / m); a
 row-parallel layer's output comes whole out of an all-reduce, and carrying the excess
 there put tensor x 4 up to +15 % over XLA. So the excess is carried in proportion to the
-column-parallel share of the hidden width (4 pairs over 10 % -> 1; the one left,
+column-parallel share of the hidden width (4 pairs over 10 % -> 1, and 2 -> 0 on 10
+configurations drawn after the rule was chosen; the one left,
 [256, 64, 128] with dropout under tensor x 4 at -10.7 %, is the table's dropout units,
 -16 % before any fit).
 """
