@@ -16,7 +16,9 @@ Strategies (names used in specs, plans and summaries):
 
 The per-leaf rules are the planner's (`memory.partition_specs`), so what is estimated is
 what is placed.
-- ``data+tensor`` / ``fsdp+tensor``: both, on a ``data`` × ``model`` mesh.
+- ``data+tensor`` / ``fsdp+tensor``: both, on a ``data`` × ``model`` mesh. Under
+  fsdp+tensor each Dense matmul is one shard_map manual over both axes (`ModelHooks`):
+  the kernel's ``model`` shard gathered over ``data``, the Megatron sums explicit.
 
 The device-resident data set is replicated on every device (tabular sets are small next to
 the activations they feed); batches are gathered from it and constrained to the batch
@@ -171,54 +173,72 @@ class ModelHooks:
         return jax.lax.with_sharding_constraint(x, NamedSharding(self.mesh, spec))
 
     def dense(self, name: str) -> dict[str, Any]:
-        # fsdp+tensor leaves the gather to the compiler: XLA:CPU (jax 0.10.2) CHECK-fails
-        # ("Invalid binary instruction opcode copy") on the partial-manual shard_map
-        # gather with a bfloat16 model next to an auto ``model`` axis.
-        if self.strategy != "fsdp":
+        if not self.strategy.startswith("fsdp"):
             return {}
         return {"dot_general": self._dot(name)}
 
     def _dot(self, name: str) -> Callable[..., jax.Array]:
-        """x @ kernel with the kernel all-gathered along ``data`` inside a shard_map over
-        ``data`` (the ``model`` axis, if any, stays with the compiler); see `_gathered_dot`."""
+        """x @ kernel inside a shard_map: the kernel all-gathered along ``data`` (see
+        `_gathered_dot`). Under fsdp+tensor the shard_map is manual over both axes (a
+        partial-manual one CHECK-failed in XLA:CPU, jax 0.10.2, with bfloat16 beside an
+        auto ``model`` axis), so the Megatron split is explicit too: a column-parallel
+        kernel [in, out/M] takes x whole over ``model`` and gives out/M columns; a
+        row-parallel one [in/M, out] takes in/M columns and sums its partial product
+        over ``model``."""
 
         def dot_general(x: jax.Array, k: jax.Array, dims: Any, **kw: Any) -> jax.Array:
-            spec = memory.leaf_spec(
-                name, "kernel", k.shape, self.n_hidden, self.strategy, self.mesh.shape
+            spec = tuple(
+                memory.leaf_spec(
+                    name, "kernel", k.shape, self.n_hidden, self.strategy, self.mesh.shape
+                )
             )
-            if "data" not in spec or x.ndim != 2 or x.shape[0] % self.mesh.shape["data"]:
+            two_d = self.strategy == "fsdp+tensor"
+            if (
+                ("data" not in spec and not two_d)
+                or x.ndim != 2
+                or x.shape[0] % self.mesh.shape["data"]
+            ):
                 # init's one-row example; the epoch's batches are padded to divide.
                 return jax.lax.dot_general(x, k, dims, **kw)
-            dim = tuple(spec).index("data")
-            rows = PartitionSpec("data", None)
+            dim = spec.index("data") if "data" in spec else None
+            row, column = spec[0] == "model", spec[1] == "model"
+            fn = _gathered_dot(dim, kw.get("precision"), row, column)
             return jax.shard_map(
-                _gathered_dot(dim, kw.get("precision")),
+                fn,
                 mesh=self.mesh,
-                in_specs=(rows, PartitionSpec(*[a if a == "data" else None for a in spec])),
-                out_specs=rows,
-                axis_names={"data"},
+                in_specs=(PartitionSpec("data", "model" if row else None), PartitionSpec(*spec)),
+                out_specs=PartitionSpec("data", "model" if column else None),
+                axis_names=set(self.mesh.axis_names),
             )(x, k)
 
         return dot_general
 
 
-def _gathered_dot(dim: int, precision: Any) -> Callable[[jax.Array, jax.Array], jax.Array]:
+def _gathered_dot(
+    dim: int | None, precision: Any, row: bool = False, column: bool = False
+) -> Callable[[jax.Array, jax.Array], jax.Array]:
     """ZeRO-3's matmul on one device's rows x: [b, in] and kernel shard k, gathered along
-    `dim` over ``data``. The gathered kernel is not kept for the backward pass: it is
-    gathered again there, after the incoming gradient exists (tied to it, or XLA would
-    merge the two gathers and hold every layer's whole kernel from the forward pass on),
-    and the kernel's gradient leaves as a reduce-scatter, so it is never whole for long."""
+    `dim` over ``data`` (None: the kernel is not split over ``data``). The gathered
+    kernel is not kept for the backward pass: it is gathered again there, after the
+    incoming gradient exists (tied to it, or XLA would merge the two gathers and hold
+    every layer's whole kernel from the forward pass on), and the kernel's gradient
+    leaves as a reduce-scatter, so it is never whole for long. `row`: a row-parallel
+    kernel (its partial product is summed over ``model``); `column`: a column-parallel
+    one (the input's gradient is summed over ``model``)."""
 
     def gather(k: jax.Array, after: jax.Array) -> jax.Array:
         # k + 0 × (an element of `after`): XLA does not fold a float multiply by zero
         # (NaN), so the gather cannot be scheduled before `after` exists, and the
         # backward pass's gather is not merged with the forward pass's.
+        if dim is None:
+            return k
         k = k + (after[0, 0] * 0).astype(k.dtype)
         return jax.lax.all_gather(k, "data", axis=dim, tiled=True)
 
     @jax.custom_vjp
     def dot(x: jax.Array, k: jax.Array) -> jax.Array:
-        return jnp.dot(x, gather(k, x), precision=precision)
+        y = jnp.dot(x, gather(k, x), precision=precision)
+        return jax.lax.psum(y, "model") if row else y
 
     def forward(x: jax.Array, k: jax.Array) -> tuple[jax.Array, tuple[jax.Array, jax.Array]]:
         return dot(x, k), (x, k)
@@ -228,6 +248,10 @@ def _gathered_dot(dim: int, precision: Any) -> Callable[[jax.Array, jax.Array], 
         w = gather(k, dy)
         dx = jnp.dot(dy, w.T, precision=precision).astype(x.dtype)
         dw = jnp.dot(x.T, dy, precision=precision).astype(k.dtype)
+        if column:
+            dx = jax.lax.psum(dx, "model")
+        if dim is None:
+            return dx, jax.lax.psum(dw, "data")
         return dx, jax.lax.psum_scatter(dw, "data", scatter_dimension=dim, tiled=True)
 
     dot.defvjp(forward, backward)

@@ -77,6 +77,62 @@ def test_fsdp_per_device_bytes_fall_with_the_device_count(compiled):
         assert figures["temp"] < out[1][0]["temp"] + 2.5 * kernel, n
 
 
+@pytest.fixture(scope="module")
+def compiled_2d():
+    """fsdp+tensor on 2 × 2 and 4 × 2, beside tensor over 2 (the same model split)."""
+    spec = parse_spec(SPEC)
+    shapes = planner.data_shapes(spec)
+    abstract = memory.abstract_state(spec, shapes)
+    out = {}
+    for d in (1, 2, 4):
+        strategy, mesh = (
+            ("tensor", {"model": 2}) if d == 1 else ("fsdp+tensor", {"data": d, "model": 2})
+        )
+        c = verify.compile_layout(spec, shapes, abstract, strategy, mesh)
+        out[d] = (verify.xla_figures(c, shapes), verify.collectives(c))
+    return shapes, abstract, out
+
+
+@pytest.mark.parametrize("d", [2, 4])
+def test_fsdp_tensor_gathers_model_shards_and_reduce_scatters_their_gradients(compiled_2d, d):
+    _, abstract, out = compiled_2d
+    _, found = out[d]
+    specs = memory.partition_specs(abstract.params, "tensor", {"model": 2})
+    shards = {
+        f"f32{[n // (2 if a else 1) for n, a in zip(leaf.shape, spec)]}".replace(" ", "")
+        for leaf, spec in zip(_leaves(abstract.params), _leaves_specs(specs))
+    }
+    # Every all-gather is of a parameter's ``model`` shard, whole over ``data``: the
+    # weights are gathered, never the activations or the batch.
+    assert found["all-gather"] and set(found["all-gather"]) <= shards, found["all-gather"]
+    assert {"f32[512,256]", "f32[256,512]"} <= set(found["all-gather"])
+    # The kernels' gradients leave as reduce-scatters of their (data, model) shards.
+    scattered = {f"f32[256,{512 // d}]", f"f32[{512 // d},256]"}  # row-, column-parallel
+    assert scattered <= set(found["reduce-scatter"]), found["reduce-scatter"]
+    # The only all-reduces are Megatron's, of activations over ``model`` (rows = the
+    # per-device batch), and scalars: never a gradient.
+    rows = f"f32[{32 // d},"
+    assert all(s in ("f32[]", "tuple") or s.startswith(rows) for s in found["all-reduce"]), found
+
+
+def test_fsdp_tensor_per_device_bytes_fall_with_the_data_axis(compiled_2d):
+    shapes, abstract, out = compiled_2d
+    totals = [out[d][0]["total_with_validation"] for d in (1, 2, 4)]
+    assert totals == sorted(totals, reverse=True) and len(set(totals)) == 3, totals
+    state = sum(math.prod(a.shape) * 4 for a in _leaves((abstract.params, abstract.opt_state)))
+    data = (shapes.train_rows + shapes.val_rows) * (shapes.features + 1) * 4
+    for d in (2, 4):
+        # The state is split d × 2 ways (small leaves that do not divide stay whole).
+        resident = out[d][0]["argument"] - data
+        assert resident == pytest.approx(state / (2 * d), rel=0.03), d
+
+
+def _leaves_specs(specs):
+    from jax.sharding import PartitionSpec
+
+    return jax.tree.leaves(specs, is_leaf=lambda x: isinstance(x, PartitionSpec))
+
+
 def test_a_child_process_compiles_what_this_process_compiles(compiled):
     spec, shapes, _, out = compiled
     here, child = out[4][0], verify._measure_child(spec, shapes, [("fsdp", {"data": 4})], 4)[0]
