@@ -1,14 +1,13 @@
-"""The planner's error table: drawn MLPs × strategies, the estimate `jaxpipe plan` quotes
-without --verify (the closed form, its per-layer units fitted to XLA's one-device compile:
-jaxpipe/xlafit.py) beside XLA's compiled per-device figure (XLA:CPU, simulated host
-devices). Columns marked † are the strategies the plan flags as not held to XLA
-(search.UNVERIFIED).
+"""The planner's error table: drawn MLPs × strategies, the closed-form estimate (its
+per-layer units fitted to XLA's one-device compile: jaxpipe/xlafit.py) beside XLA's
+compiled per-device figure (XLA:CPU, simulated host devices). Columns marked † are the strategies whose closed form is not held to XLA
+(search.UNVERIFIED): `jaxpipe plan` compiles their layouts and quotes XLA's figure.
 
     python benchmarks/plan_error.py [--configs 12] [--seed 0] [--write]
 
 --write puts the table between the markers in benchmarks/RESULTS.md. Each config is
-compiled under single, data×2, fsdp×2/×4/×8, tensor×2, fsdp+tensor 2×2 and data+tensor
-2×2 in one child process with 8 simulated devices.
+compiled under single, data×2, fsdp×2/×4/×8, data×8, tensor×2, fsdp+tensor 2×2 and 4×2
+and data+tensor 2×2 in one child process with 8 simulated devices.
 """
 
 from __future__ import annotations
@@ -32,6 +31,7 @@ LAYOUTS = [
     ("data", {"data": 8}),
     ("tensor", {"model": 2}),
     ("fsdp+tensor", {"data": 2, "model": 2}),
+    ("fsdp+tensor", {"data": 4, "model": 2}),
     ("data+tensor", {"data": 2, "model": 2}),
 ]
 ACTIVATIONS = ["relu", "gelu", "silu", "tanh", "sigmoid", "elu", "leaky_relu", "softplus"]
@@ -156,7 +156,7 @@ def render(rows, errors, seconds, args) -> str:
         "",
         _summary(held, "Held layouts (single, data, tensor, data+tensor)"),
         "",
-        _summary(flagged, "† fsdp, fsdp+tensor (the plan marks them unverified)"),
+        _summary(flagged, "† fsdp, fsdp+tensor (not held: `jaxpipe plan` quotes XLA's figure)"),
     ]
     return "\n".join(out)
 

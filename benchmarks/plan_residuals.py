@@ -8,6 +8,9 @@ the depth-1 figure, less what the closed form puts outside the hidden layers, is
 holds at the layer it is differentiating (`held`).
 
     python benchmarks/plan_residuals.py > /tmp/table.py   # then paste into residuals.py
+
+`--fsdp`: the same under fsdp over 2 devices (the same batch per device), for
+jaxpipe/fsdpunits.py: FSDP's per-layer program (`sharding.ModelHooks`) keeps less.
 """
 
 from __future__ import annotations
@@ -22,6 +25,9 @@ WIDTH, BATCH = 256, 4096
 UNIT = WIDTH * BATCH * 4
 
 
+LAYOUT = ("single", {"data": 1})
+
+
 def _spec(act, dropout, ln, precision, task, depth):
     from jaxpipe.spec import parse_spec
 
@@ -29,7 +35,7 @@ def _spec(act, dropout, ln, precision, task, depth):
 [data]
 validation = 64
 [data.synthetic]
-rows = {2 * BATCH}
+rows = {2 * BATCH * LAYOUT[1]["data"]}
 features = 8
 classes = 2
 [model]
@@ -41,7 +47,7 @@ layer_norm = {str(ln).lower()}
 [optimizer]
 name = "sgd"
 [training]
-batch_size = {BATCH}
+batch_size = {BATCH * LAYOUT[1]["data"]}
 precision = "{precision}"
 """)
 
@@ -52,14 +58,20 @@ def _units(spec) -> tuple[float, float]:
 
     shapes = planner.data_shapes(spec)
     ab = memory.abstract_state(spec, shapes)
-    x = verify.xla_figures(verify.compile_layout(spec, shapes, ab, "single", {"data": 1}), shapes)
-    est = memory.estimate(spec, shapes, ab, "single", {"data": 1}, table={})
+    compiled = verify.compile_layout(spec, shapes, ab, *LAYOUT)
+    x = verify.xla_figures(compiled, shapes)
+    est = memory.estimate(spec, shapes, ab, *LAYOUT, table={})
     b = est.breakdown
     fixed = 2 * b["params"] + b["optimizer"] + b["data"]
     return (x["total_with_validation"] - fixed) / UNIT, (est.total - fixed) / UNIT
 
 
 def main() -> None:
+    global LAYOUT
+    if "--fsdp" in sys.argv[1:]:
+        LAYOUT = ("fsdp", {"data": 2})
+        flags = os.environ.get("XLA_FLAGS", "")
+        os.environ["XLA_FLAGS"] = f"{flags} --xla_force_host_platform_device_count=2".strip()
     from jaxpipe.model import ACTIVATION_FNS
 
     print("TABLE = {")

@@ -25,6 +25,7 @@ import jax.numpy as jnp
 import optax
 from jax.sharding import PartitionSpec
 
+from jaxpipe.fsdpunits import FSDP_TABLE, gathered_bytes
 from jaxpipe.planstate import Abstract, abstract_state, leaf_class, param_shapes
 from jaxpipe.residuals import backward_peak, residual_units
 from jaxpipe.spec import Spec
@@ -256,36 +257,34 @@ def _state_bytes(abstract: Abstract, pspecs: Any, mesh: dict[str, int]) -> tuple
     return p_bytes, o_bytes, largest
 
 
-def _workspace(
-    shapes: Shapes,
-    abstract: Abstract,
-    pspecs: Any,
-    strategy: str,
-    batch: int,
-    d: int,
-    m: int,
-    p_bytes: int,
-    it: int,
-) -> int:
-    """The epoch's index arrays, bf16 weight copies, and FSDP's gathered layer (per
-    device). Data parallel's all-reduce buffer is part of the backward peak's last point."""
-    params = abstract.params
+def _workspace(shapes: Shapes, batch: int) -> int:
+    """The epoch's index arrays (per device). Data parallel's all-reduce buffer is part of
+    the backward peak's last point, FSDP's gathered layer of the point of its layer."""
     steps = -(-shapes.train_rows // batch)
-    workspace = shapes.train_rows * 4 + 2 * steps * batch * 4 + 28  # perm, idx, weight, scalars
-    if strategy.startswith("fsdp") and d > 1:
-        # One layer whole at a time: its gathered kernel (compute dtype) and its gradient
-        # before the reduce-scatter (see sharding.ModelHooks).
-        layer_bytes = max(
-            sum(_local_bytes(leaf, s, {MODEL: m}) for leaf, s in zip(layer.values(), ls.values()))
-            for layer, ls in zip(params.values(), pspecs.values())
+    return shapes.train_rows * 4 + 2 * steps * batch * 4 + 28  # perm, idx, weight, scalars
+
+
+def _gathered(params: Any, pspecs: Any, strategy: str, m: int, it: int) -> list[int]:
+    """FSDP's whole-layer buffers while each layer (hidden..., output) is differentiated
+    (sharding.ModelHooks; fsdpunits.gathered_bytes): the layer whole over ``data``."""
+    return [
+        gathered_bytes(
+            sum(
+                _local_bytes(v, s, {MODEL: m})
+                for v, s in zip(params[n].values(), pspecs[n].values())
+            ),
+            "tensor" in strategy,
+            it,
         )
-        workspace += layer_bytes + layer_bytes * it // 4
-    return workspace
+        for n in [*_hidden_names(params), "output"]
+    ]
 
 
-def _units(spec: Spec, table: dict | None) -> tuple[float, float, float]:
-    """What each layer keeps for the backward pass, measured from XLA (residuals.py)."""
+def _units(spec: Spec, table: dict | None, fsdp: bool = False) -> tuple[float, float, float]:
+    """What each layer keeps for the backward pass, measured from XLA (residuals.py; under
+    FSDP's per-layer program, fsdpunits.py)."""
     mc = spec.model
+    table = FSDP_TABLE if fsdp and table is None else table
     return residual_units(
         mc.activation, mc.dropout > 0, mc.layer_norm, spec.training.precision, table
     )
@@ -302,11 +301,12 @@ def _activations(
     dm: tuple[int, int],
     state: tuple[int, int, int],
     dropout: bool = False,
+    gathered: list[int] | None = None,
 ) -> int:
     """The backward pass's peak beyond the gradients, with the batch and the logits, for a
     per-device batch of `b` rows on a (data, model) = `dm` mesh; `state`: the local
     parameter bytes, the largest local leaf's, and the bfloat16 copies of the weights
-    (live through the passes, not through the update)."""
+    (live through the passes, not through the update); `gathered`: FSDP's per layer."""
     d, m = dm
     mesh = {DATA: d, MODEL: m}
     params = abstract.params
@@ -334,7 +334,9 @@ def _activations(
     # two counters per layer, which it hoists out of the epoch's loop.
     fused = 2.0 if any(n.startswith("norm_") for n in params) else 0.0
     narrow = shapes.outputs == 1
-    peak = backward_peak(acts, layer_grads, units, narrow, update, copies, fused, 2.0 * dropout)
+    peak = backward_peak(
+        acts, layer_grads, units, narrow, update, copies, fused, 2.0 * dropout, gathered
+    )
     # The gathered batch and the logits with their gradient live through the whole step.
     return peak - p_bytes + b * (shapes.features * 4 + 2 * shapes.outputs * 4)
 
@@ -362,14 +364,17 @@ def estimate(
     it = jnp.dtype(compute_dtype(spec)).itemsize
     hidden = tuple(spec.model.hidden)
     b = -(-batch // d)
-    units = tuple(u * scale for u in _units(spec, table))
+    fsdp = strategy.startswith("fsdp") and d > 1
+    units = tuple(u * scale for u in _units(spec, table, fsdp))
     copies = p_bytes * it // 4 if it < 4 else 0  # compute-dtype copies of the weights
     state = (p_bytes, largest, copies)
-    activations = _activations(
-        shapes, abstract, pspecs, strategy, units, hidden, b, (d, m), state, spec.model.dropout > 0
-    )
+    args = (shapes, abstract, pspecs, strategy, units, hidden, b, (d, m), state)
+    activations = _activations(*args, spec.model.dropout > 0)
     data = (shapes.train_rows + shapes.val_rows) * (shapes.features + 1) * 4
-    workspace = _workspace(shapes, abstract, pspecs, strategy, batch, d, m, p_bytes, it)
+    workspace = _workspace(shapes, batch)
+    if fsdp:  # what FSDP's gathered layers add to the peak, wherever it falls
+        gathered = _gathered(params, pspecs, strategy, m, it)
+        workspace += _activations(*args, spec.model.dropout > 0, gathered) - activations
     breakdown = {
         "params": p_bytes,
         "gradients": p_bytes,

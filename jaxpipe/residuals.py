@@ -122,6 +122,7 @@ def backward_peak(
     during: int = 0,
     small: float = 0.0,
     hoisted: float = 0.0,
+    gathered: list[int] | None = None,
 ) -> int:
     """Bytes live at the backward pass's peak: activations and the gradients so far.
 
@@ -139,6 +140,8 @@ def backward_peak(
     `hoisted`: units per hidden layer live through the whole step, above the layer being
     differentiated and through the update too (dropout's random-bit counters: two uint32
     [batch, width] per layer, loop-invariant, so XLA computes them once per epoch).
+    `gathered[l]`: bytes live only while layer l is differentiated (FSDP's gathered
+    kernel and its whole gradient, fsdpunits.py).
     """
     kept, held, held_narrow = units
     last = len(acts) - 1
@@ -153,7 +156,8 @@ def backward_peak(
         h = 3.0 if i == last else held_narrow if narrow and i == last - 1 else held
         fewer = small if i != last and a < SMALL_BYTES else 0.0
         here = max((h - fewer) * a, _writing(acts, i, h, grads[i]))
-        peaks.append(int(below + here + later) + above + during)
+        at = gathered[i] if gathered else 0  # FSDP: layer i's whole-layer buffers
+        peaks.append(int(below + here + later) + above + during + at)
         below += (kept - fewer) * a
     return max(peaks)
 

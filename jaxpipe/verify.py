@@ -26,6 +26,7 @@ from jaxpipe.memory import Abstract, Shapes, abstract_state, compute_dtype
 from jaxpipe.model import make_model
 from jaxpipe.plantypes import format_bytes
 from jaxpipe.spec import Spec, dump_spec, parse_spec
+from jaxpipe.xlafit import MAX_LAYERS
 
 __all__ = [
     "compile_layout",
@@ -33,6 +34,7 @@ __all__ = [
     "collectives",
     "measure",
     "verify_plan",
+    "settle",
     "MAX_COMPILE_DEVICES",
 ]
 
@@ -40,6 +42,9 @@ __all__ = [
 # but per-device bookkeeping grows); larger meshes are not compiled.
 MAX_COMPILE_DEVICES = 64
 CHILD_TIMEOUT_S = 600
+# `jaxpipe plan` (without --verify) compiles the layouts whose closed form is not held
+# (search.UNVERIFIED) within this bound; past it they keep the estimate, marked as such.
+SETTLE_TIMEOUT_S = 120
 
 
 def compile_layout(
@@ -125,7 +130,10 @@ def _measure_here(spec: Spec, shapes: Shapes, layouts: list[tuple[str, dict[str,
 
 
 def measure(
-    spec: Spec, shapes: Shapes, layouts: list[tuple[str, dict[str, int]]]
+    spec: Spec,
+    shapes: Shapes,
+    layouts: list[tuple[str, dict[str, int]]],
+    timeout_s: int = CHILD_TIMEOUT_S,
 ) -> list[dict[str, Any] | None]:
     """XLA's figures (`xla_figures`) for each (strategy, mesh); None for a mesh over
     `MAX_COMPILE_DEVICES`. Compiled here when this process has the devices (same
@@ -139,12 +147,14 @@ def measure(
     if need <= len(jax.devices()):
         got = _measure_here(spec, shapes, want)
     else:
-        got = _measure_child(spec, shapes, want, need)
+        got = _measure_child(spec, shapes, want, need, timeout_s)
     it = iter(got)
     return [next(it) if n <= MAX_COMPILE_DEVICES else None for n in sizes]
 
 
-def _measure_child(spec: Spec, shapes: Shapes, layouts: list, devices: int) -> list:
+def _measure_child(
+    spec: Spec, shapes: Shapes, layouts: list, devices: int, timeout_s: int = CHILD_TIMEOUT_S
+) -> list:
     env = dict(os.environ)
     flags = re.sub(r"--xla_force_host_platform_device_count=\d+", "", env.get("XLA_FLAGS", ""))
     env["XLA_FLAGS"] = f"{flags} --xla_force_host_platform_device_count={devices}".strip()
@@ -157,12 +167,12 @@ def _measure_child(spec: Spec, shapes: Shapes, layouts: list, devices: int) -> l
             capture_output=True,
             text=True,
             env=env,
-            timeout=CHILD_TIMEOUT_S,
+            timeout=timeout_s,
         )
     except subprocess.TimeoutExpired:
         raise JaxpipeError(
             f"compiling the layouts on {devices} simulated devices took over "
-            f"{CHILD_TIMEOUT_S} s; plan without --verify"
+            f"{timeout_s} s; plan without --verify"
         ) from None
     if done.returncode != 0:
         last = (done.stderr.strip().splitlines() or ["no output"])[-1]
@@ -208,11 +218,15 @@ def _xla_options(plan: Any, xla_of: Callable[[str, dict], int | None]) -> list[A
 
 
 def _restated(plan: Any, chosen: int, options: list[Any]) -> str:
-    """The recommendation, restated when XLA's figure for the estimate's choice does not
-    fit: say so, and what does."""
+    """The recommendation on XLA's figure for the chosen layout; when it does not fit,
+    say so, and what does."""
     usable = plan.usable_bytes_per_device
     if chosen <= usable:
-        return plan.recommendation
+        where = "one device" if plan.devices == 1 else f"{plan.strategy} over {plan.devices}"
+        return (
+            f"fits {where}: needs {format_bytes(chosen)} (XLA) of {format_bytes(usable)} "
+            f"usable per {plan.device} (headroom {format_bytes(usable - chosen)})"
+        )
     best = next((o for o in options if o.fits), None)
     return (
         f"does not fit {plan.strategy} over {plan.devices}: XLA needs "
@@ -288,4 +302,60 @@ def verify_plan(spec: Spec, plan: Any) -> Any:
         fits=fits,
         source="xla",
         recommendation=recommendation,
+    )
+
+
+def _figures_of(spec: Spec, plan: Any, layouts: list, timeout_s: int) -> dict:
+    """XLA's figures per distinct (strategy, mesh) of `layouts`, keyed by both."""
+    key = lambda s, m: (s, tuple(sorted(m.items())))  # noqa: E731
+    distinct = list({key(s, m): (s, m) for s, m in layouts}.values())
+    got = measure(spec, plan.shapes, distinct, timeout_s) if distinct else []
+    return {key(s, m): f for (s, m), f in zip(distinct, got)}
+
+
+def settle(
+    spec: Spec, plan: Any, strategies: tuple[str, ...], timeout_s: int = SETTLE_TIMEOUT_S
+) -> Any:
+    """The plan with XLA's figures for the layouts of `strategies` it quotes (ranked
+    options and the chosen layout): the strategies whose closed form is not held to XLA
+    (search.UNVERIFIED). What does not compile within `timeout_s` (or has more than
+    `MAX_COMPILE_DEVICES` devices, or more than xlafit.MAX_LAYERS hidden layers) keeps
+    its estimate, which the plan marks as such."""
+    import dataclasses
+
+    if len(spec.model.hidden) > MAX_LAYERS:  # as the one-device fit: too slow to compile
+        return plan
+    layouts = [(o.strategy, dict(o.mesh)) for o in plan.options if o.strategy in strategies]
+    if plan.strategy in strategies:
+        layouts.append((plan.strategy, dict(plan.mesh)))
+    try:
+        figures = _figures_of(spec, plan, layouts, timeout_s)
+    except JaxpipeError:
+        return plan
+    runtime = (plan.fit or {}).get("runtime_bytes", 0)
+
+    def xla_of(strategy: str, mesh: dict[str, int]) -> int | None:
+        f = figures.get((strategy, tuple(sorted(mesh.items()))))
+        return f["total_with_validation"] + runtime if f else None
+
+    # The options are what fits: one the closed form put in and XLA's figure does not fit
+    # is dropped (its strategy may fit on more devices; `--verify` ranks on XLA alone).
+    options = tuple(o for o in _xla_options(plan, xla_of) if o.fits)
+    chosen = xla_of(plan.strategy, plan.mesh)
+    if chosen is None:
+        return dataclasses.replace(plan, options=options)
+    usable = plan.usable_bytes_per_device
+    return dataclasses.replace(
+        plan,
+        options=options,
+        fits=plan.fits if plan.asked_devices == 1 else chosen <= usable,
+        verify={
+            "strategy": plan.strategy,
+            "devices": plan.devices,
+            "mesh": dict(plan.mesh),
+            "estimate_bytes": plan.per_device_bytes,
+            "xla_bytes": chosen,
+            "error": _error(plan.per_device_bytes, chosen),
+        },
+        recommendation=_restated(plan, chosen, options),
     )

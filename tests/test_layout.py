@@ -39,7 +39,10 @@ LAYERS = [
     ("data", {"data"}),  # stage load
     ("data in memory", {"frames"}),  # DataFrames, Tables, arrays as a file's columns
     ("step", {"step"}),  # TrainState, the train/eval steps, the scanned epoch
-    ("plan state", {"planstate", "residuals"}),  # the run's state as shapes, for the planner
+    (
+        "plan state",
+        {"planstate", "residuals", "fsdpunits"},
+    ),  # the run's state as shapes, for the planner
     ("step users", {"stream", "checkpoint", "memory"}),
     ("restart", {"resume"}),
     ("plan fit", {"xlafit"}),  # the closed form fitted to XLA's one-device figure

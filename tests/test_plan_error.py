@@ -110,14 +110,26 @@ def test_closed_form_within_10_percent_of_xla(
 
 
 def test_plan_says_which_figures_are_not_held_to_xla(write_spec):
+    # FSDP's closed form is not held within 10 % (search.UNVERIFIED): `plan` quotes XLA's
+    # compiled figure for its fsdp and fsdp+tensor options, and says so; the closed form
+    # alone (fit=False, what a run plans with) marks them as not held.
     spec = jaxpipe.load_spec(write_spec(_SPEC_TEXT))
     plan = jaxpipe.plan(spec, gpu="T4")
     assert plan.fit["unverified"] == list(search.UNVERIFIED)
     assert plan.fit["xla_bytes"] and plan.fit["note"].startswith("closed form fitted")
+    fsdp = [o for o in plan.options if o.strategy in search.UNVERIFIED]
+    assert {o.strategy for o in fsdp} == set(search.UNVERIFIED)
+    assert all(o.source == "xla" for o in fsdp)
+    # The figure is XLA's for that layout (one compiled again here, to compare).
+    x = verify.measure(spec, plan.shapes, [(fsdp[0].strategy, fsdp[0].mesh)])[0]
+    assert fsdp[0].per_device_bytes == x["total_with_validation"] + plan.fit["runtime_bytes"]
     text = format_plan(plan)
-    fsdp = [line for line in text.splitlines() if "fsdp over" in line and "T4:" in line]
-    assert fsdp and all("unverified" in line for line in fsdp), text
-    assert "not held to XLA" in text
+    lines = [line for line in text.splitlines() if "fsdp" in line and " × T4: " in line]
+    assert lines and all("(XLA) per device" in line for line in lines), text
+    assert "fsdp, fsdp+tensor: figures compiled by XLA" in text
+    loose = format_plan(jaxpipe.plan(spec, gpu="T4", fit=False))
+    lines = [line for line in loose.splitlines() if "fsdp" in line and " × T4: " in line]
+    assert lines and all("(est., not held to XLA)" in line for line in lines), loose
 
 
 _SPEC_TEXT = """
