@@ -3,8 +3,8 @@ form, its per-layer units fitted to XLA's one-device compile: xlafit.py) is held
 10 % of XLA's compiled per-device figure for jaxpipe's own epoch, over MLPs drawn across
 what the spec accepts (activations, dropout, LayerNorm, precision, every optimizer the
 docs list, both tasks) and the layouts at 1, 2, 4 and 8 simulated devices. FSDP's
-layouts are not held (search.UNVERIFIED: -34 … +60 %, see benchmarks/RESULTS.md); the
-plan must say so, which the second test holds. Shapes come from small buckets (one
+layouts are not held (search.UNVERIFIED, see benchmarks/RESULTS.md): `jaxpipe plan`
+compiles them and quotes XLA's figure, and says so, which the last test holds. Shapes come from small buckets (one
 compile each, ~1-3 s), sized so that activations, weights and optimizer state all weigh
 in the figure; the full table is `python benchmarks/plan_error.py`."""
 
