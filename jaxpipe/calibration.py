@@ -1,8 +1,9 @@
-"""How far to trust the planner on your cards: each run's estimate beside the peak the
-device measured (`summary.json`'s `plan.per_device_bytes` and `plan.measured_peak_bytes`,
-from `memory_stats()['peak_bytes_in_use']`), and the error distribution over the runs
-that have a measurement. CPUs report no memory statistics: their runs are listed as
-having none. No jax: reads JSON files only."""
+"""How far to trust the planner on your cards: each run's estimate beside XLA's figure
+for the run's own compiled epoch and the peak the device measured (`summary.json`'s
+`plan.per_device_bytes`, `plan.xla_epoch_bytes` and `plan.measured_peak_bytes`, from
+`memory_stats()['peak_bytes_in_use']`), and the error distribution over the runs that
+have a measurement. CPUs report no memory statistics: their runs are listed as having
+none, with XLA's figure beside the estimate still. No jax: reads JSON files only."""
 
 from __future__ import annotations
 
@@ -25,6 +26,9 @@ class CalibrationRow:
     devices: int | None
     estimate_bytes: int | None
     measured_peak_bytes: int | None
+    # XLA's per-device figure of the run's compiled epoch: the program alone (the estimate
+    # adds the validation arrays, an undonated state's snapshots, a GPU's runtime).
+    xla_epoch_bytes: int | None = None
 
     @property
     def error(self) -> float | None:
@@ -60,6 +64,7 @@ def _read(run_dir: str) -> CalibrationRow:
         num("devices"),
         num("per_device_bytes"),
         num("measured_peak_bytes"),
+        num("xla_epoch_bytes"),
     )
 
 
@@ -92,13 +97,14 @@ def summarise(rows: list[CalibrationRow]) -> dict[str, Any]:
 
 def format_calibration(rows: list[CalibrationRow]) -> str:
     """The table and the error distribution, for the terminal."""
-    head = ["run", "device", "layout", "estimate MiB", "peak MiB", "error"]
+    head = ["run", "device", "layout", "estimate MiB", "XLA epoch MiB", "peak MiB", "error"]
     body = [
         [
             r.run_dir,
             r.device or "?",
             f"{r.strategy} × {r.devices}" if r.strategy else "?",
             _mib(r.estimate_bytes),
+            _mib(r.xla_epoch_bytes),
             _mib(r.measured_peak_bytes),
             f"{r.error:+.1%}" if r.error is not None else "no measurement",
         ]

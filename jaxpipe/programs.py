@@ -69,6 +69,7 @@ class Programs:
     options: dict[str, Any]
     seconds: float
     donates: bool = True  # the epoch consumes its input state (checkpoints copy it first)
+    xla_bytes: int | None = None  # XLA's per-device figure of this epoch (`compiled_bytes`)
 
     def take_state(self) -> TrainState:
         """The fresh state, which the programs then forget: an undonated state (or, on
@@ -197,4 +198,18 @@ def compile_programs(
         describe,
     )
     seconds = time.perf_counter() - t0
-    return Programs(state, epoch_c, eval_c, opts, seconds, donates=donates)
+    xla = None if rp.chunk else compiled_bytes(epoch_c)
+    return Programs(state, epoch_c, eval_c, opts, seconds, donates=donates, xla_bytes=xla)
+
+
+def compiled_bytes(compiled: Any) -> int | None:
+    """XLA's per-device figure of a compiled program (argument + output + temp − alias,
+    as `verify.xla_figures`), None where the executable does not say: what the run's own
+    epoch needs, recorded beside the plan's estimate in summary.json (issue 12)."""
+    try:
+        ma = compiled.memory_analysis()
+        parts = ("argument", "output", "temp", "alias")
+        arg, out, temp, alias = (int(getattr(ma, f"{k}_size_in_bytes")) for k in parts)
+    except Exception:  # noqa: BLE001 - a backend or loaded executable without the analysis
+        return None
+    return arg + out + temp - alias

@@ -381,7 +381,7 @@ def _run(spec, out, observer, resume, force, dataset, signals, stack) -> RunResu
         spec, run_dir, resolved, store, placed, prep, programs, resume, obs, info
     )
     _report_training(stages, spec, placed, prep, run, times, store)
-    plan = plan_record(rp, placed.device, (run.state, *placed.arrays))
+    plan = plan_record(rp, placed.device, (run.state, *placed.arrays), programs.xla_bytes)
     del placed  # the device's copy of the data set: the rest needs none (peak memory)
     _trim_host_heap()
     if run.history and jax.process_index() == 0:

@@ -164,10 +164,14 @@ def _plan_disk(spec: Spec, ds: Dataset, plan: Plan) -> RunPlan:
     return _run_plan(spec, plan, plan.strategy, dict(plan.mesh), steps, per, lanes)
 
 
-def plan_record(rp: RunPlan, device: Any, placed: Any = None) -> dict[str, Any]:
+def plan_record(
+    rp: RunPlan, device: Any, placed: Any = None, xla_bytes: int | None = None
+) -> dict[str, Any]:
     """summary.json's `plan`: the prediction, the placed arrays' largest per-device
-    footprint read back from their shards, where the backend reports it the measured
-    peak, and what executed where it differs from the plan's choice (under `planned`)."""
+    footprint read back from their shards, XLA's per-device figure of the run's own
+    compiled epoch (`xla_epoch_bytes`: the program alone, without the validation arrays,
+    snapshots or a GPU's runtime), where the backend reports it the measured peak, and
+    what executed where it differs from the plan's choice (under `planned`)."""
     plan = rp.plan
     peak = memory_stats(device).get("peak_bytes_in_use")
     record = {
@@ -182,6 +186,7 @@ def plan_record(rp: RunPlan, device: Any, placed: Any = None) -> dict[str, Any]:
         "device": plan.device,
         "measured_per_device_bytes": measured_bytes_per_device(placed) if placed else None,
         "measured_peak_bytes": int(peak) if peak is not None else None,
+        "xla_epoch_bytes": xla_bytes,
         "donated": rp.donates,
     }
     if rp.strategy == record["strategy"] and rp.mesh == record["mesh"]:

@@ -73,3 +73,8 @@ def test_a_real_run_records_the_estimate_and_a_null_peak_on_cpu(write_spec, tmp_
     (row,) = jaxpipe.read_calibration([str(out)])
     assert row.estimate_bytes > 0 and row.measured_peak_bytes is None and row.error is None
     assert os.path.isfile(out / "summary.json")
+    # XLA's figure for the run's own compiled epoch (per device: this run is data × 8, a
+    # figure summed over devices would be ~8 × larger) sits under the run's whole estimate.
+    assert 0 < row.xla_epoch_bytes <= row.estimate_bytes
+    done = _cli(str(out))
+    assert "XLA epoch MiB" in done.stdout and f"{row.xla_epoch_bytes / 2**20:,.1f}" in done.stdout
