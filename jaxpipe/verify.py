@@ -217,6 +217,18 @@ def _xla_options(plan: Any, xla_of: Callable[[str, dict], int | None]) -> list[A
     return multi + [o for o in options if o.device != plan.device]
 
 
+def _verify_record(plan: Any, chosen: int) -> dict[str, Any]:
+    """The JSON contract's `verify`: the chosen layout, estimate and XLA's figure per device."""
+    return {
+        "strategy": plan.strategy,
+        "devices": plan.devices,
+        "mesh": dict(plan.mesh),
+        "estimate_bytes": plan.per_device_bytes,
+        "xla_bytes": chosen,
+        "error": _error(plan.per_device_bytes, chosen),
+    }
+
+
 def _restated(plan: Any, chosen: int, options: list[Any]) -> str:
     """The recommendation on XLA's figure for the chosen layout; when it does not fit,
     say so, and what does."""
@@ -285,14 +297,7 @@ def verify_plan(spec: Spec, plan: Any) -> Any:
     # The verdict is about the device(s) asked about: one, or the chosen layout over them.
     asked_one = plan.asked_devices == 1
     fits = (single["total_with_validation"] + runtime if asked_one else chosen) <= usable
-    verify = {
-        "strategy": plan.strategy,
-        "devices": plan.devices,
-        "mesh": dict(plan.mesh),
-        "estimate_bytes": plan.per_device_bytes,
-        "xla_bytes": chosen,
-        "error": _error(plan.per_device_bytes, chosen),
-    }
+    verify = _verify_record(plan, chosen)
     recommendation = _restated(plan, chosen, options)
     return dataclasses.replace(
         plan,
@@ -349,13 +354,6 @@ def settle(
         plan,
         options=options,
         fits=plan.fits if plan.asked_devices == 1 else chosen <= usable,
-        verify={
-            "strategy": plan.strategy,
-            "devices": plan.devices,
-            "mesh": dict(plan.mesh),
-            "estimate_bytes": plan.per_device_bytes,
-            "xla_bytes": chosen,
-            "error": _error(plan.per_device_bytes, chosen),
-        },
+        verify=_verify_record(plan, chosen),
         recommendation=_restated(plan, chosen, options),
     )
