@@ -3,6 +3,8 @@ the state and the data set the plan counts, the snapshots it says it keeps, and 
 else: no device copy of a donated state for a checkpoint (those go to pinned host
 memory), no fresh state left behind by a resume, no raw data set after preprocessing."""
 
+import gc
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -39,16 +41,22 @@ def _live_bytes(device) -> dict[str, int]:
 
 class _Watch:
     """Reads the live arrays at each epoch end: the newest state, the snapshots and the
-    placed data are alive then; the epoch's temporaries are not."""
+    placed data are alive then; the epoch's temporaries are not. Arrays that earlier
+    tests in this worker process left alive (they were there before this test's runs)
+    are taken off: only what the runs hold is compared with the plan."""
 
     def __init__(self):
         self.plans, self.seen = [], []
+        gc.collect()  # what earlier tests dropped but a reference cycle still holds
+        self.before = _live_bytes(jax.devices()[0])
 
     def on_plan(self, plan):
         self.plans.append(plan)
 
     def on_epoch(self, row, epochs):
-        self.seen.append(_live_bytes(jax.devices()[0]))
+        gc.collect()  # a finished run's garbage (the first run's, during the resume)
+        live = _live_bytes(jax.devices()[0])
+        self.seen.append({k: v - self.before.get(k, 0) for k, v in live.items()})
 
 
 @pytest.mark.parametrize("donated", [False, True])
