@@ -45,6 +45,9 @@ CHILD_TIMEOUT_S = 600
 # `jaxpipe plan` (without --verify) compiles the layouts whose closed form is not held
 # (search.UNVERIFIED) within this bound; past it they keep the estimate, marked as such.
 SETTLE_TIMEOUT_S = 120
+# XLA's figures per (spec, shapes, strategy, mesh) compiled in this process (`measure`).
+_MEASURED: dict[tuple, dict[str, Any]] = {}
+_MEASURED_SIZE = 256
 
 
 def compile_layout(
@@ -143,12 +146,22 @@ def measure(
     want = [(s, m) for (s, m), n in zip(layouts, sizes) if n <= MAX_COMPILE_DEVICES]
     if not want:
         return [None] * len(layouts)
-    need = max(math.prod(m.values()) for _, m in want)
-    if need <= len(jax.devices()):
-        got = _measure_here(spec, shapes, want)
-    else:
-        got = _measure_child(spec, shapes, want, need, timeout_s)
-    it = iter(got)
+    # A plan made again for the same spec and shapes (the API called per card or per
+    # environment, `plan` then `plan --verify`) reads the figures compiled the first time.
+    base = (dump_spec(spec), tuple(sorted(vars(shapes).items())))
+    keys = [(*base, s, tuple(sorted(m.items()))) for s, m in want]
+    todo = [(s, m) for (s, m), k in zip(want, keys) if k not in _MEASURED]
+    if todo:
+        need = max(math.prod(m.values()) for _, m in todo)
+        if need <= len(jax.devices()):
+            got = _measure_here(spec, shapes, todo)
+        else:
+            got = _measure_child(spec, shapes, todo, need, timeout_s)
+        for (s, m), figures in zip(todo, got):
+            _MEASURED[(*base, s, tuple(sorted(m.items())))] = figures
+        while len(_MEASURED) > _MEASURED_SIZE:
+            _MEASURED.pop(next(iter(_MEASURED)))
+    it = iter([_MEASURED[k] for k in keys])
     return [next(it) if n <= MAX_COMPILE_DEVICES else None for n in sizes]
 
 
