@@ -87,12 +87,28 @@ class LoopClosedFilter:
             sys.unraisablehook = self.previous
 
 
+class UnretrievedReadFilter(logging.Filter):
+    """On the `asyncio` logger: orbax's reads of a damaged checkpoint that failed after the
+    restore gave up are asyncio tasks nobody awaits; when one is garbage-collected asyncio
+    logs "Task exception was never retrieved" with its traceback (dozens of lines, at a
+    moment that depends on the collector), although the run has already said in one line
+    that the checkpoint is unreadable. Only those orbax tasks are dropped."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        msg = record.getMessage()
+        return not (msg.startswith("Task exception was never retrieved") and "orbax" in msg)
+
+
 def drop_loop_closed_tracebacks() -> None:
-    """Installs one LoopClosedFilter for the rest of the process, when a run first opens
-    a checkpoint store: tensorstore's late callbacks can fire after the store is closed,
-    even at interpreter exit, so a filter removed at close lets some through."""
+    """Installs one LoopClosedFilter (and one UnretrievedReadFilter) for the rest of the
+    process, when a run first opens a checkpoint store: tensorstore's late callbacks can
+    fire after the store is closed, even at interpreter exit, so a filter removed at
+    close lets some through."""
     if not isinstance(sys.unraisablehook, LoopClosedFilter):
         sys.unraisablehook = LoopClosedFilter()
+    aio = logging.getLogger("asyncio")
+    if not any(isinstance(f, UnretrievedReadFilter) for f in aio.filters):
+        aio.addFilter(UnretrievedReadFilter())
 
 
 def is_disk_full(exc: BaseException) -> bool:

@@ -1,0 +1,39 @@
+"""What jaxpipe drops from orbax's noise after a damaged checkpoint, and only that: the
+one-line warning is the run's; asyncio's "Task exception was never retrieved" for orbax's
+abandoned reads (logged whenever the collector frees them) must not reach the user, and
+anything else asyncio logs must."""
+
+import logging
+
+from jaxpipe.orbax_guard import drop_loop_closed_tracebacks
+
+
+class _Keep(logging.Handler):
+    def __init__(self):
+        super().__init__()
+        self.messages = []
+
+    def emit(self, record):
+        self.messages.append(record.getMessage())
+
+
+def test_only_orbax_unretrieved_reads_are_dropped():
+    drop_loop_closed_tracebacks()
+    drop_loop_closed_tracebacks()  # installed once, however many stores open
+    log = logging.getLogger("asyncio")
+    keep = _Keep()
+    log.addHandler(keep)
+    try:
+        orbax = (
+            "future: <Task finished coro=<async_deserialize() done, defined at /v/orbax/s.py:9>>"
+        )
+        log.error("Task exception was never retrieved\n" + orbax)
+        log.error("Task exception was never retrieved\nfuture: <Task finished coro=<mine()>>")
+        log.error("something else about orbax")
+    finally:
+        log.removeHandler(keep)
+    assert keep.messages == [
+        "Task exception was never retrieved\nfuture: <Task finished coro=<mine()>>",
+        "something else about orbax",
+    ]
+    assert sum(type(f).__name__ == "UnretrievedReadFilter" for f in log.filters) == 1
