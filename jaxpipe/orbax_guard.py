@@ -89,14 +89,18 @@ class LoopClosedFilter:
 
 class UnretrievedReadFilter(logging.Filter):
     """On the `asyncio` logger: orbax's reads of a damaged checkpoint that failed after the
-    restore gave up are asyncio tasks nobody awaits; when one is garbage-collected asyncio
-    logs "Task exception was never retrieved" with its traceback (dozens of lines, at a
-    moment that depends on the collector), although the run has already said in one line
-    that the checkpoint is unreadable. Only those orbax tasks are dropped."""
+    restore gave up are asyncio tasks and futures nobody awaits; when one is
+    garbage-collected asyncio logs "Task (or Future) exception was never retrieved" with
+    its traceback (dozens of lines, at a moment that depends on the collector), although
+    the run has already said in one line that the checkpoint is unreadable. Only those
+    (orbax's coroutines, or tensorstore's read errors) are dropped."""
+
+    MARKERS = ("orbax", "tensorstore", "OCDBT database")
 
     def filter(self, record: logging.LogRecord) -> bool:
         msg = record.getMessage()
-        return not (msg.startswith("Task exception was never retrieved") and "orbax" in msg)
+        unretrieved = msg.startswith(("Task exception was never", "Future exception was never"))
+        return not (unretrieved and any(m in msg for m in self.MARKERS))
 
 
 def drop_loop_closed_tracebacks() -> None:

@@ -28,6 +28,11 @@ def test_only_orbax_unretrieved_reads_are_dropped():
             "future: <Task finished coro=<async_deserialize() done, defined at /v/orbax/s.py:9>>"
         )
         log.error("Task exception was never retrieved\n" + orbax)
+        tensorstore = (
+            "future: <Future finished exception=ValueError('OUT_OF_RANGE: Error opening "
+            '"zarr" driver: Error reading "state.step/.zarray" in OCDBT database at ...\')>'
+        )
+        log.error("Future exception was never retrieved\n" + tensorstore)
         log.error("Task exception was never retrieved\nfuture: <Task finished coro=<mine()>>")
         log.error("something else about orbax")
     finally:
