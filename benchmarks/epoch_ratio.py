@@ -30,11 +30,11 @@ import jax.numpy as jnp  # noqa: E402
 import optax  # noqa: E402
 
 import jaxpipe  # noqa: E402
-from jaxpipe.memory import compute_dtype  # noqa: E402
-from jaxpipe.model import make_model, param_count  # noqa: E402
-from jaxpipe.optim import make_optimizer  # noqa: E402
-from jaxpipe.programs import compiler_options  # noqa: E402
-from jaxpipe.step import init_state, make_epoch, make_task_steps  # noqa: E402
+from jaxpipe.core.model import make_model, param_count  # noqa: E402
+from jaxpipe.core.optim import make_optimizer  # noqa: E402
+from jaxpipe.core.step import init_state, make_epoch, make_task_steps  # noqa: E402
+from jaxpipe.planner.memory import compute_dtype  # noqa: E402
+from jaxpipe.runner.programs import compiler_options  # noqa: E402
 
 
 def reference_epoch(hidden: list[int], lr: float, rows: int, batch: int):

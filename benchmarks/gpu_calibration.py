@@ -1,5 +1,5 @@
 """The planner against the card (issue 12, part 5): drawn single-device configurations,
-each trained for one epoch by `jaxpipe.run` in its own process (so the allocator's
+each trained for one epoch by `jaxpipe.runner.shell` in its own process (so the allocator's
 `peak_bytes_in_use` is that run's), then planned with `verify=True` on the same device.
 Per configuration: the closed-form estimate (`summary.json`'s `plan.per_device_bytes`),
 XLA's compiled per-device figure for the same device, and the measured peak.
@@ -98,7 +98,7 @@ def child(config: dict, out: str) -> dict:
     import jax
 
     import jaxpipe
-    from jaxpipe.spec import parse_spec
+    from jaxpipe.spec.experiment import parse_spec
 
     spec = parse_spec(spec_text(config))
     t0 = time.perf_counter()

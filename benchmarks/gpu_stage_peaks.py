@@ -1,5 +1,5 @@
 """Where a run's device peak happens (issue 12, the GPU calibration's unexplained excess):
-one drawn configuration of benchmarks/gpu_calibration.py run by `jaxpipe.run` in its own
+one drawn configuration of benchmarks/gpu_calibration.py run by `jaxpipe.runner.shell` in its own
 process, with the device's bytes_in_use / peak_bytes_in_use read after each stage.
 
     python benchmarks/gpu_stage_peaks.py --configs 4 16 19 20 22 --out DIR   # GPU
@@ -24,8 +24,8 @@ def child(i: int, out: str) -> None:
 
     import jaxpipe
 
-    runmod = importlib.import_module("jaxpipe.run")
-    from jaxpipe.spec import parse_spec
+    runmod = importlib.import_module("jaxpipe.runner.shell")
+    from jaxpipe.spec.experiment import parse_spec
 
     sys.path.insert(0, os.path.join(ROOT, "benchmarks"))
     from gpu_calibration import draw, spec_text

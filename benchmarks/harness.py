@@ -36,7 +36,7 @@ os.environ.setdefault("KERAS_BACKEND", "jax")  # before any keras import, the pe
 import numpy as np  # noqa: E402
 
 import jaxpipe  # noqa: E402
-from jaxpipe.data import load_dataset  # noqa: E402
+from jaxpipe.data.load import load_dataset  # noqa: E402
 
 WORKLOADS = {
     "seed": os.path.join(ROOT, "experiments", "seed.toml"),
@@ -221,7 +221,7 @@ def bench_workload(name: str, args, folder: str, env: dict) -> dict:
 
     def cli(tag: str) -> dict:
         out = os.path.join(folder, f"cli-{name}-{tag}")
-        argv = [py, "-m", "jaxpipe.cli", "run", WORKLOADS[name], "--out", out, *sets]
+        argv = [py, "-m", "jaxpipe", "run", WORKLOADS[name], "--out", out, *sets]
         res = run_process(argv, cli_env, result_file=os.path.join(out, "summary.json"))
         if "error" not in res:
             res = {
@@ -543,7 +543,7 @@ def write_results(path: str, mach: dict, summ: dict, csv: dict | None, args, tgt
         lines += [
             "### Reading the 200,000-row CSV of the large workload",
             "",
-            f"jaxpipe.data.read_csv (pyarrow): {_fmt(csv.get('jaxpipe_seconds'))} s; "
+            f"jaxpipe.data.load.read_csv (pyarrow): {_fmt(csv.get('jaxpipe_seconds'))} s; "
             f"pandas.read_csv: {_fmt(csv.get('pandas_seconds'))} s (median of "
             f"{args.repeats * 2} interleaved reads, one process; {_fmt(csv.get('mib'), '.1f')} MiB).",
             "",

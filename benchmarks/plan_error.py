@@ -1,5 +1,5 @@
 """The planner's error table: drawn MLPs × strategies, the closed-form estimate (its
-per-layer units fitted to XLA's one-device compile: jaxpipe/xlafit.py) beside XLA's
+per-layer units fitted to XLA's one-device compile: jaxpipe/planner/xlafit.py) beside XLA's
 compiled per-device figure (XLA:CPU, simulated host devices). Columns marked † are the strategies whose closed form is not held to XLA
 (search.UNVERIFIED): `jaxpipe plan` compiles their layouts and quotes XLA's figure.
 
@@ -82,8 +82,8 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--write", action="store_true")
     args = ap.parse_args()
-    from jaxpipe import memory, planner, verify, xlafit
-    from jaxpipe.spec import parse_spec
+    from jaxpipe.planner import memory, planner, verify, xlafit
+    from jaxpipe.spec.experiment import parse_spec
 
     rng = random.Random(args.seed)
     rows, errors = [], []
@@ -131,7 +131,7 @@ def _summary(errors, label: str) -> str:
 def render(rows, errors, seconds, args) -> str:
     import jax
 
-    from jaxpipe.search import UNVERIFIED
+    from jaxpipe.planner.search import UNVERIFIED
 
     mark = lambda s: "†" if s in UNVERIFIED else ""  # noqa: E731
     cols = [f"{s} {'×'.join(map(str, m.values()))}" for s, m in LAYOUTS]
@@ -143,7 +143,7 @@ def render(rows, errors, seconds, args) -> str:
         f" (jax {jax.__version__}, XLA:CPU on simulated host devices, {seconds:.0f} s)."
         " Cell: estimate ÷ XLA − 1 per device (XLA = argument + output + temp − alias,"
         " plus the validation arrays). The estimate is the closed form with its per-layer"
-        " units fitted to the one-device compile (jaxpipe/xlafit.py).",
+        " units fitted to the one-device compile (jaxpipe/planner/xlafit.py).",
         "",
         "| config | " + " | ".join(heads) + " |",
         "|---|" + "---|" * len(cols),

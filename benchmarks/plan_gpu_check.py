@@ -52,7 +52,7 @@ batch_size = {batch}
 [hardware]
 devices = 1
 """
-    from jaxpipe.spec import parse_spec
+    from jaxpipe.spec.experiment import parse_spec
 
     return jaxpipe, parse_spec(text)
 
@@ -62,18 +62,18 @@ def measure(name: str) -> dict:
     import jax
     import jax.numpy as jnp
 
-    from jaxpipe.data import load_dataset
-    from jaxpipe.losses import cross_entropy
-    from jaxpipe.memory import compute_dtype
-    from jaxpipe.model import make_model
-    from jaxpipe.step import init_state, make_epoch, make_train_step
+    from jaxpipe.core.losses import cross_entropy
+    from jaxpipe.core.model import make_model
+    from jaxpipe.core.step import init_state, make_epoch, make_train_step
+    from jaxpipe.data.load import load_dataset
+    from jaxpipe.planner.memory import compute_dtype
 
     jaxpipe, spec = _spec(name)
     plan = jaxpipe.plan(spec, verify=True)
     ds = load_dataset(spec)
     x_tr, y_tr, x_va, y_va = jax.device_put((ds.x_train, ds.y_train, ds.x_val, ds.y_val))
     steps = -(-len(ds.x_train) // spec.training.batch_size)
-    from jaxpipe.optim import make_optimizer
+    from jaxpipe.core.optim import make_optimizer
 
     tx = make_optimizer(spec.optimizer, total_steps=steps)
     model = make_model(spec.model, ds.num_classes, compute_dtype(spec))

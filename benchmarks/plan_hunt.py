@@ -88,8 +88,8 @@ def draw(rng: random.Random, activations: list[str]) -> list:
 
 
 def _prepared(args: list):
-    from jaxpipe import memory, planner
-    from jaxpipe.spec import parse_spec
+    from jaxpipe.planner import memory, planner
+    from jaxpipe.spec.experiment import parse_spec
 
     spec = parse_spec(spec_text(*args))
     shapes = planner.data_shapes(spec)
@@ -97,8 +97,8 @@ def _prepared(args: list):
 
 
 def collect(seed: int, configs: int, out: str) -> None:
-    from jaxpipe import verify, xlafit
-    from jaxpipe.model import ACTIVATION_FNS
+    from jaxpipe.core.model import ACTIVATION_FNS
+    from jaxpipe.planner import verify, xlafit
 
     rng = random.Random(seed)
     with open(out, "a") as f:
@@ -118,7 +118,7 @@ def collect(seed: int, configs: int, out: str) -> None:
 
 
 def score(paths: list[str], worst: int) -> None:
-    from jaxpipe import memory, xlafit
+    from jaxpipe.planner import memory, xlafit
 
     rows = []
     for path in paths:

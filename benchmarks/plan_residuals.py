@@ -1,4 +1,4 @@
-"""Fits the planner's per-layer residual table (jaxpipe/residuals.py) from XLA:CPU's own
+"""Fits the planner's per-layer residual table (jaxpipe/planner/residuals.py) from XLA:CPU's own
 compiled epochs: for every (activation, dropout, LayerNorm, precision), an MLP of equal
 256-wide hidden layers at batch 4096 (activations dwarf the weights) is compiled at depth 1
 and 3, for classification and regression, and the bytes beyond the exactly known state
@@ -10,7 +10,7 @@ holds at the layer it is differentiating (`held`).
     python benchmarks/plan_residuals.py > /tmp/table.py   # then paste into residuals.py
 
 `--fsdp`: the same under fsdp over 2 devices (the same batch per device), for
-jaxpipe/fsdpunits.py: FSDP's per-layer program (`sharding.ModelHooks`) keeps less.
+jaxpipe/planner/fsdpunits.py: FSDP's per-layer program (`sharding.ModelHooks`) keeps less.
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ LAYOUT = ("single", {"data": 1})
 
 
 def _spec(act, dropout, ln, precision, task, depth):
-    from jaxpipe.spec import parse_spec
+    from jaxpipe.spec.experiment import parse_spec
 
     return parse_spec(f"""
 [data]
@@ -54,7 +54,7 @@ precision = "{precision}"
 
 def _units(spec) -> tuple[float, float]:
     """(XLA's dynamic bytes, the default closed form's), in units."""
-    from jaxpipe import memory, planner, verify
+    from jaxpipe.planner import memory, planner, verify
 
     shapes = planner.data_shapes(spec)
     ab = memory.abstract_state(spec, shapes)
@@ -72,7 +72,7 @@ def main() -> None:
         LAYOUT = ("fsdp", {"data": 2})
         flags = os.environ.get("XLA_FLAGS", "")
         os.environ["XLA_FLAGS"] = f"{flags} --xla_force_host_platform_device_count=2".strip()
-    from jaxpipe.model import ACTIVATION_FNS
+    from jaxpipe.core.model import ACTIVATION_FNS
 
     print("TABLE = {")
     for act, do, ln, prec in itertools.product(

@@ -27,13 +27,13 @@ import jax.numpy as jnp  # noqa: E402
 from jax import lax  # noqa: E402
 
 import jaxpipe  # noqa: E402
-from jaxpipe.losses import cross_entropy  # noqa: E402
-from jaxpipe.metrics import zero_sums  # noqa: E402
-from jaxpipe.model import make_model, param_count  # noqa: E402
-from jaxpipe.optim import make_optimizer  # noqa: E402
-from jaxpipe.preprocess import fit_identity  # noqa: E402
-from jaxpipe.step import epoch_batches, init_state, make_epoch, make_train_step  # noqa: E402
-from jaxpipe.stream import make_chunk_steps, stream_epoch  # noqa: E402
+from jaxpipe.core.losses import cross_entropy  # noqa: E402
+from jaxpipe.core.metrics import zero_sums  # noqa: E402
+from jaxpipe.core.model import make_model, param_count  # noqa: E402
+from jaxpipe.core.optim import make_optimizer  # noqa: E402
+from jaxpipe.core.scaling import fit_identity  # noqa: E402
+from jaxpipe.core.step import epoch_batches, init_state, make_epoch, make_train_step  # noqa: E402
+from jaxpipe.runner.stream import make_chunk_steps, stream_epoch  # noqa: E402
 
 
 def main() -> None:

@@ -1,4 +1,4 @@
-"""Cost of the live progress bar inside the compiled epoch (jaxpipe/progress.py).
+"""Cost of the live progress bar inside the compiled epoch (jaxpipe/core/progress.py).
 
 Runs the same experiment with and without the progress callback, interleaved in one
 process (A B A B ...), and prints one JSON line: the median steady epoch time of each
@@ -25,8 +25,8 @@ import tempfile
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
 from jaxpipe import load_spec  # noqa: E402
-from jaxpipe.loop import Observer, run_experiment  # noqa: E402
-from jaxpipe.progress import REPORTS_PER_EPOCH  # noqa: E402
+from jaxpipe.core.progress import REPORTS_PER_EPOCH  # noqa: E402
+from jaxpipe.runner.loop import Observer, run_experiment  # noqa: E402
 
 
 class _Watching(Observer):

@@ -47,7 +47,7 @@ def main() -> None:
     import orbax.checkpoint as ocp
     from jax.sharding import NamedSharding, PartitionSpec
 
-    from jaxpipe.checkpoint import host_copy
+    from jaxpipe.runner.checkpoint import host_copy
 
     mesh = jax.make_mesh((args.devices,), ("data",))
     rep = NamedSharding(mesh, PartitionSpec())

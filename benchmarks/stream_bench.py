@@ -9,7 +9,7 @@ Writes `rows` × `features` synthetic classification rows (jaxpipe.data.make_syn
 as Parquet files of `group`-row row groups, then runs three child processes:
   framework  the streamed spec on a tiny set (two row groups): the framework's own RSS
              (imports, compiled programs, runtime) with the same model and budget
-  streamed   `jaxpipe.run` with host_memory = budget (the training split stays on disk)
+  streamed   `jaxpipe.runner.shell` with host_memory = budget (the training split stays on disk)
   in-memory  the same spec with host_memory = 8GiB (loaded whole, resident)
 Each child reports its peak RSS (VmHWM) and summary.json's figures. Prints one JSON line
 per mode and the checks: streamed peak RSS beyond the framework's ≤ budget + two device
@@ -79,8 +79,8 @@ def write_data(folder: str, rows: int, features: int, group: int) -> int:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from jaxpipe.data import make_synthetic
-    from jaxpipe.spec import SyntheticSpec
+    from jaxpipe.data.load import make_synthetic
+    from jaxpipe.spec.experiment import SyntheticSpec
 
     os.makedirs(folder, exist_ok=True)
     x, y = make_synthetic(SyntheticSpec(rows=rows, features=features, classes=4), 0)
@@ -113,7 +113,7 @@ def main() -> None:
     ap.add_argument("--hidden", default="64", help="hidden widths, comma-separated")
     a = ap.parse_args()
     sys.path.insert(0, ROOT)
-    from jaxpipe.hwspec import parse_size
+    from jaxpipe.spec.hardware import parse_size
 
     budget = parse_size(a.budget)
     with tempfile.TemporaryDirectory() as tmp:

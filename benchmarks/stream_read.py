@@ -36,8 +36,8 @@ def main() -> None:
     a = ap.parse_args()
     from stream_bench import write_data
 
-    from jaxpipe.diskrows import DiskRows, ReadSpec, scan_source
-    from jaxpipe.sources import open_files
+    from jaxpipe.data.diskrows import DiskRows, ReadSpec, scan_source
+    from jaxpipe.data.sources import open_files
 
     with tempfile.TemporaryDirectory() as tmp:
         write_data(tmp, a.rows, a.features, a.group)

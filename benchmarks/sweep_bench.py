@@ -5,7 +5,7 @@
 16 trials of experiments/seed.toml (4 seeds × 4 learning rates) three ways:
   sweep      one `jaxpipe run` process with a [sweep] section (one compiled program)
   processes  16 sequential `jaxpipe run` processes (--set seed / learning rate)
-  in-process 16 `jaxpipe.run` calls in one Python process (one program per trial)
+  in-process 16 `jaxpipe.runner.shell` calls in one Python process (one program per trial)
 Each mode gets a fresh, empty compilation cache (JAXPIPE_CACHE_DIR), as a first sweep
 would. Prints one JSON line per mode and the ratios; the issue's targets on the 2-core
 CPU: sweep ≤ 0.35 × processes and ≤ 0.6 × in-process.

@@ -50,9 +50,9 @@ def main() -> None:
     parser.add_argument("--hidden", default="256,256")
     parser.add_argument("--rows", type=int, default=4608)
     args = parser.parse_args()
-    import jaxpipe.sweeptrain as sweeptrain
-    from jaxpipe.spec import load_spec
-    from jaxpipe.sweep import plan_trials
+    import jaxpipe.sweep.train as sweeptrain
+    from jaxpipe.spec.experiment import load_spec
+    from jaxpipe.sweep.shell import plan_trials
 
     compile_trials, compiled = sweeptrain.compile_trials, []
 

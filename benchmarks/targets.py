@@ -61,7 +61,7 @@ def _med(values: list[float]) -> float | None:
 
 
 def _cli_run(spec: str, out: str, env: dict, *sets: str) -> dict:
-    argv = [PY, "-m", "jaxpipe.cli", "run", spec, "--out", out, "--quiet"]
+    argv = [PY, "-m", "jaxpipe", "run", spec, "--out", out, "--quiet"]
     argv += [a for s in sets for a in ("--set", s)]
     return run_process(argv, env, result_file=os.path.join(out, "summary.json"))
 
@@ -162,7 +162,7 @@ def measure_help(env: dict, repeats: int) -> dict:
         for k, args in (("help", ["--help"]), ("schema", ["schema"])):
             t0 = time.perf_counter()
             proc = subprocess.run(
-                [PY, "-m", "jaxpipe.cli", *args], env=env, cwd=ROOT, capture_output=True
+                [PY, "-m", "jaxpipe", *args], env=env, cwd=ROOT, capture_output=True
             )
             out[k].append(time.perf_counter() - t0 if proc.returncode == 0 else None)
     res = {k: _med(v) for k, v in out.items()}

@@ -6,8 +6,6 @@ predict bring in. To export a name, add it to `_LAZY`: name -> the module holdin
 "module:attribute" where the attribute is named differently.
 """
 
-import sys
-import types
 from importlib import import_module
 from typing import Any
 
@@ -24,11 +22,11 @@ from jaxpipe.errors import (
 )
 
 _LAZY: dict[str, str] = {
-    "load_spec": "jaxpipe.spec",
-    "spec_schema": "jaxpipe.spec",
-    "spec_markdown": "jaxpipe.spec",
-    "Spec": "jaxpipe.spec",
-    "validate": "jaxpipe.validation",
+    "load_spec": "jaxpipe.spec.experiment",
+    "spec_schema": "jaxpipe.spec.experiment",
+    "spec_markdown": "jaxpipe.spec.experiment",
+    "Spec": "jaxpipe.spec.experiment",
+    "validate": "jaxpipe.runner.validation",
     "predict": "jaxpipe.api",
     "run": "jaxpipe.api",
     "plan": "jaxpipe.api",
@@ -38,25 +36,25 @@ _LAZY: dict[str, str] = {
     "distributed_config": "jaxpipe.api",
     "default_out_dir": "jaxpipe.api",
     "format_plan": "jaxpipe.api",
-    "Plan": "jaxpipe.planner",
-    "read_calibration": "jaxpipe.calibration",
-    "format_calibration": "jaxpipe.calibration",
+    "Plan": "jaxpipe.planner.plan",
+    "read_calibration": "jaxpipe.planner.calibration",
+    "format_calibration": "jaxpipe.planner.calibration",
     "RunResult": "jaxpipe.events",
     "fit": "jaxpipe.api",
     "evaluate": "jaxpipe.api",
-    "format_metrics": "jaxpipe.evaluation",
-    "Model": "jaxpipe.trained",
-    "load_model": "jaxpipe.trained",
-    "trace": "jaxpipe.trace:trace_run",
-    "format_trace": "jaxpipe.trace_view",
-    "write_trace_png": "jaxpipe.trace_view",
-    "init_project": "jaxpipe.starter",
-    "check_specs": "jaxpipe.speccheck",
-    "format_checks": "jaxpipe.speccheck",
-    "SpecCheck": "jaxpipe.speccheck",
+    "format_metrics": "jaxpipe.core.evaluation",
+    "Model": "jaxpipe.saved.model",
+    "load_model": "jaxpipe.saved.model",
+    "trace": "jaxpipe.saved.trace:trace_run",
+    "format_trace": "jaxpipe.report.trace_view",
+    "write_trace_png": "jaxpipe.report.trace_view",
+    "init_project": "jaxpipe.spec.starter",
+    "check_specs": "jaxpipe.check.specs",
+    "format_checks": "jaxpipe.check.specs",
+    "SpecCheck": "jaxpipe.check.specs",
     "compare": "jaxpipe.api",
-    "format_comparison": "jaxpipe.compare",
-    "SweepResult": "jaxpipe.sweep",
+    "format_comparison": "jaxpipe.report.compare",
+    "SweepResult": "jaxpipe.sweep.shell",
 }
 
 __all__ = [
@@ -86,17 +84,4 @@ def __getattr__(name: str) -> Any:
 
 
 def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(_LAZY))
-
-
-class _Package(types.ModuleType):
-    # Importing the submodule jaxpipe.predict (or .launch, .trace) sets the package's
-    # attribute of that name to the module, which would shadow the function exported
-    # under the same name. The exported function wins, as it did with eager imports.
-    def __setattr__(self, name: str, value: Any) -> None:
-        if name in _LAZY and isinstance(value, types.ModuleType):
-            return
-        super().__setattr__(name, value)
-
-
-sys.modules[__name__].__class__ = _Package
+    return sorted(__all__)

@@ -2,6 +2,6 @@
 
 import sys
 
-from jaxpipe.cli import main
+from jaxpipe.cli.main import main
 
 sys.exit(main())

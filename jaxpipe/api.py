@@ -9,28 +9,28 @@ import tempfile
 from collections.abc import Iterable
 from typing import Any
 
-from jaxpipe.compare import compare_runs, format_comparison, write_comparison_plot
-from jaxpipe.data import load_dataset
+from jaxpipe.core.evaluation import format_metrics
+from jaxpipe.data.frames import is_path, source_of, to_columns
+from jaxpipe.data.load import load_dataset
+from jaxpipe.data.sources import host_record
 from jaxpipe.errors import DataError, DivergedError, JaxpipeError
-from jaxpipe.evaluation import format_metrics
 from jaxpipe.events import Observers, RunResult
-from jaxpipe.frames import is_path, source_of, to_columns
-from jaxpipe.hardware import LocalDevices, local_devices
-from jaxpipe.launch import launch
-from jaxpipe.outdir import default_out_dir
-from jaxpipe.planner import Plan, make_plan
-from jaxpipe.predict import predict_file
-from jaxpipe.report import ConsoleReporter, format_plan
-from jaxpipe.run import check_before_data, run_experiment
-from jaxpipe.search import UNVERIFIED
-from jaxpipe.sharding import distributed_config, initialize_distributed
-from jaxpipe.sources import host_record
-from jaxpipe.spec import Spec, load_spec
-from jaxpipe.sweep import SweepResult, run_sweep, sweep_plan
-from jaxpipe.tracking import tracking_observers
-from jaxpipe.trained import Model, load_model
-from jaxpipe.validation import validate
-from jaxpipe.verify import settle, verify_plan
+from jaxpipe.parallel.launch import launch
+from jaxpipe.parallel.sharding import distributed_config, initialize_distributed
+from jaxpipe.planner.hardware import LocalDevices, local_devices
+from jaxpipe.planner.plan import Plan, make_plan
+from jaxpipe.planner.search import UNVERIFIED
+from jaxpipe.planner.verify import settle, verify_plan
+from jaxpipe.report.compare import compare_runs, format_comparison, write_comparison_plot
+from jaxpipe.report.observer import ConsoleReporter, format_plan
+from jaxpipe.report.tracking import tracking_observers
+from jaxpipe.runner.outdir import default_out_dir
+from jaxpipe.runner.shell import check_before_data, run_experiment
+from jaxpipe.runner.validation import validate
+from jaxpipe.saved.model import Model, load_model
+from jaxpipe.saved.predict import predict_file
+from jaxpipe.spec.experiment import Spec, load_spec
+from jaxpipe.sweep.shell import SweepResult, run_sweep, sweep_plan
 
 __all__ = [
     "fit",

@@ -22,7 +22,7 @@ class StageRecord:
 
 @dataclass
 class RunResult:
-    """What `jaxpipe.run` returns."""
+    """What `jaxpipe.runner.shell` returns."""
 
     history: list[dict[str, Any]]
     final: dict[str, Any]

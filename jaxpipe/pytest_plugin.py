@@ -45,7 +45,7 @@ class SpecItem(pytest.Item):
         self.spec_path = spec_path
 
     def runtest(self) -> None:
-        from jaxpipe.speccheck import check_specs, format_checks
+        from jaxpipe.check.specs import check_specs, format_checks
 
         opt = self.config.getoption
         (result,) = check_specs(

@@ -1,4 +1,4 @@
-"""Programs kept on disk beside the compilation cache (jaxpipe/aot.py): a stored program
+"""Programs kept on disk beside the compilation cache (jaxpipe/core/aot.py): a stored program
 loads and computes what a fresh compile does; a damaged file compiles instead; an
 executable that JAX's own cache handed back is never the one stored."""
 
@@ -13,7 +13,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxpipe import aot
+from jaxpipe.core import aot
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -83,7 +83,7 @@ _AFTER_JAX_CACHE = """
 import sys, jax, jax.numpy as jnp, numpy as np
 jax.config.update("jax_compilation_cache_dir", sys.argv[1])
 jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
-from jaxpipe import aot
+from jaxpipe.core import aot
 f = lambda x: (jnp.sin(x) @ x.T).sum()
 lower = lambda x: jax.jit(f).lower(x)
 x = np.ones((16, 16), np.float32)

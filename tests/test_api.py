@@ -108,7 +108,7 @@ def test_fit_from_arrays_equals_run_from_the_same_data_in_a_file(tmp_path):
         [
             sys.executable,
             "-m",
-            "jaxpipe.cli",
+            "jaxpipe",
             "evaluate",
             str(tmp_path / "fit"),
             str(tmp_path / "d.npz"),
@@ -270,7 +270,7 @@ def test_cli_predict_probabilities_and_keep(frame_model, tmp_path):
     df.to_csv(tmp_path / "new.csv", index=False)
     frame_model.save(tmp_path / "m")
     p = subprocess.run(
-        [sys.executable, "-m", "jaxpipe.cli", "predict", str(tmp_path / "m"), str(tmp_path / "new.csv"),
+        [sys.executable, "-m", "jaxpipe", "predict", str(tmp_path / "m"), str(tmp_path / "new.csv"),
          "--probabilities", "--keep", "id,colour"],
         capture_output=True,
         text=True,
@@ -286,7 +286,7 @@ def test_cli_predict_probabilities_and_keep(frame_model, tmp_path):
     assert first[2] == frame_model.classes[probs[0].argmax()]
     np.testing.assert_allclose([float(v) for v in first[3:]], probs[0], atol=1e-6)
     p = subprocess.run(
-        [sys.executable, "-m", "jaxpipe.cli", "predict", str(tmp_path / "m"), str(tmp_path / "new.csv"), "--keep", "nope"],
+        [sys.executable, "-m", "jaxpipe", "predict", str(tmp_path / "m"), str(tmp_path / "new.csv"), "--keep", "nope"],
         capture_output=True,
         text=True,
         env=os.environ | {"PYTHONPATH": ROOT},
@@ -294,7 +294,7 @@ def test_cli_predict_probabilities_and_keep(frame_model, tmp_path):
     )  # fmt: skip
     assert p.returncode == 2 and p.stderr.count("\n") == 1 and "--keep nope" in p.stderr
     p = subprocess.run(
-        [sys.executable, "-m", "jaxpipe.cli", "evaluate", str(tmp_path / "m"), str(tmp_path / "new.csv")],
+        [sys.executable, "-m", "jaxpipe", "evaluate", str(tmp_path / "m"), str(tmp_path / "new.csv")],
         capture_output=True,
         text=True,
         env=os.environ | {"PYTHONPATH": ROOT},

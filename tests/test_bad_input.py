@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from conftest import ROOT
 
-from jaxpipe.cli import main
+from jaxpipe.cli.main import main
 
 ROWS = "".join(
     f"{i % 7}.5,{i * 3 % 11},{'red' if i % 3 else 'blue'},{'cat' if i % 2 else 'dog'}\n"
@@ -621,7 +621,7 @@ def test_bad_input_in_a_real_process(tmp_path, case_id):
     spec_path = _materialise(tmp_path, spec, files)
     out = str(tmp_path / "run")
     p = subprocess.run(
-        [sys.executable, "-m", "jaxpipe.cli", "run", spec_path, "--out", out, *extra],
+        [sys.executable, "-m", "jaxpipe", "run", spec_path, "--out", out, *extra],
         capture_output=True,
         text=True,
         env=os.environ | {"PYTHONPATH": ROOT},

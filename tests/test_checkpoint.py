@@ -13,7 +13,9 @@ from hypothesis import strategies as st
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from jaxpipe.checkpoint import (
+from jaxpipe.core.step import TrainState
+from jaxpipe.errors import JaxpipeError
+from jaxpipe.runner.checkpoint import (
     CheckpointStore,
     abstract_like,
     saved_epochs,
@@ -21,10 +23,8 @@ from jaxpipe.checkpoint import (
     state_to_tree,
     tree_to_state,
 )
-from jaxpipe.errors import JaxpipeError
-from jaxpipe.schema import to_dict
-from jaxpipe.spec import parse_spec
-from jaxpipe.step import TrainState
+from jaxpipe.spec.experiment import parse_spec
+from jaxpipe.spec.schema import to_dict
 
 
 def _exact(a, b):

@@ -15,9 +15,9 @@ import pytest
 from conftest import ROOT, SMALL_SPEC, cached_env
 
 import jaxpipe
-from jaxpipe.checkpoint import CheckpointStore, abstract_like, make_cadence, saved_epochs
-from jaxpipe.cli import main
+from jaxpipe.cli.main import main
 from jaxpipe.errors import EnvironmentProblem
+from jaxpipe.runner.checkpoint import CheckpointStore, abstract_like, make_cadence, saved_epochs
 
 # Runs here repeat a few small specs: each program compiles once per test process
 # (conftest.compile_once; a cached executable is the compiled one).
@@ -30,7 +30,7 @@ def _cli(*args, env=None):
     full = {k: v for k, v in os.environ.items() if k != "JAXPIPE_TEST_HOOK"}
     full |= {"PYTHONPATH": ROOT, **(env or {})}
     full = cached_env(full)  # the runs here repeat a few specs: compile each once
-    cmd = [sys.executable, "-m", "jaxpipe.cli", *args]
+    cmd = [sys.executable, "-m", "jaxpipe", *args]
     return subprocess.run(cmd, capture_output=True, text=True, env=full, timeout=300)
 
 
@@ -182,7 +182,7 @@ def test_defect_13_damaged_checkpoints_give_one_warning_line_each(write_spec, tm
 
 def test_defect_13_importing_changes_no_logging_configuration():
     code = (
-        "import logging; import jaxpipe.checkpoint, jaxpipe.loop; "
+        "import logging; import jaxpipe.runner.checkpoint, jaxpipe.runner.loop; "
         "a = logging.getLogger('absl'); print(a.level, a.propagate, len(a.handlers))"
     )
     p = subprocess.run(

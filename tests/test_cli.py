@@ -7,14 +7,14 @@ import pytest
 from conftest import ROOT, SMALL_SPEC
 
 import jaxpipe
-from jaxpipe.cli import main
+from jaxpipe.cli.main import main
 
 
 def _cli(*args, cwd=None):
     """Runs `jaxpipe ...` as a real process (exit code, stdout, stderr)."""
     env = os.environ | {"PYTHONPATH": ROOT}
     p = subprocess.run(
-        [sys.executable, "-m", "jaxpipe.cli", *args],
+        [sys.executable, "-m", "jaxpipe", *args],
         capture_output=True,
         text=True,
         cwd=cwd,

@@ -10,8 +10,8 @@ import pytest
 from conftest import ROOT, SMALL_SPEC
 
 import jaxpipe
-from jaxpipe.cli import main
-from jaxpipe.cli_args import build_parser
+from jaxpipe.cli.args import build_parser
+from jaxpipe.cli.main import main
 
 HEAVY = ("jax", "flax", "orbax", "optax", "matplotlib", "pyarrow")
 SUBCOMMANDS = ("run", "launch", "validate", "schema", "predict", "plan", "devices", "check")
@@ -22,7 +22,7 @@ def _imported_after(*argv: str) -> tuple[int, list[str]]:
     heavy top-level packages it left in sys.modules."""
     code = (
         "import json, sys\n"
-        "from jaxpipe.cli import main\n"
+        "from jaxpipe.cli.main import main\n"
         "try:\n"
         f"    rc = main({list(argv)!r})\n"
         "except SystemExit as e:\n"
@@ -105,8 +105,8 @@ def test_quiet_run_prints_only_the_run_directory(tmp_path, write_spec):
 
 
 def test_every_public_name_resolves_and_submodules_do_not_shadow_functions():
-    import jaxpipe.launch  # noqa: F401  (the submodules named like exported functions)
-    import jaxpipe.predict  # noqa: F401
+    import jaxpipe.parallel.launch  # noqa: F401  (the submodules named like exported functions)
+    import jaxpipe.saved.predict  # noqa: F401
 
     for name in jaxpipe.__all__:
         assert getattr(jaxpipe, name) is not None, name
@@ -160,7 +160,7 @@ def test_shipped_examples_are_the_experiments(name):
 
 
 def test_launch_drops_collective_chatter(tmp_path, capfd):
-    from jaxpipe.launch import _forward
+    from jaxpipe.parallel.launch import _forward
 
     src = tmp_path / "child.txt"
     src.write_bytes(b"Data flow\n[Gloo] Rank 0 is connected to 1 peer ranks.\n  load  ok\n")

@@ -18,8 +18,8 @@ import unicodedata
 import pytest
 from conftest import ROOT, cached_env
 
-from jaxpipe.charts import ascii_chart, condensed, log_scale
-from jaxpipe.console import Console, plural, seconds
+from jaxpipe.report.charts import ascii_chart, condensed, log_scale
+from jaxpipe.report.console import Console, plural, seconds
 
 # 40,000 training rows in batches of 32: 1,250 steps an epoch, long enough for the bar.
 LONG_SPEC = """

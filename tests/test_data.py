@@ -2,9 +2,9 @@ import numpy as np
 import pytest
 from conftest import SMALL_SPEC
 
-from jaxpipe.data import encode_labels, load_dataset, make_synthetic, read_csv, split_rows
+from jaxpipe.data.load import encode_labels, load_dataset, make_synthetic, read_csv, split_rows
 from jaxpipe.errors import DataError
-from jaxpipe.spec import SyntheticSpec, load_spec, parse_spec
+from jaxpipe.spec.experiment import SyntheticSpec, load_spec, parse_spec
 
 
 def test_synthetic_is_seeded():

@@ -54,7 +54,7 @@ def test_auto_shards_with_fsdp_when_one_device_is_too_small(write_spec, tmp_path
 
 
 def test_bad_distributed_settings_are_exit_2(write_spec, capsys):
-    from jaxpipe.cli import main
+    from jaxpipe.cli.main import main
 
     spec = write_spec(SMALL_SPEC)
     assert main(["run", spec, "--coordinator", "127.0.0.1:1", "--out", "x"]) == 2
@@ -94,7 +94,7 @@ def test_two_process_launch_equals_one_process_on_four_devices(write_spec, tmp_p
         [
             sys.executable,
             "-m",
-            "jaxpipe.cli",
+            "jaxpipe",
             "launch",
             "--processes",
             "2",

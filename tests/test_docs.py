@@ -4,8 +4,8 @@ import os
 
 from conftest import ROOT
 
-from jaxpipe.schema import _fields, is_section
-from jaxpipe.spec import Spec, spec_markdown, spec_schema
+from jaxpipe.spec.experiment import Spec, spec_markdown, spec_schema
+from jaxpipe.spec.schema import _fields, is_section
 
 
 def test_docs_spec_md_is_generated_from_the_schema():

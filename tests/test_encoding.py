@@ -5,7 +5,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from jaxpipe.encoding import (
+from jaxpipe.data.encoding import (
     FeatureEncoder,
     column_values,
     encode_labels,

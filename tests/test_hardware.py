@@ -8,11 +8,11 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import jaxpipe
-from jaxpipe import hardware
-from jaxpipe.cli import main
+from jaxpipe.cli.main import main
 from jaxpipe.errors import SpecError
-from jaxpipe.search import GPU_RUNTIME_BYTES
-from jaxpipe.spec import parse_size, parse_spec
+from jaxpipe.planner import hardware
+from jaxpipe.planner.search import GPU_RUNTIME_BYTES
+from jaxpipe.spec.experiment import parse_size, parse_spec
 
 REQUIRED = [
     "T4",

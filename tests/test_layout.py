@@ -169,8 +169,8 @@ def test_imports_flow_one_way():
     [
         ("spec", "from jaxpipe import run\n"),  # a submodule through the package
         ("spec", "from jaxpipe import Spec\n"),  # a name: the package's __init__
-        ("data", "def f():\n    import jaxpipe.loop\n"),  # inside a function
-        ("step", "from jaxpipe.programs import compile_programs\n"),
+        ("data", "def f():\n    import jaxpipe.runner.loop\n"),  # inside a function
+        ("step", "from jaxpipe.runner.programs import compile_programs\n"),
         ("schema", "from . import spec\n"),  # relative
         ("model", "if True:\n    from .report import format_table\n"),
     ],

@@ -7,8 +7,8 @@ import sys
 
 from conftest import ROOT, SMALL_SPEC
 
-from jaxpipe.programs import compiler_options
-from jaxpipe.runplan import chunk_steps as _chunk_steps
+from jaxpipe.runner.plan import chunk_steps as _chunk_steps
+from jaxpipe.runner.programs import compiler_options
 
 
 def test_small_cpu_steps_compile_single_threaded(monkeypatch):
@@ -36,7 +36,7 @@ def _run(spec, out, cache):
         "JAXPIPE_COMPILATION_CACHE": "1",
     }
     p = subprocess.run(
-        [sys.executable, "-m", "jaxpipe.cli", "run", spec, "--out", str(out)],
+        [sys.executable, "-m", "jaxpipe", "run", spec, "--out", str(out)],
         capture_output=True,
         text=True,
         env=env,

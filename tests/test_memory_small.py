@@ -5,7 +5,7 @@ how close it lands to XLA is tests/test_plan_error.py's property."""
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from jaxpipe.residuals import SMALL_BYTES, TABLE, backward_peak
+from jaxpipe.planner.residuals import SMALL_BYTES, TABLE, backward_peak
 
 KEYS = sorted(TABLE)
 # A network: hidden layers' float32 [batch, width] buffers (the output layer's last) and

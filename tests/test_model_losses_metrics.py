@@ -4,8 +4,8 @@ import numpy as np
 from hypothesis import given
 from hypothesis import strategies as st
 
-from jaxpipe.losses import cross_entropy, squared_error
-from jaxpipe.metrics import (
+from jaxpipe.core.losses import cross_entropy, squared_error
+from jaxpipe.core.metrics import (
     add_sums,
     classification_sums,
     finalize,
@@ -13,8 +13,8 @@ from jaxpipe.metrics import (
     regression_sums,
     zero_sums,
 )
-from jaxpipe.model import layer_table, make_model, param_count
-from jaxpipe.spec import ModelSpec
+from jaxpipe.core.model import layer_table, make_model, param_count
+from jaxpipe.spec.experiment import ModelSpec
 
 hidden = st.sampled_from([(), (8,), (16, 8)])
 batches = st.sampled_from([1, 4, 16])

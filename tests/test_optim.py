@@ -5,9 +5,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from jaxpipe.core.optim import SCHEDULES, check_optimizer, make_optimizer, make_schedule
 from jaxpipe.errors import SpecError
-from jaxpipe.optim import SCHEDULES, check_optimizer, make_optimizer, make_schedule
-from jaxpipe.spec import parse_spec
+from jaxpipe.spec.experiment import parse_spec
 
 
 def _opt(text: str):

@@ -5,7 +5,7 @@ anything else asyncio logs must."""
 
 import logging
 
-from jaxpipe.orbax_guard import drop_loop_closed_tracebacks
+from jaxpipe.runner.orbax_guard import drop_loop_closed_tracebacks
 
 
 class _Keep(logging.Handler):

@@ -12,10 +12,10 @@ from hypothesis import Phase, example, given, settings
 from hypothesis import strategies as st
 
 import jaxpipe
-from jaxpipe import memory, planner, search, verify, xlafit
-from jaxpipe.model import ACTIVATION_FNS
-from jaxpipe.spec import parse_spec
-from jaxpipe.verdict import format_plan
+from jaxpipe.core.model import ACTIVATION_FNS
+from jaxpipe.planner import memory, planner, search, verify, xlafit
+from jaxpipe.report.verdict import format_plan
+from jaxpipe.spec.experiment import parse_spec
 
 # Every optimizer README lists.
 OPTIMIZERS = ["sgd", "adam", "adamw", "rmsprop", "lion", "adafactor", "lamb"]

@@ -11,8 +11,8 @@ from hypothesis import strategies as st
 from jax.sharding import PartitionSpec as P
 
 import jaxpipe
-from jaxpipe import memory, planner, residuals, verify
-from jaxpipe.spec import parse_spec
+from jaxpipe.planner import memory, planner, residuals, verify
+from jaxpipe.spec.experiment import parse_spec
 from jaxpipe.testing import hidden_layers, optimizer_names
 
 HIDDEN = hidden_layers(widths=[16, 64, 128, 512], min_layers=1, max_layers=3)
@@ -194,7 +194,7 @@ def test_file_data_is_planned_from_its_encoded_shapes():
 
     from conftest import EXPERIMENTS
 
-    from jaxpipe.data import load_dataset
+    from jaxpipe.data.load import load_dataset
 
     spec = jaxpipe.load_spec(os.path.join(EXPERIMENTS, "penguins.toml"))
     shapes, ds = planner.data_shapes(spec), load_dataset(spec)

@@ -7,8 +7,9 @@ import dataclasses
 import jax
 import pytest
 
-from jaxpipe import memory, planner, planstate
-from jaxpipe.spec import parse_spec
+from jaxpipe.planner import memory, planner
+from jaxpipe.planner import state as planstate
+from jaxpipe.spec.experiment import parse_spec
 
 # Every optimizer the docs list (README's optimizer table).
 OPTIMIZERS = ["sgd", "adam", "adamw", "rmsprop", "lion", "adafactor", "lamb"]

@@ -8,10 +8,10 @@ import optax
 from conftest import SMALL_SPEC
 
 import jaxpipe
-from jaxpipe.losses import cross_entropy
-from jaxpipe.model import make_model
-from jaxpipe.spec import ModelSpec
-from jaxpipe.step import init_state, make_train_step
+from jaxpipe.core.losses import cross_entropy
+from jaxpipe.core.model import make_model
+from jaxpipe.core.step import init_state, make_train_step
+from jaxpipe.spec.experiment import ModelSpec
 
 
 def _bf16_setup():

@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 
 import jaxpipe
-from jaxpipe.cli import main
-from jaxpipe.predict import load_predictor, predict_file
+from jaxpipe.cli.main import main
+from jaxpipe.saved.predict import load_predictor, predict_file
 
 COLORS = ["red", "green", "blue"]
 

@@ -4,7 +4,7 @@ import numpy as np
 from hypothesis import given
 from hypothesis import strategies as st
 
-from jaxpipe.preprocess import apply_scaler, fit_minmax, fit_scaler, fit_standard, invert_scaler
+from jaxpipe.core.scaling import apply_scaler, fit_minmax, fit_scaler, fit_standard, invert_scaler
 from jaxpipe.testing import matrices
 
 

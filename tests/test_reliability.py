@@ -18,9 +18,9 @@ import pytest
 from conftest import ROOT
 
 import jaxpipe
-import jaxpipe.data
+import jaxpipe.data.load
 from jaxpipe import files
-from jaxpipe.cli import main
+from jaxpipe.cli.main import main
 from jaxpipe.errors import EnvironmentProblem, JaxpipeError, RunDirectoryBusy
 from jaxpipe.rundir import LOCK_FILE, default_run_name, lock_run_dir, make_unique_dir
 
@@ -51,7 +51,7 @@ ENV = os.environ | {"PYTHONPATH": ROOT, "XLA_FLAGS": "", "JAXPIPE_COMPILATION_CA
 
 
 def _cli(*args: str, **kw) -> subprocess.Popen:
-    cmd = [sys.executable, "-m", "jaxpipe.cli", *args]
+    cmd = [sys.executable, "-m", "jaxpipe", *args]
     return subprocess.Popen(cmd, env=kw.pop("env", ENV), text=True, **kw)
 
 
@@ -104,7 +104,7 @@ def _coherent(out: str) -> int:
     assert summary["status"] == "completed" and summary["seed"] == spec.experiment.seed
     assert rows and rows[-1] == summary["final"] and len(rows) == spec.training.epochs
     assert summary["checkpoints"]["epochs"][-1] == spec.training.epochs
-    from jaxpipe.predict import load_predictor
+    from jaxpipe.saved.predict import load_predictor
 
     assert load_predictor(out).meta["features"] == summary["features"]
     names = set(os.listdir(out))
@@ -112,7 +112,7 @@ def _coherent(out: str) -> int:
     return spec.experiment.seed
 
 
-# Runs `jaxpipe.cli.main(argv)` in forked children of one process that has imported
+# Runs `jaxpipe.cli.main.main(argv)` in forked children of one process that has imported
 # jaxpipe but not started a backend (so forking is safe): each child is a separate
 # process with its own lock descriptor, as two `jaxpipe run` commands are, without paying
 # the imports (most of a tiny run) forty times. The CLI imports lazily, so what a run
@@ -122,9 +122,9 @@ FORK_RUNNER = r"""
 import json, os, sys, tempfile
 import matplotlib.pyplot
 import orbax.checkpoint
-import jaxpipe.api, jaxpipe.checkpoint, jaxpipe.predict, jaxpipe.report, jaxpipe.run
+import jaxpipe.api, jaxpipe.runner.checkpoint, jaxpipe.saved.predict, jaxpipe.report.observer, jaxpipe.runner.shell
 from jax._src.xla_bridge import backends_are_initialized
-from jaxpipe.cli import main
+from jaxpipe.cli.main import main
 
 assert not backends_are_initialized(), "a backend before fork() is unsafe in the children"
 

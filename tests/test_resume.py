@@ -19,7 +19,7 @@ import pytest
 from conftest import ROOT, SMALL_SPEC, assert_trees_close
 
 import jaxpipe
-from jaxpipe.cli import main
+from jaxpipe.cli.main import main
 
 EPOCHS = 4
 SPEC = SMALL_SPEC.replace("epochs = 2", f"epochs = {EPOCHS}")
@@ -91,7 +91,7 @@ def reference(spec_path, tmp_path_factory):
 
 def _cli_process(spec_path, out, hook, *extra):
     env = os.environ | {"PYTHONPATH": ROOT, "JAXPIPE_TEST_HOOK": hook}
-    cmd = [sys.executable, "-m", "jaxpipe.cli", "run", spec_path, "--out", out, "--quiet", *extra]
+    cmd = [sys.executable, "-m", "jaxpipe", "run", spec_path, "--out", out, "--quiet", *extra]
     return subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
 
 
@@ -121,7 +121,7 @@ def test_sigkill_at_a_random_moment_then_resume_is_bit_identical(spec_path, refe
     rng = random.Random()
     lines, delay = rng.randint(1, EPOCHS - 1), rng.uniform(0.0, 0.12)
     env = os.environ | {"PYTHONPATH": ROOT, "JAXPIPE_TEST_HOOK": "slow-epoch:0.1"}
-    cmd = [sys.executable, "-m", "jaxpipe.cli", "run", spec_path, "--out", out, "--quiet"]
+    cmd = [sys.executable, "-m", "jaxpipe", "run", spec_path, "--out", out, "--quiet"]
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     metrics = os.path.join(out, "metrics.jsonl")
     deadline = time.monotonic() + 120

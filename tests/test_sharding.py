@@ -11,10 +11,11 @@ from conftest import assert_trees_close
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from jaxpipe.losses import cross_entropy
-from jaxpipe.metrics import finalize
-from jaxpipe.model import make_model
-from jaxpipe.sharding import (
+from jaxpipe.core.losses import cross_entropy
+from jaxpipe.core.metrics import finalize
+from jaxpipe.core.model import make_model
+from jaxpipe.core.step import init_state, make_epoch, make_eval_step, make_evaluate, make_train_step
+from jaxpipe.parallel.sharding import (
     batch_constraint,
     make_layout,
     make_mesh,
@@ -23,8 +24,7 @@ from jaxpipe.sharding import (
     replicated,
     state_shardings,
 )
-from jaxpipe.spec import ModelSpec
-from jaxpipe.step import init_state, make_epoch, make_eval_step, make_evaluate, make_train_step
+from jaxpipe.spec.experiment import ModelSpec
 from jaxpipe.testing import MESHES, strategy_meshes
 
 CASES = [(s, m) for s, ms in MESHES.items() for m in ms]

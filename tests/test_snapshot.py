@@ -12,7 +12,7 @@ import pytest
 from conftest import SMALL_SPEC
 
 import jaxpipe
-from jaxpipe.checkpoint import CheckpointStore, abstract_like, host_copy
+from jaxpipe.runner.checkpoint import CheckpointStore, abstract_like, host_copy
 
 pytestmark = pytest.mark.usefixtures("compile_once")  # the resumed run compiles nothing
 
@@ -66,7 +66,7 @@ def test_training_holds_only_what_the_plan_counts(write_spec, tmp_path, monkeypa
     to host memory. Trained 2 epochs, then resumed for a third: the fresh state the
     checkpoint replaces must not linger, nor a device copy of the best parameters."""
     if donated:
-        monkeypatch.setattr("jaxpipe.runplan.held_in_memory", lambda state, keep: False)
+        monkeypatch.setattr("jaxpipe.runner.plan.held_in_memory", lambda state, keep: False)
     path, out, watch = write_spec(SMALL_SPEC + BEST), str(tmp_path / "run"), _Watch()
     jaxpipe.run(path, out=out, callbacks=[watch], verbose=False)
     longer = jaxpipe.load_spec(path, ["training.epochs=3"])

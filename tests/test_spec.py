@@ -4,7 +4,7 @@ import pytest
 from conftest import EXPERIMENTS, SMALL_SPEC
 
 from jaxpipe.errors import SpecError
-from jaxpipe.spec import Spec, dump_spec, load_spec, parse_spec, spec_schema
+from jaxpipe.spec.experiment import Spec, dump_spec, load_spec, parse_spec, spec_schema
 
 
 def test_defaults_and_types():

@@ -8,11 +8,10 @@ from conftest import assert_trees_close
 from hypothesis import given
 from hypothesis import strategies as st
 
-from jaxpipe.losses import cross_entropy
-from jaxpipe.metrics import add_sums, finalize, zero_sums
-from jaxpipe.model import make_model
-from jaxpipe.spec import ModelSpec
-from jaxpipe.step import (
+from jaxpipe.core.losses import cross_entropy
+from jaxpipe.core.metrics import add_sums, finalize, zero_sums
+from jaxpipe.core.model import make_model
+from jaxpipe.core.step import (
     epoch_batches,
     init_state,
     make_epoch,
@@ -20,6 +19,7 @@ from jaxpipe.step import (
     make_evaluate,
     make_train_step,
 )
+from jaxpipe.spec.experiment import ModelSpec
 
 ADAM = optax.adam(1e-2)
 optimizers = st.sampled_from([ADAM, optax.sgd(0.1, momentum=0.9)])

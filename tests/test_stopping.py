@@ -7,8 +7,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from jaxpipe.spec import EarlyStoppingSpec
-from jaxpipe.stopping import EarlyStopper, SignalCatcher, catch_signals, outcome
+from jaxpipe.runner.stopping import EarlyStopper, SignalCatcher, catch_signals, outcome
+from jaxpipe.spec.experiment import EarlyStoppingSpec
 
 values = st.lists(st.floats(-10, 10, allow_nan=False), min_size=1, max_size=12)
 

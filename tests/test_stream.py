@@ -8,23 +8,23 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import jaxpipe
+from jaxpipe.core.losses import cross_entropy
+from jaxpipe.core.metrics import zero_sums
+from jaxpipe.core.model import make_model
+from jaxpipe.core.scaling import fit_minmax
+from jaxpipe.core.step import epoch_batches, init_state, make_epoch, make_train_step
 from jaxpipe.errors import JaxpipeError
-from jaxpipe.losses import cross_entropy
-from jaxpipe.metrics import zero_sums
-from jaxpipe.model import make_model
-from jaxpipe.place import chunk_feed
-from jaxpipe.preprocess import fit_minmax
-from jaxpipe.runplan import RunPlan
-from jaxpipe.sharding import make_layout
-from jaxpipe.spec import ModelSpec
-from jaxpipe.step import epoch_batches, init_state, make_epoch, make_train_step
-from jaxpipe.stream import (
+from jaxpipe.parallel.sharding import make_layout
+from jaxpipe.runner.place import chunk_feed
+from jaxpipe.runner.plan import RunPlan
+from jaxpipe.runner.stream import (
     chunk_bounds,
     chunk_plan,
     make_chunk_steps,
     steps_per_chunk,
     stream_epoch,
 )
+from jaxpipe.spec.experiment import ModelSpec
 
 
 @given(st.integers(1, 10**6), st.integers(0, 10**9), st.integers(1, 10**9))

@@ -73,7 +73,7 @@ def test_two_processes_read_disjoint_halves_and_equal_one_process(disk_spec, tmp
     one = _run(disk_spec, tmp_path / "one", 'hardware.strategy="data"', "hardware.devices=4")
     env = os.environ | {"PYTHONPATH": ROOT}
     out = tmp_path / "two"
-    cmd = [sys.executable, "-m", "jaxpipe.cli", "launch", "--processes", "2"]
+    cmd = [sys.executable, "-m", "jaxpipe", "launch", "--processes", "2"]
     cmd += ["--cpu-devices-per-process", "2", disk_spec, "--out", str(out), "--quiet"]
     cmd += ["--set", 'hardware.strategy="data"']
     p = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)

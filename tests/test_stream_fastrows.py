@@ -10,12 +10,12 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-import jaxpipe.diskrows as diskrows
-from jaxpipe.diskrows import DiskRows, ReadSpec, scan_source
-from jaxpipe.encoding import ColumnCode, FeatureEncoder
+import jaxpipe.data.diskrows as diskrows
+from jaxpipe.data.diskrows import DiskRows, ReadSpec, scan_source
+from jaxpipe.data.encoding import ColumnCode, FeatureEncoder
+from jaxpipe.data.fastrows import numeric_rows
+from jaxpipe.data.sources import open_files, read_ahead, read_group
 from jaxpipe.errors import DataError
-from jaxpipe.fastrows import numeric_rows
-from jaxpipe.sources import open_files, read_ahead, read_group
 
 F32_MAX = float(np.finfo(np.float32).max)
 

@@ -14,15 +14,15 @@ import pytest
 from conftest import ROOT
 
 import jaxpipe
-from jaxpipe.cli import main
-from jaxpipe.data import load_dataset
-from jaxpipe.diskrows import DiskRows, ReadSpec, _scan_share, scan_source
-from jaxpipe.encoding import column_values, encode_labels, fit_encoder, handle_missing
-from jaxpipe.preprocess import fit_scaler
-from jaxpipe.readers import arrow_columns
-from jaxpipe.roworder import epoch_steps, process_lanes, validation_mask
-from jaxpipe.sources import open_files
-from jaxpipe.stream import chunk_bounds
+from jaxpipe.cli.main import main
+from jaxpipe.core.scaling import fit_scaler
+from jaxpipe.data.diskrows import DiskRows, ReadSpec, _scan_share, scan_source
+from jaxpipe.data.encoding import column_values, encode_labels, fit_encoder, handle_missing
+from jaxpipe.data.load import load_dataset
+from jaxpipe.data.readers import arrow_columns
+from jaxpipe.data.roworder import epoch_steps, process_lanes, validation_mask
+from jaxpipe.data.sources import open_files
+from jaxpipe.runner.stream import chunk_bounds
 
 
 def write_parts(folder, parts=3, rows=60, group=20, seed=0, missing=False):
@@ -134,7 +134,7 @@ def test_validation_split_is_stable_whatever_the_file_layout(tmp_path):
 
 def _run(spec, tmp_path):
     env = os.environ | {"PYTHONPATH": ROOT}
-    cmd = [sys.executable, "-m", "jaxpipe.cli", "run", spec, "--out", str(tmp_path / "o")]
+    cmd = [sys.executable, "-m", "jaxpipe", "run", spec, "--out", str(tmp_path / "o")]
     return subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=120)
 
 

@@ -13,12 +13,12 @@ from conftest import ROOT, assert_trees_close, write_disk_set
 from flax import serialization
 
 import jaxpipe
-from jaxpipe.cli import main
+from jaxpipe.cli.main import main
 from jaxpipe.errors import SpecError
-from jaxpipe.run import run_experiment
-from jaxpipe.spec import load_spec
-from jaxpipe.sweep import plan_trials, run_sweep, trial_spec
-from jaxpipe.sweepspec import MAX_TRIALS, SweepSpec, expand_trials
+from jaxpipe.runner.shell import run_experiment
+from jaxpipe.spec.experiment import load_spec
+from jaxpipe.spec.sweep import MAX_TRIALS, SweepSpec, expand_trials
+from jaxpipe.sweep.shell import plan_trials, run_sweep, trial_spec
 
 # Runs here repeat a few small specs: each program compiles once per test process
 # (conftest.compile_once; a cached executable is the compiled one).

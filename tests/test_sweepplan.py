@@ -13,10 +13,10 @@ from conftest import ROOT
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from jaxpipe.planner import make_plan
-from jaxpipe.spec import load_spec
-from jaxpipe.sweep import plan_trials, run_sweep, trial_spec
-from jaxpipe.sweepplan import _cuts, chunk_bytes, split_trials
+from jaxpipe.planner.plan import make_plan
+from jaxpipe.planner.sweep import _cuts, chunk_bytes, split_trials
+from jaxpipe.spec.experiment import load_spec
+from jaxpipe.sweep.shell import plan_trials, run_sweep, trial_spec
 
 SPEC = """
 [experiment]
@@ -138,7 +138,7 @@ def test_plan_on_a_sweep_reports_the_trials_and_the_largest_chunk(write_spec):
 
 
 def test_the_estimate_covers_what_xla_compiles_for_the_vmapped_epoch(write_spec, monkeypatch):
-    import jaxpipe.sweeptrain as sweeptrain
+    import jaxpipe.sweep.train as sweeptrain
 
     compiled = []
 

@@ -17,9 +17,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import jaxpipe
-from jaxpipe.data import load_dataset
-from jaxpipe.spec import dump_spec, parse_spec
-from jaxpipe.speccheck import shrink_spec
+from jaxpipe.check.specs import shrink_spec
+from jaxpipe.data.load import load_dataset
+from jaxpipe.spec.experiment import dump_spec, parse_spec
 from jaxpipe.testing import (
     check_deterministic,
     check_plan_matches_compiler,

@@ -1,4 +1,4 @@
-"""The prediction trace: `jaxpipe trace` (a real process) and `jaxpipe.trace`, for
+"""The prediction trace: `jaxpipe trace` (a real process) and `jaxpipe.saved.trace`, for
 classification and regression; probabilities sum to 1 and the predicted class or value is
 what `jaxpipe predict` writes for the same row."""
 
@@ -16,9 +16,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import jaxpipe
-from jaxpipe.cli import main
-from jaxpipe.predict import load_predictor, predict_rows
-from jaxpipe.trace import TRACE_ROWS_FILE, trace_features
+from jaxpipe.cli.main import main
+from jaxpipe.saved.predict import load_predictor, predict_rows
+from jaxpipe.saved.trace import TRACE_ROWS_FILE, trace_features
 
 SPEC = """
 [experiment]
@@ -177,7 +177,7 @@ def test_a_trained_models_parts_trace_as_its_run_directory_does(tmp_path, write_
     """What `Model.trace` calls: TracedModel.from_parts(params, network, preprocessing)."""
     from conftest import SMALL_SPEC
 
-    from jaxpipe.trace import TracedModel
+    from jaxpipe.saved.trace import TracedModel
 
     result = jaxpipe.run(write_spec(SMALL_SPEC), out=str(tmp_path / "run"))
     pred = load_predictor(result.run_dir)

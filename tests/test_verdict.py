@@ -10,8 +10,8 @@ import sys
 import pytest
 
 import jaxpipe
-from jaxpipe import search
-from jaxpipe.cli import main
+from jaxpipe.cli.main import main
+from jaxpipe.planner import search
 
 # A 512-wide Adam MLP (about 4.5 MiB of state) against a card of 4 MiB: one device does
 # not fit, a few do.

@@ -9,8 +9,8 @@ import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from jaxpipe import memory, planner, verify
-from jaxpipe.spec import parse_spec
+from jaxpipe.planner import memory, planner, verify
+from jaxpipe.spec.experiment import parse_spec
 
 SPEC = """
 [data]
@@ -161,11 +161,11 @@ def _run_program_bytes(spec, shapes, strategy, mesh):
     import jax.numpy as jnp
     import numpy as np
 
-    from jaxpipe.memory import compute_dtype
-    from jaxpipe.model import make_model
-    from jaxpipe.optim import make_optimizer
-    from jaxpipe.sharding import make_layout
-    from jaxpipe.step import init_state, make_epoch, make_task_steps
+    from jaxpipe.core.model import make_model
+    from jaxpipe.core.optim import make_optimizer
+    from jaxpipe.core.step import init_state, make_epoch, make_task_steps
+    from jaxpipe.parallel.sharding import make_layout
+    from jaxpipe.planner.memory import compute_dtype
 
     layout = make_layout(strategy, mesh)
     steps = -(-shapes.train_rows // spec.training.batch_size) * spec.training.epochs

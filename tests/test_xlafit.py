@@ -4,7 +4,7 @@ arithmetic, no compile). Its measured effect is held by test_plan_error.py."""
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from jaxpipe.xlafit import Fit, carried_scale
+from jaxpipe.planner.xlafit import Fit, carried_scale
 
 HIDDEN = st.lists(st.sampled_from([8, 64, 128, 256, 1024]), min_size=1, max_size=5)
 SCALE = st.floats(0.125, 8.0)

@@ -1,0 +1,113 @@
+"""Data already in memory, as named columns: a pandas DataFrame (when pandas is
+importable; jaxpipe never needs it), a pyarrow Table, `(X, y)` arrays, a bare `X`, or a
+file path. Every kind goes through the same readers' column rules, encoders and checks
+as a file (`data.load_dataset(spec, columns=...)`)."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import numpy as np
+
+from jaxpipe.data.encoding import Columns
+from jaxpipe.data.load import arrow_columns, read_table
+from jaxpipe.errors import DataError
+
+__all__ = ["to_columns", "source_of", "is_path", "positional_columns"]
+
+_KINDS = "a pandas DataFrame, a pyarrow Table, (X, y) arrays or a file path"
+
+
+def source_of(path: str) -> str:
+    """The reader for a file, from its extension (csv unless parquet or npz)."""
+    ext = os.path.splitext(path)[1].lower()
+    return {".parquet": "parquet", ".pq": "parquet", ".npz": "npz"}.get(ext, "csv")
+
+
+def is_path(data: Any) -> bool:
+    return isinstance(data, (str, os.PathLike))
+
+
+def _is_dataframe(data: Any) -> bool:
+    return type(data).__module__.split(".")[0] == "pandas" and hasattr(data, "columns")
+
+
+def _array_columns(x: Any, y: Any, label: str, what: str) -> Columns:
+    """x: [rows, features] → columns x0, x1, ... as an npz file's; y: [rows] → `label`."""
+    x = np.asarray(x)
+    if x.ndim == 1:
+        x = x[:, None]
+    if x.ndim != 2 or len(x) == 0:
+        raise DataError(f"{what}: X must be [rows, features] with rows; found shape {x.shape}")
+    numeric = x.dtype.kind in "fiub"
+    columns: Columns = {
+        f"x{i}": x[:, i].astype(np.float64) if numeric else x[:, i].astype(object)
+        for i in range(x.shape[1])
+    }
+    if y is not None:
+        y = np.asarray(y)
+        if y.ndim != 1 or len(y) != len(x):
+            raise DataError(f"{what}: y must be [rows] beside X {x.shape}; found shape {y.shape}")
+        columns[label] = (
+            y.astype(np.float64) if y.dtype.kind in "fiub" else y.astype(str).astype(object)
+        )
+    return columns
+
+
+def _frame_table(df: Any, what: str):
+    """A DataFrame as a pyarrow Table, column by column: a column pyarrow cannot type
+    (numbers mixed with stray text) becomes text, so the reader's rules name the bad
+    value and its row, as they do in a CSV file."""
+    import pyarrow as pa
+
+    names = [str(c) for c in df.columns]
+    dup = sorted({n for n in names if names.count(n) > 1})
+    if dup:
+        raise DataError(f"{what}: column name {dup[0]!r} appears twice; rename one of them")
+    arrays = {}
+    for name, (_, series) in zip(names, df.items()):
+        try:
+            arrays[name] = pa.array(series, from_pandas=True)
+        except (pa.ArrowInvalid, pa.ArrowTypeError, TypeError, ValueError):
+            values = series.tolist()
+            missing = series.isna().tolist()
+            arrays[name] = pa.array([None if m else str(v) for v, m in zip(values, missing)])
+    return pa.table(arrays)
+
+
+def to_columns(data: Any, label: str = "y", what: str = "data") -> tuple[Columns, str]:
+    """The named columns of `data` and the name messages use for it ("<DataFrame>", the
+    path). `(X, y)` arrays give columns x0, x1, ... and `label`, as an npz file does."""
+    if is_path(data):
+        path = os.fspath(data)
+        return read_table(path, source_of(path)), path
+    if _is_dataframe(data):
+        return arrow_columns(_frame_table(data, what), "<DataFrame>"), "<DataFrame>"
+    if type(data).__module__.split(".")[0] == "pyarrow" and hasattr(data, "column_names"):
+        return arrow_columns(data, "<pyarrow.Table>"), "<pyarrow.Table>"
+    if isinstance(data, tuple) and len(data) == 2:
+        return _array_columns(data[0], data[1], label, what), "<arrays>"
+    if isinstance(data, np.ndarray) or isinstance(data, list):
+        return _array_columns(data, None, label, what), "<array>"
+    raise DataError(f"{what}: expected {_KINDS}; found {type(data).__name__}")
+
+
+def positional_columns(data: Any, names: tuple[str, ...], what: str) -> tuple[Columns, str]:
+    """Rows to predict: a DataFrame, Table or path by column name; a bare array (or the X
+    of `(X, y)`) by position, its columns being the model's input columns in order."""
+    x = data[0] if isinstance(data, tuple) and len(data) == 2 else data
+    if not isinstance(x, (np.ndarray, list)):
+        return to_columns(data, what=what)
+    x = np.asarray(x)
+    x = x[:, None] if x.ndim == 1 else x
+    if x.ndim != 2 or x.shape[1] != len(names):
+        raise DataError(
+            f"{what}: an array's columns are the model's input columns in order "
+            f"({', '.join(names)}): expected [rows, {len(names)}], found shape {x.shape}"
+        )
+    numeric = x.dtype.kind in "fiub"
+    return {
+        n: x[:, i].astype(np.float64) if numeric else x[:, i].astype(object)
+        for i, n in enumerate(names)
+    }, "<array>"

@@ -1,0 +1,251 @@
+"""The plan: which strategy, how many devices, how much memory each, and why.
+
+`make_plan(spec, gpu=..., devices=...)` resolves `[hardware]` against a catalog card (`--gpu`)
+or the local devices, estimates every strategy (`memory.estimate`, searched in `search.py`)
+and picks one:
+
+  strategy = "auto": one device when the run fits one and only one is available; data
+  parallel across the available devices when it fits one; otherwise the layout with the
+  fewest devices that fit (ties: the least bytes per device) among fsdp, tensor, and the
+  2-D layouts. Without a device count (`--gpu` alone) one device is what was asked about,
+  and the fewest devices of that card are recommended.
+
+The verdict (`fits`) is for the device(s) asked about; `options` ranks what would fit:
+the fewest devices per strategy and every single catalog card, smallest first. The
+figures are the closed-form estimate until `verify.confirm` replaces them with XLA's.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, NamedTuple
+
+from jaxpipe.data.load import load_dataset
+from jaxpipe.planner import hardware
+from jaxpipe.planner.memory import Estimate, Shapes, mesh_for
+from jaxpipe.planner.options import bf16_note, rank_options, recommendation, roofline
+from jaxpipe.planner.search import GPU_RUNTIME_BYTES, MAX_DEVICES, UNVERIFIED, Search
+from jaxpipe.planner.values import Candidate, Option, Plan, Roofline, format_bytes
+from jaxpipe.spec.experiment import STRATEGIES, Spec
+
+__all__ = [
+    "Plan",
+    "Candidate",
+    "Option",
+    "Roofline",
+    "make_plan",
+    "data_shapes",
+    "format_bytes",
+    "MAX_DEVICES",
+]
+
+
+def data_shapes(spec: Spec, dataset: Any | None = None) -> Shapes:
+    """The data's shapes. Synthetic data: from the spec. A file (csv, parquet, npz, or a
+    separate validation file): the data set is loaded on the host, as `jaxpipe run` loads
+    it, because only then is the encoded feature count exact (one-hot vocabularies are
+    fitted on the training split) and rows dropped for missing values known; nothing goes
+    to a device. Pass an already loaded `data.Dataset` to skip that."""
+    task = spec.model.task
+    cfg = spec.data
+    if dataset is None and (cfg.source != "synthetic" or isinstance(cfg.validation, str)):
+        dataset = load_dataset(spec)
+    if dataset is not None:
+        return Shapes(
+            dataset.num_features,
+            dataset.num_classes if task == "classification" else 0,
+            len(dataset.x_train),
+            len(dataset.x_val),
+            "loaded data set",
+            task,
+        )
+    syn = cfg.synthetic
+    val = cfg.validation
+    n_val = val if isinstance(val, int) else int(round(syn.rows * val))
+    classes = syn.classes if task == "classification" else 0
+    return Shapes(syn.features, classes, syn.rows - n_val, n_val, "spec", task)
+
+
+def _choose(search: Search, requested: str, available: int | None) -> tuple[str, int]:
+    """The (strategy, devices) the plan runs: the requested one, or the auto rule."""
+    limit = min(available or MAX_DEVICES, MAX_DEVICES)
+    if requested != "auto":
+        if requested == "single":
+            return "single", 1
+        if available is not None:
+            return requested, available
+        return requested, search.min_devices(requested) or 2
+    if search.fits("single", 1):
+        if available and available > 1 and search.at("data", available) is not None:
+            return "data", available
+        return "single", 1
+    best = None
+    for strategy in ("fsdp", "tensor", "fsdp+tensor", "data+tensor"):
+        n = search.min_devices(strategy, limit)
+        if n is not None:
+            key = (n, search.at(strategy, n).total)
+            if best is None or key < best[0]:
+                best = (key, strategy)
+    if best is not None:
+        return best[1], best[0][0]
+    return ("fsdp", available) if available and available > 1 else ("single", 1)
+
+
+class _Memory(NamedTuple):
+    kind: hardware.DeviceKind | None
+    device: str
+    nominal: int
+    usable: int
+    fraction: float
+    reserve: int
+    source: str
+    platform: str  # "gpu" or "cpu"
+    pool: str
+    local_count: int | None  # every process's devices, for a local plan
+
+
+def _memory(spec: Spec, gpu: str | None, catalog: dict) -> _Memory:
+    """The asked device's usable memory: a catalog card under the environment's pool
+    rule, or the local devices (a GPU's bytes_limit, or host memory for a CPU)."""
+    if gpu is not None:
+        kind = hardware.find_device(gpu, catalog)
+        rule = hardware.pool_rule()
+        pool = int(kind.memory_bytes * rule.fraction)
+        reserve = hardware.reserve_bytes(pool)
+        return _Memory(
+            kind,
+            kind.name,
+            kind.memory_bytes,
+            pool - reserve,
+            rule.fraction,
+            reserve,
+            "catalog",
+            "gpu",
+            rule.describe(),
+            None,
+        )
+    local = hardware.local_devices(spec)
+    kind = hardware.match_kind(local.kind, catalog)
+    device = local.platform if local.kind == local.platform else f"{local.platform} ({local.kind})"
+    reserve = int(local.nominal_bytes * local.fraction) - local.usable_bytes
+    cpu = local.platform == "cpu"
+    return _Memory(
+        kind,
+        device,
+        local.nominal_bytes,
+        local.usable_bytes,
+        local.fraction,
+        reserve,
+        local.memory_source,
+        "cpu" if cpu else "gpu",
+        local.memory_source if cpu else hardware.pool_rule().describe(),
+        len(local.devices) * local.process_count,
+    )
+
+
+def _runtime(mem: _Memory) -> int:
+    """A GPU's runtime bytes outside the program (search.GPU_RUNTIME_BYTES), bounded like
+    the reserve (a tenth of the pool) for cards smaller than real GPUs; 0 on a CPU."""
+    if mem.platform != "gpu":
+        return 0
+    return min(GPU_RUNTIME_BYTES, (mem.usable + mem.reserve) // 10)
+
+
+def make_plan(
+    spec: Spec,
+    *,
+    gpu: str | None = None,
+    devices: int | None = None,
+    dataset: Any | None = None,
+    fit: bool = False,
+) -> Plan:
+    """The plan for `spec` on `devices` × the card `gpu`, or on the local devices; allocates
+    nothing. `dataset` (a loaded `data.Dataset`) makes the data shapes exact. `fit`: fit the
+    estimate to XLA's one-device compile (xlafit.py; `jaxpipe plan` does, a run does not)."""
+    catalog = hardware.load_catalog(spec.hardware, spec.base_dir)
+    shapes = data_shapes(spec, dataset)
+    hw = spec.hardware
+    count = (
+        devices if devices is not None else (hw.devices if isinstance(hw.devices, int) else None)
+    )
+    mem = _memory(spec, gpu, catalog)
+    available = count if gpu is not None or count is not None else mem.local_count
+    search = Search(spec, shapes, mem.usable, fit=fit, runtime=(runtime := _runtime(mem)))
+    strategy, n = _choose(search, hw.strategy, available)
+    chosen, fits = _verdict(search, strategy, n, one=gpu is not None and count is None)
+    asked = available or 1
+    min_devices = {s: search.min_devices(s) for s in STRATEGIES}
+    steps = -(-shapes.train_rows // spec.training.batch_size)
+    precision = spec.training.precision
+    options = rank_options(search, mem.kind, mem.device, catalog, precision, steps)
+    candidates = _candidates(search, (n, asked), min_devices, mem.usable)
+    return Plan(
+        strategy=strategy,
+        devices=chosen.devices if search.at(strategy, n) is not None else n,
+        mesh=dict(chosen.mesh),
+        per_device_bytes=chosen.total,
+        per_device_bytes_no_donation=chosen.total_no_donation,
+        usable_bytes_per_device=mem.usable,
+        nominal_bytes_per_device=mem.nominal,
+        memory_fraction=mem.fraction,
+        reserve_bytes=mem.reserve,
+        memory_source=mem.source,
+        device=mem.device,
+        available_devices=available,
+        breakdown=dict(chosen.breakdown),
+        fits=fits,
+        min_devices=min_devices,
+        candidates=candidates,
+        recommendation=recommendation(
+            chosen.total <= mem.usable, chosen, mem.usable, mem.device, options
+        ),
+        roofline=roofline(chosen, mem.kind, precision, steps),
+        shapes=shapes,
+        batch_size=spec.training.batch_size,
+        precision=precision,
+        requested_strategy=hw.strategy,
+        asked_devices=asked,
+        platform=mem.platform,
+        pool=mem.pool,
+        options=options,
+        bf16_note=bf16_note(spec, shapes, mem.usable, chosen),
+        fit=search.fit.to_json() | {"unverified": list(UNVERIFIED), "runtime_bytes": runtime},
+    )
+
+
+def _verdict(search: Search, strategy: str, n: int, one: bool) -> tuple[Estimate, bool]:
+    """The chosen layout's estimate, and whether the run fits the asked device(s): one
+    device when `one` (`--gpu T4` alone asks about one T4), else the chosen layout."""
+    chosen = search.at(strategy, n)
+    single = search.at("single", 1)
+    fits = chosen is not None and chosen.total <= search.usable
+    if chosen is None:  # e.g. tensor over a count that does not divide the widths
+        chosen = dataclasses.replace(single, strategy=strategy, mesh=mesh_for(strategy, n, 1))
+    if one:
+        fits = single.total <= search.usable
+    return chosen, fits
+
+
+def _candidates(search: Search, counts: tuple[int, int], fewest: dict, usable: int):
+    """The table's rows: each strategy at 1, 2, 4, 8, the chosen and asked counts and its
+    fewest devices that fit."""
+    rows: dict[tuple[str, int], Estimate] = {}
+    for s in STRATEGIES:
+        for c in {1, 2, 4, 8, *(min(x, MAX_DEVICES) for x in counts), fewest[s] or 1}:
+            e = search.at(s, c)
+            if e is not None and (s == "single" or c > 1):
+                rows[(s, c)] = e
+    order = sorted(rows.items(), key=lambda kv: (STRATEGIES.index(kv[0][0]), kv[0][1]))
+    return tuple(_candidate(e, usable) for _, e in order)
+
+
+def _candidate(e: Estimate, usable: int) -> Candidate:
+    return Candidate(
+        e.strategy,
+        e.devices,
+        dict(e.mesh),
+        e.total,
+        e.total <= usable,
+        usable - e.total,
+        dict(e.breakdown),
+    )

@@ -1,0 +1,148 @@
+"""The closed-form search: per (strategy, device count) the best mesh and its estimate,
+and the fewest devices that fit. Bounded by the model, never by the device count asked
+about, so `--devices 10**12` answers as fast as `--devices 2`."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+from jaxpipe.planner import xlafit
+from jaxpipe.planner.memory import DATA, Estimate, Shapes, abstract_state, estimate, mesh_for
+from jaxpipe.spec.experiment import Spec
+
+__all__ = ["Search", "MAX_DEVICES", "UNVERIFIED", "GPU_RUNTIME_BYTES", "divisors"]
+
+MAX_DEVICES = 4096  # the search's ceiling for "the fewest devices that fit"
+# Strategies whose closed form is not held within 10 % of XLA: FSDP's per-device program
+# keeps less per layer than the one-device program at the same per-device batch, by an
+# amount that shifts with the sizes (its figures ran -34 … +60 % against XLA:CPU; see
+# benchmarks/RESULTS.md). The plan says so beside them; `--verify` compiles them.
+UNVERIFIED = ("fsdp", "fsdp+tensor")
+
+
+def divisors(n: int) -> list[int]:
+    """The divisors of n ≥ 1, ascending (O(√n))."""
+    small = [d for d in range(1, math.isqrt(n) + 1) if n % d == 0]
+    return sorted(set(small + [n // d for d in small]))
+
+
+# XLA:GPU's autotuner runs while compiling, on a cold compilation cache, and its scratch
+# buffers go through the same allocator as the run's: fitted from the H100 calibration
+# (benchmarks/RESULTS.md, 24 configs): cold-cache peak − warm-cache peak was 0 … 159 MiB
+# (median 96), independent of the model's size. Part of every GPU plan's need, as a
+# breakdown entry of its own ("runtime"); cuBLAS workspaces are inside XLA's temp.
+GPU_RUNTIME_BYTES = 160 * 2**20
+
+
+def _with_runtime(e: Estimate, runtime: int) -> Estimate:
+    if not runtime:
+        return e
+    return dataclasses.replace(
+        e,
+        breakdown=dict(e.breakdown) | {"runtime": runtime},
+        total=e.total + runtime,
+        total_no_donation=e.total_no_donation + runtime,
+    )
+
+
+class Search:
+    """Estimates of every (strategy, device count), memoised. `usable`: bytes per device."""
+
+    def __init__(
+        self,
+        spec: Spec,
+        shapes: Shapes,
+        usable: int,
+        batch: int | None = None,
+        fit: bool = True,
+        runtime: int = 0,
+    ):
+        self.spec, self.shapes, self.usable = spec, shapes, usable
+        self.batch = batch or spec.training.batch_size
+        self.abstract = abstract_state(spec, shapes)
+        # The per-layer units fitted to XLA's one-device compile (xlafit.py), unless
+        # `fit` is false (then, and past xlafit.MAX_LAYERS, the table's own).
+        self.fit = (
+            xlafit.fit(spec, shapes, self.abstract, self.batch)
+            if fit
+            else xlafit.Fit(1.0, None, 0, "closed form only (not fitted)")
+        )
+        hidden = tuple(spec.model.hidden)
+        # Tensor parallelism splits every column-parallel width (hidden_0, hidden_2, ...):
+        # the model-axis size must divide their gcd.
+        self.tensor_gcd = math.gcd(*hidden[::2]) if hidden else 0
+        self.runtime = runtime  # per-device bytes outside the program (GPU_RUNTIME_BYTES)
+        self._memo: dict[tuple[str, int], Estimate | None] = {}
+
+    def meshes(self, strategy: str, n: int) -> list[tuple[int, int]]:
+        """The (data, model) meshes of exactly n devices `strategy` can use."""
+        if strategy == "single":
+            return [(1, 1)] if n == 1 else []
+        if strategy in ("data", "fsdp"):
+            return [(n, 1)] if 1 <= n <= self.batch else []
+        if strategy == "tensor":
+            return [(1, n)] if self.tensor_gcd and self.tensor_gcd % n == 0 else []
+        if not self.tensor_gcd:
+            return []
+        return [
+            (n // m, m)
+            for m in divisors(self.tensor_gcd)
+            if m >= 2 and n % m == 0 and 2 <= n // m <= self.batch
+        ]
+
+    def at(self, strategy: str, n: int) -> Estimate | None:
+        """The best mesh of `n` devices for `strategy` (least bytes per device), or None."""
+        key = (strategy, n)
+        if key not in self._memo:
+            hidden = self.spec.model.hidden
+            ests = [
+                estimate(
+                    self.spec,
+                    self.shapes,
+                    self.abstract,
+                    strategy,
+                    mesh := mesh_for(strategy, d, m),
+                    self.batch,
+                    scale=self.fit.for_layout(hidden, strategy, mesh),
+                )
+                for d, m in self.meshes(strategy, n)
+            ]
+            best = min(ests, key=lambda e: (e.total, -e.mesh.get(DATA, 1)), default=None)
+            self._memo[key] = best if best is None else _with_runtime(best, self.runtime)
+        return self._memo[key]
+
+    def fits(self, strategy: str, n: int) -> bool:
+        e = self.at(strategy, n)
+        return e is not None and e.total <= self.usable
+
+    def min_devices(self, strategy: str, limit: int = MAX_DEVICES) -> int | None:
+        """The fewest devices (≤ limit) on which `strategy` fits: 1..8 one by one, then
+        powers of two, then a bisection below the first power that fits (the per-device
+        bytes fall with the count, so the bisection finds the edge in ~12 estimates)."""
+        if strategy == "single":
+            return 1 if self.fits("single", 1) else None
+        limit = min(limit, MAX_DEVICES)
+        if strategy == "tensor":  # only divisors of the column widths' gcd are meshes
+            counts = [n for n in divisors(self.tensor_gcd or 1) if n <= limit]
+            return next((n for n in counts if self.fits(strategy, n)), None)
+        if "tensor" in strategy:  # 2-D: every count up to 64, then powers of two
+            counts = [*range(4, min(limit, 64) + 1), *(2**k for k in range(7, 13) if 2**k <= limit)]
+            return next((n for n in counts if self.fits(strategy, n)), None)
+        small = [n for n in range(1, min(limit, 8) + 1) if self.fits(strategy, n)]
+        if small:
+            return small[0]
+        lo, hi = 8, None
+        for k in range(4, 13):
+            if 2**k > limit:
+                break
+            if self.fits(strategy, 2**k):
+                hi = 2**k
+                break
+            lo = 2**k
+        if hi is None:
+            return limit if lo < limit and self.fits(strategy, limit) else None
+        while hi - lo > 1:  # lo does not fit, hi does
+            mid = (lo + hi) // 2
+            lo, hi = (lo, mid) if self.fits(strategy, mid) else (mid, hi)
+        return hi

@@ -1,0 +1,155 @@
+"""The run's state as shapes, for the planner: parameters, optimizer state and the
+optimizer update's temporaries, built without allocating anything and in time linear in
+the number of distinct leaf shapes, not in depth (a 5000-layer MLP has 10000 leaves but
+a handful of shapes; tracing optax's init over all of them took ~10 s)."""
+
+from __future__ import annotations
+
+import math
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from jaxpipe.core.aot import cached_number
+from jaxpipe.core.optim import make_optimizer
+from jaxpipe.spec.experiment import Spec
+
+__all__ = ["Abstract", "OptClasses", "abstract_state", "param_shapes", "leaf_class"]
+
+
+class OptClasses(NamedTuple):
+    """The optimizer state by parameter shape: `follow[c]` lists the (shape, dtype) of
+    the state leaves that follow one parameter of class c = (shape, dtype) (Adam's two
+    moments, Adafactor's factored rows and columns, ...); `other` the bytes of the leaves
+    that follow no parameter (step counters)."""
+
+    follow: dict[tuple, tuple[tuple[tuple[int, ...], Any], ...]]
+    other: int
+    update_ratio: float = 0.0  # the update's temporaries per byte of parameters
+
+
+class Abstract(NamedTuple):
+    """The run's state as shapes: params and opt_state have `jax.ShapeDtypeStruct` leaves;
+    `update_temp` is the bytes of temporaries XLA needs for the optimizer update alone;
+    `classes` the optimizer state per parameter shape (`OptClasses`)."""
+
+    params: Any
+    opt_state: Any
+    tx: optax.GradientTransformation
+    update_temp: int
+    classes: OptClasses | None = None
+
+
+def leaf_class(leaf: Any) -> tuple[tuple[int, ...], Any]:
+    return tuple(leaf.shape), leaf.dtype
+
+
+_CACHE: dict[tuple[str, str], tuple[int, OptClasses]] = {}
+# Past this many leaves, optax's init is traced for one leaf per distinct shape and its
+# state expanded over the tree (`_expand`); below it, traced as is.
+_FEW_LEAVES = 64
+_KEY = "__jaxpipe_class_{}"
+
+
+def _update_temp(tx: optax.GradientTransformation, params: Any, opt_state: Any) -> int:
+    """Temporaries of the optax update with params and state donated, from compiling it
+    for abstract shapes (allocates nothing). Adam's and SGD's updates fuse in place (0);
+    Lion's needs a parameter-sized buffer. Optax does not expose this, so ask XLA. XLA
+    runs the per-leaf update fusions one after another, so one leaf per shape suffices."""
+
+    def update(params: Any, opt_state: Any, grads: Any) -> Any:
+        updates, new_state = tx.update(grads, opt_state, params)
+        return optax.apply_updates(params, updates), new_state
+
+    compiled = jax.jit(update, donate_argnums=(0, 1)).lower(params, opt_state, params).compile()
+    return int(compiled.memory_analysis().temp_size_in_bytes)
+
+
+def param_shapes(hidden: tuple[int, ...], features: int, outputs: int, layer_norm: bool) -> Any:
+    """The MLP's parameters as `jax.ShapeDtypeStruct`s, the tree `model.make_model(...).init`
+    returns (float32 kernels [in, out] and biases [out]; LayerNorm scale and bias), built
+    directly: tracing flax's init takes seconds per thousand layers."""
+    f32 = jnp.float32
+    params: dict[str, Any] = {}
+    widths = (features, *hidden)
+    for i, (a, b) in enumerate(zip(widths, hidden)):
+        params[f"hidden_{i}"] = {
+            "bias": jax.ShapeDtypeStruct((b,), f32),
+            "kernel": jax.ShapeDtypeStruct((a, b), f32),
+        }
+        if layer_norm:
+            params[f"norm_{i}"] = {
+                "bias": jax.ShapeDtypeStruct((b,), f32),
+                "scale": jax.ShapeDtypeStruct((b,), f32),
+            }
+    params["output"] = {
+        "bias": jax.ShapeDtypeStruct((outputs,), f32),
+        "kernel": jax.ShapeDtypeStruct((widths[-1], outputs), f32),
+    }
+    return params
+
+
+def _few(params: Any) -> tuple[dict[str, Any], dict[tuple, str]]:
+    """One leaf per distinct (shape, dtype) of `params`, keyed so that their state's
+    parameter-shaped subtrees can be recognised; and each class's key."""
+    distinct = sorted({leaf_class(a) for a in jax.tree.leaves(params)}, key=str)
+    keys = {c: _KEY.format(i) for i, c in enumerate(distinct)}
+    return {keys[c]: jax.ShapeDtypeStruct(c[0], c[1]) for c in distinct}, keys
+
+
+def _expand(few_state: Any, params: Any, keys: dict[tuple, str]) -> Any:
+    """The state of `params` from the state of its distinct leaves: optax builds every
+    parameter-shaped part of its state with a tree map over the parameters, so each part
+    is the parameter tree with every leaf replaced by its class's entry."""
+    leaves, treedef = jax.tree.flatten(params)
+    names = set(keys.values())
+    part = lambda n: isinstance(n, dict) and set(n) == names  # noqa: E731
+    cls = [keys[leaf_class(a)] for a in leaves]
+    return jax.tree.map(
+        lambda n: jax.tree.unflatten(treedef, [n[k] for k in cls]) if part(n) else n,
+        few_state,
+        is_leaf=part,
+    )
+
+
+def _classes(tx: optax.GradientTransformation, few: dict, few_state: Any, keys: dict) -> OptClasses:
+    follow: dict[str, list] = {k: [] for k in few}
+    other = [0]
+
+    def note(leaf: Any, key: str) -> Any:
+        follow[key].append((tuple(leaf.shape), leaf.dtype))
+        return leaf
+
+    def rest(leaf: Any) -> Any:
+        other[0] += math.prod(leaf.shape) * jnp.dtype(leaf.dtype).itemsize
+        return leaf
+
+    named = {k: k for k in few}
+    optax.tree_map_params(tx, note, few_state, named, transform_non_params=rest)
+    return OptClasses({c: tuple(follow[k]) for c, k in keys.items()}, other[0])
+
+
+def abstract_state(spec: Spec, shapes: Any) -> Abstract:
+    """The run's parameters, optimizer state and optimizer as shapes; nothing is allocated.
+    `shapes`: a `memory.Shapes`."""
+    steps = -(-shapes.train_rows // spec.training.batch_size) * spec.training.epochs
+    tx = make_optimizer(spec.optimizer, total_steps=steps)
+    m = spec.model
+    params = param_shapes(tuple(m.hidden), shapes.features, shapes.outputs, m.layer_norm)
+    few, keys = _few(params)
+    few_state = jax.eval_shape(tx.init, few)
+    deep = len(jax.tree.leaves(params)) > _FEW_LEAVES
+    opt_state = _expand(few_state, params, keys) if deep else jax.eval_shape(tx.init, params)
+    # One compile per optimizer section and parameter shapes (plans re-estimate often).
+    key = (repr(spec.optimizer), str(sorted(keys, key=str)) + str(deep or params))
+    if key not in _CACHE:
+        tree, state = (few, few_state) if deep else (params, opt_state)
+        # Kept on disk beside the compilation cache too (issue 14: no compile on a warm run).
+        update = cached_number("update-temp", str(key), lambda: _update_temp(tx, tree, state))
+        size = sum(math.prod(a.shape) * a.dtype.itemsize for a in jax.tree.leaves(tree))
+        classes = _classes(tx, few, few_state, keys)._replace(update_ratio=update / max(size, 1))
+        _CACHE[key] = (update, classes)
+    update_temp, classes = _CACHE[key]
+    return Abstract(params, opt_state, tx, update_temp, classes)

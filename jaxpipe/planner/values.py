@@ -1,0 +1,171 @@
+"""The plan's values: `Plan`, its table rows (`Candidate`), the ranked ways to run that
+fit (`Option`) and the roofline time; `format_bytes` for people."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any
+
+from jaxpipe.planner.memory import Shapes
+
+__all__ = ["Plan", "Candidate", "Option", "Roofline", "format_bytes", "GiB"]
+
+GiB = 2**30
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """One row of the plan table."""
+
+    strategy: str
+    devices: int
+    mesh: dict[str, int]
+    per_device_bytes: int
+    fits: bool
+    headroom_bytes: int
+    breakdown: dict[str, int]
+    source: str = "estimate"  # or "xla": XLA's compiled per-device figure (verify.confirm)
+
+    def to_json(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+@dataclass(frozen=True)
+class Roofline:
+    """A lower bound on step and epoch time: max(FLOPs / peak, bytes / bandwidth) per
+    device, ignoring communication, launch overhead and imperfect kernels."""
+
+    device: str
+    precision: str
+    flops_per_step: float
+    bytes_per_step: float
+    step_seconds: float
+    epoch_seconds: float
+    bound: str
+
+    def to_json(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+@dataclass(frozen=True)
+class Option:
+    """One way to run that fits: `devices` × `device` under `strategy`, with the bytes
+    each device needs and has, and a whole-job epoch time (None where the catalog has no
+    rates, e.g. a CPU) under the stated assumptions."""
+
+    strategy: str
+    devices: int
+    mesh: dict[str, int]
+    device: str
+    per_device_bytes: int
+    usable_bytes_per_device: int
+    fits: bool
+    epoch_seconds: float | None
+    assumptions: str
+    source: str = "estimate"
+
+    @property
+    def headroom_bytes(self) -> int:
+        return self.usable_bytes_per_device - self.per_device_bytes
+
+    def to_json(self) -> dict[str, Any]:
+        return dataclasses.asdict(self) | {"headroom_bytes": self.headroom_bytes}
+
+
+@dataclass(frozen=True)
+class Plan:
+    """The resolved plan. Byte figures are per device; `mesh` maps axis names ("data",
+    "model") to sizes and multiplies out to `devices`."""
+
+    strategy: str
+    devices: int
+    mesh: dict[str, int]
+    per_device_bytes: int
+    per_device_bytes_no_donation: int
+    usable_bytes_per_device: int
+    nominal_bytes_per_device: int
+    memory_fraction: float
+    reserve_bytes: int
+    memory_source: str
+    device: str
+    available_devices: int | None
+    breakdown: dict[str, int]
+    fits: bool
+    min_devices: dict[str, int | None]
+    candidates: tuple[Candidate, ...]
+    recommendation: str
+    roofline: Roofline | None
+    shapes: Shapes
+    batch_size: int
+    precision: str
+    requested_strategy: str
+    xla: dict[str, Any] | None = None
+    asked_devices: int = 1  # the device count the verdict is about
+    platform: str = "gpu"  # "cpu": host memory, no GPU pool
+    pool: str = ""  # how usable memory was worked out (environment, source)
+    options: tuple[Option, ...] = ()
+    bf16_note: str | None = None  # why bfloat16 needs more than float32, when it does
+    source: str = "estimate"  # "xla" once verify.confirm compiled the chosen layout
+    verify: dict[str, Any] | None = None
+    sweep: dict[str, Any] | None = None  # a [sweep] spec: trials, chunks, largest need
+    host: dict[str, Any] | None = None  # the data's host budget and whether it streams (issue 16)
+    # How far the closed form is vouched for: `xlafit.Fit` as JSON (scale, xla_bytes,
+    # closed_form_bytes, note) and the strategies whose figures are not held to XLA.
+    fit: dict[str, Any] | None = None
+
+    @property
+    def headroom_bytes(self) -> int:
+        return self.usable_bytes_per_device - self.per_device_bytes
+
+    def to_json(self) -> dict[str, Any]:
+        out = {
+            "fits": self.fits,
+            "strategy": self.strategy,
+            "devices": self.devices,
+            "mesh": dict(self.mesh),
+            "per_device_bytes": self.per_device_bytes,
+            "per_device_bytes_no_donation": self.per_device_bytes_no_donation,
+            "usable_bytes_per_device": self.usable_bytes_per_device,
+            "nominal_bytes_per_device": self.nominal_bytes_per_device,
+            "memory_fraction": self.memory_fraction,
+            "reserve_bytes": self.reserve_bytes,
+            "memory_source": self.memory_source,
+            "device": self.device,
+            "available_devices": self.available_devices,
+            "breakdown": dict(self.breakdown),
+            "min_devices": dict(self.min_devices),
+            "candidates": [c.to_json() for c in self.candidates],
+            "recommendation": self.recommendation,
+            "roofline": self.roofline.to_json() if self.roofline else None,
+            "shapes": self.shapes.to_json(),
+            "batch_size": self.batch_size,
+            "precision": self.precision,
+            "requested_strategy": self.requested_strategy,
+        }
+        out |= {
+            "verdict": "FITS" if self.fits else "DOES NOT FIT",
+            "asked_devices": self.asked_devices,
+            "platform": self.platform,
+            "pool": self.pool,
+            "options": [o.to_json() for o in self.options],
+            "bf16_note": self.bf16_note,
+            "source": self.source,
+            "fit": self.fit,
+        }
+        if self.xla is not None:
+            out["xla"] = dict(self.xla)
+        if self.verify is not None:
+            out["verify"] = dict(self.verify)
+        if self.sweep is not None:
+            out["sweep"] = dict(self.sweep)
+        if self.host is not None:
+            out["host"] = dict(self.host)
+        return out
+
+
+def format_bytes(n: float) -> str:
+    """Bytes for people: GiB from a tenth of a GiB up, MiB from a tenth of a MiB, else KiB."""
+    if abs(n) >= 0.1 * GiB:
+        return f"{n / GiB:.2f} GiB"
+    return f"{n / 2**20:.1f} MiB" if abs(n) >= 0.1 * 2**20 else f"{n / 2**10:.1f} KiB"

@@ -1,0 +1,338 @@
+"""What the user sees: the console reporter that listens to the run (stages as they
+end, a spinner while compiling, a progress bar inside long epochs, the epoch table, the
+chart, the final metrics and the prediction trace), and `format_plan`."""
+
+from __future__ import annotations
+
+import math
+import os
+import threading
+from typing import Any, TextIO
+
+from jaxpipe.core.model import layer_table, param_count
+from jaxpipe.core.progress import progress_every
+from jaxpipe.events import Observer, RunResult, StageRecord
+from jaxpipe.planner.plan import format_bytes
+from jaxpipe.report.charts import (
+    ascii_chart,
+    best_epoch,
+    condensed,
+    import_matplotlib,
+    write_curves,
+)
+from jaxpipe.report.console import Console, Stopwatch, format_table, plural, seconds
+from jaxpipe.report.trace_view import format_trace, write_trace_png
+from jaxpipe.report.verdict import format_plan  # the planner's module; re-exported here
+from jaxpipe.saved.trace import TRACE_ROWS_FILE, trace_run
+from jaxpipe.spec.experiment import Spec, metric_mode
+
+__all__ = [
+    "format_table",
+    "ascii_chart",
+    "write_curves",
+    "ConsoleReporter",
+    "format_plan",
+    "condensed",
+    "plural",
+    "seconds",
+]
+
+CONDENSE_AFTER = 12  # longer runs get a condensed epoch table (their lines were printed live)
+_NEXT = {  # what runs after a stage, for the spinner (terminal only)
+    "load": "planning and placing the data",
+    "plan": "placing the data on the devices",
+    "place": "preprocessing on the device",
+    "transfer": "preprocessing on the device",
+    "preprocess": "compiling the epoch and evaluation programs",
+}
+
+
+class ConsoleReporter(Observer):
+    """Prints the run for a person. `verbose`: 0 (or False) prints nothing, 1 the report,
+    2 also every epoch in the final table. `plain`: None decides from the stream (a
+    terminal gets rich output) and JAXPIPE_PLAIN. Writes curves.png and trace.png
+    whether or not it prints."""
+
+    def __init__(
+        self, stream: TextIO | None = None, verbose: bool | int = True, plain: bool | None = None
+    ):
+        self.level = int(verbose)
+        self.out = Console(stream, plain) if self.level > 0 else None
+        self.stages: list[StageRecord] = []
+        self.clock = Stopwatch()
+        self.spec: Spec | None = None
+        self._paths: tuple[str, str] | None = None
+        self._steps = 0
+        self._epoch_t0 = self.clock.seconds()
+        self._epoch = 0
+        self._model: list[tuple] | None = None
+        # Reading the data comes before the first line: say so in a terminal.
+        self._status("reading the data ...")
+
+    def _print(self, text: str = "", style: str | None = None) -> None:
+        if self.out is not None:
+            self.out.line(text, style)
+
+    def close(self) -> None:
+        """Ends a spinner or bar that is still live (the run failed or stopped)."""
+        if self.out is not None:
+            self.out.stop()
+
+    def _status(self, text: str) -> None:
+        if self.out is not None:
+            self.out.status(text)
+
+    def _metric(self) -> tuple[str, str]:
+        es = self.spec.training.early_stopping if self.spec is not None else None
+        if es is not None:
+            return es.metric, metric_mode(es.metric, es.mode)
+        return "val_loss", "min"
+
+    def on_start(self, spec: Spec, run_dir: str) -> None:
+        self.spec = spec
+        # matplotlib's import overlaps the compile and training (outside the GIL).
+        threading.Thread(target=import_matplotlib, name="jaxpipe-matplotlib").start()
+        d, m, o, t = spec.data, spec.model, spec.optimizer, spec.training
+        if d.source == "synthetic":
+            syn = d.synthetic
+            src = f"synthetic, {syn.rows} rows × {syn.features} features"
+            src += (
+                f", {plural(syn.classes, 'class', 'classes')}" if m.task == "classification" else ""
+            )
+        elif d.path is None:  # rows handed to `fit` in memory
+            src = d.source
+        else:
+            src = f"{d.source} {d.path}"
+            # The stages name the file by its absolute path; show it as the spec wrote it.
+            self._paths = (spec.resolve_path(d.path), d.path)
+        val = d.validation
+        held = (
+            f"{val:.0%}"
+            if isinstance(val, float)
+            else val
+            if isinstance(val, str)
+            else f"{val} rows"
+        )
+        extras = "".join(
+            [
+                f", dropout {m.dropout:g}" if m.dropout else "",
+                ", layer norm" if m.layer_norm else "",
+            ]
+        )
+        head = "classification (softmax)" if m.task == "classification" else "regression"
+        self._print(f"jaxpipe run: {spec.experiment.name} (seed {spec.experiment.seed})", "bold")
+        self._print(f"  data       {src}; validation {held}; shuffle {str(d.shuffle).lower()}")
+        self._print(
+            f"  preprocess {spec.preprocess.normalize}; missing values: {spec.preprocess.missing}"
+        )
+        self._print(f"  model      MLP hidden {list(m.hidden)}, {m.activation}{extras}; {head}")
+        self._print(f"  optimizer  {o.name}, learning rate {o.learning_rate:g}")
+        self._print(f"  training   {plural(t.epochs, 'epoch')}, batch {t.batch_size}")
+        self._print(f"  output     {run_dir}")
+
+    def on_plan(self, plan: Any) -> None:
+        self._print(
+            f"  plan       {plan.strategy} over {plural(plan.devices, plan.device + ' device')}, "
+            f"mesh {_mesh(plan.mesh)}; {format_bytes(plan.per_device_bytes)} per device "
+            f"(estimate) of {format_bytes(plan.usable_bytes_per_device)} usable"
+        )
+
+    def on_stage(self, stage: StageRecord) -> None:
+        if not self.stages:
+            self._print()
+            self._print("Data flow", "bold")
+        self.stages.append(stage)
+        inp, outp = stage.input, stage.output
+        if self._paths is not None:
+            inp, outp = (x.replace(*self._paths) for x in (inp, outp))
+        self._print(f"  {stage.name:<10} {inp} → {outp}  ({seconds(stage.seconds)})")
+        if stage.name == "compile":
+            self._show_model()
+            self._epoch_t0 = self.clock.seconds()
+        if stage.name in _NEXT:
+            self._status(_NEXT[stage.name] + " ...")
+
+    def on_model(self, params: Any) -> None:
+        m = self.spec.model if self.spec is not None else None
+        rows = []
+        for name, shape, count in layer_table(params):
+            act = ""
+            if m is not None and name.startswith("hidden_"):
+                act = m.activation
+            elif m is not None and name == "output":
+                act = "softmax" if m.task == "classification" else "linear"
+            rows.append((name, shape, act, count))
+        # Shown after the compile stage's line, which the run reports just after this.
+        self._model = rows + [("total", "", "", param_count(params))]
+
+    def _show_model(self) -> None:
+        if self._model is None:
+            return
+        rows, self._model = self._model, None
+        self._print()
+        self._print("Model", "bold")
+        if self.out is not None:
+            self.out.table(["layer", "shape", "activation", "parameters"], rows)
+
+    def progress_interval(self, steps_per_epoch: int) -> int | None:
+        import jax  # loaded already by the run
+
+        if self.out is None or self.out.plain or jax.process_count() > 1:
+            # No bar to draw (or processes that must all compile the same program): keep
+            # the epoch free of host callbacks.
+            return None
+        self._steps = steps_per_epoch
+        return progress_every(steps_per_epoch)
+
+    def on_progress(self, step: int) -> None:
+        if self.out is None or not self._steps or self.spec is None:
+            return
+        epoch, done = divmod(step - 1, self._steps)
+        done += 1
+        elapsed = self.clock.seconds() - self._epoch_t0
+        rate = done * self.spec.training.batch_size / elapsed if elapsed > 0 else 0.0
+        epochs = self.spec.training.epochs
+        self.out.progress(
+            f"epoch {epoch + 1:>{len(str(epochs))}}/{epochs}",
+            done,
+            self._steps,
+            rate=f"{rate:,.0f} samples/s",
+        )
+
+    def on_epoch(self, row: dict[str, Any], epochs: int) -> None:
+        if self._epoch == 0:
+            self._show_model()  # if no stage was called "compile"
+            self._print()
+            self._print("Training", "bold")
+        self._epoch = row["epoch"]
+        w = len(str(epochs))
+        metric = "val_accuracy" if "val_accuracy" in row else "val_rmse"
+        self._print(
+            f"  epoch {row['epoch']:>{w}}/{epochs}  train_loss {row['train_loss']:.4f}  "
+            f"val_loss {row['val_loss']:.4f}  {metric} {row[metric]:.4f}  "
+            f"{seconds(row['epoch_seconds']):>9}"
+        )
+        self._epoch_t0 = self.clock.seconds()
+
+    def on_note(self, text: str) -> None:
+        self._print(f"  {text}")
+
+    def on_artifacts(self, run_dir: str, history: list[dict[str, Any]]) -> None:
+        write_curves(
+            history,
+            os.path.join(run_dir, "curves.png"),
+            best_epoch=best_epoch(history, *self._metric()),
+        )
+
+    def _epoch_table(self, h: list[dict[str, Any]]) -> None:
+        metric = "val_accuracy" if "val_accuracy" in h[0] else "val_rmse"
+        best = best_epoch(h, *self._metric())
+        rows = h if len(h) <= CONDENSE_AFTER or self.level >= 2 else condensed(h, best)
+        title = (
+            "Epochs"
+            if rows is h
+            else f"Epochs (condensed: first, best, last and every {math.ceil(len(h) / 8)} epochs)"
+        )
+        self._print()
+        self._print(title, "bold")
+        if self.out is not None:
+            self.out.table(
+                ["epoch", "train loss", "val loss", metric.replace("_", " "), "seconds", ""],
+                [
+                    (
+                        r["epoch"],
+                        r["train_loss"],
+                        r["val_loss"],
+                        r[metric],
+                        r["epoch_seconds"],
+                        r.get("note", "best" if r["epoch"] == best else ""),
+                    )
+                    for r in rows
+                ],
+                highlight=next((i for i, r in enumerate(rows) if r["epoch"] == best), None),
+            )
+
+    def _final(self, result: RunResult) -> None:
+        def metrics(row: dict[str, Any]) -> str:
+            return ", ".join(
+                f"{k} {v:.4f}"
+                for k, v in row.items()
+                if k not in ("epoch", "epoch_seconds") and isinstance(v, float)
+            )
+
+        last = result.final["epoch"]
+        self._print()
+        self._print(f"Final (epoch {last}): {metrics(result.final)}", "bold")
+        kept = result.summary.get("params_epoch", last)
+        if kept != last:
+            row = next((r for r in result.history if r["epoch"] == kept), None)
+            self._print(
+                f"Kept the parameters of epoch {kept} (early_stopping.restore_best)"
+                + (f": {metrics(row)}" if row else "")
+            )
+        else:
+            self._print(f"Kept the parameters of epoch {last} (the last)")
+
+    def on_finish(self, result: RunResult) -> None:
+        h = result.history
+        summary = result.summary
+        if "baseline" in summary:  # the regression baseline joins curves.png
+            write_curves(
+                h,
+                os.path.join(result.run_dir, "curves.png"),
+                best_epoch=best_epoch(h, *self._metric()),
+                baseline=summary["baseline"]["val_rmse"],
+            )
+        trace = _trace_first_row(result.run_dir)
+        if self.out is None:
+            return
+        self._epoch_table(h)
+        self._print()
+        self._print("Loss", "bold")
+        chart = ascii_chart(
+            {"train": [r["train_loss"] for r in h], "validation": [r["val_loss"] for r in h]}
+        )
+        self._print(chart)
+        self._final(result)
+        if summary.get("classes"):
+            self._print(f"Classes: {', '.join(summary['classes'])}")
+        if "baseline" in summary:
+            self._print(
+                f"Baseline (predict the training mean): val_rmse "
+                f"{summary['baseline']['val_rmse']:.4f}"
+            )
+        dropped = summary.get("rows", {}).get("dropped_missing")
+        if dropped:
+            self._print(
+                f"Dropped {plural(dropped, 'row')} with missing values (preprocess.missing)"
+            )
+        if trace is not None:
+            self._print()
+            self._print(format_trace(trace))
+        self._print()
+        wrote = [n for n in _WRITTEN if os.path.exists(os.path.join(result.run_dir, n))]
+        self._print(f"Wrote {result.run_dir}/: {', '.join(wrote)}")
+        self._print(f"Done in {seconds(self.clock.seconds())}", "bold")
+
+
+# What a run directory may hold, in the order the report names it (a sweep has no
+# checkpoints/ but sweep.jsonl, sweep.png and trials/).
+_WRITTEN = ("spec.toml", "metrics.jsonl", "model.msgpack", "predictor.json", "summary.json")
+_WRITTEN += ("curves.png", "trace.png", "trace_rows.npz", "checkpoints/")
+_WRITTEN += ("sweep.jsonl", "sweep.png", "trials/")
+
+
+def _trace_first_row(run_dir: str) -> dict[str, Any] | None:
+    """The trace of the run's first validation row, drawn into trace.png; None where this
+    process did not write the model (a secondary process of a multi-process run)."""
+    import jax  # loaded already by the loop
+
+    if jax.process_index() != 0 or not os.path.isfile(os.path.join(run_dir, TRACE_ROWS_FILE)):
+        return None
+    record = trace_run(run_dir)
+    write_trace_png(record, os.path.join(run_dir, "trace.png"))
+    return record
+
+
+def _mesh(mesh: dict[str, int]) -> str:
+    return " × ".join(f"{k}={v}" for k, v in mesh.items())

@@ -1,0 +1,158 @@
+"""Stage 6, train: the imperative shell around the compiled epoch. One compiled epoch
+at a time, metrics fetched once per epoch, NaN checks, early stopping, checkpoints and
+signals, all outside `jit`. Everything jitted lives in `step.py` and `programs.py`."""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import dataclass
+from typing import Any, TextIO
+
+import jax.numpy as jnp
+
+from jaxpipe.core.metrics import finalize, finalize_regression
+from jaxpipe.data.fitted import Preprocessing
+from jaxpipe.events import Observer, RunResult, StageRecord
+from jaxpipe.files import append_line
+from jaxpipe.runner import checkpoint as ckpt
+from jaxpipe.runner.place import Placed
+from jaxpipe.runner.programs import Programs
+from jaxpipe.runner.resume import RunProgress, checkpoint_arrays
+from jaxpipe.runner.stopping import SignalCatcher, catch_signals, fault_hook
+from jaxpipe.spec.experiment import CheckpointSpec, EarlyStoppingSpec
+
+# Observer, RunResult and StageRecord live in events.py; re-exported for older imports.
+__all__ = ["TrainTimes", "train", "Observer", "RunResult", "StageRecord"]
+
+
+@dataclass
+class TrainTimes:
+    """Seconds spent training, evaluating and waiting for checkpoints; saves made."""
+
+    train: float = 0.0
+    evaluate: float = 0.0
+    save: float = 0.0
+    saves: int = 0
+
+
+def _row(epoch: int, train: dict[str, float], val_sums: Any, prep: Preprocessing):
+    """metrics.jsonl's row of one epoch, and the validation loss."""
+    if prep.regression:
+        val = finalize_regression(val_sums, prep.target_stats[1])
+        row = {"train_loss": train["loss"], "val_loss": val["loss"], "val_rmse": val["rmse"]}
+    else:
+        val = finalize(val_sums)
+        row = {
+            "train_loss": train["loss"],
+            "train_accuracy": train["accuracy"],
+            "val_loss": val["loss"],
+            "val_accuracy": val["accuracy"],
+        }
+    return {"epoch": epoch} | row, val["loss"]
+
+
+def _save(
+    store, run: RunProgress, state, prep: Preprocessing, meta_base, row, times, *, write, copy
+) -> None:
+    """Checkpoints this epoch: a snapshot in memory, written now when `write`."""
+    meta = meta_base | {
+        "epoch": run.epoch,
+        "history": run.history,
+        "has_best_params": run.best_params is not None,
+    }
+    if run.stopper is not None:
+        meta["early_stopping"] = run.stopper.to_dict()
+    t0 = time.perf_counter()
+    arrays = checkpoint_arrays(state, prep.scaler, prep.target, run.best_params)
+    store.snapshot(run.epoch, arrays, meta, row, copy=copy)  # no copy: nothing donated
+    if write:
+        store.flush(every=False)
+        run.saved = run.epoch
+        times.saves += 1
+    times.save += time.perf_counter() - t0
+    if write:
+        fault_hook("save", run.epoch)
+
+
+def _epoch(programs: Programs, placed: Placed, prep: Preprocessing, state, epoch: int, times):
+    """One epoch and its validation: (state, metrics row, None), or a divergence record
+    when a loss is not finite."""
+    x_tr, y_tr, x_va, y_va = placed.arrays
+    t0 = time.perf_counter()
+    state, train_sums = programs.epoch(state, x_tr, y_tr, jnp.asarray(epoch, jnp.int32))
+    train_metrics = finalize(train_sums)  # the once-per-epoch host sync
+    fault_hook("epoch", epoch)
+    if not math.isfinite(train_metrics["loss"]):
+        return state, None, {"epoch": epoch, "metric": "train_loss", "value": train_metrics["loss"]}
+    t1 = time.perf_counter()
+    val_sums = programs.evaluate(state.params, x_va, y_va)
+    t2 = time.perf_counter()
+    times.train, times.evaluate = times.train + t1 - t0, times.evaluate + t2 - t1
+    row, val_loss = _row(epoch, train_metrics, val_sums, prep)
+    if not math.isfinite(val_loss):
+        return state, None, {"epoch": epoch, "metric": "val_loss", "value": val_loss}
+    row["epoch_seconds"] = t2 - t0
+    return state, row, None
+
+
+def train(
+    programs: Programs,
+    placed: Placed,
+    prep: Preprocessing,
+    run: RunProgress,
+    *,
+    epochs: int,
+    checkpoint: CheckpointSpec,
+    early_stopping: EarlyStoppingSpec | None,
+    store: ckpt.CheckpointStore,
+    meta_base: dict[str, Any],
+    metrics_file: TextIO,
+    observer: Observer,
+) -> tuple[RunProgress, SignalCatcher, TrainTimes]:
+    """Runs epochs `run.epoch + 1 … epochs` from `run.state`, appending each epoch's row
+    to `run.history` and `metrics_file`, checkpointing as `checkpoint` says (every N
+    epochs, or by wall time; and at the last, an early stop or a signal). Stops at a non-finite loss (recorded in
+    `run.diverged`; that state is never saved), an early stop, or SIGINT / SIGTERM."""
+    times = TrainTimes()
+    state = run.state
+    restore_best = early_stopping is not None and early_stopping.restore_best
+    cadence = ckpt.make_cadence(checkpoint.every_epochs, checkpoint.every_minutes)
+    copy = programs.donates  # a donated state is gone after the next epoch
+    if run.best_params is not None:  # restored onto the device: kept in host memory
+        run.best_params = ckpt.host_copy(run.best_params)
+    last_save = time.monotonic()
+    with catch_signals() as signals:
+        for epoch in range(run.epoch + 1, epochs + 1):
+            if run.stopper is not None and run.stopper.should_stop:
+                break  # a resumed run that had already stopped early
+            state, row, diverged = _epoch(programs, placed, prep, state, epoch, times)
+            run.state = state  # the only reference to the new state: none to an old one
+            if diverged:
+                run.diverged = diverged
+                break  # the state is not saved: no NaN parameters reach a checkpoint
+            run.history.append(row)
+            run.epoch = epoch
+            append_line(metrics_file, metrics_file.name, json.dumps(row) + "\n")
+            if run.stopper is not None and run.stopper.update(epoch, row) and restore_best:
+                run.best_params = ckpt.host_copy(state.params)  # survives donation, off device
+            stopping = run.stopper is not None and run.stopper.should_stop
+            last = epoch == epochs
+            due = cadence.due(epoch, time.monotonic() - last_save)
+            if due or last or stopping or signals.caught:
+                _save(store, run, state, prep, meta_base, row, times, write=True, copy=copy)
+                last_save = time.monotonic()
+            elif cadence.every_epochs is None:  # "auto": the newest epochs in memory
+                _save(store, run, state, prep, meta_base, row, times, write=False, copy=copy)
+            observer.on_epoch(row, epochs)
+            if stopping or signals.caught:
+                break
+    if run.diverged:  # the last good epochs kept in memory, for a look or a restart
+        t0 = time.perf_counter()
+        store.flush(every=True)
+        times.save += time.perf_counter() - t0
+    # The last save is still being written: run.py waits for it (store.wait) after the
+    # model and the PNG are written, before summary.json.
+    run.state = state
+    return run, signals, times

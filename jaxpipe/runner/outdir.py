@@ -1,0 +1,126 @@
+"""The run directory before training: its default name, the checks that keep a finished
+or unfinished run from being overwritten, and the spec copy that works from anywhere."""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+import os
+from typing import Any
+
+import jax
+
+from jaxpipe.errors import JaxpipeError
+from jaxpipe.files import atomic_write, environment_problem
+from jaxpipe.rundir import default_run_name, lock_run_dir, make_unique_dir
+from jaxpipe.runner import checkpoint as ckpt
+from jaxpipe.spec.experiment import Spec
+
+__all__ = [
+    "CHECKPOINTS",
+    "default_out_dir",
+    "prepare_out_dir",
+    "resolved_spec",
+    "write_json",
+    "write_lines",
+]
+
+CHECKPOINTS = "checkpoints"  # the orbax folder inside a run directory
+
+
+def default_out_dir(spec: Spec) -> str:
+    """runs/<name>-<timestamp to the microsecond>, relative to the working directory."""
+    return default_run_name(spec.experiment.name)
+
+
+def _read_status(summary_path: str) -> str:
+    try:
+        with open(summary_path) as f:
+            return str(json.load(f).get("status", "unknown"))
+    except (OSError, ValueError, AttributeError):
+        return "unreadable"
+
+
+def prepare_out_dir(
+    spec: Spec, out: str | None, resume: bool = False, stack: contextlib.ExitStack | None = None
+) -> str:
+    """Checks (and creates) the run directory before any work, and takes its lock for
+    the rest of `stack` (RunDirectoryBusy if another run holds it). Refuses to overwrite
+    a finished run, or an unfinished one with checkpoints, unless resuming it."""
+    given = out is not None
+    if out is None:
+        if resume:
+            raise JaxpipeError("--resume needs --out DIR: the run directory to continue")
+        try:
+            out = make_unique_dir(default_out_dir(spec))
+        except OSError as e:
+            raise environment_problem("runs", e) or JaxpipeError(
+                f"runs/: cannot create the default run directory there ({e.strerror}); "
+                "pass --out DIR"
+            ) from None
+    # Blame what the user wrote: --out, or (without it) the default built from the name.
+    what = f"--out {out}" if given else f"the default run directory {out} (experiment.name)"
+    fix = "choose a writable directory" if given else "pass --out DIR"
+    if os.path.exists(out) and not os.path.isdir(out):
+        raise JaxpipeError(f"{what}: exists and is not a directory; choose another path")
+    try:
+        os.makedirs(out, exist_ok=True)
+    except OSError as e:
+        raise environment_problem(out, e) or JaxpipeError(
+            f"{what}: cannot write there ({e.strerror}); {fix}"
+        ) from None
+    # Refused before the lock file is made, so a refused directory gains nothing.
+    ckpt.check_store_path(os.path.join(out, CHECKPOINTS))
+    # Held before the checks below, so no other run changes them. In a multi-process run
+    # the processes share the directory: process 0 holds the lock for all of them.
+    if stack is not None and jax.process_index() == 0:
+        stack.enter_context(lock_run_dir(out))
+    if not resume:
+        summary = os.path.join(out, "summary.json")
+        if os.path.exists(summary):
+            raise JaxpipeError(
+                f"{what}: already holds a finished run (summary.json, status "
+                f"{_read_status(summary)}); continue it with --resume, or choose another "
+                "directory"
+            )
+        saved = ckpt.saved_epochs(os.path.join(out, CHECKPOINTS))
+        if saved:
+            raise JaxpipeError(
+                f"{what}: holds an unfinished run (checkpoints up to epoch {saved[-1]}); "
+                "continue it with --resume, or choose another directory"
+            )
+    if stack is None or jax.process_index() != 0:  # no lock file tested writability
+        probe = os.path.join(out, f".write-test-{os.getpid()}")  # processes share `out`
+        try:
+            atomic_write(probe, b"", what=what)
+        finally:
+            with contextlib.suppress(OSError):
+                os.remove(probe)
+    return out
+
+
+def resolved_spec(spec: Spec) -> Spec:
+    """The spec with its data and catalog paths made absolute, so the run directory's
+    copy (spec.toml) works from anywhere."""
+    resolved = spec
+    if spec.data.path is not None:
+        val = spec.data.validation
+        data = dataclasses.replace(
+            spec.data,
+            path=spec.resolve_path(spec.data.path),
+            validation=spec.resolve_path(val) if isinstance(val, str) else val,
+        )
+        resolved = dataclasses.replace(resolved, data=data)
+    if isinstance(spec.hardware.catalog, str):
+        hw = dataclasses.replace(spec.hardware, catalog=spec.resolve_path(spec.hardware.catalog))
+        resolved = dataclasses.replace(resolved, hardware=hw)
+    return resolved
+
+
+def write_json(path: str, obj: Any) -> None:
+    atomic_write(path, json.dumps(obj, indent=2) + "\n")  # a reader never sees half a file
+
+
+def write_lines(path: str, rows: list[dict[str, Any]]) -> None:
+    atomic_write(path, "".join(json.dumps(r) + "\n" for r in rows))

@@ -1,0 +1,200 @@
+"""Stage 2, plan: everything derived about a run, decided once from the spec and the
+loaded data's exact shapes. Downstream stages read it; none re-decides it.
+
+The planner's `Plan` says what fits; the `RunPlan` adds what executes: a run that only
+fits by streaming its training rows ("auto") runs on one device even where the planner's
+(non-fitting) choice was another layout; a run streamed by `data.chunk_rows` or from
+disk keeps the chosen layout (its chunks are split over the mesh as batches are), and
+the steps per epoch and per chunk follow from the batch and the rows.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, replace
+from typing import Any
+
+from jaxpipe.data.diskrows import DiskRows
+from jaxpipe.data.load import Dataset
+from jaxpipe.data.roworder import epoch_steps, lane_batch
+from jaxpipe.errors import PlanError
+from jaxpipe.parallel.sharding import Layout, make_layout, measured_bytes_per_device
+from jaxpipe.planner.hardware import memory_stats
+from jaxpipe.planner.plan import Plan, make_plan
+from jaxpipe.runner.cadence import held_in_memory
+from jaxpipe.runner.stream import chunk_plan, steps_per_chunk
+from jaxpipe.spec.experiment import Spec
+
+__all__ = ["RunPlan", "plan_run", "plan_record", "chunk_steps", "auto_chunk_rows"]
+
+
+@dataclass(frozen=True)
+class RunPlan:
+    """The resolved run: the planner's estimate and choice (`plan`), and what executes.
+
+    `chunk` is the steps per streamed chunk of training rows, 0 when the training split
+    stays resident on the device."""
+
+    plan: Plan
+    strategy: str
+    mesh: dict[str, int]
+    layout: Layout
+    batch: int
+    steps_per_epoch: int
+    epochs: int
+    chunk: int
+    precision: str
+    lanes: int = 0  # a training split streamed from disk: its readers (roworder.py)
+    donates: bool = True  # the epoch consumes its input state (`undonated`)
+
+    @property
+    def total_steps(self) -> int:
+        return self.steps_per_epoch * self.epochs
+
+
+def auto_chunk_rows(spec: Spec, ds: Dataset, plan: Plan) -> int | None:
+    """Rows per streamed chunk when `data.chunk_rows = "auto"` and only streaming the
+    training split makes the run fit one device; else None."""
+    if plan.fits or spec.data.chunk_rows != "auto":
+        return None
+    if spec.hardware.strategy not in ("auto", "single"):
+        return None
+    single = next((c for c in plan.candidates if c.strategy == "single"), None)
+    if single is None:
+        return None
+    train = ds.x_train.nbytes + ds.y_train.nbytes
+    # What stays on the device besides the training rows: model, optimizer, activations,
+    # workspace and the (resident) validation split.
+    budget = plan.usable_bytes_per_device - (single.per_device_bytes - train)
+    if budget <= 0:
+        return None
+    rows = chunk_plan(train, budget, ds.x_train.shape[0])
+    return rows if rows < ds.x_train.shape[0] else None
+
+
+def chunk_steps(chunk_rows: int | str, batch: int, steps: int) -> int:
+    """Steps per streamed chunk, or 0 for the resident path ("auto", or a chunk that
+    would hold the whole epoch anyway)."""
+    if chunk_rows == "auto":
+        return 0
+    per = steps_per_chunk(int(chunk_rows), batch, steps)
+    return 0 if per >= steps else per
+
+
+def plan_run(spec: Spec, ds: Dataset) -> RunPlan:
+    """The run's plan from the loaded data's exact shapes. Raises PlanError (exit 2, with
+    the plan table) when the chosen or forced strategy does not fit and streaming cannot
+    rescue it. Builds the mesh: too few devices fail here, before the run directory
+    exists."""
+    plan = make_plan(spec, dataset=ds)
+    if isinstance(ds.x_train, DiskRows):
+        return _plan_disk(spec, ds, plan)
+    rows = auto_chunk_rows(spec, ds, plan)
+    if not plan.fits and rows is None:
+        forced = spec.hardware.strategy
+        what = f"[hardware] strategy = {forced!r}" if forced != "auto" else "the run"
+        raise PlanError(f"{what} {plan.recommendation}", plan=plan)
+    batch = spec.training.batch_size
+    steps = -(-ds.x_train.shape[0] // batch)
+    chunk = chunk_steps(rows or spec.data.chunk_rows, batch, steps)
+    strategy, mesh = plan.strategy, dict(plan.mesh)
+    if rows is not None and math.prod(mesh.values()) > 1:
+        strategy, mesh = "single", {"data": 1}  # the budget was the one-device candidate's
+    return _run_plan(spec, plan, strategy, mesh, steps, chunk)
+
+
+def undonated(plan: Plan, keep: int) -> Plan | None:
+    """The plan of a run whose epoch keeps its input state (not donated), or None when
+    the epoch should donate it. A small state (`keep` snapshots of it within the
+    checkpoints' in-memory budget, cadence.py) is kept: checkpoints then hold the states
+    themselves, no copies. The device holds more than the donated program needs, and the
+    plan says so (issue 12): the epoch's fresh output state (the no-donation figure) and
+    up to `keep` snapshots (a bound: one of them is the epoch's input when the cadence
+    snapshots every epoch; at most the 64 MiB budget). Where that would not fit, the
+    state is donated and its snapshots go to host memory instead."""
+    b = plan.breakdown
+    state = b.get("params", 0) + b.get("optimizer", 0)
+    if not held_in_memory(state, keep):
+        return None
+    extra = {
+        "output state": max(state, plan.per_device_bytes_no_donation - plan.per_device_bytes),
+        "snapshots": keep * state,
+    }
+    need = plan.per_device_bytes + sum(extra.values())
+    if need > plan.usable_bytes_per_device:
+        return None
+    return replace(plan, per_device_bytes=need, breakdown=dict(b) | extra)
+
+
+def _run_plan(spec: Spec, plan: Plan, strategy: str, mesh: dict, steps: int, chunk: int, lanes=0):
+    kept = None if chunk else undonated(plan, spec.checkpoint.keep)  # streamed: donated
+    return RunPlan(
+        plan=kept or plan,
+        strategy=strategy,
+        mesh=mesh,
+        layout=make_layout(strategy, mesh),
+        batch=spec.training.batch_size,
+        steps_per_epoch=steps,
+        epochs=spec.training.epochs,
+        chunk=chunk,
+        precision=spec.training.precision,
+        lanes=lanes,
+        donates=kept is None,
+    )
+
+
+def _plan_disk(spec: Spec, ds: Dataset, plan: Plan) -> RunPlan:
+    """A training split on disk always streams, on the plan's layout. The plan counted
+    it resident: without it, the model, validation rows and two chunks must fit."""
+    rows: DiskRows = ds.x_train
+    # One lane per device of the mesh, however many processes share it.
+    lanes = max(1, math.prod(plan.mesh.values()))
+    per_lane = lane_batch(spec.training.batch_size, lanes)
+    steps = epoch_steps(rows.lane_rows(lanes), per_lane)
+    chunk_rows = spec.data.chunk_rows
+    if chunk_rows == "auto":  # two chunks within the smaller of both budgets
+        devices = max(1, math.prod(plan.mesh.values()))
+        budget = plan.usable_bytes_per_device - (plan.per_device_bytes - rows.nbytes // devices)
+        width = per_lane * lanes * (rows.shape[1] + 2) * 4  # one global batch's bytes
+        budget = min(budget * devices, max(rows.chunk_budget(), 2 * width))
+        if budget <= 0:
+            raise PlanError(f"the run {plan.recommendation}", plan=plan)
+        chunk_rows = chunk_plan(rows.nbytes, budget, rows.shape[0])
+    per = steps_per_chunk(int(chunk_rows), per_lane * lanes, steps)
+    return _run_plan(spec, plan, plan.strategy, dict(plan.mesh), steps, per, lanes)
+
+
+def plan_record(
+    rp: RunPlan, device: Any, placed: Any = None, xla_bytes: int | None = None
+) -> dict[str, Any]:
+    """summary.json's `plan`: the prediction, the placed arrays' largest per-device
+    footprint read back from their shards, XLA's per-device figure of the run's own
+    compiled epoch (`xla_epoch_bytes`: the program alone, without the validation arrays,
+    snapshots or a GPU's runtime), where the backend reports it the measured peak, and
+    what executed where it differs from the plan's choice (under `planned`)."""
+    plan = rp.plan
+    peak = memory_stats(device).get("peak_bytes_in_use")
+    record = {
+        "strategy": plan.strategy,
+        "devices": plan.devices,
+        "mesh": dict(plan.mesh),
+        "per_device_bytes": plan.per_device_bytes,
+        "per_device_bytes_no_donation": plan.per_device_bytes_no_donation,
+        "usable_bytes_per_device": plan.usable_bytes_per_device,
+        "breakdown": dict(plan.breakdown),
+        "fits": plan.fits,
+        "device": plan.device,
+        "measured_per_device_bytes": measured_bytes_per_device(placed) if placed else None,
+        "measured_peak_bytes": int(peak) if peak is not None else None,
+        "xla_epoch_bytes": xla_bytes,
+        "donated": rp.donates,
+    }
+    if rp.strategy == record["strategy"] and rp.mesh == record["mesh"]:
+        return record
+    planned = {k: record[k] for k in ("strategy", "devices", "mesh")}
+    return record | {
+        "strategy": rp.strategy,
+        "devices": math.prod(rp.mesh.values()),
+        "mesh": dict(rp.mesh),
+        "planned": planned,
+    }

@@ -1,0 +1,412 @@
+"""The run, top to bottom: a short composition of the stage functions
+
+    load → plan → place → preprocess → compile → train → evaluate → save
+
+each taking values and returning values. Clocks, files and checkpoints are here and in
+the train stage; the console and other listeners hear the run through one Observer."""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import dataclasses
+import os
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import jax
+import numpy as np
+
+from jaxpipe.core.evaluation import metric_names
+from jaxpipe.core.optim import check_optimizer
+from jaxpipe.data.fitted import Preprocessing, preprocess_data
+from jaxpipe.data.load import Dataset, load_dataset
+from jaxpipe.errors import DivergedError, RunInterrupted, SpecError
+from jaxpipe.events import Observer, RunResult, StageRecord
+from jaxpipe.files import atomic_write
+from jaxpipe.runner import checkpoint as ckpt
+from jaxpipe.runner.loop import TrainTimes, train
+from jaxpipe.runner.outdir import (
+    CHECKPOINTS,
+    prepare_out_dir,
+    resolved_spec,
+    write_json,
+    write_lines,
+)
+from jaxpipe.runner.place import Placed, place_data
+from jaxpipe.runner.plan import RunPlan, plan_record, plan_run
+from jaxpipe.runner.programs import Programs, compile_programs
+from jaxpipe.runner.resume import RunProgress, check_resumable, data_fingerprint, start_or_resume
+from jaxpipe.runner.stopping import (
+    SIGNAL_EXIT,
+    SignalCatcher,
+    catch_signals,
+    check_metric_names,
+    outcome,
+)
+from jaxpipe.runner.summary import Finished, build_summary
+from jaxpipe.saved.predict import save_predictor
+from jaxpipe.saved.trace import save_trace_rows
+from jaxpipe.spec.experiment import CheckpointSpec, Spec, dump_spec, metric_mode, place_error
+
+__all__ = ["run_experiment", "enable_compilation_cache", "check_before_data", "check_run_metrics"]
+
+
+def enable_compilation_cache(spec: Spec) -> str | None:
+    """JAX's persistent compilation cache on (unless the spec or
+    JAXPIPE_COMPILATION_CACHE=0 says not); returns its folder."""
+    env = os.environ.get("JAXPIPE_COMPILATION_CACHE", "1").strip().lower()
+    if not spec.runtime.compilation_cache or env in ("0", "false", "no", "off"):
+        return None
+    cache = os.environ.get("JAXPIPE_CACHE_DIR") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "jaxpipe", "xla"
+    )
+    jax.config.update("jax_compilation_cache_dir", cache)
+    # Our programs compile in well under JAX's default 1 s threshold; cache them anyway.
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
+    return cache
+
+
+def check_before_data(spec: Spec) -> None:
+    """Spec checks that need optax: a bad optimizer section fails before data is read."""
+    try:
+        check_optimizer(spec.optimizer)
+    except SpecError as e:
+        raise place_error(spec, e) from None
+
+
+def check_schedule(spec: Spec, total_steps: int) -> None:
+    """The optimizer and its schedule over the run's real length (the check before the
+    data used a stand-in length), before the run directory exists."""
+    try:
+        check_optimizer(spec.optimizer, total_steps)
+    except SpecError as e:
+        raise place_error(spec, e) from None
+
+
+def check_run_metrics(spec: Spec, task: str) -> None:
+    """The metrics early stopping and best checkpoints watch are ones this task records."""
+    try:
+        check_metric_names(spec, metric_names(task == "regression"))
+    except SpecError as e:
+        raise place_error(spec, e) from None
+
+
+def _shape(a: Any) -> str:
+    return f"{a.shape[0]} rows × {a.shape[1]} columns" if a.ndim == 2 else f"{a.shape[0]} rows"
+
+
+def _to_host(tree: Any) -> Any:
+    """Host numpy copies of (possibly sharded, possibly multi-process) arrays."""
+    if jax.process_count() > 1:
+        from jax.experimental import multihost_utils
+
+        return multihost_utils.process_allgather(tree, tiled=True)
+    return jax.device_get(tree)
+
+
+@dataclass
+class _Stages:
+    """Records each stage as it ends and tells the observer at once."""
+
+    observer: Observer
+    records: list[StageRecord]
+
+    def add(self, name: str, inp: str, out: str, seconds: float) -> None:
+        rec = StageRecord(name, inp, out, seconds)
+        self.records.append(rec)
+        self.observer.on_stage(rec)
+
+
+def _prepare(spec, ds, rp, out, resume, force, obs, stack):
+    """The locked run directory, checkpoint store, spec copy; a changed spec fails resume."""
+    run_dir = prepare_out_dir(spec, out, resume, stack)
+    resolved = resolved_spec(spec)
+    cp = spec.checkpoint
+    store = ckpt.CheckpointStore(
+        os.path.join(run_dir, CHECKPOINTS),
+        keep=cp.keep,
+        best_metric=cp.best_metric,
+        best_mode=metric_mode(cp.best_metric, cp.best_mode) if cp.best_metric else "min",
+    )
+    stack.callback(store.close)  # its threads end before the process does, however it ends
+    if resume:
+        check_resumable(store, resolved, force)
+    # In a multi-process run every process trains and checkpoints (orbax coordinates the
+    # shards); process 0 alone writes the run directory's files.
+    if jax.process_index() == 0:
+        atomic_write(os.path.join(run_dir, "spec.toml"), dump_spec(resolved))
+    obs.on_start(spec, run_dir)
+    obs.on_plan(rp.plan)
+    return run_dir, resolved, store
+
+
+def _place(spec, ds, rp, stages, load_s):
+    """Stages place and preprocess, each reported as it ends."""
+    stages.add(
+        "load",
+        f"{ds.origin}: {ds.raw_rows} rows × {ds.raw_columns} columns",
+        f"train {_shape(ds.x_train)} + validation {ds.x_val.shape[0]} rows (host)"
+        + (f"; {ds.dropped_rows} rows with missing values dropped" if ds.dropped_rows else ""),
+        load_s,
+    )
+    placed, secs = place_data(ds, rp)
+    n = placed.x_val.shape[0] + (0 if rp.chunk else placed.x_train.shape[0])
+    stages.add(
+        "transfer",
+        f"{ds.nbytes / 2**20:.2f} MiB host arrays",
+        f"{n} rows on {placed.where}"
+        + (f"; training rows streamed, {rp.chunk} batches a chunk" if rp.chunk else ""),
+        secs,
+    )
+    normalize = spec.preprocess.normalize
+    prep, placed, secs = preprocess_data(ds, placed, normalize, rp.chunk > 0)
+    x_tr, x_va = placed.x_train, placed.x_val
+    stages.add(
+        "preprocess",
+        f"train {_shape(x_tr)}",
+        f"{normalize}-scaled train {_shape(x_tr)} + validation {x_va.shape[0]} rows",
+        secs,
+    )
+    return placed, prep
+
+
+def _compile(spec, ds, rp, placed, prep, stages):
+    """Stage compile, reported as it ends."""
+    every = stages.observer.progress_interval(rp.steps_per_epoch)
+    progress = (every, stages.observer.on_progress) if every else None
+    programs = compile_programs(spec, rp, placed, prep, ds.outputs, progress)
+    stages.observer.on_model(programs.state.params)
+    hidden = spec.model.hidden
+    stages.add(
+        "compile",
+        f"MLP {ds.num_features} → {' → '.join(map(str, hidden))}"
+        f"{' → ' if hidden else ''}{ds.outputs}",
+        f"epoch program ({rp.steps_per_epoch} steps of {rp.batch}"
+        + (f", in chunks of {rp.chunk}" if rp.chunk else "")
+        + ") + evaluation",
+        programs.seconds,
+    )
+    return programs
+
+
+def _release_training_rows(ds: Dataset, placed: Placed) -> Dataset:
+    """`ds` without its host training features once the device holds their scaled copy (a
+    zero-strided stand-in keeps their shape, dtype and nbytes), and the heap trimmed."""
+    if placed.x_train is ds.x_train or not isinstance(ds.x_train, np.ndarray):
+        return ds  # streamed: the host rows are the training rows
+    stand_in = np.broadcast_to(np.zeros((), ds.x_train.dtype), ds.x_train.shape)
+    return dataclasses.replace(ds, x_train=stand_in)
+
+
+def _trim_host_heap() -> None:
+    """Freed heap pages back to the OS: glibc keeps the holes loading's column copies leave
+    (about two copies of the data set, resident) until malloc_trim. Linux (glibc) only."""
+    with contextlib.suppress(OSError, AttributeError, TypeError):  # no glibc: nothing to do
+        ctypes.CDLL(None).malloc_trim(0)
+
+
+def _train(spec, run_dir, resolved, store, placed, prep, programs, resume, obs, info):
+    """Stage train: from scratch or the newest checkpoint, epochs written as they end.
+    `info`: the checkpoint's dataset record (prep's, with the rows' fingerprint)."""
+    state = programs.take_state()  # on resume the restored state replaces it: freed below
+    run = start_or_resume(spec, store, state, prep.scaler, prep.target, info, resume)
+    del state
+    if run.resumed_from:
+        obs.on_note(f"Resumed from the checkpoint of epoch {run.resumed_from}")
+    primary = jax.process_index() == 0
+    # From here the directory holds a run in progress: an earlier summary (interrupted,
+    # or completed before --force extended it) no longer describes it.
+    if primary:
+        with contextlib.suppress(FileNotFoundError):
+            os.remove(os.path.join(run_dir, "summary.json"))
+    metrics_path = os.path.join(run_dir, "metrics.jsonl") if primary else os.devnull
+    if primary:
+        write_lines(metrics_path, run.history)  # on resume: exactly the checkpointed epochs
+    meta_base = {"spec": dump_spec(resolved), "dataset": info}
+    with open(metrics_path, "a") as metrics_file:
+        return train(
+            programs,
+            placed,
+            prep,
+            run,
+            epochs=spec.training.epochs,
+            checkpoint=spec.checkpoint,
+            early_stopping=spec.training.early_stopping,
+            store=store,
+            meta_base=meta_base,
+            metrics_file=metrics_file,
+            observer=obs,
+        )
+
+
+def _report_training(stages, spec, placed, prep, run: RunProgress, times: TrainTimes, store):
+    x_tr, x_va, regression = placed.x_train, placed.x_val, prep.regression
+    stages.add(
+        "train",
+        f"train {_shape(x_tr)}",
+        f"{int(run.state.step)} steps, {len(run.history)} epochs"
+        + (f" (resumed after epoch {run.resumed_from})" if run.resumed_from else ""),
+        times.train,
+    )
+    stages.add(
+        "evaluate",
+        f"validation {_shape(x_va)}",
+        f"loss + {'rmse' if regression else 'accuracy'} × "
+        f"{len(run.history) - (run.resumed_from or 0)} epochs",
+        times.evaluate,
+    )
+
+
+def _report_checkpoints(stages, cp: CheckpointSpec, times: TrainTimes, store) -> None:
+    """Waits for the last save (written while the PNG was drawn); records all the loop
+    waited for: host copies, hand-offs and this wait."""
+    t0 = time.perf_counter()
+    store.wait()  # every checkpoint committed before summary.json says anything
+    times.save += time.perf_counter() - t0
+    every = (
+        f"every {cp.every_minutes:g} min and at the end"
+        if cp.every_epochs == "auto"
+        else f"every {cp.every_epochs} epoch(s)"
+    )
+    stages.add(
+        "checkpoint",
+        f"state + scaler {every}",
+        f"{times.saves} saved, {CHECKPOINTS}/ holds epochs {store.epochs() or 'none'}",
+        times.save,
+    )
+
+
+def _finish(run: RunProgress, signals: SignalCatcher, spec: Spec, obs: Observer) -> Finished:
+    """Stage evaluate: how the epochs ended and which parameters the run keeps."""
+    status, stop = outcome(run.diverged, signals, run.stopper, run.epoch, spec.training.epochs)
+    if status == "completed" and run.stopper is not None and run.stopper.should_stop:
+        obs.on_note(f"Stopped after epoch {run.epoch}: {stop['reason']}")
+    es = spec.training.early_stopping
+    if es is not None and es.restore_best and run.best_params is not None:
+        return Finished(status, stop, run.stopper.best_epoch, best_params=True)
+    return Finished(status, stop, run.epoch)
+
+
+def _save(
+    spec: Spec,
+    ds: Dataset,
+    rp: RunPlan,
+    plan: dict[str, Any],
+    prep: Preprocessing,
+    programs: Programs,
+    run: RunProgress,
+    finished: Finished,
+    *,
+    run_dir: str,
+    store: ckpt.CheckpointStore,
+    stages: list[StageRecord],
+    cache_dir: str | None,
+) -> tuple[Any, dict[str, Any]]:
+    """Stage save: the model files (a completed run only) and summary.json. Returns the
+    kept parameters (host arrays) and the summary."""
+    params = run.best_params if finished.best_params else run.state.params
+    params = _to_host(params)  # a collective in multi-process runs: every process joins
+    primary = jax.process_index() == 0
+    if finished.status == "completed" and primary:  # diverged, interrupted: no model
+        save_predictor(run_dir, params, spec.model, prep, ds.outputs)
+        save_trace_rows(run_dir, ds.x_val, ds.y_val)  # for `jaxpipe trace RUN_DIR`
+    summary = build_summary(
+        spec,
+        ds,
+        prep,
+        programs,
+        run,
+        finished,
+        store=store,
+        stages=stages,
+        rp=rp,
+        plan=plan,
+        cache_dir=cache_dir,
+    )
+    store.close()
+    if primary:
+        write_json(os.path.join(run_dir, "summary.json"), summary)
+    return params, summary
+
+
+def _raise_unfinished(finished: Finished, signals: SignalCatcher, run_dir: str, epoch: int):
+    if finished.status == "diverged":
+        raise DivergedError(f"training diverged: {finished.stop['reason']}")
+    if finished.status == "interrupted":
+        raise RunInterrupted(
+            f"interrupted by {signals.name} after epoch {epoch}; checkpoint saved, "
+            f"continue with: jaxpipe run SPEC --out {run_dir} --resume",
+            SIGNAL_EXIT[signals.signum],
+        )
+
+
+def run_experiment(
+    spec: Spec,
+    out: str | None = None,
+    observer: Observer | None = None,
+    *,
+    resume: bool = False,
+    force: bool = False,
+    dataset: Dataset | None = None,
+) -> RunResult:
+    """Runs the experiment end to end and writes the run directory.
+
+    With `resume`, continues from the newest readable checkpoint in `out` (or starts
+    there if it has none); a spec that alters the model, optimizer or data is refused,
+    and one that changes the training length only with `force`. `dataset`: rows already
+    loaded (`jaxpipe.fit` on data in memory) instead of the spec's.
+
+    Raises DivergedError (a non-finite loss) or RunInterrupted (SIGINT / SIGTERM) after
+    writing summary.json with that status; RunInterrupted too for a signal before
+    training started (nothing saved). RunDirectoryBusy if another run holds `out`.
+    """
+    # The signal contract and the directory lock hold from the run's first line to its
+    # last: a signal is only recorded, and acted on at the safe points below (and after
+    # each epoch, in the train stage, which shares this catcher).
+    with catch_signals() as signals, contextlib.ExitStack() as stack:
+        return _run(spec, out, observer, resume, force, dataset, signals, stack)
+
+
+def _run(spec, out, observer, resume, force, dataset, signals, stack) -> RunResult:
+    obs = observer or Observer()
+    check_before_data(spec)
+    cache_dir = enable_compilation_cache(spec)
+    stages = _Stages(obs, [])
+    t0 = time.perf_counter()
+    ds = dataset if dataset is not None else load_dataset(spec)  # data errors: no files yet
+    load_s = time.perf_counter() - t0
+    check_run_metrics(spec, ds.task)
+    rp = plan_run(spec, ds)  # a run that cannot fit stops here, before any compile
+    check_schedule(spec, rp.steps_per_epoch * spec.training.epochs)
+    signals.check("while loading the data")
+    run_dir, resolved, store = _prepare(spec, ds, rp, out, resume, force, obs, stack)
+    fp = data_fingerprint(ds.x_train, ds.y_train, ds.x_val, ds.y_val)  # resume refuses new labels
+    placed, prep = _place(spec, ds, rp, stages, load_s)
+    ds = _release_training_rows(ds, placed)  # the host copy, once the device holds it
+    _trim_host_heap()
+    programs = _compile(spec, ds, rp, placed, prep, stages)
+    signals.check("while compiling")
+    info = prep.dataset_info() | {"fingerprint": fp}
+    run, signals, times = _train(
+        spec, run_dir, resolved, store, placed, prep, programs, resume, obs, info
+    )
+    _report_training(stages, spec, placed, prep, run, times, store)
+    plan = plan_record(rp, placed.device, (run.state, *placed.arrays), programs.xla_bytes)
+    del placed  # the device's copy of the data set: the rest needs none (peak memory)
+    _trim_host_heap()
+    if run.history and jax.process_index() == 0:
+        obs.on_artifacts(run_dir, run.history)
+    finished = _finish(run, signals, spec, obs)
+    _report_checkpoints(stages, spec.checkpoint, times, store)
+    params, summary = _save(
+        spec, ds, rp, plan, prep, programs, run, finished,
+        run_dir=run_dir, store=store, stages=stages.records, cache_dir=cache_dir,
+    )  # fmt: skip
+    _raise_unfinished(finished, signals, run_dir, run.epoch)
+    result = RunResult(
+        run.history, run.history[-1], params, run_dir, summary, stages.records, prep.to_host()
+    )
+    obs.on_finish(result)
+    return result

@@ -1,0 +1,181 @@
+"""The trained model as an object: what `jaxpipe.fit` returns and `jaxpipe.load_model`
+loads (from `Model.save`'s directory or any finished run directory). It predicts and
+evaluates on DataFrames, pyarrow Tables, arrays or files, encoding them exactly as the
+training rows were encoded (the fitted `Preprocessing`)."""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from jaxpipe.core.evaluation import classification_metrics, regression_metrics
+from jaxpipe.data.encoding import encode_target
+from jaxpipe.data.fitted import Preprocessing
+from jaxpipe.data.frames import positional_columns
+from jaxpipe.errors import DataError, JaxpipeError
+from jaxpipe.events import RunResult
+from jaxpipe.saved.predict import (
+    encode_rows,
+    forward,
+    load_predictor,
+    network_meta,
+    predictor_meta,
+    write_model,
+)
+from jaxpipe.saved.trace import TracedModel, trace_table
+from jaxpipe.spec.experiment import ModelSpec
+
+__all__ = ["Model", "load_model"]
+
+
+@dataclass
+class Model:
+    """A trained model: parameters, the fitted preprocessing and the network's shape,
+    with the run's history (one dict per epoch, as metrics.jsonl) and final metrics."""
+
+    params: Any
+    preprocessing: Preprocessing
+    network: dict[str, Any]  # hidden, activation, dropout, layer_norm, outputs
+    history: list[dict[str, Any]] = field(default_factory=list)
+    final: dict[str, Any] | None = None
+    run_dir: str | None = None
+    summary: dict[str, Any] | None = None
+    sweep: list[dict[str, Any]] | None = None  # a sweep's ranked trials (jaxpipe.fit)
+
+    @property
+    def task(self) -> str:
+        return self.preprocessing.task
+
+    @property
+    def classes(self) -> tuple[str, ...]:
+        return self.preprocessing.classes
+
+    @property
+    def columns(self) -> tuple[str, ...]:
+        """The input columns, in the order a bare array must give them."""
+        enc = self.preprocessing.encoder
+        return tuple(enc.input_names) if enc is not None else ()
+
+    def _encode(self, data: Any, what: str) -> tuple[np.ndarray, dict, str]:
+        columns, origin = positional_columns(data, self.columns, what)
+        return encode_rows(self.preprocessing.encoder, columns, origin), columns, origin
+
+    def predict(self, data: Any) -> np.ndarray:
+        """Probabilities [rows, classes] (columns in `classes` order), or regression
+        values [rows] in the target's units. `data`: a DataFrame, pyarrow Table, array
+        (columns in `columns` order) or file path."""
+        x, _, _ = self._encode(data, "predict")
+        return forward(self.network, self.params, self.preprocessing, x)
+
+    def predict_classes(self, data: Any) -> np.ndarray:
+        """The most probable class of each row, by its original name: [rows] (object)."""
+        if self.task != "classification":
+            raise JaxpipeError("predict_classes: a regression model has no classes; use predict")
+        probs = self.predict(data)
+        return np.asarray(self.classes, dtype=object)[probs.argmax(axis=1)]
+
+    def trace(self, data: Any, row: int = 0) -> dict[str, Any]:
+        """One row of `data` through the layers (see `jaxpipe.saved.trace`): the input, each
+        hidden layer, the output's probabilities by class name (or the value), the
+        prediction and, when `data` has the label column, the true label."""
+        x, columns, origin = self._encode(data, "trace")
+        model = TracedModel.from_parts(self.params, self.network, self.preprocessing)
+        return trace_table(
+            model, x, columns, self.columns, self.preprocessing.label, row=row, origin=origin
+        )
+
+    def evaluate(self, data: Any, y: Any = None) -> dict[str, Any]:
+        """Metrics on labelled rows: accuracy, loss, per-class precision/recall/F1 and
+        the confusion matrix (classification); rmse, mae, r2 and loss (regression). The
+        labels are `y`, else the second of `(X, y)`, else the data's label column."""
+        x, columns, origin = self._encode(data, "evaluate")
+        label = self.preprocessing.label or "y"
+        if y is None and isinstance(data, tuple) and len(data) == 2:
+            y = data[1]
+        if y is None:
+            if label not in columns:
+                raise DataError(
+                    f"evaluate: {origin} has no label column {label!r}; include it or pass y="
+                )
+            y = columns[label]
+        y = np.asarray(y)
+        if y.dtype.kind not in "fiub":
+            y = y.astype(object)
+        if len(y) != len(x):
+            raise DataError(f"evaluate: {len(y)} labels for {len(x)} rows")
+        out = forward(self.network, self.params, self.preprocessing, x)
+        target, _ = encode_target(y, label, self.task, origin, self.classes or None)
+        if self.task == "regression":
+            return regression_metrics(out, target, self.preprocessing.target_stats[1])
+        return classification_metrics(out, target, self.classes)
+
+    def save(self, directory: str | os.PathLike[str]) -> str:
+        """Writes the model as a directory `jaxpipe.load_model` and `jaxpipe predict`
+        read (model.msgpack, predictor.json, summary.json, metrics.jsonl). Refuses a
+        directory that holds another run. Returns the directory."""
+        directory = os.fspath(directory)
+        summary_path = os.path.join(directory, "summary.json")
+        same = self.run_dir is not None and os.path.realpath(self.run_dir) == os.path.realpath(
+            directory
+        )
+        if os.path.exists(summary_path) and not same:
+            raise JaxpipeError(f"{directory}: already holds a run or model; choose another path")
+        os.makedirs(directory, exist_ok=True)
+        write_model(directory, self.params, predictor_meta(self.network, self.preprocessing))
+        summary = self.summary or {
+            "status": "completed",
+            "task": self.task,
+            "classes": list(self.classes),
+        }
+        summary = summary | {"final": self.final}
+        _write_text(summary_path, json.dumps(summary, indent=2) + "\n")
+        lines = "".join(json.dumps(r) + "\n" for r in self.history)
+        _write_text(os.path.join(directory, "metrics.jsonl"), lines)
+        return directory
+
+    @classmethod
+    def from_run(cls, result: RunResult, model: ModelSpec, outputs: int) -> Model:
+        """The model of a finished run (`run_experiment`'s result)."""
+        network = network_meta(model, outputs)
+        return cls(
+            params=result.params,
+            preprocessing=result.preprocessing,
+            network=network,
+            history=list(result.history),
+            final=result.final,
+            run_dir=result.run_dir,
+            summary=result.summary,
+        )
+
+
+def _write_text(path: str, text: str) -> None:
+    tmp = path + ".tmp"
+    with open(tmp, "w") as f:
+        f.write(text)
+    os.replace(tmp, path)
+
+
+def load_model(directory: str | os.PathLike[str]) -> Model:
+    """A model saved by `Model.save`, or the model of a finished run directory."""
+    directory = os.fspath(directory)
+    pred = load_predictor(directory)
+    with open(os.path.join(directory, "summary.json")) as f:
+        summary = json.load(f)
+    history = []
+    metrics = os.path.join(directory, "metrics.jsonl")
+    if os.path.isfile(metrics):
+        with open(metrics) as f:
+            history = [json.loads(line) for line in f if line.strip()]
+    return Model(
+        params=pred.params,
+        preprocessing=Preprocessing.from_json(pred.meta),
+        network=dict(pred.meta["model"]),
+        history=history,
+        final=summary.get("final"),
+        run_dir=directory,
+        summary=summary,
+    )

@@ -1,0 +1,326 @@
+"""A sweep: the spec's `[sweep]` expanded into trials, the trials grouped by the program
+they need (one compiled program per group, trials vmapped in it: see trials.py), and the
+sweep directory written:
+
+    DIR/trials/<k>/   a normal run directory per trial (spec.toml with its values,
+                      metrics.jsonl, curves.png, model, summary.json)
+    DIR/sweep.jsonl   {"trial": k, "values": {...}, "final": {...}, "best": {...}}
+    DIR/summary.json  the leaderboard; DIR/sweep.png the metric against each value
+    DIR/model.msgpack, predictor.json: the best trial's model (predict/evaluate/trace)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from jaxpipe.core.optim import check_optimizer
+from jaxpipe.errors import PlanError, SpecError
+from jaxpipe.events import Observer, RunResult
+from jaxpipe.planner.plan import make_plan
+from jaxpipe.planner.sweep import TrialSplit, split_trials
+from jaxpipe.planner.values import Plan, format_bytes
+from jaxpipe.report.charts import save_png
+from jaxpipe.report.observer import format_table, write_curves
+from jaxpipe.runner.outdir import prepare_out_dir, resolved_spec, write_json, write_lines
+from jaxpipe.runner.shell import enable_compilation_cache
+from jaxpipe.runner.summary import device_info
+from jaxpipe.saved.predict import save_predictor
+from jaxpipe.saved.trace import save_trace_rows
+from jaxpipe.spec import schema
+from jaxpipe.spec.experiment import Spec, dump_spec
+from jaxpipe.spec.sweep import expand_trials, value_key
+from jaxpipe.sweep.train import GroupRun, TrialRun, costliest, train_group
+from jaxpipe.sweep.trials import SEED, group_key, is_input_key
+
+__all__ = ["SweepResult", "run_sweep", "trial_spec", "plan_trials", "leaderboard", "sweep_plan"]
+
+
+@dataclass
+class SweepResult:
+    """What `run_sweep` returns: the ranked table (best first), every trial, the best
+    trial as a RunResult (its model is also saved at the sweep directory's top)."""
+
+    run_dir: str
+    table: list[dict[str, Any]]
+    trials: list[TrialRun]
+    best: RunResult | None
+    summary: dict[str, Any]
+
+
+def _set(table: dict[str, Any], key: str, value: Any) -> None:
+    parts = key.split(".")
+    node = table
+    for part in parts[:-1]:
+        node = node.setdefault(part, {})
+        if not isinstance(node, dict):
+            raise SpecError(f"{part} is a value, not a table", key=value_key(key))
+    node[parts[-1]] = schema.plain(value)
+
+
+def trial_spec(spec: Spec, values: dict[str, Any]) -> Spec:
+    """The spec of one trial: `spec` without [sweep], with `values` filled in, checked as
+    a file is; an error names the swept key (sweep.values."optimizer.lr")."""
+    table = schema.to_dict(spec)
+    table.pop("sweep", None)
+    for key, value in values.items():
+        _set(table, key, value)
+    try:
+        trial = Spec.from_dict(table, base_dir=spec.base_dir)
+        check_optimizer(trial.optimizer)
+    except SpecError as e:
+        bad = next((k for k in values if e.key and (e.key == k or e.key.startswith(k))), None)
+        bad = bad or next((k for k in values if k.startswith("optimizer")), next(iter(values)))
+        raise SpecError(
+            f"value {values[bad]!r}: {e.key or 'spec'}: {e.detail}",
+            key=value_key(bad),
+            file=spec.source,
+        ) from None
+    return trial
+
+
+def plan_trials(spec: Spec, force: bool = False) -> tuple[list[list[TrialRun]], set[str]]:
+    """The trials, grouped by program (input keys vary within a group), and the swept
+    keys that are program inputs. Every trial's spec is checked before any work."""
+    try:
+        values = expand_trials(spec.sweep, force)
+    except SpecError as e:
+        raise SpecError(e.detail, key=e.key, file=spec.source) from None
+    trials = [TrialRun(k, trial_spec(spec, v), v) for k, v in enumerate(values)]
+    keys = set(spec.sweep.values)
+    inputs = {k for k in keys if is_input_key(k, [v[k] for v in values])}
+    groups: dict[tuple, list[TrialRun]] = {}
+    for t in trials:
+        groups.setdefault(group_key(t.values, inputs), []).append(t)
+    return list(groups.values()), inputs
+
+
+def sweep_plan(spec: Spec, plan: Plan, gpu: str | None, devices: int | None) -> Plan:
+    """`plan` for a [sweep] spec: `plan` (the base spec's) with the trial count and, over
+    every group, the chunks and the largest chunk's per-device need (sweepplan.py); it
+    fits when one trial of every group fits one device."""
+    groups, inputs = plan_trials(spec, force=True)
+    info = {"trials": sum(len(g) for g in groups), "groups": len(groups), "chunks": 0,
+            "largest_chunk_trials": 0, "per_device_bytes": 0, "fits": True}  # fmt: skip
+    for group in groups:
+        p = make_plan(costliest(group), gpu=gpu, devices=devices)
+        seeds = [t.spec.experiment.seed if SEED in inputs else None for t in group]
+        try:
+            split = split_trials(p, seeds, p.available_devices or 1)
+        except PlanError:
+            info["fits"] = False
+            one = next(c.per_device_bytes for c in p.candidates if c.strategy == "single")
+            info["per_device_bytes"] = max(info["per_device_bytes"], one)  # one trial alone
+            continue
+        info["chunks"] += len(split.chunks)
+        info["largest_chunk_trials"] = max(info["largest_chunk_trials"], len(split.chunks[0]))
+        info["per_device_bytes"] = max(info["per_device_bytes"], split.per_device_bytes)
+    return dataclasses.replace(plan, sweep=info, fits=plan.fits and info["fits"])
+
+
+def _best_row(history: Sequence[dict[str, Any]], metric: str, mode: str) -> dict | None:
+    rows = [r for r in history if metric in r]
+    if not rows:
+        return None
+    pick = min if mode == "min" else max
+    return pick(rows, key=lambda r: r[metric])
+
+
+def leaderboard(trials: Sequence[TrialRun], metric: str, mode: str) -> list[dict[str, Any]]:
+    """sweep.jsonl's rows, ranked: best `metric` first, diverged trials last."""
+    rows = []
+    for t in trials:
+        best = _best_row(t.history, metric, mode)
+        final = t.history[-1] if t.history else None
+        rows.append(
+            {"trial": t.index, "values": t.values, "status": t.status, "final": final, "best": best}
+        )
+    sign = 1.0 if mode == "min" else -1.0
+
+    def rank(r: dict[str, Any]) -> tuple:
+        ok = r["status"] == "completed" and r["best"] is not None
+        return (not ok, sign * r["best"][metric] if ok else 0.0, r["trial"])
+
+    return sorted(rows, key=rank)
+
+
+def _trial_summary(t: TrialRun, metric: str, mode: str, group: GroupRun) -> dict[str, Any]:
+    prep, ds = t.prep, t.dataset
+    return {
+        "status": t.status,
+        "name": t.spec.experiment.name,
+        "seed": t.spec.experiment.seed,
+        "trial": t.index,
+        "values": t.values,
+        "final": t.history[-1] if t.history else None,
+        "best": _best_row(t.history, metric, mode),
+        "stop": t.stop,
+        "params_epoch": t.params_epoch,
+        "diverged": t.diverged and t.diverged | {"value": str(t.diverged["value"])},
+        "task": prep.task,
+        "classes": list(prep.classes),
+        "features": list(prep.features),
+        "rows": {"train": int(ds.x_train.shape[0]), "validation": int(ds.x_val.shape[0])},
+        "scaler": prep.scaler_json(),
+        "sweep": {"trials_in_program": len(group.trials), "devices": group.devices},
+        "device": device_info(),
+    }
+
+
+def _write_trial(t: TrialRun, run_dir: str, metric: str, mode: str, group: GroupRun) -> None:
+    os.makedirs(run_dir, exist_ok=True)
+    with open(os.path.join(run_dir, "spec.toml"), "w") as f:
+        f.write(dump_spec(resolved_spec(t.spec)))
+    write_lines(os.path.join(run_dir, "metrics.jsonl"), t.history)
+    if t.history:
+        write_curves(t.history, os.path.join(run_dir, "curves.png"))
+    if t.status == "completed":
+        save_predictor(run_dir, t.params, t.spec.model, t.prep, t.dataset.outputs)
+        save_trace_rows(run_dir, t.dataset.x_val, t.dataset.y_val)
+    write_json(os.path.join(run_dir, "summary.json"), _trial_summary(t, metric, mode, group))
+
+
+def _on_epoch(obs: Observer, total: int):
+    def report(epoch: int, epochs: int, active: Sequence[TrialRun]) -> None:
+        obs.on_note(f"  epoch {epoch}/{epochs}: {len(active)} trial(s) still training")
+
+    return report
+
+
+def _print_table(obs: Observer, table: list[dict[str, Any]], metric: str) -> None:
+    keys = list(table[0]["values"]) if table else []
+    rows = [
+        [i + 1, r["trial"], *[r["values"][k] for k in keys], r["status"],
+         r["best"][metric] if r["best"] else "-", r["best"]["epoch"] if r["best"] else "-"]
+        for i, r in enumerate(table)
+    ]  # fmt: skip
+    text = format_table(["rank", "trial", *keys, "status", f"best {metric}", "epoch"], rows)
+    for line in text.splitlines():
+        obs.on_note(line)
+
+
+def run_sweep(
+    spec: Spec, out: str | None = None, observer: Observer | None = None, *, force: bool = False
+) -> SweepResult:
+    """Runs every trial of `spec.sweep` and writes the sweep directory (see the module
+    docstring). Bad sweeps raise SpecError naming the key before any work."""
+    obs = observer or Observer()
+    t0 = time.perf_counter()
+    groups, inputs = plan_trials(spec, force)
+    enable_compilation_cache(spec)
+    sweep = spec.sweep
+    run_dir = prepare_out_dir(spec, out)
+    with open(os.path.join(run_dir, "spec.toml"), "w") as f:
+        f.write(spec.text if spec.text is not None else dump_spec(spec))
+    n = sum(len(g) for g in groups)
+    obs.on_start(spec, run_dir)
+    obs.on_note(f"Sweep: {n} trials in {len(groups)} program(s) → {run_dir}")
+    runs: list[GroupRun] = []
+    splits: list[dict[str, Any]] = []
+    for i, group in enumerate(groups):
+        indices = [t.index for t in group]
+        note = _split_note(obs, i, len(groups), indices, splits)
+        split, chunk_runs = train_group(group, inputs, _on_epoch(obs, n), note)
+        for run in chunk_runs:
+            for t in run.trials:
+                _write_trial(t, os.path.join(run_dir, "trials", str(t.index)), sweep.metric,
+                             sweep.better, run)  # fmt: skip
+                obs.on_trial(t.index, t.values, t.history)
+        runs += chunk_runs
+    return _finish(spec, run_dir, runs, time.perf_counter() - t0, obs, splits)
+
+
+def _split_note(obs: Observer, i: int, count: int, indices: list[int], splits: list):
+    """The one console line about a group's split, and its summary.json record."""
+
+    def note(split: TrialSplit) -> None:
+        splits.append(split.record(indices))
+        k = len(split.chunks)
+        how = f"in {k} chunks of ≤{len(split.chunks[0])}, one after another" if k > 1 else ""
+        obs.on_note(
+            f"program {i + 1}/{count}: {len(indices)} trials {how}".rstrip()
+            + f" ({format_bytes(split.per_device_bytes)} per device, "
+            f"{format_bytes(split.usable_bytes_per_device)} usable)"
+        )
+
+    return note
+
+
+def _finish(
+    spec: Spec, run_dir: str, runs: list[GroupRun], seconds: float, obs: Observer, splits: list
+):
+    sweep = spec.sweep
+    trials = sorted((t for g in runs for t in g.trials), key=lambda t: t.index)
+    table = leaderboard(trials, sweep.metric, sweep.better)
+    write_lines(os.path.join(run_dir, "sweep.jsonl"), [
+        {k: r[k] for k in ("trial", "values", "final", "best")} for r in table
+    ])  # fmt: skip
+    best = next((trials[r["trial"]] for r in table if r["status"] == "completed"), None)
+    if best is not None:
+        save_predictor(run_dir, best.params, best.spec.model, best.prep, best.dataset.outputs)
+        save_trace_rows(run_dir, best.dataset.x_val, best.dataset.y_val)  # jaxpipe trace DIR
+        write_lines(os.path.join(run_dir, "metrics.jsonl"), best.history)
+        obs.on_artifacts(run_dir, best.history)  # curves.png (and trackers' artifacts)
+    write_sweep_plot(table, list(sweep.values), sweep.metric, os.path.join(run_dir, "sweep.png"))
+    summary = {
+        "status": "completed" if best is not None else "diverged",
+        "kind": "sweep",
+        "name": spec.experiment.name,
+        "metric": sweep.metric,
+        "mode": sweep.better,
+        "best_trial": best.index if best else None,
+        "final": best.history[-1] if best else None,
+        "leaderboard": table,
+        "programs": [
+            {
+                "trials": [t.index for t in g.trials],
+                "devices": g.devices,
+                "compile_seconds": g.compile_seconds,
+                "train_seconds": g.train_seconds,
+            }
+            for g in runs
+        ],  # fmt: skip
+        "sweep": {"groups": splits},
+        "seconds": seconds,
+        "device": device_info(),
+    }
+    if best is not None:
+        summary |= {k: v for k, v in _trial_summary(best, sweep.metric, sweep.better, runs[0]).items()
+                    if k in ("task", "classes", "features", "rows", "scaler")}  # fmt: skip
+    write_json(os.path.join(run_dir, "summary.json"), summary)
+    _print_table(obs, table, sweep.metric)
+    result = None
+    if best is not None:
+        obs.on_note(f"Best: trial {best.index} {best.values}; its model is in {run_dir}/")
+        result = RunResult(best.history, best.history[-1], best.params, run_dir, summary, [],
+                           best.prep.to_host())  # fmt: skip
+        obs.on_finish(result)  # the best trial's epochs and trace; trackers close
+    return SweepResult(run_dir, table, trials, result, summary)
+
+
+def write_sweep_plot(table: list[dict[str, Any]], keys: list[str], metric: str, path: str):
+    """sweep.png: the best `metric` of each completed trial against each swept value."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    done = [r for r in table if r["best"] is not None and r["status"] == "completed"]
+    fig, axes = plt.subplots(1, len(keys), figsize=(4 * len(keys), 3.5), squeeze=False)
+    for ax, key in zip(axes[0], keys, strict=True):
+        xs = [r["values"][key] for r in done]
+        numeric = all(isinstance(x, (int, float)) for x in xs)
+        ax.scatter(xs if numeric else [str(x) for x in xs], [r["best"][metric] for r in done])
+        if key.endswith("learning_rate") and numeric and xs and min(xs) > 0:
+            ax.set_xscale("log")
+        ax.set(xlabel=key, ylabel=f"best {metric}")
+        ax.grid(alpha=0.3)
+    fig.tight_layout()
+    save_png(fig, path)
+    plt.close(fig)
+    return json.dumps({"plot": path})

@@ -1,0 +1,256 @@
+"""One sweep group end to end: its data loaded, placed and scaled once per distinct seed,
+its trials compiled into one program (trials.py), and the imperative shell around it:
+epochs, per-trial NaN checks and early stopping (a stopped or diverged trial is masked,
+the others go on), one metrics row per trial and epoch."""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.sharding import NamedSharding, PartitionSpec
+
+from jaxpipe.core.evaluation import metric_names
+from jaxpipe.core.metrics import finalize, finalize_regression
+from jaxpipe.data.diskrows import DiskRows
+from jaxpipe.data.fitted import Preprocessing, preprocess_data
+from jaxpipe.data.load import Dataset, load_dataset
+from jaxpipe.errors import SpecError
+from jaxpipe.planner.sweep import TrialSplit, split_trials
+from jaxpipe.runner.place import Placed
+from jaxpipe.runner.plan import RunPlan, plan_run
+from jaxpipe.runner.stopping import EarlyStopper, SignalCatcher, check_metric_names, outcome
+from jaxpipe.spec.experiment import Spec
+from jaxpipe.sweep.trials import SEED, TrialPrograms, compile_trials, trial_inputs, trial_mesh
+
+__all__ = ["TrialRun", "GroupRun", "train_group", "costliest"]
+
+
+@dataclass
+class TrialRun:
+    """One trial's outcome: its metrics rows, status, kept parameters (host arrays)."""
+
+    index: int
+    spec: Spec
+    values: dict[str, Any]
+    prep: Preprocessing | None = None
+    dataset: Dataset | None = None
+    history: list[dict[str, Any]] = field(default_factory=list)
+    status: str = "completed"
+    stop: dict[str, Any] | None = None
+    diverged: dict[str, Any] | None = None
+    stopper: EarlyStopper | None = None
+    best_params: Any = None
+    params: Any = None
+    params_epoch: int = 0
+
+
+@dataclass
+class GroupRun:
+    """A group's trials and how its one program ran."""
+
+    trials: list[TrialRun]
+    devices: int
+    compile_seconds: float
+    train_seconds: float
+    per_trial_data: bool
+
+
+def _load(trials: list[TrialRun], seed_varies: bool, hosts: dict[int, Dataset]):
+    """Each distinct seed's data set (a seed draws synthetic rows and the split), loaded
+    on the host once per group (`hosts`, by seed), placed replicated on the chunk's mesh,
+    and scaled."""
+    seeds = sorted({t.spec.experiment.seed for t in trials}) if seed_varies else [None]
+    loaded: dict[Any, tuple[Dataset, Preprocessing, Placed]] = {}
+    n = trials[0].spec.hardware.devices  # "auto": every local device
+    mesh = trial_mesh(len(trials), jax.devices()[:n] if isinstance(n, int) else None)
+    replicated = NamedSharding(mesh, PartitionSpec())
+    for seed in seeds:
+        s = next(t.spec for t in trials if seed is None or t.spec.experiment.seed == seed)
+        if s.experiment.seed not in hosts:
+            hosts[s.experiment.seed] = load_dataset(s)
+        ds = hosts[s.experiment.seed]
+        host = (ds.x_train, ds.y_train, ds.x_val, ds.y_val)
+        arrays = [jax.device_put(a, replicated) for a in host]
+        placed = Placed(*arrays, device=jax.devices()[0], where=f"{mesh.size} devices")
+        prep, scaled, _ = preprocess_data(ds, placed, s.preprocess.normalize, False)
+        loaded[seed] = (ds, prep, scaled)
+    for t in trials:
+        t.dataset, t.prep, _ = loaded[t.spec.experiment.seed if seed_varies else None]
+    return loaded, mesh
+
+
+def _stack(trials, loaded, seed_varies: bool, mesh) -> tuple[jax.Array, ...]:
+    if not seed_varies:
+        return next(iter(loaded.values()))[2].arrays
+    shapes = {v[2].x_train.shape + v[2].x_val.shape for v in loaded.values()}
+    if len(shapes) > 1:
+        raise SpecError(
+            "the swept seeds give training/validation splits of different sizes; sweep "
+            "experiment.seed only where the split has a fixed size",
+            key='sweep.values."experiment.seed"',
+        )
+    on_trials = NamedSharding(mesh, PartitionSpec("trial"))
+    per = [loaded[t.spec.experiment.seed][2].arrays for t in trials]
+    return tuple(jax.device_put(jnp.stack(col), on_trials) for col in zip(*per, strict=True))
+
+
+def _row(epoch: int, train: Any, val: Any, prep: Preprocessing) -> dict[str, Any]:
+    """metrics.jsonl's row, as a single run writes it (see loop._row)."""
+    t = finalize(train)
+    if prep.regression:
+        v = finalize_regression(val, prep.target_stats[1])
+        return {
+            "epoch": epoch,
+            "train_loss": t["loss"],
+            "val_loss": v["loss"],
+            "val_rmse": v["rmse"],
+        }
+    v = finalize(val)
+    return {
+        "epoch": epoch,
+        "train_loss": t["loss"],
+        "train_accuracy": t["accuracy"],
+        "val_loss": v["loss"],
+        "val_accuracy": v["accuracy"],
+    }
+
+
+def _take(tree: Any, k: int) -> Any:
+    return jax.tree.map(lambda a: np.asarray(a[k]), tree)
+
+
+def _record(t: TrialRun, row: dict[str, Any], params: Any, k: int) -> bool:
+    """Records one trial's epoch; False when it diverged or stopped (mask it)."""
+    for metric in ("train_loss", "val_loss"):
+        if not math.isfinite(row[metric]):
+            t.status = "diverged"
+            t.diverged = {"epoch": row["epoch"], "metric": metric, "value": row[metric]}
+            return False
+    t.history.append(row)
+    es = t.spec.training.early_stopping
+    if t.stopper is not None and t.stopper.update(row["epoch"], row) and es.restore_best:
+        t.best_params, t.params_epoch = _take(params, k), row["epoch"]
+    return not (t.stopper is not None and t.stopper.should_stop)
+
+
+def _epochs(tp: TrialPrograms, arrays, trials, epochs: int, on_epoch) -> float:
+    x_tr, y_tr, x_va, y_va = arrays
+    active = np.ones(len(trials), bool)
+    state, seconds = tp.state, 0.0
+    for epoch in range(1, epochs + 1):
+        t0 = time.perf_counter()
+        e = jnp.asarray(epoch, jnp.int32)
+        state, sums = tp.epoch(state, x_tr, y_tr, e, tp.inputs, tp.shard(active))
+        val = tp.evaluate(state.params, x_va, y_va)
+        sums, val = jax.device_get((sums, val))  # the once-per-epoch host sync
+        dt = time.perf_counter() - t0
+        seconds += dt
+        for k, t in enumerate(trials):
+            if not active[k]:
+                continue
+            row = _row(epoch, _take(sums, k), _take(val, k), t.prep) | {"epoch_seconds": dt}
+            active[k] = _record(t, row, state.params, k)
+        on_epoch(epoch, epochs, [t for k, t in enumerate(trials) if active[k]])
+        if not active.any():
+            break
+    params = jax.device_get(state.params)
+    for k, t in enumerate(trials):
+        # How it ended, worded as a single run's summary words it.
+        t.stop = outcome(t.diverged, SignalCatcher(), t.stopper, len(t.history), epochs)[1]
+        if t.best_params is None:
+            t.params, t.params_epoch = _take(params, k), len(t.history)
+        else:
+            t.params = t.best_params
+    return seconds
+
+
+def costliest(trials: Sequence[TrialRun]) -> Spec:
+    """The trial spec whose memory the group's program needs per trial: the largest
+    dropout rate (the vmapped program draws dropout bits for every trial if any drops)."""
+    return max(trials, key=lambda t: t.spec.model.dropout).spec
+
+
+def _device_count(spec: Spec) -> int:
+    n = spec.hardware.devices  # "auto": every local device
+    return min(n, len(jax.devices())) if isinstance(n, int) else len(jax.devices())
+
+
+def _refuse_streaming(spec: Spec, ds: Dataset) -> None:
+    """A sweep keeps every trial's data on the device: a streamed run is refused, naming
+    the key that made it stream."""
+    if isinstance(spec.data.chunk_rows, int):
+        raise SpecError("a sweep keeps the data on the device; remove it", key="data.chunk_rows")
+    if isinstance(ds.x_train, DiskRows):  # out of core: streamed from disk
+        raise SpecError(
+            "a sweep keeps the data on the device, and this set is larger than the host "
+            "budget (streamed from disk); raise it or sweep on a sample of the files",
+            key="data.host_memory",
+        )
+    raise SpecError(
+        "a sweep keeps the data on the device, and the training split does not fit it "
+        "beside a trial's state; sweep on fewer rows or larger devices",
+        key="data.chunk_rows",
+    )
+
+
+def train_group(
+    trials: list[TrialRun],
+    input_keys: set[str],
+    on_epoch: Callable[[int, int, Sequence[TrialRun]], None],
+    on_split: Callable[[TrialSplit], None] | None = None,
+) -> tuple[TrialSplit, list[GroupRun]]:
+    """Trains the group's trials in the fewest chunks whose trials × per-trial memory fit
+    the devices (sweepplan.py), each chunk one program, one after another; fills in each
+    TrialRun. Raises PlanError before any compile when one trial alone does not fit."""
+    spec = trials[0].spec
+    hosts = {spec.experiment.seed: load_dataset(spec)}
+    ds = hosts[spec.experiment.seed]
+    check_metric_names(spec, metric_names(ds.task == "regression"))
+    # The program draws dropout bits when any trial drops out: plan the costliest trial.
+    rp = plan_run(costliest(trials), ds)  # one trial's breakdown and steps per epoch
+    seeds = [t.spec.experiment.seed if SEED in input_keys else None for t in trials]
+    split = split_trials(rp.plan, seeds, _device_count(spec))
+    if rp.chunk:
+        _refuse_streaming(spec, ds)
+    if on_split is not None:
+        on_split(split)
+    runs = [
+        _train_chunk([trials[i] for i in c], input_keys, on_epoch, rp, hosts) for c in split.chunks
+    ]
+    return split, runs
+
+
+def _train_chunk(
+    trials: list[TrialRun], input_keys: set[str], on_epoch, rp: RunPlan, hosts: dict
+) -> GroupRun:
+    """One chunk of a group as one program (the trials share every shape)."""
+    spec = trials[0].spec
+    seed_varies = SEED in input_keys and len({t.spec.experiment.seed for t in trials}) > 1
+    loaded, mesh = _load(trials, seed_varies, hosts)
+    ds = trials[0].dataset
+    arrays = _stack(trials, loaded, seed_varies, mesh)
+    es = spec.training.early_stopping
+    for t in trials:
+        t.stopper = EarlyStopper.from_spec(es) if es else None
+    tp = compile_trials(
+        spec,
+        [t.spec.experiment.seed for t in trials],
+        trial_inputs([t.values for t in trials], input_keys),
+        arrays,
+        mesh=mesh,
+        per_trial_data=seed_varies,
+        outputs=ds.outputs,
+        task=ds.task,
+        batch=rp.batch,
+        total_steps=rp.total_steps,
+        dropout_on=any(t.spec.model.dropout > 0 for t in trials),
+    )
+    seconds = _epochs(tp, arrays, trials, spec.training.epochs, on_epoch)
+    return GroupRun(trials, tp.mesh.size, tp.seconds, seconds, seed_varies)
