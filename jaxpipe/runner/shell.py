@@ -20,7 +20,7 @@ import numpy as np
 
 from jaxpipe.core.evaluation import metric_names
 from jaxpipe.core.optim import check_optimizer
-from jaxpipe.data.fitted import Preprocessing, preprocess_data
+from jaxpipe.data.fitted import Preprocessing
 from jaxpipe.data.load import Dataset, load_dataset
 from jaxpipe.errors import DivergedError, RunInterrupted, SpecError
 from jaxpipe.events import Observer, RunResult, StageRecord
@@ -36,6 +36,7 @@ from jaxpipe.runner.outdir import (
 )
 from jaxpipe.runner.place import Placed, place_data
 from jaxpipe.runner.plan import RunPlan, plan_record, plan_run
+from jaxpipe.runner.preprocess import preprocess_data
 from jaxpipe.runner.programs import Programs, compile_programs
 from jaxpipe.runner.resume import RunProgress, check_resumable, data_fingerprint, start_or_resume
 from jaxpipe.runner.stopping import (

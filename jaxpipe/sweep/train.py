@@ -19,12 +19,13 @@ from jax.sharding import NamedSharding, PartitionSpec
 from jaxpipe.core.evaluation import metric_names
 from jaxpipe.core.metrics import finalize, finalize_regression
 from jaxpipe.data.diskrows import DiskRows
-from jaxpipe.data.fitted import Preprocessing, preprocess_data
+from jaxpipe.data.fitted import Preprocessing
 from jaxpipe.data.load import Dataset, load_dataset
 from jaxpipe.errors import SpecError
 from jaxpipe.planner.sweep import TrialSplit, split_trials
 from jaxpipe.runner.place import Placed
 from jaxpipe.runner.plan import RunPlan, plan_run
+from jaxpipe.runner.preprocess import preprocess_data
 from jaxpipe.runner.stopping import EarlyStopper, SignalCatcher, check_metric_names, outcome
 from jaxpipe.spec.experiment import Spec
 from jaxpipe.sweep.trials import SEED, TrialPrograms, compile_trials, trial_inputs, trial_mesh
