@@ -52,7 +52,7 @@ def _plan_estimate(spec) -> dict:
     plan_fn = getattr(jaxpipe, "plan", None)
     if plan_fn is None:
         try:
-            from jaxpipe.planner import planner
+            from jaxpipe.planner import plan as planner
 
             plan_fn = getattr(planner, "plan", None) or getattr(planner, "make_plan", None)
         except ImportError:

@@ -258,7 +258,7 @@ def peer_csv(a) -> dict:
     sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
     import pandas as pd
 
-    from jaxpipe.data.load import read_csv
+    from jaxpipe.data.readers import read_csv
 
     res: dict[str, list[float]] = {"jaxpipe": [], "pandas": []}
     for _ in range(a.repeats):

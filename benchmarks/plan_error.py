@@ -82,7 +82,9 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--write", action="store_true")
     args = ap.parse_args()
-    from jaxpipe.planner import memory, planner, verify, xlafit
+    from jaxpipe.parallel import partition
+    from jaxpipe.planner import memory, state, verify, xlafit
+    from jaxpipe.planner import plan as planner
     from jaxpipe.spec.experiment import parse_spec
 
     rng = random.Random(args.seed)
@@ -91,12 +93,12 @@ def main() -> None:
     for i in range(args.configs):
         spec = parse_spec(draw(rng))
         shapes = planner.data_shapes(spec)
-        abstract = memory.abstract_state(spec, shapes)
+        abstract = state.abstract_state(spec, shapes)
         layouts = [
             (s, m)
             for s, m in LAYOUTS
             if "tensor" not in s
-            or memory.tensor_divides(tuple(spec.model.hidden), m.get("model", 1))
+            or partition.tensor_divides(tuple(spec.model.hidden), m.get("model", 1))
         ]
         xla = verify.measure(spec, shapes, layouts)
         fit = xlafit.fit(spec, shapes, abstract, spec.training.batch_size)

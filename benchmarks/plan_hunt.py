@@ -88,12 +88,13 @@ def draw(rng: random.Random, activations: list[str]) -> list:
 
 
 def _prepared(args: list):
-    from jaxpipe.planner import memory, planner
+    from jaxpipe.planner import plan as planner
+    from jaxpipe.planner import state
     from jaxpipe.spec.experiment import parse_spec
 
     spec = parse_spec(spec_text(*args))
     shapes = planner.data_shapes(spec)
-    return spec, shapes, memory.abstract_state(spec, shapes)
+    return spec, shapes, state.abstract_state(spec, shapes)
 
 
 def collect(seed: int, configs: int, out: str) -> None:

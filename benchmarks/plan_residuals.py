@@ -10,7 +10,7 @@ holds at the layer it is differentiating (`held`).
     python benchmarks/plan_residuals.py > /tmp/table.py   # then paste into residuals.py
 
 `--fsdp`: the same under fsdp over 2 devices (the same batch per device), for
-jaxpipe/planner/fsdpunits.py: FSDP's per-layer program (`sharding.ModelHooks`) keeps less.
+jaxpipe/planner/fsdpunits.py: FSDP's per-layer program (`fsdp.ModelHooks`) keeps less.
 """
 
 from __future__ import annotations
@@ -54,10 +54,12 @@ precision = "{precision}"
 
 def _units(spec) -> tuple[float, float]:
     """(XLA's dynamic bytes, the default closed form's), in units."""
-    from jaxpipe.planner import memory, planner, verify
+    from jaxpipe.planner import memory, verify
+    from jaxpipe.planner import plan as planner
+    from jaxpipe.planner.state import abstract_state
 
     shapes = planner.data_shapes(spec)
-    ab = memory.abstract_state(spec, shapes)
+    ab = abstract_state(spec, shapes)
     compiled = verify.compile_layout(spec, shapes, ab, *LAYOUT)
     x = verify.xla_figures(compiled, shapes)
     est = memory.estimate(spec, shapes, ab, *LAYOUT, table={})

@@ -26,7 +26,8 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 
 from jaxpipe import load_spec  # noqa: E402
 from jaxpipe.core.progress import REPORTS_PER_EPOCH  # noqa: E402
-from jaxpipe.runner.loop import Observer, run_experiment  # noqa: E402
+from jaxpipe.events import Observer
+from jaxpipe.runner.loop import run_experiment  # noqa: E402
 
 
 class _Watching(Observer):

@@ -80,7 +80,7 @@ def write_data(folder: str, rows: int, features: int, group: int) -> int:
     import pyarrow.parquet as pq
 
     from jaxpipe.data.load import make_synthetic
-    from jaxpipe.spec.experiment import SyntheticSpec
+    from jaxpipe.spec.sections import SyntheticSpec
 
     os.makedirs(folder, exist_ok=True)
     x, y = make_synthetic(SyntheticSpec(rows=rows, features=features, classes=4), 0)

@@ -36,7 +36,7 @@ _LAZY: dict[str, str] = {
     "distributed_config": "jaxpipe.api",
     "default_out_dir": "jaxpipe.api",
     "format_plan": "jaxpipe.api",
-    "Plan": "jaxpipe.planner.plan",
+    "Plan": "jaxpipe.planner.values",
     "read_calibration": "jaxpipe.planner.calibration",
     "format_calibration": "jaxpipe.planner.calibration",
     "RunResult": "jaxpipe.events",

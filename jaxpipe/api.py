@@ -18,12 +18,14 @@ from jaxpipe.events import Observers, RunResult
 from jaxpipe.parallel.launch import launch
 from jaxpipe.parallel.sharding import distributed_config, initialize_distributed
 from jaxpipe.planner.hardware import LocalDevices, local_devices
-from jaxpipe.planner.plan import Plan, make_plan
+from jaxpipe.planner.plan import make_plan
 from jaxpipe.planner.search import UNVERIFIED
+from jaxpipe.planner.values import Plan
 from jaxpipe.planner.verify import settle, verify_plan
 from jaxpipe.report.compare import compare_runs, format_comparison, write_comparison_plot
-from jaxpipe.report.observer import ConsoleReporter, format_plan
+from jaxpipe.report.observer import ConsoleReporter
 from jaxpipe.report.tracking import tracking_observers
+from jaxpipe.report.verdict import format_plan
 from jaxpipe.runner.outdir import default_out_dir
 from jaxpipe.runner.shell import check_before_data, run_experiment
 from jaxpipe.runner.validation import validate

@@ -39,7 +39,8 @@ class Observer:
     Order: on_start, on_plan, on_stage for each stage as it ends (load, transfer,
     preprocess, compile; then train, evaluate, checkpoint after the epochs), on_model,
     on_epoch per epoch, on_note any time, on_artifacts, on_finish. A sweep sends
-    on_start, on_trial per trial, on_artifacts and on_finish (its best trial's)."""
+    on_start, on_trial and on_trial_artifacts per trial, on_artifacts (its best trial's),
+    on_sweep (the leaderboard) and on_finish (its best trial's)."""
 
     def on_start(self, spec: Any, run_dir: str) -> None: ...
     def on_stage(self, stage: StageRecord) -> None: ...
@@ -58,6 +59,15 @@ class Observer:
 
     def on_trial(self, index: int, values: dict[str, Any], history: list[dict[str, Any]]) -> None:
         """A sweep's trial `index` ended (its run directory is DIR/trials/<index>/)."""
+
+    def on_trial_artifacts(self, run_dir: str, history: list[dict[str, Any]]) -> None:
+        """A sweep trial's run directory is written; pictures of its `history` may go in."""
+
+    def on_sweep(
+        self, run_dir: str, table: list[dict[str, Any]], keys: list[str], metric: str
+    ) -> None:
+        """A sweep ended: its leaderboard `table` (best first), the swept `keys` and the
+        `metric` ranked by; DIR/summary.json is written."""
 
 
 OBSERVER_EVENTS = tuple(n for n in vars(Observer) if n.startswith("on_"))

@@ -157,3 +157,16 @@ def pytest_configure(config):
 def pytest_collection_modifyitems(config, items):
     rank = {name: i for i, name in enumerate(_LONG_FIRST)}
     items.sort(key=lambda item: rank.get(item.path.name, len(rank)))
+
+
+def pytest_terminal_summary(terminalreporter):
+    """The functions past ~60 lines (tests/test_layout.py): a habit to keep, not a test."""
+    from test_layout import _sources, long_functions
+
+    found = long_functions(_sources())
+    if found:
+        terminalreporter.write_sep(
+            "-", f"{len(found)} functions over 60 lines (consider splitting)"
+        )
+        for line in found:
+            terminalreporter.write_line(line)

@@ -19,11 +19,11 @@ from jaxpipe.runner.checkpoint import (
     CheckpointStore,
     abstract_like,
     saved_epochs,
-    spec_conflicts,
     state_to_tree,
     tree_to_state,
 )
 from jaxpipe.spec.experiment import parse_spec
+from jaxpipe.spec.resume import spec_conflicts
 from jaxpipe.spec.schema import to_dict
 
 

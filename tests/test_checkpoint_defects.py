@@ -17,7 +17,8 @@ from conftest import ROOT, SMALL_SPEC, cached_env
 import jaxpipe
 from jaxpipe.cli.main import main
 from jaxpipe.errors import EnvironmentProblem
-from jaxpipe.runner.checkpoint import CheckpointStore, abstract_like, make_cadence, saved_epochs
+from jaxpipe.runner.cadence import make_cadence
+from jaxpipe.runner.checkpoint import CheckpointStore, abstract_like, saved_epochs
 
 # Runs here repeat a few small specs: each program compiles once per test process
 # (conftest.compile_once; a cached executable is the compiled one).

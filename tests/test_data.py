@@ -2,9 +2,12 @@ import numpy as np
 import pytest
 from conftest import SMALL_SPEC
 
-from jaxpipe.data.load import encode_labels, load_dataset, make_synthetic, read_csv, split_rows
+from jaxpipe.data.encoding import encode_labels
+from jaxpipe.data.load import load_dataset, make_synthetic, split_rows
+from jaxpipe.data.readers import read_csv
 from jaxpipe.errors import DataError
-from jaxpipe.spec.experiment import SyntheticSpec, load_spec, parse_spec
+from jaxpipe.spec.experiment import load_spec, parse_spec
+from jaxpipe.spec.sections import SyntheticSpec
 
 
 def test_synthetic_is_seeded():

@@ -12,7 +12,8 @@ from jaxpipe.cli.main import main
 from jaxpipe.errors import SpecError
 from jaxpipe.planner import hardware
 from jaxpipe.planner.search import GPU_RUNTIME_BYTES
-from jaxpipe.spec.experiment import parse_size, parse_spec
+from jaxpipe.spec.experiment import parse_spec
+from jaxpipe.spec.hardware import parse_size
 
 REQUIRED = [
     "T4",

@@ -14,7 +14,7 @@ from jaxpipe.core.metrics import (
     zero_sums,
 )
 from jaxpipe.core.model import layer_table, make_model, param_count
-from jaxpipe.spec.experiment import ModelSpec
+from jaxpipe.spec.sections import ModelSpec
 
 hidden = st.sampled_from([(), (8,), (16, 8)])
 batches = st.sampled_from([1, 4, 16])

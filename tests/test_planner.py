@@ -11,7 +11,9 @@ from hypothesis import strategies as st
 from jax.sharding import PartitionSpec as P
 
 import jaxpipe
-from jaxpipe.planner import memory, planner, residuals, verify
+from jaxpipe.parallel import partition
+from jaxpipe.planner import memory, residuals, state, verify
+from jaxpipe.planner import plan as planner
 from jaxpipe.spec.experiment import parse_spec
 from jaxpipe.testing import hidden_layers, optimizer_names
 
@@ -41,7 +43,7 @@ batch_size = {batch}
 
 def _single(spec):
     shapes = planner.data_shapes(spec)
-    abstract = memory.abstract_state(spec, shapes)
+    abstract = state.abstract_state(spec, shapes)
     return memory.estimate(spec, shapes, abstract, "single", {"data": 1}), shapes, abstract
 
 
@@ -111,7 +113,7 @@ def test_bfloat16_keeps_the_state_and_its_activations_come_from_the_table():
 def test_fsdp_state_falls_as_one_over_n(n):
     spec = _spec([1024, 1024], batch=64, opt="adam")
     shapes = planner.data_shapes(spec)
-    abstract = memory.abstract_state(spec, shapes)
+    abstract = state.abstract_state(spec, shapes)
     one = memory.estimate(spec, shapes, abstract, "single", {"data": 1}).breakdown
     sharded = memory.estimate(spec, shapes, abstract, "fsdp", {"data": n}).breakdown
     for term in ("params", "gradients", "optimizer"):
@@ -123,18 +125,18 @@ def test_fsdp_state_falls_as_one_over_n(n):
 
 def test_partition_specs_follow_the_megatron_and_fsdp_rules():
     spec = _spec([64, 32, 16], batch=64)
-    params, opt_state, tx, *_ = memory.abstract_state(spec, planner.data_shapes(spec))
-    t = memory.partition_specs(params, "tensor", {"model": 2})
+    params, opt_state, tx, *_ = state.abstract_state(spec, planner.data_shapes(spec))
+    t = partition.partition_specs(params, "tensor", {"model": 2})
     assert t["hidden_0"] == {"kernel": P(None, "model"), "bias": P("model")}
     assert t["hidden_1"] == {"kernel": P("model", None), "bias": P(None)}
     assert t["hidden_2"] == {"kernel": P(None, "model"), "bias": P("model")}
     assert t["output"]["kernel"] == P("model", None)  # after a column-parallel layer
-    f = memory.partition_specs(params, "fsdp", {"data": 4})
+    f = partition.partition_specs(params, "fsdp", {"data": 4})
     assert f["hidden_0"]["kernel"] == P(None, "data")  # 12 × 64: the larger dim divides
     assert f["output"]["bias"] == P(None)  # 3 outputs do not divide by 4: replicated
-    ft = memory.partition_specs(params, "fsdp+tensor", {"data": 2, "model": 2})
+    ft = partition.partition_specs(params, "fsdp+tensor", {"data": 2, "model": 2})
     assert ft["hidden_0"]["kernel"] == P("data", "model")
-    o = memory.optimizer_partition_specs(tx, opt_state, t)
+    o = partition.optimizer_partition_specs(tx, opt_state, t)
     assert o[0].mu["hidden_1"]["kernel"] == P("model", None) and o[0].count == P()
 
 

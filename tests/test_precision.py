@@ -11,7 +11,7 @@ import jaxpipe
 from jaxpipe.core.losses import cross_entropy
 from jaxpipe.core.model import make_model
 from jaxpipe.core.step import init_state, make_train_step
-from jaxpipe.spec.experiment import ModelSpec
+from jaxpipe.spec.sections import ModelSpec
 
 
 def _bf16_setup():

@@ -24,7 +24,7 @@ from jaxpipe.parallel.sharding import (
     replicated,
     state_shardings,
 )
-from jaxpipe.spec.experiment import ModelSpec
+from jaxpipe.spec.sections import ModelSpec
 from jaxpipe.testing import MESHES, strategy_meshes
 
 CASES = [(s, m) for s, ms in MESHES.items() for m in ms]

@@ -19,7 +19,7 @@ from jaxpipe.core.step import (
     make_evaluate,
     make_train_step,
 )
-from jaxpipe.spec.experiment import ModelSpec
+from jaxpipe.spec.sections import ModelSpec
 
 ADAM = optax.adam(1e-2)
 optimizers = st.sampled_from([ADAM, optax.sgd(0.1, momentum=0.9)])

@@ -24,7 +24,7 @@ from jaxpipe.runner.stream import (
     steps_per_chunk,
     stream_epoch,
 )
-from jaxpipe.spec.experiment import ModelSpec
+from jaxpipe.spec.sections import ModelSpec
 
 
 @given(st.integers(1, 10**6), st.integers(0, 10**9), st.integers(1, 10**9))

@@ -9,7 +9,9 @@ import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from jaxpipe.planner import memory, planner, verify
+from jaxpipe.parallel import partition
+from jaxpipe.planner import plan as planner
+from jaxpipe.planner import state, verify
 from jaxpipe.spec.experiment import parse_spec
 
 SPEC = """
@@ -30,7 +32,7 @@ batch_size = 32
 def compiled():
     spec = parse_spec(SPEC)
     shapes = planner.data_shapes(spec)
-    abstract = memory.abstract_state(spec, shapes)
+    abstract = state.abstract_state(spec, shapes)
     out = {}
     for n in (1, 2, 4, 8):
         strategy = "fsdp" if n > 1 else "single"
@@ -82,7 +84,7 @@ def compiled_2d():
     """fsdp+tensor on 2 × 2 and 4 × 2, beside tensor over 2 (the same model split)."""
     spec = parse_spec(SPEC)
     shapes = planner.data_shapes(spec)
-    abstract = memory.abstract_state(spec, shapes)
+    abstract = state.abstract_state(spec, shapes)
     out = {}
     for d in (1, 2, 4):
         strategy, mesh = (
@@ -97,7 +99,7 @@ def compiled_2d():
 def test_fsdp_tensor_gathers_model_shards_and_reduce_scatters_their_gradients(compiled_2d, d):
     _, abstract, out = compiled_2d
     _, found = out[d]
-    specs = memory.partition_specs(abstract.params, "tensor", {"model": 2})
+    specs = partition.partition_specs(abstract.params, "tensor", {"model": 2})
     shards = {
         f"f32{[n // (2 if a else 1) for n, a in zip(leaf.shape, spec)]}".replace(" ", "")
         for leaf, spec in zip(_leaves(abstract.params), _leaves_specs(specs))
@@ -204,7 +206,7 @@ def _run_program_bytes(spec, shapes, strategy, mesh):
 # shows, is tabulated in benchmarks/RESULTS.md.) Small buckets: few distinct compiles.
 @settings(max_examples=5)
 # Found by this test: XLA:CPU CHECK-failed on fsdp+tensor with bfloat16 when the kernel
-# gather was an explicit partial-manual shard_map (sharding.ModelHooks.dense).
+# gather was an explicit partial-manual shard_map (fsdp.ModelHooks.dense).
 @example(
     width=64,
     depth=1,

@@ -10,7 +10,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from jaxpipe.spec.experiment import ModelSpec
+from jaxpipe.spec.sections import ModelSpec
 
 __all__ = ["MLP", "Model", "make_model", "param_count", "layer_table", "ACTIVATION_FNS"]
 

@@ -13,7 +13,7 @@ import jax.numpy as jnp
 import optax
 
 from jaxpipe.errors import SpecError
-from jaxpipe.spec.experiment import OptimizerSpec, ScheduleSpec
+from jaxpipe.spec.sections import OptimizerSpec, ScheduleSpec
 
 __all__ = ["make_optimizer", "make_schedule", "check_optimizer", "SCHEDULES"]
 

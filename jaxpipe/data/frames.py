@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 
 from jaxpipe.data.encoding import Columns
-from jaxpipe.data.load import arrow_columns, read_table
+from jaxpipe.data.readers import arrow_columns, read_table
 from jaxpipe.errors import DataError
 
 __all__ = ["to_columns", "source_of", "is_path", "positional_columns"]

@@ -17,13 +17,12 @@ from jaxpipe.data.encoding import (
     Columns,
     FeatureEncoder,
     column_values,
-    encode_labels,
     encode_target,
     fit_encoder,
     handle_missing,
     select_features,
 )
-from jaxpipe.data.readers import arrow_columns, check_host_memory, read_csv, read_table
+from jaxpipe.data.readers import arrow_columns, check_host_memory, read_table
 from jaxpipe.data.sources import (
     IN_MEMORY_BYTES_PER_CELL,
     FileSet,
@@ -33,19 +32,16 @@ from jaxpipe.data.sources import (
     read_group,
 )
 from jaxpipe.errors import DataError, SpecError
-from jaxpipe.spec.experiment import DataSpec, Spec, SyntheticSpec
+from jaxpipe.spec.experiment import Spec
+from jaxpipe.spec.sections import DataSpec, SyntheticSpec
 
 __all__ = [
     "Dataset",
     "load_dataset",
     "make_synthetic",
     "make_synthetic_regression",
-    "read_csv",
-    "read_table",
     "split_rows",
-    "encode_labels",
     "prepare_features",
-    "arrow_columns",
 ]
 
 

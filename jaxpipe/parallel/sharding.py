@@ -9,12 +9,12 @@ Strategies (names used in specs, plans and summaries):
 - ``fsdp``: every parameter, gradient and optimizer-state leaf split along ``data`` on its
   largest dimension divisible by the axis size (ZeRO-3); batches split along ``data``.
   The model's Dense layers gather their kernel just before use and reduce-scatter its
-  gradient (`ModelHooks`, passed to `model.make_model(hooks=...)`).
+  gradient (`fsdp.ModelHooks`, passed to `model.make_model(hooks=...)`).
 - ``tensor``: hidden layers split along ``model`` Megatron-style: ``hidden_0`` column-parallel
   (kernel [in, out/M], bias [out/M]), ``hidden_1`` row-parallel (kernel [in/M, out]), and
   so on alternately; the output layer is row-parallel after a column-parallel layer.
 
-The per-leaf rules are the planner's (`memory.partition_specs`), so what is estimated is
+The per-leaf rules are the planner's (`partition.partition_specs`), so what is estimated is
 what is placed.
 - ``data+tensor`` / ``fsdp+tensor``: both, on a ``data`` × ``model`` mesh. Under
   fsdp+tensor each Dense matmul is one shard_map manual over both axes (`ModelHooks`):
@@ -30,23 +30,21 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 import optax
 from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec
 
 from jaxpipe.errors import JaxpipeError
-from jaxpipe.planner import memory
-from jaxpipe.spec.experiment import STRATEGIES
+from jaxpipe.parallel import partition
+from jaxpipe.parallel.fsdp import ModelHooks
+from jaxpipe.spec.strategy import DATA, Strategy
 
 __all__ = [
-    "STRATEGIES",
     "Layout",
-    "ModelHooks",
     "make_layout",
     "make_mesh",
     "state_shardings",
@@ -83,15 +81,19 @@ def _axis(mesh: Mesh, name: str) -> int:
     return mesh.shape.get(name, 1)
 
 
-def state_shardings(state: Any, tx: optax.GradientTransformation, strategy: str, mesh: Mesh) -> Any:
+def state_shardings(
+    state: Any, tx: optax.GradientTransformation, strategy: Strategy | str, mesh: Mesh
+) -> Any:
     """NamedShardings for a whole TrainState (concrete or abstract): parameters by the
-    planner's rules (`memory.partition_specs`), optimizer leaves as the parameters they
+    planner's rules (`partition.partition_specs`), optimizer leaves as the parameters they
     mirror, step and key replicated."""
-    params = memory.partition_specs(state.params, strategy, dict(mesh.shape))
+    params = partition.partition_specs(state.params, strategy, dict(mesh.shape))
     specs = state._replace(
         step=PartitionSpec(),
         params=params,
-        opt_state=memory.optimizer_partition_specs(tx, state.opt_state, params, dict(mesh.shape)),
+        opt_state=partition.optimizer_partition_specs(
+            tx, state.opt_state, params, dict(mesh.shape)
+        ),
         key=PartitionSpec(),
     )
     return jax.tree.map(
@@ -99,16 +101,12 @@ def state_shardings(state: Any, tx: optax.GradientTransformation, strategy: str,
     )
 
 
-def batch_spec(strategy: str) -> PartitionSpec:
+def batch_spec(strategy: Strategy | str) -> PartitionSpec:
     """How a batch [batch, features] is split: along ``data`` unless tensor-only/single."""
-    return (
-        PartitionSpec("data")
-        if strategy in ("data", "fsdp", "data+tensor", "fsdp+tensor")
-        else PartitionSpec()
-    )
+    return PartitionSpec(DATA) if Strategy.parse(strategy).shards_batch else PartitionSpec()
 
 
-def batch_constraint(mesh: Mesh, strategy: str):
+def batch_constraint(mesh: Mesh, strategy: Strategy | str):
     """A function pinning a gathered batch (x: [batch, features], y, w: [batch]) to the
     strategy's batch sharding inside a jitted program."""
     spec = batch_spec(strategy)
@@ -126,13 +124,13 @@ def batch_constraint(mesh: Mesh, strategy: str):
 class Layout:
     """Where a run's arrays live: the mesh, the strategy, and how batches split."""
 
-    strategy: str
+    strategy: Strategy
     mesh: Mesh
 
     @property
     def data_parallel(self) -> int:
         """Devices a batch is split over (1 for single and tensor-only)."""
-        return _axis(self.mesh, "data") if batch_spec(self.strategy) != PartitionSpec() else 1
+        return _axis(self.mesh, DATA) if self.strategy.shards_batch else 1
 
     @property
     def replicated(self) -> NamedSharding:
@@ -152,118 +150,10 @@ class Layout:
         return ModelHooks(self.mesh, self.strategy, n_hidden)
 
 
-@dataclasses.dataclass(frozen=True)
-class ModelHooks:
-    """What makes XLA compile the layout the planner estimates.
-
-    Every activation keeps its batch dim split over ``data``: without that pin the SPMD
-    partitioner may all-gather the batch instead of the (smaller) weights. Under fsdp
-    each Dense kernel is all-gathered, in the compute dtype, just before its matmul and
-    inside `jax.checkpoint`, so the gathered copy is freed after the forward use and
-    gathered again for the backward pass (ZeRO-3); its gradient leaves the checkpoint
-    through the gather's transpose, a reduce-scatter.
-    """
-
-    mesh: Mesh
-    strategy: str
-    n_hidden: int
-
-    def activations(self, x: jax.Array) -> jax.Array:
-        spec = PartitionSpec("data", *[PartitionSpec.UNCONSTRAINED] * (x.ndim - 1))
-        return jax.lax.with_sharding_constraint(x, NamedSharding(self.mesh, spec))
-
-    def dense(self, name: str) -> dict[str, Any]:
-        if not self.strategy.startswith("fsdp"):
-            return {}
-        return {"dot_general": self._dot(name)}
-
-    def _dot(self, name: str) -> Callable[..., jax.Array]:
-        """x @ kernel inside a shard_map: the kernel all-gathered along ``data`` (see
-        `_gathered_dot`). Under fsdp+tensor the shard_map is manual over both axes (a
-        partial-manual one CHECK-failed in XLA:CPU, jax 0.10.2, with bfloat16 beside an
-        auto ``model`` axis), so the Megatron split is explicit too: a column-parallel
-        kernel [in, out/M] takes x whole over ``model`` and gives out/M columns; a
-        row-parallel one [in/M, out] takes in/M columns and sums its partial product
-        over ``model``."""
-
-        def dot_general(x: jax.Array, k: jax.Array, dims: Any, **kw: Any) -> jax.Array:
-            spec = tuple(
-                memory.leaf_spec(
-                    name, "kernel", k.shape, self.n_hidden, self.strategy, self.mesh.shape
-                )
-            )
-            two_d = self.strategy == "fsdp+tensor"
-            if (
-                ("data" not in spec and not two_d)
-                or x.ndim != 2
-                or x.shape[0] % self.mesh.shape["data"]
-            ):
-                # init's one-row example; the epoch's batches are padded to divide.
-                return jax.lax.dot_general(x, k, dims, **kw)
-            dim = spec.index("data") if "data" in spec else None
-            row, column = spec[0] == "model", spec[1] == "model"
-            fn = _gathered_dot(dim, kw.get("precision"), row, column)
-            return jax.shard_map(
-                fn,
-                mesh=self.mesh,
-                in_specs=(PartitionSpec("data", "model" if row else None), PartitionSpec(*spec)),
-                out_specs=PartitionSpec("data", "model" if column else None),
-                axis_names=set(self.mesh.axis_names),
-            )(x, k)
-
-        return dot_general
-
-
-def _gathered_dot(
-    dim: int | None, precision: Any, row: bool = False, column: bool = False
-) -> Callable[[jax.Array, jax.Array], jax.Array]:
-    """ZeRO-3's matmul on one device's rows x: [b, in] and kernel shard k, gathered along
-    `dim` over ``data`` (None: the kernel is not split over ``data``). The gathered
-    kernel is not kept for the backward pass: it is gathered again there, after the
-    incoming gradient exists (tied to it, or XLA would merge the two gathers and hold
-    every layer's whole kernel from the forward pass on), and the kernel's gradient
-    leaves as a reduce-scatter, so it is never whole for long. `row`: a row-parallel
-    kernel (its partial product is summed over ``model``); `column`: a column-parallel
-    one (the input's gradient is summed over ``model``)."""
-
-    def gather(k: jax.Array, after: jax.Array) -> jax.Array:
-        # k + 0 × (an element of `after`): XLA does not fold a float multiply by zero
-        # (NaN), so the gather cannot be scheduled before `after` exists, and the
-        # backward pass's gather is not merged with the forward pass's.
-        if dim is None:
-            return k
-        k = k + (after[0, 0] * 0).astype(k.dtype)
-        return jax.lax.all_gather(k, "data", axis=dim, tiled=True)
-
-    @jax.custom_vjp
-    def dot(x: jax.Array, k: jax.Array) -> jax.Array:
-        y = jnp.dot(x, gather(k, x), precision=precision)
-        return jax.lax.psum(y, "model") if row else y
-
-    def forward(x: jax.Array, k: jax.Array) -> tuple[jax.Array, tuple[jax.Array, jax.Array]]:
-        return dot(x, k), (x, k)
-
-    def backward(res: tuple[jax.Array, jax.Array], dy: jax.Array) -> tuple[jax.Array, jax.Array]:
-        x, k = res
-        w = gather(k, dy)
-        dx = jnp.dot(dy, w.T, precision=precision).astype(x.dtype)
-        dw = jnp.dot(x.T, dy, precision=precision).astype(k.dtype)
-        if column:
-            dx = jax.lax.psum(dx, "model")
-        if dim is None:
-            return dx, jax.lax.psum(dw, "data")
-        return dx, jax.lax.psum_scatter(dw, "data", scatter_dimension=dim, tiled=True)
-
-    dot.defvjp(forward, backward)
-    return dot
-
-
-def make_layout(strategy: str, mesh_shape: Mapping[str, int]) -> Layout:
+def make_layout(strategy: Strategy | str, mesh_shape: Mapping[str, int]) -> Layout:
     """The layout for a plan's strategy and mesh ({"data": 4}, {"data": 2, "model": 2})."""
-    if strategy not in STRATEGIES:
-        raise ValueError(f"unknown strategy {strategy!r}; expected one of {', '.join(STRATEGIES)}")
-    shape = {k: int(v) for k, v in mesh_shape.items()} or {"data": 1}
-    return Layout(strategy, make_mesh(shape))
+    shape = {k: int(v) for k, v in mesh_shape.items()} or {DATA: 1}
+    return Layout(Strategy.parse(strategy), make_mesh(shape))
 
 
 def replicated(mesh: Mesh) -> NamedSharding:

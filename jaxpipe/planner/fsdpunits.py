@@ -1,4 +1,4 @@
-"""What FSDP's program keeps, as XLA compiles it (`sharding.ModelHooks`: each Dense kernel
+"""What FSDP's program keeps, as XLA compiles it (`fsdp.ModelHooks`: each Dense kernel
 gathered inside a shard_map with a custom backward pass), measured from XLA:CPU's own
 compiled epochs (`benchmarks/plan_residuals.py --fsdp`, jax 0.10.2): the per-layer
 residual units of `residuals.py`, and the whole-layer buffers at each layer.

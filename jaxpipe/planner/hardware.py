@@ -22,7 +22,8 @@ import jax
 from jaxpipe.errors import SpecError
 from jaxpipe.files import read_input_file
 from jaxpipe.spec import schema
-from jaxpipe.spec.experiment import CatalogEntrySpec, HardwareSpec, Spec, parse_size
+from jaxpipe.spec.experiment import Spec
+from jaxpipe.spec.hardware import CatalogEntrySpec, HardwareSpec, parse_size
 
 if sys.version_info >= (3, 11):
     import tomllib

@@ -22,33 +22,21 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
-import optax
 from jax.sharding import PartitionSpec
 
+from jaxpipe.parallel.partition import (
+    follow_spec,
+    hidden_names,
+    optimizer_partition_specs,
+    partition_specs,
+)
 from jaxpipe.planner.fsdpunits import FSDP_TABLE, gathered_bytes
 from jaxpipe.planner.residuals import backward_peak, residual_units
-from jaxpipe.planner.state import Abstract, abstract_state, leaf_class, param_shapes
+from jaxpipe.planner.state import Abstract, leaf_class
 from jaxpipe.spec.experiment import Spec
+from jaxpipe.spec.strategy import DATA, MODEL, Strategy
 
-__all__ = [
-    "Shapes",
-    "Estimate",
-    "partition_specs",
-    "tensor_leaf_spec",
-    "leaf_spec",
-    "optimizer_partition_specs",
-    "abstract_state",
-    "param_shapes",
-    "Abstract",
-    "estimate",
-    "mesh_for",
-    "tensor_divides",
-    "compute_dtype",
-    "DATA",
-    "MODEL",
-]
-
-DATA, MODEL = "data", "model"
+__all__ = ["Shapes", "Estimate", "estimate", "compute_dtype"]
 
 
 @dataclass(frozen=True)
@@ -96,103 +84,6 @@ def _shard_bytes(shape: tuple[int, ...], dtype: Any, key: tuple) -> int:
     return _nbytes(tuple(local), dtype)
 
 
-def _hidden_names(params: dict[str, Any]) -> list[str]:
-    return sorted((n for n in params if n.startswith("hidden_")), key=lambda n: int(n[7:]))
-
-
-def tensor_divides(hidden: tuple[int, ...], m: int) -> bool:
-    """Whether every column-parallel width (hidden_0, hidden_2, ...) divides by `m`."""
-    return all(w % m == 0 for w in hidden[::2])
-
-
-def tensor_leaf_spec(name: str, leaf: str, ndim: int, n_hidden: int) -> PartitionSpec:
-    """The tensor-parallel ("model" axis) spec of one parameter leaf: hidden_0
-    column-parallel (kernel split on its output dim, bias split), hidden_1 row-parallel
-    (kernel split on its input dim, bias whole), alternating; the output kernel is split
-    on its input dim when the last hidden layer is column-parallel; LayerNorm stays whole."""
-    whole = PartitionSpec(*[None] * ndim)
-    if name.startswith("hidden_"):
-        column = int(name[7:]) % 2 == 0
-        if leaf == "kernel":
-            return PartitionSpec(None, MODEL) if column else PartitionSpec(MODEL, None)
-        return PartitionSpec(MODEL) if column else whole
-    if name == "output" and leaf == "kernel" and n_hidden % 2 == 1:
-        return PartitionSpec(MODEL, None)
-    return whole
-
-
-def leaf_spec(
-    name: str, leaf: str, shape: tuple[int, ...], n_hidden: int, strategy: str, mesh: dict
-) -> PartitionSpec:
-    """The `PartitionSpec` of one parameter leaf `params[name][leaf]` of global `shape`.
-
-    tensor (axis "model"): `tensor_leaf_spec`. fsdp (axis "data"): the leaf's largest
-    still-whole dim whose local size divides by the data axis is split along it; a leaf
-    with none stays whole (replicated).
-    """
-    # Cached on what the spec depends on (a deep MLP repeats a few of them thousands of
-    # times): the layer's kind and parity, not its name.
-    kind = name if not name.startswith("hidden_") else f"hidden_{int(name[7:]) % 2}"
-    return _leaf_spec(kind, leaf, shape, n_hidden % 2, strategy, tuple(sorted(mesh.items())))
-
-
-@functools.lru_cache(maxsize=4096)
-def _leaf_spec(
-    kind: str, leaf: str, shape: tuple[int, ...], odd: int, strategy: str, mesh_items: tuple
-) -> PartitionSpec:
-    mesh = dict(mesh_items)
-    m, d = mesh.get(MODEL, 1), mesh.get(DATA, 1)
-    if "tensor" in strategy and m > 1:
-        spec = list(tensor_leaf_spec(kind, leaf, len(shape), odd))
-    else:
-        spec = [None] * len(shape)
-    if strategy.startswith("fsdp") and d > 1:
-        local = [s // (m if a == MODEL else 1) for s, a in zip(shape, spec)]
-        free = [i for i, a in enumerate(spec) if a is None and local[i] % d == 0]
-        if free:
-            spec[max(free, key=lambda i: local[i])] = DATA
-    return PartitionSpec(*spec)
-
-
-def partition_specs(params: Any, strategy: str, mesh: dict[str, int]) -> Any:
-    """A `PartitionSpec` per parameter leaf (same tree as `params`), by `leaf_spec`."""
-    n_hidden = len(_hidden_names(params))
-    return {
-        n: {k: leaf_spec(n, k, tuple(v.shape), n_hidden, strategy, mesh) for k, v in layer.items()}
-        for n, layer in params.items()
-    }
-
-
-def _follow(shape: tuple[int, ...], spec: PartitionSpec, mesh: dict[str, int]) -> PartitionSpec:
-    """An optimizer leaf of `shape` takes its parameter's `spec` where it can."""
-    if len(shape) != len(spec):
-        return PartitionSpec()
-    if any(a is not None and n % mesh.get(a, 1) for n, a in zip(shape, spec)):
-        return PartitionSpec()
-    return spec
-
-
-def optimizer_partition_specs(
-    tx: optax.GradientTransformation, opt_state: Any, specs: Any, mesh: dict | None = None
-) -> Any:
-    """The optimizer state's specs: parameter-shaped leaves (Adam's moments, ...) follow
-    their parameter; counters and other leaves stay whole, and so do leaves that cannot
-    take their parameter's split (Adafactor's factored statistics: another rank, or a
-    dim that does not divide over `mesh`)."""
-
-    def follow(leaf: Any, spec: PartitionSpec) -> PartitionSpec:
-        return _follow(tuple(leaf.shape), spec, mesh or {})
-
-    return optax.tree_map_params(
-        tx,
-        follow,
-        opt_state,
-        specs,
-        transform_non_params=lambda _: PartitionSpec(),
-        is_leaf=lambda x: isinstance(x, PartitionSpec),
-    )
-
-
 def compute_dtype(spec: Spec) -> Any:
     return jnp.bfloat16 if spec.training.precision == "bfloat16" else jnp.float32
 
@@ -201,7 +92,7 @@ def compute_dtype(spec: Spec) -> Any:
 class Estimate:
     """Per-device bytes of one (strategy, mesh); `breakdown` in bytes per device."""
 
-    strategy: str
+    strategy: Strategy
     mesh: dict[str, int]
     breakdown: dict[str, int]
     total: int
@@ -212,16 +103,6 @@ class Estimate:
     @property
     def devices(self) -> int:
         return math.prod(self.mesh.values())
-
-
-def mesh_for(strategy: str, data: int, model: int = 1) -> dict[str, int]:
-    if strategy == "single":
-        return {DATA: 1}
-    if strategy == "tensor":
-        return {MODEL: model}
-    if "tensor" in strategy:
-        return {DATA: data, MODEL: model}
-    return {DATA: data}
 
 
 def _tree_bytes(tree: Any, specs: Any, mesh: dict[str, int]) -> int:
@@ -252,7 +133,7 @@ def _state_bytes(abstract: Abstract, pspecs: Any, mesh: dict[str, int]) -> tuple
         one = _shard_bytes(shape, dtype, (tuple(mesh.items()), tuple(spec)))
         p_bytes, largest = p_bytes + n * one, max(largest, one)
         for o_shape, o_dtype in abstract.classes.follow[(shape, dtype)]:
-            o_spec = tuple(_follow(o_shape, spec, mesh))
+            o_spec = tuple(follow_spec(o_shape, spec, mesh))
             o_bytes += n * _shard_bytes(o_shape, o_dtype, (tuple(mesh.items()), o_spec))
     return p_bytes, o_bytes, largest
 
@@ -264,19 +145,19 @@ def _workspace(shapes: Shapes, batch: int) -> int:
     return shapes.train_rows * 4 + 2 * steps * batch * 4 + 28  # perm, idx, weight, scalars
 
 
-def _gathered(params: Any, pspecs: Any, strategy: str, m: int, it: int) -> list[int]:
+def _gathered(params: Any, pspecs: Any, strategy: Strategy, m: int, it: int) -> list[int]:
     """FSDP's whole-layer buffers while each layer (hidden..., output) is differentiated
-    (sharding.ModelHooks; fsdpunits.gathered_bytes): the layer whole over ``data``."""
+    (fsdp.ModelHooks; fsdpunits.gathered_bytes): the layer whole over ``data``."""
     return [
         gathered_bytes(
             sum(
                 _local_bytes(v, s, {MODEL: m})
                 for v, s in zip(params[n].values(), pspecs[n].values())
             ),
-            "tensor" in strategy,
+            strategy.model_parallel,
             it,
         )
-        for n in [*_hidden_names(params), "output"]
+        for n in [*hidden_names(params), "output"]
     ]
 
 
@@ -315,7 +196,7 @@ def _activations(
     local_w = [w // m if i % 2 == 0 else w for i, w in enumerate(hidden)]
     layer_grads = [
         sum(_local_bytes(leaf, s, mesh) for leaf, s in zip(params[n].values(), pspecs[n].values()))
-        for n in [*_hidden_names(params), "output"]
+        for n in [*hidden_names(params), "output"]
     ]
     layer_grads[-1] += p_bytes - sum(layer_grads)  # LayerNorm parameters, if any
     acts = [b * w * 4 for w in local_w] + [b * shapes.outputs * 4]
@@ -328,7 +209,7 @@ def _activations(
     # the backward pass is done (not during it: XLA:CPU reduces them together at the end).
     # The update then reads the reduced gradients while the local ones are freed, so its
     # temporaries fit in what the reduction leaves behind.
-    if d > 1 and not strategy.startswith("fsdp"):
+    if d > 1 and not strategy.shards_params:
         update = max(update, p_bytes)
     # LayerNorm's two broadcast statistics, which XLA fuses away in small layers; dropout's
     # two counters per layer, which it hoists out of the epoch's loop.
@@ -345,7 +226,7 @@ def estimate(
     spec: Spec,
     shapes: Shapes,
     abstract: Abstract,
-    strategy: str,
+    strategy: Strategy | str,
     mesh: dict[str, int],
     batch_size: int | None = None,
     table: dict | None = None,
@@ -355,16 +236,17 @@ def estimate(
     `table`: a residual table in place of `residuals.TABLE` (for fitting it); `scale`
     multiplies its per-layer units (`xlafit.fit`: matched to XLA's one-device figure)."""
     params = abstract.params
+    strategy = Strategy.parse(strategy)
     batch = batch_size or spec.training.batch_size
-    d = mesh.get(DATA, 1) if strategy != "tensor" else 1
-    m = mesh.get(MODEL, 1) if "tensor" in strategy else 1
+    d = mesh.get(DATA, 1) if strategy.shards_batch else 1
+    m = mesh.get(MODEL, 1) if strategy.model_parallel else 1
     mesh = {DATA: d, MODEL: m}
     pspecs = partition_specs(params, strategy, mesh)
     p_bytes, o_bytes, largest = _state_bytes(abstract, pspecs, mesh)
     it = jnp.dtype(compute_dtype(spec)).itemsize
     hidden = tuple(spec.model.hidden)
     b = -(-batch // d)
-    fsdp = strategy.startswith("fsdp") and d > 1
+    fsdp = strategy.shards_params and d > 1
     units = tuple(u * scale for u in _units(spec, table, fsdp))
     copies = p_bytes * it // 4 if it < 4 else 0  # compute-dtype copies of the weights
     state = (p_bytes, largest, copies)
@@ -390,7 +272,7 @@ def estimate(
     moved = 3 * p_bytes * it / 4 + 2 * (2 * p_bytes + o_bytes) + 2 * activations
     return Estimate(
         strategy=strategy,
-        mesh=mesh_for(strategy, d, m),
+        mesh=strategy.mesh(d, m),
         breakdown=breakdown,
         total=total,
         total_no_donation=total + p_bytes + o_bytes + 12,

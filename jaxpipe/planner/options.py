@@ -10,6 +10,7 @@ from jaxpipe.planner.memory import Estimate, Shapes
 from jaxpipe.planner.search import Search
 from jaxpipe.planner.values import Option, Roofline, format_bytes
 from jaxpipe.spec.experiment import Spec
+from jaxpipe.spec.strategy import AUTO_SEARCH, Strategy
 
 __all__ = ["rank_options", "roofline", "bf16_note", "recommendation"]
 
@@ -51,13 +52,13 @@ def rank_options(search: Search, kind, device: str, catalog: dict, precision: st
     """What fits, ranked: the fewest devices per strategy (fewest first, then least bytes
     per device), then every single catalog card that fits, smallest first."""
     multi = []
-    for strategy in ("single", "fsdp", "tensor", "fsdp+tensor", "data+tensor", "data"):
+    for strategy in (Strategy.SINGLE, *AUTO_SEARCH, Strategy.DATA):
         n = search.min_devices(strategy)
         e = search.at(strategy, n) if n is not None else None
-        if e is not None and (strategy == "single" or n > 1):
+        if e is not None and (strategy is Strategy.SINGLE or n > 1):
             multi.append(_option(e, kind, device, search.usable, precision, steps))
     multi.sort(key=lambda o: (o.devices, o.per_device_bytes))
-    single = search.at("single", 1)
+    single = search.at(Strategy.SINGLE, 1)
     cards = []
     for card in sorted(catalog.values(), key=lambda k: k.memory_bytes):
         usable = hardware.usable_bytes(card.memory_bytes)

@@ -22,22 +22,14 @@ from typing import Any, NamedTuple
 
 from jaxpipe.data.load import load_dataset
 from jaxpipe.planner import hardware
-from jaxpipe.planner.memory import Estimate, Shapes, mesh_for
+from jaxpipe.planner.memory import Estimate, Shapes
 from jaxpipe.planner.options import bf16_note, rank_options, recommendation, roofline
 from jaxpipe.planner.search import GPU_RUNTIME_BYTES, MAX_DEVICES, UNVERIFIED, Search
-from jaxpipe.planner.values import Candidate, Option, Plan, Roofline, format_bytes
-from jaxpipe.spec.experiment import STRATEGIES, Spec
+from jaxpipe.planner.values import Candidate, Plan
+from jaxpipe.spec.experiment import Spec
+from jaxpipe.spec.strategy import AUTO_SEARCH, Strategy
 
-__all__ = [
-    "Plan",
-    "Candidate",
-    "Option",
-    "Roofline",
-    "make_plan",
-    "data_shapes",
-    "format_bytes",
-    "MAX_DEVICES",
-]
+__all__ = ["make_plan", "data_shapes"]
 
 
 def data_shapes(spec: Spec, dataset: Any | None = None) -> Shapes:
@@ -66,21 +58,22 @@ def data_shapes(spec: Spec, dataset: Any | None = None) -> Shapes:
     return Shapes(syn.features, classes, syn.rows - n_val, n_val, "spec", task)
 
 
-def _choose(search: Search, requested: str, available: int | None) -> tuple[str, int]:
+def _choose(search: Search, requested: str, available: int | None) -> tuple[Strategy, int]:
     """The (strategy, devices) the plan runs: the requested one, or the auto rule."""
     limit = min(available or MAX_DEVICES, MAX_DEVICES)
     if requested != "auto":
-        if requested == "single":
-            return "single", 1
+        strategy = Strategy.parse(requested)
+        if strategy is Strategy.SINGLE:
+            return strategy, 1
         if available is not None:
-            return requested, available
-        return requested, search.min_devices(requested) or 2
-    if search.fits("single", 1):
-        if available and available > 1 and search.at("data", available) is not None:
-            return "data", available
-        return "single", 1
+            return strategy, available
+        return strategy, search.min_devices(strategy) or 2
+    if search.fits(Strategy.SINGLE, 1):
+        if available and available > 1 and search.at(Strategy.DATA, available) is not None:
+            return Strategy.DATA, available
+        return Strategy.SINGLE, 1
     best = None
-    for strategy in ("fsdp", "tensor", "fsdp+tensor", "data+tensor"):
+    for strategy in AUTO_SEARCH:
         n = search.min_devices(strategy, limit)
         if n is not None:
             key = (n, search.at(strategy, n).total)
@@ -88,7 +81,7 @@ def _choose(search: Search, requested: str, available: int | None) -> tuple[str,
                 best = (key, strategy)
     if best is not None:
         return best[1], best[0][0]
-    return ("fsdp", available) if available and available > 1 else ("single", 1)
+    return (Strategy.FSDP, available) if available and available > 1 else (Strategy.SINGLE, 1)
 
 
 class _Memory(NamedTuple):
@@ -174,7 +167,7 @@ def make_plan(
     strategy, n = _choose(search, hw.strategy, available)
     chosen, fits = _verdict(search, strategy, n, one=gpu is not None and count is None)
     asked = available or 1
-    min_devices = {s: search.min_devices(s) for s in STRATEGIES}
+    min_devices = {s: search.min_devices(s) for s in Strategy}
     steps = -(-shapes.train_rows // spec.training.batch_size)
     precision = spec.training.precision
     options = rank_options(search, mem.kind, mem.device, catalog, precision, steps)
@@ -213,14 +206,14 @@ def make_plan(
     )
 
 
-def _verdict(search: Search, strategy: str, n: int, one: bool) -> tuple[Estimate, bool]:
+def _verdict(search: Search, strategy: Strategy, n: int, one: bool) -> tuple[Estimate, bool]:
     """The chosen layout's estimate, and whether the run fits the asked device(s): one
     device when `one` (`--gpu T4` alone asks about one T4), else the chosen layout."""
     chosen = search.at(strategy, n)
-    single = search.at("single", 1)
+    single = search.at(Strategy.SINGLE, 1)
     fits = chosen is not None and chosen.total <= search.usable
     if chosen is None:  # e.g. tensor over a count that does not divide the widths
-        chosen = dataclasses.replace(single, strategy=strategy, mesh=mesh_for(strategy, n, 1))
+        chosen = dataclasses.replace(single, strategy=strategy, mesh=strategy.mesh(n, 1))
     if one:
         fits = single.total <= search.usable
     return chosen, fits
@@ -229,13 +222,13 @@ def _verdict(search: Search, strategy: str, n: int, one: bool) -> tuple[Estimate
 def _candidates(search: Search, counts: tuple[int, int], fewest: dict, usable: int):
     """The table's rows: each strategy at 1, 2, 4, 8, the chosen and asked counts and its
     fewest devices that fit."""
-    rows: dict[tuple[str, int], Estimate] = {}
-    for s in STRATEGIES:
+    rows: dict[tuple[Strategy, int], Estimate] = {}
+    for s in Strategy:
         for c in {1, 2, 4, 8, *(min(x, MAX_DEVICES) for x in counts), fewest[s] or 1}:
             e = search.at(s, c)
-            if e is not None and (s == "single" or c > 1):
+            if e is not None and (s is Strategy.SINGLE or c > 1):
                 rows[(s, c)] = e
-    order = sorted(rows.items(), key=lambda kv: (STRATEGIES.index(kv[0][0]), kv[0][1]))
+    order = sorted(rows.items(), key=lambda kv: (list(Strategy).index(kv[0][0]), kv[0][1]))
     return tuple(_candidate(e, usable) for _, e in order)
 
 

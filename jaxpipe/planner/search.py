@@ -8,8 +8,10 @@ import dataclasses
 import math
 
 from jaxpipe.planner import xlafit
-from jaxpipe.planner.memory import DATA, Estimate, Shapes, abstract_state, estimate, mesh_for
+from jaxpipe.planner.memory import Estimate, Shapes, estimate
+from jaxpipe.planner.state import abstract_state
 from jaxpipe.spec.experiment import Spec
+from jaxpipe.spec.strategy import DATA, Strategy
 
 __all__ = ["Search", "MAX_DEVICES", "UNVERIFIED", "GPU_RUNTIME_BYTES", "divisors"]
 
@@ -18,7 +20,7 @@ MAX_DEVICES = 4096  # the search's ceiling for "the fewest devices that fit"
 # keeps less per layer than the one-device program at the same per-device batch, by an
 # amount that shifts with the sizes (its figures ran -34 … +60 % against XLA:CPU; see
 # benchmarks/RESULTS.md). The plan says so beside them; `--verify` compiles them.
-UNVERIFIED = ("fsdp", "fsdp+tensor")
+UNVERIFIED = tuple(s for s in Strategy if not s.held_by_closed_form)
 
 
 def divisors(n: int) -> list[int]:
@@ -73,15 +75,16 @@ class Search:
         # the model-axis size must divide their gcd.
         self.tensor_gcd = math.gcd(*hidden[::2]) if hidden else 0
         self.runtime = runtime  # per-device bytes outside the program (GPU_RUNTIME_BYTES)
-        self._memo: dict[tuple[str, int], Estimate | None] = {}
+        self._memo: dict[tuple[Strategy, int], Estimate | None] = {}
 
-    def meshes(self, strategy: str, n: int) -> list[tuple[int, int]]:
+    def meshes(self, strategy: Strategy | str, n: int) -> list[tuple[int, int]]:
         """The (data, model) meshes of exactly n devices `strategy` can use."""
-        if strategy == "single":
+        strategy = Strategy.parse(strategy)
+        if strategy is Strategy.SINGLE:
             return [(1, 1)] if n == 1 else []
-        if strategy in ("data", "fsdp"):
+        if not strategy.model_parallel:
             return [(n, 1)] if 1 <= n <= self.batch else []
-        if strategy == "tensor":
+        if strategy is Strategy.TENSOR:
             return [(1, n)] if self.tensor_gcd and self.tensor_gcd % n == 0 else []
         if not self.tensor_gcd:
             return []
@@ -91,8 +94,9 @@ class Search:
             if m >= 2 and n % m == 0 and 2 <= n // m <= self.batch
         ]
 
-    def at(self, strategy: str, n: int) -> Estimate | None:
+    def at(self, strategy: Strategy | str, n: int) -> Estimate | None:
         """The best mesh of `n` devices for `strategy` (least bytes per device), or None."""
+        strategy = Strategy.parse(strategy)
         key = (strategy, n)
         if key not in self._memo:
             hidden = self.spec.model.hidden
@@ -102,7 +106,7 @@ class Search:
                     self.shapes,
                     self.abstract,
                     strategy,
-                    mesh := mesh_for(strategy, d, m),
+                    mesh := strategy.mesh(d, m),
                     self.batch,
                     scale=self.fit.for_layout(hidden, strategy, mesh),
                 )
@@ -112,21 +116,22 @@ class Search:
             self._memo[key] = best if best is None else _with_runtime(best, self.runtime)
         return self._memo[key]
 
-    def fits(self, strategy: str, n: int) -> bool:
+    def fits(self, strategy: Strategy | str, n: int) -> bool:
         e = self.at(strategy, n)
         return e is not None and e.total <= self.usable
 
-    def min_devices(self, strategy: str, limit: int = MAX_DEVICES) -> int | None:
+    def min_devices(self, strategy: Strategy | str, limit: int = MAX_DEVICES) -> int | None:
         """The fewest devices (≤ limit) on which `strategy` fits: 1..8 one by one, then
         powers of two, then a bisection below the first power that fits (the per-device
         bytes fall with the count, so the bisection finds the edge in ~12 estimates)."""
-        if strategy == "single":
-            return 1 if self.fits("single", 1) else None
+        strategy = Strategy.parse(strategy)
+        if strategy is Strategy.SINGLE:
+            return 1 if self.fits(strategy, 1) else None
         limit = min(limit, MAX_DEVICES)
-        if strategy == "tensor":  # only divisors of the column widths' gcd are meshes
+        if strategy is Strategy.TENSOR:  # only divisors of the column widths' gcd are meshes
             counts = [n for n in divisors(self.tensor_gcd or 1) if n <= limit]
             return next((n for n in counts if self.fits(strategy, n)), None)
-        if "tensor" in strategy:  # 2-D: every count up to 64, then powers of two
+        if strategy.model_parallel:  # 2-D: every count up to 64, then powers of two
             counts = [*range(4, min(limit, 64) + 1), *(2**k for k in range(7, 13) if 2**k <= limit)]
             return next((n for n in counts if self.fits(strategy, n)), None)
         small = [n for n in range(1, min(limit, 8) + 1) if self.fits(strategy, n)]

@@ -55,7 +55,7 @@ def trial_devices(trials: int, devices: int) -> int:
 def _one_trial(plan: Plan) -> tuple[int, int]:
     """(per-trial bytes without the data, the data's bytes) from the plan's one-device
     breakdown: a trial of a sweep always runs whole on one device."""
-    single = next((c for c in plan.candidates if c.strategy == "single"), None)
+    single = plan.single
     breakdown = dict(single.breakdown if single is not None else plan.breakdown)
     data = breakdown.pop("data", 0)
     # The masked epoch (trials.py) selects between a trial's new and its kept state, so

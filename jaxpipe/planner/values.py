@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from jaxpipe.planner.memory import Shapes
+from jaxpipe.spec.strategy import Strategy
 
 __all__ = ["Plan", "Candidate", "Option", "Roofline", "format_bytes", "GiB"]
 
@@ -18,7 +19,7 @@ GiB = 2**30
 class Candidate:
     """One row of the plan table."""
 
-    strategy: str
+    strategy: Strategy
     devices: int
     mesh: dict[str, int]
     per_device_bytes: int
@@ -54,7 +55,7 @@ class Option:
     each device needs and has, and a whole-job epoch time (None where the catalog has no
     rates, e.g. a CPU) under the stated assumptions."""
 
-    strategy: str
+    strategy: Strategy
     devices: int
     mesh: dict[str, int]
     device: str
@@ -69,6 +70,11 @@ class Option:
     def headroom_bytes(self) -> int:
         return self.usable_bytes_per_device - self.per_device_bytes
 
+    @property
+    def single(self) -> Candidate | None:
+        """The one-device candidate (None when the plan has none)."""
+        return next((c for c in self.candidates if c.strategy is Strategy.SINGLE), None)
+
     def to_json(self) -> dict[str, Any]:
         return dataclasses.asdict(self) | {"headroom_bytes": self.headroom_bytes}
 
@@ -78,7 +84,7 @@ class Plan:
     """The resolved plan. Byte figures are per device; `mesh` maps axis names ("data",
     "model") to sizes and multiplies out to `devices`."""
 
-    strategy: str
+    strategy: Strategy
     devices: int
     mesh: dict[str, int]
     per_device_bytes: int
@@ -117,6 +123,11 @@ class Plan:
     @property
     def headroom_bytes(self) -> int:
         return self.usable_bytes_per_device - self.per_device_bytes
+
+    @property
+    def single(self) -> Candidate | None:
+        """The one-device candidate (None when the plan has none)."""
+        return next((c for c in self.candidates if c.strategy is Strategy.SINGLE), None)
 
     def to_json(self) -> dict[str, Any]:
         out = {

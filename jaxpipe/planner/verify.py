@@ -23,10 +23,12 @@ import jax.numpy as jnp
 
 from jaxpipe.core.model import make_model
 from jaxpipe.errors import JaxpipeError
-from jaxpipe.planner.memory import Abstract, Shapes, abstract_state, compute_dtype
+from jaxpipe.planner.memory import Shapes, compute_dtype
+from jaxpipe.planner.state import Abstract, abstract_state
 from jaxpipe.planner.values import format_bytes
 from jaxpipe.planner.xlafit import MAX_LAYERS
 from jaxpipe.spec.experiment import Spec, dump_spec, parse_spec
+from jaxpipe.spec.strategy import Strategy
 
 __all__ = [
     "compile_layout",
@@ -263,9 +265,7 @@ def _restated(plan: Any, chosen: int, options: list[Any]) -> str:
 def _single_xla(plan: Any, single: dict[str, Any], runtime: int) -> dict[str, Any]:
     """XLA's one-device figures beside the plan's one-device estimate."""
     xla = dict(single) | {
-        "estimate": next(
-            (c.per_device_bytes for c in plan.candidates if c.strategy == "single"), None
-        ),
+        "estimate": plan.single.per_device_bytes if plan.single else None,
         "runtime_bytes": runtime,
     }
     if xla["estimate"] is not None:
@@ -302,7 +302,7 @@ def verify_plan(spec: Spec, plan: Any) -> Any:
 
     options = _xla_options(plan, xla_of)
     chosen = xla_of(plan.strategy, plan.mesh)
-    single = figures[("single", (("data", 1),))]
+    single = figures[(Strategy.SINGLE, tuple(Strategy.SINGLE.mesh().items()))]
     xla = _single_xla(plan, single, runtime)
     if chosen is None:
         return dataclasses.replace(plan, options=tuple(options), xla=xla)

@@ -33,7 +33,8 @@ import jax.numpy as jnp
 
 from jaxpipe.core.model import make_model
 from jaxpipe.core.step import TrainState, make_epoch, make_task_steps
-from jaxpipe.planner.memory import Abstract, Shapes, compute_dtype, estimate
+from jaxpipe.planner.memory import Shapes, compute_dtype, estimate
+from jaxpipe.planner.state import Abstract
 from jaxpipe.spec.experiment import Spec
 
 __all__ = ["Fit", "fit", "single_program_bytes", "carried_scale", "MAX_LAYERS"]

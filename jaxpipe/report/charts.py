@@ -10,7 +10,15 @@ from typing import Any
 
 from jaxpipe.files import atomic_write
 
-__all__ = ["ascii_chart", "write_curves", "log_scale", "best_epoch", "condensed", "save_png"]
+__all__ = [
+    "ascii_chart",
+    "write_curves",
+    "write_sweep_plot",
+    "log_scale",
+    "best_epoch",
+    "condensed",
+    "save_png",
+]
 
 _MARKERS = "*o+x"
 _OVERLAP = "#"
@@ -158,3 +166,25 @@ def condensed(history: Sequence[dict[str, Any]], best: int | None, rows: int = 8
         note = "best" if r["epoch"] == best else notes.get(i, "")
         out.append(r | {"note": note})
     return out
+
+
+def write_sweep_plot(table: list[dict[str, Any]], keys: list[str], metric: str, path: str) -> None:
+    """sweep.png: the best `metric` of each completed trial against each swept value."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    done = [r for r in table if r["best"] is not None and r["status"] == "completed"]
+    fig, axes = plt.subplots(1, len(keys), figsize=(4 * len(keys), 3.5), squeeze=False)
+    for ax, key in zip(axes[0], keys, strict=True):
+        xs = [r["values"][key] for r in done]
+        numeric = all(isinstance(x, (int, float)) for x in xs)
+        ax.scatter(xs if numeric else [str(x) for x in xs], [r["best"][metric] for r in done])
+        if key.endswith("learning_rate") and numeric and xs and min(xs) > 0:
+            ax.set_xscale("log")
+        ax.set(xlabel=key, ylabel=f"best {metric}")
+        ax.grid(alpha=0.3)
+    fig.tight_layout()
+    save_png(fig, path)
+    plt.close(fig)

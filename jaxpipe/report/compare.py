@@ -14,7 +14,7 @@ import tomllib
 
 from jaxpipe.errors import JaxpipeError
 from jaxpipe.report.charts import save_png
-from jaxpipe.report.observer import format_table
+from jaxpipe.report.console import format_table
 from jaxpipe.spec.sections import metric_mode
 
 __all__ = ["compare_runs", "format_comparison", "write_comparison_plot"]

@@ -12,30 +12,22 @@ from typing import Any, TextIO
 from jaxpipe.core.model import layer_table, param_count
 from jaxpipe.core.progress import progress_every
 from jaxpipe.events import Observer, RunResult, StageRecord
-from jaxpipe.planner.plan import format_bytes
+from jaxpipe.planner.values import format_bytes
 from jaxpipe.report.charts import (
     ascii_chart,
     best_epoch,
     condensed,
     import_matplotlib,
     write_curves,
+    write_sweep_plot,
 )
 from jaxpipe.report.console import Console, Stopwatch, format_table, plural, seconds
 from jaxpipe.report.trace_view import format_trace, write_trace_png
-from jaxpipe.report.verdict import format_plan  # the planner's module; re-exported here
 from jaxpipe.saved.trace import TRACE_ROWS_FILE, trace_run
-from jaxpipe.spec.experiment import Spec, metric_mode
+from jaxpipe.spec.experiment import Spec
+from jaxpipe.spec.sections import metric_mode
 
-__all__ = [
-    "format_table",
-    "ascii_chart",
-    "write_curves",
-    "ConsoleReporter",
-    "format_plan",
-    "condensed",
-    "plural",
-    "seconds",
-]
+__all__ = ["ConsoleReporter"]
 
 CONDENSE_AFTER = 12  # longer runs get a condensed epoch table (their lines were printed live)
 _NEXT = {  # what runs after a stage, for the spinner (terminal only)
@@ -216,6 +208,22 @@ class ConsoleReporter(Observer):
 
     def on_note(self, text: str) -> None:
         self._print(f"  {text}")
+
+    def on_trial_artifacts(self, run_dir: str, history: list[dict[str, Any]]) -> None:
+        write_curves(history, os.path.join(run_dir, "curves.png"))
+
+    def on_sweep(
+        self, run_dir: str, table: list[dict[str, Any]], keys: list[str], metric: str
+    ) -> None:
+        write_sweep_plot(table, keys, metric, os.path.join(run_dir, "sweep.png"))
+        rows = [
+            [i + 1, r["trial"], *[r["values"][k] for k in keys], r["status"],
+             r["best"][metric] if r["best"] else "-", r["best"]["epoch"] if r["best"] else "-"]
+            for i, r in enumerate(table)
+        ]  # fmt: skip
+        text = format_table(["rank", "trial", *keys, "status", f"best {metric}", "epoch"], rows)
+        for line in text.splitlines():
+            self.on_note(line)
 
     def on_artifacts(self, run_dir: str, history: list[dict[str, Any]]) -> None:
         write_curves(

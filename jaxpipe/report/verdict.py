@@ -4,8 +4,8 @@ line fits 100 columns."""
 
 from __future__ import annotations
 
-from jaxpipe.planner.search import UNVERIFIED
 from jaxpipe.planner.values import Option, Plan, format_bytes
+from jaxpipe.spec.strategy import Strategy
 
 __all__ = ["format_plan", "WIDTH"]
 
@@ -16,10 +16,10 @@ def _mesh(mesh: dict[str, int]) -> str:
     return " × ".join(f"{k}={v}" for k, v in mesh.items())
 
 
-def _layout(strategy: str, devices: int, device: str) -> str:
-    name = "tensor (model parallelism)" if strategy == "tensor" else strategy
+def _layout(strategy: Strategy, devices: int, device: str) -> str:
+    name = "tensor (model parallelism)" if strategy is Strategy.TENSOR else strategy
     if devices == 1:
-        return f"one {device}" if strategy == "single" else f"{name} on one {device}"
+        return f"one {device}" if strategy is Strategy.SINGLE else f"{name} on one {device}"
     return f"{name} over {devices} × {device}"
 
 
@@ -31,7 +31,7 @@ def _need(plan: Plan) -> tuple[int, str]:
         return plan.xla["total_with_validation"] + plan.xla.get("runtime_bytes", 0), "XLA"
     if v and not one:
         return v["xla_bytes"], "XLA"
-    single = next((c for c in plan.candidates if c.strategy == "single"), None)
+    single = plan.single
     if one and single is not None:
         return single.per_device_bytes, "estimate"
     return plan.per_device_bytes, "estimate"
@@ -116,7 +116,7 @@ def _not_held(plan: Plan, strategies: tuple[str, ...]) -> list[str]:
 
 def _option_lines(i: int, o: Option) -> list[str]:
     tag = "XLA" if o.source == "xla" else "est."
-    if o.source != "xla" and o.strategy in UNVERIFIED:
+    if o.source != "xla" and not o.strategy.held_by_closed_form:
         tag = "est., not held to XLA"
     head = (
         f"  {i}. {_layout(o.strategy, o.devices, o.device)}: {format_bytes(o.per_device_bytes)} "

@@ -29,7 +29,7 @@ import jax
 
 from jaxpipe.core.step import TrainState
 from jaxpipe.errors import EnvironmentProblem, JaxpipeError
-from jaxpipe.runner.cadence import _MEMORY_BUDGET, Cadence, held_in_memory, make_cadence
+from jaxpipe.runner.cadence import _MEMORY_BUDGET
 from jaxpipe.runner.orbax_guard import (
     InlineExecutor,
     KeepEpochs,
@@ -37,18 +37,13 @@ from jaxpipe.runner.orbax_guard import (
     drop_loop_closed_tracebacks,
     is_disk_full,
 )
-from jaxpipe.spec.resume import spec_conflicts
 
 __all__ = [
     "CheckpointStore",
-    "Cadence",
-    "make_cadence",
-    "held_in_memory",
     "Restored",
     "abstract_like",
     "state_to_tree",
     "tree_to_state",
-    "spec_conflicts",
     "saved_epochs",
     "check_store_path",
     "CORRUPT_DIR",

@@ -14,17 +14,18 @@ import jax.numpy as jnp
 
 from jaxpipe.core.metrics import finalize, finalize_regression
 from jaxpipe.data.fitted import Preprocessing
-from jaxpipe.events import Observer, RunResult, StageRecord
+from jaxpipe.events import Observer
 from jaxpipe.files import append_line
 from jaxpipe.runner import checkpoint as ckpt
+from jaxpipe.runner.cadence import make_cadence
 from jaxpipe.runner.place import Placed
 from jaxpipe.runner.programs import Programs
 from jaxpipe.runner.resume import RunProgress, checkpoint_arrays
 from jaxpipe.runner.stopping import SignalCatcher, catch_signals, fault_hook
-from jaxpipe.spec.experiment import CheckpointSpec, EarlyStoppingSpec
+from jaxpipe.spec.sections import CheckpointSpec, EarlyStoppingSpec
 
 # Observer, RunResult and StageRecord live in events.py; re-exported for older imports.
-__all__ = ["TrainTimes", "train", "Observer", "RunResult", "StageRecord"]
+__all__ = ["TrainTimes", "train"]
 
 
 @dataclass
@@ -118,7 +119,7 @@ def train(
     times = TrainTimes()
     state = run.state
     restore_best = early_stopping is not None and early_stopping.restore_best
-    cadence = ckpt.make_cadence(checkpoint.every_epochs, checkpoint.every_minutes)
+    cadence = make_cadence(checkpoint.every_epochs, checkpoint.every_minutes)
     copy = programs.donates  # a donated state is gone after the next epoch
     if run.best_params is not None:  # restored onto the device: kept in host memory
         run.best_params = ckpt.host_copy(run.best_params)

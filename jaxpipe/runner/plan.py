@@ -20,10 +20,12 @@ from jaxpipe.data.roworder import epoch_steps, lane_batch
 from jaxpipe.errors import PlanError
 from jaxpipe.parallel.sharding import Layout, make_layout, measured_bytes_per_device
 from jaxpipe.planner.hardware import memory_stats
-from jaxpipe.planner.plan import Plan, make_plan
+from jaxpipe.planner.plan import make_plan
+from jaxpipe.planner.values import Plan
 from jaxpipe.runner.cadence import held_in_memory
 from jaxpipe.runner.stream import chunk_plan, steps_per_chunk
 from jaxpipe.spec.experiment import Spec
+from jaxpipe.spec.strategy import Strategy
 
 __all__ = ["RunPlan", "plan_run", "plan_record", "chunk_steps", "auto_chunk_rows"]
 
@@ -36,7 +38,7 @@ class RunPlan:
     stays resident on the device."""
 
     plan: Plan
-    strategy: str
+    strategy: Strategy
     mesh: dict[str, int]
     layout: Layout
     batch: int
@@ -57,9 +59,9 @@ def auto_chunk_rows(spec: Spec, ds: Dataset, plan: Plan) -> int | None:
     training split makes the run fit one device; else None."""
     if plan.fits or spec.data.chunk_rows != "auto":
         return None
-    if spec.hardware.strategy not in ("auto", "single"):
+    if spec.hardware.strategy not in ("auto", Strategy.SINGLE):
         return None
-    single = next((c for c in plan.candidates if c.strategy == "single"), None)
+    single = plan.single
     if single is None:
         return None
     train = ds.x_train.nbytes + ds.y_train.nbytes
@@ -99,7 +101,10 @@ def plan_run(spec: Spec, ds: Dataset) -> RunPlan:
     chunk = chunk_steps(rows or spec.data.chunk_rows, batch, steps)
     strategy, mesh = plan.strategy, dict(plan.mesh)
     if rows is not None and math.prod(mesh.values()) > 1:
-        strategy, mesh = "single", {"data": 1}  # the budget was the one-device candidate's
+        strategy, mesh = (
+            Strategy.SINGLE,
+            Strategy.SINGLE.mesh(),
+        )  # the budget was the one-device candidate's
     return _run_plan(spec, plan, strategy, mesh, steps, chunk)
 
 
@@ -126,7 +131,9 @@ def undonated(plan: Plan, keep: int) -> Plan | None:
     return replace(plan, per_device_bytes=need, breakdown=dict(b) | extra)
 
 
-def _run_plan(spec: Spec, plan: Plan, strategy: str, mesh: dict, steps: int, chunk: int, lanes=0):
+def _run_plan(
+    spec: Spec, plan: Plan, strategy: Strategy, mesh: dict, steps: int, chunk: int, lanes=0
+):
     kept = None if chunk else undonated(plan, spec.checkpoint.keep)  # streamed: donated
     return RunPlan(
         plan=kept or plan,

@@ -17,6 +17,7 @@ from jaxpipe.errors import JaxpipeError, SpecError
 from jaxpipe.runner import checkpoint as ckpt
 from jaxpipe.runner.stopping import EarlyStopper
 from jaxpipe.spec.experiment import Spec, parse_spec
+from jaxpipe.spec.resume import spec_conflicts
 from jaxpipe.spec.schema import to_dict
 
 __all__ = [
@@ -95,7 +96,7 @@ def check_resumable(store: ckpt.CheckpointStore, spec: Spec, force: bool) -> Non
                 f"--resume: the checkpointed run's spec no longer loads ({e}); "
                 "start a new run in another directory"
             ) from None
-        refused, _ = ckpt.spec_conflicts(saved, to_dict(spec), force=force)
+        refused, _ = spec_conflicts(saved, to_dict(spec), force=force)
         if not refused and meta["epoch"] > spec.training.epochs:
             raise JaxpipeError(
                 f"--resume: the newest checkpoint is of epoch {meta['epoch']}, past "

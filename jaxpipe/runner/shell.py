@@ -49,7 +49,8 @@ from jaxpipe.runner.stopping import (
 from jaxpipe.runner.summary import Finished, build_summary
 from jaxpipe.saved.predict import save_predictor
 from jaxpipe.saved.trace import save_trace_rows
-from jaxpipe.spec.experiment import CheckpointSpec, Spec, dump_spec, metric_mode, place_error
+from jaxpipe.spec.experiment import Spec, dump_spec, place_error
+from jaxpipe.spec.sections import CheckpointSpec, metric_mode
 
 __all__ = ["run_experiment", "enable_compilation_cache", "check_before_data", "check_run_metrics"]
 

@@ -15,7 +15,8 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from jaxpipe.errors import RunInterrupted, SpecError
-from jaxpipe.spec.experiment import EarlyStoppingSpec, Spec, metric_mode
+from jaxpipe.spec.experiment import Spec
+from jaxpipe.spec.sections import EarlyStoppingSpec, metric_mode
 
 __all__ = [
     "EarlyStopper",

@@ -27,7 +27,7 @@ from jaxpipe.saved.predict import (
     write_model,
 )
 from jaxpipe.saved.trace import TracedModel, trace_table
-from jaxpipe.spec.experiment import ModelSpec
+from jaxpipe.spec.sections import ModelSpec
 
 __all__ = ["Model", "load_model"]
 

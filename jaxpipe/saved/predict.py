@@ -29,10 +29,11 @@ from jaxpipe.core.scaling import Scaler, apply_scaler
 from jaxpipe.data.encoding import Columns, FeatureEncoder, missing_mask
 from jaxpipe.data.fitted import Preprocessing
 from jaxpipe.data.frames import positional_columns, source_of
-from jaxpipe.data.load import prepare_features, read_table
+from jaxpipe.data.load import prepare_features
+from jaxpipe.data.readers import read_table
 from jaxpipe.errors import DataError, JaxpipeError
 from jaxpipe.files import atomic_write
-from jaxpipe.spec.experiment import ModelSpec
+from jaxpipe.spec.sections import ModelSpec
 
 __all__ = [
     "MODEL_FILE",

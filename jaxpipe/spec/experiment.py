@@ -19,25 +19,17 @@ from jaxpipe.errors import SpecError
 from jaxpipe.files import read_input_file
 from jaxpipe.spec import schema
 from jaxpipe.spec import text as schema_text
-from jaxpipe.spec.hardware import STRATEGIES, CatalogEntrySpec, HardwareSpec, parse_size
+from jaxpipe.spec.hardware import HardwareSpec
 from jaxpipe.spec.schema import Section, field
 from jaxpipe.spec.sections import (
-    ACTIVATIONS,
-    NAME_MAX,
-    SEED_MAX,
-    SOURCES,
     CheckpointSpec,
     DataSpec,
-    EarlyStoppingSpec,
     ExperimentSpec,
     ModelSpec,
     OptimizerSpec,
     PreprocessSpec,
     RuntimeSpec,
-    ScheduleSpec,
-    SyntheticSpec,
     TrainingSpec,
-    metric_mode,
 )
 from jaxpipe.spec.sweep import LoggingSpec, SweepSpec
 
@@ -48,30 +40,10 @@ else:  # pragma: no cover
 
 __all__ = [
     "Spec",
-    "ExperimentSpec",
-    "DataSpec",
-    "SyntheticSpec",
-    "PreprocessSpec",
-    "ModelSpec",
-    "OptimizerSpec",
-    "ScheduleSpec",
-    "TrainingSpec",
-    "EarlyStoppingSpec",
-    "CheckpointSpec",
-    "RuntimeSpec",
-    "metric_mode",
-    "HardwareSpec",
-    "CatalogEntrySpec",
-    "STRATEGIES",
-    "parse_size",
     "load_spec",
     "parse_spec",
     "dump_spec",
     "spec_schema",
-    "ACTIVATIONS",
-    "SOURCES",
-    "SEED_MAX",
-    "NAME_MAX",
     "spec_markdown",
     "place_error",
     "Overrides",

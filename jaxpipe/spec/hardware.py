@@ -12,10 +12,9 @@ from typing import Any, Literal
 from jaxpipe.errors import SpecError
 from jaxpipe.spec import schema
 from jaxpipe.spec.schema import Section, field
+from jaxpipe.spec.strategy import STRATEGIES
 
-__all__ = ["HardwareSpec", "CatalogEntrySpec", "STRATEGIES", "parse_size"]
-
-STRATEGIES = ("single", "data", "fsdp", "tensor", "data+tensor", "fsdp+tensor")
+__all__ = ["HardwareSpec", "CatalogEntrySpec", "parse_size"]
 
 _SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?|\.\d+)\s*([KMGT]i?B|B)\s*$", re.IGNORECASE)
 _UNITS = {"b": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9, "tb": 10**12}

@@ -10,9 +10,9 @@ import re
 from collections.abc import Mapping
 from typing import Any, Literal, get_args, get_origin
 
-from jaxpipe.spec.schema import _fields, _union_args, dump_toml, is_section, to_dict, toml_value
+from jaxpipe.spec.schema import _fields, _union_args, is_section, to_dict, toml_value
 
-__all__ = ["dump_toml", "json_schema", "markdown_reference", "locate"]
+__all__ = ["json_schema", "markdown_reference", "locate"]
 
 
 def json_schema(cls: type, title: str | None = None) -> dict[str, Any]:

@@ -12,7 +12,6 @@ sweep directory written:
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 import time
 from collections.abc import Sequence
@@ -25,8 +24,6 @@ from jaxpipe.events import Observer, RunResult
 from jaxpipe.planner.plan import make_plan
 from jaxpipe.planner.sweep import TrialSplit, split_trials
 from jaxpipe.planner.values import Plan, format_bytes
-from jaxpipe.report.charts import save_png
-from jaxpipe.report.observer import format_table, write_curves
 from jaxpipe.runner.outdir import prepare_out_dir, resolved_spec, write_json, write_lines
 from jaxpipe.runner.shell import enable_compilation_cache
 from jaxpipe.runner.summary import device_info
@@ -114,7 +111,7 @@ def sweep_plan(spec: Spec, plan: Plan, gpu: str | None, devices: int | None) -> 
             split = split_trials(p, seeds, p.available_devices or 1)
         except PlanError:
             info["fits"] = False
-            one = next(c.per_device_bytes for c in p.candidates if c.strategy == "single")
+            one = p.single.per_device_bytes
             info["per_device_bytes"] = max(info["per_device_bytes"], one)  # one trial alone
             continue
         info["chunks"] += len(split.chunks)
@@ -177,8 +174,6 @@ def _write_trial(t: TrialRun, run_dir: str, metric: str, mode: str, group: Group
     with open(os.path.join(run_dir, "spec.toml"), "w") as f:
         f.write(dump_spec(resolved_spec(t.spec)))
     write_lines(os.path.join(run_dir, "metrics.jsonl"), t.history)
-    if t.history:
-        write_curves(t.history, os.path.join(run_dir, "curves.png"))
     if t.status == "completed":
         save_predictor(run_dir, t.params, t.spec.model, t.prep, t.dataset.outputs)
         save_trace_rows(run_dir, t.dataset.x_val, t.dataset.y_val)
@@ -190,18 +185,6 @@ def _on_epoch(obs: Observer, total: int):
         obs.on_note(f"  epoch {epoch}/{epochs}: {len(active)} trial(s) still training")
 
     return report
-
-
-def _print_table(obs: Observer, table: list[dict[str, Any]], metric: str) -> None:
-    keys = list(table[0]["values"]) if table else []
-    rows = [
-        [i + 1, r["trial"], *[r["values"][k] for k in keys], r["status"],
-         r["best"][metric] if r["best"] else "-", r["best"]["epoch"] if r["best"] else "-"]
-        for i, r in enumerate(table)
-    ]  # fmt: skip
-    text = format_table(["rank", "trial", *keys, "status", f"best {metric}", "epoch"], rows)
-    for line in text.splitlines():
-        obs.on_note(line)
 
 
 def run_sweep(
@@ -231,6 +214,8 @@ def run_sweep(
                 _write_trial(t, os.path.join(run_dir, "trials", str(t.index)), sweep.metric,
                              sweep.better, run)  # fmt: skip
                 obs.on_trial(t.index, t.values, t.history)
+                if t.history:  # curves.png
+                    obs.on_trial_artifacts(os.path.join(run_dir, "trials", str(t.index)), t.history)
         runs += chunk_runs
     return _finish(spec, run_dir, runs, time.perf_counter() - t0, obs, splits)
 
@@ -266,7 +251,6 @@ def _finish(
         save_trace_rows(run_dir, best.dataset.x_val, best.dataset.y_val)  # jaxpipe trace DIR
         write_lines(os.path.join(run_dir, "metrics.jsonl"), best.history)
         obs.on_artifacts(run_dir, best.history)  # curves.png (and trackers' artifacts)
-    write_sweep_plot(table, list(sweep.values), sweep.metric, os.path.join(run_dir, "sweep.png"))
     summary = {
         "status": "completed" if best is not None else "diverged",
         "kind": "sweep",
@@ -293,7 +277,7 @@ def _finish(
         summary |= {k: v for k, v in _trial_summary(best, sweep.metric, sweep.better, runs[0]).items()
                     if k in ("task", "classes", "features", "rows", "scaler")}  # fmt: skip
     write_json(os.path.join(run_dir, "summary.json"), summary)
-    _print_table(obs, table, sweep.metric)
+    obs.on_sweep(run_dir, table, list(sweep.values), sweep.metric)  # sweep.png, the table
     result = None
     if best is not None:
         obs.on_note(f"Best: trial {best.index} {best.values}; its model is in {run_dir}/")
@@ -301,26 +285,3 @@ def _finish(
                            best.prep.to_host())  # fmt: skip
         obs.on_finish(result)  # the best trial's epochs and trace; trackers close
     return SweepResult(run_dir, table, trials, result, summary)
-
-
-def write_sweep_plot(table: list[dict[str, Any]], keys: list[str], metric: str, path: str):
-    """sweep.png: the best `metric` of each completed trial against each swept value."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    done = [r for r in table if r["best"] is not None and r["status"] == "completed"]
-    fig, axes = plt.subplots(1, len(keys), figsize=(4 * len(keys), 3.5), squeeze=False)
-    for ax, key in zip(axes[0], keys, strict=True):
-        xs = [r["values"][key] for r in done]
-        numeric = all(isinstance(x, (int, float)) for x in xs)
-        ax.scatter(xs if numeric else [str(x) for x in xs], [r["best"][metric] for r in done])
-        if key.endswith("learning_rate") and numeric and xs and min(xs) > 0:
-            ax.set_xscale("log")
-        ax.set(xlabel=key, ylabel=f"best {metric}")
-        ax.grid(alpha=0.3)
-    fig.tight_layout()
-    save_png(fig, path)
-    plt.close(fig)
-    return json.dumps({"plot": path})

@@ -41,8 +41,10 @@ from jaxpipe.check.invariants import (
     diff_trees,
     with_overrides,
 )
-from jaxpipe.spec.experiment import ACTIVATIONS, Spec, parse_spec
+from jaxpipe.spec.experiment import Spec, parse_spec
 from jaxpipe.spec.schema import dump_toml
+from jaxpipe.spec.sections import ACTIVATIONS
+from jaxpipe.spec.strategy import Strategy
 
 __all__ = [
     "specs",
@@ -149,7 +151,8 @@ def _param_count(widths: Sequence[int]) -> int:
 def _hardware(strategy: str) -> dict[str, Any]:
     if strategy == "auto":
         return {}
-    devices = 1 if strategy == "single" else 4 if "+" in strategy else 2
+    s = Strategy.parse(strategy)
+    devices = 1 if s is Strategy.SINGLE else 4 if s.two_axes else 2
     return {"hardware": {"strategy": strategy, "devices": devices}}
 
 
