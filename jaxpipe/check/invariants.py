@@ -26,6 +26,7 @@ from typing import Any
 import jax
 import numpy as np
 
+from jaxpipe import settings
 from jaxpipe.api import plan as plan_run
 from jaxpipe.api import run
 from jaxpipe.data.load import load_dataset
@@ -297,9 +298,9 @@ def run_isolated(
         {"check": name, "spec": dump_spec(s), "file": s.source, "base": s.base_dir, "kw": kw}
         for name, s, kw in jobs
     ]
-    flags = [f for f in os.environ.get("XLA_FLAGS", "").split() if "device_count" not in f]
+    flags = [f for f in settings.xla_flags().split() if "device_count" not in f]
     flags.append(f"--xla_force_host_platform_device_count={devices}")
-    env = os.environ | {"XLA_FLAGS": " ".join(flags), "JAX_PLATFORMS": "cpu"}
+    env = settings.environment() | {"XLA_FLAGS": " ".join(flags), "JAX_PLATFORMS": "cpu"}
     with tempfile.TemporaryDirectory(prefix="jaxpipe-check-") as tmp:
         # The runs of one check compile the same programs: a private compilation cache
         # compiles each once (a cached executable is the compiled one: results are equal).

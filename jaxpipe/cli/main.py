@@ -16,6 +16,7 @@ import signal
 import sys
 from collections.abc import Sequence
 
+from jaxpipe import settings
 from jaxpipe.cli.args import UsageError, build_parser
 
 __all__ = ["main"]
@@ -44,7 +45,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
     if args.force and not args.resume and spec.sweep is None:
         raise jaxpipe.JaxpipeError("--force only applies with --resume (or to a [sweep])")
     if args.plain:  # an environment variable, so that launch's processes inherit it
-        os.environ["JAXPIPE_PLAIN"] = "1"
+        settings.set_plain_console()
     distributed = jaxpipe.distributed_config(args.coordinator, args.num_processes, args.process_id)
     if distributed is not None:
         if args.out is None:
@@ -367,7 +368,7 @@ def _main(argv: Sequence[str] | None, early: _EarlySignals | None) -> int:
         print("error: interrupted", file=sys.stderr)
         return 130
     except Exception as e:  # a bug: say so, keep the traceback for a report
-        if os.environ.get("JAXPIPE_DEBUG") or args.verbose:
+        if settings.debug() or args.verbose:
             raise
         print(
             f"error: internal error: {type(e).__name__}: {e} (run with -v or set "

@@ -27,6 +27,7 @@ from typing import Any
 
 import jax
 
+from jaxpipe import settings
 from jaxpipe.files import atomic_write
 
 __all__ = ["aot_folder", "cached_compile", "cached_number", "source_digest"]
@@ -54,7 +55,7 @@ def source_digest() -> str:
     h.update(f"{jax.__version__} {jaxlib.__version__}".encode())
     for flag in ("jax_enable_x64", "jax_default_matmul_precision", "jax_default_prng_impl"):
         h.update(f"{flag}={getattr(jax.config, flag, None)}".encode())
-    h.update(os.environ.get("XLA_FLAGS", "").encode())
+    h.update(settings.xla_flags().encode())
     return h.hexdigest()
 
 

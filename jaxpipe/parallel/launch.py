@@ -5,7 +5,6 @@ pays for a cluster."""
 
 from __future__ import annotations
 
-import os
 import socket
 import subprocess
 import sys
@@ -13,6 +12,8 @@ import threading
 import time
 from collections.abc import Sequence
 from typing import IO
+
+from jaxpipe import settings
 
 __all__ = ["launch"]
 
@@ -38,7 +39,7 @@ def _forward(src: IO[bytes], dest: IO[str], keep_chatter: bool) -> None:
 
 
 def _env(cpu_devices_per_process: int | None) -> dict[str, str]:
-    env = dict(os.environ)
+    env = settings.environment()
     if cpu_devices_per_process:
         flags = " ".join(
             f
@@ -92,7 +93,7 @@ def launch(
     if processes < 1:
         raise ValueError("processes must be ≥ 1")
     coordinator = f"127.0.0.1:{_free_port()}"
-    keep = os.environ.get("JAXPIPE_VERBOSE_COLLECTIVES", "") not in ("", "0")
+    keep = settings.verbose_collectives()
     env = _env(cpu_devices_per_process)
     procs, pumps = [], []
     for pid in range(processes):

@@ -29,7 +29,6 @@ sharding. A batch that does not divide over the ``data`` axis is padded with wei
 from __future__ import annotations
 
 import dataclasses
-import os
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -38,6 +37,7 @@ import numpy as np
 import optax
 from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec
 
+from jaxpipe import settings
 from jaxpipe.errors import JaxpipeError
 from jaxpipe.parallel import partition
 from jaxpipe.parallel.fsdp import ModelHooks
@@ -194,18 +194,17 @@ def distributed_config(
     """The multi-process settings from arguments, else JAXPIPE_COORDINATOR,
     JAXPIPE_NUM_PROCESSES and JAXPIPE_PROCESS_ID; `{}` for JAXPIPE_DISTRIBUTED=auto (JAX
     detects SLURM, Open MPI, Kubernetes); None for a single-process run."""
-    env = os.environ
-    coordinator = coordinator or env.get("JAXPIPE_COORDINATOR")
+    coordinator = coordinator or settings.coordinator()
     try:
-        if num_processes is None and env.get("JAXPIPE_NUM_PROCESSES"):
-            num_processes = int(env["JAXPIPE_NUM_PROCESSES"])
-        if process_id is None and env.get("JAXPIPE_PROCESS_ID"):
-            process_id = int(env["JAXPIPE_PROCESS_ID"])
+        if num_processes is None:
+            num_processes = settings.num_processes()
+        if process_id is None:
+            process_id = settings.process_id()
     except ValueError as e:
         raise JaxpipeError(f"JAXPIPE_NUM_PROCESSES / JAXPIPE_PROCESS_ID: {e}") from None
     given = [x is not None for x in (coordinator, num_processes, process_id)]
     if not any(given):
-        return {} if env.get("JAXPIPE_DISTRIBUTED", "").lower() == "auto" else None
+        return {} if settings.distributed_auto() else None
     if not all(given):
         raise JaxpipeError(
             "a multi-process run needs all of --coordinator HOST:PORT, --num-processes N and "

@@ -19,6 +19,7 @@ from typing import Any
 
 import jax
 
+from jaxpipe import settings
 from jaxpipe.errors import SpecError
 from jaxpipe.files import read_input_file
 from jaxpipe.spec import schema
@@ -190,7 +191,6 @@ def match_kind(device_kind: str, catalog: dict[str, DeviceKind]) -> DeviceKind |
     return None
 
 
-_FRACTION_VARS = ("XLA_CLIENT_MEM_FRACTION", "XLA_PYTHON_CLIENT_MEM_FRACTION")
 _ALLOCATORS = ("default", "platform", "bfc", "cuda_async", "vmm")
 
 
@@ -216,14 +216,14 @@ class PoolRule:
 
 
 def _env_fraction() -> tuple[float | None, str]:
-    given = {v: os.environ.get(v, "").strip() for v in _FRACTION_VARS}
+    given = settings.gpu_mem_fractions()
     if all(given.values()):
         raise SpecError(
             "XLA_CLIENT_MEM_FRACTION and XLA_PYTHON_CLIENT_MEM_FRACTION are both set (jaxlib "
             "refuses that too); unset XLA_PYTHON_CLIENT_MEM_FRACTION, the deprecated one",
             key="environment",
         )
-    var = next((v for v in _FRACTION_VARS if given[v]), None)
+    var = next((v for v in given if given[v]), None)
     if var is None:
         return None, f"default fraction {DEFAULT_MEM_FRACTION:g}"
     raw = given[var]
@@ -243,14 +243,13 @@ def pool_rule() -> PoolRule:
     preallocates; the platform allocator has no pool (every buffer is a cudaMalloc), so
     the whole card is usable."""
     fraction, source = _env_fraction()
-    allocator = os.environ.get("XLA_PYTHON_CLIENT_ALLOCATOR", "default").strip().lower()
+    allocator = settings.gpu_allocator()
     if allocator not in _ALLOCATORS:
         raise SpecError(
             f"XLA_PYTHON_CLIENT_ALLOCATOR={allocator!r}; jaxlib accepts {', '.join(_ALLOCATORS)}",
             key="environment",
         )
-    raw = os.environ.get("XLA_PYTHON_CLIENT_PREALLOCATE", "").strip()
-    preallocate = raw not in ("false", "False", "0")
+    preallocate = settings.gpu_preallocate()
     if allocator == "platform":
         return PoolRule(1.0, "XLA_PYTHON_CLIENT_ALLOCATOR=platform", preallocate, allocator)
     return PoolRule(fraction or DEFAULT_MEM_FRACTION, source, preallocate, allocator)

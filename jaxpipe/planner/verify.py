@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import re
 import subprocess
 import sys
@@ -21,6 +20,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
+from jaxpipe import settings
 from jaxpipe.core.model import make_model
 from jaxpipe.errors import JaxpipeError
 from jaxpipe.planner.memory import Shapes, compute_dtype
@@ -170,7 +170,7 @@ def measure(
 def _measure_child(
     spec: Spec, shapes: Shapes, layouts: list, devices: int, timeout_s: int = CHILD_TIMEOUT_S
 ) -> list:
-    env = dict(os.environ)
+    env = settings.environment()
     flags = re.sub(r"--xla_force_host_platform_device_count=\d+", "", env.get("XLA_FLAGS", ""))
     env["XLA_FLAGS"] = f"{flags} --xla_force_host_platform_device_count={devices}".strip()
     env["JAX_PLATFORMS"] = "cpu"

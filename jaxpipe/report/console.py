@@ -4,21 +4,20 @@ JAXPIPE_PLAIN=1, TERM=dumb). NO_COLOR turns colour off and keeps the rest."""
 
 from __future__ import annotations
 
-import os
 import sys
 import threading
 import time
 from collections.abc import Sequence
 from typing import Any, TextIO
 
+from jaxpipe import settings
+
 __all__ = ["Console", "format_table", "wants_plain", "plural", "seconds"]
 
 
 def wants_plain(stream: TextIO) -> bool:
     """Plain lines unless `stream` is a terminal that can take control sequences."""
-    if os.environ.get("JAXPIPE_PLAIN", "").strip().lower() not in ("", "0", "false", "no"):
-        return True
-    if os.environ.get("TERM") == "dumb":
+    if settings.plain_console() or settings.dumb_terminal():
         return True
     isatty = getattr(stream, "isatty", None)
     return not (isatty is not None and isatty())
@@ -63,7 +62,7 @@ class Console:
 
             self._rich = RichConsole(
                 file=self.stream,
-                no_color=bool(os.environ.get("NO_COLOR")),
+                no_color=settings.no_color(),
                 highlight=False,
                 soft_wrap=False,
             )

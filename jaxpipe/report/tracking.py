@@ -20,6 +20,7 @@ import os
 import time
 from typing import Any
 
+from jaxpipe import settings
 from jaxpipe.errors import JaxpipeError
 from jaxpipe.events import Observer, RunResult
 from jaxpipe.spec.schema import to_dict
@@ -142,7 +143,7 @@ class MlflowObserver(Observer):
         if uri.startswith("file:"):
             # MLflow 3 keeps its file store in maintenance mode behind this opt-in; a path
             # in [logging] mlflow is the user asking for exactly that store.
-            os.environ.setdefault("MLFLOW_ALLOW_FILE_STORE", "true")
+            settings.allow_mlflow_file_store()
         self.uri, self.run_dir, self.active = uri, "", False
 
     def on_start(self, spec: Any, run_dir: str) -> None:

@@ -3,8 +3,9 @@
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
+
+from jaxpipe import settings
 
 __all__ = ["Cadence", "make_cadence", "held_in_memory"]
 
@@ -41,7 +42,7 @@ def make_cadence(every_epochs: int | str, every_minutes: float) -> Cadence:
     saves every epoch: a test that kills a run of millisecond epochs at epoch N needs
     checkpoints before N to resume from."""
     if every_epochs == "auto":
-        if os.environ.get("JAXPIPE_TEST_HOOK"):
+        if settings.test_hook():
             return Cadence(1, 0.0)
         return Cadence(None, 60.0 * every_minutes)
     return Cadence(int(every_epochs), 0.0)

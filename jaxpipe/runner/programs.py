@@ -4,7 +4,6 @@ with the XLA options chosen for them."""
 
 from __future__ import annotations
 
-import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -14,6 +13,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxpipe import settings
 from jaxpipe.core.aot import cached_compile
 from jaxpipe.core.metrics import zero_sums
 from jaxpipe.core.model import make_model, param_count
@@ -51,7 +51,7 @@ def compiler_options(platform: str, params: int, batch: int) -> dict[str, Any]:
     or =single overrides the choice (for benchmarking)."""
     if platform != "cpu":
         return {}
-    force = os.environ.get("JAXPIPE_CPU_THREADING", "").strip().lower()
+    force = settings.cpu_threading()
     small = 6 * params * batch < _CPU_SINGLE_THREAD_FLOPS
     single = force == "single" or (force != "multi" and small)
     return {"xla_cpu_multi_thread_eigen": False} if single else {}

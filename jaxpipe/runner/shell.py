@@ -18,6 +18,7 @@ from typing import Any
 import jax
 import numpy as np
 
+from jaxpipe import settings
 from jaxpipe.core.evaluation import metric_names
 from jaxpipe.core.optim import check_optimizer
 from jaxpipe.data.fitted import Preprocessing
@@ -58,12 +59,11 @@ __all__ = ["run_experiment", "enable_compilation_cache", "check_before_data", "c
 def enable_compilation_cache(spec: Spec) -> str | None:
     """JAX's persistent compilation cache on (unless the spec or
     JAXPIPE_COMPILATION_CACHE=0 says not); returns its folder."""
-    env = os.environ.get("JAXPIPE_COMPILATION_CACHE", "1").strip().lower()
-    if not spec.runtime.compilation_cache or env in ("0", "false", "no", "off"):
+    if not spec.runtime.compilation_cache:
         return None
-    cache = os.environ.get("JAXPIPE_CACHE_DIR") or os.path.join(
-        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "jaxpipe", "xla"
-    )
+    cache = settings.compilation_cache_dir()
+    if cache is None:
+        return None
     jax.config.update("jax_compilation_cache_dir", cache)
     # Our programs compile in well under JAX's default 1 s threshold; cache them anyway.
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)

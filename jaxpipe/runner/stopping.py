@@ -14,6 +14,7 @@ from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from jaxpipe import settings
 from jaxpipe.errors import RunInterrupted, SpecError
 from jaxpipe.spec.experiment import Spec
 from jaxpipe.spec.sections import EarlyStoppingSpec, metric_mode
@@ -197,7 +198,7 @@ def fault_hook(point: str, epoch: int) -> None:
     nothing of it is written; "save": its checkpoint is being written) of that epoch;
     slow-<point>:<seconds> sleeps there at every epoch (so a test can signal the process
     at a time of its choosing within a run of tiny epochs)."""
-    hook = os.environ.get("JAXPIPE_TEST_HOOK")
+    hook = settings.test_hook()
     if not hook:
         return
     what, _, at = hook.partition(":")
