@@ -3,6 +3,7 @@ package with `ast`: topic folders import one way, whatever the import's form, a 
 "never" rules hold, and no folder grows past what a reader takes in at once."""
 
 import ast
+import functools
 import os
 
 import pytest
@@ -117,22 +118,31 @@ def _targets(key, node, sources):
         yield _resolve([*base, alias.name], sources)
 
 
+@functools.cache
+def _parse(text):
+    return ast.parse(text)
+
+
+@functools.cache
+def _module_imports(key, text, modules):
+    found = set()
+    for node in ast.walk(_parse(text)):
+        if isinstance(node, (ast.Import, ast.ImportFrom)):
+            found |= {(t, node.lineno) for t in _targets(key, node, modules) if t != key}
+    return frozenset(found)
+
+
 def imports(sources):
     """{module: {(imported module, line)}} over every import statement, at any depth
     (inside functions and conditionals too)."""
-    out = {}
-    for key, text in sources.items():
-        found = set()
-        for node in ast.walk(ast.parse(text)):
-            found |= {(t, node.lineno) for t in _targets(key, node, sources) if t != key}
-        out[key] = found
-    return out
+    modules = frozenset(sources)
+    return {key: _module_imports(key, text, modules) for key, text in sources.items()}
 
 
 def _reads_environment(text):
     """Lines that read the environment: os.environ, os.getenv, environ imported."""
     lines = []
-    for node in ast.walk(ast.parse(text)):
+    for node in ast.walk(_parse(text)):
         if isinstance(node, ast.Attribute) and node.attr in ("environ", "getenv"):
             lines.append(node.lineno)
         elif isinstance(node, ast.ImportFrom) and node.module == "os":

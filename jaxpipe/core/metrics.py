@@ -16,6 +16,7 @@ __all__ = [
     "add_sums",
     "finalize",
     "finalize_regression",
+    "epoch_row",
 ]
 
 
@@ -70,3 +71,23 @@ def finalize_regression(sums: Sums, target_scale: float) -> dict[str, float]:
     s = jax.device_get(sums)
     mse = float(s.loss_sum) / max(float(s.count), 1.0)
     return {"loss": mse, "rmse": float(target_scale) * mse**0.5}
+
+
+def epoch_row(
+    epoch: int, train: dict[str, float], val: Sums, target_scale: float | None
+) -> dict[str, float]:
+    """metrics.jsonl's row of one epoch (a run's and a sweep trial's alike): `train` as
+    `finalize` gives it, the validation sums, and a regression target's scale (None for
+    classification)."""
+    if target_scale is not None:
+        v = finalize_regression(val, target_scale)
+        return {"epoch": epoch, "train_loss": train["loss"], "val_loss": v["loss"],
+                "val_rmse": v["rmse"]}  # fmt: skip
+    v = finalize(val)
+    return {
+        "epoch": epoch,
+        "train_loss": train["loss"],
+        "train_accuracy": train["accuracy"],
+        "val_loss": v["loss"],
+        "val_accuracy": v["accuracy"],
+    }

@@ -12,7 +12,7 @@ from typing import Any, TextIO
 
 import jax.numpy as jnp
 
-from jaxpipe.core.metrics import finalize, finalize_regression
+from jaxpipe.core.metrics import epoch_row, finalize
 from jaxpipe.data.fitted import Preprocessing
 from jaxpipe.events import Observer
 from jaxpipe.files import append_line
@@ -36,22 +36,6 @@ class TrainTimes:
     evaluate: float = 0.0
     save: float = 0.0
     saves: int = 0
-
-
-def _row(epoch: int, train: dict[str, float], val_sums: Any, prep: Preprocessing):
-    """metrics.jsonl's row of one epoch, and the validation loss."""
-    if prep.regression:
-        val = finalize_regression(val_sums, prep.target_stats[1])
-        row = {"train_loss": train["loss"], "val_loss": val["loss"], "val_rmse": val["rmse"]}
-    else:
-        val = finalize(val_sums)
-        row = {
-            "train_loss": train["loss"],
-            "train_accuracy": train["accuracy"],
-            "val_loss": val["loss"],
-            "val_accuracy": val["accuracy"],
-        }
-    return {"epoch": epoch} | row, val["loss"]
 
 
 def _save(
@@ -91,7 +75,9 @@ def _epoch(programs: Programs, placed: Placed, prep: Preprocessing, state, epoch
     val_sums = programs.evaluate(state.params, x_va, y_va)
     t2 = time.perf_counter()
     times.train, times.evaluate = times.train + t1 - t0, times.evaluate + t2 - t1
-    row, val_loss = _row(epoch, train_metrics, val_sums, prep)
+    scale = prep.target_stats[1] if prep.regression else None
+    row = epoch_row(epoch, train_metrics, val_sums, scale)
+    val_loss = row["val_loss"]
     if not math.isfinite(val_loss):
         return state, None, {"epoch": epoch, "metric": "val_loss", "value": val_loss}
     row["epoch_seconds"] = t2 - t0

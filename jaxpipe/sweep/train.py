@@ -17,7 +17,7 @@ import numpy as np
 from jax.sharding import NamedSharding, PartitionSpec
 
 from jaxpipe.core.evaluation import metric_names
-from jaxpipe.core.metrics import finalize, finalize_regression
+from jaxpipe.core.metrics import epoch_row, finalize
 from jaxpipe.data.diskrows import DiskRows
 from jaxpipe.data.fitted import Preprocessing
 from jaxpipe.data.load import Dataset, load_dataset
@@ -103,24 +103,9 @@ def _stack(trials, loaded, seed_varies: bool, mesh) -> tuple[jax.Array, ...]:
 
 
 def _row(epoch: int, train: Any, val: Any, prep: Preprocessing) -> dict[str, Any]:
-    """metrics.jsonl's row, as a single run writes it (see loop._row)."""
-    t = finalize(train)
-    if prep.regression:
-        v = finalize_regression(val, prep.target_stats[1])
-        return {
-            "epoch": epoch,
-            "train_loss": t["loss"],
-            "val_loss": v["loss"],
-            "val_rmse": v["rmse"],
-        }
-    v = finalize(val)
-    return {
-        "epoch": epoch,
-        "train_loss": t["loss"],
-        "train_accuracy": t["accuracy"],
-        "val_loss": v["loss"],
-        "val_accuracy": v["accuracy"],
-    }
+    """metrics.jsonl's row, as a single run writes it (core.metrics.epoch_row)."""
+    scale = prep.target_stats[1] if prep.regression else None
+    return epoch_row(epoch, finalize(train), val, scale)
 
 
 def _take(tree: Any, k: int) -> Any:
