@@ -346,7 +346,7 @@ def spec_markdown() -> str:
 
 def dump_spec(spec: Spec) -> str:
     """The resolved spec as TOML; `parse_spec(dump_spec(s))` gives `s` back."""
-    return schema_text.dump_toml(schema.to_dict(spec))
+    return schema.dump_toml(schema.to_dict(spec))
 
 
 def spec_schema() -> dict[str, Any]:
