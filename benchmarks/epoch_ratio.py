@@ -30,10 +30,13 @@ import jax.numpy as jnp  # noqa: E402
 import optax  # noqa: E402
 
 import jaxpipe  # noqa: E402
-from jaxpipe.core.model import make_model, param_count  # noqa: E402
+from jaxpipe.core.model import (  # noqa: E402
+    compute_dtype,  # noqa: E402
+    make_model,
+    param_count,
+)
 from jaxpipe.core.optim import make_optimizer  # noqa: E402
 from jaxpipe.core.step import init_state, make_epoch, make_task_steps  # noqa: E402
-from jaxpipe.planner.memory import compute_dtype  # noqa: E402
 from jaxpipe.runner.programs import compiler_options  # noqa: E402
 
 
@@ -87,7 +90,7 @@ def main() -> None:
     y = jax.random.randint(jax.random.key(2), (rows,), 0, classes)
 
     tx = make_optimizer(spec.optimizer, total_steps=-(-rows // batch) * spec.training.epochs)
-    model = make_model(spec.model, classes, compute_dtype(spec))
+    model = make_model(spec.model, classes, compute_dtype(spec.training.precision))
     train_step, _ = make_task_steps(model, tx, "classification", spec.model.dropout > 0)
     state = init_state(model.init, tx, jax.random.key(0), x[:1])
     opts = compiler_options(

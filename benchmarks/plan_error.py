@@ -82,9 +82,9 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--write", action="store_true")
     args = ap.parse_args()
+    from jaxpipe.data.shapes import data_shapes
     from jaxpipe.parallel import partition
     from jaxpipe.planner import memory, state, verify, xlafit
-    from jaxpipe.planner import plan as planner
     from jaxpipe.spec.experiment import parse_spec
 
     rng = random.Random(args.seed)
@@ -92,7 +92,7 @@ def main() -> None:
     t0 = time.perf_counter()
     for i in range(args.configs):
         spec = parse_spec(draw(rng))
-        shapes = planner.data_shapes(spec)
+        shapes = data_shapes(spec)
         abstract = state.abstract_state(spec, shapes)
         layouts = [
             (s, m)

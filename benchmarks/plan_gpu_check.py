@@ -63,10 +63,9 @@ def measure(name: str) -> dict:
     import jax.numpy as jnp
 
     from jaxpipe.core.losses import cross_entropy
-    from jaxpipe.core.model import make_model
+    from jaxpipe.core.model import compute_dtype, make_model
     from jaxpipe.core.step import init_state, make_epoch, make_train_step
     from jaxpipe.data.load import load_dataset
-    from jaxpipe.planner.memory import compute_dtype
 
     jaxpipe, spec = _spec(name)
     plan = jaxpipe.plan(spec, verify=True)
@@ -76,7 +75,7 @@ def measure(name: str) -> dict:
     from jaxpipe.core.optim import make_optimizer
 
     tx = make_optimizer(spec.optimizer, total_steps=steps)
-    model = make_model(spec.model, ds.num_classes, compute_dtype(spec))
+    model = make_model(spec.model, ds.num_classes, compute_dtype(spec.training.precision))
     state = jax.jit(lambda k, x: init_state(model.init, tx, k, x))(jax.random.key(0), x_tr[:1])
     epoch = jax.jit(
         make_epoch(make_train_step(model.apply, cross_entropy, tx), spec.training.batch_size),

@@ -88,12 +88,12 @@ def draw(rng: random.Random, activations: list[str]) -> list:
 
 
 def _prepared(args: list):
-    from jaxpipe.planner import plan as planner
+    from jaxpipe.data.shapes import data_shapes
     from jaxpipe.planner import state
     from jaxpipe.spec.experiment import parse_spec
 
     spec = parse_spec(spec_text(*args))
-    shapes = planner.data_shapes(spec)
+    shapes = data_shapes(spec)
     return spec, shapes, state.abstract_state(spec, shapes)
 
 

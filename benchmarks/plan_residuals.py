@@ -54,11 +54,11 @@ precision = "{precision}"
 
 def _units(spec) -> tuple[float, float]:
     """(XLA's dynamic bytes, the default closed form's), in units."""
+    from jaxpipe.data.shapes import data_shapes
     from jaxpipe.planner import memory, verify
-    from jaxpipe.planner import plan as planner
     from jaxpipe.planner.state import abstract_state
 
-    shapes = planner.data_shapes(spec)
+    shapes = data_shapes(spec)
     ab = abstract_state(spec, shapes)
     compiled = verify.compile_layout(spec, shapes, ab, *LAYOUT)
     x = verify.xla_figures(compiled, shapes)

@@ -12,6 +12,7 @@ from typing import Any
 from jaxpipe.core.evaluation import format_metrics
 from jaxpipe.data.frames import is_path, source_of, to_columns
 from jaxpipe.data.load import load_dataset
+from jaxpipe.data.shapes import data_shapes
 from jaxpipe.data.sources import host_record
 from jaxpipe.errors import DataError, DivergedError, JaxpipeError
 from jaxpipe.events import Observers, RunResult
@@ -231,7 +232,7 @@ def plan(
     compile of the one-device epoch (~1-3 s; see `plan.fit`); False: the closed form alone."""
     spec = _as_spec(spec)
     check_before_data(spec)
-    result = make_plan(spec, gpu=gpu, devices=devices, fit=fit)
+    result = make_plan(spec, data_shapes(spec), gpu=gpu, devices=devices, fit=fit)
     path = spec.resolve_path(spec.data.path) if spec.data.path else None
     host = host_record(path, spec.data.source, spec.data.host_memory)
     result = dataclasses.replace(result, host=host)

@@ -13,8 +13,8 @@ from hypothesis import strategies as st
 
 import jaxpipe
 from jaxpipe.core.model import ACTIVATION_FNS
+from jaxpipe.data.shapes import data_shapes
 from jaxpipe.planner import memory, search, state, verify, xlafit
-from jaxpipe.planner import plan as planner
 from jaxpipe.report.verdict import format_plan
 from jaxpipe.spec.experiment import parse_spec
 
@@ -100,7 +100,7 @@ def test_closed_form_within_10_percent_of_xla(
 ):
     spec = _spec(hidden, batch, activation, opt, task, dropout, layer_norm, precision)
     strategy, mesh = layout
-    shapes = planner.data_shapes(spec)
+    shapes = data_shapes(spec)
     abstract = state.abstract_state(spec, shapes)
     fit = xlafit.fit(spec, shapes, abstract, batch)
     scale = fit.for_layout(hidden, strategy, mesh)

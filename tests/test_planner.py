@@ -11,9 +11,9 @@ from hypothesis import strategies as st
 from jax.sharding import PartitionSpec as P
 
 import jaxpipe
+from jaxpipe.data.shapes import data_shapes
 from jaxpipe.parallel import partition
 from jaxpipe.planner import memory, residuals, state, verify
-from jaxpipe.planner import plan as planner
 from jaxpipe.spec.experiment import parse_spec
 from jaxpipe.testing import hidden_layers, optimizer_names
 
@@ -42,7 +42,7 @@ batch_size = {batch}
 
 
 def _single(spec):
-    shapes = planner.data_shapes(spec)
+    shapes = data_shapes(spec)
     abstract = state.abstract_state(spec, shapes)
     return memory.estimate(spec, shapes, abstract, "single", {"data": 1}), shapes, abstract
 
@@ -112,7 +112,7 @@ def test_bfloat16_keeps_the_state_and_its_activations_come_from_the_table():
 @pytest.mark.parametrize("n", [2, 4, 8])
 def test_fsdp_state_falls_as_one_over_n(n):
     spec = _spec([1024, 1024], batch=64, opt="adam")
-    shapes = planner.data_shapes(spec)
+    shapes = data_shapes(spec)
     abstract = state.abstract_state(spec, shapes)
     one = memory.estimate(spec, shapes, abstract, "single", {"data": 1}).breakdown
     sharded = memory.estimate(spec, shapes, abstract, "fsdp", {"data": n}).breakdown
@@ -125,7 +125,7 @@ def test_fsdp_state_falls_as_one_over_n(n):
 
 def test_partition_specs_follow_the_megatron_and_fsdp_rules():
     spec = _spec([64, 32, 16], batch=64)
-    params, opt_state, tx, *_ = state.abstract_state(spec, planner.data_shapes(spec))
+    params, opt_state, tx, *_ = state.abstract_state(spec, data_shapes(spec))
     t = partition.partition_specs(params, "tensor", {"model": 2})
     assert t["hidden_0"] == {"kernel": P(None, "model"), "bias": P("model")}
     assert t["hidden_1"] == {"kernel": P("model", None), "bias": P(None)}
@@ -199,7 +199,7 @@ def test_file_data_is_planned_from_its_encoded_shapes():
     from jaxpipe.data.load import load_dataset
 
     spec = jaxpipe.load_spec(os.path.join(EXPERIMENTS, "penguins.toml"))
-    shapes, ds = planner.data_shapes(spec), load_dataset(spec)
+    shapes, ds = data_shapes(spec), load_dataset(spec)
     assert shapes.source == "loaded data set" and shapes.features == ds.num_features
     assert (shapes.classes, shapes.train_rows, shapes.val_rows) == (
         ds.num_classes,

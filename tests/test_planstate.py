@@ -7,8 +7,8 @@ import dataclasses
 import jax
 import pytest
 
+from jaxpipe.data.shapes import data_shapes
 from jaxpipe.planner import memory, state
-from jaxpipe.planner import plan as planner
 from jaxpipe.planner import state as planstate
 from jaxpipe.spec.experiment import parse_spec
 
@@ -40,7 +40,7 @@ batch_size = 16
 @pytest.mark.parametrize("opt", OPTIMIZERS)
 def test_deep_state_from_distinct_shapes_is_optax_init(opt):
     spec = _spec(opt)
-    shapes = planner.data_shapes(spec)
+    shapes = data_shapes(spec)
     abstract = state.abstract_state(spec, shapes)
     assert len(jax.tree.leaves(abstract.params)) > planstate._FEW_LEAVES
     full = jax.eval_shape(abstract.tx.init, abstract.params)

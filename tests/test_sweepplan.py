@@ -13,6 +13,7 @@ from conftest import ROOT
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from jaxpipe.data.shapes import data_shapes
 from jaxpipe.planner.plan import make_plan
 from jaxpipe.planner.sweep import _cuts, chunk_bytes, split_trials
 from jaxpipe.spec.experiment import load_spec
@@ -63,7 +64,8 @@ _PLAN = {}
 def _plan(write_spec):
     if "plan" not in _PLAN:
         spec = load_spec(write_spec(SPEC.format(devices=1, memory="auto")))
-        _PLAN["plan"] = make_plan(trial_spec(spec, {}))
+        trial = trial_spec(spec, {})
+        _PLAN["plan"] = make_plan(trial, data_shapes(trial))
     return _PLAN["plan"]
 
 

@@ -9,8 +9,8 @@ import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
+from jaxpipe.data.shapes import data_shapes
 from jaxpipe.parallel import partition
-from jaxpipe.planner import plan as planner
 from jaxpipe.planner import state, verify
 from jaxpipe.spec.experiment import parse_spec
 
@@ -31,7 +31,7 @@ batch_size = 32
 @pytest.fixture(scope="module")
 def compiled():
     spec = parse_spec(SPEC)
-    shapes = planner.data_shapes(spec)
+    shapes = data_shapes(spec)
     abstract = state.abstract_state(spec, shapes)
     out = {}
     for n in (1, 2, 4, 8):
@@ -83,7 +83,7 @@ def test_fsdp_per_device_bytes_fall_with_the_device_count(compiled):
 def compiled_2d():
     """fsdp+tensor on 2 × 2 and 4 × 2, beside tensor over 2 (the same model split)."""
     spec = parse_spec(SPEC)
-    shapes = planner.data_shapes(spec)
+    shapes = data_shapes(spec)
     abstract = state.abstract_state(spec, shapes)
     out = {}
     for d in (1, 2, 4):
@@ -163,17 +163,19 @@ def _run_program_bytes(spec, shapes, strategy, mesh):
     import jax.numpy as jnp
     import numpy as np
 
-    from jaxpipe.core.model import make_model
+    from jaxpipe.core.model import compute_dtype, make_model
     from jaxpipe.core.optim import make_optimizer
     from jaxpipe.core.step import init_state, make_epoch, make_task_steps
     from jaxpipe.parallel.sharding import make_layout
-    from jaxpipe.planner.memory import compute_dtype
 
     layout = make_layout(strategy, mesh)
     steps = -(-shapes.train_rows // spec.training.batch_size) * spec.training.epochs
     tx = make_optimizer(spec.optimizer, total_steps=steps)
     model = make_model(
-        spec.model, shapes.outputs, compute_dtype(spec), layout.model_hooks(len(spec.model.hidden))
+        spec.model,
+        shapes.outputs,
+        compute_dtype(spec.training.precision),
+        layout.model_hooks(len(spec.model.hidden)),
     )
     x = jax.device_put(
         np.zeros((shapes.train_rows, shapes.features), np.float32), layout.replicated
@@ -270,7 +272,7 @@ precision = "{"bfloat16" if bf16 else "float32"}"
 """
     )
     strategy, mesh = layout
-    shapes = planner.data_shapes(spec)
+    shapes = data_shapes(spec)
     quoted = verify.measure(spec, shapes, [(strategy, mesh)])[0]["total_with_validation"]
     actual = _run_program_bytes(spec, shapes, strategy, mesh)
     assert abs(quoted / actual - 1) <= 0.10, (quoted, actual, strategy, mesh)

@@ -12,7 +12,15 @@ import jax.numpy as jnp
 
 from jaxpipe.spec.sections import ModelSpec
 
-__all__ = ["MLP", "Model", "make_model", "param_count", "layer_table", "ACTIVATION_FNS"]
+__all__ = [
+    "MLP",
+    "Model",
+    "make_model",
+    "compute_dtype",
+    "param_count",
+    "layer_table",
+    "ACTIVATION_FNS",
+]
 
 ACTIVATION_FNS: dict[str, Callable[[jax.Array], jax.Array]] = {
     "relu": nn.relu,
@@ -24,6 +32,11 @@ ACTIVATION_FNS: dict[str, Callable[[jax.Array], jax.Array]] = {
     "leaky_relu": nn.leaky_relu,
     "softplus": nn.softplus,
 }
+
+
+def compute_dtype(precision: str) -> Any:
+    """The matmuls' dtype for `[training] precision`: bfloat16 or float32."""
+    return jnp.bfloat16 if precision == "bfloat16" else jnp.float32
 
 
 def _dropout_on(rate: Any) -> bool:

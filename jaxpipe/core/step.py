@@ -22,6 +22,7 @@ _DROPOUT_STREAM = 0x7D0F
 
 __all__ = [
     "TrainState",
+    "steps_per_epoch",
     "init_state",
     "make_train_step",
     "make_eval_step",
@@ -42,6 +43,13 @@ class TrainState(NamedTuple):
     params: Any
     opt_state: Any
     key: jax.Array
+
+
+def steps_per_epoch(rows: int, batch_size: int) -> int:
+    """Batches in one epoch over `rows` rows: ceil(rows / batch_size), the last batch
+    padded with weight-0 rows (`epoch_batches`), so no row is dropped. The one place this
+    is computed."""
+    return -(-rows // batch_size)
 
 
 def init_state(
@@ -136,7 +144,7 @@ def epoch_batches(
     axis size) each batch is widened with weight-0 rows to a multiple of it, so it splits
     evenly over devices while computing exactly the same weighted mean.
     """
-    steps = -(-rows // batch_size)
+    steps = steps_per_epoch(rows, batch_size)
     order = jnp.arange(rows) if key is None else jax.random.permutation(key, rows)
     pad = steps * batch_size - rows
     idx = jnp.concatenate([order, jnp.zeros(pad, order.dtype)]).astype(jnp.int32)

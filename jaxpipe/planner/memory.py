@@ -24,6 +24,9 @@ import jax
 import jax.numpy as jnp
 from jax.sharding import PartitionSpec
 
+from jaxpipe.core.model import compute_dtype
+from jaxpipe.core.step import steps_per_epoch
+from jaxpipe.data.shapes import Shapes
 from jaxpipe.parallel.partition import (
     follow_spec,
     hidden_names,
@@ -36,31 +39,7 @@ from jaxpipe.planner.state import Abstract, leaf_class
 from jaxpipe.spec.experiment import Spec
 from jaxpipe.spec.strategy import DATA, MODEL, Strategy
 
-__all__ = ["Shapes", "Estimate", "estimate", "compute_dtype"]
-
-
-@dataclass(frozen=True)
-class Shapes:
-    """What the estimate needs to know about the data, and where it was learnt."""
-
-    features: int  # encoded feature columns (after one-hot)
-    classes: int  # 0 for regression
-    train_rows: int
-    val_rows: int
-    source: str
-    task: str = "classification"
-
-    @property
-    def outputs(self) -> int:
-        """The model's output width: one per class, or 1 for regression."""
-        return 1 if self.task == "regression" else self.classes
-
-    @property
-    def y_dtype(self) -> Any:
-        return jnp.float32 if self.task == "regression" else jnp.int32
-
-    def to_json(self) -> dict[str, Any]:
-        return dict(vars(self)) | {"outputs": self.outputs}
+__all__ = ["Estimate", "estimate"]
 
 
 def _nbytes(shape: tuple[int, ...], dtype: Any) -> int:
@@ -82,10 +61,6 @@ def _shard_bytes(shape: tuple[int, ...], dtype: Any, key: tuple) -> int:
         if axis is not None:
             local[i] = -(-local[i] // mesh.get(axis, 1))
     return _nbytes(tuple(local), dtype)
-
-
-def compute_dtype(spec: Spec) -> Any:
-    return jnp.bfloat16 if spec.training.precision == "bfloat16" else jnp.float32
 
 
 @dataclass(frozen=True)
@@ -141,7 +116,7 @@ def _state_bytes(abstract: Abstract, pspecs: Any, mesh: dict[str, int]) -> tuple
 def _workspace(shapes: Shapes, batch: int) -> int:
     """The epoch's index arrays (per device). Data parallel's all-reduce buffer is part of
     the backward peak's last point, FSDP's gathered layer of the point of its layer."""
-    steps = -(-shapes.train_rows // batch)
+    steps = steps_per_epoch(shapes.train_rows, batch)
     return shapes.train_rows * 4 + 2 * steps * batch * 4 + 28  # perm, idx, weight, scalars
 
 
@@ -243,7 +218,7 @@ def estimate(
     mesh = {DATA: d, MODEL: m}
     pspecs = partition_specs(params, strategy, mesh)
     p_bytes, o_bytes, largest = _state_bytes(abstract, pspecs, mesh)
-    it = jnp.dtype(compute_dtype(spec)).itemsize
+    it = jnp.dtype(compute_dtype(spec.training.precision)).itemsize
     hidden = tuple(spec.model.hidden)
     b = -(-batch // d)
     fsdp = strategy.shards_params and d > 1

@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import dataclasses
 
+from jaxpipe.data.shapes import Shapes
 from jaxpipe.planner import hardware
-from jaxpipe.planner.memory import Estimate, Shapes
+from jaxpipe.planner.memory import Estimate
 from jaxpipe.planner.search import Search
 from jaxpipe.planner.values import Option, Roofline, format_bytes
 from jaxpipe.spec.experiment import Spec

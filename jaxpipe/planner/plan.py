@@ -1,6 +1,6 @@
 """The plan: which strategy, how many devices, how much memory each, and why.
 
-`make_plan(spec, gpu=..., devices=...)` resolves `[hardware]` against a catalog card (`--gpu`)
+`make_plan(spec, shapes, gpu=..., devices=...)` resolves `[hardware]` against a catalog card (`--gpu`)
 or the local devices, estimates every strategy (`memory.estimate`, searched in `search.py`)
 and picks one:
 
@@ -18,44 +18,19 @@ figures are the closed-form estimate until `verify.confirm` replaces them with X
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, NamedTuple
+from typing import NamedTuple
 
-from jaxpipe.data.load import load_dataset
+from jaxpipe.core.step import steps_per_epoch
+from jaxpipe.data.shapes import Shapes
 from jaxpipe.planner import hardware
-from jaxpipe.planner.memory import Estimate, Shapes
+from jaxpipe.planner.memory import Estimate
 from jaxpipe.planner.options import bf16_note, rank_options, recommendation, roofline
 from jaxpipe.planner.search import GPU_RUNTIME_BYTES, MAX_DEVICES, UNVERIFIED, Search
 from jaxpipe.planner.values import Candidate, Plan
 from jaxpipe.spec.experiment import Spec
 from jaxpipe.spec.strategy import AUTO_SEARCH, Strategy
 
-__all__ = ["make_plan", "data_shapes"]
-
-
-def data_shapes(spec: Spec, dataset: Any | None = None) -> Shapes:
-    """The data's shapes. Synthetic data: from the spec. A file (csv, parquet, npz, or a
-    separate validation file): the data set is loaded on the host, as `jaxpipe run` loads
-    it, because only then is the encoded feature count exact (one-hot vocabularies are
-    fitted on the training split) and rows dropped for missing values known; nothing goes
-    to a device. Pass an already loaded `data.Dataset` to skip that."""
-    task = spec.model.task
-    cfg = spec.data
-    if dataset is None and (cfg.source != "synthetic" or isinstance(cfg.validation, str)):
-        dataset = load_dataset(spec)
-    if dataset is not None:
-        return Shapes(
-            dataset.num_features,
-            dataset.num_classes if task == "classification" else 0,
-            len(dataset.x_train),
-            len(dataset.x_val),
-            "loaded data set",
-            task,
-        )
-    syn = cfg.synthetic
-    val = cfg.validation
-    n_val = val if isinstance(val, int) else int(round(syn.rows * val))
-    classes = syn.classes if task == "classification" else 0
-    return Shapes(syn.features, classes, syn.rows - n_val, n_val, "spec", task)
+__all__ = ["make_plan"]
 
 
 def _choose(search: Search, requested: str, available: int | None) -> tuple[Strategy, int]:
@@ -146,17 +121,17 @@ def _runtime(mem: _Memory) -> int:
 
 def make_plan(
     spec: Spec,
+    shapes: Shapes,
     *,
     gpu: str | None = None,
     devices: int | None = None,
-    dataset: Any | None = None,
     fit: bool = False,
 ) -> Plan:
-    """The plan for `spec` on `devices` × the card `gpu`, or on the local devices; allocates
-    nothing. `dataset` (a loaded `data.Dataset`) makes the data shapes exact. `fit`: fit the
-    estimate to XLA's one-device compile (xlafit.py; `jaxpipe plan` does, a run does not)."""
+    """The plan for `spec` with data of `shapes` (`data.shapes.data_shapes`: the planner
+    never loads data) on `devices` × the card `gpu`, or on the local devices; allocates
+    nothing. `fit`: fit the estimate to XLA's one-device compile (xlafit.py; `jaxpipe plan`
+    does, a run does not)."""
     catalog = hardware.load_catalog(spec.hardware, spec.base_dir)
-    shapes = data_shapes(spec, dataset)
     hw = spec.hardware
     count = (
         devices if devices is not None else (hw.devices if isinstance(hw.devices, int) else None)
@@ -168,7 +143,7 @@ def make_plan(
     chosen, fits = _verdict(search, strategy, n, one=gpu is not None and count is None)
     asked = available or 1
     min_devices = {s: search.min_devices(s) for s in Strategy}
-    steps = -(-shapes.train_rows // spec.training.batch_size)
+    steps = steps_per_epoch(shapes.train_rows, spec.training.batch_size)
     precision = spec.training.precision
     options = rank_options(search, mem.kind, mem.device, catalog, precision, steps)
     candidates = _candidates(search, (n, asked), min_devices, mem.usable)

@@ -7,8 +7,9 @@ from __future__ import annotations
 import dataclasses
 import math
 
+from jaxpipe.data.shapes import Shapes
 from jaxpipe.planner import xlafit
-from jaxpipe.planner.memory import Estimate, Shapes, estimate
+from jaxpipe.planner.memory import Estimate, estimate
 from jaxpipe.planner.state import abstract_state
 from jaxpipe.spec.experiment import Spec
 from jaxpipe.spec.strategy import DATA, Strategy

@@ -14,6 +14,7 @@ import optax
 
 from jaxpipe.core.aot import cached_number
 from jaxpipe.core.optim import make_optimizer
+from jaxpipe.core.step import steps_per_epoch
 from jaxpipe.spec.experiment import Spec
 
 __all__ = ["Abstract", "OptClasses", "abstract_state", "param_shapes", "leaf_class"]
@@ -134,7 +135,7 @@ def _classes(tx: optax.GradientTransformation, few: dict, few_state: Any, keys: 
 def abstract_state(spec: Spec, shapes: Any) -> Abstract:
     """The run's parameters, optimizer state and optimizer as shapes; nothing is allocated.
     `shapes`: a `memory.Shapes`."""
-    steps = -(-shapes.train_rows // spec.training.batch_size) * spec.training.epochs
+    steps = steps_per_epoch(shapes.train_rows, spec.training.batch_size) * spec.training.epochs
     tx = make_optimizer(spec.optimizer, total_steps=steps)
     m = spec.model
     params = param_shapes(tuple(m.hidden), shapes.features, shapes.outputs, m.layer_norm)

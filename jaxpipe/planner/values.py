@@ -7,7 +7,7 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
-from jaxpipe.planner.memory import Shapes
+from jaxpipe.data.shapes import Shapes
 from jaxpipe.spec.strategy import Strategy
 
 __all__ = ["Plan", "Candidate", "Option", "Roofline", "format_bytes", "GiB"]

@@ -21,9 +21,9 @@ import jax
 import jax.numpy as jnp
 
 from jaxpipe import settings
-from jaxpipe.core.model import make_model
+from jaxpipe.core.model import compute_dtype, make_model
+from jaxpipe.data.shapes import Shapes
 from jaxpipe.errors import JaxpipeError
-from jaxpipe.planner.memory import Shapes, compute_dtype
 from jaxpipe.planner.state import Abstract, abstract_state
 from jaxpipe.planner.values import format_bytes
 from jaxpipe.planner.xlafit import MAX_LAYERS
@@ -63,7 +63,7 @@ def compile_layout(
 
     layout = make_layout(strategy, mesh)
     hooks = layout.model_hooks(len(spec.model.hidden))
-    model = make_model(spec.model, shapes.outputs, compute_dtype(spec), hooks)
+    model = make_model(spec.model, shapes.outputs, compute_dtype(spec.training.precision), hooks)
     key = jax.eval_shape(lambda: jax.random.key(0))
     state = TrainState(
         jax.ShapeDtypeStruct((), jnp.int32), abstract.params, abstract.opt_state, key

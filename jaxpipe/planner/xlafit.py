@@ -31,9 +31,10 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 
-from jaxpipe.core.model import make_model
+from jaxpipe.core.model import compute_dtype, make_model
 from jaxpipe.core.step import TrainState, make_epoch, make_task_steps
-from jaxpipe.planner.memory import Shapes, compute_dtype, estimate
+from jaxpipe.data.shapes import Shapes
+from jaxpipe.planner.memory import estimate
 from jaxpipe.planner.state import Abstract
 from jaxpipe.spec.experiment import Spec
 
@@ -75,7 +76,7 @@ def carried_scale(
 def single_program_bytes(spec: Spec, shapes: Shapes, abstract: Abstract, batch: int) -> int:
     """XLA's figure for the run's one-device epoch (argument + output + temp − alias, plus
     the validation arrays), compiled for abstract inputs on this process's default device."""
-    model = make_model(spec.model, shapes.outputs, compute_dtype(spec))
+    model = make_model(spec.model, shapes.outputs, compute_dtype(spec.training.precision))
     key = jax.eval_shape(lambda: jax.random.key(0))
     state = TrainState(
         jax.ShapeDtypeStruct((), jnp.int32), abstract.params, abstract.opt_state, key

@@ -14,9 +14,12 @@ import math
 from dataclasses import dataclass, replace
 from typing import Any
 
+from jaxpipe.core.model import compute_dtype
+from jaxpipe.core.step import steps_per_epoch
 from jaxpipe.data.diskrows import DiskRows
 from jaxpipe.data.load import Dataset
 from jaxpipe.data.roworder import epoch_steps, lane_batch
+from jaxpipe.data.shapes import data_shapes
 from jaxpipe.errors import PlanError
 from jaxpipe.parallel.sharding import Layout, make_layout, measured_bytes_per_device
 from jaxpipe.planner.hardware import memory_stats
@@ -53,6 +56,11 @@ class RunPlan:
     def total_steps(self) -> int:
         return self.steps_per_epoch * self.epochs
 
+    @property
+    def compute_dtype(self) -> Any:
+        """The matmuls' dtype (`precision`)."""
+        return compute_dtype(self.precision)
+
 
 def auto_chunk_rows(spec: Spec, ds: Dataset, plan: Plan) -> int | None:
     """Rows per streamed chunk when `data.chunk_rows = "auto"` and only streaming the
@@ -88,7 +96,7 @@ def plan_run(spec: Spec, ds: Dataset) -> RunPlan:
     the plan table) when the chosen or forced strategy does not fit and streaming cannot
     rescue it. Builds the mesh: too few devices fail here, before the run directory
     exists."""
-    plan = make_plan(spec, dataset=ds)
+    plan = make_plan(spec, data_shapes(spec, ds))
     if isinstance(ds.x_train, DiskRows):
         return _plan_disk(spec, ds, plan)
     rows = auto_chunk_rows(spec, ds, plan)
@@ -97,7 +105,7 @@ def plan_run(spec: Spec, ds: Dataset) -> RunPlan:
         what = f"[hardware] strategy = {forced!r}" if forced != "auto" else "the run"
         raise PlanError(f"{what} {plan.recommendation}", plan=plan)
     batch = spec.training.batch_size
-    steps = -(-ds.x_train.shape[0] // batch)
+    steps = steps_per_epoch(ds.x_train.shape[0], batch)
     chunk = chunk_steps(rows or spec.data.chunk_rows, batch, steps)
     strategy, mesh = plan.strategy, dict(plan.mesh)
     if rows is not None and math.prod(mesh.values()) > 1:

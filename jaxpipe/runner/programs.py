@@ -28,7 +28,6 @@ from jaxpipe.core.step import (
     make_task_steps,
 )
 from jaxpipe.data.fitted import Preprocessing
-from jaxpipe.planner.memory import compute_dtype
 from jaxpipe.runner.place import ChunkFeed, Placed, chunk_feed
 from jaxpipe.runner.plan import RunPlan
 from jaxpipe.runner.stream import make_chunk_steps, stream_chunks
@@ -162,7 +161,7 @@ def compile_programs(
     t0 = time.perf_counter()
     tx = make_optimizer(spec.optimizer, total_steps=rp.total_steps)
     hooks = rp.layout.model_hooks(len(spec.model.hidden))  # FSDP's per-layer gather, pinned batch
-    model = make_model(spec.model, outputs, compute_dtype(spec), hooks)
+    model = make_model(spec.model, outputs, rp.compute_dtype, hooks)
     train_step, eval_step = make_task_steps(model, tx, prep.task, spec.model.dropout > 0)
     x_tr, y_tr, x_va, y_va = placed.arrays
     describe = _describe(spec, rp, prep.task, outputs)

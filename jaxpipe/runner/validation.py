@@ -7,6 +7,7 @@ numpy, and pyarrow when the data is a file.
 
 from __future__ import annotations
 
+from jaxpipe.core.step import steps_per_epoch
 from jaxpipe.errors import SpecError
 from jaxpipe.spec.experiment import Spec, place_error
 
@@ -33,7 +34,7 @@ def validate(spec: Spec) -> list[str]:
 
         load_catalog(spec.hardware, spec.base_dir)
     ds = load_dataset(spec)
-    steps = -(-ds.x_train.shape[0] // spec.training.batch_size) * spec.training.epochs
+    steps = steps_per_epoch(ds.x_train.shape[0], spec.training.batch_size) * spec.training.epochs
     try:  # the schedule over the run's real length, as `run` checks it (issue 11)
         check_optimizer(spec.optimizer, steps)
     except SpecError as e:

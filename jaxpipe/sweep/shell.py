@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from jaxpipe.core.optim import check_optimizer
+from jaxpipe.data.shapes import data_shapes
 from jaxpipe.errors import PlanError, SpecError
 from jaxpipe.events import Observer, RunResult
 from jaxpipe.planner.plan import make_plan
@@ -105,7 +106,8 @@ def sweep_plan(spec: Spec, plan: Plan, gpu: str | None, devices: int | None) -> 
     info = {"trials": sum(len(g) for g in groups), "groups": len(groups), "chunks": 0,
             "largest_chunk_trials": 0, "per_device_bytes": 0, "fits": True}  # fmt: skip
     for group in groups:
-        p = make_plan(costliest(group), gpu=gpu, devices=devices)
+        trial = costliest(group)
+        p = make_plan(trial, data_shapes(trial), gpu=gpu, devices=devices)
         seeds = [t.spec.experiment.seed if SEED in inputs else None for t in group]
         try:
             split = split_trials(p, seeds, p.available_devices or 1)

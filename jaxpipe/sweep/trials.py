@@ -18,10 +18,9 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-from jaxpipe.core.model import make_model, param_count
+from jaxpipe.core.model import compute_dtype, make_model, param_count
 from jaxpipe.core.optim import make_optimizer
 from jaxpipe.core.step import TrainState, init_state, make_epoch, make_evaluate, make_task_steps
-from jaxpipe.planner.memory import compute_dtype
 from jaxpipe.runner.programs import EVAL_BATCH, compiler_options
 from jaxpipe.spec.experiment import Spec
 
@@ -75,7 +74,7 @@ def _builder(spec: Spec, total_steps: int, outputs: int, task: str, dropout_on: 
     """build(h) -> (model, tx, train_step, eval_step) with the swept scalars `h` (traced,
     one trial's) in place of the spec's values; the same factories a single run uses."""
     opt, mdl = spec.optimizer, spec.model
-    dtype = compute_dtype(spec)
+    dtype = compute_dtype(spec.training.precision)
 
     def build(h: Mapping[str, Any]):
         options = dict(opt.options) | {
