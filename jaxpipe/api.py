@@ -28,8 +28,8 @@ from jaxpipe.report.observer import ConsoleReporter
 from jaxpipe.report.tracking import tracking_observers
 from jaxpipe.report.verdict import format_plan
 from jaxpipe.runner.outdir import default_out_dir
-from jaxpipe.runner.shell import check_before_data, run_experiment
-from jaxpipe.runner.validation import validate
+from jaxpipe.runner.shell import run_experiment
+from jaxpipe.runner.validation import check_before_data, validate
 from jaxpipe.saved.model import Model, load_model
 from jaxpipe.saved.predict import predict_file
 from jaxpipe.spec.experiment import Spec, load_spec

@@ -80,9 +80,7 @@ def _cmd_launch(args: argparse.Namespace) -> int:
         raise jaxpipe.JaxpipeError("--cpu-devices-per-process must be ≥ 1")
     spec = jaxpipe.load_spec(args.spec, args.overrides)  # check once, before spawning
     out = args.out or jaxpipe.default_out_dir(spec)
-    run_args = ["--out", out]
-    for item in args.overrides:
-        run_args += ["--set", item]
+    run_args = ["--out", out, *_set_args(args.overrides)]
     run_args += [
         flag
         for flag, on in (

@@ -1,4 +1,4 @@
-"""The numeric fast path of a streamed epoch's reading (issue 16): a row group whose
+"""The numeric fast path of a streamed epoch's reading: a row group whose
 features are all float columns without missing or non-finite values, and whose label is
 an integer class (or a float regression target) without gaps, becomes x: [rows, features]
 float32 in one matrix conversion instead of column by column through `column_values`,

@@ -147,7 +147,7 @@ def abstract_state(spec: Spec, shapes: Any) -> Abstract:
     key = (repr(spec.optimizer), str(sorted(keys, key=str)) + str(deep or params))
     if key not in _CACHE:
         tree, state = (few, few_state) if deep else (params, opt_state)
-        # Kept on disk beside the compilation cache too (issue 14: no compile on a warm run).
+        # Kept on disk beside the compilation cache too (no compile on a warm run).
         update = cached_number("update-temp", str(key), lambda: _update_temp(tx, tree, state))
         size = sum(math.prod(a.shape) * a.dtype.itemsize for a in jax.tree.leaves(tree))
         classes = _classes(tx, few, few_state, keys)._replace(update_ratio=update / max(size, 1))

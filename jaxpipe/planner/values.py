@@ -115,7 +115,7 @@ class Plan:
     source: str = "estimate"  # "xla" once verify.confirm compiled the chosen layout
     verify: dict[str, Any] | None = None
     sweep: dict[str, Any] | None = None  # a [sweep] spec: trials, chunks, largest need
-    host: dict[str, Any] | None = None  # the data's host budget and whether it streams (issue 16)
+    host: dict[str, Any] | None = None  # the data's host budget and whether it streams
     # How far the closed form is vouched for: `xlafit.Fit` as JSON (scale, xla_bytes,
     # closed_form_bytes, note) and the strategies whose figures are not held to XLA.
     fit: dict[str, Any] | None = None

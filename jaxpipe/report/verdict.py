@@ -59,7 +59,7 @@ def _head(plan: Plan) -> list[str]:
             if w["fits"]
             else f"  sweep: {w['trials']} trials; one trial alone needs {need} per device"
         )
-    if plan.host:  # the data's host budget (issue 16)
+    if plan.host:  # the data's host budget
         h = plan.host
         how = "streams from disk in row groups" if h["streams_from_disk"] else "held in memory"
         lines.append(f"  host: {format_bytes(h['host_memory_bytes'])} data budget; the data {how}")

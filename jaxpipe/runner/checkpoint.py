@@ -103,7 +103,7 @@ def host_copy(arrays: Any) -> Any:
     """A copy of `arrays` in pinned host memory, in their own shardings (one call for the
     whole tree; a GPU copies by DMA, asynchronously, and a later donation waits for it):
     a snapshot never holds a second state on the device, where the plan does not count
-    one (issue 12: +15 GiB per device for a 1.44 B adam model). Orbax saves these arrays
+    one (+15 GiB per device for a 1.44 B adam model). Orbax saves these arrays
     as it saves device ones. A device without pinned host memory gets a device copy."""
     kinds = {m.kind for m in jax.local_devices()[0].addressable_memories()}
     if "pinned_host" not in kinds:

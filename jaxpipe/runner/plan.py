@@ -121,7 +121,7 @@ def undonated(plan: Plan, keep: int) -> Plan | None:
     the epoch should donate it. A small state (`keep` snapshots of it within the
     checkpoints' in-memory budget, cadence.py) is kept: checkpoints then hold the states
     themselves, no copies. The device holds more than the donated program needs, and the
-    plan says so (issue 12): the epoch's fresh output state (the no-donation figure) and
+    plan says so: the epoch's fresh output state (the no-donation figure) and
     up to `keep` snapshots (a bound: one of them is the epoch's input when the cadence
     snapshots every epoch; at most the 64 MiB budget). Where that would not fit, the
     state is donated and its snapshots go to host memory instead."""

@@ -73,7 +73,7 @@ class Programs:
     def take_state(self) -> TrainState:
         """The fresh state, which the programs then forget: an undonated state (or, on
         resume, the fresh one the checkpoint replaces) would otherwise stay on the
-        device for the whole run beside the one training (issue 12)."""
+        device for the whole run beside the one training."""
         state, self.state = self.state, None
         if state is None:
             raise RuntimeError("the fresh state was already taken")
@@ -204,7 +204,7 @@ def compile_programs(
 def compiled_bytes(compiled: Any) -> int | None:
     """XLA's per-device figure of a compiled program (argument + output + temp − alias,
     as `verify.xla_figures`), None where the executable does not say: what the run's own
-    epoch needs, recorded beside the plan's estimate in summary.json (issue 12)."""
+    epoch needs, recorded beside the plan's estimate in summary.json."""
     try:
         ma = compiled.memory_analysis()
         parts = ("argument", "output", "temp", "alias")

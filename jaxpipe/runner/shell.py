@@ -8,7 +8,6 @@ the train stage; the console and other listeners hear the run through one Observ
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import dataclasses
 import os
 import time
@@ -19,11 +18,9 @@ import jax
 import numpy as np
 
 from jaxpipe import settings
-from jaxpipe.core.evaluation import metric_names
-from jaxpipe.core.optim import check_optimizer
 from jaxpipe.data.fitted import Preprocessing
 from jaxpipe.data.load import Dataset, load_dataset
-from jaxpipe.errors import DivergedError, RunInterrupted, SpecError
+from jaxpipe.errors import DivergedError, RunInterrupted
 from jaxpipe.events import Observer, RunResult, StageRecord
 from jaxpipe.files import atomic_write
 from jaxpipe.runner import checkpoint as ckpt
@@ -44,16 +41,17 @@ from jaxpipe.runner.stopping import (
     SIGNAL_EXIT,
     SignalCatcher,
     catch_signals,
-    check_metric_names,
     outcome,
 )
+from jaxpipe.runner.stream import trim_host_heap
 from jaxpipe.runner.summary import Finished, build_summary
+from jaxpipe.runner.validation import check_before_data, check_run_metrics, check_schedule
 from jaxpipe.saved.predict import save_predictor
 from jaxpipe.saved.trace import save_trace_rows
-from jaxpipe.spec.experiment import Spec, dump_spec, place_error
+from jaxpipe.spec.experiment import Spec, dump_spec
 from jaxpipe.spec.sections import CheckpointSpec, metric_mode
 
-__all__ = ["run_experiment", "enable_compilation_cache", "check_before_data", "check_run_metrics"]
+__all__ = ["run_experiment", "enable_compilation_cache"]
 
 
 def enable_compilation_cache(spec: Spec) -> str | None:
@@ -68,31 +66,6 @@ def enable_compilation_cache(spec: Spec) -> str | None:
     # Our programs compile in well under JAX's default 1 s threshold; cache them anyway.
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
     return cache
-
-
-def check_before_data(spec: Spec) -> None:
-    """Spec checks that need optax: a bad optimizer section fails before data is read."""
-    try:
-        check_optimizer(spec.optimizer)
-    except SpecError as e:
-        raise place_error(spec, e) from None
-
-
-def check_schedule(spec: Spec, total_steps: int) -> None:
-    """The optimizer and its schedule over the run's real length (the check before the
-    data used a stand-in length), before the run directory exists."""
-    try:
-        check_optimizer(spec.optimizer, total_steps)
-    except SpecError as e:
-        raise place_error(spec, e) from None
-
-
-def check_run_metrics(spec: Spec, task: str) -> None:
-    """The metrics early stopping and best checkpoints watch are ones this task records."""
-    try:
-        check_metric_names(spec, metric_names(task == "regression"))
-    except SpecError as e:
-        raise place_error(spec, e) from None
 
 
 def _shape(a: Any) -> str:
@@ -200,13 +173,6 @@ def _release_training_rows(ds: Dataset, placed: Placed) -> Dataset:
         return ds  # streamed: the host rows are the training rows
     stand_in = np.broadcast_to(np.zeros((), ds.x_train.dtype), ds.x_train.shape)
     return dataclasses.replace(ds, x_train=stand_in)
-
-
-def _trim_host_heap() -> None:
-    """Freed heap pages back to the OS: glibc keeps the holes loading's column copies leave
-    (about two copies of the data set, resident) until malloc_trim. Linux (glibc) only."""
-    with contextlib.suppress(OSError, AttributeError, TypeError):  # no glibc: nothing to do
-        ctypes.CDLL(None).malloc_trim(0)
 
 
 def _train(spec, run_dir, resolved, store, placed, prep, programs, resume, obs, info):
@@ -387,7 +353,7 @@ def _run(spec, out, observer, resume, force, dataset, signals, stack) -> RunResu
     fp = data_fingerprint(ds.x_train, ds.y_train, ds.x_val, ds.y_val)  # resume refuses new labels
     placed, prep = _place(spec, ds, rp, stages, load_s)
     ds = _release_training_rows(ds, placed)  # the host copy, once the device holds it
-    _trim_host_heap()
+    trim_host_heap()
     programs = _compile(spec, ds, rp, placed, prep, stages)
     signals.check("while compiling")
     info = prep.dataset_info() | {"fingerprint": fp}
@@ -397,7 +363,7 @@ def _run(spec, out, observer, resume, force, dataset, signals, stack) -> RunResu
     _report_training(stages, spec, placed, prep, run, times, store)
     plan = plan_record(rp, placed.device, (run.state, *placed.arrays), programs.xla_bytes)
     del placed  # the device's copy of the data set: the rest needs none (peak memory)
-    _trim_host_heap()
+    trim_host_heap()
     if run.history and jax.process_index() == 0:
         obs.on_artifacts(run_dir, run.history)
     finished = _finish(run, signals, spec, obs)

@@ -34,6 +34,7 @@ __all__ = [
     "stream_epoch",
     "stream_chunks",
     "prefetch",
+    "trim_host_heap",
 ]
 
 
@@ -175,13 +176,14 @@ def prefetch(items: Iterator, depth: int = 1) -> Iterator:
         if item is done:
             return
         yield item
-        _trim()
+        trim_host_heap()
 
 
-def _trim() -> None:
-    """Hands freed heap back to the system. glibc gives the prefetch thread its own
-    arena and keeps the freed chunks there: without this a streamed run's RSS grows by
-    tens of MiB beyond its host budget (benchmarks/stream_bench.py)."""
+def trim_host_heap() -> None:
+    """Hands freed heap back to the system (glibc's malloc_trim; elsewhere nothing). glibc
+    keeps the holes that loading's column copies leave (about two copies of the data set)
+    and gives the prefetch thread its own arena: without this a run's RSS stays tens of
+    MiB above its host budget (benchmarks/stream_bench.py)."""
     global _LIBC
     if _LIBC is None:
         try:
