@@ -21,7 +21,6 @@ jaxpipe's own knobs:
   `--num-processes`, `--process-id`).
 - JAXPIPE_DISTRIBUTED: "auto" (any case): join a multi-process run JAX detects (SLURM,
   Open MPI, Kubernetes).
-- JAXPIPE_TEST_HOOK: the tests' fault injection (`runner.stopping.fault_hook`).
 
 Other tools' variables jaxpipe reads or sets:
 
@@ -34,8 +33,8 @@ Other tools' variables jaxpipe reads or sets:
 - MLFLOW_ALLOW_FILE_STORE: set to "true" (unless already set) when `[logging] mlflow`
   names a file store, MLflow 3's opt-in for it.
 
-Above the face, `jaxpipe check` and `jaxpipe.testing` also read CI, HYPOTHESIS_PROFILE
-and JAXPIPE_CHECK_FAULT, and set variables for the child processes they start.
+Above the face, `jaxpipe.testing` also reads CI and HYPOTHESIS_PROFILE, and `jaxpipe
+check` sets variables for the child processes it starts.
 """
 
 from __future__ import annotations
@@ -60,7 +59,6 @@ __all__ = [
     "plain_console",
     "process_id",
     "set_plain_console",
-    "test_hook",
     "verbose_collectives",
     "xla_flags",
 ]
@@ -119,12 +117,6 @@ def verbose_collectives() -> bool:
     """JAXPIPE_VERBOSE_COLLECTIVES (default unset: False): True unless "" or "0" (as
     written): `launch` keeps the collective library's connection lines."""
     return os.environ.get("JAXPIPE_VERBOSE_COLLECTIVES", "") not in ("", "0")
-
-
-def test_hook() -> str | None:
-    """JAXPIPE_TEST_HOOK (default unset: None; empty is None too): the tests' fault
-    injection, `<kill|term|int|slow>-<point>:<epoch or seconds>`."""
-    return os.environ.get("JAXPIPE_TEST_HOOK") or None
 
 
 def xla_flags() -> str:

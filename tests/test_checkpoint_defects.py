@@ -13,10 +13,12 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 from conftest import ROOT, SMALL_SPEC, cached_env
+from faults import fault_env, install
 
 import jaxpipe
 from jaxpipe.cli.main import main
 from jaxpipe.errors import EnvironmentProblem
+from jaxpipe.runner import loop
 from jaxpipe.runner.cadence import make_cadence
 from jaxpipe.runner.checkpoint import CheckpointStore, abstract_like, saved_epochs
 
@@ -28,29 +30,28 @@ EVERY_EPOCH = SMALL_SPEC.replace("epochs = 2", "epochs = 3") + "[checkpoint]\nev
 
 
 def _cli(*args, env=None):
-    full = {k: v for k, v in os.environ.items() if k != "JAXPIPE_TEST_HOOK"}
-    full |= {"PYTHONPATH": ROOT, **(env or {})}
+    full = dict(os.environ) | {"PYTHONPATH": ROOT, **(env or {})}
     full = cached_env(full)  # the runs here repeat a few specs: compile each once
     cmd = [sys.executable, "-m", "jaxpipe", *args]
     return subprocess.run(cmd, capture_output=True, text=True, env=full, timeout=300)
 
 
 def test_cadence_by_wall_time_unless_every_epochs_is_set(monkeypatch):
-    monkeypatch.delenv("JAXPIPE_TEST_HOOK", raising=False)
     auto = make_cadence("auto", 5.0)
     assert auto.every_epochs is None and auto.every_seconds == 300.0
     assert not auto.due(7, 299.0) and auto.due(1, 300.0)
     every3 = make_cadence(3, 5.0)
     assert [e for e in range(1, 10) if every3.due(e, 0.0)] == [3, 6, 9]
-    # Fault injection (tests only) names epochs to kill at: those need checkpoints before.
-    monkeypatch.setenv("JAXPIPE_TEST_HOOK", "kill-epoch:3")
-    assert make_cadence("auto", 5.0).every_epochs == 1
+    # Fault injection (tests/faults.py) names epochs to kill at: those need checkpoints
+    # before, so under it the loop's "auto" cadence saves every epoch; the product's not.
+    install("kill-epoch:3", monkeypatch.setattr)
+    assert loop.make_cadence("auto", 5.0).every_epochs == 1
+    assert make_cadence("auto", 5.0).every_epochs is None
 
 
 def test_default_run_saves_at_the_end_and_every_minutes_zero_saves_each_epoch(
     write_spec, tmp_path, monkeypatch
 ):
-    monkeypatch.delenv("JAXPIPE_TEST_HOOK", raising=False)
     spec = write_spec(SMALL_SPEC.replace("epochs = 2", "epochs = 3"))
     tiny = jaxpipe.run(spec, out=str(tmp_path / "a"))
     assert tiny.summary["checkpoints"]["epochs"] == [3]
@@ -98,7 +99,6 @@ def test_defect_09_full_disk_during_a_run_exits_4_in_one_line(
 ):
     """Simulated where every machine can: the write raises ENOSPC (the real tmpfs case is
     the next test). One line, exit 4, no summary, and --resume then finishes the run."""
-    monkeypatch.delenv("JAXPIPE_TEST_HOOK", raising=False)
     spec = write_spec(EVERY_EPOCH)
     out = str(tmp_path / "run")
     real = CheckpointStore._write
@@ -160,7 +160,7 @@ def _damage(run_dir: str, epoch: int) -> None:
 def test_defect_13_damaged_checkpoints_give_one_warning_line_each(write_spec, tmp_path):
     spec = write_spec(EVERY_EPOCH.replace("epochs = 3", "epochs = 4"))
     out = str(tmp_path / "run")
-    p = _cli("run", spec, "--out", out, "--quiet", env={"JAXPIPE_TEST_HOOK": "term-epoch:3"})
+    p = _cli("run", spec, "--out", out, "--quiet", env=fault_env("term-epoch:3"))
     assert p.returncode == 143, p.stderr
     assert saved_epochs(os.path.join(out, "checkpoints")) == [1, 2, 3]
 

@@ -8,6 +8,7 @@ import sys
 
 import pytest
 from conftest import ROOT, SMALL_SPEC
+from faults import fault_env
 
 import jaxpipe
 from jaxpipe.cli.args import build_parser
@@ -121,7 +122,7 @@ def test_resume_hint_after_sigterm_names_the_real_spec(tmp_path, write_spec):
         [sys.executable, "-m", "jaxpipe", "run", spec, "--out", out, "--set", "training.epochs=3"],
         capture_output=True,
         text=True,
-        env=os.environ | {"PYTHONPATH": ROOT, "JAXPIPE_TEST_HOOK": "term-epoch:1"},
+        env=os.environ | fault_env("term-epoch:1"),
         timeout=300,
     )
     assert p.returncode == 143, p.stderr

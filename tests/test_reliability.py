@@ -16,6 +16,7 @@ import time
 import numpy as np
 import pytest
 from conftest import ROOT
+from faults import fault_env
 
 import jaxpipe
 import jaxpipe.data.load
@@ -251,7 +252,7 @@ def test_defect_05_sigint_at_drawn_moments(tmp_path):
     suite neared CI's 15 minutes; the strata still cover the whole run.)"""
     (tmp_path / "spec.toml").write_text(TINY.replace("epochs = 2", "epochs = 4"))
     spec = str(tmp_path / "spec.toml")
-    env = ENV | {"JAXPIPE_TEST_HOOK": "slow-save:0.5"}  # saves take a visible share
+    env = ENV | fault_env("slow-save:0.5")  # saves take a visible share
     # The span of a run as the trials run: two at a time (the machine's load included).
     t0 = time.monotonic()
     refs = [
@@ -440,7 +441,7 @@ def test_defect_21_resume_refuses_relabelled_rows(tmp_path, capsys):
         "[training]\nepochs = 3\nbatch_size = 8\n"
     )
     out = str(tmp_path / "run")
-    env = {"JAXPIPE_TEST_HOOK": "int-epoch:1"}
+    env = fault_env("int-epoch:1")
     p = _cli(
         "run",
         str(tmp_path / "spec.toml"),

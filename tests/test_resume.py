@@ -16,7 +16,8 @@ import jax._src.compilation_cache as compilation_cache
 import numpy as np
 import orbax.checkpoint as ocp
 import pytest
-from conftest import ROOT, SMALL_SPEC, assert_trees_close
+from conftest import SMALL_SPEC, assert_trees_close
+from faults import fault_env, install
 
 import jaxpipe
 from jaxpipe.cli.main import main
@@ -90,7 +91,7 @@ def reference(spec_path, tmp_path_factory):
 
 
 def _cli_process(spec_path, out, hook, *extra):
-    env = os.environ | {"PYTHONPATH": ROOT, "JAXPIPE_TEST_HOOK": hook}
+    env = os.environ | fault_env(hook)
     cmd = [sys.executable, "-m", "jaxpipe", "run", spec_path, "--out", out, "--quiet", *extra]
     return subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
 
@@ -120,7 +121,7 @@ def test_sigkill_at_a_random_moment_then_resume_is_bit_identical(spec_path, refe
     out = str(tmp_path / "run")
     rng = random.Random()
     lines, delay = rng.randint(1, EPOCHS - 1), rng.uniform(0.0, 0.12)
-    env = os.environ | {"PYTHONPATH": ROOT, "JAXPIPE_TEST_HOOK": "slow-epoch:0.1"}
+    env = os.environ | fault_env("slow-epoch:0.1")
     cmd = [sys.executable, "-m", "jaxpipe", "run", spec_path, "--out", out, "--quiet"]
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     metrics = os.path.join(out, "metrics.jsonl")
@@ -165,12 +166,12 @@ def test_sigint_in_process_raises_after_checkpoint_and_restores_handlers(
 ):
     out = str(tmp_path / "run")
     before = signal.getsignal(signal.SIGINT)
-    monkeypatch.setenv("JAXPIPE_TEST_HOOK", "int-epoch:3")
-    with pytest.raises(jaxpipe.RunInterrupted) as info:
-        jaxpipe.run(spec_path, out=out)
+    with monkeypatch.context() as mp:
+        install("int-epoch:3", mp.setattr)
+        with pytest.raises(jaxpipe.RunInterrupted) as info:
+            jaxpipe.run(spec_path, out=out)
     assert info.value.exit_code == 130 and signal.getsignal(signal.SIGINT) is before
     assert _summary(out)["status"] == "interrupted"
-    monkeypatch.delenv("JAXPIPE_TEST_HOOK")
 
     # The newest checkpoint is corrupted: the resume warns and redoes epoch 3 from 2.
     with open(os.path.join(out, "checkpoints", "3", "meta", "metadata"), "w") as f:
@@ -203,10 +204,10 @@ def test_regression_with_dropout_resumes_exactly(write_spec, tmp_path, monkeypat
     spec = write_spec(REGRESSION)
     ref = jaxpipe.run(spec, out=str(tmp_path / "ref"))
     out = str(tmp_path / "run")
-    monkeypatch.setenv("JAXPIPE_TEST_HOOK", "int-epoch:2")
-    with pytest.raises(jaxpipe.RunInterrupted):
-        jaxpipe.run(spec, out=out)
-    monkeypatch.delenv("JAXPIPE_TEST_HOOK")
+    with monkeypatch.context() as mp:
+        install("int-epoch:2", mp.setattr)
+        with pytest.raises(jaxpipe.RunInterrupted):
+            jaxpipe.run(spec, out=out)
     assert "target" in _checkpoint_arrays(out, 2)
     result = jaxpipe.run(spec, out=out, resume=True)
     assert _strip(result.history) == _strip(ref.history) and result.history[-1]["val_rmse"] > 0

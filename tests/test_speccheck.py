@@ -8,6 +8,7 @@ import subprocess
 import sys
 
 from conftest import EXPERIMENTS, ROOT, SMALL_SPEC, write_disk_set
+from faults import fault_env
 
 EXPERIMENT_FILES = sorted(glob.glob(os.path.join(EXPERIMENTS, "*.toml")))
 
@@ -56,10 +57,10 @@ def test_check_resume_and_sharding_pass_on_shipped_experiments():
 
 
 def test_an_inexact_resume_fails_with_the_difference(tmp_path):
-    """The resume is made inexact on purpose (JAXPIPE_CHECK_FAULT nudges the resumed
-    parameters): the check must say so, with the leaves that differ, and exit 1."""
+    """The resume is made inexact on purpose (tests/faults.py's nudge-resume moves the
+    resumed parameters): the check must say so, with the leaves that differ, and exit 1."""
     (tmp_path / "small.toml").write_text(SMALL_SPEC)
-    env = {"JAXPIPE_CHECK_FAULT": "resume"}
+    env = fault_env("nudge-resume")
     p = _jaxpipe("check", "small.toml", "--resume", env=env, cwd=tmp_path)
     assert p.returncode == 1, p.stdout + p.stderr
     assert "FAIL small.toml resume: resume after epoch 1 is not exact" in p.stdout

@@ -11,16 +11,16 @@ No hypothesis here: `jaxpipe check` works without the `testing` extra.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import math
 import os
+import signal
 import subprocess
 import sys
 import tempfile
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import jax
@@ -45,9 +45,6 @@ __all__ = [
 ]
 
 SpecLike = Spec | str | os.PathLike
-# Fault injection for jaxpipe's own tests (as JAXPIPE_TEST_HOOK is for runs):
-# "resume" nudges the resumed run's parameters, so a test can see an inexact resume caught.
-FAULT_ENV = "JAXPIPE_CHECK_FAULT"
 _MAX_LINES = 12
 
 
@@ -114,22 +111,6 @@ def _fail_if(lines: list[str], title: str) -> None:
         raise AssertionError(f"{title}\n  " + "\n  ".join(lines[:_MAX_LINES]) + more)
 
 
-@contextlib.contextmanager
-def _env(name: str, value: str | None) -> Iterator[None]:
-    old = os.environ.get(name)
-    if value is None:
-        os.environ.pop(name, None)
-    else:
-        os.environ[name] = value
-    try:
-        yield
-    finally:
-        if old is None:
-            os.environ.pop(name, None)
-        else:
-            os.environ[name] = old
-
-
 def _devices_needed(spec: Spec, devices: int = 1) -> int:
     own = spec.hardware.devices
     return max(devices, own if isinstance(own, int) else 1)
@@ -150,6 +131,18 @@ def _isolate_if_needed(
     return True
 
 
+class _TermAfter:
+    """Sends this process SIGTERM once epoch `epoch` has run, as a scheduler would: the
+    run writes its checkpoint and ends interrupted."""
+
+    def __init__(self, epoch: int):
+        self.epoch = epoch
+
+    def on_epoch(self, row: dict[str, Any], epochs: int) -> None:
+        if row["epoch"] == self.epoch:
+            os.kill(os.getpid(), signal.SIGTERM)
+
+
 def check_resume_exact(spec: SpecLike, kill_after_epoch: int = 1) -> None:
     """A run stopped after epoch `kill_after_epoch` (SIGTERM: its checkpoint written, the
     run ended) and resumed reproduces the uninterrupted run bit for bit: every metric of
@@ -166,19 +159,14 @@ def check_resume_exact(spec: SpecLike, kill_after_epoch: int = 1) -> None:
     with tempfile.TemporaryDirectory(prefix="jaxpipe-check-") as tmp:
         ref = run(spec, out=os.path.join(tmp, "ref"))
         out = os.path.join(tmp, "resumed")
-        with _env("JAXPIPE_TEST_HOOK", f"term-epoch:{kill_after_epoch}"):
-            try:
-                run(spec, out=out)
-            except RunInterrupted:
-                pass
-            else:
-                raise AssertionError(f"the run was not interrupted after epoch {kill_after_epoch}")
+        try:
+            run(spec, out=out, callbacks=[_TermAfter(kill_after_epoch)])
+        except RunInterrupted:
+            pass
+        else:
+            raise AssertionError(f"the run was not interrupted after epoch {kill_after_epoch}")
         resumed = run(spec, out=out, resume=True)
     params = resumed.params
-    if os.environ.get(FAULT_ENV) == "resume":
-        params = jax.tree.map(
-            lambda p: np.asarray(p) + np.asarray(1e-3, np.asarray(p).dtype), params
-        )
     title = f"resume after epoch {kill_after_epoch} is not exact (resumed != uninterrupted):"
     _fail_if(diff_histories(resumed.history, ref.history) + diff_trees(params, ref.params), title)
 

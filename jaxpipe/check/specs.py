@@ -23,7 +23,6 @@ import numpy as np
 from jaxpipe.api import plan as make_plan
 from jaxpipe.api import validate
 from jaxpipe.check.invariants import run_isolated, with_overrides
-from jaxpipe.data.shapes import data_shapes
 from jaxpipe.errors import JaxpipeError
 from jaxpipe.spec.experiment import Spec, load_spec
 
@@ -149,7 +148,7 @@ def _static_checks(
     steps.append(StepResult("data", "pass", notes[0]))
     try:
         # The closed form alone: one compile per spec would slow a repository-wide check.
-        plan = make_plan(spec, data_shapes(spec), gpu=gpu, devices=devices, fit=False)
+        plan = make_plan(spec, gpu=gpu, devices=devices, fit=False)
     except JaxpipeError as e:
         return [*steps, StepResult("plan", "fail", str(e))], None, False
     where = f"{plan.devices} × {plan.device}"

@@ -5,8 +5,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from jaxpipe import settings
-
 __all__ = ["Cadence", "make_cadence", "held_in_memory"]
 
 # Device memory the in-memory snapshots of the newest epochs may take (all `keep` of them).
@@ -36,13 +34,7 @@ class Cadence:
 
 def make_cadence(every_epochs: int | str, every_minutes: float) -> Cadence:
     """The cadence of `[checkpoint] every_epochs` ("auto": by wall time, every
-    `every_minutes`) and `every_minutes`.
-
-    Under the tests' fault injection (JAXPIPE_TEST_HOOK, see stopping.fault_hook) "auto"
-    saves every epoch: a test that kills a run of millisecond epochs at epoch N needs
-    checkpoints before N to resume from."""
+    `every_minutes`) and `every_minutes`."""
     if every_epochs == "auto":
-        if settings.test_hook():
-            return Cadence(1, 0.0)
         return Cadence(None, 60.0 * every_minutes)
     return Cadence(int(every_epochs), 0.0)

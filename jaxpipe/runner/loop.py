@@ -21,7 +21,7 @@ from jaxpipe.runner.cadence import make_cadence
 from jaxpipe.runner.place import Placed
 from jaxpipe.runner.programs import Programs
 from jaxpipe.runner.resume import RunProgress, checkpoint_arrays
-from jaxpipe.runner.stopping import SignalCatcher, catch_signals, fault_hook
+from jaxpipe.runner.stopping import SignalCatcher, catch_signals
 from jaxpipe.spec.sections import CheckpointSpec, EarlyStoppingSpec
 
 # Observer, RunResult and StageRecord live in events.py; re-exported for older imports.
@@ -57,8 +57,6 @@ def _save(
         run.saved = run.epoch
         times.saves += 1
     times.save += time.perf_counter() - t0
-    if write:
-        fault_hook("save", run.epoch)
 
 
 def _epoch(programs: Programs, placed: Placed, prep: Preprocessing, state, epoch: int, times):
@@ -68,7 +66,6 @@ def _epoch(programs: Programs, placed: Placed, prep: Preprocessing, state, epoch
     t0 = time.perf_counter()
     state, train_sums = programs.epoch(state, x_tr, y_tr, jnp.asarray(epoch, jnp.int32))
     train_metrics = finalize(train_sums)  # the once-per-epoch host sync
-    fault_hook("epoch", epoch)
     if not math.isfinite(train_metrics["loss"]):
         return state, None, {"epoch": epoch, "metric": "train_loss", "value": train_metrics["loss"]}
     t1 = time.perf_counter()
@@ -127,12 +124,15 @@ def train(
             stopping = run.stopper is not None and run.stopper.should_stop
             last = epoch == epochs
             due = cadence.due(epoch, time.monotonic() - last_save)
-            if due or last or stopping or signals.caught:
+            wrote = due or last or stopping or signals.caught
+            if wrote:
                 _save(store, run, state, prep, meta_base, row, times, write=True, copy=copy)
                 last_save = time.monotonic()
             elif cadence.every_epochs is None:  # "auto": the newest epochs in memory
                 _save(store, run, state, prep, meta_base, row, times, write=False, copy=copy)
             observer.on_epoch(row, epochs)
+            if signals.caught and not wrote:  # it came while the observers ran: save this epoch
+                _save(store, run, state, prep, meta_base, row, times, write=True, copy=copy)
             if stopping or signals.caught:
                 break
     if run.diverged:  # the last good epochs kept in memory, for a look or a restart

@@ -6,15 +6,12 @@ from __future__ import annotations
 
 import contextlib
 import math
-import os
 import signal
 import threading
-import time
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from jaxpipe import settings
 from jaxpipe.errors import RunInterrupted, SpecError
 from jaxpipe.spec.experiment import Spec
 from jaxpipe.spec.sections import EarlyStoppingSpec, metric_mode
@@ -25,7 +22,6 @@ __all__ = [
     "catch_signals",
     "check_metric_names",
     "outcome",
-    "fault_hook",
     "SIGNAL_EXIT",
 ]
 
@@ -190,23 +186,3 @@ def outcome(
     if signals.caught:
         return "interrupted", {"epoch": epoch, "reason": f"{signals.name} received"}
     raise AssertionError(f"the loop ended after epoch {epoch} of {epochs} without a reason")
-
-
-def fault_hook(point: str, epoch: int) -> None:
-    """Fault injection for the tests: JAXPIPE_TEST_HOOK=<kill|term|int>-<point>:<epoch>
-    sends this process SIGKILL / SIGTERM / SIGINT at `point` ("epoch": the epoch has run,
-    nothing of it is written; "save": its checkpoint is being written) of that epoch;
-    slow-<point>:<seconds> sleeps there at every epoch (so a test can signal the process
-    at a time of its choosing within a run of tiny epochs)."""
-    hook = settings.test_hook()
-    if not hook:
-        return
-    what, _, at = hook.partition(":")
-    action, _, where = what.partition("-")
-    if where != point:
-        return
-    if action == "slow":
-        time.sleep(float(at))
-    elif at == str(epoch):
-        sig = {"kill": signal.SIGKILL, "term": signal.SIGTERM, "int": signal.SIGINT}[action]
-        os.kill(os.getpid(), sig)
