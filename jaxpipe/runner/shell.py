@@ -94,7 +94,7 @@ class _Stages:
         self.observer.on_stage(rec)
 
 
-def _prepare(spec, ds, rp, out, resume, force, obs, stack):
+def _prepare(spec, rp, out, resume, force, obs, stack):
     """The locked run directory, checkpoint store, spec copy; a changed spec fails resume."""
     run_dir = prepare_out_dir(spec, out, resume, stack)
     resolved = resolved_spec(spec)
@@ -209,7 +209,7 @@ def _train(spec, run_dir, resolved, store, placed, prep, programs, resume, obs, 
         )
 
 
-def _report_training(stages, spec, placed, prep, run: RunProgress, times: TrainTimes, store):
+def _report_training(stages, placed, prep, run: RunProgress, times: TrainTimes):
     x_tr, x_va, regression = placed.x_train, placed.x_val, prep.regression
     stages.add(
         "train",
@@ -349,7 +349,7 @@ def _run(spec, out, observer, resume, force, dataset, signals, stack) -> RunResu
     rp = plan_run(spec, ds)  # a run that cannot fit stops here, before any compile
     check_schedule(spec, rp.steps_per_epoch * spec.training.epochs)
     signals.check("while loading the data")
-    run_dir, resolved, store = _prepare(spec, ds, rp, out, resume, force, obs, stack)
+    run_dir, resolved, store = _prepare(spec, rp, out, resume, force, obs, stack)
     fp = data_fingerprint(ds.x_train, ds.y_train, ds.x_val, ds.y_val)  # resume refuses new labels
     placed, prep = _place(spec, ds, rp, stages, load_s)
     ds = _release_training_rows(ds, placed)  # the host copy, once the device holds it
@@ -360,7 +360,7 @@ def _run(spec, out, observer, resume, force, dataset, signals, stack) -> RunResu
     run, signals, times = _train(
         spec, run_dir, resolved, store, placed, prep, programs, resume, obs, info
     )
-    _report_training(stages, spec, placed, prep, run, times, store)
+    _report_training(stages, placed, prep, run, times)
     plan = plan_record(rp, placed.device, (run.state, *placed.arrays), programs.xla_bytes)
     del placed  # the device's copy of the data set: the rest needs none (peak memory)
     trim_host_heap()
