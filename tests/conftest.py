@@ -171,6 +171,8 @@ def _hypothesis_seed(config) -> str | None:
 @pytest.hookimpl(tryfirst=True)  # before hypothesis' plugin reads --hypothesis-seed
 def pytest_configure(config):
     config.jaxpipe_hypothesis_seed = seed = _hypothesis_seed(config)
+    # The profile as HYPOTHESIS_PROFILE named it (hypothesis' plugin derives others later).
+    config.jaxpipe_hypothesis_profile = settings.get_current_profile_name()
     if seed is not None:
         config.option.hypothesis_seed = seed
     # pytest-xdist >= 3.6 re-sorts loadfile's files by their number of tests
@@ -189,9 +191,9 @@ def _seed_line(config) -> str:
     seed = config.jaxpipe_hypothesis_seed
     if seed is None:
         return "hypothesis seed: none (HYPOTHESIS_SEED=none: unseeded, example database on)"
-    env = f"HYPOTHESIS_SEED={seed}"
-    if settings.get_current_profile_name() != "dev":  # the same number of examples too
-        env = f"HYPOTHESIS_PROFILE={settings.get_current_profile_name()} {env}"
+    env, profile = f"HYPOTHESIS_SEED={seed}", config.jaxpipe_hypothesis_profile
+    if profile != "dev":  # the same number of examples too
+        env = f"HYPOTHESIS_PROFILE={profile} {env}"
     args = shlex.join(["python", "-m", "pytest", *config.invocation_params.args])
     return f"hypothesis seed: {seed} (replay: {env} {args})"
 
