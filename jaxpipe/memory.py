@@ -321,17 +321,17 @@ def _activations(
     # The optimizer's update runs leaf by leaf after the backward pass, with every
     # gradient held: its temporaries are one leaf's (the largest), at most a leaf's size
     # (XLA reuses the gradient it consumes; compiled alone, Lamb's update needs 2x).
-    # Copies of state it overwrites while still reading it (Abstract.state_copies: Lion's
-    # momentum) are made as the step starts: the largest leaf's lives through the passes.
-    ratio = abstract.classes.update_ratio if abstract.classes else 1.0
-    update = int(min(1.0, ratio) * largest)
-    copies += int(min(1.0, abstract.state_copies) * largest)
+    update = int(min(1.0, abstract.classes.update_ratio if abstract.classes else 1.0) * largest)
     # Data parallel: the gradients' all-reduce writes a second gradient-sized buffer once
     # the backward pass is done (not during it: XLA:CPU reduces them together at the end).
     # The update then reads the reduced gradients while the local ones are freed, so its
-    # temporaries fit in what the reduction leaves behind.
+    # temporaries fit in what the reduction leaves behind, and so do its copies of the
+    # state it overwrites while still reading it (Abstract.state_copies: Lion's momentum).
+    # Elsewhere XLA makes those as the step starts: the largest leaf's lives through the passes.
     if d > 1 and not strategy.startswith("fsdp"):
         update = max(update, p_bytes)
+    else:
+        copies += int(min(1.0, abstract.state_copies) * largest)
     # LayerNorm's two broadcast statistics, which XLA fuses away in small layers; dropout's
     # two counters per layer, which it hoists out of the epoch's loop.
     fused = 2.0 if any(n.startswith("norm_") for n in params) else 0.0
