@@ -2,6 +2,8 @@
 is tested on any machine; compilation cache off so tests never touch the user's cache."""
 
 import os
+import secrets
+import shlex
 import shutil
 import tempfile
 
@@ -14,6 +16,7 @@ os.environ.setdefault("JAX_PLATFORMS", "cpu")
 import jax  # noqa: E402
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
+from hypothesis import settings  # noqa: E402
 
 from jaxpipe.testing import register_profiles  # noqa: E402
 
@@ -146,7 +149,32 @@ _LONG_FIRST = [
 ]
 
 
+# Every run draws its hypothesis examples from one seed, printed first and last, so any
+# failing draw (CI's too: its profile is not derandomized) can be replayed with
+# HYPOTHESIS_SEED=N. `--hypothesis-seed N` wins, then HYPOTHESIS_SEED, else a fresh seed;
+# HYPOTHESIS_SEED=none leaves hypothesis unseeded (with its example database).
+# pytest-xdist workers take the controller's seed (pytest_configure_node), so every
+# worker draws as the controller printed. A seeded run neither reads nor writes the
+# database in .hypothesis/ (hypothesis' rule for a forced seed).
+def _hypothesis_seed(config) -> str | None:
+    given = config.getoption("hypothesis_seed", None)
+    if given is not None:
+        return str(given)
+    if hasattr(config, "workerinput"):  # an xdist worker: the controller's choice
+        return config.workerinput.get("jaxpipe_hypothesis_seed")
+    env = os.environ.get("HYPOTHESIS_SEED", "").strip()
+    if env.lower() == "none":
+        return None
+    return env or str(secrets.randbelow(2**32))
+
+
+@pytest.hookimpl(tryfirst=True)  # before hypothesis' plugin reads --hypothesis-seed
 def pytest_configure(config):
+    config.jaxpipe_hypothesis_seed = seed = _hypothesis_seed(config)
+    # The profile as HYPOTHESIS_PROFILE named it (hypothesis' plugin derives others later).
+    config.jaxpipe_hypothesis_profile = settings.get_current_profile_name()
+    if seed is not None:
+        config.option.hypothesis_seed = seed
     # pytest-xdist >= 3.6 re-sorts loadfile's files by their number of tests
     # (--loadscope-reorder, on by default), which undoes the order above: the long
     # few-test files (the SIGINT trials) were handed out last and ran alone at the end.
@@ -154,13 +182,34 @@ def pytest_configure(config):
         config.option.loadscopereorder = False
 
 
+@pytest.hookimpl(optionalhook=True)
+def pytest_configure_node(node):
+    node.workerinput["jaxpipe_hypothesis_seed"] = node.config.jaxpipe_hypothesis_seed
+
+
+def _seed_line(config) -> str:
+    seed = config.jaxpipe_hypothesis_seed
+    if seed is None:
+        return "hypothesis seed: none (HYPOTHESIS_SEED=none: unseeded, example database on)"
+    env, profile = f"HYPOTHESIS_SEED={seed}", config.jaxpipe_hypothesis_profile
+    if profile != "dev":  # the same number of examples too
+        env = f"HYPOTHESIS_PROFILE={profile} {env}"
+    args = shlex.join(["python", "-m", "pytest", *config.invocation_params.args])
+    return f"hypothesis seed: {seed} (replay: {env} {args})"
+
+
+def pytest_report_header(config):
+    return _seed_line(config)
+
+
 def pytest_collection_modifyitems(config, items):
     rank = {name: i for i, name in enumerate(_LONG_FIRST)}
     items.sort(key=lambda item: rank.get(item.path.name, len(rank)))
 
 
-def pytest_terminal_summary(terminalreporter):
-    """The functions past ~60 lines (tests/test_layout.py): a habit to keep, not a test."""
+def pytest_terminal_summary(terminalreporter, exitstatus, config):
+    """The functions past ~60 lines (tests/test_layout.py: a habit to keep, not a test),
+    then the hypothesis seed to replay this run's draws."""
     from test_layout import _sources, long_functions
 
     found = long_functions(_sources())
@@ -170,3 +219,4 @@ def pytest_terminal_summary(terminalreporter):
         )
         for line in found:
             terminalreporter.write_line(line)
+    terminalreporter.write_line(_seed_line(config))

@@ -6,7 +6,7 @@ import math
 
 import jax
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 from jax.sharding import PartitionSpec as P
 
@@ -64,10 +64,15 @@ def test_parameter_and_optimizer_bytes_are_exact(hidden, features, classes):
 # +11.3 % ([512], batch 16, sgd): with a small batch and a wide first layer XLA frees the
 # layer's activations before writing its weight gradient, where the estimate keeps two
 # of them. That schedule-dependent slack is why the bound here is 12 %, not 10 %. Lion's
-# update needs a parameter-sized temporary that XLA may schedule after the backward
-# pass's peak or inside it; the estimate counts it as coexisting with the peak (the safe
-# side), so Lion plans run up to ~21 % high. The estimate is never more than 10 % low.
+# update reads its momentum after overwriting it, so XLA copies the momentum as each step
+# starts and frees each leaf's copy at that leaf's update; the estimate counts the largest
+# leaf's copy through the forward and backward passes (planstate.Abstract.state_copies).
+# XLA's schedule holds it at the backward pass's peak for some shapes and not for others,
+# so Lion plans run high (the safe side): -5.1 % .. +16.1 % over all 252 Lion draws of
+# this test's domain. The estimate is never more than 10 % low.
 @settings(max_examples=6)
+# Found by a random draw (issue 28): -14.3 % before the estimate counted Lion's copy.
+@example(hidden=(512, 512), batch=128, opt="lion")
 @given(hidden=HIDDEN, batch=st.sampled_from([16, 64, 128]), opt=OPTIMIZERS)
 def test_estimate_against_xla_memory_analysis(hidden, batch, opt):
     spec = _spec(hidden, batch=batch, opt=opt, features=32, classes=4, rows=1124)

@@ -140,3 +140,15 @@ def test_readme_example_runs():
     assert tests
     for test in tests:
         test()
+
+
+def test_hypothesis_draws_from_the_seed_the_run_prints(pytestconfig):
+    """Issue 28: conftest seeds every run (each xdist worker with the controller's seed)
+    and prints the seed, so that a failing draw, CI's included, can be replayed."""
+    from hypothesis import core, settings
+
+    seed = pytestconfig.jaxpipe_hypothesis_seed
+    if seed is None:
+        pytest.skip("HYPOTHESIS_SEED=none: hypothesis draws unseeded")
+    assert str(core.global_force_seed) == seed  # as hypothesis' plugin took it
+    assert not settings.default.derandomize  # the ci profile draws fresh examples too

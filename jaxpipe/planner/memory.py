@@ -5,11 +5,10 @@ schedule everywhere (activation functions, dropout, LayerNorm and precision chan
 
 Terms, per device (the run donates its state, so old and new state do not coexist):
 params, gradients and optimizer state (exact shapes, split as `partition_specs` splits
-them); activations (the backward pass's peak beyond the gradients, `_backward_peak`, plus
-the gathered batch and logits); the resident train + validation data (replicated); and
-workspace (the epoch's index arrays, the optimizer update's temporaries as XLA compiles
-the update alone, bf16 weight copies, FSDP's one gathered layer and its whole gradient,
-data parallel's all-reduce buffer).
+them); activations (the backward pass's peak beyond the gradients, `_activations`, with the
+update's temporaries and the state copies it keeps, bf16 weight copies and data parallel's
+all-reduce buffer, plus the gathered batch and logits); the resident train + validation
+data (replicated); workspace (the epoch's index arrays, FSDP's gathered layers).
 """
 
 from __future__ import annotations
@@ -150,7 +149,7 @@ def _activations(
     shapes: Shapes,
     abstract: Abstract,
     pspecs: Any,
-    strategy: str,
+    strategy: Strategy,
     units: tuple[float, ...],
     hidden: tuple[int, ...],
     b: int,
@@ -178,14 +177,17 @@ def _activations(
     # The optimizer's update runs leaf by leaf after the backward pass, with every
     # gradient held: its temporaries are one leaf's (the largest), at most a leaf's size
     # (XLA reuses the gradient it consumes; compiled alone, Lamb's update needs 2x).
-    ratio = abstract.classes.update_ratio if abstract.classes else 1.0
-    update = int(min(1.0, ratio) * largest)
+    update = int(min(1.0, abstract.classes.update_ratio if abstract.classes else 1.0) * largest)
     # Data parallel: the gradients' all-reduce writes a second gradient-sized buffer once
     # the backward pass is done (not during it: XLA:CPU reduces them together at the end).
     # The update then reads the reduced gradients while the local ones are freed, so its
-    # temporaries fit in what the reduction leaves behind.
+    # temporaries fit in what the reduction leaves behind, and so do its copies of the
+    # state it overwrites while still reading it (Abstract.state_copies: Lion's momentum).
+    # Elsewhere XLA makes those as the step starts: the largest leaf's lives through the passes.
     if d > 1 and not strategy.shards_params:
         update = max(update, p_bytes)
+    else:
+        copies += int(min(1.0, abstract.state_copies) * largest)
     # LayerNorm's two broadcast statistics, which XLA fuses away in small layers; dropout's
     # two counters per layer, which it hoists out of the epoch's loop.
     fused = 2.0 if any(n.startswith("norm_") for n in params) else 0.0
@@ -223,8 +225,7 @@ def estimate(
     b = -(-batch // d)
     fsdp = strategy.shards_params and d > 1
     units = tuple(u * scale for u in _units(spec, table, fsdp))
-    copies = p_bytes * it // 4 if it < 4 else 0  # compute-dtype copies of the weights
-    state = (p_bytes, largest, copies)
+    state = (p_bytes, largest, p_bytes * it // 4 if it < 4 else 0)  # compute-dtype weight copies
     args = (shapes, abstract, pspecs, strategy, units, hidden, b, (d, m), state)
     activations = _activations(*args, spec.model.dropout > 0)
     data = (shapes.train_rows + shapes.val_rows) * (shapes.features + 1) * 4

@@ -34,37 +34,45 @@ class OptClasses(NamedTuple):
 class Abstract(NamedTuple):
     """The run's state as shapes: params and opt_state have `jax.ShapeDtypeStruct` leaves;
     `update_temp` is the bytes of temporaries XLA needs for the optimizer update alone;
-    `classes` the optimizer state per parameter shape (`OptClasses`)."""
+    `classes` the optimizer state per parameter shape (`OptClasses`); `state_copies`, per
+    byte of parameters, the part of those temporaries that copies the optimizer state
+    because the update overwrites it while still reading the old values (Lion's momentum
+    feeds both the new momentum and the step's sign): what donating the state adds to
+    donating the parameters alone. In the epoch XLA makes them as each step starts."""
 
     params: Any
     opt_state: Any
     tx: optax.GradientTransformation
     update_temp: int
     classes: OptClasses | None = None
+    state_copies: float = 0.0
 
 
 def leaf_class(leaf: Any) -> tuple[tuple[int, ...], Any]:
     return tuple(leaf.shape), leaf.dtype
 
 
-_CACHE: dict[tuple[str, str], tuple[int, OptClasses]] = {}
+_CACHE: dict[tuple[str, str], tuple[int, OptClasses, float]] = {}
 # Past this many leaves, optax's init is traced for one leaf per distinct shape and its
 # state expanded over the tree (`_expand`); below it, traced as is.
 _FEW_LEAVES = 64
 _KEY = "__jaxpipe_class_{}"
 
 
-def _update_temp(tx: optax.GradientTransformation, params: Any, opt_state: Any) -> int:
-    """Temporaries of the optax update with params and state donated, from compiling it
-    for abstract shapes (allocates nothing). Adam's and SGD's updates fuse in place (0);
-    Lion's needs a parameter-sized buffer. Optax does not expose this, so ask XLA. XLA
-    runs the per-leaf update fusions one after another, so one leaf per shape suffices."""
+def _update_temp(
+    tx: optax.GradientTransformation, params: Any, opt_state: Any, donate: tuple = (0, 1)
+) -> int:
+    """Temporaries of the optax update with params and state donated (`donate`), from
+    compiling it for abstract shapes (allocates nothing). Adam's and SGD's updates fuse in
+    place (0); Lion's needs a parameter-sized buffer, and only with its state donated.
+    Optax does not expose this, so ask XLA. The temporaries scale with the parameters, so
+    one leaf per shape suffices."""
 
     def update(params: Any, opt_state: Any, grads: Any) -> Any:
         updates, new_state = tx.update(grads, opt_state, params)
         return optax.apply_updates(params, updates), new_state
 
-    compiled = jax.jit(update, donate_argnums=(0, 1)).lower(params, opt_state, params).compile()
+    compiled = jax.jit(update, donate_argnums=donate).lower(params, opt_state, params).compile()
     return int(compiled.memory_analysis().temp_size_in_bytes)
 
 
@@ -149,8 +157,12 @@ def abstract_state(spec: Spec, shapes: Any) -> Abstract:
         tree, state = (few, few_state) if deep else (params, opt_state)
         # Kept on disk beside the compilation cache too (no compile on a warm run).
         update = cached_number("update-temp", str(key), lambda: _update_temp(tx, tree, state))
-        size = sum(math.prod(a.shape) * a.dtype.itemsize for a in jax.tree.leaves(tree))
-        classes = _classes(tx, few, few_state, keys)._replace(update_ratio=update / max(size, 1))
-        _CACHE[key] = (update, classes)
-    update_temp, classes = _CACHE[key]
-    return Abstract(params, opt_state, tx, update_temp, classes)
+        # Without temporaries there are no copies either (Adam, SGD: no second compile).
+        alone = update and cached_number(
+            "update-temp-params", str(key), lambda: _update_temp(tx, tree, state, (0,))
+        )
+        size = max(1, sum(math.prod(a.shape) * a.dtype.itemsize for a in jax.tree.leaves(tree)))
+        classes = _classes(tx, few, few_state, keys)._replace(update_ratio=update / size)
+        _CACHE[key] = (update, classes, max(0, update - alone) / size)
+    update_temp, classes, copies = _CACHE[key]
+    return Abstract(params, opt_state, tx, update_temp, classes, copies)
