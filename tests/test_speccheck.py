@@ -137,4 +137,6 @@ def test_plugin_given_no_test_path_runs_only_the_spec_checks():
         [*cmd, "tests/test_docs.py"], capture_output=True, text=True, env=env, cwd=ROOT, timeout=300
     )
     ids = [line for line in both.stdout.splitlines() if "::" in line]
-    assert f"{spec}::jaxpipe-check" in ids and any(i.startswith("tests/test_docs.py::") for i in ids)
+    assert f"{spec}::jaxpipe-check" in ids and any(
+        i.startswith("tests/test_docs.py::") for i in ids
+    )
