@@ -3,6 +3,7 @@ schema the loader enforces, the commands and flags the CLI accepts, the files th
 examples name, the public names the API page documents."""
 
 import glob
+import inspect
 import json
 import os
 import re
@@ -251,3 +252,8 @@ def test_api_page_documents_every_public_name():
         assert module in blocks, f"jaxpipe.{name}: no `::: {module}` in docs/api.md"
         members = blocks[module]
         assert "members:" not in members or re.search(rf"\b{attr}\b", members), name
+        # Markdown passes a bare <word> through as an HTML tag, which the page then hides.
+        text = re.sub(r"`[^`]*`", "", inspect.getdoc(obj) or "")
+        assert not re.search(r"<[A-Za-z_]+>", text), (
+            f"jaxpipe.{name}: a bare <...> in its docstring"
+        )
