@@ -30,8 +30,10 @@ def test_docs_spec_md_is_generated_from_the_schema():
         on_disk = f.read()
     assert on_disk == spec_markdown(), (
         "docs/spec.md is stale: regenerate it with "
-        "`python -m jaxpipe.cli schema --format markdown > docs/spec.md`"
+        "`python -m jaxpipe schema --format markdown > docs/spec.md`"
     )
+    # Markdown would take a bare <run> for an HTML tag and hide it.
+    assert not re.search(r"<[A-Za-z_]+>", re.sub(r"`[^`]*`", "", on_disk))
 
 
 def test_every_key_is_documented():
