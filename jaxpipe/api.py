@@ -77,7 +77,7 @@ def run(
     force: bool = False,
 ) -> RunResult:
     """Runs an experiment (a `Spec`, a dict as `Spec.from_dict` takes, or a path to its
-    TOML file) and writes its run directory (`out`, default runs/<name>-<timestamp>).
+    TOML file) and writes its run directory (`out`, default `runs/<name>-<timestamp>`).
     Prints the progress, data flow, trace and chart as `jaxpipe run` does unless
     `verbose=False`. `callbacks`: objects with any of the `Observer` methods (on_epoch,
     on_stage, ...), called as the run goes.

@@ -58,7 +58,7 @@ class Observer:
         return None
 
     def on_trial(self, index: int, values: dict[str, Any], history: list[dict[str, Any]]) -> None:
-        """A sweep's trial `index` ended (its run directory is DIR/trials/<index>/)."""
+        """A sweep's trial `index` ended (its run directory is `DIR/trials/<index>/`)."""
 
     def on_trial_artifacts(self, run_dir: str, history: list[dict[str, Any]]) -> None:
         """A sweep trial's run directory is written; pictures of its `history` may go in."""

@@ -1,5 +1,13 @@
 """pytest plugin (entry point `pytest11`): `pytest --jaxpipe-specs "experiments/*.toml"`
-adds one test per spec file that runs `jaxpipe check` on it.
+adds one test per spec file (node `experiments/seed.toml::jaxpipe-check`) that runs
+`jaxpipe check` on it.
+
+The spec files are collected as test files. Given no test path, they are the whole
+session: `python -m pytest --jaxpipe-specs "experiments/*.toml"` from a repository root
+collects neither `testpaths` nor the directory, and loads only the conftest.py files
+beside the specs (a project's tests/conftest.py may set up simulated devices or caches),
+so the checks run as `jaxpipe check` runs them. Named test paths are collected as usual,
+the spec checks added: `pytest tests/ --jaxpipe-specs "experiments/*.toml"`.
 
 Imported by pytest at start-up in every project that has jaxpipe installed, so it imports
 nothing heavy (no jax, no hypothesis) until a spec test actually runs.
@@ -8,6 +16,7 @@ nothing heavy (no jax, no hypothesis) until a spec test actually runs.
 from __future__ import annotations
 
 import glob
+import os
 from typing import Any
 
 import pytest
@@ -31,6 +40,54 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         metavar="N",
         help="also check that data and fsdp over N simulated devices match one device",
     )
+
+
+_SPECS = pytest.StashKey[dict[str, str]]()  # absolute path -> the path as matched
+
+
+def _spec_paths(patterns: list[str]) -> list[str]:
+    return sorted({p for pattern in patterns for p in glob.glob(pattern)})
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_load_initial_conftests(early_config: pytest.Config) -> None:
+    # Specs only: anchor the initial conftests at the spec files, not at `testpaths` or
+    # the invocation directory's test* folders.
+    ns = early_config.known_args_namespace
+    if getattr(ns, "jaxpipe_specs", None) and not ns.file_or_dir:
+        ns.file_or_dir = _spec_paths(ns.jaxpipe_specs)
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    patterns = config.getoption("jaxpipe_specs")
+    if not patterns:
+        return
+    paths = _spec_paths(patterns)
+    if not paths:
+        raise pytest.UsageError(f"--jaxpipe-specs {' '.join(patterns)}: no file matches")
+    config.stash[_SPECS] = {os.path.abspath(p): p for p in paths}
+    if config.args_source != pytest.Config.ArgsSource.ARGS:
+        config.args[:] = []  # no test path named: the spec checks alone
+    given = {os.path.abspath(a) for a in config.args}
+    config.args.extend(p for p in paths if os.path.abspath(p) not in given)
+
+
+def pytest_collect_file(file_path: Any, parent: pytest.Collector) -> pytest.Collector | None:
+    path = parent.config.stash.get(_SPECS, {}).get(os.path.abspath(file_path))
+    if path is None:
+        return None
+    return SpecFile.from_parent(parent, path=file_path, spec_path=path)
+
+
+class SpecFile(pytest.File):
+    """A spec file named by --jaxpipe-specs: one SpecItem."""
+
+    def __init__(self, *, spec_path: str, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.spec_path = spec_path
+
+    def collect(self) -> list[pytest.Item]:
+        return [SpecItem.from_parent(self, name="jaxpipe-check", spec_path=self.spec_path)]
 
 
 class SpecCheckFailed(Exception):
@@ -65,16 +122,3 @@ class SpecItem(pytest.Item):
 
     def reportinfo(self) -> tuple[str, int | None, str]:
         return self.spec_path, None, f"jaxpipe check {self.spec_path}"
-
-
-def pytest_collection_modifyitems(
-    session: pytest.Session, config: pytest.Config, items: list[pytest.Item]
-) -> None:
-    patterns = config.getoption("jaxpipe_specs")
-    if not patterns:
-        return
-    paths = sorted({p for pattern in patterns for p in glob.glob(pattern)})
-    if not paths:
-        raise pytest.UsageError(f"--jaxpipe-specs {' '.join(patterns)}: no file matches")
-    for path in paths:
-        items.append(SpecItem.from_parent(session, name=f"jaxpipe-check[{path}]", spec_path=path))

@@ -1,6 +1,6 @@
 """The public Python API as a notebook uses it: specs built in Python are checked like
 files, `fit` trains on data in memory through the same encoders as a file, the `Model`
-predicts, evaluates, saves and loads; README's example runs."""
+predicts, evaluates, saves and loads; the Python API guide's example runs."""
 
 import dataclasses
 import json
@@ -252,14 +252,13 @@ def test_python_specs_fail_before_any_file_is_written(tmp_path):
     assert not (tmp_path / "runs").exists()
 
 
-def test_readme_python_api_example_runs(tmp_path, monkeypatch):
-    with open(os.path.join(ROOT, "README.md")) as f:
-        readme = f.read()
-    section = readme[readme.index("## Python API") :]
-    code = re.search(r"```python\n(.*?)```", section, re.S).group(1)
+def test_python_api_guide_example_runs(tmp_path, monkeypatch):
+    path = os.path.join(ROOT, "docs", "guides", "python-api.md")
+    with open(path) as f:
+        code = re.search(r"```python\n(.*?)```", f.read(), re.S).group(1)
     os.symlink(os.path.join(ROOT, "experiments"), tmp_path / "experiments")
     monkeypatch.chdir(tmp_path)
-    exec(compile(code, "README.md", "exec"), {"__name__": "readme"})
+    exec(compile(code, path, "exec"), {"__name__": "readme"})
     assert (tmp_path / "models" / "kinds" / "predictor.json").exists()
     assert (tmp_path / "runs" / "api-demo" / "summary.json").exists()
 

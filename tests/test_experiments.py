@@ -45,6 +45,9 @@ def test_every_experiment_runs(path, tmp_path):
         return
     spec = jaxpipe.load_spec(path, ["training.epochs=1"])
     result = jaxpipe.run(spec, out=str(tmp_path / "run"))
+    if spec.sweep is not None:  # experiments/sweep.toml: a SweepResult
+        assert len(result.trials) == spec.sweep.size() and len(result.best.history) == 1
+        return
     assert len(result.history) == 1
 
 

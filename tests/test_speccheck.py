@@ -120,3 +120,23 @@ def test_sharding_check_skips_a_set_streamed_from_disk_and_says_why(tmp_path):
     assert steps["sharding"]["status"] == "skip"
     reason = "streamed from disk: the row order depends on the device count"
     assert steps["sharding"]["detail"] == reason
+
+
+def test_plugin_given_no_test_path_runs_only_the_spec_checks():
+    """From the repository root (whose `testpaths` is tests/), --jaxpipe-specs alone
+    collects the spec files only; with a test path named, both."""
+    spec = "experiments/too_big_for_16gb.toml"
+    cmd = [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-p", "no:xdist"]
+    cmd += ["--jaxpipe-specs", "experiments/too_*.toml", "--collect-only", "-q"]
+    env = os.environ | {"PYTHONPATH": ROOT}
+    alone = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=ROOT, timeout=300)
+    assert alone.returncode == 0, alone.stdout + alone.stderr
+    ids = [line for line in alone.stdout.splitlines() if "::" in line]
+    assert ids == [f"{spec}::jaxpipe-check"], alone.stdout
+    both = subprocess.run(
+        [*cmd, "tests/test_docs.py"], capture_output=True, text=True, env=env, cwd=ROOT, timeout=300
+    )
+    ids = [line for line in both.stdout.splitlines() if "::" in line]
+    assert f"{spec}::jaxpipe-check" in ids and any(
+        i.startswith("tests/test_docs.py::") for i in ids
+    )

@@ -1,6 +1,6 @@
 """jaxpipe.testing as users meet it: the strategies draw valid specs, data and overrides;
 the invariants hold on a small run and, when broken, say where; the module names its
-extra when hypothesis is missing; the README's example runs."""
+extra when hypothesis is missing; the testing guide's example runs."""
 
 import os
 import re
@@ -129,13 +129,14 @@ def test_without_hypothesis_the_import_error_names_the_extra():
     assert p.returncode == 1 and "pip install 'jaxpipe[testing]'" in p.stderr, p.stderr
 
 
-def test_readme_example_runs():
-    with open(os.path.join(ROOT, "README.md")) as f:
-        readme = f.read()
-    section = readme.split("## Testing your experiments", 1)[1].split("\n## ", 1)[0]
+def test_testing_guide_example_runs():
+    path = os.path.join(ROOT, "docs", "guides", "testing.md")
+    with open(path) as f:
+        guide = f.read()
+    section = guide.split("## Property-based tests of your own specs", 1)[1].split("\n## ", 1)[0]
     code = re.findall(r"```python\n(.*?)```", section, re.S)[0]  # the self-contained one
     scope = {}
-    exec(compile(code, "README.md", "exec"), scope)
+    exec(compile(code, path, "exec"), scope)
     tests = [v for k, v in scope.items() if k.startswith("test_")]
     assert tests
     for test in tests:

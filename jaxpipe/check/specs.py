@@ -212,6 +212,10 @@ def _skip_reason(result: SpecCheck, spec: Spec | None, streams: bool, name: str)
         return "an earlier check failed"
     if _plan_only(result.path):
         return "plan-only spec: not trained"
+    if spec.sweep is not None:  # trials run as one vmapped program, without checkpoints
+        if name == "resume":
+            return "a sweep: not resumable"
+        return "a sweep: its trials share one program over the devices, not a strategy"
     if name == "sharding" and streams:
         return "streamed from disk: the row order depends on the device count"
     return ""

@@ -30,7 +30,7 @@ CHECKPOINTS = "checkpoints"  # the orbax folder inside a run directory
 
 
 def default_out_dir(spec: Spec) -> str:
-    """runs/<name>-<timestamp to the microsecond>, relative to the working directory."""
+    """`runs/<name>-<timestamp to the microsecond>`, relative to the working directory."""
     return default_run_name(spec.experiment.name)
 
 

@@ -120,6 +120,15 @@ def _md_default(f: dataclasses.Field) -> str:
     return f"`{toml_value(value)}`"
 
 
+def _md_text(text: str) -> str:
+    """Prose for a Markdown page: `|` escaped for the table, and `<` `>` outside code
+    spans as entities (a bare `<run>` is an HTML tag to Markdown, hidden on the page)."""
+    parts = re.split(r"(`[^`]*`)", text.replace("|", "\\|"))
+    return "".join(
+        p if p.startswith("`") else p.replace("<", "&lt;").replace(">", "&gt;") for p in parts
+    )
+
+
 def markdown_reference(cls: type, title: str, intro: str = "") -> str:
     """A Markdown reference of the section `cls` and its subsections: one table per
     section (key, type, default, range, meaning), from the same fields the builder checks."""
@@ -128,7 +137,7 @@ def markdown_reference(cls: type, title: str, intro: str = "") -> str:
         out += [intro, ""]
 
     def section(sub: type, path: str) -> None:
-        doc = " ".join((sub.__doc__ or "").split())
+        doc = _md_text(" ".join((sub.__doc__ or "").split()))
         out.extend([f"## `[{path}]`", "", doc, ""])
         rows, nested = [], []
         extra_name = getattr(sub, "_extra", None)
@@ -139,7 +148,7 @@ def markdown_reference(cls: type, title: str, intro: str = "") -> str:
                 continue
             if f.name == extra_name:
                 continue
-            doc_cell = f.metadata.get("doc", "").replace("|", "\\|")
+            doc_cell = _md_text(f.metadata.get("doc", ""))
             cells = [f"`{f.name}`", _md_type(tp), _md_default(f), _md_range(f.metadata), doc_cell]
             rows.append("| " + " | ".join(cells) + " |")
         if rows:
