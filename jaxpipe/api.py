@@ -14,7 +14,7 @@ from jaxpipe.data.frames import is_path, source_of, to_columns
 from jaxpipe.data.load import load_dataset
 from jaxpipe.data.shapes import data_shapes
 from jaxpipe.data.sources import host_record
-from jaxpipe.errors import DataError, DivergedError, JaxpipeError
+from jaxpipe.errors import DataError, JaxpipeError
 from jaxpipe.events import Observers, RunResult
 from jaxpipe.parallel.launch import launch
 from jaxpipe.parallel.sharding import distributed_config, initialize_distributed
@@ -174,8 +174,6 @@ def _fit_sweep(spec: Spec, dataset: Any, out: str | None, callbacks, verbose: bo
         reporter.close()
         if tmp is not None:
             shutil.rmtree(tmp, ignore_errors=True)
-    if result.best is None:
-        raise DivergedError("every trial of the sweep diverged")
     best = result.trials[result.summary["best_trial"]]
     model = Model.from_run(result.best, best.spec.model, best.dataset.outputs)
     model.run_dir, model.sweep = out, result.table

@@ -10,10 +10,11 @@ of reading forever. Standard library only (the spec loader, which imports no jax
 from __future__ import annotations
 
 import errno
+import json
 import os
 import stat
 import tempfile
-from typing import IO
+from typing import IO, Any
 
 from jaxpipe.errors import EnvironmentProblem, JaxpipeError
 
@@ -23,6 +24,8 @@ __all__ = [
     "environment_problem",
     "silence_stream",
     "append_line",
+    "read_json",
+    "read_jsonl",
     "MAX_TEXT_BYTES",
 ]
 
@@ -104,6 +107,82 @@ def read_input_file(path: str, what: str, limit: int = MAX_TEXT_BYTES) -> bytes:
             "a TOML file this large is not a jaxpipe spec or catalog"
         )
     return raw
+
+
+# A run's summary.json or predictor.json is kilobytes; metrics.jsonl ~200 bytes an epoch.
+_MAX_RUN_FILE = 256 * 2**20
+
+
+def _read_run_file(path: str) -> str:
+    """The text of a file jaxpipe wrote into a run directory (summary.json,
+    metrics.jsonl, predictor.json), read as `read_input_file` reads: only a regular file,
+    of bounded size. FileNotFoundError propagates (callers word that one)."""
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+    except FileNotFoundError:
+        raise
+    except OSError as e:
+        raise JaxpipeError(f"{path}: cannot read it ({e.strerror})") from None
+    mode = os.fstat(fd).st_mode
+    if not stat.S_ISREG(mode):
+        os.close(fd)
+        raise JaxpipeError(
+            f"{path}: is {_kind(mode)}, not the file jaxpipe wrote; the run directory was "
+            "changed: run again into a new directory"
+        )
+    try:
+        with os.fdopen(fd, "rb") as f:
+            raw = f.read(_MAX_RUN_FILE + 1)
+    except OSError as e:
+        raise JaxpipeError(f"{path}: cannot read it ({e.strerror})") from None
+    if len(raw) > _MAX_RUN_FILE:
+        raise JaxpipeError(
+            f"{path}: larger than {_MAX_RUN_FILE // 2**20} MiB; not one jaxpipe wrote"
+        )
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError:
+        raise _damaged(path, "not UTF-8 text") from None
+
+
+def _damaged(path: str, why: str) -> JaxpipeError:
+    return JaxpipeError(
+        f"{path}: damaged ({why}); it was cut short or edited: run again into a new "
+        "directory (or restore the file)"
+    )
+
+
+def read_json(path: str, expect: type = dict) -> Any:
+    """The JSON value of a file jaxpipe wrote (summary.json, predictor.json), checked:
+    a file that is not regular, not JSON, or not an `expect` (an object by default) is a
+    JaxpipeError naming the path (exit 2), never a traceback. FileNotFoundError
+    propagates."""
+    text = _read_run_file(path)
+    try:
+        value = json.loads(text)
+    except ValueError as e:
+        raise _damaged(path, f"not JSON: {e}") from None
+    if not isinstance(value, expect):
+        raise _damaged(path, f"a JSON {type(value).__name__}, not an {expect.__name__}")
+    return value
+
+
+def read_jsonl(path: str) -> list[dict[str, Any]]:
+    """The rows of a JSON-lines file jaxpipe wrote (metrics.jsonl, sweep.jsonl), checked
+    as `read_json` checks: a line that is not a JSON object (a file cut short mid-line) is
+    a JaxpipeError naming the path and line. FileNotFoundError propagates."""
+    rows = []
+    for n, line in enumerate(_read_run_file(path).splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except ValueError as e:
+            raise _damaged(path, f"line {n} is not JSON: {e}") from None
+        if not isinstance(row, dict):
+            raise _damaged(path, f"line {n} is not a JSON object")
+        rows.append(row)
+    return rows
 
 
 def _kind(mode: int) -> str:

@@ -20,11 +20,11 @@ from typing import Any
 
 import numpy as np
 
-from jaxpipe.api import plan as make_plan
 from jaxpipe.api import validate
 from jaxpipe.check.invariants import run_isolated, with_overrides
 from jaxpipe.data.shapes import data_shapes
 from jaxpipe.errors import JaxpipeError
+from jaxpipe.planner.plan import make_plan
 from jaxpipe.spec.experiment import Spec, load_spec
 
 __all__ = ["StepResult", "SpecCheck", "check_specs", "format_checks", "shrink_spec"]
@@ -213,6 +213,10 @@ def _skip_reason(result: SpecCheck, spec: Spec | None, streams: bool, name: str)
         return "an earlier check failed"
     if _plan_only(result.path):
         return "plan-only spec: not trained"
+    if spec.sweep is not None:  # trials keep no checkpoints and share one program's layout
+        if name == "resume":
+            return "a sweep is not resumable: an interrupted sweep is run again"
+        return "a sweep lays its trials over the devices; run its trials' specs alone to check"
     if name == "sharding" and streams:
         return "streamed from disk: the row order depends on the device count"
     return ""

@@ -26,10 +26,10 @@ from jaxpipe.data.load import Dataset, load_dataset
 from jaxpipe.errors import DivergedError, RunInterrupted, SpecError
 from jaxpipe.events import Observer, RunResult, StageRecord
 from jaxpipe.files import atomic_write
+from jaxpipe.rundir import CHECKPOINTS
 from jaxpipe.runner import checkpoint as ckpt
 from jaxpipe.runner.loop import TrainTimes, train
 from jaxpipe.runner.outdir import (
-    CHECKPOINTS,
     prepare_out_dir,
     resolved_spec,
     write_json,

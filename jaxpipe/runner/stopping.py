@@ -155,13 +155,15 @@ def catch_signals() -> Iterator[SignalCatcher]:
 
 
 def check_metric_names(spec: Spec, names: list[str]) -> None:
-    """The metrics that early stopping and checkpointing watch must be among `names`, the
-    columns of metrics.jsonl; checked before any work."""
+    """The metrics that early stopping, checkpointing and a sweep's ranking watch must be
+    among `names`, the columns of metrics.jsonl; checked before any work."""
     wanted = []
     if spec.training.early_stopping is not None:
         wanted.append(("training.early_stopping.metric", spec.training.early_stopping.metric))
     if spec.checkpoint.best_metric is not None:
         wanted.append(("checkpoint.best_metric", spec.checkpoint.best_metric))
+    if spec.sweep is not None:  # the metric that ranks the trials
+        wanted.append(("sweep.metric", spec.sweep.metric))
     for key, name in wanted:
         if name not in names:
             raise SpecError(

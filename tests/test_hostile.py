@@ -1,0 +1,258 @@
+"""Issue 23: sweeps, the Python API and the writers under hostile use. Each test names
+the defect it holds (N1 ... N13, F9, F13); the run's own contracts are in
+test_reliability.py."""
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from conftest import ROOT
+
+import jaxpipe
+from jaxpipe.cli.main import main
+from jaxpipe.errors import DivergedError, JaxpipeError, RunDirectoryBusy, SpecError
+from jaxpipe.rundir import lock_run_dir
+
+# One simulated device is enough here and starts faster than conftest's eight.
+ENV = os.environ | {"PYTHONPATH": ROOT, "XLA_FLAGS": "", "JAXPIPE_COMPILATION_CACHE": "0"}
+
+TINY = """
+[experiment]
+name = "tiny"
+seed = 3
+
+[data]
+source = "synthetic"
+validation = 20
+
+[data.synthetic]
+rows = 100
+features = 4
+classes = 2
+
+[model]
+hidden = [8]
+
+[training]
+epochs = {epochs}
+batch_size = 16
+
+[hardware]
+devices = 1
+"""
+
+SWEEP = """
+[sweep]
+metric = "{metric}"
+[sweep.values]
+"optimizer.learning_rate" = [{lrs}]
+"""
+
+
+def _sweep_text(epochs=2, metric="val_loss", lrs="0.001, 0.01"):
+    return TINY.format(epochs=epochs) + SWEEP.format(metric=metric, lrs=lrs)
+
+
+def _cli(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
+    cmd = [sys.executable, "-m", "jaxpipe", *args]
+    return subprocess.run(cmd, env=env or ENV, text=True, capture_output=True, timeout=300)
+
+
+def _one_error_line(err: str, *needles: str) -> None:
+    assert err.startswith("error: ") and err.count("\n") == 1 and "Traceback" not in err, err
+    for needle in needles:
+        assert needle in err, (needle, err)
+
+
+def _summary(run_dir) -> dict:
+    with open(os.path.join(run_dir, "summary.json")) as f:
+        return json.load(f)
+
+
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory):
+    """A finished tiny run (in this process) and a CSV of rows to predict."""
+    d = tmp_path_factory.mktemp("finished")
+    (d / "spec.toml").write_text(TINY.format(epochs=2))
+    jaxpipe.run(str(d / "spec.toml"), out=str(d / "run"), verbose=False)
+    rows = np.random.default_rng(0).normal(size=(5, 4))
+    (d / "rows.csv").write_text(
+        "x0,x1,x2,x3\n" + "".join(",".join(f"{v:.4f}" for v in r) + "\n" for r in rows)
+    )
+    return d
+
+
+# N1: a sweep follows the run's signal contract.
+
+
+@pytest.mark.parametrize("sig, code", [("term", 143), ("int", 130)])
+def test_n1_sweep_honours_sigterm_and_sigint(tmp_path, sig, code):
+    (tmp_path / "sweep.toml").write_text(_sweep_text(epochs=6))
+    out = tmp_path / "sw"
+    env = ENV | {"JAXPIPE_TEST_HOOK": f"{sig}-epoch:2"}  # the signal during epoch 2
+    p = _cli("run", str(tmp_path / "sweep.toml"), "--out", str(out), "--quiet", env=env)
+    assert p.returncode == code, p.stderr
+    name = {"term": "SIGTERM", "int": "SIGINT"}[sig]
+    _one_error_line(p.stderr, f"interrupted by {name}", "cannot be resumed")
+    summary = _summary(out)
+    assert summary["status"] == "interrupted" and summary["stop"]["epoch"] == 2
+    for k in (0, 1):  # what was done is written: two epochs of each trial, no model
+        trial = out / "trials" / str(k)
+        assert _summary(trial)["status"] == "interrupted"
+        assert len((trial / "metrics.jsonl").read_text().splitlines()) == 2
+        assert not (trial / "model.msgpack").exists()
+    assert not (out / "model.msgpack").exists()  # an unfinished sweep ranks no best model
+    p = _cli("predict", str(out), str(tmp_path / "sweep.toml"))
+    assert p.returncode == 2 and "interrupted sweep" in p.stderr, p.stderr
+
+
+def test_n1_check_resume_on_a_sweep_says_sweeps_are_not_resumable(tmp_path, capsys):
+    (tmp_path / "sweep.toml").write_text(_sweep_text())
+    assert main(["check", "--resume", str(tmp_path / "sweep.toml")]) == 0
+    out = capsys.readouterr().out
+    assert "skip" in out and "FAIL" not in out, out
+    (result,) = jaxpipe.check_specs([str(tmp_path / "sweep.toml")], resume=True)
+    step = next(s for s in result.steps if s.name == "resume")
+    assert step.status == "skip" and "not resumable" in step.detail
+
+
+# N2: sweeps and Model.save take the run directory's lock.
+
+
+def test_n2_sweep_takes_the_run_directory_lock(tmp_path):
+    spec = jaxpipe.load_spec(_write(tmp_path, "sweep.toml", _sweep_text()))
+    out = tmp_path / "sw"
+    out.mkdir()
+    with lock_run_dir(str(out)):  # another run holds it
+        with pytest.raises(RunDirectoryBusy, match="another run is using"):
+            jaxpipe.run(spec, out=str(out), verbose=False)
+    assert sorted(os.listdir(out)) == [".lock"]  # nothing written there
+
+
+def test_n2_sweep_refuses_a_finished_directory_without_advising_resume(tmp_path, capsys):
+    path = _write(tmp_path, "sweep.toml", _sweep_text())
+    out = str(tmp_path / "sw")
+    assert main(["run", path, "--out", out, "--quiet"]) == 0
+    capsys.readouterr()
+    assert main(["run", path, "--out", out, "--quiet"]) == 2
+    err = capsys.readouterr().err
+    _one_error_line(err, "already holds a finished run", "a sweep cannot be resumed")
+    assert "--resume" not in err
+
+
+def test_n2_model_save_takes_the_lock_and_refuses_checkpoints(finished, tmp_path):
+    model = jaxpipe.load_model(str(finished / "run"))
+    busy = tmp_path / "busy"
+    busy.mkdir()
+    with lock_run_dir(str(busy)):  # a run trains there
+        with pytest.raises(RunDirectoryBusy, match="another run is using"):
+            model.save(busy)
+    assert not (busy / "summary.json").exists()
+    unfinished = tmp_path / "unfinished"
+    (unfinished / "checkpoints" / "3").mkdir(parents=True)  # an unfinished run's
+    with pytest.raises(JaxpipeError, match="holds an unfinished run"):
+        model.save(unfinished)
+    assert not (unfinished / "summary.json").exists()
+    with pytest.raises(JaxpipeError, match="already holds a finished run"):
+        model.save(_copy_summary(finished, tmp_path))
+    saved = model.save(tmp_path / "fresh")
+    assert jaxpipe.load_model(saved).classes == model.classes
+
+
+def _copy_summary(finished, tmp_path):
+    d = tmp_path / "other"
+    d.mkdir()
+    (d / "summary.json").write_text((finished / "run" / "summary.json").read_text())
+    return d
+
+
+def _write(tmp_path, name: str, text: str) -> str:
+    (tmp_path / name).write_text(text)
+    return str(tmp_path / name)
+
+
+# N4: the sweep's metric is one its runs record.
+
+
+def test_n4_sweep_metric_is_checked_against_the_recorded_metrics(tmp_path, capsys):
+    path = _write(tmp_path, "a.toml", _sweep_text(metric="val_thing"))
+    assert main(["validate", path]) == 2
+    err = capsys.readouterr().err
+    _one_error_line(err, "sweep.metric", "unknown metric 'val_thing'")
+    assert "set mode" not in err
+    # A known metric of the other task, with mode set: refused before any work.
+    text = _sweep_text(metric="val_rmse").replace(
+        'metric = "val_rmse"', 'metric = "val_rmse"\nmode = "min"'
+    )
+    path = _write(tmp_path, "b.toml", text)
+    out = tmp_path / "b"
+    assert main(["run", path, "--out", str(out)]) == 2
+    _one_error_line(capsys.readouterr().err, "sweep.metric", "unknown metric 'val_rmse'")
+    assert not out.exists()
+    assert main(["validate", path]) == 2
+    _one_error_line(capsys.readouterr().err, "sweep.metric", "val_rmse")
+    with pytest.raises(SpecError, match="sweep.metric"):
+        jaxpipe.load_spec(_write(tmp_path, "c.toml", _sweep_text(metric="val_f1")))
+
+
+# N5: a sweep whose every trial diverged exits 3, as a diverged run does.
+
+
+def test_n5_sweep_whose_every_trial_diverged_exits_3(tmp_path, capsys):
+    path = _write(tmp_path, "sweep.toml", _sweep_text(lrs="1e30, 1e31"))
+    out = tmp_path / "sw"
+    assert main(["run", path, "--out", str(out), "--quiet"]) == 3
+    _one_error_line(capsys.readouterr().err, "every trial of the sweep diverged")
+    assert _summary(out)["status"] == "diverged"
+    with pytest.raises(DivergedError):
+        jaxpipe.fit(path, out=str(tmp_path / "fit"))
+
+
+# N6: fit(data=(X, y)) reads labels as the file and DataFrame paths do.
+
+ARRAY_SPEC = {
+    "data": {"validation": 4},
+    "model": {"hidden": [4]},
+    "training": {"epochs": 1, "batch_size": 4},
+}
+
+
+def _classes(data) -> tuple:
+    from jaxpipe.api import _in_memory
+
+    _, ds = _in_memory(jaxpipe.Spec.from_dict(ARRAY_SPEC), data, None)
+    return ds.class_names
+
+
+def test_n6_fit_arrays_keep_label_identity():
+    import pandas as pd
+
+    x = np.random.default_rng(0).normal(size=(24, 2))
+    big = np.array([2**53, 2**53 + 1, 1] * 8, np.int64)
+    want = ("1", str(2**53), str(2**53 + 1))
+    assert _classes((x, big)) == want  # was two classes: 2**53 and 2**53 + 1 merged
+    frame = pd.DataFrame({"x0": x[:, 0], "x1": x[:, 1], "y": big})
+    assert _classes(frame) == want
+    unsigned = np.array([2**64 - 1, 1, 2] * 8, np.uint64)  # was refused as a float
+    assert _classes((x, unsigned)) == ("1", "2", str(2**64 - 1))
+    flags = np.array([True, False, True] * 8)
+    assert _classes((x, flags)) == ("False", "True") == _classes(frame.assign(y=flags))
+    gap = np.array([1, None, 2] * 8, dtype=object)  # None is a missing label, not a class
+    with pytest.raises(jaxpipe.DataError, match="without a label"):
+        _classes((x, gap))
+    with pytest.raises(jaxpipe.DataError, match="complex"):
+        _classes((x + 1j, big))
+    with pytest.raises(jaxpipe.DataError, match="complex"):
+        _classes(frame.assign(x0=x[:, 0] + 1j))
+
+
+def test_n6_fit_with_bool_labels_predicts_their_names(tmp_path):
+    x = np.random.default_rng(1).normal(size=(32, 2))
+    y = x[:, 0] > 0
+    model = jaxpipe.fit(ARRAY_SPEC, data=(x, y))
+    assert model.classes == ("False", "True")
+    assert set(model.predict_classes(x)) <= {"False", "True"}
+    assert model.evaluate((x, y))["accuracy"] >= 0.0
