@@ -256,3 +256,217 @@ def test_n6_fit_with_bool_labels_predicts_their_names(tmp_path):
     assert model.classes == ("False", "True")
     assert set(model.predict_classes(x)) <= {"False", "True"}
     assert model.evaluate((x, y))["accuracy"] >= 0.0
+
+
+# N3: every file goes through the one safe writer; special files are written into.
+
+
+def test_n3_writers_never_follow_planted_symlinks(finished, tmp_path):
+    from jaxpipe import files
+
+    victim = tmp_path / "victim.txt"
+    victim.write_text("keep me")
+    model = jaxpipe.load_model(str(finished / "run"))
+    target = tmp_path / "saved"
+    target.mkdir()
+    for name in ("summary.json.tmp", "metrics.jsonl.tmp"):  # Model.save's old temporaries
+        (target / name).symlink_to(victim)
+    model.save(target)
+    assert victim.read_text() == "keep me"
+    assert jaxpipe.load_model(str(target)).classes == model.classes
+    sweep = tmp_path / "sw"
+    sweep.mkdir()
+    (sweep / "spec.toml").symlink_to(victim)  # a sweep wrote its spec.toml with open("w")
+    path = _write(tmp_path, "sweep.toml", _sweep_text())
+    assert main(["run", path, "--out", str(sweep), "--quiet"]) == 0
+    assert victim.read_text() == "keep me" and not (sweep / "spec.toml").is_symlink()
+    with pytest.raises(JaxpipeError, match="is a directory"):
+        files.atomic_write(str(tmp_path), "x", what="--out DIR")
+
+
+def test_n3_predict_out_writes_into_a_fifo_and_stdout(finished, tmp_path):
+    fifo = tmp_path / "out.fifo"
+    os.mkfifo(fifo)
+    args = ["predict", str(finished / "run"), str(finished / "rows.csv"), "--out", str(fifo)]
+    code, got, err = _through_fifo(fifo, args)
+    assert code == 0, err
+    got = got.decode()
+    assert got.startswith("prediction,probability\n") and len(got.splitlines()) == 6
+    assert stat_is_fifo(fifo)
+    p = _cli("predict", str(finished / "run"), str(finished / "rows.csv"), "--out", "/dev/stdout")
+    assert p.returncode == 0 and p.stdout.startswith("prediction,probability\n"), p.stderr
+    os.symlink("/dev/stdout", tmp_path / "link")
+    p = _cli(
+        "predict",
+        str(finished / "run"),
+        str(finished / "rows.csv"),
+        "--out",
+        str(tmp_path / "link"),
+    )
+    assert p.returncode == 0 and p.stdout.startswith("prediction,probability\n"), p.stderr
+    assert (tmp_path / "link").is_symlink()
+
+
+def test_n3_trace_png_and_compare_plot_write_into_a_fifo(finished, tmp_path):
+    for i, args in enumerate(
+        (
+            ["trace", str(finished / "run"), "--png"],
+            ["compare", str(finished / "run"), "--quiet", "--plot"],
+        )
+    ):
+        fifo = tmp_path / f"png{i}.fifo"
+        os.mkfifo(fifo)
+        code, got, err = _through_fifo(fifo, [*args, str(fifo)])
+        assert code == 0, err
+        assert got.startswith(b"\x89PNG") and stat_is_fifo(fifo), args
+
+
+def _through_fifo(fifo, args: list[str]) -> tuple[int, bytes, str]:
+    """Runs `jaxpipe ARGS` while reading the FIFO `fifo` (opened first, non-blocking, so
+    a writer that replaced it instead leaves this reader with nothing, never a hang)."""
+    import time
+
+    fd = os.open(fifo, os.O_RDONLY | os.O_NONBLOCK)
+    cmd = [sys.executable, "-m", "jaxpipe", *args]
+    p = subprocess.Popen(cmd, env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    got = b""
+    try:
+        while True:
+            done = p.poll() is not None
+            try:
+                while chunk := os.read(fd, 1 << 16):
+                    got += chunk
+            except BlockingIOError:
+                pass
+            if done:
+                break
+            time.sleep(0.05)
+    finally:
+        os.close(fd)
+    return p.wait(timeout=300), got, p.stderr.read().decode()
+
+
+def stat_is_fifo(path) -> bool:
+    import stat
+
+    return stat.S_ISFIFO(os.lstat(path).st_mode)
+
+
+# N7: files keep the umask's mode.
+
+
+def test_n7_written_files_keep_the_umask_mode(finished, tmp_path):
+    from jaxpipe import files
+
+    old = os.umask(0o022)
+    try:
+        files.atomic_write(str(tmp_path / "a.txt"), "x")
+        assert os.stat(tmp_path / "a.txt").st_mode & 0o777 == 0o644
+        os.chmod(tmp_path / "a.txt", 0o640)  # an existing file keeps its own
+        files.atomic_write(str(tmp_path / "a.txt"), "y")
+        assert os.stat(tmp_path / "a.txt").st_mode & 0o777 == 0o640
+        os.umask(0o027)
+        files.atomic_write(str(tmp_path / "b.txt"), "x")
+        assert os.stat(tmp_path / "b.txt").st_mode & 0o777 == 0o640
+        os.umask(0o022)
+        saved = jaxpipe.load_model(str(finished / "run")).save(tmp_path / "m")
+        for name in ("model.msgpack", "predictor.json", "summary.json", "metrics.jsonl"):
+            assert os.stat(os.path.join(saved, name)).st_mode & 0o777 == 0o644, name
+    finally:
+        os.umask(old)
+    for name in ("model.msgpack", "predictor.json", "summary.json", "spec.toml"):
+        mode = os.stat(finished / "run" / name).st_mode & 0o777
+        assert mode == 0o666 & ~old, (name, oct(mode))
+
+
+# N9: plausible input never makes an internal error.
+
+
+def test_n9_init_onto_a_file_or_read_only_directory(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "demo").write_text("a file")
+    assert main(["init", "demo"]) == 2
+    _one_error_line(capsys.readouterr().err, "demo", "not a folder")
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    os.chmod(ro, 0o555)
+    try:
+        if os.access(ro, os.W_OK):
+            pytest.skip("running as root: a read-only directory is writable")
+        monkeypatch.chdir(ro)
+        assert main(["init", "demo"]) == 2
+        _one_error_line(capsys.readouterr().err, "demo", "cannot create")
+    finally:
+        os.chmod(ro, 0o755)
+
+
+def test_n9_init_refuses_a_read_only_directory_as_root_too(tmp_path, capsys, monkeypatch):
+    def refuse(*a, **k):
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(os, "makedirs", refuse)
+    assert main(["init", "demo"]) == 2
+    _one_error_line(capsys.readouterr().err, "demo", "cannot create the folder")
+
+
+@pytest.mark.parametrize(
+    "name, damage",
+    [
+        ("summary.json", lambda t: t[: len(t) // 2]),
+        ("summary.json", lambda t: "[1, 2]"),
+        ("metrics.jsonl", lambda t: t[: len(t) - 7]),
+        ("predictor.json", lambda t: t[:40]),
+    ],
+    ids=["summary-cut", "summary-list", "metrics-cut", "predictor-cut"],
+)
+def test_n9_damaged_run_files_are_one_error_line(finished, tmp_path, capsys, name, damage):
+    import shutil
+
+    run = tmp_path / "run"
+    shutil.copytree(finished / "run", run)
+    (run / name).write_text(damage((run / name).read_text()))
+    commands = [
+        ["evaluate", str(run), str(_labelled(finished, tmp_path))],
+        ["compare", str(run)],
+        ["predict", str(run), str(finished / "rows.csv")],
+    ]
+    if name == "metrics.jsonl":
+        commands = commands[:2]
+    if name == "predictor.json":
+        commands = commands[::2]
+    for args in commands:
+        assert main(args) == 2, args
+        _one_error_line(capsys.readouterr().err, name)
+    with pytest.raises(JaxpipeError, match=name):
+        jaxpipe.load_model(str(run))
+
+
+def _labelled(finished, tmp_path):
+    path = tmp_path / "labelled.csv"
+    if not path.exists():
+        lines = (finished / "rows.csv").read_text().splitlines()
+        body = [f"{r},{i % 2}" for i, r in enumerate(lines[1:])]
+        path.write_text("\n".join([lines[0] + ",y", *body]) + "\n")
+    return path
+
+
+def test_n9_model_save_onto_a_file_or_read_only_path(finished, tmp_path, monkeypatch):
+    model = jaxpipe.load_model(str(finished / "run"))
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(JaxpipeError, match="not a directory"):
+        model.save(tmp_path / "file")
+
+    def refuse(*a, **k):
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(os, "makedirs", refuse)
+    with pytest.raises(JaxpipeError, match="cannot create the directory"):
+        model.save(tmp_path / "ro" / "m")
+
+
+def test_n9_spec_from_dict_with_a_non_text_key():
+    with pytest.raises(SpecError, match="key 1 .int. is not text"):
+        jaxpipe.Spec.from_dict({"model": {1: 2}})
+    with pytest.raises(SpecError, match="not text"):
+        jaxpipe.Spec.from_dict({1: {}})

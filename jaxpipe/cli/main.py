@@ -190,7 +190,7 @@ def _cmd_trace(args: argparse.Namespace) -> int:
 
     record = jaxpipe.trace(args.run_dir, args.data, row=args.row)
     if args.png:
-        jaxpipe.write_trace_png(record, args.png)
+        jaxpipe.write_trace_png(record, args.png, what=f"--png {args.png}")
     if args.json:
         print(json.dumps(record, indent=2))
     elif args.quiet:

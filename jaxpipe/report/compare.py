@@ -134,5 +134,5 @@ def write_comparison_plot(records: list[dict[str, Any]], metric: str, path: str)
     if len(records) <= 12:
         ax.legend(fontsize=7)
     fig.tight_layout()
-    save_png(fig, path)
+    save_png(fig, path, what=f"--plot {path}")
     plt.close(fig)

@@ -142,7 +142,8 @@ class Model:
         return directory
 
     def _write(self, directory: str) -> None:
-        write_model(directory, self.params, predictor_meta(self.network, self.preprocessing))
+        meta = predictor_meta(self.network, self.preprocessing)
+        write_model(directory, self.params, meta, resume=False)
         summary = self.summary or {
             "status": "completed",
             "task": self.task,
@@ -150,9 +151,10 @@ class Model:
         }
         summary = summary | {"final": self.final}
         lines = "".join(json.dumps(r) + "\n" for r in self.history)
-        atomic_write(os.path.join(directory, "metrics.jsonl"), lines)
+        atomic_write(os.path.join(directory, "metrics.jsonl"), lines, resume=False)
         # Last: a directory without summary.json is not a finished model.
-        atomic_write(os.path.join(directory, "summary.json"), json.dumps(summary, indent=2) + "\n")
+        text = json.dumps(summary, indent=2) + "\n"
+        atomic_write(os.path.join(directory, "summary.json"), text, resume=False)
 
     @classmethod
     def from_run(cls, result: RunResult, model: ModelSpec, outputs: int) -> Model:

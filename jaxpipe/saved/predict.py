@@ -66,12 +66,14 @@ def save_predictor(
     write_model(run_dir, params, predictor_meta(network_meta(model, outputs), prep))
 
 
-def write_model(directory: str, params: Any, meta: dict[str, Any]) -> None:
-    """model.msgpack (the parameters) and predictor.json (`meta`), each atomically."""
+def write_model(directory: str, params: Any, meta: dict[str, Any], resume: bool = True) -> None:
+    """model.msgpack (the parameters) and predictor.json (`meta`), each atomically.
+    `resume`: a run's files (a full disk's fix is --resume), else `Model.save`'s."""
     params = jax.device_get(params)
-    atomic_write(os.path.join(directory, MODEL_FILE), serialization.msgpack_serialize(params))
+    raw = serialization.msgpack_serialize(params)
+    atomic_write(os.path.join(directory, MODEL_FILE), raw, resume=resume)
     text = json.dumps(meta, indent=2) + "\n"
-    atomic_write(os.path.join(directory, PREDICTOR_FILE), text.encode())
+    atomic_write(os.path.join(directory, PREDICTOR_FILE), text.encode(), resume=resume)
 
 
 def network_meta(model: ModelSpec, outputs: int) -> dict[str, Any]:
@@ -383,7 +385,7 @@ def predict_file(
     if out is not None:
         text = io.StringIO(newline="")
         _write_csv(text, header, rows)
-        atomic_write(out, text.getvalue(), what=f"--out {out}")
+        atomic_write(out, text.getvalue(), what=f"--out {out}", resume=False)
     else:
         _write_csv(stream or sys.stdout, header, rows)
     return len(rows)
