@@ -32,6 +32,7 @@ from jaxpipe.runner.shell import check_before_data, run_experiment
 from jaxpipe.runner.validation import validate
 from jaxpipe.saved.model import Model, load_model
 from jaxpipe.saved.predict import predict_file
+from jaxpipe.signals import catch_signals, fault_hook
 from jaxpipe.spec.experiment import Spec, load_spec
 from jaxpipe.sweep.shell import SweepResult, run_sweep, sweep_plan
 
@@ -195,7 +196,11 @@ def compare(
 def evaluate(run_dir: str, data: Any) -> dict[str, Any]:
     """Metrics of the model in `run_dir` (a finished run or a saved model) on labelled
     rows `data` (a file path, DataFrame, Table or (X, y)); see `Model.evaluate`."""
-    return load_model(run_dir).evaluate(data)
+    with catch_signals() as signals:
+        metrics = load_model(run_dir).evaluate(data)
+        fault_hook("predict", 0)
+        signals.stop("while evaluating")
+    return metrics
 
 
 def predict(

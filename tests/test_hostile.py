@@ -4,6 +4,7 @@ test_reliability.py."""
 
 import json
 import os
+import signal
 import subprocess
 import sys
 
@@ -470,3 +471,62 @@ def test_n9_spec_from_dict_with_a_non_text_key():
         jaxpipe.Spec.from_dict({"model": {1: 2}})
     with pytest.raises(SpecError, match="not text"):
         jaxpipe.Spec.from_dict({1: {}})
+
+
+# N10: predict, evaluate and trace follow the signal contract.
+
+
+@pytest.mark.parametrize(
+    "command, sig, code",
+    [("predict", "int", 130), ("evaluate", "term", 143), ("trace", "int", 130)],
+)
+def test_n10_predict_evaluate_trace_honour_signals(finished, tmp_path, command, sig, code):
+    out = tmp_path / "p.csv"
+    args = {
+        "predict": [
+            "predict",
+            str(finished / "run"),
+            str(finished / "rows.csv"),
+            "--out",
+            str(out),
+        ],
+        "evaluate": ["evaluate", str(finished / "run"), str(_labelled(finished, tmp_path))],
+        "trace": ["trace", str(finished / "run"), "--png", str(out)],
+    }[command]
+    env = ENV | {"JAXPIPE_TEST_HOOK": f"{sig}-predict:0"}  # the signal once it has its values
+    p = _cli(*args, env=env)
+    assert p.returncode == code, p.stderr
+    _one_error_line(p.stderr, "interrupted by SIG", "nothing was written")
+    assert p.stdout == "" and not out.exists()
+
+
+def test_n10_sigint_at_predict_start_is_exit_130_without_output(finished, tmp_path):
+    import time
+
+    out = tmp_path / "p.csv"
+    cmd = [sys.executable, "-m", "jaxpipe", "predict", str(finished / "run")]
+    p = subprocess.Popen(
+        [*cmd, str(finished / "rows.csv"), "--out", str(out)],
+        env=ENV,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    start = time.monotonic()
+    while not _catches_sigint(p.pid) and p.poll() is None:
+        assert time.monotonic() - start < 60
+        time.sleep(0.005)
+    p.send_signal(signal.SIGINT)  # while jax imports: recorded, acted on at a safe point
+    _, err = p.communicate(timeout=300)
+    assert p.returncode == 130, err
+    _one_error_line(err, "interrupted by SIGINT")
+    assert not out.exists()
+
+
+def _catches_sigint(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            caught = next(line for line in f if line.startswith("SigCgt:"))
+    except (OSError, StopIteration):
+        return False
+    return bool(int(caught.split()[1], 16) >> (signal.SIGTERM - 1) & 1)

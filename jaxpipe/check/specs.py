@@ -25,6 +25,7 @@ from jaxpipe.check.invariants import run_isolated, with_overrides
 from jaxpipe.data.shapes import data_shapes
 from jaxpipe.errors import JaxpipeError
 from jaxpipe.planner.plan import make_plan
+from jaxpipe.signals import catch_signals
 from jaxpipe.spec.experiment import Spec, load_spec
 
 __all__ = ["StepResult", "SpecCheck", "check_specs", "format_checks", "shrink_spec"]
@@ -176,7 +177,15 @@ def check_specs(
 ) -> list[SpecCheck]:
     """Checks each spec file (see the module docstring); one SpecCheck per path, in
     order. `sharding`: the device count the data and fsdp strategies must agree with
-    one device on. Never raises for a bad spec: its failure is in the result."""
+    one device on. Never raises for a bad spec: its failure is in the result. SIGINT /
+    SIGTERM: RunInterrupted (exit 130 / 143) once the running check ends."""
+    with catch_signals() as signals:
+        results = _check_specs(paths, gpu, devices, resume, sharding, max_rows)
+        signals.stop("while checking the specs")
+    return results
+
+
+def _check_specs(paths, gpu, devices, resume, sharding, max_rows) -> list[SpecCheck]:
     results = [SpecCheck(p) for p in paths]
     jobs: list[tuple[str, Spec, dict[str, Any]]] = []
     owners: list[tuple[SpecCheck, str]] = []

@@ -40,16 +40,11 @@ from jaxpipe.runner.plan import RunPlan, plan_record, plan_run
 from jaxpipe.runner.preprocess import preprocess_data
 from jaxpipe.runner.programs import Programs, compile_programs
 from jaxpipe.runner.resume import RunProgress, check_resumable, data_fingerprint, start_or_resume
-from jaxpipe.runner.stopping import (
-    SIGNAL_EXIT,
-    SignalCatcher,
-    catch_signals,
-    check_metric_names,
-    outcome,
-)
+from jaxpipe.runner.stopping import check_metric_names, outcome
 from jaxpipe.runner.summary import Finished, build_summary
 from jaxpipe.saved.predict import save_predictor
 from jaxpipe.saved.trace import save_trace_rows
+from jaxpipe.signals import SIGNAL_EXIT, SignalCatcher, catch_signals
 from jaxpipe.spec.experiment import Spec, dump_spec, place_error
 from jaxpipe.spec.sections import CheckpointSpec, metric_mode
 

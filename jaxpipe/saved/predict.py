@@ -33,6 +33,7 @@ from jaxpipe.data.load import prepare_features
 from jaxpipe.data.readers import read_table
 from jaxpipe.errors import DataError, JaxpipeError
 from jaxpipe.files import atomic_write, read_json
+from jaxpipe.signals import catch_signals, fault_hook
 from jaxpipe.spec.sections import ModelSpec
 
 __all__ = [
@@ -369,7 +370,21 @@ def predict_file(
     writes a CSV (to `out`, else `stream`/stdout): the `keep` columns as they are, then
     `prediction,probability` per row for classification (the class name; with
     `probabilities`, one column per class), `prediction` for regression. Returns the
-    row count."""
+    row count. SIGINT / SIGTERM: RunInterrupted (exit 130 / 143), nothing written."""
+    with catch_signals() as signals:
+        header, rows = _predict_table(run_dir, data, probabilities, keep)
+        fault_hook("predict", 0)
+        signals.stop("while predicting")
+        if out is not None:
+            text = io.StringIO(newline="")
+            _write_csv(text, header, rows)
+            atomic_write(out, text.getvalue(), what=f"--out {out}", resume=False)
+        else:
+            _write_csv(stream or sys.stdout, header, rows)
+    return len(rows)
+
+
+def _predict_table(run_dir: str, data: Any, probabilities: bool, keep: tuple[str, ...]):
     pred = load_predictor(run_dir)
     columns, origin = positional_columns(data, pred.encoder.input_names, "predict")
     x = encode_rows(pred.encoder, columns, origin)
@@ -379,16 +394,9 @@ def predict_file(
             f"--keep {absent[0]}: no such column in {origin} (columns: {', '.join(columns)})"
         )
     result = predict_rows(pred, x)
-    header, rows = prediction_table(
+    return prediction_table(
         result, pred.task, pred.classes, probabilities, {k: columns[k] for k in keep}
     )
-    if out is not None:
-        text = io.StringIO(newline="")
-        _write_csv(text, header, rows)
-        atomic_write(out, text.getvalue(), what=f"--out {out}", resume=False)
-    else:
-        _write_csv(stream or sys.stdout, header, rows)
-    return len(rows)
 
 
 def _write_csv(f: TextIO, header: list[str], rows: list[list[str]]) -> None:

@@ -30,15 +30,11 @@ from jaxpipe.planner.sweep import TrialSplit, split_trials
 from jaxpipe.planner.values import Plan, format_bytes
 from jaxpipe.runner.outdir import prepare_out_dir, resolved_spec, write_json, write_lines
 from jaxpipe.runner.shell import enable_compilation_cache
-from jaxpipe.runner.stopping import (
-    SIGNAL_EXIT,
-    SignalCatcher,
-    catch_signals,
-    check_metric_names,
-)
+from jaxpipe.runner.stopping import check_metric_names
 from jaxpipe.runner.summary import device_info
 from jaxpipe.saved.predict import save_predictor
 from jaxpipe.saved.trace import save_trace_rows
+from jaxpipe.signals import SIGNAL_EXIT, SignalCatcher, catch_signals
 from jaxpipe.spec import schema
 from jaxpipe.spec.experiment import Spec, dump_spec, place_error
 from jaxpipe.spec.sweep import expand_trials, value_key

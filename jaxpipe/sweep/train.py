@@ -26,13 +26,8 @@ from jaxpipe.planner.sweep import TrialSplit, split_trials
 from jaxpipe.runner.place import Placed
 from jaxpipe.runner.plan import RunPlan, plan_run
 from jaxpipe.runner.preprocess import preprocess_data
-from jaxpipe.runner.stopping import (
-    EarlyStopper,
-    SignalCatcher,
-    check_metric_names,
-    fault_hook,
-    outcome,
-)
+from jaxpipe.runner.stopping import EarlyStopper, check_metric_names, outcome
+from jaxpipe.signals import SignalCatcher, fault_hook
 from jaxpipe.spec.experiment import Spec
 from jaxpipe.sweep.trials import SEED, TrialPrograms, compile_trials, trial_inputs, trial_mesh
 
