@@ -29,7 +29,7 @@ from jaxpipe.report.tracking import tracking_observers
 from jaxpipe.report.verdict import format_plan
 from jaxpipe.runner.outdir import default_out_dir
 from jaxpipe.runner.shell import check_before_data, run_experiment
-from jaxpipe.runner.validation import validate
+from jaxpipe.runner.validation import validate as validate_spec
 from jaxpipe.saved.model import Model, load_model
 from jaxpipe.saved.predict import predict_file
 from jaxpipe.signals import catch_signals, fault_hook
@@ -100,6 +100,15 @@ def run(
         return run_experiment(spec, out, observer, resume=resume, force=force)
     finally:
         reporter.close()  # a spinner or bar still live (a failed run) leaves the terminal
+
+
+def validate(spec: Spec) -> list[str]:
+    """Checks what can be checked without training (`runner.validation.validate`: names,
+    data, watched metrics) and the trackers `[logging]` names (an MLflow URI it could not
+    log to), as `run` checks them before any work. Returns notes; raises JaxpipeError."""
+    notes = validate_spec(spec)
+    tracking_observers(spec)
+    return notes
 
 
 def _in_memory(spec: Spec, data: Any, validation: Any):

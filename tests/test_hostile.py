@@ -530,3 +530,37 @@ def _catches_sigint(pid: int) -> bool:
     except (OSError, StopIteration):
         return False
     return bool(int(caught.split()[1], 16) >> (signal.SIGTERM - 1) & 1)
+
+
+# N8: the trackers are checked before any work, in one line and bounded time.
+
+
+def _refused_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]  # closed again: nothing listens there
+
+
+@pytest.mark.parametrize("kind", ["refused", "scheme", "file", "unwritable"])
+def test_n8_bad_mlflow_uri_is_refused_before_any_work(tmp_path, capsys, kind):
+    import time
+
+    pytest.importorskip("mlflow")
+    (tmp_path / "a-file").write_text("x")
+    uri = {
+        "refused": f"http://127.0.0.1:{_refused_port()}",
+        "scheme": "nonsense://x",
+        "file": str(tmp_path / "a-file"),
+        "unwritable": "/proc/no-store-here",
+    }[kind]
+    path = _write(tmp_path, "spec.toml", TINY.format(epochs=1) + f'[logging]\nmlflow = "{uri}"\n')
+    t0 = time.monotonic()
+    assert main(["validate", path]) == 2
+    _one_error_line(capsys.readouterr().err, "[logging] mlflow", uri)
+    out = tmp_path / "run"
+    assert main(["run", path, "--out", str(out), "--quiet"]) == 2
+    _one_error_line(capsys.readouterr().err, "[logging] mlflow", uri)
+    assert not out.exists()  # no half-made run directory
+    assert time.monotonic() - t0 < 60  # was 252 s of retries for a refused port
