@@ -564,3 +564,68 @@ def test_n8_bad_mlflow_uri_is_refused_before_any_work(tmp_path, capsys, kind):
     _one_error_line(capsys.readouterr().err, "[logging] mlflow", uri)
     assert not out.exists()  # no half-made run directory
     assert time.monotonic() - t0 < 60  # was 252 s of retries for a refused port
+
+
+# F9: a full disk or a file-size limit during a save: one line, exit 4, true words.
+
+BIG = TINY.format(epochs=3).replace("hidden = [8]", "hidden = [256, 256]")
+
+
+def test_f9_file_size_limit_during_a_save_is_exit_4_in_one_line(tmp_path):
+    import resource
+
+    path = _write(tmp_path, "spec.toml", BIG)
+    out = tmp_path / "run"
+
+    def limit():  # 64 KiB: the spec and metrics fit, a 1.5 MiB checkpoint does not
+        resource.setrlimit(resource.RLIMIT_FSIZE, (64 * 1024, resource.RLIM_INFINITY))
+
+    cmd = [sys.executable, "-m", "jaxpipe", "run", path, "--out", str(out), "--quiet"]
+    p = subprocess.run(cmd, env=ENV, capture_output=True, text=True, timeout=300, preexec_fn=limit)
+    assert p.returncode == 4, p.stderr  # was 1, "internal error"
+    _one_error_line(p.stderr, "ulimit -f", "--resume", "no checkpoint was written yet")
+    assert not (out / "summary.json").exists()
+
+
+def test_f9_full_disk_without_earlier_checkpoints_says_so(tmp_path, capsys, monkeypatch):
+    from jaxpipe.runner.checkpoint import CheckpointStore
+
+    def full(self, epoch, args):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(CheckpointStore, "_write", full)
+    path = _write(tmp_path, "spec.toml", TINY.format(epochs=2))
+    assert main(["run", path, "--out", str(tmp_path / "run"), "--quiet"]) == 4
+    err = capsys.readouterr().err
+    _one_error_line(err, "disk is full", "no checkpoint was written yet")
+    assert "intact" not in err  # there were none to be intact
+
+
+# F13: only the newest checkpoint damaged: one warning line, whatever the damage.
+
+
+@pytest.mark.parametrize("damage", ["garbage", "half", "empty"])
+def test_f13_damaged_newest_checkpoint_is_one_warning_line(tmp_path, damage):
+    import shutil
+
+    text = BIG.replace("epochs = 3", "epochs = 4") + "[checkpoint]\nevery_epochs = 1\n"
+    path = _write(tmp_path, "spec.toml", text)
+    out = tmp_path / "run"
+    p = _cli(
+        "run", path, "--out", str(out), "--quiet", env=ENV | {"JAXPIPE_TEST_HOOK": "term-epoch:3"}
+    )
+    assert p.returncode == 143, p.stderr
+    for root, _, names in os.walk(out / "checkpoints" / "3" / "arrays"):
+        for name in names:
+            f = os.path.join(root, name)
+            size = os.path.getsize(f)
+            with open(f, "r+b") as fh:
+                if damage == "garbage":
+                    fh.write(b"garbage")
+                fh.truncate({"garbage": max(size, 7), "half": size // 2, "empty": 0}[damage])
+    p = _cli("run", path, "--out", str(out), "--quiet", "--resume")
+    assert p.returncode == 0, p.stderr
+    lines = p.stderr.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("warning: checkpoint "), p.stderr
+    assert os.path.isdir(out / "checkpoints.unreadable" / "3")
+    shutil.rmtree(out)
