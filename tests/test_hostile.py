@@ -629,3 +629,30 @@ def test_f13_damaged_newest_checkpoint_is_one_warning_line(tmp_path, damage):
     assert len(lines) == 1 and lines[0].startswith("warning: checkpoint "), p.stderr
     assert os.path.isdir(out / "checkpoints.unreadable" / "3")
     shutil.rmtree(out)
+
+
+# N11: a device count above the planner's ceiling is refused, not planned as one device.
+
+
+def test_n11_devices_above_the_search_ceiling_are_refused(tmp_path, capsys):
+    path = _write(tmp_path, "spec.toml", TINY.format(epochs=1))
+    assert main(["plan", path, "--gpu", "A100-40GB", "--devices", "5000"]) == 2
+    _one_error_line(capsys.readouterr().err, "--devices 5000", "4096")
+    text = TINY.format(epochs=1).replace("devices = 1", "devices = 5000")
+    path = _write(tmp_path, "many.toml", text)
+    assert main(["plan", path, "--gpu", "A100-40GB"]) == 2
+    _one_error_line(capsys.readouterr().err, "hardware.devices", "4096")
+    assert (
+        main(
+            [
+                "plan",
+                _write(tmp_path, "ok.toml", TINY.format(epochs=1)),
+                "--gpu",
+                "A100-40GB",
+                "--devices",
+                "4096",
+                "--quiet",
+            ]
+        )
+        == 0
+    )
