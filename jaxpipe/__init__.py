@@ -26,7 +26,7 @@ _LAZY: dict[str, str] = {
     "spec_schema": "jaxpipe.spec.experiment",
     "spec_markdown": "jaxpipe.spec.experiment",
     "Spec": "jaxpipe.spec.experiment",
-    "validate": "jaxpipe.runner.validation",
+    "validate": "jaxpipe.api",
     "predict": "jaxpipe.api",
     "run": "jaxpipe.api",
     "plan": "jaxpipe.api",

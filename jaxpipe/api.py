@@ -14,7 +14,7 @@ from jaxpipe.data.frames import is_path, source_of, to_columns
 from jaxpipe.data.load import load_dataset
 from jaxpipe.data.shapes import data_shapes
 from jaxpipe.data.sources import host_record
-from jaxpipe.errors import DataError, DivergedError, JaxpipeError
+from jaxpipe.errors import DataError, JaxpipeError
 from jaxpipe.events import Observers, RunResult
 from jaxpipe.parallel.launch import launch
 from jaxpipe.parallel.sharding import distributed_config, initialize_distributed
@@ -29,9 +29,11 @@ from jaxpipe.report.tracking import tracking_observers
 from jaxpipe.report.verdict import format_plan
 from jaxpipe.runner.outdir import default_out_dir
 from jaxpipe.runner.shell import run_experiment
-from jaxpipe.runner.validation import check_before_data, validate
+from jaxpipe.runner.validation import check_before_data
+from jaxpipe.runner.validation import validate as validate_spec
 from jaxpipe.saved.model import Model, load_model
 from jaxpipe.saved.predict import predict_file
+from jaxpipe.signals import catch_signals
 from jaxpipe.spec.experiment import Spec, load_spec
 from jaxpipe.sweep.shell import SweepResult, run_sweep, sweep_plan
 
@@ -99,6 +101,15 @@ def run(
         return run_experiment(spec, out, observer, resume=resume, force=force)
     finally:
         reporter.close()  # a spinner or bar still live (a failed run) leaves the terminal
+
+
+def validate(spec: Spec) -> list[str]:
+    """Checks what can be checked without training (`runner.validation.validate`: names,
+    data, watched metrics) and the trackers `[logging]` names (an MLflow URI it could not
+    log to), as `run` checks them before any work. Returns notes; raises JaxpipeError."""
+    notes = validate_spec(spec)
+    tracking_observers(spec)
+    return notes
 
 
 def _in_memory(spec: Spec, data: Any, validation: Any):
@@ -174,8 +185,6 @@ def _fit_sweep(spec: Spec, dataset: Any, out: str | None, callbacks, verbose: bo
         reporter.close()
         if tmp is not None:
             shutil.rmtree(tmp, ignore_errors=True)
-    if result.best is None:
-        raise DivergedError("every trial of the sweep diverged")
     best = result.trials[result.summary["best_trial"]]
     model = Model.from_run(result.best, best.spec.model, best.dataset.outputs)
     model.run_dir, model.sweep = out, result.table
@@ -197,7 +206,10 @@ def compare(
 def evaluate(run_dir: str, data: Any) -> dict[str, Any]:
     """Metrics of the model in `run_dir` (a finished run or a saved model) on labelled
     rows `data` (a file path, DataFrame, Table or (X, y)); see `Model.evaluate`."""
-    return load_model(run_dir).evaluate(data)
+    with catch_signals() as signals:
+        metrics = load_model(run_dir).evaluate(data)
+        signals.stop("while evaluating")
+    return metrics
 
 
 def predict(

@@ -10,10 +10,11 @@ of reading forever. Standard library only (the spec loader, which imports no jax
 from __future__ import annotations
 
 import errno
+import json
 import os
 import stat
 import tempfile
-from typing import IO
+from typing import IO, Any
 
 from jaxpipe.errors import EnvironmentProblem, JaxpipeError
 
@@ -23,6 +24,8 @@ __all__ = [
     "environment_problem",
     "silence_stream",
     "append_line",
+    "read_json",
+    "read_jsonl",
     "MAX_TEXT_BYTES",
 ]
 
@@ -33,39 +36,113 @@ MAX_TEXT_BYTES = 16 * 2**20
 _FULL = (errno.ENOSPC, errno.EDQUOT)
 
 
-def environment_problem(path: str, e: OSError) -> EnvironmentProblem | None:
-    """The one-line EnvironmentProblem for a full disk or quota at `path`, else None."""
+def environment_problem(path: str, e: OSError, resume: bool = True) -> EnvironmentProblem | None:
+    """The one-line EnvironmentProblem for a full disk, a quota or a file-size limit
+    (`ulimit -f`: EFBIG) at `path`, else None. `resume`: the fix ends "continue the run
+    with --resume" (a run's files); else "run it again"."""
+    then = "continue the run with --resume" if resume else "run it again"
     if e.errno in _FULL:
         return EnvironmentProblem(
             f"{path}: the disk is full ({e.strerror}); free space (or choose another --out) "
-            "and continue the run with --resume"
+            f"and {then}"
+        )
+    if e.errno == errno.EFBIG:
+        return EnvironmentProblem(
+            f"{path}: the file is larger than this process may write ({e.strerror}: a "
+            f"file-size limit such as `ulimit -f`); raise the limit and {then}"
         )
     return None
 
 
-def atomic_write(path: str, data: bytes | str, *, what: str | None = None) -> None:
+def _umask() -> int:
+    """The process's umask, read without changing it where Linux says it (a set-and-
+    restore would race with other threads creating files)."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def _new_mode(path: str) -> int:
+    """The mode the written file gets: an existing regular file's own, else what `open`
+    would give a new file (0666 less the umask: 0644 typically), never mkstemp's 0600."""
+    try:
+        st = os.lstat(path)
+        if stat.S_ISREG(st.st_mode):
+            return stat.S_IMODE(st.st_mode)
+    except OSError:
+        pass
+    return 0o666 & ~_umask()
+
+
+def _write_into(path: str, raw: bytes) -> None:
+    """Writes `raw` into the FIFO, character device or socket-like file at `path` (what
+    a shell's `> path` does), instead of replacing that special file with a regular one."""
+    fd = os.open(path, os.O_WRONLY | os.O_CLOEXEC)  # no O_CREAT: it exists; no O_TRUNC
+    try:
+        view = memoryview(raw)
+        while view:
+            view = view[os.write(fd, view) :]
+    finally:
+        os.close(fd)
+
+
+def _special_target(path: str, what: str) -> bool:
+    """True when `path` (a symlink followed: `/dev/stdout`) is a FIFO or character device
+    to write into; a directory or block device is refused; False for a regular file or
+    nothing there (written atomically)."""
+    try:
+        mode = os.stat(path).st_mode
+    except OSError:
+        return False  # nothing there (or a dangling link): a new file
+    if stat.S_ISREG(mode):
+        return False
+    if stat.S_ISFIFO(mode) or stat.S_ISCHR(mode) or stat.S_ISSOCK(mode):
+        return True
+    raise JaxpipeError(f"{what}: is {_kind(mode)}; give the path of a file to write")
+
+
+def atomic_write(
+    path: str, data: bytes | str, *, what: str | None = None, resume: bool = True
+) -> None:
     """Writes `data` to `path` atomically: a fresh temporary in the same directory
     (mkstemp: O_CREAT | O_EXCL with an unpredictable name, so nothing planted there is
     followed), fsync, then os.replace over `path`. On failure the temporary is removed
-    and `path` keeps its old content.
+    and `path` keeps its old content. The file gets the mode a new file gets (the
+    umask's: 0644 typically) or the one it had. A symlink at `path` itself is replaced,
+    except one to a FIFO or device (`/dev/stdout`): a FIFO or character device at `path`
+    is written into, not replaced; a directory or block device is refused.
 
-    A full disk raises EnvironmentProblem (exit 4); any other OSError a JaxpipeError
-    naming `what` (default: the path), e.g. "--out x.csv: cannot write there"."""
+    A full disk (or a file-size limit) raises EnvironmentProblem (exit 4; `resume`: a
+    run's file, so the fix is --resume); any other OSError a JaxpipeError naming `what`
+    (default: the path), e.g. "--out x.csv: cannot write there"."""
     raw = data.encode() if isinstance(data, str) else data
+    what = what or path
     directory = os.path.dirname(os.path.abspath(path))
     base = os.path.basename(path)
     tmp = None
     try:
+        if _special_target(path, what):
+            _write_into(path, raw)
+            return
+        mode = _new_mode(path)
         fd, tmp = tempfile.mkstemp(prefix=f".{base}.", suffix=".tmp", dir=directory)
         with os.fdopen(fd, "wb") as f:
+            os.fchmod(f.fileno(), mode)
             f.write(raw)
             f.flush()
             os.fsync(f.fileno())  # the rename must not land before the bytes do
         os.replace(tmp, path)
         tmp = None
     except OSError as e:
-        raise environment_problem(path, e) or JaxpipeError(
-            f"{what or path}: cannot write there ({e.strerror or e}); choose a writable path"
+        raise environment_problem(path, e, resume) or JaxpipeError(
+            f"{what}: cannot write there ({e.strerror or e}); choose a writable path"
         ) from None
     finally:
         if tmp is not None:
@@ -104,6 +181,82 @@ def read_input_file(path: str, what: str, limit: int = MAX_TEXT_BYTES) -> bytes:
             "a TOML file this large is not a jaxpipe spec or catalog"
         )
     return raw
+
+
+# A run's summary.json or predictor.json is kilobytes; metrics.jsonl ~200 bytes an epoch.
+_MAX_RUN_FILE = 256 * 2**20
+
+
+def _read_run_file(path: str) -> str:
+    """The text of a file jaxpipe wrote into a run directory (summary.json,
+    metrics.jsonl, predictor.json), read as `read_input_file` reads: only a regular file,
+    of bounded size. FileNotFoundError propagates (callers word that one)."""
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+    except FileNotFoundError:
+        raise
+    except OSError as e:
+        raise JaxpipeError(f"{path}: cannot read it ({e.strerror})") from None
+    mode = os.fstat(fd).st_mode
+    if not stat.S_ISREG(mode):
+        os.close(fd)
+        raise JaxpipeError(
+            f"{path}: is {_kind(mode)}, not the file jaxpipe wrote; the run directory was "
+            "changed: run again into a new directory"
+        )
+    try:
+        with os.fdopen(fd, "rb") as f:
+            raw = f.read(_MAX_RUN_FILE + 1)
+    except OSError as e:
+        raise JaxpipeError(f"{path}: cannot read it ({e.strerror})") from None
+    if len(raw) > _MAX_RUN_FILE:
+        raise JaxpipeError(
+            f"{path}: larger than {_MAX_RUN_FILE // 2**20} MiB; not one jaxpipe wrote"
+        )
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError:
+        raise _damaged(path, "not UTF-8 text") from None
+
+
+def _damaged(path: str, why: str) -> JaxpipeError:
+    return JaxpipeError(
+        f"{path}: damaged ({why}); it was cut short or edited: run again into a new "
+        "directory (or restore the file)"
+    )
+
+
+def read_json(path: str, expect: type = dict) -> Any:
+    """The JSON value of a file jaxpipe wrote (summary.json, predictor.json), checked:
+    a file that is not regular, not JSON, or not an `expect` (an object by default) is a
+    JaxpipeError naming the path (exit 2), never a traceback. FileNotFoundError
+    propagates."""
+    text = _read_run_file(path)
+    try:
+        value = json.loads(text)
+    except ValueError as e:
+        raise _damaged(path, f"not JSON: {e}") from None
+    if not isinstance(value, expect):
+        raise _damaged(path, f"a JSON {type(value).__name__}, not an {expect.__name__}")
+    return value
+
+
+def read_jsonl(path: str) -> list[dict[str, Any]]:
+    """The rows of a JSON-lines file jaxpipe wrote (metrics.jsonl, sweep.jsonl), checked
+    as `read_json` checks: a line that is not a JSON object (a file cut short mid-line) is
+    a JaxpipeError naming the path and line. FileNotFoundError propagates."""
+    rows = []
+    for n, line in enumerate(_read_run_file(path).splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except ValueError as e:
+            raise _damaged(path, f"line {n} is not JSON: {e}") from None
+        if not isinstance(row, dict):
+            raise _damaged(path, f"line {n} is not a JSON object")
+        rows.append(row)
+    return rows
 
 
 def _kind(mode: int) -> str:

@@ -17,11 +17,20 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 from jaxpipe.errors import JaxpipeError, RunDirectoryBusy
-from jaxpipe.files import environment_problem
+from jaxpipe.files import environment_problem, read_json
 
-__all__ = ["LOCK_FILE", "lock_run_dir", "default_run_name", "make_unique_dir"]
+__all__ = [
+    "LOCK_FILE",
+    "CHECKPOINTS",
+    "lock_run_dir",
+    "default_run_name",
+    "make_unique_dir",
+    "checkpoint_epochs",
+    "refuse_other_run",
+]
 
 LOCK_FILE = ".lock"
+CHECKPOINTS = "checkpoints"  # the orbax folder inside a run directory
 
 
 def default_run_name(name: str) -> str:
@@ -45,6 +54,39 @@ def make_unique_dir(path: str) -> str:
     raise JaxpipeError(f"{path}: 999 run directories of this name exist; give --out DIR")
 
 
+def checkpoint_epochs(run_dir: str) -> list[int]:
+    """Epochs with a committed checkpoint in `run_dir`/checkpoints, from the folder names
+    alone (cheap; orbax's temporary folders of unfinished saves are not counted)."""
+    directory = os.path.join(run_dir, CHECKPOINTS)
+    try:
+        return sorted(int(n) for n in os.listdir(directory) if n.isdigit())
+    except (NotADirectoryError, FileNotFoundError):
+        return []
+
+
+def _status(summary_path: str) -> str:
+    try:
+        return str(read_json(summary_path).get("status", "unknown"))
+    except (OSError, JaxpipeError):
+        return "unreadable"
+
+
+def refuse_other_run(run_dir: str, what: str, fix: str) -> None:
+    """Raises JaxpipeError when `run_dir` already holds a run (summary.json: finished,
+    interrupted or diverged) or an unfinished one (checkpoints); `what` names the
+    directory as the user gave it, `fix` ends the message ("choose another directory")."""
+    summary = os.path.join(run_dir, "summary.json")
+    if os.path.lexists(summary):
+        raise JaxpipeError(
+            f"{what}: already holds a finished run (summary.json, status {_status(summary)}); {fix}"
+        )
+    saved = checkpoint_epochs(run_dir)
+    if saved:
+        raise JaxpipeError(
+            f"{what}: holds an unfinished run (checkpoints up to epoch {saved[-1]}); {fix}"
+        )
+
+
 def _holder(path: str) -> str:
     try:
         with open(path) as f:
@@ -55,25 +97,28 @@ def _holder(path: str) -> str:
 
 
 @contextmanager
-def lock_run_dir(run_dir: str) -> Iterator[str]:
+def lock_run_dir(run_dir: str, what: str | None = None) -> Iterator[str]:
     """Holds the exclusive lock on `run_dir` (which must exist) within the block; raises
     RunDirectoryBusy at once if another process (or another run in this one) holds it.
-    The lock file keeps the holder's pid for that message."""
+    The lock file keeps the holder's pid for that message. `what` names the directory
+    in messages (default "--out DIR"). Runs, sweeps and `Model.save` all take it."""
+    what = what or f"--out {run_dir}"
+    other = "--out" if what.startswith("--out") else "directory"
     path = os.path.join(run_dir, LOCK_FILE)
     try:
         # O_NOFOLLOW: a symlink planted as the lock file is refused, not written through.
         fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
     except OSError as e:
         raise environment_problem(path, e) or JaxpipeError(
-            f"--out {run_dir}: cannot write there ({e.strerror}); choose a writable directory"
+            f"{what}: cannot write there ({e.strerror}); choose a writable directory"
         ) from None
     try:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             raise RunDirectoryBusy(
-                f"--out {run_dir}: another run is using this directory ({_holder(path)}); "
-                "wait for it to finish, or choose another --out"
+                f"{what}: another run is using this directory ({_holder(path)}); "
+                f"wait for it to finish, or choose another {other}"
             ) from None
         os.ftruncate(fd, 0)
         os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)

@@ -181,3 +181,11 @@ def allow_mlflow_file_store() -> None:
     """Sets MLFLOW_ALLOW_FILE_STORE=true unless it is set already: MLflow 3's opt-in to its
     file store."""
     os.environ.setdefault("MLFLOW_ALLOW_FILE_STORE", "true")
+
+
+def bound_mlflow_requests(timeout_s: int = 10, retries: int = 1) -> None:
+    """Sets MLFLOW_HTTP_REQUEST_TIMEOUT and MLFLOW_HTTP_REQUEST_MAX_RETRIES unless set:
+    MLflow's defaults (120 s, 7 retries with backoff) kept a dead tracking server
+    retrying for minutes; a tracker's failure is bounded in time."""
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", str(timeout_s))
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", str(retries))

@@ -4,8 +4,9 @@ signalled or slowed at a point of an epoch by patching the training loop.
 A hook is `<kill|term|int>-<point>:<epoch>` (SIGKILL / SIGTERM / SIGINT to this process
 at `point` of that epoch) or `slow-<point>:<seconds>` (a sleep there at every epoch, so a
 test can signal the process at a moment of its choosing within a run of tiny epochs).
-Points: "epoch" (the epoch and its evaluation have run, nothing of it is written) and
-"save" (its checkpoint has just been written). Under a hook, `[checkpoint] every_epochs =
+Points: "epoch" (the epoch and its evaluation have run, nothing of it is written; a run's
+or a sweep's), "save" (its checkpoint has just been written) and "predict" (epoch 0:
+predict, evaluate or trace has its values, nothing is written yet). Under a hook, `[checkpoint] every_epochs =
 "auto"` saves every epoch: a test that kills a run of millisecond epochs at epoch N needs
 checkpoints before N to resume from.
 
@@ -51,9 +52,12 @@ def install(hook: str, patch: Callable[[Any, str, Any], None] = setattr) -> None
     if hook == "nudge-resume":
         _nudge_resume(patch)
         return
+    from jaxpipe import signals
     from jaxpipe.runner import cadence, loop
+    from jaxpipe.sweep import train
 
     epoch_fn, save_fn, make_cadence = loop._epoch, loop._save, cadence.make_cadence
+    row_fn, stop_fn, seen = train._row, signals.SignalCatcher.stop, set()
 
     def _epoch(programs, placed, prep, state, epoch, times):
         out = epoch_fn(programs, placed, prep, state, epoch, times)
@@ -70,6 +74,18 @@ def install(hook: str, patch: Callable[[Any, str, Any], None] = setattr) -> None
             return cadence.Cadence(1, 0.0)
         return make_cadence(every_epochs, every_minutes)
 
+    def _row(epoch, *args):  # a sweep's epoch: its first trial's row
+        if epoch not in seen:
+            seen.add(epoch)
+            fire(hook, "epoch", epoch)
+        return row_fn(epoch, *args)
+
+    def _stop(self, *args, **kw):  # predict, evaluate, trace: the values are in
+        fire(hook, "predict", 0)
+        return stop_fn(self, *args, **kw)
+
+    patch(train, "_row", _row)
+    patch(signals.SignalCatcher, "stop", _stop)
     patch(loop, "_epoch", _epoch)
     patch(loop, "_save", _save)
     patch(loop, "make_cadence", _cadence)

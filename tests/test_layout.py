@@ -14,7 +14,7 @@ PACKAGE = os.path.join(ROOT, "jaxpipe")
 # The rooms, lowest first. A module may import its own room and earlier rooms only. The
 # top-level modules belong to the foundation, the face or the entry points.
 ROOMS = [
-    ("foundation", {"_version", "errors", "files", "events", "settings", "rundir"}),
+    ("foundation", {"_version", "errors", "files", "events", "settings", "rundir", "signals"}),
     ("spec", None),  # the validated Spec and its sections; no jax
     ("core", None),  # pure, jittable: scaling, model, losses, metrics, optimizer, steps
     ("data", None),  # readers, encoders, sources, streaming statistics, rows in memory
@@ -47,7 +47,7 @@ SETTINGS = "settings"
 # Modules that import no jax, flax or optax at module level (`--help`, `schema`,
 # `validate` stay fast): the whole spec room and these.
 NO_JAX_ROOMS = {"spec"}
-NO_JAX = {"errors", "events", "files", "rundir", "settings", "_version", "__init__"}
+NO_JAX = {"errors", "events", "files", "rundir", "signals", "settings", "_version", "__init__"}
 NO_JAX |= {"cli.main", "cli.args", "__main__", "core.evaluation", "data.encoding"}
 NO_JAX |= {"data.frames", "data.readers", "data.sources", "data.roworder", "data.fastrows"}
 NO_JAX |= {"runner.cadence", "runner.orbax_guard", "planner.calibration"}

@@ -465,7 +465,7 @@ def test_defect_04_large_integer_labels_keep_their_identity(tmp_path):
         '[data]\nsource = "csv"\npath = "d.csv"\nlabel = "y"\nvalidation = 4\n'
         "[training]\nbatch_size = 4\n"
     )
-    ds = jaxpipe.data.load_dataset(jaxpipe.load_spec(str(tmp_path / "spec.toml")))
+    ds = jaxpipe.data.load.load_dataset(jaxpipe.load_spec(str(tmp_path / "spec.toml")))
     assert ds.class_names == (str(big), str(big + 1))
     y = np.concatenate([ds.y_train, ds.y_val])
     assert sorted(np.bincount(y).tolist()) == [10, 10]

@@ -7,7 +7,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from jaxpipe.runner.stopping import EarlyStopper, SignalCatcher, catch_signals, outcome
+from jaxpipe.runner.stopping import EarlyStopper, outcome
+from jaxpipe.signals import SignalCatcher, catch_signals
 from jaxpipe.spec.sections import EarlyStoppingSpec
 
 values = st.lists(st.floats(-10, 10, allow_nan=False), min_size=1, max_size=12)

@@ -264,4 +264,4 @@ def test_a_sweep_over_a_set_streamed_from_disk_names_host_memory(tmp_path, capsy
     assert len(lines) == 1 and lines[0].startswith("error:") and "data.host_memory" in lines[0]
     # Refused before training: the sweep folder holds its spec only, nothing that looks
     # finished (no summary.json, no trials/).
-    assert sorted(os.listdir(out)) == ["spec.toml"]
+    assert sorted(os.listdir(out)) == [".lock", "spec.toml"]  # the lock file, emptied

@@ -20,10 +20,12 @@ from typing import Any
 
 import numpy as np
 
-from jaxpipe.api import plan as make_plan
 from jaxpipe.api import validate
 from jaxpipe.check.invariants import run_isolated, with_overrides
+from jaxpipe.data.shapes import data_shapes
 from jaxpipe.errors import JaxpipeError
+from jaxpipe.planner.plan import make_plan
+from jaxpipe.signals import catch_signals
 from jaxpipe.spec.experiment import Spec, load_spec
 
 __all__ = ["StepResult", "SpecCheck", "check_specs", "format_checks", "shrink_spec"]
@@ -148,7 +150,7 @@ def _static_checks(
     steps.append(StepResult("data", "pass", notes[0]))
     try:
         # The closed form alone: one compile per spec would slow a repository-wide check.
-        plan = make_plan(spec, gpu=gpu, devices=devices, fit=False)
+        plan = make_plan(spec, data_shapes(spec), gpu=gpu, devices=devices, fit=False)
     except JaxpipeError as e:
         return [*steps, StepResult("plan", "fail", str(e))], None, False
     where = f"{plan.devices} × {plan.device}"
@@ -175,7 +177,15 @@ def check_specs(
 ) -> list[SpecCheck]:
     """Checks each spec file (see the module docstring); one SpecCheck per path, in
     order. `sharding`: the device count the data and fsdp strategies must agree with
-    one device on. Never raises for a bad spec: its failure is in the result."""
+    one device on. Never raises for a bad spec: its failure is in the result. SIGINT /
+    SIGTERM: RunInterrupted (exit 130 / 143) once the running check ends."""
+    with catch_signals() as signals:
+        results = _check_specs(paths, gpu, devices, resume, sharding, max_rows)
+        signals.stop("while checking the specs")
+    return results
+
+
+def _check_specs(paths, gpu, devices, resume, sharding, max_rows) -> list[SpecCheck]:
     results = [SpecCheck(p) for p in paths]
     jobs: list[tuple[str, Spec, dict[str, Any]]] = []
     owners: list[tuple[SpecCheck, str]] = []
@@ -212,10 +222,10 @@ def _skip_reason(result: SpecCheck, spec: Spec | None, streams: bool, name: str)
         return "an earlier check failed"
     if _plan_only(result.path):
         return "plan-only spec: not trained"
-    if spec.sweep is not None:  # trials run as one vmapped program, without checkpoints
+    if spec.sweep is not None:  # trials keep no checkpoints and share one program's layout
         if name == "resume":
-            return "a sweep: not resumable"
-        return "a sweep: its trials share one program over the devices, not a strategy"
+            return "a sweep is not resumable: an interrupted sweep is run again"
+        return "a sweep lays its trials over the devices; run its trials' specs alone to check"
     if name == "sharding" and streams:
         return "streamed from disk: the row order depends on the device count"
     return ""

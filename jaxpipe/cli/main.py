@@ -188,7 +188,7 @@ def _cmd_trace(args: argparse.Namespace) -> int:
 
     record = jaxpipe.trace(args.run_dir, args.data, row=args.row)
     if args.png:
-        jaxpipe.write_trace_png(record, args.png)
+        jaxpipe.write_trace_png(record, args.png, what=f"--png {args.png}")
     if args.json:
         print(json.dumps(record, indent=2))
     elif args.quiet:
@@ -264,9 +264,10 @@ def _one_line(text: str) -> str:
 
 
 class _EarlySignals:
-    """`jaxpipe run`'s signal contract from main's first line: SIGINT / SIGTERM are only
-    recorded (`signum`), never raised inside an import, until the run's own catcher
-    (jaxpipe.stopping.catch_signals) replaces this handler and takes the signal over."""
+    """The signal contract from main's first line (run, predict, evaluate, trace, check):
+    SIGINT / SIGTERM are only recorded (`signum`), never raised inside an import, until
+    the command's own catcher (jaxpipe.signals.catch_signals) replaces this handler and
+    takes the signal over."""
 
     def __init__(self) -> None:
         self.signum: int | None = None
@@ -322,13 +323,17 @@ class _BestEffortStdout:
         return getattr(self._stream, name)
 
 
-def _is_run(argv: Sequence[str] | None) -> bool:
+# The commands that run a compiled program: the signal contract from their first line.
+_SIGNAL_COMMANDS = {"run", "predict", "evaluate", "trace", "check"}
+
+
+def _runs_programs(argv: Sequence[str] | None) -> bool:
     words = [a for a in (sys.argv[1:] if argv is None else argv) if not a.startswith("-")]
-    return bool(words) and words[0] == "run"
+    return bool(words) and words[0] in _SIGNAL_COMMANDS
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    early = _EarlySignals() if _is_run(argv) else None
+    early = _EarlySignals() if _runs_programs(argv) else None
     stdout, sys.stdout = sys.stdout, _BestEffortStdout(sys.stdout)
     try:
         return _main(argv, early)
@@ -354,7 +359,8 @@ def _main(argv: Sequence[str] | None, early: _EarlySignals | None) -> int:
     try:
         if early is not None and early.signum is not None:  # before the run took over
             name = signal.Signals(early.signum).name
-            print(f"error: interrupted by {name} before the run started", file=sys.stderr)
+            what = "the run" if args.command == "run" else args.command
+            print(f"error: interrupted by {name} before {what} started", file=sys.stderr)
             return 128 + early.signum
         return _COMMANDS[args.command](args)
     except (JaxpipeError, DivergedError, EnvironmentProblem, RunInterrupted) as e:

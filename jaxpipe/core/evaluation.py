@@ -9,6 +9,8 @@ from typing import Any
 
 import numpy as np
 
+from jaxpipe.spec.sections import RECORDED_METRICS
+
 __all__ = ["classification_metrics", "regression_metrics", "format_metrics", "metric_names"]
 
 # log(0) guard: a probability that underflowed to 0 costs at most -log(1e-12) ≈ 27.6.
@@ -17,9 +19,7 @@ _EPS = 1e-12
 
 def metric_names(regression: bool) -> list[str]:
     """The columns of a run's metrics.jsonl (besides epoch and epoch_seconds)."""
-    if regression:
-        return ["train_loss", "val_loss", "val_rmse"]
-    return ["train_loss", "train_accuracy", "val_loss", "val_accuracy"]
+    return list(RECORDED_METRICS["regression" if regression else "classification"])
 
 
 def classification_metrics(

@@ -48,7 +48,9 @@ def missing_mask(col: np.ndarray) -> np.ndarray:
 
 
 def _number(v: Any) -> float | None:
-    if isinstance(v, (int, float)) and not isinstance(v, bool):
+    if isinstance(v, (bool, np.bool_)):  # a boolean column's value with gaps: 0 / 1
+        return float(v)
+    if isinstance(v, (int, float)):
         return float(v)
     try:
         return float(str(v).strip())
@@ -203,7 +205,11 @@ def encode_labels(
             f"label column {column!r}: {int(miss.sum())} rows have no label; remove them or "
             'set [preprocess] missing = "drop"'
         )
-    if values.dtype.kind in "fiub":
+    if values.dtype.kind == "b":
+        old = classes is not None and set(classes) <= {"0", "1"}  # saved before bool names
+        strings = np.where(values, "1" if old else "True", "0" if old else "False").astype(object)
+        names = tuple(sorted(set(strings)))
+    elif values.dtype.kind in "fiu":
         ints = _integer_labels(values, column)
         uniques = np.unique(ints)  # numeric order, exact (int64 / uint64)
         names = tuple(str(u) for u in uniques)
@@ -267,6 +273,10 @@ def encode_target(
             return encode_labels(values, column, classes)
         except DataError as e:
             raise DataError(f"{file}: {e}") from None
+    if values.dtype.kind in "fiub":  # already numbers: no per-value parsing
+        numbers = values.astype(np.float64)
+        check_finite(numbers, column, file, "label column")
+        return numbers.astype(np.float32), ()
     miss = missing_mask(values)
     numbers = np.full(len(values), np.nan)
     for i, v in enumerate(values):

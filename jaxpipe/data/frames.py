@@ -33,47 +33,66 @@ def _is_dataframe(data: Any) -> bool:
     return type(data).__module__.split(".")[0] == "pandas" and hasattr(data, "columns")
 
 
+def _refuse_complex(a: np.ndarray, name: str, what: str) -> None:
+    if a.dtype.kind == "c":
+        raise DataError(
+            f"{what}: {name} holds complex numbers (dtype {a.dtype}); jaxpipe needs real "
+            "numbers or text: pass the real and imaginary parts as two columns"
+        )
+
+
 def _array_columns(x: Any, y: Any, label: str, what: str) -> Columns:
-    """x: [rows, features] → columns x0, x1, ... as an npz file's; y: [rows] → `label`."""
+    """x: [rows, features] → columns x0, x1, ... as an npz file's; y: [rows] → `label`.
+    Each column goes through pyarrow and the readers' column rules, as a DataFrame's does
+    (exact int64 / uint64 labels, None as missing, bool labels as False / True)."""
     x = np.asarray(x)
     if x.ndim == 1:
         x = x[:, None]
     if x.ndim != 2 or len(x) == 0:
         raise DataError(f"{what}: X must be [rows, features] with rows; found shape {x.shape}")
-    numeric = x.dtype.kind in "fiub"
-    columns: Columns = {
-        f"x{i}": x[:, i].astype(np.float64) if numeric else x[:, i].astype(object)
-        for i in range(x.shape[1])
-    }
+    _refuse_complex(x, "X", what)
+    named = {f"x{i}": x[:, i] for i in range(x.shape[1])}
     if y is not None:
         y = np.asarray(y)
         if y.ndim != 1 or len(y) != len(x):
             raise DataError(f"{what}: y must be [rows] beside X {x.shape}; found shape {y.shape}")
-        columns[label] = (
-            y.astype(np.float64) if y.dtype.kind in "fiub" else y.astype(str).astype(object)
-        )
-    return columns
+        _refuse_complex(y, "y", what)
+        if label in named:
+            raise DataError(f"{what}: the label {label!r} is also an X column name; set data.label")
+        named[label] = y
+    return arrow_columns(_columns_table(named), "<arrays>")
+
+
+def _columns_table(named: dict[str, Any]):
+    """Named columns (numpy arrays or pandas Series) as a pyarrow Table: a column pyarrow
+    cannot type (numbers mixed with stray text) becomes text, so the reader's rules name
+    the bad value and its row, as they do in a CSV file."""
+    import pyarrow as pa
+
+    arrays = {}
+    for name, values in named.items():
+        try:
+            arrays[name] = pa.array(values, from_pandas=True)
+        except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError, TypeError,
+                ValueError):  # fmt: skip
+            items = values.tolist()
+            arrays[name] = pa.array([None if _missing(v) else str(v) for v in items])
+    return pa.table(arrays)
+
+
+def _missing(v: Any) -> bool:
+    return v is None or (isinstance(v, float) and v != v)
 
 
 def _frame_table(df: Any, what: str):
-    """A DataFrame as a pyarrow Table, column by column: a column pyarrow cannot type
-    (numbers mixed with stray text) becomes text, so the reader's rules name the bad
-    value and its row, as they do in a CSV file."""
-    import pyarrow as pa
-
+    """A DataFrame as a pyarrow Table, column by column (`_columns_table`)."""
     names = [str(c) for c in df.columns]
     dup = sorted({n for n in names if names.count(n) > 1})
     if dup:
         raise DataError(f"{what}: column name {dup[0]!r} appears twice; rename one of them")
-    arrays = {}
     for name, (_, series) in zip(names, df.items()):
-        try:
-            arrays[name] = pa.array(series, from_pandas=True)
-        except (pa.ArrowInvalid, pa.ArrowTypeError, TypeError, ValueError):
-            values = series.tolist()
-            missing = series.isna().tolist()
-            arrays[name] = pa.array([None if m else str(v) for v, m in zip(values, missing)])
-    return pa.table(arrays)
+        _refuse_complex(series.to_numpy()[:0], f"column {name!r}", what)  # dtype only
+    return _columns_table({name: series for name, (_, series) in zip(names, df.items())})
 
 
 def to_columns(data: Any, label: str = "y", what: str = "data") -> tuple[Columns, str]:

@@ -1,7 +1,7 @@
 """Reading data files into named host columns: CSV and Parquet (pyarrow) and NPZ, each
 path checked first (exists, a readable regular file, not larger than the free host
 memory). Numeric columns come back float64 with NaN for missing (exact int64 / uint64
-for integer columns without gaps), others object with None. Split from `data.py`, which
+for integer columns without gaps; bool for boolean ones), others object with None. Split from `data.py`, which
 encodes and splits what these return."""
 
 from __future__ import annotations
@@ -72,7 +72,14 @@ def _arrow_columns(table, path: str) -> Columns:
         t = col.type
         if pa.types.is_integer(t):
             columns[name] = _integer_column(col)
-        elif pa.types.is_floating(t) or pa.types.is_boolean(t):
+        elif pa.types.is_boolean(t):
+            # bool (object True / False / None with gaps): a feature reads as 0 / 1, a
+            # label's classes are False / True, whichever way the rows came in.
+            if col.null_count == 0:
+                columns[name] = np.asarray(col.to_numpy(zero_copy_only=False), dtype=bool)
+            else:
+                columns[name] = np.asarray(col.to_pylist(), dtype=object)
+        elif pa.types.is_floating(t):
             values = col.to_numpy(zero_copy_only=False)
             columns[name] = np.asarray(values, dtype=np.float64)
         elif pa.types.is_null(t):

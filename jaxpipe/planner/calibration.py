@@ -7,13 +7,13 @@ none, with XLA's figure beside the estimate still. No jax: reads JSON files only
 
 from __future__ import annotations
 
-import json
 import os
 import statistics
 from dataclasses import dataclass
 from typing import Any
 
 from jaxpipe.errors import JaxpipeError
+from jaxpipe.files import read_json
 
 __all__ = ["CalibrationRow", "read_calibration", "format_calibration"]
 
@@ -43,15 +43,12 @@ def _read(run_dir: str) -> CalibrationRow:
     if not os.path.isdir(run_dir):
         raise JaxpipeError(f"{run_dir}: not a run directory (expected a `jaxpipe run --out` DIR)")
     try:
-        with open(path, "rb") as f:
-            summary = json.loads(f.read(16 * 2**20).decode("utf-8"))
-        plan = summary["plan"]
-        if not isinstance(plan, dict):
-            raise TypeError
+        summary = read_json(path)
     except FileNotFoundError:
         raise JaxpipeError(f"{path}: no summary.json (the run did not finish)") from None
-    except (ValueError, KeyError, TypeError):
-        raise JaxpipeError(f"{path}: not a jaxpipe summary (no `plan` record)") from None
+    plan = summary.get("plan")
+    if not isinstance(plan, dict):
+        raise JaxpipeError(f"{path}: not a jaxpipe run's summary (no `plan` record)")
 
     def num(key: str) -> int | None:
         v = plan.get(key)

@@ -22,12 +22,14 @@ from typing import NamedTuple
 
 from jaxpipe.core.step import steps_per_epoch
 from jaxpipe.data.shapes import Shapes
+from jaxpipe.errors import JaxpipeError
 from jaxpipe.planner import hardware
 from jaxpipe.planner.memory import Estimate
 from jaxpipe.planner.options import bf16_note, rank_options, recommendation, roofline
-from jaxpipe.planner.search import GPU_RUNTIME_BYTES, MAX_DEVICES, UNVERIFIED, Search
+from jaxpipe.planner.search import GPU_RUNTIME_BYTES, UNVERIFIED, Search
 from jaxpipe.planner.values import Candidate, Plan
 from jaxpipe.spec.experiment import Spec
+from jaxpipe.spec.hardware import MAX_DEVICES
 from jaxpipe.spec.strategy import AUTO_SEARCH, Strategy
 
 __all__ = ["make_plan"]
@@ -119,6 +121,19 @@ def _runtime(mem: _Memory) -> int:
     return min(GPU_RUNTIME_BYTES, (mem.usable + mem.reserve) // 10)
 
 
+def _device_count(spec_devices: int | str, devices: int | None) -> int | None:
+    """The device count asked for: `--devices`, else `[hardware] devices` (None: "auto"),
+    within the planner's ceiling (hardware.devices is held to it by the spec)."""
+    if devices is not None and not 1 <= devices <= MAX_DEVICES:
+        raise JaxpipeError(
+            f"--devices {devices}: expected a count from 1 to {MAX_DEVICES} (the most the "
+            "planner plans for)"
+        )
+    if devices is not None:
+        return devices
+    return spec_devices if isinstance(spec_devices, int) else None
+
+
 def make_plan(
     spec: Spec,
     shapes: Shapes,
@@ -133,9 +148,7 @@ def make_plan(
     does, a run does not)."""
     catalog = hardware.load_catalog(spec.hardware, spec.base_dir)
     hw = spec.hardware
-    count = (
-        devices if devices is not None else (hw.devices if isinstance(hw.devices, int) else None)
-    )
+    count = _device_count(hw.devices, devices)
     mem = _memory(spec, gpu, catalog)
     available = count if gpu is not None or count is not None else mem.local_count
     search = Search(spec, shapes, mem.usable, fit=fit, runtime=(runtime := _runtime(mem)))

@@ -12,11 +12,11 @@ from jaxpipe.planner import xlafit
 from jaxpipe.planner.memory import Estimate, estimate
 from jaxpipe.planner.state import abstract_state
 from jaxpipe.spec.experiment import Spec
+from jaxpipe.spec.hardware import MAX_DEVICES
 from jaxpipe.spec.strategy import DATA, Strategy
 
-__all__ = ["Search", "MAX_DEVICES", "UNVERIFIED", "GPU_RUNTIME_BYTES", "divisors"]
+__all__ = ["Search", "UNVERIFIED", "GPU_RUNTIME_BYTES", "divisors"]
 
-MAX_DEVICES = 4096  # the search's ceiling for "the fewest devices that fit"
 # Strategies whose closed form is not held within 10 % of XLA: FSDP's per-device program
 # keeps less per layer than the one-device program at the same per-device batch, by an
 # amount that shifts with the sizes (its figures ran -34 … +60 % against XLA:CPU; see

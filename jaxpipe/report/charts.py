@@ -136,12 +136,14 @@ def write_curves(
     save_png(fig, path)
 
 
-def save_png(fig: Any, path: str) -> None:
+def save_png(fig: Any, path: str, what: str | None = None) -> None:
     """Writes a matplotlib figure to `path` as a PNG through the one safe writer
-    (jaxpipe/files.py: atomic, never through a planted symlink, a full disk is exit 4)."""
+    (jaxpipe/files.py: atomic, never through a planted symlink, into a FIFO or device
+    rather than over it, a full disk is exit 4). `what`: the option that named `path`
+    (`--png P`), for a file the user asked for rather than one in a run directory."""
     png = io.BytesIO()
     fig.savefig(png, format="png", dpi=100)
-    atomic_write(path, png.getvalue())
+    atomic_write(path, png.getvalue(), what=what, resume=what is None)
 
 
 def best_epoch(history: Sequence[dict[str, Any]], metric: str, mode: str) -> int | None:

@@ -13,6 +13,7 @@ from typing import Any
 import tomllib
 
 from jaxpipe.errors import JaxpipeError
+from jaxpipe.files import read_input_file, read_json, read_jsonl
 from jaxpipe.report.charts import save_png
 from jaxpipe.report.console import format_table
 from jaxpipe.spec.sections import metric_mode
@@ -30,15 +31,11 @@ def _read(run_dir: str) -> tuple[dict[str, Any], dict[str, Any], list[dict[str, 
             f"({'missing ' + ', '.join(os.path.basename(p) for p in missing) if missing else 'not found'}); "
             "pass directories written by jaxpipe run"
         )
+    summary, rows = read_json(paths[0]), read_jsonl(paths[2])
     try:
-        with open(paths[0]) as f:
-            summary = json.load(f)
-        with open(paths[1], "rb") as f:
-            spec = tomllib.load(f)
-        with open(paths[2]) as f:
-            rows = [json.loads(line) for line in f if line.strip()]
-    except (OSError, ValueError) as e:
-        raise JaxpipeError(f"{run_dir}: cannot read its files ({e})") from None
+        spec = tomllib.loads(read_input_file(paths[1], "spec file").decode("utf-8"))
+    except (ValueError, UnicodeDecodeError) as e:
+        raise JaxpipeError(f"{paths[1]}: damaged ({e}); the run's spec copy was changed") from None
     return summary, spec, rows
 
 
@@ -59,11 +56,17 @@ def _runs(run_dirs: Sequence[str]) -> list[tuple[str, dict, dict, list]]:
         summary, spec, rows = _read(d)
         if summary.get("kind") == "sweep":
             trials = os.path.join(d, "trials")
+            if not os.path.isdir(trials):
+                raise JaxpipeError(f"{d}: a sweep directory without trials/; pass a finished sweep")
             for k in sorted(os.listdir(trials), key=lambda s: (len(s), s)):
                 runs.append((os.path.join(d, "trials", k), *_read(os.path.join(trials, k))))
         else:
             runs.append((d, summary, spec, rows))
     return runs
+
+
+def _number(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
 
 
 def compare_runs(run_dirs: Sequence[str], metric: str = "val_loss") -> list[dict[str, Any]]:
@@ -80,14 +83,14 @@ def compare_runs(run_dirs: Sequence[str], metric: str = "val_loss") -> list[dict
     differ = [k for k in differ if not k.startswith("data.path")] or differ
     out = []
     for (d, summary, _, rows), f in zip(runs, flat, strict=True):
-        have = [r for r in rows if metric in r]
+        have = [r for r in rows if _number(r.get(metric)) and _number(r.get("epoch"))]
         if rows and not have:
             cols = ", ".join(c for c in rows[0] if c not in ("epoch", "epoch_seconds"))
             raise JaxpipeError(
                 f"{d}: metrics.jsonl has no column {metric!r}; --metric one of {cols}"
             )
         best = (min if mode == "min" else max)(have, key=lambda r: r[metric]) if have else None
-        dev = summary.get("device") or {}
+        dev = summary.get("device") if isinstance(summary.get("device"), dict) else {}
         out.append({
             "run": d,
             "differences": {k: f.get(k) for k in differ},
@@ -96,7 +99,7 @@ def compare_runs(run_dirs: Sequence[str], metric: str = "val_loss") -> list[dict
             "final": have[-1][metric] if have else None,
             "best": best[metric] if best else None,
             "best_epoch": best["epoch"] if best else None,
-            "seconds": round(sum(r.get("epoch_seconds", 0.0) for r in rows), 3),
+            "seconds": round(sum(r.get("epoch_seconds", 0.0) for r in rows if _number(r.get("epoch_seconds"))), 3),
             "device": f"{dev.get('count', '?')}× {dev.get('kind') or dev.get('platform', '?')}",
             "history": [{"epoch": r["epoch"], metric: r[metric]} for r in have],
         })  # fmt: skip
@@ -131,5 +134,5 @@ def write_comparison_plot(records: list[dict[str, Any]], metric: str, path: str)
     if len(records) <= 12:
         ax.legend(fontsize=7)
     fig.tight_layout()
-    save_png(fig, path)
+    save_png(fig, path, what=f"--plot {path}")
     plt.close(fig)

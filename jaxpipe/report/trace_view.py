@@ -93,9 +93,10 @@ def format_trace(record: dict[str, Any], title: str | None = None) -> str:
     return "\n".join([head] + [f"  {name:<{width}}  {text}" for name, text in rows])
 
 
-def write_trace_png(record: dict[str, Any], path: str) -> None:
+def write_trace_png(record: dict[str, Any], path: str, what: str | None = None) -> None:
     """trace.png: the scaled input, each hidden layer's activations as a heat strip, the
-    probabilities as bars (the prediction highlighted), or the regression value."""
+    probabilities as bars (the prediction highlighted), or the regression value. `what`
+    names `path` in errors (`--png P`) when the user chose it."""
     # A Figure on an Agg canvas, not pyplot: pyplot's import adds about half a second
     # to every run (the run's report draws this), for nothing a file needs.
     from matplotlib.backends.backend_agg import FigureCanvasAgg
@@ -129,7 +130,7 @@ def write_trace_png(record: dict[str, Any], path: str) -> None:
     bottom = (1.0 if classes > 12 else 0.4) / height  # class names at 45° need more
     left = 0.06 if classes else 0.1  # a regression's bars are named "true value"
     fig.subplots_adjust(left=left, right=0.97, top=1 - 0.3 / height, bottom=bottom, hspace=0.6)
-    save_png(fig, path)
+    save_png(fig, path, what=what)
 
 
 def _draw_output(ax: Any, record: dict[str, Any]) -> None:

@@ -17,6 +17,8 @@ import importlib
 import json
 import logging
 import os
+import sys
+import tempfile
 import time
 from typing import Any
 
@@ -131,33 +133,116 @@ class TensorBoardObserver(Observer):
             self.log.close()
 
 
+# How long the up-front check waits for a tracking server to answer.
+_REACH_SECONDS = 5.0
+
+
 class MlflowObserver(Observer):
-    """Logs the run to MLflow at `uri` (a file-store path or a tracking-server URI)."""
+    """Logs the run to MLflow at `uri` (a file-store path or a tracking-server URI).
+
+    The URI is checked when the observer is made, before any work (`check`): a scheme
+    MLflow cannot use, a file store that is a file or cannot be written, a server that
+    does not answer within seconds are one JaxpipeError line (exit 2). A failure during
+    the run (the server went away) is one warning line on stderr, bounded in time
+    (settings.bound_mlflow_requests), and the run goes on untracked."""
 
     def __init__(self, uri: str, base_dir: str = "."):
         self.mlflow = _require("mlflow", "mlflow", "mlflow")
         # Its INFO lines ("Creating a new experiment") would break `run -q`'s one line.
         logging.getLogger("mlflow").setLevel(logging.WARNING)
+        self.given = uri
         if "://" not in uri and not uri.startswith("file:"):  # a path: a file store there
             uri = "file://" + os.path.abspath(os.path.join(base_dir, uri))
         if uri.startswith("file:"):
             # MLflow 3 keeps its file store in maintenance mode behind this opt-in; a path
             # in [logging] mlflow is the user asking for exactly that store.
             settings.allow_mlflow_file_store()
-        self.uri, self.run_dir, self.active = uri, "", False
+        settings.bound_mlflow_requests()
+        self.uri, self.run_dir, self.active, self.failed = uri, "", False, False
+        self.check()
+
+    def _refuse(self, why: str, fix: str) -> JaxpipeError:
+        return JaxpipeError(f"[logging] mlflow = {self.given!r}: {why}; {fix}")
+
+    def check(self) -> None:
+        """Refuses, before any work, a URI the run could not log to (see the class)."""
+        fix = "fix [logging] mlflow (a file-store path, or http://host:port of a server)"
+        if self.uri.startswith("file:"):
+            self._check_file_store(self.uri.split(":", 1)[1].removeprefix("//"), fix)
+            return
+        try:
+            from mlflow.tracking._tracking_service.utils import _get_store
+
+            _get_store(self.uri)
+        except Exception as e:  # MLflow's own words for an unusable URI, on one line
+            why = (str(e).strip().splitlines() or [type(e).__name__])[0].split(". ")[0][:160]
+            raise self._refuse(f"not a tracking URI MLflow can use ({why})", fix) from None
+        if self.uri.split(":", 1)[0] in ("http", "https"):
+            self._check_server(fix)
+
+    def _check_file_store(self, path: str, fix: str) -> None:
+        if os.path.exists(path) and not os.path.isdir(path):
+            raise self._refuse(f"{path} exists and is not a directory", fix)
+        existing = path
+        while existing and not os.path.exists(existing):
+            existing = os.path.dirname(existing)
+        try:  # a probe, not os.access: root passes that for read-only mounts and /proc
+            os.rmdir(tempfile.mkdtemp(prefix=".jaxpipe-probe-", dir=existing or "."))
+        except OSError as e:
+            raise self._refuse(
+                f"cannot write the file store in {existing or '.'} ({e.strerror})", fix
+            ) from None
+
+    def _check_server(self, fix: str) -> None:
+        import urllib.error
+        import urllib.request
+
+        url = self.uri.rstrip("/") + "/health"
+        try:
+            urllib.request.urlopen(url, timeout=_REACH_SECONDS).close()
+        except urllib.error.HTTPError:
+            return  # it answered: a server is there (its API decides the rest)
+        except (urllib.error.URLError, OSError, ValueError) as e:
+            why = getattr(e, "reason", e)
+            raise self._refuse(
+                f"the tracking server does not answer ({why})", "start it, or " + fix
+            ) from None
+
+    def _guard(self, what: str, call: Any, *args: Any, **kw: Any) -> None:
+        """`call(*args)`, or after a tracker failure one warning line and no more
+        tracking: the run is not lost for its tracker."""
+        if self.failed:
+            return
+        try:
+            call(*args, **kw)
+        except Exception as e:
+            self.failed, self.active = True, False
+            why = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
+            print(
+                f"warning: [logging] mlflow: {what} failed ({why}); the run goes on untracked",
+                file=sys.stderr,
+            )
 
     def on_start(self, spec: Any, run_dir: str) -> None:
+        self.run_dir = run_dir
+        self._guard("starting the MLflow run", self._start, spec, run_dir)
+
+    def _start(self, spec: Any, run_dir: str) -> None:
         mlflow = self.mlflow
         mlflow.set_tracking_uri(self.uri)
         mlflow.set_experiment(spec.experiment.name)
-        self.run_dir, self.active = run_dir, True
         mlflow.start_run(run_name=os.path.basename(os.path.normpath(run_dir)))
+        self.active = True
         mlflow.log_params(flat_params(spec))
 
     def on_epoch(self, row: dict[str, Any], epochs: int) -> None:
-        self.mlflow.log_metrics(_scalars(row), step=int(row["epoch"]))
+        step = int(row["epoch"])
+        self._guard("logging an epoch", self.mlflow.log_metrics, _scalars(row), step=step)
 
     def on_trial(self, index: int, values: dict[str, Any], history: list[dict[str, Any]]) -> None:
+        self._guard("logging a trial", self._trial, index, values, history)
+
+    def _trial(self, index: int, values: dict[str, Any], history: list[dict[str, Any]]) -> None:
         mlflow = self.mlflow
         with mlflow.start_run(run_name=f"trial-{index}", nested=True):
             mlflow.log_params(values)
@@ -173,14 +258,15 @@ class MlflowObserver(Observer):
 
     def on_finish(self, result: RunResult) -> None:
         if self.active:
-            self._artifacts(self.run_dir)
-            self.mlflow.end_run()
+            self._guard("logging the artifacts", self._artifacts, self.run_dir)
+            self._guard("ending the MLflow run", self.mlflow.end_run)
             self.active = False
 
 
 def tracking_observers(spec: Any) -> list[Observer]:
     """The observers `[logging]` asks for; raises JaxpipeError (exit 2) naming the extra
-    when its package is missing, before any work."""
+    when its package is missing, or the MLflow URI when it cannot be logged to, before
+    any work (`jaxpipe validate` asks this too)."""
     cfg = getattr(spec, "logging", None)
     if cfg is None:
         return []

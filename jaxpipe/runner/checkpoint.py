@@ -34,8 +34,8 @@ from jaxpipe.runner.orbax_guard import (
     InlineExecutor,
     KeepEpochs,
     captured_logs,
+    disk_problem,
     drop_loop_closed_tracebacks,
-    is_disk_full,
 )
 
 __all__ = [
@@ -265,16 +265,27 @@ class CheckpointStore:
         try:
             yield
         except Exception as e:
-            if not is_disk_full(e):
+            problem = disk_problem(e)
+            if problem is None:
                 raise
             # Free what the partial save took; committed checkpoints stay for --resume.
             for tmp in glob.glob(
                 os.path.join(glob.escape(self.directory), "*.orbax-checkpoint-tmp*")
             ):
                 shutil.rmtree(tmp, ignore_errors=True)
+            saved = saved_epochs(self.directory)
+            kept = (
+                f"the checkpoints up to epoch {saved[-1]} are intact"
+                if saved
+                else "no checkpoint was written yet, so it starts again from epoch 1"
+            )
+            what = {
+                "full": f"the disk is full (no space left to {doing}); free some space",
+                "too large": f"a file-size limit (`ulimit -f`: File too large) stopped the "
+                f"write to {doing}; raise the limit",
+            }[problem]
             raise EnvironmentProblem(
-                f"{self.directory}: the disk is full (no space left to {doing}); free some "
-                "space, then continue the run with --resume (earlier checkpoints are intact)"
+                f"{self.directory}: {what}, then continue the run with --resume ({kept})"
             ) from None
 
     def read_meta(self, epoch: int) -> dict[str, Any]:

@@ -21,7 +21,7 @@ from jaxpipe.runner.cadence import make_cadence
 from jaxpipe.runner.place import Placed
 from jaxpipe.runner.programs import Programs
 from jaxpipe.runner.resume import RunProgress, checkpoint_arrays
-from jaxpipe.runner.stopping import SignalCatcher, catch_signals
+from jaxpipe.signals import SignalCatcher, catch_signals
 from jaxpipe.spec.sections import CheckpointSpec, EarlyStoppingSpec
 
 # Observer, RunResult and StageRecord live in events.py; re-exported for older imports.

@@ -19,6 +19,7 @@ __all__ = [
     "LoopClosedFilter",
     "drop_loop_closed_tracebacks",
     "is_disk_full",
+    "disk_problem",
     "InlineExecutor",
     "KeepEpochs",
 ]
@@ -87,6 +88,12 @@ class LoopClosedFilter:
             sys.unraisablehook = self.previous
 
 
+# What tensorstore writes for the OS errors of a save it could not finish (its errors
+# carry the OS error only in their text: "... No space left on device [os_error_code='28']").
+_FULL_TEXT = ("No space left on device", "Disk quota exceeded")
+_TOO_LARGE_TEXT = ("File too large", "os_error_code='27'")
+
+
 class UnretrievedReadFilter(logging.Filter):
     """On the `asyncio` logger: orbax's reads of a damaged checkpoint that failed after the
     restore gave up are asyncio tasks and futures nobody awaits; when one is
@@ -95,12 +102,17 @@ class UnretrievedReadFilter(logging.Filter):
     the run has already said in one line that the checkpoint is unreadable. Only those
     (orbax's coroutines, or tensorstore's read errors) are dropped."""
 
-    MARKERS = ("orbax", "tensorstore", "OCDBT database")
+    MARKERS = ("orbax", "tensorstore", "OCDBT database", *_FULL_TEXT, *_TOO_LARGE_TEXT)
 
     def filter(self, record: logging.LogRecord) -> bool:
         msg = record.getMessage()
         unretrieved = msg.startswith(("Task exception was never", "Future exception was never"))
-        return not (unretrieved and any(m in msg for m in self.MARKERS))
+        if not unretrieved:
+            return True
+        # The failure may be named only in the traceback (a write that hit a full disk).
+        exc = record.exc_info[1] if record.exc_info else None
+        text = msg + (f" {type(exc).__module__} {exc}" if exc is not None else "")
+        return not any(m in text for m in self.MARKERS)
 
 
 def drop_loop_closed_tracebacks() -> None:
@@ -115,22 +127,30 @@ def drop_loop_closed_tracebacks() -> None:
         aio.addFilter(UnretrievedReadFilter())
 
 
-def is_disk_full(exc: BaseException) -> bool:
-    """ENOSPC / EDQUOT anywhere in the chain, as an OSError or as tensorstore's
-    RESOURCE_EXHAUSTED ValueError (which carries the OS error only in its text:
-    "... No space left on device [os_error_code='28']")."""
+def disk_problem(exc: BaseException) -> str | None:
+    """ "full" for ENOSPC / EDQUOT, "too large" for EFBIG (a file-size limit: `ulimit -f`)
+    anywhere in the chain, as an OSError or as tensorstore's ValueError; else None."""
     seen: set[int] = set()
     e: BaseException | None = exc
     while e is not None and id(e) not in seen:
         seen.add(id(e))
         if isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT):
-            return True
+            return "full"
+        if isinstance(e, OSError) and e.errno == errno.EFBIG:
+            return "too large"
         text = str(e)
         # Not RESOURCE_EXHAUSTED alone: a device out of memory says that too.
-        if "No space left on device" in text or "Disk quota exceeded" in text:
-            return True
+        if any(t in text for t in _FULL_TEXT):
+            return "full"
+        if any(t in text for t in _TOO_LARGE_TEXT):
+            return "too large"
         e = e.__cause__ or e.__context__
-    return False
+    return None
+
+
+def is_disk_full(exc: BaseException) -> bool:
+    """A full disk or quota, or a file-size limit, anywhere in `exc`'s chain."""
+    return disk_problem(exc) is not None
 
 
 class InlineExecutor:

@@ -13,12 +13,17 @@ import jax
 
 from jaxpipe.errors import JaxpipeError
 from jaxpipe.files import atomic_write, environment_problem
-from jaxpipe.rundir import default_run_name, lock_run_dir, make_unique_dir
+from jaxpipe.rundir import (
+    CHECKPOINTS,
+    default_run_name,
+    lock_run_dir,
+    make_unique_dir,
+    refuse_other_run,
+)
 from jaxpipe.runner import checkpoint as ckpt
 from jaxpipe.spec.experiment import Spec
 
 __all__ = [
-    "CHECKPOINTS",
     "default_out_dir",
     "prepare_out_dir",
     "resolved_spec",
@@ -26,28 +31,24 @@ __all__ = [
     "write_lines",
 ]
 
-CHECKPOINTS = "checkpoints"  # the orbax folder inside a run directory
-
 
 def default_out_dir(spec: Spec) -> str:
     """`runs/<name>-<timestamp to the microsecond>`, relative to the working directory."""
     return default_run_name(spec.experiment.name)
 
 
-def _read_status(summary_path: str) -> str:
-    try:
-        with open(summary_path) as f:
-            return str(json.load(f).get("status", "unknown"))
-    except (OSError, ValueError, AttributeError):
-        return "unreadable"
-
-
 def prepare_out_dir(
-    spec: Spec, out: str | None, resume: bool = False, stack: contextlib.ExitStack | None = None
+    spec: Spec,
+    out: str | None,
+    resume: bool = False,
+    stack: contextlib.ExitStack | None = None,
+    *,
+    sweep: bool = False,
 ) -> str:
     """Checks (and creates) the run directory before any work, and takes its lock for
     the rest of `stack` (RunDirectoryBusy if another run holds it). Refuses to overwrite
-    a finished run, or an unfinished one with checkpoints, unless resuming it."""
+    a finished run, or an unfinished one with checkpoints, unless resuming it. `sweep`:
+    the directory is a sweep's (which cannot be resumed: the fix says so)."""
     given = out is not None
     if out is None:
         if resume:
@@ -77,19 +78,12 @@ def prepare_out_dir(
     if stack is not None and jax.process_index() == 0:
         stack.enter_context(lock_run_dir(out))
     if not resume:
-        summary = os.path.join(out, "summary.json")
-        if os.path.exists(summary):
-            raise JaxpipeError(
-                f"{what}: already holds a finished run (summary.json, status "
-                f"{_read_status(summary)}); continue it with --resume, or choose another "
-                "directory"
-            )
-        saved = ckpt.saved_epochs(os.path.join(out, CHECKPOINTS))
-        if saved:
-            raise JaxpipeError(
-                f"{what}: holds an unfinished run (checkpoints up to epoch {saved[-1]}); "
-                "continue it with --resume, or choose another directory"
-            )
+        again = (
+            "a sweep cannot be resumed: choose another directory"
+            if sweep
+            else "continue it with --resume, or choose another directory"
+        )
+        refuse_other_run(out, what, again)
     if stack is None or jax.process_index() != 0:  # no lock file tested writability
         probe = os.path.join(out, f".write-test-{os.getpid()}")  # processes share `out`
         try:

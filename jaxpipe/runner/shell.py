@@ -23,10 +23,10 @@ from jaxpipe.data.load import Dataset, load_dataset
 from jaxpipe.errors import DivergedError, RunInterrupted
 from jaxpipe.events import Observer, RunResult, StageRecord
 from jaxpipe.files import atomic_write
+from jaxpipe.rundir import CHECKPOINTS
 from jaxpipe.runner import checkpoint as ckpt
 from jaxpipe.runner.loop import TrainTimes, train
 from jaxpipe.runner.outdir import (
-    CHECKPOINTS,
     prepare_out_dir,
     resolved_spec,
     write_json,
@@ -37,17 +37,13 @@ from jaxpipe.runner.plan import RunPlan, plan_record, plan_run
 from jaxpipe.runner.preprocess import preprocess_data
 from jaxpipe.runner.programs import Programs, compile_programs
 from jaxpipe.runner.resume import RunProgress, check_resumable, data_fingerprint, start_or_resume
-from jaxpipe.runner.stopping import (
-    SIGNAL_EXIT,
-    SignalCatcher,
-    catch_signals,
-    outcome,
-)
+from jaxpipe.runner.stopping import outcome
 from jaxpipe.runner.stream import trim_host_heap
 from jaxpipe.runner.summary import Finished, build_summary
 from jaxpipe.runner.validation import check_before_data, check_run_metrics, check_schedule
 from jaxpipe.saved.predict import save_predictor
 from jaxpipe.saved.trace import save_trace_rows
+from jaxpipe.signals import SIGNAL_EXIT, SignalCatcher, catch_signals
 from jaxpipe.spec.experiment import Spec, dump_spec
 from jaxpipe.spec.sections import CheckpointSpec, metric_mode
 

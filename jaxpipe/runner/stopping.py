@@ -1,32 +1,23 @@
-"""When a run stops before its last epoch: early stopping on a plateau, and SIGINT /
-SIGTERM caught so that the current epoch finishes and is checkpointed. Host-side Python
-only; the loop consults these once per epoch."""
+"""When a run stops before its last epoch: early stopping on a plateau, or a SIGINT /
+SIGTERM (caught by jaxpipe/signals.py) after the current epoch is checkpointed.
+Host-side Python only; the loop consults these once per epoch."""
 
 from __future__ import annotations
 
-import contextlib
 import math
-import signal
-import threading
-from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from jaxpipe.errors import RunInterrupted, SpecError
+from jaxpipe.errors import SpecError
+from jaxpipe.signals import SignalCatcher
 from jaxpipe.spec.experiment import Spec
 from jaxpipe.spec.sections import EarlyStoppingSpec, metric_mode
 
 __all__ = [
     "EarlyStopper",
-    "SignalCatcher",
-    "catch_signals",
     "check_metric_names",
     "outcome",
-    "SIGNAL_EXIT",
 ]
-
-# Exit status of a run stopped by a signal: 128 + the signal number, as shells report it.
-SIGNAL_EXIT = {signal.SIGINT: 130, signal.SIGTERM: 143}
 
 
 @dataclass
@@ -85,79 +76,16 @@ class EarlyStopper:
         )
 
 
-class SignalCatcher:
-    """Which of SIGINT / SIGTERM arrived (the first one), if any.
-
-    The handler only records: a signal never raises inside an import, an XLA compile or
-    a checkpoint write (a KeyboardInterrupt there printed tracebacks, was swallowed by
-    callbacks, or left threads that segfaulted at exit). The run asks at safe points:
-    `check` between stages, `caught` after each epoch."""
-
-    def __init__(self) -> None:
-        self.signum: int | None = None
-
-    @property
-    def caught(self) -> bool:
-        return self.signum is not None
-
-    @property
-    def name(self) -> str:
-        return signal.Signals(self.signum).name if self.signum else ""
-
-    def _handle(self, signum: int, frame: Any) -> None:
-        if self.signum is not None:  # asked twice: stop now, as the user evidently wants
-            raise KeyboardInterrupt
-        self.signum = signum
-
-    def check(self, when: str) -> None:
-        """Raises RunInterrupted (exit 130 / 143) if a signal came before training
-        started (`when`, e.g. "while compiling"): nothing was trained, so nothing is
-        saved, and the run directory (if made) holds no checkpoint or summary."""
-        if self.signum is None:
-            return
-        raise RunInterrupted(
-            f"interrupted by {self.name} {when}, before any epoch was trained; nothing "
-            "was saved: run the same command again",
-            SIGNAL_EXIT[self.signum],
-        )
-
-
-@contextlib.contextmanager
-def catch_signals() -> Iterator[SignalCatcher]:
-    """Within the block, SIGINT and SIGTERM only set a flag (a second one raises
-    KeyboardInterrupt); the previous handlers come back afterwards. Nested blocks share
-    the outer catcher. A signal recorded by the handler this one replaces (any handler
-    object with a `signum` attribute, as `jaxpipe run` installs on its first line) is
-    taken over, so none is lost between process start and the run. Outside the main
-    thread Python cannot install handlers, so the catcher stays empty there."""
-    if threading.current_thread() is not threading.main_thread():
-        yield SignalCatcher()
-        return
-    current = signal.getsignal(signal.SIGINT)
-    outer = getattr(current, "__self__", None)
-    if isinstance(outer, SignalCatcher):
-        yield outer
-        return
-    catcher = SignalCatcher()
-    old = {s: signal.signal(s, catcher._handle) for s in SIGNAL_EXIT}
-    earlier = getattr(current, "signum", None)
-    if earlier in SIGNAL_EXIT and catcher.signum is None:
-        catcher.signum = earlier
-    try:
-        yield catcher
-    finally:
-        for s, handler in old.items():
-            signal.signal(s, handler)
-
-
 def check_metric_names(spec: Spec, names: list[str]) -> None:
-    """The metrics that early stopping and checkpointing watch must be among `names`, the
-    columns of metrics.jsonl; checked before any work."""
+    """The metrics that early stopping, checkpointing and a sweep's ranking watch must be
+    among `names`, the columns of metrics.jsonl; checked before any work."""
     wanted = []
     if spec.training.early_stopping is not None:
         wanted.append(("training.early_stopping.metric", spec.training.early_stopping.metric))
     if spec.checkpoint.best_metric is not None:
         wanted.append(("checkpoint.best_metric", spec.checkpoint.best_metric))
+    if spec.sweep is not None:  # the metric that ranks the trials
+        wanted.append(("sweep.metric", spec.sweep.metric))
     for key, name in wanted:
         if name not in names:
             raise SpecError(

@@ -13,8 +13,8 @@ from jaxpipe.data.diskrows import DiskLabels, DiskRows
 from jaxpipe.data.fitted import Preprocessing
 from jaxpipe.data.load import Dataset
 from jaxpipe.events import StageRecord
+from jaxpipe.rundir import CHECKPOINTS
 from jaxpipe.runner import checkpoint as ckpt
-from jaxpipe.runner.outdir import CHECKPOINTS
 from jaxpipe.runner.plan import RunPlan
 from jaxpipe.runner.programs import Programs
 from jaxpipe.runner.resume import RunProgress

@@ -18,6 +18,8 @@ from jaxpipe.data.fitted import Preprocessing
 from jaxpipe.data.frames import positional_columns
 from jaxpipe.errors import DataError, JaxpipeError
 from jaxpipe.events import RunResult
+from jaxpipe.files import atomic_write, environment_problem, read_json, read_jsonl
+from jaxpipe.rundir import lock_run_dir, refuse_other_run
 from jaxpipe.saved.predict import (
     encode_rows,
     forward,
@@ -115,27 +117,44 @@ class Model:
 
     def save(self, directory: str | os.PathLike[str]) -> str:
         """Writes the model as a directory `jaxpipe.load_model` and `jaxpipe predict`
-        read (model.msgpack, predictor.json, summary.json, metrics.jsonl). Refuses a
-        directory that holds another run. Returns the directory."""
+        read (model.msgpack, predictor.json, summary.json, metrics.jsonl), holding the
+        run directory's lock while it writes (RunDirectoryBusy if a run is using it).
+        Refuses a directory that holds another run or its checkpoints, a path that is a
+        file, and one that cannot be written (JaxpipeError, one line). Returns the
+        directory."""
         directory = os.fspath(directory)
-        summary_path = os.path.join(directory, "summary.json")
+        what = f"Model.save({directory!r})"
         same = self.run_dir is not None and os.path.realpath(self.run_dir) == os.path.realpath(
             directory
         )
-        if os.path.exists(summary_path) and not same:
-            raise JaxpipeError(f"{directory}: already holds a run or model; choose another path")
-        os.makedirs(directory, exist_ok=True)
-        write_model(directory, self.params, predictor_meta(self.network, self.preprocessing))
+        if os.path.exists(directory) and not os.path.isdir(directory):
+            raise JaxpipeError(f"{what}: exists and is not a directory; choose another path")
+        try:
+            os.makedirs(directory, exist_ok=True)
+        except OSError as e:
+            raise environment_problem(directory, e) or JaxpipeError(
+                f"{what}: cannot create the directory ({e.strerror}); choose a writable path"
+            ) from None
+        with lock_run_dir(directory, what):
+            if not same:  # its own run directory (fit(out=...)) holds its own run
+                refuse_other_run(directory, what, "choose another path")
+            self._write(directory)
+        return directory
+
+    def _write(self, directory: str) -> None:
+        meta = predictor_meta(self.network, self.preprocessing)
+        write_model(directory, self.params, meta, resume=False)
         summary = self.summary or {
             "status": "completed",
             "task": self.task,
             "classes": list(self.classes),
         }
         summary = summary | {"final": self.final}
-        _write_text(summary_path, json.dumps(summary, indent=2) + "\n")
         lines = "".join(json.dumps(r) + "\n" for r in self.history)
-        _write_text(os.path.join(directory, "metrics.jsonl"), lines)
-        return directory
+        atomic_write(os.path.join(directory, "metrics.jsonl"), lines, resume=False)
+        # Last: a directory without summary.json is not a finished model.
+        text = json.dumps(summary, indent=2) + "\n"
+        atomic_write(os.path.join(directory, "summary.json"), text, resume=False)
 
     @classmethod
     def from_run(cls, result: RunResult, model: ModelSpec, outputs: int) -> Model:
@@ -152,30 +171,21 @@ class Model:
         )
 
 
-def _write_text(path: str, text: str) -> None:
-    tmp = path + ".tmp"
-    with open(tmp, "w") as f:
-        f.write(text)
-    os.replace(tmp, path)
-
-
 def load_model(directory: str | os.PathLike[str]) -> Model:
-    """A model saved by `Model.save`, or the model of a finished run directory."""
+    """A model saved by `Model.save`, or the model of a finished run directory. Damaged
+    files are a JaxpipeError naming the file (exit 2)."""
     directory = os.fspath(directory)
     pred = load_predictor(directory)
-    with open(os.path.join(directory, "summary.json")) as f:
-        summary = json.load(f)
-    history = []
+    summary = read_json(os.path.join(directory, "summary.json"))
     metrics = os.path.join(directory, "metrics.jsonl")
-    if os.path.isfile(metrics):
-        with open(metrics) as f:
-            history = [json.loads(line) for line in f if line.strip()]
+    history = read_jsonl(metrics) if os.path.isfile(metrics) else []
+    final = summary.get("final")
     return Model(
         params=pred.params,
         preprocessing=Preprocessing.from_json(pred.meta),
         network=dict(pred.meta["model"]),
         history=history,
-        final=summary.get("final"),
+        final=final if isinstance(final, dict) else None,
         run_dir=directory,
         summary=summary,
     )

@@ -32,7 +32,8 @@ from jaxpipe.data.frames import positional_columns, source_of
 from jaxpipe.data.load import prepare_features
 from jaxpipe.data.readers import read_table
 from jaxpipe.errors import DataError, JaxpipeError
-from jaxpipe.files import atomic_write
+from jaxpipe.files import atomic_write, read_json
+from jaxpipe.signals import catch_signals
 from jaxpipe.spec.sections import ModelSpec
 
 __all__ = [
@@ -66,12 +67,14 @@ def save_predictor(
     write_model(run_dir, params, predictor_meta(network_meta(model, outputs), prep))
 
 
-def write_model(directory: str, params: Any, meta: dict[str, Any]) -> None:
-    """model.msgpack (the parameters) and predictor.json (`meta`), each atomically."""
+def write_model(directory: str, params: Any, meta: dict[str, Any], resume: bool = True) -> None:
+    """model.msgpack (the parameters) and predictor.json (`meta`), each atomically.
+    `resume`: a run's files (a full disk's fix is --resume), else `Model.save`'s."""
     params = jax.device_get(params)
-    atomic_write(os.path.join(directory, MODEL_FILE), serialization.msgpack_serialize(params))
+    raw = serialization.msgpack_serialize(params)
+    atomic_write(os.path.join(directory, MODEL_FILE), raw, resume=resume)
     text = json.dumps(meta, indent=2) + "\n"
-    atomic_write(os.path.join(directory, PREDICTOR_FILE), text.encode())
+    atomic_write(os.path.join(directory, PREDICTOR_FILE), text.encode(), resume=resume)
 
 
 def network_meta(model: ModelSpec, outputs: int) -> dict[str, Any]:
@@ -119,7 +122,8 @@ class Predictor:
 
 
 def load_predictor(run_dir: str) -> Predictor:
-    """Loads model.msgpack and predictor.json from a finished run directory."""
+    """Loads model.msgpack and predictor.json from a finished run directory (or a saved
+    model); a damaged or tampered file is a JaxpipeError naming it (exit 2)."""
     if not os.path.isdir(run_dir):
         raise JaxpipeError(f"{run_dir}: run directory not found")
     paths = [os.path.join(run_dir, n) for n in ("summary.json", PREDICTOR_FILE, MODEL_FILE)]
@@ -132,18 +136,25 @@ def load_predictor(run_dir: str) -> Predictor:
                 f"{path}: not found; {run_dir} is not a finished run of this jaxpipe "
                 "version (run `jaxpipe run` again)"
             )
+    meta = read_json(paths[1])
+    if meta.get("format") != _FORMAT:
+        raise JaxpipeError(f"{paths[1]}: unknown format {meta.get('format')!r}")
     try:
-        with open(paths[1]) as f:
-            meta = json.load(f)
         with open(paths[2], "rb") as f:
             params = serialization.msgpack_restore(f.read())
-        encoder = FeatureEncoder.from_json(meta["encoder"])
-    except (OSError, ValueError, KeyError, TypeError) as e:
-        raise JaxpipeError(f"{run_dir}: cannot load the saved model ({e})") from None
-    if not isinstance(meta, dict) or meta.get("format") != _FORMAT:
-        found = meta.get("format") if isinstance(meta, dict) else type(meta).__name__
-        raise JaxpipeError(f"{paths[1]}: unknown format {found!r}")
+    except (OSError, ValueError, TypeError) as e:
+        raise JaxpipeError(
+            f"{paths[2]}: cannot load the saved parameters ({type(e).__name__}: {e}); "
+            "the file was cut short or changed: run again"
+        ) from None
     check_predictor(meta, params, paths[1])
+    try:
+        encoder = FeatureEncoder.from_json(meta["encoder"])
+    except (KeyError, ValueError, TypeError, AttributeError) as e:
+        raise JaxpipeError(
+            f"{paths[1]}: key 'encoder' is missing or damaged ({type(e).__name__}: {e}); "
+            "run `jaxpipe run` again"
+        ) from None
     if list(encoder.feature_names) != meta["features"]:
         raise JaxpipeError(f"{paths[1]}: encoder and features disagree; run `jaxpipe run` again")
     return Predictor(meta, params, encoder)
@@ -152,28 +163,38 @@ def load_predictor(run_dir: str) -> Predictor:
 def _unfinished(run_dir: str, summary_path: str) -> str | None:
     """Why the run in `run_dir` left no model (interrupted, diverged, still running or
     killed), from its summary.json, or None if it says nothing of the kind."""
+    again = f"`jaxpipe run SPEC --out {run_dir} --resume`"
     try:
-        with open(summary_path) as f:
-            summary = json.load(f)
-        status = summary.get("status")
-        epoch = (summary.get("stop") or {}).get("epoch")
+        summary = read_json(summary_path)
     except FileNotFoundError:
         if os.path.isdir(os.path.join(run_dir, "checkpoints")):
             return (
                 "holds an unfinished run (checkpoints, no summary.json: still running, or "
-                f"killed); continue it with `jaxpipe run SPEC --out {run_dir} --resume`, "
-                "then predict"
+                f"killed), which has no model yet; let it finish, or continue it with {again}"
             )
         return None
-    except (OSError, ValueError, AttributeError):
-        return None
+    status = summary.get("status")
+    epoch = (
+        (summary.get("stop") or {}).get("epoch") if isinstance(summary.get("stop"), dict) else None
+    )
+    if summary.get("kind") == "sweep" and status == "interrupted":
+        return (
+            f"holds an interrupted sweep (stopped after epoch {epoch}), which ranks no best "
+            f"model; use a finished trial's directory ({run_dir}/trials/<k>), or run the "
+            "sweep again into a new --out"
+        )
     if status == "interrupted":
         return (
             f"holds an interrupted run (stopped after epoch {epoch}), which saves no model; "
-            f"continue it with `jaxpipe run SPEC --out {run_dir} --resume`, then predict"
+            f"continue it with {again} to finish it"
         )
     if status == "diverged":
-        return f"training diverged (at epoch {epoch}), so no model was saved; fix and rerun"
+        what = (
+            "every trial of the sweep diverged"
+            if summary.get("kind") == "sweep"
+            else (f"training diverged (at epoch {epoch})")
+        )
+        return f"{what}, so no model was saved; fix and rerun"
     return None
 
 
@@ -349,7 +370,20 @@ def predict_file(
     writes a CSV (to `out`, else `stream`/stdout): the `keep` columns as they are, then
     `prediction,probability` per row for classification (the class name; with
     `probabilities`, one column per class), `prediction` for regression. Returns the
-    row count."""
+    row count. SIGINT / SIGTERM: RunInterrupted (exit 130 / 143), nothing written."""
+    with catch_signals() as signals:
+        header, rows = _predict_table(run_dir, data, probabilities, keep)
+        signals.stop("while predicting")
+        if out is not None:
+            text = io.StringIO(newline="")
+            _write_csv(text, header, rows)
+            atomic_write(out, text.getvalue(), what=f"--out {out}", resume=False)
+        else:
+            _write_csv(stream or sys.stdout, header, rows)
+    return len(rows)
+
+
+def _predict_table(run_dir: str, data: Any, probabilities: bool, keep: tuple[str, ...]):
     pred = load_predictor(run_dir)
     columns, origin = positional_columns(data, pred.encoder.input_names, "predict")
     x = encode_rows(pred.encoder, columns, origin)
@@ -359,16 +393,9 @@ def predict_file(
             f"--keep {absent[0]}: no such column in {origin} (columns: {', '.join(columns)})"
         )
     result = predict_rows(pred, x)
-    header, rows = prediction_table(
+    return prediction_table(
         result, pred.task, pred.classes, probabilities, {k: columns[k] for k in keep}
     )
-    if out is not None:
-        text = io.StringIO(newline="")
-        _write_csv(text, header, rows)
-        atomic_write(out, text.getvalue(), what=f"--out {out}")
-    else:
-        _write_csv(stream or sys.stdout, header, rows)
-    return len(rows)
 
 
 def _write_csv(f: TextIO, header: list[str], rows: list[list[str]]) -> None:

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import io
 import os
+import zipfile
 from collections.abc import Mapping, Sequence
 from typing import Any, NamedTuple
 
@@ -31,6 +32,7 @@ from jaxpipe.data.fitted import Preprocessing
 from jaxpipe.errors import JaxpipeError
 from jaxpipe.files import atomic_write
 from jaxpipe.saved.predict import Predictor, encode_file, load_predictor
+from jaxpipe.signals import catch_signals
 
 __all__ = [
     "TRACE_ROWS_FILE",
@@ -269,7 +271,14 @@ def trace_table(
 def trace_run(run_dir: str, data: str | None = None, *, row: int | None = None) -> dict:
     """The trace of one row with the model of the finished run in `run_dir`: row `row`
     (from 0) of `data` (csv, parquet or npz), or of the run's validation rows when `data`
-    is None (default: the first)."""
+    is None (default: the first). SIGINT / SIGTERM: RunInterrupted (exit 130 / 143)."""
+    with catch_signals() as signals:
+        record = _trace_run(run_dir, data, row)
+        signals.stop("while tracing")
+    return record
+
+
+def _trace_run(run_dir: str, data: str | None, row: int | None) -> dict:
     pred = load_predictor(run_dir)
     if data is not None:
         x, columns = encode_file(pred, data)
@@ -282,8 +291,14 @@ def trace_run(run_dir: str, data: str | None = None, *, row: int | None = None) 
             f"{path}: not found (a run of an older jaxpipe); pass the data file: "
             f"jaxpipe trace {run_dir} DATA"
         )
-    with np.load(path) as kept:
-        x, y = kept["x"], kept["y"]
+    try:
+        with np.load(path, allow_pickle=False) as kept:
+            x, y = kept["x"], kept["y"]
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as e:
+        raise JaxpipeError(
+            f"{path}: damaged ({type(e).__name__}: {e}); pass the data file: "
+            f"jaxpipe trace {run_dir} DATA"
+        ) from None
     i = _pick(x.shape[0], row, f"{run_dir} (its first validation rows; pass DATA for others)")
     label = pred.classes[int(y[i])] if pred.task == "classification" else float(y[i])
     return trace_features(pred, x[i], label=label) | {"source": "validation", "row": i}

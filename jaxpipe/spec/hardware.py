@@ -61,6 +61,11 @@ class CatalogEntrySpec(Section):
             parse_size(self.memory, f"{where}.memory")
 
 
+# The planner's ceiling: the most devices it searches and plans for (a larger count was
+# silently planned as one device). planner/search.py reads it.
+MAX_DEVICES = 4096
+
+
 @dataclass(frozen=True)
 class HardwareSpec(Section):
     """The devices a run plans for (see `jaxpipe plan`)."""
@@ -90,6 +95,12 @@ class HardwareSpec(Section):
             )
         if isinstance(self.devices, int) and self.devices < 1:
             raise SpecError(f"must be ≥ 1, found {self.devices}", key=f"{where}.devices")
+        if isinstance(self.devices, int) and self.devices > MAX_DEVICES:
+            raise SpecError(
+                f"{self.devices} is more than the {MAX_DEVICES} devices the planner plans "
+                f"for; give at most {MAX_DEVICES}",
+                key=f"{where}.devices",
+            )
         if isinstance(self.catalog, Mapping):
             for name, table in self.catalog.items():
                 if not isinstance(table, dict):

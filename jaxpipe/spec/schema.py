@@ -212,6 +212,12 @@ def build(cls: type, table: Mapping[str, Any], prefix: str = "") -> Any:
     kwargs: dict[str, Any] = {}
     extra: dict[str, Any] = {}
     for name, value in table.items():
+        if not isinstance(name, str):  # a dict from Python, not TOML: {1: 2}
+            raise SpecError(
+                f"key {name!r} ({type(name).__name__}) is not text; spec keys are strings, "
+                f"as in a TOML file; valid keys here: {', '.join(names)}",
+                key=prefix or None,
+            )
         key = f"{prefix}.{name}" if prefix else name
         if name not in names or name == extra_name:
             if extra_name:

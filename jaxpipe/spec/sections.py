@@ -26,6 +26,7 @@ __all__ = [
     "CheckpointSpec",
     "RuntimeSpec",
     "metric_mode",
+    "RECORDED_METRICS",
     "ACTIVATIONS",
     "SOURCES",
     "SEED_MAX",
@@ -245,6 +246,13 @@ class OptimizerSpec(Section):
     schedule: ScheduleSpec | None = field(None, "Learning-rate schedule.")
     options: Mapping[str, Any] = field(factory=dict, doc="Keyword arguments of the optimizer.")
 
+
+# The columns of metrics.jsonl by task (besides epoch and epoch_seconds); read by
+# core.evaluation.metric_names and the sweep's metric check.
+RECORDED_METRICS = {
+    "classification": ("train_loss", "train_accuracy", "val_loss", "val_accuracy"),
+    "regression": ("train_loss", "val_loss", "val_rmse"),
+}
 
 # Metric name parts that say which way is better, for mode = "auto".
 _LOWER_IS_BETTER = ("loss", "error", "mse", "rmse", "mae")

@@ -8,7 +8,7 @@ import re
 from importlib import resources
 
 from jaxpipe.errors import JaxpipeError
-from jaxpipe.files import atomic_write
+from jaxpipe.files import atomic_write, environment_problem
 
 __all__ = ["EXAMPLES", "init_project"]
 
@@ -33,18 +33,27 @@ def init_project(name: str, example: str = "penguins", parent: str = ".") -> lis
     spec_path = os.path.join(folder, f"{name}.toml")
     data_name = EXAMPLES[example]
     data_path = os.path.join(folder, data_name)
+    if os.path.lexists(folder) and not os.path.isdir(folder):
+        raise JaxpipeError(
+            f"{folder}: already exists and is not a folder; choose another NAME or remove it"
+        )
     for path in (spec_path, data_path):
-        if os.path.exists(path):
+        if os.path.lexists(path):
             raise JaxpipeError(f"{path}: already exists; choose another NAME or remove it")
     shipped = resources.files("jaxpipe").joinpath("examples")
     text = shipped.joinpath(f"{example}.toml").read_text()
     text = re.sub(r'(?m)^name = "[^"]*"', f'name = "{name}"', text, count=1)
     text = re.sub(r'(?m)^path = "[^"]*"', f'path = "{data_name}"', text, count=1)
-    os.makedirs(folder, exist_ok=True)
+    try:
+        os.makedirs(folder, exist_ok=True)
+    except OSError as e:
+        raise environment_problem(folder, e, resume=False) or JaxpipeError(
+            f"{folder}: cannot create the folder ({e.strerror}); run init in a writable directory"
+        ) from None
     _write(data_path, shipped.joinpath(data_name).read_bytes())
     _write(spec_path, text.encode())  # the spec last: a spec always has its data
     return [spec_path, data_path]
 
 
 def _write(path: str, data: bytes) -> None:
-    atomic_write(path, data)  # the one safe writer (jaxpipe/files.py)
+    atomic_write(path, data, resume=False)  # the one safe writer (jaxpipe/files.py)

@@ -21,7 +21,7 @@ from typing import Any, Literal
 
 from jaxpipe.errors import SpecError
 from jaxpipe.spec.schema import Section, field
-from jaxpipe.spec.sections import metric_mode
+from jaxpipe.spec.sections import RECORDED_METRICS, metric_mode
 
 __all__ = [
     "SweepSpec",
@@ -131,6 +131,13 @@ class SweepSpec(Section):
             raise SpecError(
                 f"{self.metric!r} is not a metric name; use one of metrics.jsonl's columns, "
                 "e.g. val_loss or val_accuracy",
+                key=f"{where}.metric",
+            )
+        recorded = sorted({m for names in RECORDED_METRICS.values() for m in names})
+        if self.metric not in recorded:  # before its mode: "set mode" would be no fix
+            raise SpecError(
+                f"unknown metric {self.metric!r}; runs record {', '.join(recorded)} "
+                "(val_accuracy for classification, val_rmse for regression)",
                 key=f"{where}.metric",
             )
         metric_mode(self.metric, self.mode, f"{where}.mode")

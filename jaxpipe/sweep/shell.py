@@ -11,6 +11,7 @@ sweep directory written:
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
 import time
@@ -18,25 +19,36 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from jaxpipe.core.evaluation import metric_names
 from jaxpipe.core.optim import check_optimizer
 from jaxpipe.data.shapes import data_shapes
-from jaxpipe.errors import PlanError, SpecError
+from jaxpipe.errors import DivergedError, PlanError, RunInterrupted, SpecError
 from jaxpipe.events import Observer, RunResult
+from jaxpipe.files import atomic_write
 from jaxpipe.planner.plan import make_plan
 from jaxpipe.planner.sweep import TrialSplit, split_trials
 from jaxpipe.planner.values import Plan, format_bytes
 from jaxpipe.runner.outdir import prepare_out_dir, resolved_spec, write_json, write_lines
 from jaxpipe.runner.shell import enable_compilation_cache
+from jaxpipe.runner.stopping import check_metric_names
 from jaxpipe.runner.summary import device_info
 from jaxpipe.saved.predict import save_predictor
 from jaxpipe.saved.trace import save_trace_rows
+from jaxpipe.signals import SIGNAL_EXIT, SignalCatcher, catch_signals
 from jaxpipe.spec import schema
-from jaxpipe.spec.experiment import Spec, dump_spec
+from jaxpipe.spec.experiment import Spec, dump_spec, place_error
 from jaxpipe.spec.sweep import expand_trials, value_key
 from jaxpipe.sweep.train import GroupRun, TrialRun, costliest, train_group
 from jaxpipe.sweep.trials import SEED, group_key, is_input_key
 
-__all__ = ["SweepResult", "run_sweep", "trial_spec", "plan_trials", "leaderboard", "sweep_plan"]
+__all__ = [
+    "SweepResult",
+    "run_sweep",
+    "trial_spec",
+    "plan_trials",
+    "leaderboard",
+    "sweep_plan",
+]
 
 
 @dataclass
@@ -173,8 +185,7 @@ def _trial_summary(t: TrialRun, metric: str, mode: str, group: GroupRun) -> dict
 
 def _write_trial(t: TrialRun, run_dir: str, metric: str, mode: str, group: GroupRun) -> None:
     os.makedirs(run_dir, exist_ok=True)
-    with open(os.path.join(run_dir, "spec.toml"), "w") as f:
-        f.write(dump_spec(resolved_spec(t.spec)))
+    atomic_write(os.path.join(run_dir, "spec.toml"), dump_spec(resolved_spec(t.spec)))
     write_lines(os.path.join(run_dir, "metrics.jsonl"), t.history)
     if t.status == "completed":
         save_predictor(run_dir, t.params, t.spec.model, t.prep, t.dataset.outputs)
@@ -193,33 +204,55 @@ def run_sweep(
     spec: Spec, out: str | None = None, observer: Observer | None = None, *, force: bool = False
 ) -> SweepResult:
     """Runs every trial of `spec.sweep` and writes the sweep directory (see the module
-    docstring). Bad sweeps raise SpecError naming the key before any work."""
-    obs = observer or Observer()
+    docstring). Bad sweeps raise SpecError naming the key before any work.
+
+    The run's contracts hold: the directory's lock for the whole sweep (RunDirectoryBusy
+    if another run holds it; a directory holding another run is refused); SIGINT /
+    SIGTERM only recorded, and acted on after the current epoch: the trials so far are
+    written, summary.json says "interrupted", and RunInterrupted (exit 130 / 143) is
+    raised. Every trial diverged: summary.json says "diverged", DivergedError (exit 3)."""
+    with catch_signals() as signals, contextlib.ExitStack() as stack:
+        return _sweep(spec, out, observer or Observer(), force, signals, stack)
+
+
+def _sweep(spec: Spec, out, obs: Observer, force: bool, signals: SignalCatcher, stack):
     t0 = time.perf_counter()
     groups, inputs = plan_trials(spec, force)
+    try:  # the ranking metric is one this task records (val_rmse: regression only)
+        check_metric_names(spec, metric_names(spec.model.task == "regression"))
+    except SpecError as e:
+        raise place_error(spec, e) from None
     enable_compilation_cache(spec)
     sweep = spec.sweep
-    run_dir = prepare_out_dir(spec, out)
-    with open(os.path.join(run_dir, "spec.toml"), "w") as f:
-        f.write(spec.text if spec.text is not None else dump_spec(spec))
+    signals.check("while planning the sweep")
+    run_dir = prepare_out_dir(spec, out, stack=stack, sweep=True)
+    text = spec.text if spec.text is not None else dump_spec(spec)
+    atomic_write(os.path.join(run_dir, "spec.toml"), text)
     n = sum(len(g) for g in groups)
     obs.on_start(spec, run_dir)
     obs.on_note(f"Sweep: {n} trials in {len(groups)} program(s) → {run_dir}")
     runs: list[GroupRun] = []
     splits: list[dict[str, Any]] = []
     for i, group in enumerate(groups):
+        if signals.caught:
+            break
         indices = [t.index for t in group]
         note = _split_note(obs, i, len(groups), indices, splits)
-        split, chunk_runs = train_group(group, inputs, _on_epoch(obs, n), note)
+        split, chunk_runs = train_group(group, inputs, _on_epoch(obs, n), note, signals)
         for run in chunk_runs:
             for t in run.trials:
+                if t.status == "interrupted" and not t.history:
+                    continue  # stopped before its first epoch: nothing of it to write
                 _write_trial(t, os.path.join(run_dir, "trials", str(t.index)), sweep.metric,
                              sweep.better, run)  # fmt: skip
                 obs.on_trial(t.index, t.values, t.history)
                 if t.history:  # curves.png
                     obs.on_trial_artifacts(os.path.join(run_dir, "trials", str(t.index)), t.history)
         runs += chunk_runs
-    return _finish(spec, run_dir, runs, time.perf_counter() - t0, obs, splits)
+    if signals.caught and not any(t.history for g in runs for t in g.trials):
+        signals.check("before the first epoch of the sweep")  # nothing trained: no summary
+    every = sorted((t for g in groups for t in g), key=lambda t: t.index)
+    return _finish(spec, run_dir, runs, every, time.perf_counter() - t0, obs, splits, signals)
 
 
 def _split_note(obs: Observer, i: int, count: int, indices: list[int], splits: list):
@@ -239,22 +272,69 @@ def _split_note(obs: Observer, i: int, count: int, indices: list[int], splits: l
 
 
 def _finish(
-    spec: Spec, run_dir: str, runs: list[GroupRun], seconds: float, obs: Observer, splits: list
+    spec: Spec,
+    run_dir: str,
+    runs: list[GroupRun],
+    every: list[TrialRun],
+    seconds: float,
+    obs: Observer,
+    splits: list,
+    signals: SignalCatcher,
 ):
     sweep = spec.sweep
-    trials = sorted((t for g in runs for t in g.trials), key=lambda t: t.index)
+    ran = {t.index for g in runs for t in g.trials}
+    for t in every:
+        if t.index not in ran:  # its group never started: a signal came first
+            t.status, t.stop = "interrupted", {"epoch": 0, "reason": f"{signals.name} received"}
+    trials = every
     table = leaderboard(trials, sweep.metric, sweep.better)
     write_lines(os.path.join(run_dir, "sweep.jsonl"), [
         {k: r[k] for k in ("trial", "values", "final", "best")} for r in table
     ])  # fmt: skip
+    interrupted = any(t.status == "interrupted" for t in trials)
     best = next((trials[r["trial"]] for r in table if r["status"] == "completed"), None)
+    if interrupted:
+        best = None  # an unfinished sweep ranks no best model: its trials' are in trials/
     if best is not None:
         save_predictor(run_dir, best.params, best.spec.model, best.prep, best.dataset.outputs)
         save_trace_rows(run_dir, best.dataset.x_val, best.dataset.y_val)  # jaxpipe trace DIR
         write_lines(os.path.join(run_dir, "metrics.jsonl"), best.history)
         obs.on_artifacts(run_dir, best.history)  # curves.png (and trackers' artifacts)
+    else:
+        write_lines(os.path.join(run_dir, "metrics.jsonl"), [])  # `compare` reads one
+    status = "interrupted" if interrupted else "completed" if best is not None else "diverged"
+    summary = _sweep_summary(spec, status, best, table, runs, splits, seconds)
+    if interrupted:
+        done = max((len(t.history) for t in trials), default=0)
+        summary["stop"] = {"epoch": done, "reason": f"{signals.name} received"}
+    write_json(os.path.join(run_dir, "summary.json"), summary)
+    obs.on_sweep(run_dir, table, list(sweep.values), sweep.metric)  # sweep.png, the table
+    if interrupted:
+        finished = sum(t.status != "interrupted" for t in trials)
+        raise RunInterrupted(
+            f"interrupted by {signals.name}: {finished} of {len(trials)} trials finished, "
+            f"written to {run_dir}/trials/ (summary.json status interrupted); a sweep "
+            "cannot be resumed: run it again with another --out",
+            SIGNAL_EXIT[signals.signum],
+        )
+    if best is None:
+        raise DivergedError(
+            f"every trial of the sweep diverged (see {run_dir}/summary.json); lower the "
+            "learning rate or check the data"
+        )
+    obs.on_note(f"Best: trial {best.index} {best.values}; its model is in {run_dir}/")
+    result = RunResult(best.history, best.history[-1], best.params, run_dir, summary, [],
+                       best.prep.to_host())  # fmt: skip
+    obs.on_finish(result)  # the best trial's epochs and trace; trackers close
+    return SweepResult(run_dir, table, trials, result, summary)
+
+
+def _sweep_summary(spec: Spec, status: str, best: TrialRun | None, table, runs, splits, seconds):
+    """The sweep directory's summary.json: the leaderboard, each program's trials and
+    times; the best trial's task, classes, features, rows and scaler (for predict)."""
+    sweep = spec.sweep
     summary = {
-        "status": "completed" if best is not None else "diverged",
+        "status": status,
         "kind": "sweep",
         "name": spec.experiment.name,
         "metric": sweep.metric,
@@ -278,12 +358,4 @@ def _finish(
     if best is not None:
         summary |= {k: v for k, v in _trial_summary(best, sweep.metric, sweep.better, runs[0]).items()
                     if k in ("task", "classes", "features", "rows", "scaler")}  # fmt: skip
-    write_json(os.path.join(run_dir, "summary.json"), summary)
-    obs.on_sweep(run_dir, table, list(sweep.values), sweep.metric)  # sweep.png, the table
-    result = None
-    if best is not None:
-        obs.on_note(f"Best: trial {best.index} {best.values}; its model is in {run_dir}/")
-        result = RunResult(best.history, best.history[-1], best.params, run_dir, summary, [],
-                           best.prep.to_host())  # fmt: skip
-        obs.on_finish(result)  # the best trial's epochs and trace; trackers close
-    return SweepResult(run_dir, table, trials, result, summary)
+    return summary

@@ -26,7 +26,8 @@ from jaxpipe.planner.sweep import TrialSplit, split_trials
 from jaxpipe.runner.place import Placed
 from jaxpipe.runner.plan import RunPlan, plan_run
 from jaxpipe.runner.preprocess import preprocess_data
-from jaxpipe.runner.stopping import EarlyStopper, SignalCatcher, check_metric_names, outcome
+from jaxpipe.runner.stopping import EarlyStopper, check_metric_names, outcome
+from jaxpipe.signals import SignalCatcher
 from jaxpipe.spec.experiment import Spec
 from jaxpipe.sweep.trials import SEED, TrialPrograms, compile_trials, trial_inputs, trial_mesh
 
@@ -126,11 +127,15 @@ def _record(t: TrialRun, row: dict[str, Any], params: Any, k: int) -> bool:
     return not (t.stopper is not None and t.stopper.should_stop)
 
 
-def _epochs(tp: TrialPrograms, arrays, trials, epochs: int, on_epoch) -> float:
+def _epochs(tp: TrialPrograms, arrays, trials, epochs: int, on_epoch, signals) -> float:
+    """The group's epochs; after each, a SIGINT / SIGTERM stops every trial still
+    training (status "interrupted", its epochs so far kept)."""
     x_tr, y_tr, x_va, y_va = arrays
     active = np.ones(len(trials), bool)
     state, seconds = tp.state, 0.0
     for epoch in range(1, epochs + 1):
+        if signals.caught:
+            break  # before this epoch: what is done is written, promptly
         t0 = time.perf_counter()
         e = jnp.asarray(epoch, jnp.int32)
         state, sums = tp.epoch(state, x_tr, y_tr, e, tp.inputs, tp.shard(active))
@@ -149,7 +154,8 @@ def _epochs(tp: TrialPrograms, arrays, trials, epochs: int, on_epoch) -> float:
     params = jax.device_get(state.params)
     for k, t in enumerate(trials):
         # How it ended, worded as a single run's summary words it.
-        t.stop = outcome(t.diverged, SignalCatcher(), t.stopper, len(t.history), epochs)[1]
+        status, t.stop = outcome(t.diverged, signals, t.stopper, len(t.history), epochs)
+        t.status = status
         if t.best_params is None:
             t.params, t.params_epoch = _take(params, k), len(t.history)
         else:
@@ -191,10 +197,14 @@ def train_group(
     input_keys: set[str],
     on_epoch: Callable[[int, int, Sequence[TrialRun]], None],
     on_split: Callable[[TrialSplit], None] | None = None,
+    signals: SignalCatcher | None = None,
 ) -> tuple[TrialSplit, list[GroupRun]]:
     """Trains the group's trials in the fewest chunks whose trials × per-trial memory fit
     the devices (sweepplan.py), each chunk one program, one after another; fills in each
-    TrialRun. Raises PlanError before any compile when one trial alone does not fit."""
+    TrialRun. Raises PlanError before any compile when one trial alone does not fit.
+    `signals`: the sweep's catcher; once it has caught one, no further chunk starts (the
+    chunks run are returned) and the running one stops after its epoch."""
+    signals = signals or SignalCatcher()
     spec = trials[0].spec
     hosts = {spec.experiment.seed: load_dataset(spec)}
     ds = hosts[spec.experiment.seed]
@@ -207,14 +217,16 @@ def train_group(
         _refuse_streaming(spec, ds)
     if on_split is not None:
         on_split(split)
-    runs = [
-        _train_chunk([trials[i] for i in c], input_keys, on_epoch, rp, hosts) for c in split.chunks
-    ]
+    runs = []
+    for c in split.chunks:
+        if signals.caught:
+            break
+        runs.append(_train_chunk([trials[i] for i in c], input_keys, on_epoch, rp, hosts, signals))
     return split, runs
 
 
 def _train_chunk(
-    trials: list[TrialRun], input_keys: set[str], on_epoch, rp: RunPlan, hosts: dict
+    trials: list[TrialRun], input_keys: set[str], on_epoch, rp: RunPlan, hosts: dict, signals
 ) -> GroupRun:
     """One chunk of a group as one program (the trials share every shape)."""
     spec = trials[0].spec
@@ -238,5 +250,5 @@ def _train_chunk(
         total_steps=rp.total_steps,
         dropout_on=any(t.spec.model.dropout > 0 for t in trials),
     )
-    seconds = _epochs(tp, arrays, trials, spec.training.epochs, on_epoch)
+    seconds = _epochs(tp, arrays, trials, spec.training.epochs, on_epoch, signals)
     return GroupRun(trials, tp.mesh.size, tp.seconds, seconds, seed_varies)
