@@ -72,8 +72,10 @@ def test_rows_in_memory_meet_the_file_checks(frame_model):
     df = _frame()
     df["size"] = df["size"].astype(object)
     df.loc[3, "size"] = "huge"  # text in a numeric column: the file's error, named
-    with pytest.raises(jaxpipe.DataError, match=r"column 'size'.*'huge'.*row 4"):
-        frame_model.predict(df)
+    with pytest.raises(jaxpipe.DataError, match=r"column 'size'.*'huge'.*at index 3\b"):
+        frame_model.predict(df)  # named by the frame's own index (issue 25)
+    with pytest.raises(jaxpipe.DataError, match=r"'huge' at index 'd'"):
+        frame_model.predict(df.set_axis(list("abcdefgh") + list(range(8, len(df)))))
     with pytest.raises(jaxpipe.DataError, match="expected \\[rows, 3\\]"):
         frame_model.predict(np.zeros((2, 5)))
     with pytest.raises(jaxpipe.DataError, match="label column 'kind' not found"):
@@ -242,7 +244,7 @@ def test_a_spec_built_in_python_raises_spec_error_naming_the_key(case, tmp_path)
 
 
 def test_python_specs_fail_before_any_file_is_written(tmp_path):
-    spec = jaxpipe.Spec.from_dict(TINY)
+    spec = jaxpipe.Spec.from_dict(TINY | {"data": {"source": "synthetic"}})
     with pytest.raises(SpecError, match="training.epochs"):
         jaxpipe.run(
             dataclasses.replace(spec, training=dataclasses.replace(spec.training, epochs=-5))

@@ -15,7 +15,7 @@ import numpy as np
 from jaxpipe.core.evaluation import classification_metrics, regression_metrics
 from jaxpipe.data.encoding import encode_target
 from jaxpipe.data.fitted import Preprocessing
-from jaxpipe.data.frames import positional_columns
+from jaxpipe.data.frames import frame_rows, positional_columns
 from jaxpipe.errors import DataError, JaxpipeError
 from jaxpipe.events import RunResult
 from jaxpipe.saved.predict import (
@@ -61,8 +61,9 @@ class Model:
         return tuple(enc.input_names) if enc is not None else ()
 
     def _encode(self, data: Any, what: str) -> tuple[np.ndarray, dict, str]:
-        columns, origin = positional_columns(data, self.columns, what)
-        return encode_rows(self.preprocessing.encoder, columns, origin), columns, origin
+        with frame_rows(data):
+            columns, origin = positional_columns(data, self.columns, what)
+            return encode_rows(self.preprocessing.encoder, columns, origin), columns, origin
 
     def predict(self, data: Any) -> np.ndarray:
         """Probabilities [rows, classes] (columns in `classes` order), or regression
@@ -108,7 +109,8 @@ class Model:
         if len(y) != len(x):
             raise DataError(f"evaluate: {len(y)} labels for {len(x)} rows")
         out = forward(self.network, self.params, self.preprocessing, x)
-        target, _ = encode_target(y, label, self.task, origin, self.classes or None)
+        with frame_rows(data):
+            target, _ = encode_target(y, label, self.task, origin, self.classes or None)
         if self.task == "regression":
             return regression_metrics(out, target, self.preprocessing.target_stats[1])
         return classification_metrics(out, target, self.classes)

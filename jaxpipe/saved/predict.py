@@ -28,12 +28,12 @@ from jaxpipe.core.model import make_model
 from jaxpipe.core.scaling import Scaler, apply_scaler
 from jaxpipe.data.encoding import Columns, FeatureEncoder, missing_mask
 from jaxpipe.data.fitted import Preprocessing
-from jaxpipe.data.frames import positional_columns, source_of
+from jaxpipe.data.frames import frame_rows, positional_columns
 from jaxpipe.data.load import prepare_features
 from jaxpipe.data.readers import read_table
 from jaxpipe.errors import DataError, JaxpipeError
 from jaxpipe.files import atomic_write
-from jaxpipe.spec.sections import ModelSpec
+from jaxpipe.spec.sections import ModelSpec, source_of
 
 __all__ = [
     "MODEL_FILE",
@@ -351,8 +351,9 @@ def predict_file(
     `probabilities`, one column per class), `prediction` for regression. Returns the
     row count."""
     pred = load_predictor(run_dir)
-    columns, origin = positional_columns(data, pred.encoder.input_names, "predict")
-    x = encode_rows(pred.encoder, columns, origin)
+    with frame_rows(data):
+        columns, origin = positional_columns(data, pred.encoder.input_names, "predict")
+        x = encode_rows(pred.encoder, columns, origin)
     absent = [k for k in keep if k not in columns]
     if absent:
         raise DataError(

@@ -5,6 +5,7 @@ construction (`schema.Section`). Imports no jax.
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -28,6 +29,8 @@ __all__ = [
     "metric_mode",
     "ACTIVATIONS",
     "SOURCES",
+    "source_of",
+    "no_rows_error",
     "SEED_MAX",
     "NAME_MAX",
 ]
@@ -39,6 +42,23 @@ NAME_MAX = 200
 
 ACTIVATIONS = ("relu", "gelu", "silu", "tanh", "sigmoid", "elu", "leaky_relu", "softplus")
 SOURCES = ("csv", "parquet", "npz", "synthetic", "memory")
+_EXTENSIONS = {".parquet": "parquet", ".pq": "parquet", ".npz": "npz"}
+
+
+def source_of(path: str) -> str:
+    """The reader for a data file or glob, from its extension (csv unless parquet or npz)."""
+    return _EXTENSIONS.get(os.path.splitext(path)[1].lower(), "csv")
+
+
+def no_rows_error(what: str = "the run") -> SpecError:
+    """The error of a spec that names no rows: synthetic rows are never a silent default."""
+    return SpecError(
+        f"{what} has no data: [data] gives neither a path nor a source. Add "
+        'path = "data.csv" (with label = "column"; csv, parquet or npz), or '
+        'source = "synthetic" for generated rows; jaxpipe.fit(spec, data=...) also takes '
+        "a DataFrame, a pyarrow Table, (X, y) arrays or a file path",
+        key="data.source",
+    )
 
 
 @dataclass(frozen=True)
@@ -88,10 +108,12 @@ class SyntheticSpec(Section):
 class DataSpec(Section):
     """Where the rows come from, which columns are used and how rows are split."""
 
-    source: Literal[SOURCES] = field(  # type: ignore[valid-type]
-        "synthetic",
-        "Where rows come from: a csv or parquet table, an npz file, generated, or memory "
-        "(the data given to jaxpipe.fit).",
+    source: Literal[SOURCES] | None = field(  # type: ignore[valid-type]
+        None,
+        "Where rows come from: a csv or parquet table, an npz file, generated (synthetic, "
+        "only when named), or memory (the data given to jaxpipe.fit). Left out: from the "
+        "extension of `path` (csv unless .parquet, .pq or .npz); with no path either, the "
+        "rows must be passed to jaxpipe.fit.",
     )
     path: str | None = field(
         None,
@@ -128,6 +150,9 @@ class DataSpec(Section):
     synthetic: SyntheticSpec = field(factory=SyntheticSpec, doc="The synthetic set.")
 
     def _check(self, where: str) -> None:
+        if self.source is None and self.path is not None:
+            # Resolved once, here, so the run directory's spec.toml and every reader see it.
+            object.__setattr__(self, "source", source_of(self.path))
         if isinstance(self.validation, bool):  # pragma: no cover - the builder rejects it
             raise SpecError("expected a count, fraction or file", key=f"{where}.validation")
         if isinstance(self.validation, int) and self.validation < 1:
