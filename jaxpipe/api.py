@@ -6,7 +6,7 @@ import dataclasses
 import os
 import shutil
 import tempfile
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 import numpy as np
@@ -146,6 +146,17 @@ def _data_with_target(data: Any, y: Any, spec: Spec) -> Any:
     return (data, y)
 
 
+def _with_class_weight(spec: Spec, class_weight: Any) -> Spec:
+    """`fit(..., class_weight=)` in place of `[training] class_weight` (labels as strings,
+    as a TOML table's keys are: {0: 2.0} weighs the class "0")."""
+    if class_weight is None:
+        return spec
+    if isinstance(class_weight, Mapping):
+        class_weight = {str(k): v for k, v in class_weight.items()}
+    training = dataclasses.replace(spec.training, class_weight=class_weight)
+    return dataclasses.replace(spec, training=training)
+
+
 def _check_spec_first(spec: Any) -> None:
     """`jaxpipe.fit(X, y)` as scikit-learn writes it: say exactly how to call it."""
     if isinstance(spec, (Spec, dict, str, os.PathLike)):
@@ -168,6 +179,7 @@ def fit(
     out: str | None = None,
     callbacks: Iterable[Any] = (),
     verbose: bool = False,
+    class_weight: str | Mapping[Any, float] | None = None,
 ) -> Model:
     """Trains the spec's model on `data` and returns the `Model`.
 
@@ -177,17 +189,18 @@ def fit(
     the same kinds (default: split as `data.validation` says). `out`: also write the run
     directory there, as `run` does (default: a temporary one, removed afterwards).
     `callbacks`: objects with any of the `Observer` methods; one may stop training after
-    an epoch (see `events.StopTraining`). `y`: targets beside `data` = X
+    an epoch (see `events.StopTraining`). `class_weight`: "balanced" or {label: weight},
+    in place of the spec's `[training] class_weight`. `y`: targets beside `data` = X
     (`fit(spec, X, y)`, as `data=(X, y)`). No `data` and a spec that names no rows (no
     `path`, no `source = "synthetic"`) is a `SpecError`."""
     _check_spec_first(spec)
-    spec = _as_spec(spec)
+    spec = _with_class_weight(_as_spec(spec), class_weight)
     check_before_data(spec)  # a bad optimizer section fails before the data is read
     spec, dataset = _in_memory(spec, _data_with_target(data, y, spec), validation)
     if spec.sweep is not None:
         return _fit_sweep(spec, dataset, out, callbacks, verbose)
     tmp = tempfile.mkdtemp(prefix="jaxpipe-fit-") if out is None else None
-    reporter = ConsoleReporter(verbose=verbose)
+    reporter = ConsoleReporter(verbose=verbose, files=out is not None)
     try:
         observer = Observers([reporter, *tracking_observers(spec), *callbacks])
         result = run_experiment(spec, out or tmp, observer, dataset=dataset)
@@ -206,7 +219,7 @@ def _fit_sweep(spec: Spec, dataset: Any, out: str | None, callbacks, verbose: bo
     if dataset is not None:
         raise DataError("fit: a [sweep] spec trains on its own [data]; pass data=None or a path")
     tmp = tempfile.mkdtemp(prefix="jaxpipe-fit-") if out is None else None
-    reporter = ConsoleReporter(verbose=verbose)
+    reporter = ConsoleReporter(verbose=verbose, files=out is not None)
     try:
         result = run_sweep(
             spec, out or tmp, Observers([reporter, *tracking_observers(spec), *callbacks])

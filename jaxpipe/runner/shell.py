@@ -163,7 +163,9 @@ def _place(spec, ds, rp, stages, load_s):
         secs,
     )
     normalize = spec.preprocess.normalize
-    prep, placed, secs = preprocess_data(ds, placed, normalize, rp.chunk > 0)
+    prep, placed, secs = preprocess_data(
+        ds, placed, normalize, rp.chunk > 0, spec.training.class_weight
+    )
     x_tr, x_va = placed.x_train, placed.x_val
     stages.add(
         "preprocess",

@@ -86,6 +86,11 @@ class Spec(Section):
     )
 
     def _check(self, where: str) -> None:
+        if self.training.class_weight is not None and self.model.task == "regression":
+            raise SpecError(
+                'weighs classes; model.task = "regression" has none: remove it',
+                key="training.class_weight",
+            )
         data = self.data
         if data.source == "synthetic":
             for key in ("features", "categorical"):

@@ -5,6 +5,7 @@ construction (`schema.Section`). Imports no jax.
 
 from __future__ import annotations
 
+import math
 import os
 import re
 from collections.abc import Mapping
@@ -332,6 +333,33 @@ class TrainingSpec(Section):
     early_stopping: EarlyStoppingSpec | None = field(
         None, "Stop early when a metric stops improving."
     )
+    class_weight: Literal["balanced"] | Mapping[str, float] | None = field(
+        None,
+        'Classification: weight of each class in the training loss. "balanced": rows / '
+        "(classes × the class's training rows); a table {label = weight} (labels as in the "
+        "data, others 1.0). The validation loss and metrics stay unweighted.",
+    )
+
+    def _check(self, where: str) -> None:
+        if not isinstance(self.class_weight, Mapping):
+            return
+        if not self.class_weight:
+            raise SpecError(
+                'is an empty table; give {label = weight, ...} or "balanced"',
+                key=f"{where}.class_weight",
+            )
+        for label, w in self.class_weight.items():
+            ok = isinstance(w, (int, float)) and not isinstance(w, bool) and math.isfinite(w)
+            if not ok or w < 0:
+                raise SpecError(
+                    f"expected a finite weight ≥ 0, found {w!r}",
+                    key=f"{where}.class_weight.{label}",
+                )
+        if not any(w > 0 for w in self.class_weight.values()):
+            raise SpecError(
+                "gives every class weight 0; at least one must be > 0",
+                key=f"{where}.class_weight",
+            )
 
 
 @dataclass(frozen=True)
