@@ -40,6 +40,7 @@ _LAZY: dict[str, str] = {
     "read_calibration": "jaxpipe.planner.calibration",
     "format_calibration": "jaxpipe.planner.calibration",
     "RunResult": "jaxpipe.events",
+    "StopTraining": "jaxpipe.events",
     "fit": "jaxpipe.api",
     "evaluate": "jaxpipe.api",
     "format_metrics": "jaxpipe.core.evaluation",

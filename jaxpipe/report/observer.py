@@ -302,6 +302,8 @@ class ConsoleReporter(Observer):
                 best_epoch=best_epoch(h, *self._metric()),
                 baseline=summary["baseline"]["val_rmse"],
             )
+        if self.out is None and not self.files:
+            return  # nothing to print and no trace.png: no trace to compute
         trace = _trace_first_row(result.run_dir, png=self.files)
         if self.out is None:
             return

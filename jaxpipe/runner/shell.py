@@ -284,8 +284,10 @@ def _report_checkpoints(stages, cp: CheckpointSpec, times: TrainTimes, store) ->
 
 def _finish(run: RunProgress, signals: SignalCatcher, spec: Spec, obs: Observer) -> Finished:
     """Stage evaluate: how the epochs ended and which parameters the run keeps."""
-    status, stop = outcome(run.diverged, signals, run.stopper, run.epoch, spec.training.epochs)
-    if status == "completed" and run.stopper is not None and run.stopper.should_stop:
+    epochs = spec.training.epochs
+    status, stop = outcome(run.diverged, signals, run.stopper, run.epoch, epochs, run.requested)
+    early = run.stopper is not None and run.stopper.should_stop
+    if status == "completed" and (early or (run.requested and run.epoch < epochs)):
         obs.on_note(f"Stopped after epoch {run.epoch}: {stop['reason']}")
     es = spec.training.early_stopping
     if es is not None and es.restore_best and run.best_params is not None:

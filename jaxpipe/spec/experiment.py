@@ -115,6 +115,28 @@ class Spec(Section):
                     key="training.batch_size",
                 )
 
+    def __repr__(self) -> str:
+        """One line of what matters (the whole spec: `dump_spec(spec)`, the TOML)."""
+        d, m, o, t = self.data, self.model, self.optimizer, self.training
+        rows = (
+            f"synthetic {d.synthetic.rows}×{d.synthetic.features}"
+            if d.source == "synthetic"
+            else f"{d.source} {d.path}"
+            if d.path
+            else (d.source or "no data given")
+        )
+        return (
+            f"Spec({self.experiment.name!r}: {rows}; {m.task} MLP {list(m.hidden)} "
+            f"{m.activation}; {o.name} lr {o.learning_rate:g}; {t.epochs} epochs × batch "
+            f"{t.batch_size}{'; sweep' if self.sweep is not None else ''})"
+        )
+
+    def _repr_html_(self) -> str:
+        """A notebook's view: the resolved spec as TOML."""
+        import html
+
+        return f"<pre>{html.escape(dump_spec(self))}</pre>"
+
     @classmethod
     def from_dict(cls, table: Mapping[str, Any], *, base_dir: str = ".") -> Spec:
         """A spec from nested dicts as a TOML file would hold them (`{"training":
