@@ -37,6 +37,20 @@ def _record(ds: Dataset, normalize: str, scaler: Scaler, target: Scaler | None, 
     )
 
 
+# Module level, so jit's cache serves every run in the process (a closure per run would
+# compile afresh each time: many small fits, scikit-learn's checks).
+@functools.partial(
+    jax.jit, donate_argnums=(0, 1, 2, 3), static_argnames=("normalize", "regression")
+)
+def _fit_apply(x_tr, x_va, y_tr, y_va, *, normalize: str, regression: bool):
+    scaler = fit_scaler(normalize, x_tr)
+    target = fit_standard(y_tr[:, None]) if regression else None
+    if regression:
+        y_tr = apply_scaler(target, y_tr[:, None])[:, 0]
+        y_va = apply_scaler(target, y_va[:, None])[:, 0]
+    return apply_scaler(scaler, x_tr), apply_scaler(scaler, x_va), y_tr, y_va, scaler, target
+
+
 def preprocess_data(
     ds: Dataset, placed: Placed, normalize: str, streamed: bool, class_weight: Any = None
 ) -> tuple[Preprocessing, Placed, float]:
@@ -49,19 +63,10 @@ def preprocess_data(
     regression = ds.task == "regression"
     if streamed:
         return _preprocess_streamed(ds, placed, normalize, regression, class_weight)
-
-    @functools.partial(jax.jit, donate_argnums=(0, 1, 2, 3))
-    def fit_apply(x_tr: jax.Array, x_va: jax.Array, y_tr: jax.Array, y_va: jax.Array):
-        scaler = fit_scaler(normalize, x_tr)
-        target = fit_standard(y_tr[:, None]) if regression else None
-        if regression:
-            y_tr = apply_scaler(target, y_tr[:, None])[:, 0]
-            y_va = apply_scaler(target, y_va[:, None])[:, 0]
-        return apply_scaler(scaler, x_tr), apply_scaler(scaler, x_va), y_tr, y_va, scaler, target
-
     t0 = time.perf_counter()
     p = placed
-    out = jax.block_until_ready(fit_apply(p.x_train, p.x_val, p.y_train, p.y_val))
+    arrays = (p.x_train, p.x_val, p.y_train, p.y_val)
+    out = jax.block_until_ready(_fit_apply(*arrays, normalize=normalize, regression=regression))
     seconds = time.perf_counter() - t0
     x_tr, x_va, y_tr, y_va, scaler, target = out
     scaled = replace(placed, x_train=x_tr, y_train=y_tr, x_val=x_va, y_val=y_va)
