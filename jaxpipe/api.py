@@ -203,7 +203,10 @@ def fit(
     reporter = ConsoleReporter(verbose=verbose, files=out is not None)
     try:
         observer = Observers([reporter, *tracking_observers(spec), *callbacks])
-        result = run_experiment(spec, out or tmp, observer, dataset=dataset)
+        # A temporary directory is removed at the end: no checkpoints to keep or write.
+        result = run_experiment(
+            spec, out or tmp, observer, dataset=dataset, checkpoints=out is not None
+        )
     finally:
         reporter.close()
         if tmp is not None:

@@ -37,6 +37,7 @@ from jaxpipe.files import atomic_write
 from jaxpipe.spec.sections import ModelSpec, source_of
 
 __all__ = [
+    "PREDICT_BLOCK",
     "MODEL_FILE",
     "PREDICTOR_FILE",
     "Predictor",
@@ -250,12 +251,12 @@ def predict_rows(pred: Predictor, x: np.ndarray) -> np.ndarray:
     return forward(pred.meta["model"], pred.params, Preprocessing.from_json(pred.meta), x)
 
 
-# Predictions run in blocks of _BLOCK rows, _BLOCKS_MAX blocks (a power of two) a call:
-# every row goes through the same [_BLOCK, features] program, so its output does not
+# Predictions run in blocks of PREDICT_BLOCK rows, _BLOCKS_MAX blocks (a power of two) a call:
+# every row goes through the same [PREDICT_BLOCK, features] program, so its output does not
 # depend on the other rows given with it (a float32 XLA:CPU matmul rounds a row
 # differently with the batch's size; scikit-learn's checks hold predictions on subsets
 # to 1e-7), and a model compiles at most log2(_BLOCKS_MAX) + 1 programs for any row count.
-_BLOCK = 64
+PREDICT_BLOCK = 64
 _BLOCKS_MAX = 256
 
 
@@ -263,8 +264,8 @@ _BLOCKS_MAX = 256
 def _network_fn(
     hidden: tuple[int, ...], activation: str, layer_norm: bool, outputs: int, softmax: bool
 ):
-    """jit(scaler, MLP and softmax, block by block)(params, scaler, x: [blocks, _BLOCK,
-    features]) -> [blocks, _BLOCK, outputs]."""
+    """jit(scaler, MLP and softmax, block by block)(params, scaler, x: [blocks, PREDICT_BLOCK,
+    features]) -> [blocks, PREDICT_BLOCK, outputs]."""
     spec = ModelSpec(hidden=hidden, activation=activation, layer_norm=layer_norm)
     model = make_model(spec, outputs)
 
@@ -280,7 +281,7 @@ def _network_fn(
 
 def _blocks(rows: int) -> int:
     """Blocks per call: the fewest power of two holding `rows`, at most _BLOCKS_MAX."""
-    need = min(-(-rows // _BLOCK), _BLOCKS_MAX)
+    need = min(-(-rows // PREDICT_BLOCK), _BLOCKS_MAX)
     return 1 << max(need - 1, 0).bit_length()
 
 
@@ -295,12 +296,12 @@ def forward(network: dict[str, Any], params: Any, prep: Preprocessing, x: np.nda
     x = np.asarray(x, np.float32)
     k = _blocks(len(x))
     parts = []
-    for start in range(0, max(len(x), 1), k * _BLOCK):
-        part = x[start : start + k * _BLOCK]
-        padded = np.zeros((k * _BLOCK, x.shape[1]), np.float32)
+    for start in range(0, max(len(x), 1), k * PREDICT_BLOCK):
+        part = x[start : start + k * PREDICT_BLOCK]
+        padded = np.zeros((k * PREDICT_BLOCK, x.shape[1]), np.float32)
         padded[: len(part)] = part
-        out = fn(params, scaler, padded.reshape(k, _BLOCK, x.shape[1]))
-        parts.append(np.asarray(out).reshape(k * _BLOCK, -1)[: len(part)])
+        out = fn(params, scaler, padded.reshape(k, PREDICT_BLOCK, x.shape[1]))
+        parts.append(np.asarray(out).reshape(k * PREDICT_BLOCK, -1)[: len(part)])
     out = np.concatenate(parts)
     if prep.regression:
         mean, scale = prep.target_stats
