@@ -69,6 +69,7 @@ def spec_text(c: dict) -> str:
 name = "calib-{c["i"]}"
 seed = {c["i"]}
 [data]
+source = "synthetic"
 validation = 0.1
 [data.synthetic]
 rows = {c["rows"]}

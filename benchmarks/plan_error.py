@@ -47,6 +47,7 @@ def draw(rng: random.Random) -> str:
     dropout = rng.choice([0.0, 0.0, 0.2])
     return f"""
 [data]
+source = "synthetic"
 validation = 64
 [data.synthetic]
 rows = {rng.choice([1024, 4096])}

@@ -37,6 +37,7 @@ def _spec(name: str):
 [experiment]
 name = "plan-check-{name}"
 [data]
+source = "synthetic"
 validation = 0.1
 [data.synthetic]
 rows = {rows}

@@ -54,6 +54,7 @@ def spec_text(hidden, batch, activation, opt, task, dropout, layer_norm, precisi
     """tests/test_plan_error.py's spec for these arguments."""
     return f"""
 [data]
+source = "synthetic"
 validation = 32
 [data.synthetic]
 rows = {2 * batch + 32}

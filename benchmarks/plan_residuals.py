@@ -33,6 +33,7 @@ def _spec(act, dropout, ln, precision, task, depth):
 
     return parse_spec(f"""
 [data]
+source = "synthetic"
 validation = 64
 [data.synthetic]
 rows = {2 * BATCH * LAYOUT[1]["data"]}

@@ -6,8 +6,8 @@ predict bring in. To export a name, add it to `_LAZY`: name -> the module holdin
 "module:attribute" where the attribute is named differently.
 """
 
-from importlib import import_module
-from typing import Any
+from importlib import import_module as _import_module
+from typing import Any as _Any
 
 from jaxpipe._version import __version__
 from jaxpipe.errors import (
@@ -40,6 +40,7 @@ _LAZY: dict[str, str] = {
     "read_calibration": "jaxpipe.planner.calibration",
     "format_calibration": "jaxpipe.planner.calibration",
     "RunResult": "jaxpipe.events",
+    "StopTraining": "jaxpipe.events",
     "fit": "jaxpipe.api",
     "evaluate": "jaxpipe.api",
     "format_metrics": "jaxpipe.core.evaluation",
@@ -68,20 +69,21 @@ __all__ = [
     "EnvironmentProblem",
     "RunDirectoryBusy",
     "RunInterrupted",
-    "check_specs",
-    "format_checks",
-    "SpecCheck",
 ]
 
 
-def __getattr__(name: str) -> Any:
+def __getattr__(name: str) -> _Any:
+    if name == "sklearn":  # the scikit-learn estimators: a submodule, loaded on first use
+        return _import_module("jaxpipe.sklearn")
     if name not in _LAZY:
         raise AttributeError(f"module 'jaxpipe' has no attribute {name!r}")
     module, _, attr = _LAZY[name].partition(":")
-    value = getattr(import_module(module), attr or name)
+    value = getattr(_import_module(module), attr or name)
     globals()[name] = value  # once resolved, plain attribute access
     return value
 
 
 def __dir__() -> list[str]:
-    return sorted(__all__)
+    """The API only (and `jaxpipe.sklearn`, out of `__all__` so that `import *` needs no
+    scikit-learn): not the modules and helpers this file imports."""
+    return sorted({*__all__, "sklearn"})

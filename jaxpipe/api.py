@@ -6,11 +6,13 @@ import dataclasses
 import os
 import shutil
 import tempfile
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import Any
 
+import numpy as np
+
 from jaxpipe.core.evaluation import format_metrics
-from jaxpipe.data.frames import is_path, source_of, to_columns
+from jaxpipe.data.frames import frame_rows, is_dataframe, is_path, to_columns
 from jaxpipe.data.load import load_dataset
 from jaxpipe.data.shapes import data_shapes
 from jaxpipe.data.sources import host_record
@@ -34,7 +36,8 @@ from jaxpipe.runner.validation import validate as validate_spec
 from jaxpipe.saved.model import Model, load_model
 from jaxpipe.saved.predict import predict_file
 from jaxpipe.signals import catch_signals
-from jaxpipe.spec.experiment import Spec, load_spec
+from jaxpipe.spec.experiment import Spec, load_spec, place_error
+from jaxpipe.spec.sections import no_rows_error, source_of
 from jaxpipe.sweep.shell import SweepResult, run_sweep, sweep_plan
 
 __all__ = [
@@ -112,36 +115,82 @@ def validate(spec: Spec) -> list[str]:
     return notes
 
 
-def _in_memory(spec: Spec, data: Any, validation: Any):
-    """The spec and rows `fit` trains on: a path becomes the spec's data file; anything
-    else in-memory columns (source "memory"), with its validation rows if given."""
+def _in_memory(spec: Spec, data: Any, validation: Any, what: str = "fit"):
+    """The spec and rows `fit` (or `plan`) trains on: a path becomes the spec's data file;
+    anything else in-memory columns (source "memory"), with its validation rows if given.
+    No data and a spec that names none is a SpecError: synthetic rows are never a default."""
     if data is None:
         if validation is not None:
-            raise DataError("fit: validation= needs data= as well")
+            raise DataError(f"{what}: validation= needs data= as well")
+        if spec.data.source is None:
+            raise place_error(spec, no_rows_error(f"jaxpipe.{what}(spec)"))
         return spec, None
     if is_path(data) and validation is None:
         path = os.path.abspath(os.fspath(data))
         cfg = dataclasses.replace(spec.data, source=source_of(path), path=path)
         return dataclasses.replace(spec, data=cfg), None
     label = spec.data.label or "y"
-    columns, origin = to_columns(data, label, "fit data")
+    columns, origin = to_columns(data, label, f"{what} data")
     val = validation
     if val is None and isinstance(spec.data.validation, str):
         val = spec.resolve_path(spec.data.validation)
-    val_columns = to_columns(val, label, "fit validation")[0] if val is not None else None
+    val_columns = to_columns(val, label, f"{what} validation")[0] if val is not None else None
     cfg = dataclasses.replace(spec.data, source="memory", path=None)
     spec = dataclasses.replace(spec, data=cfg)
-    return spec, load_dataset(spec, columns, val_columns, origin)
+    with frame_rows(data if validation is None else None):  # a validation frame: positions
+        return spec, load_dataset(spec, columns, val_columns, origin)
+
+
+def _data_with_target(data: Any, y: Any, spec: Spec) -> Any:
+    """`fit(spec, X, y)`: X and y as one data value, the label column named as the spec's
+    (a DataFrame keeps its columns and gains the label)."""
+    if y is None:
+        return data
+    if is_dataframe(data):
+        label = spec.data.label or "y"
+        if label in data.columns:
+            raise DataError(
+                f"fit: X already has the label column {label!r}; pass it as data= alone, "
+                "or drop it from X"
+            )
+        return data.assign(**{label: np.asarray(y)})
+    return (data, y)
+
+
+def _with_class_weight(spec: Spec, class_weight: Any) -> Spec:
+    """`fit(..., class_weight=)` in place of `[training] class_weight` (labels as strings,
+    as a TOML table's keys are: {0: 2.0} weighs the class "0")."""
+    if class_weight is None:
+        return spec
+    if isinstance(class_weight, Mapping):
+        class_weight = {str(k): v for k, v in class_weight.items()}
+    training = dataclasses.replace(spec.training, class_weight=class_weight)
+    return dataclasses.replace(spec, training=training)
+
+
+def _check_spec_first(spec: Any) -> None:
+    """`jaxpipe.fit(X, y)` as scikit-learn writes it: say exactly how to call it."""
+    if isinstance(spec, (Spec, dict, str, os.PathLike)):
+        return
+    raise TypeError(
+        f"jaxpipe.fit takes the spec first, then the rows; found {type(spec).__name__} "
+        "where the spec goes. Call jaxpipe.fit(spec, X, y), jaxpipe.fit(spec, data=(X, y)) "
+        "or jaxpipe.fit(spec, data=df) (spec: a Spec, a dict such as "
+        '{"training": {"epochs": 5}} or a TOML path; {} takes every default), or, '
+        "scikit-learn style, jaxpipe.sklearn.MLPClassifier().fit(X, y)"
+    )
 
 
 def fit(
     spec: Spec | str | os.PathLike[str] | dict[str, Any],
     data: Any = None,
+    y: Any = None,
     *,
     validation: Any = None,
     out: str | None = None,
     callbacks: Iterable[Any] = (),
     verbose: bool = False,
+    class_weight: str | Mapping[Any, float] | None = None,
 ) -> Model:
     """Trains the spec's model on `data` and returns the `Model`.
 
@@ -150,17 +199,25 @@ def fit(
     go through the same checks and encoders as a file's. `validation`: held-out rows of
     the same kinds (default: split as `data.validation` says). `out`: also write the run
     directory there, as `run` does (default: a temporary one, removed afterwards).
-    `callbacks`: objects with any of the `Observer` methods."""
-    spec = _as_spec(spec)
+    `callbacks`: objects with any of the `Observer` methods; one may stop training after
+    an epoch (see `events.StopTraining`). `class_weight`: "balanced" or {label: weight},
+    in place of the spec's `[training] class_weight`. `y`: targets beside `data` = X
+    (`fit(spec, X, y)`, as `data=(X, y)`). No `data` and a spec that names no rows (no
+    `path`, no `source = "synthetic"`) is a `SpecError`."""
+    _check_spec_first(spec)
+    spec = _with_class_weight(_as_spec(spec), class_weight)
     check_before_data(spec)  # a bad optimizer section fails before the data is read
-    spec, dataset = _in_memory(spec, data, validation)
+    spec, dataset = _in_memory(spec, _data_with_target(data, y, spec), validation)
     if spec.sweep is not None:
         return _fit_sweep(spec, dataset, out, callbacks, verbose)
     tmp = tempfile.mkdtemp(prefix="jaxpipe-fit-") if out is None else None
-    reporter = ConsoleReporter(verbose=verbose)
+    reporter = ConsoleReporter(verbose=verbose, files=out is not None)
     try:
         observer = Observers([reporter, *tracking_observers(spec), *callbacks])
-        result = run_experiment(spec, out or tmp, observer, dataset=dataset)
+        # A temporary directory is removed at the end: no checkpoints to keep or write.
+        result = run_experiment(
+            spec, out or tmp, observer, dataset=dataset, checkpoints=out is not None
+        )
     finally:
         reporter.close()
         if tmp is not None:
@@ -176,7 +233,7 @@ def _fit_sweep(spec: Spec, dataset: Any, out: str | None, callbacks, verbose: bo
     if dataset is not None:
         raise DataError("fit: a [sweep] spec trains on its own [data]; pass data=None or a path")
     tmp = tempfile.mkdtemp(prefix="jaxpipe-fit-") if out is None else None
-    reporter = ConsoleReporter(verbose=verbose)
+    reporter = ConsoleReporter(verbose=verbose, files=out is not None)
     try:
         result = run_sweep(
             spec, out or tmp, Observers([reporter, *tracking_observers(spec), *callbacks])
@@ -230,8 +287,10 @@ def predict(
 
 
 def plan(
-    spec: Spec | str | os.PathLike[str],
+    spec: Spec | str | os.PathLike[str] | dict[str, Any],
+    data: Any = None,
     *,
+    validation: Any = None,
     gpu: str | None = None,
     devices: int | None = None,
     verify: bool = False,
@@ -241,10 +300,13 @@ def plan(
     "A100-40GB"), or on the local devices when `gpu` is None. Allocates nothing. With
     `verify`, also compiles the epoch program for abstract inputs and records XLA's
     memory and cost analysis in `plan.xla`. `fit` (default): the estimate fitted to XLA's
-    compile of the one-device epoch (~1-3 s; see `plan.fit`); False: the closed form alone."""
+    compile of the one-device epoch (~1-3 s; see `plan.fit`); False: the closed form alone.
+    `data` (and `validation`): the rows `fit` would train on, in the same forms (a
+    DataFrame, pyarrow Table, (X, y) arrays or a path); None: the spec's own [data]."""
     spec = _as_spec(spec)
     check_before_data(spec)
-    result = make_plan(spec, data_shapes(spec), gpu=gpu, devices=devices, fit=fit)
+    spec, dataset = _in_memory(spec, data, validation, "plan")
+    result = make_plan(spec, data_shapes(spec, dataset), gpu=gpu, devices=devices, fit=fit)
     path = spec.resolve_path(spec.data.path) if spec.data.path else None
     host = host_record(path, spec.data.source, spec.data.host_memory)
     result = dataclasses.replace(result, host=host)

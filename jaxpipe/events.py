@@ -7,7 +7,19 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["StageRecord", "RunResult", "Observer", "Observers", "OBSERVER_EVENTS"]
+__all__ = [
+    "StageRecord",
+    "RunResult",
+    "Observer",
+    "Observers",
+    "OBSERVER_EVENTS",
+    "StopTraining",
+]
+
+
+class StopTraining(Exception):  # noqa: N818 - Keras's name for the same request
+    """Raised by an observer's `on_epoch_end` (or `on_epoch`) to end training after the
+    epoch just run; the message is the stop reason summary.json records."""
 
 
 @dataclass(frozen=True)
@@ -47,6 +59,14 @@ class Observer:
     def on_plan(self, plan: Any) -> None: ...
     def on_model(self, params: Any) -> None: ...
     def on_epoch(self, row: dict[str, Any], epochs: int) -> None: ...
+
+    def on_epoch_end(self, row: dict[str, Any], epochs: int) -> bool | str | None:
+        """After each epoch (metrics `row`, as metrics.jsonl's), before its checkpoint:
+        return True or a reason (str), or raise `StopTraining(reason)`, to end training
+        there, as Keras's `model.stop_training`; the run then completes normally with
+        `stop.reason` saying so. None / False: go on."""
+        return None
+
     def on_artifacts(self, run_dir: str, history: list[dict[str, Any]]) -> None: ...
     def on_finish(self, result: RunResult) -> None: ...
     def on_note(self, text: str) -> None: ...
@@ -80,7 +100,24 @@ class Observers(Observer):
     def __init__(self, listeners: Iterable[Any]):
         self.listeners = [x for x in listeners if x is not None]
         for name in OBSERVER_EVENTS:
-            setattr(self, name, self._fan_out(name))
+            if name != "on_epoch_end":  # it answers: see below
+                setattr(self, name, self._fan_out(name))
+
+    def on_epoch_end(self, row: dict[str, Any], epochs: int) -> str | None:
+        """The first listener's request to stop (its reason), asking every listener."""
+        reason = None
+        for x in self.listeners:
+            ask = getattr(x, "on_epoch_end", None)
+            if not callable(ask):
+                continue
+            try:
+                answer = ask(row, epochs)
+            except StopTraining as e:
+                answer = str(e) or True
+            if answer and reason is None:
+                name = type(x).__name__
+                reason = answer if isinstance(answer, str) else f"{name}.on_epoch_end asked"
+        return reason
 
     def progress_interval(self, steps_per_epoch: int) -> int | None:
         """The most frequent interval any listener asks for."""
@@ -95,7 +132,13 @@ class Observers(Observer):
         targets = [getattr(x, name) for x in self.listeners if callable(getattr(x, name, None))]
 
         def call(*args: Any) -> None:
+            stop = None
             for target in targets:
-                target(*args)
+                try:
+                    target(*args)
+                except StopTraining as e:  # the others still hear of the epoch
+                    stop = stop or e
+            if stop is not None:
+                raise stop
 
         return call

@@ -72,8 +72,10 @@ def test_rows_in_memory_meet_the_file_checks(frame_model):
     df = _frame()
     df["size"] = df["size"].astype(object)
     df.loc[3, "size"] = "huge"  # text in a numeric column: the file's error, named
-    with pytest.raises(jaxpipe.DataError, match=r"column 'size'.*'huge'.*row 4"):
-        frame_model.predict(df)
+    with pytest.raises(jaxpipe.DataError, match=r"column 'size'.*'huge'.*at index 3\b"):
+        frame_model.predict(df)  # named by the frame's own index (issue 25)
+    with pytest.raises(jaxpipe.DataError, match=r"'huge' at index 'd'"):
+        frame_model.predict(df.set_axis(list("abcdefgh") + list(range(8, len(df)))))
     with pytest.raises(jaxpipe.DataError, match="expected \\[rows, 3\\]"):
         frame_model.predict(np.zeros((2, 5)))
     with pytest.raises(jaxpipe.DataError, match="label column 'kind' not found"):
@@ -242,7 +244,7 @@ def test_a_spec_built_in_python_raises_spec_error_naming_the_key(case, tmp_path)
 
 
 def test_python_specs_fail_before_any_file_is_written(tmp_path):
-    spec = jaxpipe.Spec.from_dict(TINY)
+    spec = jaxpipe.Spec.from_dict(TINY | {"data": {"source": "synthetic"}})
     with pytest.raises(SpecError, match="training.epochs"):
         jaxpipe.run(
             dataclasses.replace(spec, training=dataclasses.replace(spec.training, epochs=-5))
@@ -301,3 +303,68 @@ def test_cli_predict_probabilities_and_keep(frame_model, tmp_path):
     )  # fmt: skip
     assert p.returncode == 0, p.stderr
     assert "accuracy" in p.stdout and "confusion matrix" in p.stdout
+
+
+def test_no_silent_synthetic_data(tmp_path):
+    """Synthetic rows only when the spec says so (issue 25): no data and no source is a
+    SpecError saying what to pass; a path infers its source from the extension."""
+    with pytest.raises(SpecError, match=r"data.source: jaxpipe.fit\(spec\) has no data.*data="):
+        jaxpipe.fit(TINY)
+    with pytest.raises(SpecError, match='source = "synthetic"'):
+        jaxpipe.run(TINY, out=str(tmp_path / "r"), verbose=False)
+    assert not (tmp_path / "r").exists()
+    with pytest.raises(SpecError, match="has no data"):
+        jaxpipe.plan(TINY)
+    assert jaxpipe.Spec.from_dict({"data": {"path": "a/b.parquet", "label": "y"}}).data.source == (
+        "parquet"
+    )
+    assert jaxpipe.Spec.from_dict({"data": {"path": "x.npz"}}).data.source == "npz"
+    assert jaxpipe.Spec.from_dict({"data": {"path": "t.csv", "label": "y"}}).data.source == "csv"
+    with pytest.raises(SpecError, match="data.label"):  # a csv path still needs its label
+        jaxpipe.Spec.from_dict({"data": {"path": "t.csv"}})
+
+
+def test_fit_x_y_positional_and_plan_takes_the_same_data():
+    df = _frame(64)
+    x, y = df[["size", "weight"]].to_numpy(), df["kind"].to_numpy()
+    with pytest.raises(TypeError, match=r"jaxpipe.fit\(spec, X, y\).*MLPClassifier"):
+        jaxpipe.fit(x, y)
+    labelled = TINY | {"data": {"label": "kind"}}
+    plan = jaxpipe.plan(labelled, data=df, fit=False)  # a DataFrame, as fit takes it
+    assert plan.shapes.features == 5 and plan.shapes.classes == 2
+    assert jaxpipe.plan(TINY, (x, y), fit=False).shapes.features == 2
+    assert repr(plan).startswith("Plan(fits: ") and len(repr(plan)) < 200
+    assert "<table>" in plan._repr_html_()
+    model = jaxpipe.fit(labelled, df[["size", "colour"]], df["kind"])
+    assert model.columns == ("size", "colour") and model.classes == ("cat", "dog")
+
+
+def test_a_callback_stops_training_and_the_model_shows_itself_briefly():
+    x = np.random.default_rng(3).normal(size=(64, 3)).astype(np.float32)
+    y = (x[:, 0] > 0).astype(int)
+
+    class Enough:
+        def on_epoch_end(self, row, epochs):
+            return "good enough" if row["epoch"] == 2 else None
+
+    spec = jaxpipe.Spec.from_dict(TINY | {"training": {"epochs": 5, "batch_size": 16}})
+    model = jaxpipe.fit(spec, x, y, callbacks=[Enough()])
+    assert len(model.history) == 2
+    assert model.summary["stop"] == {"epoch": 2, "reason": "callback: good enough"}
+    assert model.summary["status"] == "completed"
+    layers = model.summary()  # summary.json stays a dict; called, the layer table
+    assert [r["name"] for r in layers.layers] == ["hidden_0", "output"]
+    assert layers.params == 3 * 8 + 8 + 8 * 2 + 2 == sum(r["params"] for r in layers.layers)
+    assert layers.bytes == 4 * layers.params and "total: 50 parameters" in repr(layers)
+    assert len(repr(model)) < 200 and "50 parameters" in repr(model)
+    assert len(model._repr_html_()) < 2000 and "<table>" in model._repr_html_()
+    assert len(repr(spec)) < 200 and "<pre>" in spec._repr_html_()
+
+
+def test_dir_lists_the_api_and_py_typed_ships():
+    names = dir(jaxpipe)
+    assert not {"sys", "types", "Any", "import_module", "errors", "_LAZY"} & set(names)
+    assert names == sorted(set(names)) and {"fit", "Model", "StopTraining"} <= set(names)
+    assert os.path.isfile(os.path.join(ROOT, "jaxpipe", "py.typed"))
+    with open(os.path.join(ROOT, "pyproject.toml")) as f:
+        assert '"py.typed"' in f.read()  # package data: shipped in the wheel

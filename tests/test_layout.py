@@ -24,7 +24,7 @@ ROOMS = [
     ("runner", None),  # the stages and the shell of one run
     ("sweep", None),  # many trials as one vmapped program
     ("report", None),  # console, charts, trackers, compare: every formatter
-    ("face", {"__init__", "api"}),  # the public API
+    ("face", {"__init__", "api", "sklearn"}),  # the public API; scikit-learn estimators
     ("check", None),  # `jaxpipe check`: invariants over the API
     ("testing", None),  # hypothesis strategies (jaxpipe.testing)
     ("cli", None),  # the command line, over the public API only

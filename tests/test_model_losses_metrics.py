@@ -105,3 +105,46 @@ def test_regression_rmse_is_in_the_targets_units(rows, scale, seed):
     got = finalize_regression(total, scale)["rmse"]
     want = float(np.sqrt(np.mean(np.square(pred - y))))
     assert abs(got - want) <= 1e-4 * max(want, 1.0)
+
+
+@given(
+    st.integers(0, 2**16),
+    st.sampled_from([2, 3, 5]),
+    st.sampled_from([12, 60, 250]),
+    st.sampled_from([None, 1, 2]),
+)
+def test_evaluation_metrics_equal_scikit_learns(seed, classes, rows, decimals):
+    """AUC, PR-AUC, F1, balanced accuracy and log loss on random probabilities (rounded
+    to `decimals` to make ties) equal scikit-learn's within 1e-6 (issue 25)."""
+    import pytest
+
+    metrics = pytest.importorskip("sklearn.metrics")
+    from sklearn.preprocessing import label_binarize
+
+    from jaxpipe.core.evaluation import classification_metrics
+
+    rng = np.random.default_rng(seed)
+    probs = rng.dirichlet(np.ones(classes), size=rows)
+    if decimals is not None:
+        probs = np.round(probs, decimals) + 1e-3
+        probs /= probs.sum(axis=1, keepdims=True)
+    y = np.concatenate([np.arange(classes), rng.integers(0, classes, rows - classes)])
+    m = classification_metrics(probs, y, [str(c) for c in range(classes)])
+    pred = probs.argmax(axis=1)
+    if classes == 2:
+        auc = metrics.roc_auc_score(y, probs[:, 1])
+        ap = metrics.average_precision_score(y, probs[:, 1])
+    else:
+        auc = metrics.roc_auc_score(y, probs, multi_class="ovr", average="macro")
+        ap = metrics.average_precision_score(label_binarize(y, classes=range(classes)), probs)
+    expected = {
+        "roc_auc": auc,
+        "pr_auc": ap,
+        "f1_macro": metrics.f1_score(y, pred, average="macro"),
+        "f1_weighted": metrics.f1_score(y, pred, average="weighted"),
+        "balanced_accuracy": metrics.balanced_accuracy_score(y, pred),
+        "log_loss": metrics.log_loss(y, probs, labels=range(classes)),
+        "accuracy": metrics.accuracy_score(y, pred),
+    }
+    for name, value in expected.items():
+        assert abs(m[name] - value) <= 1e-6, (name, m[name], value)

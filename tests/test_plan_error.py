@@ -36,6 +36,7 @@ def _spec(hidden, batch, activation, opt, task, dropout, layer_norm, precision):
     return parse_spec(
         f"""
 [data]
+source = "synthetic"
 validation = 32
 [data.synthetic]
 rows = {2 * batch + 32}
@@ -135,6 +136,7 @@ def test_plan_says_which_figures_are_not_held_to_xla(write_spec):
 
 _SPEC_TEXT = """
 [data]
+source = "synthetic"
 validation = 64
 [data.synthetic]
 rows = 4160

@@ -25,6 +25,7 @@ def _spec(hidden, batch=64, opt="adam", features=12, classes=3, rows=600, extra=
     return parse_spec(
         f"""
 [data]
+source = "synthetic"
 validation = 100
 [data.synthetic]
 rows = {rows}
@@ -221,7 +222,7 @@ def test_regression_layer_norm_and_dropout_are_planned_and_checked_against_xla()
     XLA's figure, so the bound here is 15 %."""
     spec = parse_spec(
         '[model]\nhidden = [128, 64]\ntask = "regression"\nlayer_norm = true\n'
-        "dropout = 0.1\n[data]\nvalidation = 100\n[data.synthetic]\nrows = 1124\n"
+        "dropout = 0.1\n[data]\nsource = 'synthetic'\nvalidation = 100\n[data.synthetic]\nrows = 1124\n"
         "features = 32\n[training]\nbatch_size = 64\n"
     )
     est, shapes, abstract = _single(spec)

@@ -21,6 +21,7 @@ def _spec(opt: str):
     return parse_spec(
         f"""
 [data]
+source = "synthetic"
 validation = 16
 [data.synthetic]
 rows = 80

@@ -148,3 +148,35 @@ def test_predict_errors(trained, capsys, tmp_path):
         (tmp_path / "gap.csv").write_text("num,color,code\n,red,1\n")
         predict_file(str(d / "run"), str(tmp_path / "gap.csv"), out=str(tmp_path / "p.csv"))
     assert not (tmp_path / "p.csv").exists()
+
+
+@pytest.mark.parametrize("task, hidden, layer_norm", [("classification", (16,), False),
+                                                      ("regression", (8, 8), True)])  # fmt: skip
+def test_a_rows_prediction_does_not_depend_on_the_rows_beside_it(task, hidden, layer_norm):
+    """Every row goes through one fixed-size block program (saved/predict.py): its output
+    is bit for bit the same alone, in a subset, shuffled or among 20,000 rows."""
+    import jax
+
+    from jaxpipe.core.model import make_model
+    from jaxpipe.core.scaling import Scaler
+    from jaxpipe.data.fitted import Preprocessing
+    from jaxpipe.saved.predict import forward
+    from jaxpipe.spec.sections import ModelSpec
+
+    rng = np.random.default_rng(5)
+    x = rng.normal(size=(20_000, 6)).astype(np.float32)
+    outputs = 3 if task == "classification" else 1
+    spec = ModelSpec(hidden=hidden, layer_norm=layer_norm, task=task)
+    params = make_model(spec, outputs).init(jax.random.key(0), x[:1])
+    prep = Preprocessing(
+        task, "y", ("a", "b", "c") if outputs == 3 else (), tuple("abcdef"), None,
+        "standard", Scaler(np.zeros(6, np.float32), np.ones(6, np.float32)),
+        Scaler(np.float32([10.0]), np.float32([3.0])) if outputs == 1 else None,
+    )  # fmt: skip
+    network = {"hidden": list(hidden), "activation": "relu", "dropout": 0.0,
+               "layer_norm": layer_norm, "outputs": outputs}  # fmt: skip
+    whole = forward(network, params, prep, x)
+    order = rng.permutation(len(x))[:300]
+    np.testing.assert_array_equal(forward(network, params, prep, x[order]), whole[order])
+    for part in (slice(7, 8), slice(3, 70), slice(100, 5000)):
+        np.testing.assert_array_equal(forward(network, params, prep, x[part]), whole[part])

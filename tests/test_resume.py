@@ -183,6 +183,8 @@ def test_sigint_in_process_raises_after_checkpoint_and_restores_handlers(
 
 
 REGRESSION = """
+[data]
+source = "synthetic"
 [data.synthetic]
 rows = 300
 features = 5

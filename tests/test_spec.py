@@ -122,8 +122,8 @@ def test_schema_is_json_and_strict():
         ('[data]\nsource = "xlsx"\n', "data.source"),
         ('[data]\nsource = "npz"\n', "data.path"),
         ('[data]\nsource = "parquet"\npath = "a.parquet"\n', "data.label"),
-        ('[data]\nvalidation = "v.csv"\n', "data.validation"),  # synthetic has no file
-        ('[data]\nfeatures = ["a"]\n', "data.features"),  # synthetic has no columns
+        ('[data]\nsource = "synthetic"\nvalidation = "v.csv"\n', "data.validation"),  # no file
+        ('[data]\nsource = "synthetic"\nfeatures = ["a"]\n', "data.features"),  # no columns
         ('[data]\nsource = "csv"\npath = "a"\nlabel = "y"\nfeatures = []\n', "data.features"),
         (
             '[data]\nsource = "csv"\npath = "a"\nlabel = "y"\ncategorical = ["y"]\n',

@@ -72,3 +72,39 @@ def test_outcome_names_status_and_reason():
     assert status == "completed" and stop["reason"].startswith("early stopping: val_loss")
     with pytest.raises(AssertionError):
         outcome(None, quiet, None, 2, 5)
+
+
+def test_outcome_of_a_callbacks_request_to_stop():
+    quiet = SignalCatcher()
+    assert outcome(None, quiet, None, 2, 5, "enough") == (
+        "completed",
+        {"epoch": 2, "reason": "callback: enough"},
+    )
+    # At the last epoch a request changes nothing: every epoch ran.
+    assert outcome(None, quiet, None, 5, 5, "enough")[1]["reason"] == "all 5 epochs run"
+
+
+def test_observers_ask_every_listener_and_return_the_first_reason():
+    from jaxpipe.events import Observers, StopTraining
+
+    heard = []
+
+    class Raises:
+        def on_epoch_end(self, row, epochs):
+            heard.append("raises")
+            raise StopTraining("target reached")
+
+    class Answers:
+        def on_epoch_end(self, row, epochs):
+            heard.append("answers")
+            return True
+
+    class Quiet:
+        def on_epoch(self, row, epochs):
+            heard.append("on_epoch")
+
+    observers = Observers([Quiet(), Raises(), Answers()])
+    assert observers.on_epoch_end({"epoch": 1}, 3) == "target reached"
+    assert Observers([Answers()]).on_epoch_end({"epoch": 1}, 3) == "Answers.on_epoch_end asked"
+    assert Observers([Quiet()]).on_epoch_end({"epoch": 1}, 3) is None
+    assert heard == ["raises", "answers", "answers"]

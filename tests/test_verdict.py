@@ -17,6 +17,7 @@ from jaxpipe.planner import search
 # not fit, a few do.
 SPEC = """
 [data]
+source = "synthetic"
 validation = 32
 [data.synthetic]
 rows = 160

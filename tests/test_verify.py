@@ -16,6 +16,7 @@ from jaxpipe.spec.experiment import parse_spec
 
 SPEC = """
 [data]
+source = "synthetic"
 validation = 16
 [data.synthetic]
 rows = 272
@@ -253,6 +254,7 @@ def test_quoted_figure_is_within_10_percent_of_the_runs_program(
     spec = parse_spec(
         f"""
 [data]
+source = "synthetic"
 validation = 16
 [data.synthetic]
 rows = 144

@@ -203,6 +203,25 @@ def _add_evaluate(sub: Any, common: argparse.ArgumentParser) -> None:
     ev.add_argument("--json", action="store_true", help="print one JSON object")
 
 
+def _add_export(sub: Any, common: argparse.ArgumentParser) -> None:
+    ex = _sub(
+        sub,
+        "export",
+        "a finished run's whole predictor for serving, as StableHLO or ONNX",
+        "jaxpipe export runs/peng --format onnx --out penguins.onnx",
+        common,
+    )
+    ex.add_argument("run_dir", help="run directory written by `jaxpipe run` (or Model.save)")
+    ex.add_argument(
+        "--format",
+        choices=("stablehlo", "onnx"),
+        default="stablehlo",
+        help="stablehlo: jax.export's serialized bytes (jax.export.deserialize(b).call(x)); "
+        "onnx: an ONNX model, input x, output y (needs jaxpipe[onnx])",
+    )
+    ex.add_argument("--out", required=True, metavar="FILE", help="where to write it")
+
+
 def _add_compare(sub: Any, common: argparse.ArgumentParser) -> None:
     c = _sub(
         sub,
@@ -350,6 +369,7 @@ SUBCOMMANDS = (
     _add_schema,
     _add_predict,
     _add_evaluate,
+    _add_export,
     _add_compare,
     _add_plan,
     _add_calibration,

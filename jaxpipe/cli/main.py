@@ -142,6 +142,16 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_export(args: argparse.Namespace) -> int:
+    import jaxpipe
+
+    model = jaxpipe.load_model(args.run_dir)
+    path = model.export(args.out, format=args.format)
+    if not args.quiet:
+        print(f"Wrote {path}: x [rows, {len(model.columns)}] float32 ({', '.join(model.columns)})")
+    return 0
+
+
 def _cmd_compare(args: argparse.Namespace) -> int:
     import jaxpipe
 
@@ -246,6 +256,7 @@ _COMMANDS = {
     "schema": _cmd_schema,
     "predict": _cmd_predict,
     "evaluate": _cmd_evaluate,
+    "export": _cmd_export,
     "compare": _cmd_compare,
     "plan": _cmd_plan,
     "calibration": _cmd_calibration,

@@ -181,24 +181,31 @@ def cached_compile(
     return compiled
 
 
+_NUMBERS: dict[str, int] = {}
+
+
 def cached_number(name: str, describe: str, compute: Callable[[], int]) -> int:
     """compute(), kept on disk under `describe` (everything the number depends on besides
     jaxpipe's source, the versions and the devices): for figures read from a compile,
     such as the planner's optimizer-update temporaries, that every run would otherwise
-    compile again. Without the compilation cache: compute() every time."""
-    folder = aot_folder()
-    if folder is None or jax.process_count() != 1:
-        return compute()
-    key = _key(name, describe, (), {})
+    compile again. Without the compilation cache: kept in this process's memory only
+    (many small fits in one process, scikit-learn's estimator checks, compile it once)."""
+    key = _key(name, describe, (), {}) if jax.process_count() == 1 else None
     if key is None:
         return compute()
+    if key in _NUMBERS:
+        return _NUMBERS[key]
+    folder = aot_folder()
+    if folder is None:
+        _NUMBERS[key] = int(compute())
+        return _NUMBERS[key]
     path = os.path.join(folder, f"{name}-{key}.txt")
     try:
         with open(path) as f:
             return int(f.read())
     except (OSError, ValueError):
         pass
-    value = int(compute())
+    value = _NUMBERS[key] = int(compute())
     try:
         os.makedirs(folder, exist_ok=True)
         atomic_write(path, str(value))

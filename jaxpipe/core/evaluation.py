@@ -1,6 +1,9 @@
-"""Metrics of a model on labelled rows, on the host in float64: accuracy, loss,
-per-class precision / recall / F1 and the confusion matrix for classification; RMSE,
-MAE and R² for regression. Used by `Model.evaluate` and `jaxpipe evaluate`."""
+"""Metrics of a model on labelled rows, on the host in float64: accuracy, loss (log
+loss), ROC-AUC and PR-AUC (binary, or one-vs-rest macro), macro and weighted F1,
+balanced accuracy, per-class precision / recall / F1 and the confusion matrix for
+classification; RMSE, MAE and R² for regression. Used by `Model.evaluate` and `jaxpipe
+evaluate`. Each equals scikit-learn's function of the same name on the same rows
+(tests/test_model_losses_metrics.py holds them within 1e-6)."""
 
 from __future__ import annotations
 
@@ -11,7 +14,14 @@ import numpy as np
 
 from jaxpipe.spec.sections import RECORDED_METRICS
 
-__all__ = ["classification_metrics", "regression_metrics", "format_metrics", "metric_names"]
+__all__ = [
+    "classification_metrics",
+    "regression_metrics",
+    "format_metrics",
+    "metric_names",
+    "roc_auc",
+    "average_precision",
+]
 
 # log(0) guard: a probability that underflowed to 0 costs at most -log(1e-12) ≈ 27.6.
 _EPS = 1e-12
@@ -20,6 +30,72 @@ _EPS = 1e-12
 def metric_names(regression: bool) -> list[str]:
     """The columns of a run's metrics.jsonl (besides epoch and epoch_seconds)."""
     return list(RECORDED_METRICS["regression" if regression else "classification"])
+
+
+def _average_ranks(scores: np.ndarray) -> np.ndarray:
+    """Ranks from 1, ties sharing their mean rank (as the Mann-Whitney statistic needs)."""
+    _, inverse, counts = np.unique(scores, return_inverse=True, return_counts=True)
+    ends = np.cumsum(counts)
+    return ((ends - counts + 1 + ends) / 2.0)[inverse]
+
+
+def _binary_auc(positive: np.ndarray, scores: np.ndarray) -> float | None:
+    """Area under the ROC curve of `scores` for the boolean `positive`: the probability
+    that a random positive scores above a random negative (ties count half); None when
+    either side has no rows."""
+    n_pos = int(positive.sum())
+    n_neg = len(positive) - n_pos
+    if n_pos == 0 or n_neg == 0:
+        return None
+    ranks = _average_ranks(scores)
+    return float((ranks[positive].sum() - n_pos * (n_pos + 1) / 2.0) / (n_pos * n_neg))
+
+
+def _binary_ap(positive: np.ndarray, scores: np.ndarray) -> float | None:
+    """Average precision (the step-wise area under the precision-recall curve, as
+    scikit-learn's `average_precision_score`): sum over thresholds of (recall gained) ×
+    precision, tied scores one threshold; None without positive rows."""
+    if not positive.any():
+        return None
+    order = np.argsort(-scores, kind="mergesort")
+    s, hit = scores[order], positive[order].astype(np.float64)
+    last = np.r_[np.nonzero(np.diff(s))[0], len(s) - 1]  # the end of each tie group
+    tp = np.cumsum(hit)[last]
+    precision = tp / (last + 1)
+    recall = tp / tp[-1]
+    return float(np.sum(np.diff(np.r_[0.0, recall]) * precision))
+
+
+def _one_vs_rest(fn, probs: np.ndarray, y: np.ndarray) -> float | None:
+    """Binary: `fn` of the second class's probability. More classes: the unweighted mean
+    of each class against the rest (None when a class leaves a side empty)."""
+    if probs.shape[1] == 2:
+        return fn(y == 1, probs[:, 1])
+    each = [fn(y == c, probs[:, c]) for c in range(probs.shape[1])]
+    return None if any(v is None for v in each) else float(np.mean(each))
+
+
+def roc_auc(probs: np.ndarray, y: np.ndarray) -> float | None:
+    """ROC-AUC: binary, or one-vs-rest macro (scikit-learn's `roc_auc_score(...,
+    multi_class="ovr")`). probs: [rows, classes]; y: [rows] class indices."""
+    return _one_vs_rest(_binary_auc, np.asarray(probs, np.float64), np.asarray(y))
+
+
+def average_precision(probs: np.ndarray, y: np.ndarray) -> float | None:
+    """PR-AUC as average precision: binary, or one-vs-rest macro."""
+    return _one_vs_rest(_binary_ap, np.asarray(probs, np.float64), np.asarray(y))
+
+
+def _summary_scores(confusion: np.ndarray, f1: np.ndarray, recall: np.ndarray) -> dict:
+    """Macro and weighted F1 over the classes that occur (as true or predicted labels,
+    scikit-learn's default) and balanced accuracy (mean recall over true classes)."""
+    actual, predicted = confusion.sum(axis=1), confusion.sum(axis=0)
+    seen = (actual + predicted) > 0
+    return {
+        "f1_macro": float(f1[seen].mean()) if seen.any() else 0.0,
+        "f1_weighted": float(np.sum(f1 * actual) / max(actual.sum(), 1)),
+        "balanced_accuracy": float(recall[actual > 0].mean()) if (actual > 0).any() else 0.0,
+    }
 
 
 def classification_metrics(
@@ -47,12 +123,16 @@ def classification_metrics(
         }
         for i, c in enumerate(classes)
     }
-    loss = -np.log(np.clip(probs[np.arange(len(y)), y], _EPS, 1.0)).mean()
+    loss = float(-np.log(np.clip(probs[np.arange(len(y)), y], _EPS, 1.0)).mean())
     return {
         "task": "classification",
         "rows": int(len(y)),
         "accuracy": float((pred == y).mean()),
-        "loss": float(loss),
+        "loss": loss,
+        "log_loss": loss,
+        "roc_auc": roc_auc(probs, y),
+        "pr_auc": average_precision(probs, y),
+        **_summary_scores(confusion, f1, recall),
         "per_class": per_class,
         "classes": [str(c) for c in classes],
         "confusion_matrix": confusion.tolist(),
@@ -83,7 +163,17 @@ def format_metrics(m: dict[str, Any]) -> str:
             f"{m['rows']} rows: rmse {m['rmse']:.6g}, mae {m['mae']:.6g}, "
             f"r2 {m['r2']:.4f}, loss {m['loss']:.6g}"
         )
-    lines = [f"{m['rows']} rows: accuracy {m['accuracy']:.4f}, loss {m['loss']:.4f}", ""]
+
+    def opt(v: float | None) -> str:
+        return "n/a" if v is None else f"{v:.4f}"
+
+    lines = [
+        f"{m['rows']} rows: accuracy {m['accuracy']:.4f}, loss {m['loss']:.4f}",
+        f"roc_auc {opt(m.get('roc_auc'))}, pr_auc {opt(m.get('pr_auc'))}, "
+        f"f1_macro {opt(m.get('f1_macro'))}, f1_weighted {opt(m.get('f1_weighted'))}, "
+        f"balanced_accuracy {opt(m.get('balanced_accuracy'))}",
+        "",
+    ]
     width = max(len(c) for c in m["classes"] + ["class"])
     lines.append(f"{'class':<{width}}  precision  recall      f1  support")
     for c in m["classes"]:

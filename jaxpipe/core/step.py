@@ -27,6 +27,7 @@ __all__ = [
     "make_train_step",
     "make_eval_step",
     "make_task_steps",
+    "weighted_by_class",
     "epoch_batches",
     "make_epoch",
     "make_evaluate",
@@ -113,24 +114,41 @@ def make_eval_step(
 
 
 def make_task_steps(
-    model: Any, tx: optax.GradientTransformation, task: str, dropout: bool
+    model: Any,
+    tx: optax.GradientTransformation,
+    task: str,
+    dropout: bool,
+    class_weights: tuple[float, ...] | None = None,
 ) -> tuple[Callable, Callable]:
     """(train_step, eval_step) for a `model.Model` and `task`: softmax cross-entropy with
     accuracy sums for "classification", squared error with RMSE sums for "regression";
-    dropout (`model.train_apply`) in training only."""
+    dropout (`model.train_apply`) in training only. `class_weights` ([classes]) weigh
+    each row's training loss by its class (the mean stays over rows, as Keras's
+    `class_weight`); evaluation is unweighted."""
     loss_fn, sums_fn = (
         (squared_error, regression_sums)
         if task == "regression"
         else (cross_entropy, classification_sums)
     )
+    train_loss = loss_fn if class_weights is None else weighted_by_class(loss_fn, class_weights)
     train_step = make_train_step(
         model.apply,
-        loss_fn,
+        train_loss,
         tx,
         sums_fn=sums_fn,
         train_apply_fn=model.train_apply if dropout else None,
     )
     return train_step, make_eval_step(model.apply, loss_fn, sums_fn=sums_fn)
+
+
+def weighted_by_class(loss_fn: LossFn, class_weights: tuple[float, ...]) -> LossFn:
+    """loss_fn(logits, labels) * class_weights[labels]: [batch], per row."""
+    weights = jnp.asarray(class_weights, jnp.float32)
+
+    def weighted(logits: jax.Array, labels: jax.Array) -> jax.Array:
+        return loss_fn(logits, labels) * weights[labels]
+
+    return weighted
 
 
 def epoch_batches(

@@ -8,8 +8,10 @@ rows) so each stays one responsibility; it imports no other jaxpipe module but e
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import math
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -29,11 +31,41 @@ __all__ = [
     "encode_labels",
     "encode_target",
     "fit_encoder",
+    "row_name",
+    "rows_indexed_by",
 ]
 
 # name -> [rows]: float64 with NaN for missing, or object (str / None for missing).
 Columns = dict[str, np.ndarray]
 Kind = Literal["numeric", "categorical"]
+
+
+# The index labels of the rows being read, when they are a DataFrame's (`rows_indexed_by`):
+# messages then name a row by the frame's own index, not by its position.
+_ROW_INDEX: contextvars.ContextVar[Sequence[Any] | None] = contextvars.ContextVar(
+    "jaxpipe_row_index", default=None
+)
+
+
+@contextlib.contextmanager
+def rows_indexed_by(index: Sequence[Any] | None) -> Iterator[None]:
+    """Within it, `row_name` names rows by these labels (a DataFrame's index)."""
+    token = _ROW_INDEX.set(index)
+    try:
+        yield
+    finally:
+        _ROW_INDEX.reset(token)
+
+
+def row_name(i: int) -> str:
+    """How a message names row `i` (from 0) of the rows being read: "row i+1" for a file
+    (data rows count from 1 after the header), "index L" for a DataFrame's row labelled L."""
+    index = _ROW_INDEX.get()
+    if index is None or not 0 <= i < len(index):
+        return f"row {i + 1}"
+    label = index[i]
+    label = label.item() if hasattr(label, "item") else label  # numpy scalars print plainly
+    return f"index {label!r}"
 
 
 def missing_mask(col: np.ndarray) -> np.ndarray:
@@ -77,7 +109,7 @@ def check_finite(values: np.ndarray, name: str, file: str, what: str = "column")
     if bad.any():
         i = int(np.argmax(bad))
         raise DataError(
-            f"{file}: {what} {name!r} holds {float(values[i])!r} at row {i + 1}, which is not a "
+            f"{file}: {what} {name!r} holds {float(values[i])!r} at {row_name(i)}, which is not a "
             f"finite float32 (|x| ≤ {_F32_MAX:.4g}); fix or remove that value (or leave it "
             "empty for [preprocess] missing to handle)"
         )
@@ -117,12 +149,12 @@ def column_values(
         x = _number(v)
         if x is None and forced:  # e.g. predict: the column was numeric in training
             raise DataError(
-                f"{file}: column {name!r} holds text {v!r} at row {i + 1}, but it was a "
+                f"{file}: column {name!r} holds text {v!r} at {row_name(i)}, but it was a "
                 "numeric column in the training data; give numbers there"
             )
         if x is None:
             raise DataError(
-                f"{file}: column {name!r} holds text {v!r} at row {i + 1} where the column's "
+                f"{file}: column {name!r} holds text {v!r} at {row_name(i)} where the column's "
                 "other values are numbers; fix or remove that value (or list the column in "
                 "data.categorical)"
             )
@@ -164,15 +196,15 @@ def handle_missing(
         if y_miss.any() and policy != "drop":
             raise DataError(
                 f"{file}: label column {label!r} has {int(y_miss.sum())} rows without a label "
-                f"(first at row {int(np.argmax(y_miss)) + 1}); remove them or set "
+                f"(first at {row_name(int(np.argmax(y_miss)))}); remove them or set "
                 '[preprocess] missing = "drop"'
             )
     if policy == "error":
         for name, m in masks.items():
             if m.any():
                 raise DataError(
-                    f"{file}: column {name!r} has {int(m.sum())} missing values (first at row "
-                    f'{int(np.argmax(m)) + 1}); fill them in or set [preprocess] missing = "drop" '
+                    f"{file}: column {name!r} has {int(m.sum())} missing values (first at "
+                    f'{row_name(int(np.argmax(m)))}); fill them in or set [preprocess] missing = "drop" '
                     'or "mean"'
                 )
         return features, y, 0
@@ -249,7 +281,7 @@ def _integer_labels(values: np.ndarray, column: str) -> np.ndarray:
     if bad.any():
         i = int(np.argmax(bad))
         raise DataError(
-            f"label column {column!r}: value {values[i]} (row {i + 1}) "
+            f"label column {column!r}: value {values[i]} ({row_name(i)}) "
             "is not a class label; classification needs integer or text labels "
             '(or set model.task = "regression")'
         )
@@ -257,7 +289,7 @@ def _integer_labels(values: np.ndarray, column: str) -> np.ndarray:
     if big.any():
         i = int(np.argmax(big))
         raise DataError(
-            f"label column {column!r}: value {values[i]:.17g} (row {i + 1}) was read as a "
+            f"label column {column!r}: value {values[i]:.17g} ({row_name(i)}) was read as a "
             f"float beyond 2**53, where distinct integers merge; use integer labels within "
             "±2**53 (or text labels, e.g. with a letter prefix)"
         )
@@ -283,7 +315,7 @@ def encode_target(
         x = None if miss[i] else _number(v)
         if x is None and not miss[i]:
             raise DataError(
-                f"{file}: label column {column!r} holds text {v!r} at row {i + 1}; regression "
+                f"{file}: label column {column!r} holds text {v!r} at {row_name(i)}; regression "
                 'needs numeric targets (or set model.task = "classification")'
             )
         numbers[i] = np.nan if x is None else x

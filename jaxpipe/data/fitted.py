@@ -5,6 +5,7 @@ The stage that fits it is `jaxpipe.runner.preprocess`."""
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -13,6 +14,38 @@ import numpy as np
 
 from jaxpipe.core.scaling import Scaler
 from jaxpipe.data.encoding import FeatureEncoder
+from jaxpipe.errors import DataError, SpecError
+
+__all__ = ["Preprocessing", "fit_class_weights"]
+
+
+def fit_class_weights(
+    setting: str | Mapping[str, float] | None, y_train: Any, classes: tuple[str, ...]
+) -> tuple[float, ...] | None:
+    """`[training] class_weight` as one weight per class index ([classes] floats), fitted
+    on the training labels `y_train` ([rows] int class indices) as scikit-learn's
+    "balanced" is: rows / (classes × rows of the class); a class absent from the training
+    split gets 1.0. A table names classes as the data does (`classes`); unnamed ones 1.0."""
+    if setting is None:
+        return None
+    k = len(classes)
+    if isinstance(setting, Mapping):
+        unknown = [c for c in setting if c not in classes]
+        if unknown:
+            raise DataError(
+                f"training.class_weight names the class {unknown[0]!r}, which the data does "
+                f"not have; its classes are {', '.join(classes)}"
+            )
+        return tuple(float(setting.get(c, 1.0)) for c in classes)
+    if not isinstance(y_train, np.ndarray):
+        raise SpecError(
+            '"balanced" counts the training labels in memory; a set streamed from disk '
+            "needs a table {label = weight}",
+            key="training.class_weight",
+        )
+    counts = np.bincount(np.asarray(y_train, np.int64), minlength=k).astype(np.float64)
+    n = counts.sum()
+    return tuple(float(n / (k * c)) if c > 0 else 1.0 for c in counts)
 
 
 @dataclass(frozen=True)
@@ -29,6 +62,7 @@ class Preprocessing:
     normalize: str
     scaler: Scaler
     target: Scaler | None = None
+    class_weights: tuple[float, ...] | None = None  # [classes], training loss only
 
     @property
     def regression(self) -> bool:
@@ -53,6 +87,8 @@ class Preprocessing:
             "encoder": self.encoder.to_json() if self.encoder is not None else None,
             "target": None if stats is None else {"mean": stats[0], "scale": stats[1]},
         }
+        if self.class_weights is not None:  # absent otherwise: older checkpoints still match
+            info["class_weights"] = list(self.class_weights)
         return json.loads(json.dumps(info))  # as a checkpoint reads back (lists, not tuples)
 
     def scaler_json(self, dtype: Any = None) -> dict[str, Any]:

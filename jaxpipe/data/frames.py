@@ -5,31 +5,27 @@ as a file (`data.load_dataset(spec, columns=...)`)."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 from typing import Any
 
 import numpy as np
 
-from jaxpipe.data.encoding import Columns
+from jaxpipe.data.encoding import Columns, rows_indexed_by
 from jaxpipe.data.readers import arrow_columns, read_table
 from jaxpipe.errors import DataError
+from jaxpipe.spec.sections import source_of
 
-__all__ = ["to_columns", "source_of", "is_path", "positional_columns"]
+__all__ = ["to_columns", "is_path", "is_dataframe", "positional_columns", "frame_rows"]
 
 _KINDS = "a pandas DataFrame, a pyarrow Table, (X, y) arrays or a file path"
-
-
-def source_of(path: str) -> str:
-    """The reader for a file, from its extension (csv unless parquet or npz)."""
-    ext = os.path.splitext(path)[1].lower()
-    return {".parquet": "parquet", ".pq": "parquet", ".npz": "npz"}.get(ext, "csv")
 
 
 def is_path(data: Any) -> bool:
     return isinstance(data, (str, os.PathLike))
 
 
-def _is_dataframe(data: Any) -> bool:
+def is_dataframe(data: Any) -> bool:
     return type(data).__module__.split(".")[0] == "pandas" and hasattr(data, "columns")
 
 
@@ -39,6 +35,15 @@ def _refuse_complex(a: np.ndarray, name: str, what: str) -> None:
             f"{what}: {name} holds complex numbers (dtype {a.dtype}); jaxpipe needs real "
             "numbers or text: pass the real and imaginary parts as two columns"
         )
+
+
+def frame_rows(data: Any) -> contextlib.AbstractContextManager:
+    """A context in which data errors name a DataFrame's rows by its own index ("index 3",
+    "index 'b'"); other data keep "row N" (files count data rows from 1)."""
+    x = data[0] if isinstance(data, tuple) and len(data) == 2 else data
+    if is_dataframe(x):
+        return rows_indexed_by(list(x.index))
+    return contextlib.nullcontext()
 
 
 def _array_columns(x: Any, y: Any, label: str, what: str) -> Columns:
@@ -101,7 +106,7 @@ def to_columns(data: Any, label: str = "y", what: str = "data") -> tuple[Columns
     if is_path(data):
         path = os.fspath(data)
         return read_table(path, source_of(path)), path
-    if _is_dataframe(data):
+    if is_dataframe(data):
         return arrow_columns(_frame_table(data, what), "<DataFrame>"), "<DataFrame>"
     if type(data).__module__.split(".")[0] == "pyarrow" and hasattr(data, "column_names"):
         return arrow_columns(data, "<pyarrow.Table>"), "<pyarrow.Table>"

@@ -32,8 +32,8 @@ from jaxpipe.data.sources import (
     read_group,
 )
 from jaxpipe.errors import DataError, SpecError
-from jaxpipe.spec.experiment import Spec
-from jaxpipe.spec.sections import DataSpec, SyntheticSpec
+from jaxpipe.spec.experiment import Spec, place_error
+from jaxpipe.spec.sections import DataSpec, SyntheticSpec, no_rows_error
 
 __all__ = [
     "Dataset",
@@ -256,6 +256,14 @@ def _split(feats: Columns, train: np.ndarray, val: np.ndarray) -> tuple[Columns,
     return tr, va
 
 
+def _check_batch(spec: Spec, train_rows: int) -> None:
+    if spec.training.batch_size > train_rows:
+        raise DataError(
+            f"training.batch_size = {spec.training.batch_size} is larger than the "
+            f"training split ({train_rows} rows); lower it"
+        )
+
+
 def load_dataset(
     spec: Spec,
     columns: Columns | None = None,
@@ -267,6 +275,8 @@ def load_dataset(
     already in memory (`jaxpipe.fit`), named `origin`, checked and encoded as a file's."""
     cfg: DataSpec = spec.data
     dropped = 0
+    if columns is None and cfg.source is None:
+        raise place_error(spec, no_rows_error())
     if columns is None and cfg.source in ("csv", "parquet") and _file_set(spec):
         return _load_files(spec)
     if columns is None and cfg.source == "synthetic":
@@ -292,11 +302,7 @@ def load_dataset(
         train, val = split_rows(rows, cfg.validation, spec.experiment.seed, cfg.shuffle)
         (tr_feats, v_feats), y_train, y_val = _split(feats, train, val), y[train], y[val]
         rows = len(train) + len(val)
-    if spec.training.batch_size > len(y_train):
-        raise DataError(
-            f"training.batch_size = {spec.training.batch_size} is larger than the "
-            f"training split ({len(y_train)} rows); lower it"
-        )
+    _check_batch(spec, len(y_train))
     encoder = fit_encoder(tr_feats, kinds, spec.preprocess.missing == "mean", origin)
     _check_width(len(encoder.feature_names), len(y_train) + len(y_val), origin)
     x_train = encoder.transform(tr_feats)
@@ -370,11 +376,7 @@ def _load_streamed(spec: Spec, path: str, fs: FileSet, budget: int) -> Dataset:
     )  # fmt: skip
     scan = scan_source(rs, spec.preprocess.normalize, path)
     rows = DiskRows(rs, scan, path)
-    if spec.training.batch_size > rows.shape[0]:
-        raise DataError(
-            f"training.batch_size = {spec.training.batch_size} is larger than the "
-            f"training split ({rows.shape[0]} rows); lower it"
-        )
+    _check_batch(spec, rows.shape[0])
     return Dataset(
         x_train=rows,
         y_train=rows.labels,

@@ -4,6 +4,7 @@ fit (`Option`) and the roofline time; `format_bytes` for people."""
 from __future__ import annotations
 
 import dataclasses
+import html
 from dataclasses import dataclass
 from typing import Any
 
@@ -70,6 +71,29 @@ class Option:
     def headroom_bytes(self) -> int:
         return self.usable_bytes_per_device - self.per_device_bytes
 
+    def _line(self) -> str:
+        verdict = "fits" if self.fits else "DOES NOT FIT"
+        return (
+            f"{verdict}: {self.strategy} on {self.devices} × {self.device}, "
+            f"{format_bytes(self.per_device_bytes)} of {format_bytes(self.usable_bytes_per_device)}"
+            f" usable per device (batch {self.batch_size}, {self.precision})"
+        )
+
+    def __repr__(self) -> str:
+        """One line (the whole record: `to_json()`; the table: `jaxpipe.format_plan`)."""
+        return f"Plan({self._line()})"
+
+    def _repr_html_(self) -> str:
+        """A notebook's view: the verdict and the memory breakdown per device."""
+        rows = "".join(
+            f"<tr><td>{html.escape(k)}</td><td>{format_bytes(v)}</td></tr>"
+            for k, v in self.breakdown.items()
+        )
+        return (
+            f"<b>Plan</b>: {html.escape(self._line())}"
+            f"<table><tr><th>per device</th><th>bytes</th></tr>{rows}</table>"
+        )
+
     @property
     def single(self) -> Candidate | None:
         """The one-device candidate (None when the plan has none)."""
@@ -123,6 +147,29 @@ class Plan:
     @property
     def headroom_bytes(self) -> int:
         return self.usable_bytes_per_device - self.per_device_bytes
+
+    def _line(self) -> str:
+        verdict = "fits" if self.fits else "DOES NOT FIT"
+        return (
+            f"{verdict}: {self.strategy} on {self.devices} × {self.device}, "
+            f"{format_bytes(self.per_device_bytes)} of {format_bytes(self.usable_bytes_per_device)}"
+            f" usable per device (batch {self.batch_size}, {self.precision})"
+        )
+
+    def __repr__(self) -> str:
+        """One line (the whole record: `to_json()`; the table: `jaxpipe.format_plan`)."""
+        return f"Plan({self._line()})"
+
+    def _repr_html_(self) -> str:
+        """A notebook's view: the verdict and the memory breakdown per device."""
+        rows = "".join(
+            f"<tr><td>{html.escape(k)}</td><td>{format_bytes(v)}</td></tr>"
+            for k, v in self.breakdown.items()
+        )
+        return (
+            f"<b>Plan</b>: {html.escape(self._line())}"
+            f"<table><tr><th>per device</th><th>bytes</th></tr>{rows}</table>"
+        )
 
     @property
     def single(self) -> Candidate | None:

@@ -43,12 +43,19 @@ class ConsoleReporter(Observer):
     """Prints the run for a person. `verbose`: 0 (or False) prints nothing, 1 the report,
     2 also every epoch in the final table. `plain`: None decides from the stream (a
     terminal gets rich output) and JAXPIPE_PLAIN. Writes curves.png and trace.png
-    whether or not it prints."""
+    whether or not it prints, unless `files=False` (`jaxpipe.fit` into a temporary
+    directory, removed afterwards: no pictures to draw, no folder to name)."""
 
     def __init__(
-        self, stream: TextIO | None = None, verbose: bool | int = True, plain: bool | None = None
+        self,
+        stream: TextIO | None = None,
+        verbose: bool | int = True,
+        plain: bool | None = None,
+        *,
+        files: bool = True,
     ):
         self.level = int(verbose)
+        self.files = files
         self.out = Console(stream, plain) if self.level > 0 else None
         self.stages: list[StageRecord] = []
         self.clock = Stopwatch()
@@ -210,12 +217,14 @@ class ConsoleReporter(Observer):
         self._print(f"  {text}")
 
     def on_trial_artifacts(self, run_dir: str, history: list[dict[str, Any]]) -> None:
-        write_curves(history, os.path.join(run_dir, "curves.png"))
+        if self.files:
+            write_curves(history, os.path.join(run_dir, "curves.png"))
 
     def on_sweep(
         self, run_dir: str, table: list[dict[str, Any]], keys: list[str], metric: str
     ) -> None:
-        write_sweep_plot(table, keys, metric, os.path.join(run_dir, "sweep.png"))
+        if self.files:
+            write_sweep_plot(table, keys, metric, os.path.join(run_dir, "sweep.png"))
         rows = [
             [i + 1, r["trial"], *[r["values"][k] for k in keys], r["status"],
              r["best"][metric] if r["best"] else "-", r["best"]["epoch"] if r["best"] else "-"]
@@ -226,6 +235,8 @@ class ConsoleReporter(Observer):
             self.on_note(line)
 
     def on_artifacts(self, run_dir: str, history: list[dict[str, Any]]) -> None:
+        if not self.files:
+            return
         write_curves(
             history,
             os.path.join(run_dir, "curves.png"),
@@ -284,14 +295,16 @@ class ConsoleReporter(Observer):
     def on_finish(self, result: RunResult) -> None:
         h = result.history
         summary = result.summary
-        if "baseline" in summary:  # the regression baseline joins curves.png
+        if "baseline" in summary and self.files:  # the regression baseline joins curves.png
             write_curves(
                 h,
                 os.path.join(result.run_dir, "curves.png"),
                 best_epoch=best_epoch(h, *self._metric()),
                 baseline=summary["baseline"]["val_rmse"],
             )
-        trace = _trace_first_row(result.run_dir)
+        if self.out is None and not self.files:
+            return  # nothing to print and no trace.png: no trace to compute
+        trace = _trace_first_row(result.run_dir, png=self.files)
         if self.out is None:
             return
         self._epoch_table(h)
@@ -318,8 +331,9 @@ class ConsoleReporter(Observer):
             self._print()
             self._print(format_trace(trace))
         self._print()
-        wrote = [n for n in _WRITTEN if os.path.exists(os.path.join(result.run_dir, n))]
-        self._print(f"Wrote {result.run_dir}/: {', '.join(wrote)}")
+        if self.files:
+            wrote = [n for n in _WRITTEN if os.path.exists(os.path.join(result.run_dir, n))]
+            self._print(f"Wrote {result.run_dir}/: {', '.join(wrote)}")
         self._print(f"Done in {seconds(self.clock.seconds())}", "bold")
 
 
@@ -330,15 +344,17 @@ _WRITTEN += ("curves.png", "trace.png", "trace_rows.npz", "checkpoints/")
 _WRITTEN += ("sweep.jsonl", "sweep.png", "trials/")
 
 
-def _trace_first_row(run_dir: str) -> dict[str, Any] | None:
-    """The trace of the run's first validation row, drawn into trace.png; None where this
-    process did not write the model (a secondary process of a multi-process run)."""
+def _trace_first_row(run_dir: str, png: bool = True) -> dict[str, Any] | None:
+    """The trace of the run's first validation row, drawn into trace.png (with `png`);
+    None where this process did not write the model (a secondary process of a
+    multi-process run)."""
     import jax  # loaded already by the loop
 
     if jax.process_index() != 0 or not os.path.isfile(os.path.join(run_dir, TRACE_ROWS_FILE)):
         return None
     record = trace_run(run_dir)
-    write_trace_png(record, os.path.join(run_dir, "trace.png"))
+    if png:
+        write_trace_png(record, os.path.join(run_dir, "trace.png"))
     return record
 
 

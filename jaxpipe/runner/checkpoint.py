@@ -127,6 +127,8 @@ class CheckpointStore:
     keep: how many of the newest checkpoints to keep; best_metric / best_mode: also keep
     the one with the best value of this metric ("min" or "max"); the metrics are passed
     to `save`. A path that exists and is not a folder is refused (JaxpipeError).
+    `enabled=False`: a run whose directory is thrown away (`jaxpipe.fit` without `out`)
+    keeps and writes nothing, and imports no orbax.
     """
 
     def __init__(
@@ -136,8 +138,10 @@ class CheckpointStore:
         keep: int = 3,
         best_metric: str | None = None,
         best_mode: str = "min",
+        enabled: bool = True,
     ):
         self.directory = os.path.abspath(directory)
+        self.enabled = enabled
         check_store_path(self.directory)
         self.best_metric, self.best_mode = best_metric, best_mode
         # (value, epoch) of the best saved checkpoint. Tracked here and stored in each
@@ -163,7 +167,8 @@ class CheckpointStore:
         # Orbax is imported and the manager opened on the writer thread (half a second
         # of imports, overlapping the compile); anything that needs it waits first.
         self._doing = "open the checkpoints folder"
-        self._pending = self._writer.submit(self._open, keep)
+        if enabled:
+            self._pending = self._writer.submit(self._open, keep)
 
     def _open(self, keep: int) -> None:
         ocp = _ocp()
@@ -184,6 +189,8 @@ class CheckpointStore:
 
     def epochs(self) -> list[int]:
         """Epochs with a complete checkpoint, oldest first (after any save in flight)."""
+        if not self.enabled:
+            return []
         self.wait()
         return sorted(self._manager.all_steps())
 
@@ -204,6 +211,8 @@ class CheckpointStore:
         the run needs them (a divergence writes the last good epochs). A state over
         `_MEMORY_BUDGET` keeps only the newest snapshot: `save` writes it at once.
         copy=False: nothing donates `arrays` later (`held_in_memory`); held as they are."""
+        if not self.enabled:
+            return
         if copy:
             if self._snapshots.maxlen == 1:
                 self._snapshots.clear()  # a big state: never two host copies at once

@@ -14,7 +14,7 @@ import jax.numpy as jnp
 
 from jaxpipe.core.metrics import epoch_row, finalize
 from jaxpipe.data.fitted import Preprocessing
-from jaxpipe.events import Observer
+from jaxpipe.events import Observer, StopTraining
 from jaxpipe.files import append_line
 from jaxpipe.runner import checkpoint as ckpt
 from jaxpipe.runner.cadence import make_cadence
@@ -81,6 +81,19 @@ def _epoch(programs: Programs, placed: Placed, prep: Preprocessing, state, epoch
     return state, row, None
 
 
+def _listen(observer: Observer, row: dict[str, Any], epochs: int) -> str | None:
+    """Tells the observers the epoch ended (`on_epoch`, then `on_epoch_end`); returns a
+    listener's request to stop after it (a reason), if any."""
+    try:
+        observer.on_epoch(row, epochs)
+        answer = observer.on_epoch_end(row, epochs)
+    except StopTraining as e:
+        return str(e) or "StopTraining raised"
+    if not answer:
+        return None
+    return answer if isinstance(answer, str) else "on_epoch_end asked"
+
+
 def train(
     programs: Programs,
     placed: Placed,
@@ -121,18 +134,14 @@ def train(
             append_line(metrics_file, metrics_file.name, json.dumps(row) + "\n")
             if run.stopper is not None and run.stopper.update(epoch, row) and restore_best:
                 run.best_params = ckpt.host_copy(state.params)  # survives donation, off device
-            stopping = run.stopper is not None and run.stopper.should_stop
-            last = epoch == epochs
+            run.requested = _listen(observer, row, epochs)
+            stopping = (run.stopper is not None and run.stopper.should_stop) or bool(run.requested)
             due = cadence.due(epoch, time.monotonic() - last_save)
-            wrote = due or last or stopping or signals.caught
-            if wrote:
+            if due or epoch == epochs or stopping or signals.caught:
                 _save(store, run, state, prep, meta_base, row, times, write=True, copy=copy)
                 last_save = time.monotonic()
             elif cadence.every_epochs is None:  # "auto": the newest epochs in memory
                 _save(store, run, state, prep, meta_base, row, times, write=False, copy=copy)
-            observer.on_epoch(row, epochs)
-            if signals.caught and not wrote:  # it came while the observers ran: save this epoch
-                _save(store, run, state, prep, meta_base, row, times, write=True, copy=copy)
             if stopping or signals.caught:
                 break
     if run.diverged:  # the last good epochs kept in memory, for a look or a restart

@@ -7,19 +7,23 @@ from __future__ import annotations
 import functools
 import time
 from dataclasses import replace
+from typing import Any
 
 import jax
 import numpy as np
 
 from jaxpipe.core.scaling import Scaler, apply_scaler, fit_scaler, fit_standard
 from jaxpipe.data.diskrows import DiskRows
-from jaxpipe.data.fitted import Preprocessing
+from jaxpipe.data.fitted import Preprocessing, fit_class_weights
 from jaxpipe.data.load import Dataset
 from jaxpipe.parallel.sharding import place_host_array
 from jaxpipe.runner.place import Placed
 
 
-def _record(ds: Dataset, normalize: str, scaler: Scaler, target: Scaler | None):
+def _record(ds: Dataset, normalize: str, scaler: Scaler, target: Scaler | None, class_weight):
+    weights = None
+    if ds.task == "classification":
+        weights = fit_class_weights(class_weight, ds.y_train, tuple(ds.class_names))
     return Preprocessing(
         task=ds.task,
         label=ds.label,
@@ -29,37 +33,44 @@ def _record(ds: Dataset, normalize: str, scaler: Scaler, target: Scaler | None):
         normalize=normalize,
         scaler=scaler,
         target=target,
+        class_weights=weights,
     )
 
 
+# Module level, so jit's cache serves every run in the process (a closure per run would
+# compile afresh each time: many small fits, scikit-learn's checks).
+@functools.partial(
+    jax.jit, donate_argnums=(0, 1, 2, 3), static_argnames=("normalize", "regression")
+)
+def _fit_apply(x_tr, x_va, y_tr, y_va, *, normalize: str, regression: bool):
+    scaler = fit_scaler(normalize, x_tr)
+    target = fit_standard(y_tr[:, None]) if regression else None
+    if regression:
+        y_tr = apply_scaler(target, y_tr[:, None])[:, 0]
+        y_va = apply_scaler(target, y_va[:, None])[:, 0]
+    return apply_scaler(scaler, x_tr), apply_scaler(scaler, x_va), y_tr, y_va, scaler, target
+
+
 def preprocess_data(
-    ds: Dataset, placed: Placed, normalize: str, streamed: bool
+    ds: Dataset, placed: Placed, normalize: str, streamed: bool, class_weight: Any = None
 ) -> tuple[Preprocessing, Placed, float]:
     """Fits the scaler (and a regression target's standardisation, so one learning rate
     suits any target's units) on the training split only and applies it. Returns the
     record, the scaled arrays and the seconds taken. Resident runs fit on the device and
     donate the raw arrays (the scaled ones take their place: one device copy); streamed
-    runs fit on the host rows (see _fit_streamed)."""
+    runs fit on the host rows (see _fit_streamed). `class_weight`: `[training]
+    class_weight`, fitted on the training labels (`data.fitted.fit_class_weights`)."""
     regression = ds.task == "regression"
     if streamed:
-        return _preprocess_streamed(ds, placed, normalize, regression)
-
-    @functools.partial(jax.jit, donate_argnums=(0, 1, 2, 3))
-    def fit_apply(x_tr: jax.Array, x_va: jax.Array, y_tr: jax.Array, y_va: jax.Array):
-        scaler = fit_scaler(normalize, x_tr)
-        target = fit_standard(y_tr[:, None]) if regression else None
-        if regression:
-            y_tr = apply_scaler(target, y_tr[:, None])[:, 0]
-            y_va = apply_scaler(target, y_va[:, None])[:, 0]
-        return apply_scaler(scaler, x_tr), apply_scaler(scaler, x_va), y_tr, y_va, scaler, target
-
+        return _preprocess_streamed(ds, placed, normalize, regression, class_weight)
     t0 = time.perf_counter()
     p = placed
-    out = jax.block_until_ready(fit_apply(p.x_train, p.x_val, p.y_train, p.y_val))
+    arrays = (p.x_train, p.x_val, p.y_train, p.y_val)
+    out = jax.block_until_ready(_fit_apply(*arrays, normalize=normalize, regression=regression))
     seconds = time.perf_counter() - t0
     x_tr, x_va, y_tr, y_va, scaler, target = out
     scaled = replace(placed, x_train=x_tr, y_train=y_tr, x_val=x_va, y_val=y_va)
-    return _record(ds, normalize, scaler, target), scaled, seconds
+    return _record(ds, normalize, scaler, target, class_weight), scaled, seconds
 
 
 def _fit_streamed(normalize: str, regression: bool, x: np.ndarray, y: np.ndarray):
@@ -75,7 +86,7 @@ def _fit_streamed(normalize: str, regression: bool, x: np.ndarray, y: np.ndarray
     return x, y, scaler, target
 
 
-def _preprocess_streamed(ds: Dataset, placed: Placed, normalize: str, regression: bool):
+def _preprocess_streamed(ds: Dataset, placed: Placed, normalize: str, regression: bool, cw):
     # Fitted where the rows are (host memory); x is scaled on the device per chunk.
     t0 = time.perf_counter()
     if isinstance(placed.x_train, DiskRows):  # fitted in the load stage's one pass
@@ -92,4 +103,4 @@ def _preprocess_streamed(ds: Dataset, placed: Placed, normalize: str, regression
     x_va = jax.block_until_ready(jax.jit(apply_scaler)(scaler, x_va))
     seconds = time.perf_counter() - t0
     scaled = replace(placed, x_train=x_tr, y_train=y_tr, x_val=x_va, y_val=y_va)
-    return _record(ds, normalize, scaler, target), scaled, seconds
+    return _record(ds, normalize, scaler, target, cw), scaled, seconds

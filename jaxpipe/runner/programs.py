@@ -162,7 +162,9 @@ def compile_programs(
     tx = make_optimizer(spec.optimizer, total_steps=rp.total_steps)
     hooks = rp.layout.model_hooks(len(spec.model.hidden))  # FSDP's per-layer gather, pinned batch
     model = make_model(spec.model, outputs, rp.compute_dtype, hooks)
-    train_step, eval_step = make_task_steps(model, tx, prep.task, spec.model.dropout > 0)
+    train_step, eval_step = make_task_steps(
+        model, tx, prep.task, spec.model.dropout > 0, prep.class_weights
+    )
     x_tr, y_tr, x_va, y_va = placed.arrays
     describe = _describe(spec, rp, prep.task, outputs)
 

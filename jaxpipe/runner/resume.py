@@ -46,6 +46,7 @@ class RunProgress:
     resumed_from: int | None = None
     saved: int | None = None  # newest epoch checkpointed by this process
     diverged: dict[str, Any] | None = None
+    requested: str | None = None  # an observer's request to stop (on_epoch_end)
 
 
 def checkpoint_arrays(

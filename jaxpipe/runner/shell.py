@@ -90,7 +90,7 @@ class _Stages:
         self.observer.on_stage(rec)
 
 
-def _prepare(spec, rp, out, resume, force, obs, stack):
+def _prepare(spec, rp, out, resume, force, obs, stack, checkpoints=True):
     """The locked run directory, checkpoint store, spec copy; a changed spec fails resume."""
     run_dir = prepare_out_dir(spec, out, resume, stack)
     resolved = resolved_spec(spec)
@@ -100,6 +100,7 @@ def _prepare(spec, rp, out, resume, force, obs, stack):
         keep=cp.keep,
         best_metric=cp.best_metric,
         best_mode=metric_mode(cp.best_metric, cp.best_mode) if cp.best_metric else "min",
+        enabled=checkpoints,
     )
     stack.callback(store.close)  # its threads end before the process does, however it ends
     if resume:
@@ -132,7 +133,9 @@ def _place(spec, ds, rp, stages, load_s):
         secs,
     )
     normalize = spec.preprocess.normalize
-    prep, placed, secs = preprocess_data(ds, placed, normalize, rp.chunk > 0)
+    prep, placed, secs = preprocess_data(
+        ds, placed, normalize, rp.chunk > 0, spec.training.class_weight
+    )
     x_tr, x_va = placed.x_train, placed.x_val
     stages.add(
         "preprocess",
@@ -244,8 +247,10 @@ def _report_checkpoints(stages, cp: CheckpointSpec, times: TrainTimes, store) ->
 
 def _finish(run: RunProgress, signals: SignalCatcher, spec: Spec, obs: Observer) -> Finished:
     """Stage evaluate: how the epochs ended and which parameters the run keeps."""
-    status, stop = outcome(run.diverged, signals, run.stopper, run.epoch, spec.training.epochs)
-    if status == "completed" and run.stopper is not None and run.stopper.should_stop:
+    epochs = spec.training.epochs
+    status, stop = outcome(run.diverged, signals, run.stopper, run.epoch, epochs, run.requested)
+    early = run.stopper is not None and run.stopper.should_stop
+    if status == "completed" and (early or (run.requested and run.epoch < epochs)):
         obs.on_note(f"Stopped after epoch {run.epoch}: {stop['reason']}")
     es = spec.training.early_stopping
     if es is not None and es.restore_best and run.best_params is not None:
@@ -314,13 +319,15 @@ def run_experiment(
     resume: bool = False,
     force: bool = False,
     dataset: Dataset | None = None,
+    checkpoints: bool = True,
 ) -> RunResult:
     """Runs the experiment end to end and writes the run directory.
 
     With `resume`, continues from the newest readable checkpoint in `out` (or starts
     there if it has none); a spec that alters the model, optimizer or data is refused,
     and one that changes the training length only with `force`. `dataset`: rows already
-    loaded (`jaxpipe.fit` on data in memory) instead of the spec's.
+    loaded (`jaxpipe.fit` on data in memory) instead of the spec's. `checkpoints=False`:
+    none kept or written (a directory thrown away afterwards; `summary.json` lists none).
 
     Raises DivergedError (a non-finite loss) or RunInterrupted (SIGINT / SIGTERM) after
     writing summary.json with that status; RunInterrupted too for a signal before
@@ -330,10 +337,10 @@ def run_experiment(
     # last: a signal is only recorded, and acted on at the safe points below (and after
     # each epoch, in the train stage, which shares this catcher).
     with catch_signals() as signals, contextlib.ExitStack() as stack:
-        return _run(spec, out, observer, resume, force, dataset, signals, stack)
+        return _run(spec, out, observer, resume, force, dataset, signals, stack, checkpoints)
 
 
-def _run(spec, out, observer, resume, force, dataset, signals, stack) -> RunResult:
+def _run(spec, out, observer, resume, force, dataset, signals, stack, checkpoints) -> RunResult:
     obs = observer or Observer()
     check_before_data(spec)
     cache_dir = enable_compilation_cache(spec)
@@ -345,7 +352,7 @@ def _run(spec, out, observer, resume, force, dataset, signals, stack) -> RunResu
     rp = plan_run(spec, ds)  # a run that cannot fit stops here, before any compile
     check_schedule(spec, rp.steps_per_epoch * spec.training.epochs)
     signals.check("while loading the data")
-    run_dir, resolved, store = _prepare(spec, rp, out, resume, force, obs, stack)
+    run_dir, resolved, store = _prepare(spec, rp, out, resume, force, obs, stack, checkpoints)
     fp = data_fingerprint(ds.x_train, ds.y_train, ds.x_val, ds.y_val)  # resume refuses new labels
     placed, prep = _place(spec, ds, rp, stages, load_s)
     ds = _release_training_rows(ds, placed)  # the host copy, once the device holds it

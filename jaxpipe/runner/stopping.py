@@ -99,16 +99,19 @@ def outcome(
     stopper: EarlyStopper | None,
     epoch: int,
     epochs: int,
+    requested: str | None = None,
 ) -> tuple[str, dict[str, Any]]:
     """The run's status ("completed", "diverged", "interrupted") and why it stopped after
     `epoch` of `epochs` epochs. A signal that came during the last epoch interrupts
-    nothing: the run is complete."""
+    nothing: the run is complete. `requested`: an observer's reason to stop there."""
     if diverged:
         what = "loss" if diverged["metric"] == "train_loss" else "validation loss"
         reason = f"{what} is {diverged['value']} at epoch {diverged['epoch']}"
         return "diverged", {"epoch": diverged["epoch"], "reason": reason}
     if stopper is not None and stopper.should_stop:
         return "completed", {"epoch": epoch, "reason": stopper.reason()}
+    if requested and epoch < epochs:
+        return "completed", {"epoch": epoch, "reason": f"callback: {requested}"}
     if epoch >= epochs:
         return "completed", {"epoch": epoch, "reason": f"all {epochs} epochs run"}
     if signals.caught:

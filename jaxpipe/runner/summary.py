@@ -93,6 +93,13 @@ def _best_info(store: ckpt.CheckpointStore, metric: str | None) -> dict[str, Any
     return {"metric": metric, "value": store.best[0], "epoch": store.best[1]}
 
 
+def _class_weights(prep: Preprocessing) -> dict[str, Any]:
+    """summary.json's `class_weights` (class name -> weight), when the loss was weighted."""
+    if prep.class_weights is None:
+        return {}
+    return {"class_weights": dict(zip(prep.classes, prep.class_weights))}
+
+
 def build_summary(
     spec: Spec,
     ds: Dataset,
@@ -135,6 +142,7 @@ def build_summary(
         "rows": _rows(ds),
         "data": data_record(ds),
         "scaler": prep.scaler_json(),
+        **_class_weights(prep),
         **regression_summary(ds, prep.target_stats),
         "device": device_info(),
         "plan": plan,

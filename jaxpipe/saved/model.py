@@ -5,21 +5,26 @@ training rows were encoded (the fitted `Preprocessing`)."""
 
 from __future__ import annotations
 
+import html
 import json
 import os
 from dataclasses import dataclass, field
 from typing import Any
 
+import jax
 import numpy as np
 
 from jaxpipe.core.evaluation import classification_metrics, regression_metrics
+from jaxpipe.core.model import layer_table, param_count
 from jaxpipe.data.encoding import encode_target
 from jaxpipe.data.fitted import Preprocessing
-from jaxpipe.data.frames import positional_columns
+from jaxpipe.data.frames import frame_rows, positional_columns
 from jaxpipe.errors import DataError, JaxpipeError
 from jaxpipe.events import RunResult
 from jaxpipe.files import atomic_write, environment_problem, read_json, read_jsonl
+from jaxpipe.planner.values import format_bytes
 from jaxpipe.rundir import lock_run_dir, refuse_other_run
+from jaxpipe.saved.export import export_model
 from jaxpipe.saved.predict import (
     encode_rows,
     forward,
@@ -31,7 +36,66 @@ from jaxpipe.saved.predict import (
 from jaxpipe.saved.trace import TracedModel, trace_table
 from jaxpipe.spec.sections import ModelSpec
 
-__all__ = ["Model", "load_model"]
+__all__ = ["Model", "load_model", "LayerSummary", "RunSummary"]
+
+
+@dataclass(frozen=True)
+class LayerSummary:
+    """`Model.summary()`: one row per layer (name, kind, output shape, parameters,
+    bytes), the totals, and the input and output. Prints as a table (Keras's
+    `model.summary()`); a notebook shows it as HTML."""
+
+    layers: tuple[dict[str, Any], ...]
+    inputs: str
+    outputs: str
+
+    @property
+    def params(self) -> int:
+        return sum(r["params"] for r in self.layers)
+
+    @property
+    def bytes(self) -> int:
+        return sum(r["bytes"] for r in self.layers)
+
+    def _rows(self) -> list[tuple[str, ...]]:
+        return [
+            (r["name"], r["kind"], r["shape"], f"{r['params']:,}", format_bytes(r["bytes"]))
+            for r in self.layers
+        ]
+
+    def __repr__(self) -> str:
+        head = ("layer", "kind", "in → out", "params", "bytes")
+        rows = [head, *self._rows()]
+        widths = [max(len(r[i]) for r in rows) for i in range(len(head))]
+        lines = [f"input: {self.inputs}"]
+        lines += ["  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows]
+        lines.append(f"total: {self.params:,} parameters, {format_bytes(self.bytes)}")
+        lines.append(f"output: {self.outputs}")
+        return "\n".join(lines)
+
+    def _repr_html_(self) -> str:
+        cells = "".join(
+            "<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in r) + "</tr>"
+            for r in self._rows()
+        )
+        head = "".join(f"<th>{h}</th>" for h in ("layer", "kind", "in → out", "params", "bytes"))
+        return (
+            f"<p>input: {html.escape(self.inputs)}</p><table><tr>{head}</tr>{cells}</table>"
+            f"<p>total: {self.params:,} parameters, {format_bytes(self.bytes)}; "
+            f"output: {html.escape(self.outputs)}</p>"
+        )
+
+
+class RunSummary(dict):
+    """summary.json's content, a dict (`model.summary["final"]`); called,
+    `model.summary()` gives the model's `LayerSummary`."""
+
+    def __init__(self, content: dict[str, Any], model: Model):
+        super().__init__(content)
+        self._model = model
+
+    def __call__(self) -> LayerSummary:
+        return self._model.layer_summary()
 
 
 @dataclass
@@ -45,8 +109,64 @@ class Model:
     history: list[dict[str, Any]] = field(default_factory=list)
     final: dict[str, Any] | None = None
     run_dir: str | None = None
-    summary: dict[str, Any] | None = None
+    summary: dict[str, Any] | None = None  # summary.json; `summary()`: the layer table
     sweep: list[dict[str, Any]] | None = None  # a sweep's ranked trials (jaxpipe.fit)
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.summary, RunSummary):
+            self.summary = RunSummary(self.summary or {}, self)
+
+    def layer_summary(self) -> LayerSummary:
+        """The layers in order: Dense (kernel in → out) and LayerNorm, with parameter
+        counts and bytes; the input columns → encoded features, and the output."""
+        layers = []
+        for name, shape, count in layer_table(self.params):
+            leaves = jax.tree.leaves(self.params[name])
+            kind = "LayerNorm" if name.startswith("norm") else "Dense"
+            # The activation follows the hidden layer, or its LayerNorm when there is one.
+            norm = bool(self.network.get("layer_norm"))
+            act_here = name.startswith("norm") if norm else name.startswith("hidden")
+            act = self.network.get("activation") if act_here else None
+            layers.append(
+                {
+                    "name": name,
+                    "kind": f"{kind} + {act}" if act else kind,
+                    "shape": shape,
+                    "params": count,
+                    "bytes": int(sum(np.asarray(a).nbytes for a in leaves)),
+                }
+            )
+        enc = self.preprocessing.encoder
+        columns = len(enc.input_names) if enc is not None else len(self.preprocessing.features)
+        inputs = (
+            f"{columns} columns → {len(self.preprocessing.features)} features "
+            f"({self.preprocessing.normalize}-scaled)"
+        )
+        outputs = (
+            "1 value (regression)"
+            if self.task == "regression"
+            else f"{len(self.classes)} class probabilities (softmax)"
+        )
+        return LayerSummary(tuple(layers), inputs, outputs)
+
+    def __repr__(self) -> str:
+        """One line: task, shape, size and how it did (not the weights)."""
+        net = self.network
+        what = "regression" if self.task == "regression" else f"{len(self.classes)} classes"
+        final = self.final or {}
+        score = next(
+            (f", {k} {final[k]:.4g}" for k in ("val_accuracy", "val_rmse") if k in final), ""
+        )
+        return (
+            f"Model({what}, {len(self.columns)} columns, hidden {list(net.get('hidden', []))} "
+            f"{net.get('activation', '')}, {param_count(self.params):,} parameters, "
+            f"{len(self.history)} epochs{score}"
+            f"{f', run_dir={self.run_dir!r}' if self.run_dir else ''})"
+        )
+
+    def _repr_html_(self) -> str:
+        """A notebook's view: the one line and the layer table."""
+        return f"<p>{html.escape(repr(self))}</p>{self.layer_summary()._repr_html_()}"
 
     @property
     def task(self) -> str:
@@ -63,8 +183,9 @@ class Model:
         return tuple(enc.input_names) if enc is not None else ()
 
     def _encode(self, data: Any, what: str) -> tuple[np.ndarray, dict, str]:
-        columns, origin = positional_columns(data, self.columns, what)
-        return encode_rows(self.preprocessing.encoder, columns, origin), columns, origin
+        with frame_rows(data):
+            columns, origin = positional_columns(data, self.columns, what)
+            return encode_rows(self.preprocessing.encoder, columns, origin), columns, origin
 
     def predict(self, data: Any) -> np.ndarray:
         """Probabilities [rows, classes] (columns in `classes` order), or regression
@@ -110,10 +231,20 @@ class Model:
         if len(y) != len(x):
             raise DataError(f"evaluate: {len(y)} labels for {len(x)} rows")
         out = forward(self.network, self.params, self.preprocessing, x)
-        target, _ = encode_target(y, label, self.task, origin, self.classes or None)
+        with frame_rows(data):
+            target, _ = encode_target(y, label, self.task, origin, self.classes or None)
         if self.task == "regression":
             return regression_metrics(out, target, self.preprocessing.target_stats[1])
         return classification_metrics(out, target, self.classes)
+
+    def export(self, path: str | os.PathLike[str], format: str = "stablehlo") -> str:
+        """Writes the whole predictor for serving to `path`: x: [rows, len(columns)]
+        float32 (the input columns in order; a categorical column as a number, see
+        `saved.export`) → [rows, classes] probabilities or [rows] values, rows symbolic.
+        `format`: "stablehlo" (`jax.export`'s serialized bytes: run them with
+        `jax.export.deserialize(open(path, "rb").read()).call(x)`, no jaxpipe needed) or
+        "onnx" (input "x", output "y"; needs `jaxpipe[onnx]`). Returns the path."""
+        return export_model(self.network, self.params, self.preprocessing, os.fspath(path), format)
 
     def save(self, directory: str | os.PathLike[str]) -> str:
         """Writes the model as a directory `jaxpipe.load_model` and `jaxpipe predict`
@@ -144,7 +275,7 @@ class Model:
     def _write(self, directory: str) -> None:
         meta = predictor_meta(self.network, self.preprocessing)
         write_model(directory, self.params, meta, resume=False)
-        summary = self.summary or {
+        summary = dict(self.summary or {}) or {
             "status": "completed",
             "task": self.task,
             "classes": list(self.classes),

@@ -11,6 +11,7 @@ the spec's paths. `Model` is the same thing in memory: what `jaxpipe.fit` return
 from __future__ import annotations
 
 import csv
+import functools
 import io
 import json
 import math
@@ -26,17 +27,18 @@ from flax import serialization
 
 from jaxpipe.core.model import make_model
 from jaxpipe.core.scaling import Scaler, apply_scaler
-from jaxpipe.data.encoding import Columns, FeatureEncoder, missing_mask
+from jaxpipe.data.encoding import Columns, FeatureEncoder, missing_mask, row_name
 from jaxpipe.data.fitted import Preprocessing
-from jaxpipe.data.frames import positional_columns, source_of
+from jaxpipe.data.frames import frame_rows, positional_columns
 from jaxpipe.data.load import prepare_features
 from jaxpipe.data.readers import read_table
 from jaxpipe.errors import DataError, JaxpipeError
 from jaxpipe.files import atomic_write, read_json
 from jaxpipe.signals import catch_signals
-from jaxpipe.spec.sections import ModelSpec
+from jaxpipe.spec.sections import ModelSpec, source_of
 
 __all__ = [
+    "PREDICT_BLOCK",
     "MODEL_FILE",
     "PREDICTOR_FILE",
     "Predictor",
@@ -270,23 +272,62 @@ def predict_rows(pred: Predictor, x: np.ndarray) -> np.ndarray:
     return forward(pred.meta["model"], pred.params, Preprocessing.from_json(pred.meta), x)
 
 
+# Predictions run in blocks of PREDICT_BLOCK rows, _BLOCKS_MAX blocks (a power of two) a call:
+# every row goes through the same [PREDICT_BLOCK, features] program, so its output does not
+# depend on the other rows given with it (a float32 XLA:CPU matmul rounds a row
+# differently with the batch's size; scikit-learn's checks hold predictions on subsets
+# to 1e-7), and a model compiles at most log2(_BLOCKS_MAX) + 1 programs for any row count.
+PREDICT_BLOCK = 64
+_BLOCKS_MAX = 256
+
+
+@functools.lru_cache(maxsize=32)
+def _network_fn(
+    hidden: tuple[int, ...], activation: str, layer_norm: bool, outputs: int, softmax: bool
+):
+    """jit(scaler, MLP and softmax, block by block)(params, scaler, x: [blocks, PREDICT_BLOCK,
+    features]) -> [blocks, PREDICT_BLOCK, outputs]."""
+    spec = ModelSpec(hidden=hidden, activation=activation, layer_norm=layer_norm)
+    model = make_model(spec, outputs)
+
+    def block(params: Any, scaler: Scaler, x: jax.Array) -> jax.Array:
+        out = model.apply(params, apply_scaler(scaler, x))
+        return jax.nn.softmax(out, axis=-1) if softmax else out
+
+    def run(params: Any, scaler: Scaler, x: jax.Array) -> jax.Array:
+        return jax.lax.map(lambda b: block(params, scaler, b), x)
+
+    return jax.jit(run)
+
+
+def _blocks(rows: int) -> int:
+    """Blocks per call: the fewest power of two holding `rows`, at most _BLOCKS_MAX."""
+    need = min(-(-rows // PREDICT_BLOCK), _BLOCKS_MAX)
+    return 1 << max(need - 1, 0).bit_length()
+
+
 def forward(network: dict[str, Any], params: Any, prep: Preprocessing, x: np.ndarray):
     """The saved network (`network`: predictor.json's "model") on encoded rows x:
     [rows, features] → [rows, classes] probabilities, or [rows] target values."""
-    spec = ModelSpec(
-        hidden=tuple(network["hidden"]),
-        activation=network["activation"],
-        dropout=network["dropout"],
-        layer_norm=network["layer_norm"],
-        task=prep.task,
-    )
-    model = make_model(spec, network["outputs"])
+    fn = _network_fn(
+        tuple(network["hidden"]), network["activation"], bool(network["layer_norm"]),
+        int(network["outputs"]), not prep.regression,
+    )  # fmt: skip
     scaler = Scaler(*(jnp.asarray(a, jnp.float32) for a in prep.scaler))
-    out = np.asarray(model.apply(params, apply_scaler(scaler, jnp.asarray(x))))
+    x = np.asarray(x, np.float32)
+    k = _blocks(len(x))
+    parts = []
+    for start in range(0, max(len(x), 1), k * PREDICT_BLOCK):
+        part = x[start : start + k * PREDICT_BLOCK]
+        padded = np.zeros((k * PREDICT_BLOCK, x.shape[1]), np.float32)
+        padded[: len(part)] = part
+        out = fn(params, scaler, padded.reshape(k, PREDICT_BLOCK, x.shape[1]))
+        parts.append(np.asarray(out).reshape(k * PREDICT_BLOCK, -1)[: len(part)])
+    out = np.concatenate(parts)
     if prep.regression:
         mean, scale = prep.target_stats
         return out[:, 0].astype(np.float64) * scale + mean
-    return np.asarray(jax.nn.softmax(out, axis=-1))
+    return out
 
 
 def encode_rows(encoder: FeatureEncoder, columns: Columns, origin: str) -> np.ndarray:
@@ -306,7 +347,7 @@ def encode_rows(encoder: FeatureEncoder, columns: Columns, origin: str) -> np.nd
             if miss.any():
                 raise DataError(
                     f"{origin}: column {name!r} has {int(miss.sum())} missing values (first at "
-                    f"row {int(np.argmax(miss)) + 1}); the model was trained without "
+                    f"{row_name(int(np.argmax(miss)))}); the model was trained without "
                     'imputation (missing = "mean" would fill them), so fill them in'
                 )
     return encoder.transform(feats)
@@ -385,8 +426,9 @@ def predict_file(
 
 def _predict_table(run_dir: str, data: Any, probabilities: bool, keep: tuple[str, ...]):
     pred = load_predictor(run_dir)
-    columns, origin = positional_columns(data, pred.encoder.input_names, "predict")
-    x = encode_rows(pred.encoder, columns, origin)
+    with frame_rows(data):
+        columns, origin = positional_columns(data, pred.encoder.input_names, "predict")
+        x = encode_rows(pred.encoder, columns, origin)
     absent = [k for k in keep if k not in columns]
     if absent:
         raise DataError(

@@ -31,7 +31,7 @@ from jaxpipe.core.scaling import Scaler, apply_scaler
 from jaxpipe.data.fitted import Preprocessing
 from jaxpipe.errors import JaxpipeError
 from jaxpipe.files import atomic_write
-from jaxpipe.saved.predict import Predictor, encode_file, load_predictor
+from jaxpipe.saved.predict import PREDICT_BLOCK, Predictor, encode_file, load_predictor
 from jaxpipe.signals import catch_signals
 
 __all__ = [
@@ -126,8 +126,8 @@ def _values(model: TracedModel, x: np.ndarray) -> dict[str, Any]:
     names = [f"norm_{i}" if m["layer_norm"] else f"hidden_{i}" for i in range(len(m["hidden"]))]
     act, classify = ACTIVATION_FNS[m["activation"]], model.task != "regression"
 
-    def compute(params: Any, offset: jax.Array, scale: jax.Array, x: jax.Array) -> dict:
-        z = apply_scaler(Scaler(offset, scale), x[None])
+    def block(params: Any, offset: jax.Array, scale: jax.Array, xb: jax.Array) -> dict:
+        z = apply_scaler(Scaler(offset, scale), xb)
         out, state = module.apply(
             {"params": params}, z, capture_intermediates=True, mutable=["intermediates"]
         )
@@ -136,6 +136,13 @@ def _values(model: TracedModel, x: np.ndarray) -> dict[str, Any]:
         pre = [seen[n]["__call__"][0][0].astype(jnp.float32) for n in names]
         got = {"scaled": z[0], "pre": pre, "post": [act(p) for p in pre], "out": out[0]}
         return got | ({"probs": jax.nn.softmax(out, axis=-1)[0]} if classify else {})
+
+    def compute(params: Any, offset: jax.Array, scale: jax.Array, x: jax.Array) -> dict:
+        # The row as the first of a block of PREDICT_BLOCK, through lax.map as `predict`
+        # runs it: the same program shape, so the same bits as `jaxpipe predict` gives.
+        xb = jnp.zeros((1, PREDICT_BLOCK, x.shape[0]), jnp.float32).at[0, 0].set(x)
+        got = jax.lax.map(lambda b: block(params, offset, scale, b), xb)
+        return jax.tree.map(lambda a: a[0], got)
 
     args = (
         model.params,

@@ -86,6 +86,11 @@ class Spec(Section):
     )
 
     def _check(self, where: str) -> None:
+        if self.training.class_weight is not None and self.model.task == "regression":
+            raise SpecError(
+                'weighs classes; model.task = "regression" has none: remove it',
+                key="training.class_weight",
+            )
         data = self.data
         if data.source == "synthetic":
             for key in ("features", "categorical"):
@@ -109,6 +114,28 @@ class Spec(Section):
                     f"({rows - n_val} rows); lower it",
                     key="training.batch_size",
                 )
+
+    def __repr__(self) -> str:
+        """One line of what matters (the whole spec: `dump_spec(spec)`, the TOML)."""
+        d, m, o, t = self.data, self.model, self.optimizer, self.training
+        rows = (
+            f"synthetic {d.synthetic.rows}×{d.synthetic.features}"
+            if d.source == "synthetic"
+            else f"{d.source} {d.path}"
+            if d.path
+            else (d.source or "no data given")
+        )
+        return (
+            f"Spec({self.experiment.name!r}: {rows}; {m.task} MLP {list(m.hidden)} "
+            f"{m.activation}; {o.name} lr {o.learning_rate:g}; {t.epochs} epochs × batch "
+            f"{t.batch_size}{'; sweep' if self.sweep is not None else ''})"
+        )
+
+    def _repr_html_(self) -> str:
+        """A notebook's view: the resolved spec as TOML."""
+        import html
+
+        return f"<pre>{html.escape(dump_spec(self))}</pre>"
 
     @classmethod
     def from_dict(cls, table: Mapping[str, Any], *, base_dir: str = ".") -> Spec:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextvars
 import dataclasses
 import difflib
+import functools
 import math
 import types
 import typing
@@ -64,9 +65,14 @@ def is_section(tp: Any) -> bool:
     return isinstance(tp, type) and dataclasses.is_dataclass(tp)
 
 
-def _fields(cls: type) -> list[tuple[dataclasses.Field, Any]]:
+@functools.cache
+def _fields(cls: type) -> tuple[tuple[dataclasses.Field, Any], ...]:
+    """(field, its resolved annotation) per spec key; once per class (resolving the
+    annotations is most of building a spec)."""
     hints = typing.get_type_hints(cls)
-    return [(f, hints[f.name]) for f in dataclasses.fields(cls) if not f.metadata.get("internal")]
+    return tuple(
+        (f, hints[f.name]) for f in dataclasses.fields(cls) if not f.metadata.get("internal")
+    )
 
 
 def _union_args(tp: Any) -> tuple[Any, ...] | None:

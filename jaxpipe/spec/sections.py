@@ -5,6 +5,8 @@ construction (`schema.Section`). Imports no jax.
 
 from __future__ import annotations
 
+import math
+import os
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -29,6 +31,8 @@ __all__ = [
     "RECORDED_METRICS",
     "ACTIVATIONS",
     "SOURCES",
+    "source_of",
+    "no_rows_error",
     "SEED_MAX",
     "NAME_MAX",
 ]
@@ -40,6 +44,23 @@ NAME_MAX = 200
 
 ACTIVATIONS = ("relu", "gelu", "silu", "tanh", "sigmoid", "elu", "leaky_relu", "softplus")
 SOURCES = ("csv", "parquet", "npz", "synthetic", "memory")
+_EXTENSIONS = {".parquet": "parquet", ".pq": "parquet", ".npz": "npz"}
+
+
+def source_of(path: str) -> str:
+    """The reader for a data file or glob, from its extension (csv unless parquet or npz)."""
+    return _EXTENSIONS.get(os.path.splitext(path)[1].lower(), "csv")
+
+
+def no_rows_error(what: str = "the run") -> SpecError:
+    """The error of a spec that names no rows: synthetic rows are never a silent default."""
+    return SpecError(
+        f"{what} has no data: [data] gives neither a path nor a source. Add "
+        'path = "data.csv" (with label = "column"; csv, parquet or npz), or '
+        'source = "synthetic" for generated rows; jaxpipe.fit(spec, data=...) also takes '
+        "a DataFrame, a pyarrow Table, (X, y) arrays or a file path",
+        key="data.source",
+    )
 
 
 @dataclass(frozen=True)
@@ -89,10 +110,12 @@ class SyntheticSpec(Section):
 class DataSpec(Section):
     """Where the rows come from, which columns are used and how rows are split."""
 
-    source: Literal[SOURCES] = field(  # type: ignore[valid-type]
-        "synthetic",
-        "Where rows come from: a csv or parquet table, an npz file, generated, or memory "
-        "(the data given to jaxpipe.fit).",
+    source: Literal[SOURCES] | None = field(  # type: ignore[valid-type]
+        None,
+        "Where rows come from: a csv or parquet table, an npz file, generated (synthetic, "
+        "only when named), or memory (the data given to jaxpipe.fit). Left out: from the "
+        "extension of `path` (csv unless .parquet, .pq or .npz); with no path either, the "
+        "rows must be passed to jaxpipe.fit.",
     )
     path: str | None = field(
         None,
@@ -129,6 +152,9 @@ class DataSpec(Section):
     synthetic: SyntheticSpec = field(factory=SyntheticSpec, doc="The synthetic set.")
 
     def _check(self, where: str) -> None:
+        if self.source is None and self.path is not None:
+            # Resolved once, here, so the run directory's spec.toml and every reader see it.
+            object.__setattr__(self, "source", source_of(self.path))
         if isinstance(self.validation, bool):  # pragma: no cover - the builder rejects it
             raise SpecError("expected a count, fraction or file", key=f"{where}.validation")
         if isinstance(self.validation, int) and self.validation < 1:
@@ -315,6 +341,33 @@ class TrainingSpec(Section):
     early_stopping: EarlyStoppingSpec | None = field(
         None, "Stop early when a metric stops improving."
     )
+    class_weight: Literal["balanced"] | Mapping[str, float] | None = field(
+        None,
+        'Classification: weight of each class in the training loss. "balanced": rows / '
+        "(classes × the class's training rows); a table {label = weight} (labels as in the "
+        "data, others 1.0). The validation loss and metrics stay unweighted.",
+    )
+
+    def _check(self, where: str) -> None:
+        if not isinstance(self.class_weight, Mapping):
+            return
+        if not self.class_weight:
+            raise SpecError(
+                'is an empty table; give {label = weight, ...} or "balanced"',
+                key=f"{where}.class_weight",
+            )
+        for label, w in self.class_weight.items():
+            ok = isinstance(w, (int, float)) and not isinstance(w, bool) and math.isfinite(w)
+            if not ok or w < 0:
+                raise SpecError(
+                    f"expected a finite weight ≥ 0, found {w!r}",
+                    key=f"{where}.class_weight.{label}",
+                )
+        if not any(w > 0 for w in self.class_weight.values()):
+            raise SpecError(
+                "gives every class weight 0; at least one must be > 0",
+                key=f"{where}.class_weight",
+            )
 
 
 @dataclass(frozen=True)

@@ -81,7 +81,8 @@ def _load(trials: list[TrialRun], seed_varies: bool, hosts: dict[int, Dataset]):
         host = (ds.x_train, ds.y_train, ds.x_val, ds.y_val)
         arrays = [jax.device_put(a, replicated) for a in host]
         placed = Placed(*arrays, device=jax.devices()[0], where=f"{mesh.size} devices")
-        prep, scaled, _ = preprocess_data(ds, placed, s.preprocess.normalize, False)
+        cw = s.training.class_weight
+        prep, scaled, _ = preprocess_data(ds, placed, s.preprocess.normalize, False, cw)
         loaded[seed] = (ds, prep, scaled)
     for t in trials:
         t.dataset, t.prep, _ = loaded[t.spec.experiment.seed if seed_varies else None]
@@ -169,6 +170,18 @@ def costliest(trials: Sequence[TrialRun]) -> Spec:
     return max(trials, key=lambda t: t.spec.model.dropout).spec
 
 
+def _class_weights(trials: Sequence[TrialRun]) -> tuple[float, ...] | None:
+    """The group's one set of class weights (a table, or "balanced" over one split)."""
+    weights = {t.prep.class_weights for t in trials}
+    if len(weights) > 1:
+        raise SpecError(
+            '"balanced" fits each swept seed\'s split its own weights, and a group shares '
+            "one program; give a table {label = weight}, or do not sweep experiment.seed",
+            key="training.class_weight",
+        )
+    return weights.pop()
+
+
 def _device_count(spec: Spec) -> int:
     n = spec.hardware.devices  # "auto": every local device
     return min(n, len(jax.devices())) if isinstance(n, int) else len(jax.devices())
@@ -249,6 +262,7 @@ def _train_chunk(
         batch=rp.batch,
         total_steps=rp.total_steps,
         dropout_on=any(t.spec.model.dropout > 0 for t in trials),
+        class_weights=_class_weights(trials),
     )
     seconds = _epochs(tp, arrays, trials, spec.training.epochs, on_epoch, signals)
     return GroupRun(trials, tp.mesh.size, tp.seconds, seconds, seed_varies)

@@ -70,7 +70,7 @@ def trial_inputs(values: Sequence[Mapping[str, Any]], input_keys: set[str]) -> d
     return h
 
 
-def _builder(spec: Spec, total_steps: int, outputs: int, task: str, dropout_on: bool):
+def _builder(spec: Spec, total_steps: int, outputs: int, task: str, dropout_on: bool, cw=None):
     """build(h) -> (model, tx, train_step, eval_step) with the swept scalars `h` (traced,
     one trial's) in place of the spec's values; the same factories a single run uses."""
     opt, mdl = spec.optimizer, spec.model
@@ -95,7 +95,7 @@ def _builder(spec: Spec, total_steps: int, outputs: int, task: str, dropout_on: 
             layer_norm=mdl.layer_norm,
         )
         model = make_model(mcfg, outputs, dtype)  # type: ignore[arg-type]
-        train_step, eval_step = make_task_steps(model, tx, task, dropout_on)
+        train_step, eval_step = make_task_steps(model, tx, task, dropout_on, cw)
         return model, tx, train_step, eval_step
 
     return build
@@ -157,6 +157,7 @@ def compile_trials(
     batch: int,
     total_steps: int,
     dropout_on: bool,
+    class_weights: tuple[float, ...] | None = None,
 ) -> TrialPrograms:
     """Initialises every trial's state (keys from `seeds`, as a single run makes them)
     on the trial axis of `mesh` (see trial_mesh) and compiles the vmapped epoch and evaluation. `arrays`: (x_train,
@@ -164,7 +165,7 @@ def compile_trials(
     seed changes the data), else shared by all trials."""
     t0 = time.perf_counter()
     on_trials = NamedSharding(mesh, PartitionSpec("trial"))
-    build = _builder(spec, total_steps, outputs, task, dropout_on)
+    build = _builder(spec, total_steps, outputs, task, dropout_on, class_weights)
     dax = 0 if per_trial_data else None
     x_tr, y_tr, x_va, y_va = arrays
     example = jnp.zeros((1, x_tr.shape[-1]), x_tr.dtype)
