@@ -656,3 +656,27 @@ def test_n11_devices_above_the_search_ceiling_are_refused(tmp_path, capsys):
         )
         == 0
     )
+
+
+# N12: errors in data streamed from disk name the file's row.
+
+
+@pytest.mark.parametrize("bad, needle", [(np.nan, "first at row 138"), (np.inf, "at row 138")])
+def test_n12_streamed_errors_name_the_files_row(tmp_path, capsys, bad, needle):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    rng = np.random.default_rng(0)
+    (tmp_path / "parts").mkdir()
+    for i in range(2):
+        x = rng.normal(size=(200, 4))
+        if i == 1:
+            x[137, 1] = bad  # row 138 of part-1.parquet, in its third row group
+        cols = {c: x[:, j] for j, c in enumerate("abcd")} | {"label": (x[:, 0] > 0) * 1}
+        pq.write_table(pa.table(cols), tmp_path / "parts" / f"part-{i}.parquet", row_group_size=50)
+    text = (
+        '[data]\nsource = "parquet"\npath = "parts"\nlabel = "label"\nvalidation = 40\n'
+        'host_memory = "8KiB"\n[model]\nhidden = [8]\n[training]\nbatch_size = 16\n'
+    )
+    assert main(["validate", _write(tmp_path, "disk.toml", text)]) == 2
+    _one_error_line(capsys.readouterr().err, "part-1.parquet", "column 'b'", needle)
