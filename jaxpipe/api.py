@@ -243,6 +243,13 @@ def plan(
     memory and cost analysis in `plan.xla`. `fit` (default): the estimate fitted to XLA's
     compile of the one-device epoch (~1-3 s; see `plan.fit`); False: the closed form alone."""
     spec = _as_spec(spec)
+    with catch_signals() as signals:  # fit and verify compile: the signal contract holds
+        result = _plan(spec, gpu, devices, verify, fit)
+        signals.stop("while planning")
+    return result
+
+
+def _plan(spec: Spec, gpu: str | None, devices: int | None, verify: bool, fit: bool) -> Plan:
     check_before_data(spec)
     result = make_plan(spec, data_shapes(spec), gpu=gpu, devices=devices, fit=fit)
     path = spec.resolve_path(spec.data.path) if spec.data.path else None

@@ -500,13 +500,23 @@ def test_n10_predict_evaluate_trace_honour_signals(finished, tmp_path, command, 
     assert p.stdout == "" and not out.exists()
 
 
-def test_n10_sigint_at_predict_start_is_exit_130_without_output(finished, tmp_path):
+@pytest.mark.parametrize("command", ["predict", "plan"])
+def test_n10_sigint_at_the_start_is_exit_130_without_output(finished, tmp_path, command):
     import time
 
     out = tmp_path / "p.csv"
-    cmd = [sys.executable, "-m", "jaxpipe", "predict", str(finished / "run")]
+    args = {
+        "predict": [
+            "predict",
+            str(finished / "run"),
+            str(finished / "rows.csv"),
+            "--out",
+            str(out),
+        ],
+        "plan": ["plan", str(finished / "spec.toml")],
+    }[command]
     p = subprocess.Popen(
-        [*cmd, str(finished / "rows.csv"), "--out", str(out)],
+        [sys.executable, "-m", "jaxpipe", *args],
         env=ENV,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
@@ -517,10 +527,10 @@ def test_n10_sigint_at_predict_start_is_exit_130_without_output(finished, tmp_pa
         assert time.monotonic() - start < 60
         time.sleep(0.005)
     p.send_signal(signal.SIGINT)  # while jax imports: recorded, acted on at a safe point
-    _, err = p.communicate(timeout=300)
+    stdout, err = p.communicate(timeout=300)
     assert p.returncode == 130, err
     _one_error_line(err, "interrupted by SIGINT")
-    assert not out.exists()
+    assert not out.exists() and stdout == ""
 
 
 def _catches_sigint(pid: int) -> bool:
