@@ -304,8 +304,17 @@ def plan(
     `data` (and `validation`): the rows `fit` would train on, in the same forms (a
     DataFrame, pyarrow Table, (X, y) arrays or a path); None: the spec's own [data]."""
     spec = _as_spec(spec)
-    check_before_data(spec)
-    spec, dataset = _in_memory(spec, data, validation, "plan")
+    with catch_signals() as signals:  # fit and verify compile: the signal contract holds
+        check_before_data(spec)
+        spec, dataset = _in_memory(spec, data, validation, "plan")
+        result = _plan(spec, dataset, gpu, devices, verify, fit)
+        signals.stop("while planning")
+    return result
+
+
+def _plan(
+    spec: Spec, dataset: Any, gpu: str | None, devices: int | None, verify: bool, fit: bool
+) -> Plan:
     result = make_plan(spec, data_shapes(spec, dataset), gpu=gpu, devices=devices, fit=fit)
     path = spec.resolve_path(spec.data.path) if spec.data.path else None
     host = host_record(path, spec.data.source, spec.data.host_memory)

@@ -501,13 +501,23 @@ def test_n10_predict_evaluate_trace_honour_signals(finished, tmp_path, command, 
     assert p.stdout == "" and not out.exists()
 
 
-def test_n10_sigint_at_predict_start_is_exit_130_without_output(finished, tmp_path):
+@pytest.mark.parametrize("command", ["predict", "plan"])
+def test_n10_sigint_at_the_start_is_exit_130_without_output(finished, tmp_path, command):
     import time
 
     out = tmp_path / "p.csv"
-    cmd = [sys.executable, "-m", "jaxpipe", "predict", str(finished / "run")]
+    args = {
+        "predict": [
+            "predict",
+            str(finished / "run"),
+            str(finished / "rows.csv"),
+            "--out",
+            str(out),
+        ],
+        "plan": ["plan", str(finished / "spec.toml")],
+    }[command]
     p = subprocess.Popen(
-        [*cmd, str(finished / "rows.csv"), "--out", str(out)],
+        [sys.executable, "-m", "jaxpipe", *args],
         env=ENV,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
@@ -518,10 +528,10 @@ def test_n10_sigint_at_predict_start_is_exit_130_without_output(finished, tmp_pa
         assert time.monotonic() - start < 60
         time.sleep(0.005)
     p.send_signal(signal.SIGINT)  # while jax imports: recorded, acted on at a safe point
-    _, err = p.communicate(timeout=300)
+    stdout, err = p.communicate(timeout=300)
     assert p.returncode == 130, err
     _one_error_line(err, "interrupted by SIGINT")
-    assert not out.exists()
+    assert not out.exists() and stdout == ""
 
 
 def _catches_sigint(pid: int) -> bool:
@@ -655,3 +665,104 @@ def test_n11_devices_above_the_search_ceiling_are_refused(tmp_path, capsys):
         )
         == 0
     )
+
+
+# N12: errors in data streamed from disk name the file's row.
+
+
+@pytest.mark.parametrize("bad, needle", [(np.nan, "first at row 138"), (np.inf, "at row 138")])
+def test_n12_streamed_errors_name_the_files_row(tmp_path, capsys, bad, needle):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    rng = np.random.default_rng(0)
+    (tmp_path / "parts").mkdir()
+    for i in range(2):
+        x = rng.normal(size=(200, 4))
+        if i == 1:
+            x[137, 1] = bad  # row 138 of part-1.parquet, in its third row group
+        cols = {c: x[:, j] for j, c in enumerate("abcd")} | {"label": (x[:, 0] > 0) * 1}
+        pq.write_table(pa.table(cols), tmp_path / "parts" / f"part-{i}.parquet", row_group_size=50)
+    text = (
+        '[data]\nsource = "parquet"\npath = "parts"\nlabel = "label"\nvalidation = 40\n'
+        'host_memory = "8KiB"\n[model]\nhidden = [8]\n[training]\nbatch_size = 16\n'
+    )
+    assert main(["validate", _write(tmp_path, "disk.toml", text)]) == 2
+    _one_error_line(capsys.readouterr().err, "part-1.parquet", "column 'b'", needle)
+
+
+# N13: messages give the right reason and the right fix.
+
+
+def test_n13_model_task_cannot_be_swept_gives_its_own_reason(tmp_path, capsys):
+    text = (
+        TINY.format(epochs=1) + '[sweep.values]\n"model.task" = ["classification", "regression"]\n'
+    )
+    assert main(["validate", _write(tmp_path, "s.toml", text)]) == 2
+    err = capsys.readouterr().err
+    _one_error_line(err, "model.task cannot be swept", "metrics")
+    assert "[data]" not in err and "data is" not in err
+
+
+def test_n13_evaluate_on_a_missing_label_gives_no_training_option(finished, tmp_path, capsys):
+    rows = (finished / "rows.csv").read_text().splitlines()
+    body = [f"{r},{'' if i == 2 else i % 2}" for i, r in enumerate(rows[1:])]
+    (tmp_path / "na.csv").write_text("\n".join([rows[0] + ",y", *body]) + "\n")
+    assert main(["evaluate", str(finished / "run"), str(tmp_path / "na.csv")]) == 2
+    err = capsys.readouterr().err
+    _one_error_line(err, "without a label", "row 3", "remove those rows")
+    assert "[preprocess]" not in err
+
+
+def test_n13_trace_and_evaluate_on_an_interrupted_run_do_not_say_predict(
+    finished, tmp_path, capsys
+):
+    import shutil
+
+    run = tmp_path / "run"
+    shutil.copytree(finished / "run", run)
+    summary = json.loads((run / "summary.json").read_text())
+    (run / "summary.json").write_text(json.dumps(summary | {"status": "interrupted"}))
+    for args in (["trace", str(run)], ["evaluate", str(run), str(_labelled(finished, tmp_path))]):
+        assert main(args) == 2
+        err = capsys.readouterr().err
+        _one_error_line(err, "interrupted run", "--resume")
+        assert "predict" not in err, err
+
+
+def test_n13_validation_rows_in_memory_are_not_called_file_none():
+    x = np.random.default_rng(0).normal(size=(24, 2))
+    y = (x[:, 0] > 0).astype(int)
+    spec = {"model": {"hidden": [4]}, "training": {"epochs": 1, "batch_size": 4}}
+    with pytest.raises(jaxpipe.DataError) as e:
+        jaxpipe.fit(spec, data=(x, y), validation=(x[:4, :1], y[:4]))
+    assert "None" not in str(e.value) and "training data" in str(e.value)
+
+
+def test_n13_tiny_host_budgets_are_not_zero_mib(tmp_path, capsys):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    x = np.random.default_rng(0).normal(size=(200, 4))
+    cols = {c: x[:, j] for j, c in enumerate("abcd")} | {"label": (x[:, 0] > 0) * 1}
+    pq.write_table(pa.table(cols), tmp_path / "one.parquet")
+    text = (
+        '[data]\nsource = "parquet"\npath = "one.parquet"\nlabel = "label"\n'
+        'host_memory = "1KiB"\n[training]\nbatch_size = 16\n'
+    )
+    assert main(["validate", _write(tmp_path, "s.toml", text)]) == 2
+    err = capsys.readouterr().err
+    _one_error_line(err, "host budget", "KiB")
+    assert "0.0 MiB" not in err
+
+
+def test_n13_a_damaged_model_file_names_its_reason(finished, tmp_path, capsys):
+    import shutil
+
+    run = tmp_path / "run"
+    shutil.copytree(finished / "run", run)
+    (run / "model.msgpack").write_bytes(b"")
+    assert main(["predict", str(run), str(finished / "rows.csv")]) == 2
+    err = capsys.readouterr().err
+    _one_error_line(err, "model.msgpack")
+    assert "()" not in err, err

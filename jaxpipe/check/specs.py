@@ -23,6 +23,7 @@ import numpy as np
 from jaxpipe.api import validate
 from jaxpipe.check.invariants import run_isolated, with_overrides
 from jaxpipe.data.shapes import data_shapes
+from jaxpipe.data.sources import host_record, is_multi_path
 from jaxpipe.errors import JaxpipeError
 from jaxpipe.planner.plan import make_plan
 from jaxpipe.signals import catch_signals
@@ -117,6 +118,8 @@ def shrink_spec(spec: Spec, work_dir: str, *, max_rows: int = 400, epochs: int =
         else:
             val = round(rows * d.validation)
         train_rows = rows - val
+    elif is_multi_path(spec.resolve_path(d.path)):  # a folder or glob of files: kept whole
+        train_rows = max_rows // 4
     else:
         path = _slice_file(spec.resolve_path(d.path), work_dir, max_rows)
         sets.append(f'data.path="{_toml_path(path)}"')
@@ -163,7 +166,10 @@ def _static_checks(
     else:
         steps.append(StepResult("plan", "fail", f"on {where}: {plan.recommendation}"))
         return steps, None, False
-    return steps, spec, bool((plan.host or {}).get("streams_from_disk"))
+    # The planner's plan carries no host record (api.plan adds it): ask the source.
+    path = spec.resolve_path(spec.data.path) if spec.data.path else None
+    host = host_record(path, spec.data.source, spec.data.host_memory)
+    return steps, spec, bool(host.get("streams_from_disk"))
 
 
 def check_specs(

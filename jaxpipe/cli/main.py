@@ -275,7 +275,8 @@ def _one_line(text: str) -> str:
 
 
 class _EarlySignals:
-    """The signal contract from main's first line (run, predict, evaluate, trace, check):
+    """The signal contract from main's first line (run, predict, evaluate, trace, check,
+    plan):
     SIGINT / SIGTERM are only recorded (`signum`), never raised inside an import, until
     the command's own catcher (jaxpipe.signals.catch_signals) replaces this handler and
     takes the signal over."""
@@ -335,7 +336,7 @@ class _BestEffortStdout:
 
 
 # The commands that run a compiled program: the signal contract from their first line.
-_SIGNAL_COMMANDS = {"run", "predict", "evaluate", "trace", "check"}
+_SIGNAL_COMMANDS = {"run", "predict", "evaluate", "trace", "check", "plan"}
 
 
 def _runs_programs(argv: Sequence[str] | None) -> bool:

@@ -86,20 +86,23 @@ def _read_block(rs: ReadSpec, g: Group, names: list[str] | None, kinds: dict | N
     after the missing-value policy; the feature names and kinds (decided on the first
     group, then held)."""
     table = _read_table(rs, g) if table is None else table
-    columns = arrow_columns(table, g.file)
+    columns = arrow_columns(table, g.file, g.first_row)
     if names is None:
         names = select_features(columns, rs.label, rs.features, g.file)
+    at = g.first_row + np.arange(g.rows)  # each row's row in its file, for messages
     feats, found = {}, {}
     for n in names:
         kind = None if kinds is None else kinds[n]
         cat = n in rs.categorical
-        found[n], feats[n] = column_values(n, columns[n], g.file, categorical=cat, kind=kind)
+        found[n], feats[n] = column_values(
+            n, columns[n], g.file, categorical=cat, kind=kind, rows=at
+        )
     val = validation_mask(g.file, g.first_row, g.rows, rs.seed, rs.validation)
     parts, dropped = [], 0
     for rows in (np.flatnonzero(~val), np.flatnonzero(val)):
         f, y = _take(feats, rows), columns[rs.label][rows]
         if len(rows):
-            f, y, d = handle_missing(f, y, rs.label, rs.missing, g.file)
+            f, y, d = handle_missing(f, y, rs.label, rs.missing, g.file, rows=at[rows])
             dropped += d
         parts.append((f, y))
     block = _Block(*parts[0], *parts[1], dropped, table.nbytes)

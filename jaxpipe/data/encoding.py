@@ -57,9 +57,13 @@ def rows_indexed_by(index: Sequence[Any] | None) -> Iterator[None]:
         _ROW_INDEX.reset(token)
 
 
-def row_name(i: int) -> str:
-    """How a message names row `i` (from 0) of the rows being read: "row i+1" for a file
-    (data rows count from 1 after the header), "index L" for a DataFrame's row labelled L."""
+def row_name(i: int, rows: np.ndarray | None = None) -> str:
+    """How a message names row `i` (from 0) of the rows being read: "row N" for a file
+    (data rows count from 1 after the header; `rows` gives each entry's 0-based row in the
+    file when they are a streamed row group or a split, `row_number`), "index L" for a
+    DataFrame's row labelled L."""
+    if rows is not None:
+        return f"row {row_number(i, rows)}"
     index = _ROW_INDEX.get()
     if index is None or not 0 <= i < len(index):
         return f"row {i + 1}"
@@ -102,28 +106,44 @@ def _category(v: Any) -> str:
 _F32_MAX = float(np.finfo(np.float32).max)
 
 
-def check_finite(values: np.ndarray, name: str, file: str, what: str = "column") -> None:
+def row_number(i: int, rows: np.ndarray | None) -> int:
+    """The 1-based row of entry `i` in its file, for messages: `rows` gives each entry's
+    0-based row in the file (a streamed row group, a split), else the entry is row i."""
+    return int(rows[i]) + 1 if rows is not None else i + 1
+
+
+def check_finite(
+    values: np.ndarray, name: str, file: str, what: str = "column", rows: np.ndarray | None = None
+) -> None:
     """Raises DataError naming the first value (row, value) of float64 `values` that is
-    infinite or beyond float32's range. NaN is a missing value, left to the policy."""
+    infinite or beyond float32's range. NaN is a missing value, left to the policy.
+    `rows`: each entry's row in the file (`row_number`)."""
     bad = np.isinf(values) | (np.abs(np.nan_to_num(values)) > _F32_MAX)
     if bad.any():
         i = int(np.argmax(bad))
         raise DataError(
-            f"{file}: {what} {name!r} holds {float(values[i])!r} at {row_name(i)}, which is not a "
+            f"{file}: {what} {name!r} holds {float(values[i])!r} at {row_name(i, rows)}, which is not a "
             f"finite float32 (|x| ≤ {_F32_MAX:.4g}); fix or remove that value (or leave it "
             "empty for [preprocess] missing to handle)"
         )
 
 
 def column_values(
-    name: str, col: np.ndarray, file: str, *, categorical: bool = False, kind: Kind | None = None
+    name: str,
+    col: np.ndarray,
+    file: str,
+    *,
+    categorical: bool = False,
+    kind: Kind | None = None,
+    rows: np.ndarray | None = None,
 ) -> tuple[Kind, np.ndarray]:
     """Decides a feature column's kind and returns its values: numeric as float64 with
     NaN, categorical as object (str, or None for missing).
 
     Text columns are categorical, unless most of their values parse as numbers: then the
     rest are stray text in a numeric column, a data error naming column, row and value.
-    `kind` forces a kind already decided on the training file.
+    `kind` forces a kind already decided on the training file. `rows`: each entry's row
+    in the file, for messages (a streamed row group starts mid-file).
     """
     miss = missing_mask(col)
     forced = kind is not None
@@ -140,7 +160,7 @@ def column_values(
         return kind, np.array([None if m else _category(v) for v, m in zip(col, miss)], object)
     if col.dtype.kind in "fiub":
         out = col.astype(np.float64)
-        check_finite(out, name, file)
+        check_finite(out, name, file, rows=rows)
         return kind, out
     out = np.full(len(col), np.nan)
     for i, (v, m) in enumerate(zip(col, miss)):
@@ -149,17 +169,17 @@ def column_values(
         x = _number(v)
         if x is None and forced:  # e.g. predict: the column was numeric in training
             raise DataError(
-                f"{file}: column {name!r} holds text {v!r} at {row_name(i)}, but it was a "
+                f"{file}: column {name!r} holds text {v!r} at {row_name(i, rows)}, but it was a "
                 "numeric column in the training data; give numbers there"
             )
         if x is None:
             raise DataError(
-                f"{file}: column {name!r} holds text {v!r} at {row_name(i)} where the column's "
+                f"{file}: column {name!r} holds text {v!r} at {row_name(i, rows)} where the column's "
                 "other values are numbers; fix or remove that value (or list the column in "
                 "data.categorical)"
             )
         out[i] = x
-    check_finite(out, name, file)
+    check_finite(out, name, file, rows=rows)
     return kind, out
 
 
@@ -185,18 +205,24 @@ def select_features(
 
 
 def handle_missing(
-    features: Columns, y: np.ndarray | None, label: str | None, policy: str, file: str
+    features: Columns,
+    y: np.ndarray | None,
+    label: str | None,
+    policy: str,
+    file: str,
+    rows: np.ndarray | None = None,
 ) -> tuple[Columns, np.ndarray | None, int]:
     """Applies `preprocess.missing` to rows: "error" raises naming the column and the
     number of missing rows, "drop" removes the rows, "mean" leaves feature gaps for the
-    encoder to fill (a missing label is never imputed). Returns (features, y, dropped)."""
+    encoder to fill (a missing label is never imputed). Returns (features, y, dropped).
+    `rows`: each entry's row in the file, for messages (`row_number`)."""
     masks = {name: missing_mask(col) for name, col in features.items()}
     if y is not None:
         y_miss = missing_mask(y)
         if y_miss.any() and policy != "drop":
             raise DataError(
                 f"{file}: label column {label!r} has {int(y_miss.sum())} rows without a label "
-                f"(first at {row_name(int(np.argmax(y_miss)))}); remove them or set "
+                f"(first at {row_name(int(np.argmax(y_miss)), rows)}); remove them or set "
                 '[preprocess] missing = "drop"'
             )
     if policy == "error":
@@ -204,14 +230,14 @@ def handle_missing(
             if m.any():
                 raise DataError(
                     f"{file}: column {name!r} has {int(m.sum())} missing values (first at "
-                    f'{row_name(int(np.argmax(m)))}); fill them in or set [preprocess] missing = "drop" '
+                    f'{row_name(int(np.argmax(m)), rows)}); fill them in or set [preprocess] missing = "drop" '
                     'or "mean"'
                 )
         return features, y, 0
     if policy == "mean":
         return features, y, 0
-    rows = len(next(iter(features.values())))
-    drop = np.zeros(rows, bool)
+    count = len(next(iter(features.values())))
+    drop = np.zeros(count, bool)
     for m in masks.values():
         drop |= m
     if y is not None:

@@ -207,8 +207,9 @@ def _same_features(
     absent = [n for n in [*names, label] if n not in columns]
     if absent:
         raise DataError(
-            f"{path}: the validation file has no column {absent[0]!r}, which the training "
-            f"file {train} has; it needs the columns {', '.join(names + [label])}"
+            f"{path}: the validation data has no column {absent[0]!r}, which the training "
+            f"{'file ' + train if train else 'data'} has; it needs the columns "
+            f"{', '.join(names + [label])}"
         )
     return names
 

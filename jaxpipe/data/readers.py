@@ -53,7 +53,7 @@ def check_host_memory(need: int, what: str, fix: str) -> None:
         )
 
 
-def _arrow_columns(table, path: str) -> Columns:
+def _arrow_columns(table, path: str, first_row: int = 0) -> Columns:
     import pyarrow as pa
 
     if table.num_rows == 0:
@@ -92,7 +92,7 @@ def _arrow_columns(table, path: str) -> Columns:
                     values[i] = None if v is None else v.decode("utf-8")
                 except UnicodeDecodeError:
                     raise DataError(
-                        f"{path}: column {name!r} row {i + 1} is not UTF-8 text; "
+                        f"{path}: column {name!r} row {first_row + i + 1} is not UTF-8 text; "
                         "save the file as UTF-8"
                     ) from None
             columns[name] = np.asarray(values, dtype=object)
@@ -120,9 +120,10 @@ def _integer_column(col) -> np.ndarray:
     return np.asarray(col.to_pylist(), dtype=object)
 
 
-def arrow_columns(table, origin: str) -> Columns:
-    """The named columns of an in-memory pyarrow Table, read as a file's are."""
-    return _arrow_columns(table, origin)
+def arrow_columns(table, origin: str, first_row: int = 0) -> Columns:
+    """The named columns of an in-memory pyarrow Table, read as a file's are. `first_row`:
+    the table's first row within `origin` (a streamed row group), for messages."""
+    return _arrow_columns(table, origin, first_row)
 
 
 def read_csv(path: str) -> Columns:

@@ -51,6 +51,14 @@ _FORMATS = {".parquet": "parquet", ".pq": "parquet", ".csv": "csv"}
 _CELL_BYTES = 8
 
 
+def _size(n: int) -> str:
+    """Bytes for a message, in the unit that shows them (never "0.0 MiB")."""
+    for unit, scale in (("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
+        if n >= scale:
+            return f"{n / scale:.1f} {unit}"
+    return f"{n} B"
+
+
 def host_budget(value: str) -> int:
     """Bytes of host memory the data path may hold: `data.host_memory`'s value."""
     if value == "auto":
@@ -203,8 +211,8 @@ def open_files(path: str, source: str, budget: int) -> FileSet:
         if decoded_bytes(g) > budget:
             raise DataError(
                 f"{g.file}: row group {g.index} ({g.rows} rows × {g.columns} columns, about "
-                f"{decoded_bytes(g) / 2**20:.1f} MiB read) is larger than the host budget "
-                f"({budget / 2**20:.1f} MiB, data.host_memory); raise host_memory or rewrite "
+                f"{_size(decoded_bytes(g))} read) is larger than the host budget "
+                f"({_size(budget)}, data.host_memory); raise host_memory or rewrite "
                 "the file with smaller row groups (pyarrow.parquet.write_table(..., "
                 "row_group_size=N))"
             )

@@ -90,6 +90,8 @@ def check_resumable(store: ckpt.CheckpointStore, spec: Spec, force: bool) -> Non
             saved_text = meta["spec"]
         except Exception:  # unreadable: the restore will warn and fall back
             continue
+        if not isinstance(saved_text, str) or not isinstance(meta.get("epoch"), int):
+            continue  # damaged metadata: the restore will warn and fall back
         try:
             saved = to_dict(parse_spec(saved_text, file=f"checkpoint {epoch}"))
         except SpecError as e:

@@ -16,7 +16,7 @@ import numpy as np
 
 from jaxpipe.core.evaluation import classification_metrics, regression_metrics
 from jaxpipe.core.model import layer_table, param_count
-from jaxpipe.data.encoding import encode_target
+from jaxpipe.data.encoding import encode_target, missing_mask
 from jaxpipe.data.fitted import Preprocessing
 from jaxpipe.data.frames import frame_rows, positional_columns
 from jaxpipe.errors import DataError, JaxpipeError
@@ -230,6 +230,13 @@ class Model:
             y = y.astype(object)
         if len(y) != len(x):
             raise DataError(f"evaluate: {len(y)} labels for {len(x)} rows")
+        gaps = missing_mask(y)
+        if gaps.any():  # no training option helps here: the rows themselves need labels
+            raise DataError(
+                f"evaluate: {origin}: label column {label!r} has {int(gaps.sum())} rows without "
+                f"a label (first at row {int(np.argmax(gaps)) + 1}); evaluate needs a label on "
+                "every row: fill them in or remove those rows"
+            )
         out = forward(self.network, self.params, self.preprocessing, x)
         with frame_rows(data):
             target, _ = encode_target(y, label, self.task, origin, self.classes or None)

@@ -51,6 +51,20 @@ FIXED_KEYS = (
 )
 
 
+# Why each fixed key stays fixed, as the refusal says it.
+_FIXED_WHY = {
+    "experiment.name": "it names the sweep's directory and tracker runs, shared by every trial",
+    "data": "[data] describes where the run's data is and how it is read, not the experiment",
+    "model.task": "the task decides the labels' encoding and the metrics the trials are ranked "
+    "by, so trials of different tasks cannot be compared",
+    "checkpoint": "[checkpoint] describes how a run is kept, not the experiment (sweeps keep "
+    "no checkpoints)",
+    "runtime": "[runtime] describes how the program is compiled, not the experiment",
+    "hardware": "the trials share one program laid over the devices [hardware] describes",
+    "sweep": "[sweep] describes the sweep itself",
+}
+
+
 def value_key(key: str) -> str:
     """The spec key path of a swept key, as errors name it: sweep.values."optimizer.lr"."""
     return f'sweep.values."{key}"'
@@ -96,8 +110,7 @@ def _check_key(key: str) -> None:
     for fixed in FIXED_KEYS:
         if key == fixed or key.startswith(fixed + "."):
             raise SpecError(
-                f"{key} cannot be swept: [{fixed.split('.')[0]}] describes where the run's "
-                "data is or how it is kept, not the experiment; remove it from [sweep.values]",
+                f"{key} cannot be swept: {_FIXED_WHY[fixed]}; remove it from [sweep.values]",
                 key=value_key(key),
             )
 
