@@ -26,6 +26,7 @@ from jaxpipe.planner.search import UNVERIFIED
 from jaxpipe.planner.values import Plan
 from jaxpipe.planner.verify import settle, verify_plan
 from jaxpipe.report.compare import compare_runs, format_comparison, write_comparison_plot
+from jaxpipe.report.notebook import NotebookProgress, in_notebook
 from jaxpipe.report.observer import ConsoleReporter
 from jaxpipe.report.tracking import tracking_observers
 from jaxpipe.report.verdict import format_plan
@@ -191,6 +192,7 @@ def fit(
     callbacks: Iterable[Any] = (),
     verbose: bool = False,
     class_weight: str | Mapping[Any, float] | None = None,
+    progress: bool | None = None,
 ) -> Model:
     """Trains the spec's model on `data` and returns the `Model`.
 
@@ -201,13 +203,16 @@ def fit(
     directory there, as `run` does (default: a temporary one, removed afterwards).
     `callbacks`: objects with any of the `Observer` methods; one may stop training after
     an epoch (see `events.StopTraining`). `class_weight`: "balanced" or {label: weight},
-    in place of the spec's `[training] class_weight`. `y`: targets beside `data` = X
+    in place of the spec's `[training] class_weight`. `progress`: a live display of the
+    epochs and a one-screen summary in a Jupyter notebook (None: in a notebook unless
+    `verbose`; needs IPython). `y`: targets beside `data` = X
     (`fit(spec, X, y)`, as `data=(X, y)`). No `data` and a spec that names no rows (no
     `path`, no `source = "synthetic"`) is a `SpecError`."""
     _check_spec_first(spec)
     spec = _with_class_weight(_as_spec(spec), class_weight)
     check_before_data(spec)  # a bad optimizer section fails before the data is read
     spec, dataset = _in_memory(spec, _data_with_target(data, y, spec), validation)
+    callbacks = [*_progress(progress, verbose, out), *callbacks]
     if spec.sweep is not None:
         return _fit_sweep(spec, dataset, out, callbacks, verbose)
     tmp = tempfile.mkdtemp(prefix="jaxpipe-fit-") if out is None else None
@@ -226,6 +231,13 @@ def fit(
     model = Model.from_run(result, spec.model, outputs)
     model.run_dir = out
     return model
+
+
+def _progress(progress: bool | None, verbose: bool, out: str | None) -> list[Any]:
+    """The notebook's live display, when asked for or (None) in a notebook, not verbose."""
+    if progress is False or (progress is None and (verbose or not in_notebook())):
+        return []
+    return [NotebookProgress(keep_dir=out is not None)]
 
 
 def _fit_sweep(spec: Spec, dataset: Any, out: str | None, callbacks, verbose: bool) -> Model:

@@ -120,6 +120,7 @@ class _MLP(BaseEstimator):
                 data=rows,
                 validation=rows if self.validation is None else None,
                 verbose=self.verbose,
+                progress=False,  # a grid search's many fits: no display each
             )
         except JaxpipeError as e:  # scikit-learn's contract: bad input is a ValueError
             raise ValueError(str(e)) from e

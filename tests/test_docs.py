@@ -221,7 +221,8 @@ def test_python_examples_compile_and_use_public_names():
             code = "\n".join(line[4:] for line in code.splitlines() if line.startswith(">>> "))
         compile(code, page, "exec")
         for name in re.findall(r"\bjaxpipe\.([A-Za-z_]\w*)", code):
-            assert name in jaxpipe.__all__ or name == "testing", f"{page}: jaxpipe.{name}"
+            # the public names, and the two public modules (jaxpipe.testing, jaxpipe.sklearn)
+            assert name in jaxpipe.__all__ or name in ("testing", "sklearn"), f"{page}: {name}"
         for names in re.findall(r"from jaxpipe\.testing import ([\w, ]+)", code):
             for name in names.replace(" ", "").split(","):
                 assert name in jaxpipe.testing.__all__, f"{page}: jaxpipe.testing.{name}"

@@ -178,5 +178,5 @@ def test_a_rows_prediction_does_not_depend_on_the_rows_beside_it(task, hidden, l
     whole = forward(network, params, prep, x)
     order = rng.permutation(len(x))[:300]
     np.testing.assert_array_equal(forward(network, params, prep, x[order]), whole[order])
-    for part in (slice(7, 8), slice(3, 70), slice(100, 5000)):
+    for part in (slice(7, 8), slice(3, 70), slice(100, 420)):
         np.testing.assert_array_equal(forward(network, params, prep, x[part]), whole[part])
