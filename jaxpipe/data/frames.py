@@ -125,6 +125,7 @@ def positional_columns(data: Any, names: tuple[str, ...], what: str) -> tuple[Co
         return to_columns(data, what=what)
     x = np.asarray(x)
     x = x[:, None] if x.ndim == 1 else x
+    _refuse_complex(x, "X", what)
     if x.ndim != 2 or x.shape[1] != len(names):
         raise DataError(
             f"{what}: an array's columns are the model's input columns in order "
