@@ -176,3 +176,26 @@ def test_unknown_card_lists_the_catalog():
     done = _cli("plan", "experiments/seed.toml", "--gpu", "T5")
     assert done.returncode == 2 and done.stderr.count("\n") == 1
     assert "unknown device 'T5'" in done.stderr and "A100-40GB" in done.stderr
+
+
+def test_issue24_a_layout_that_does_not_exist_says_why(write_spec):
+    # Tensor over 3 of [130, 130]: printed "DOES NOT FIT ... needs 0.16 GiB" beside "fits
+    # one device", with no reason.
+    text = SPEC.replace("hidden = [512, 512]", "hidden = [130, 130]")
+    text += '[hardware]\nstrategy = "tensor"\n'
+    plan = jaxpipe.plan(jaxpipe.load_spec(write_spec(text)), gpu="T4", devices=3)
+    assert not plan.fits and "must divide" in plan.no_layout and "130" in plan.no_layout
+    first = jaxpipe.format_plan(plan).splitlines()[0]
+    assert first.startswith("DOES NOT FIT tensor") and "no such layout" in first
+    assert "fits one device" not in plan.recommendation
+    assert "not a layout" in plan.recommendation and "2, 5, 10, 13" in plan.recommendation
+
+
+@pytest.mark.parametrize(
+    "count, needle",
+    [("1e12", "write 1000000000000"), ("0", "≥ 1"), ("2.5", "whole number"), ("x", "whole")],
+)
+def test_issue24_device_counts_are_checked_in_one_clear_line(capsys, count, needle):
+    assert main(["plan", "experiments/seed.toml", "--devices", count]) == 2
+    err = capsys.readouterr().err
+    assert needle in err and len(err.strip().splitlines()) == 1

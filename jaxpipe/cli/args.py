@@ -322,10 +322,24 @@ def _add_check(sub: Any, common: argparse.ArgumentParser) -> None:
 
 
 def _count(text: str) -> int:
+    """A device count: a whole number ≥ 1. "1e12" is refused with its integer spelled out,
+    so the fix is one copy away."""
     try:
-        n = int(text)
+        return _positive(int(text.strip().replace("_", "")), text)
     except ValueError:
-        n = 0
+        pass
+    try:
+        value = float(text)
+    except ValueError:
+        value = None
+    if value is not None and value.is_integer() and value >= 1:
+        raise argparse.ArgumentTypeError(
+            f"expected a whole number of devices, found {text!r}; write {int(value)}"
+        )
+    raise argparse.ArgumentTypeError(f"expected a whole number of devices ≥ 1, found {text!r}")
+
+
+def _positive(n: int, text: str) -> int:
     if n < 1:
         raise argparse.ArgumentTypeError(f"expected a device count ≥ 1, found {text!r}")
     return n

@@ -13,7 +13,7 @@ from jaxpipe.planner.values import Option, Roofline, format_bytes
 from jaxpipe.spec.experiment import Spec
 from jaxpipe.spec.strategy import AUTO_SEARCH, Strategy
 
-__all__ = ["rank_options", "roofline", "bf16_note", "recommendation"]
+__all__ = ["rank_options", "roofline", "bf16_note", "recommendation", "no_layout_advice"]
 
 
 def roofline(e: Estimate, kind: hardware.DeviceKind | None, precision: str, steps: int):
@@ -97,5 +97,15 @@ def recommendation(plan_fits: bool, chosen: Estimate, usable: int, device: str, 
     best = next((o for o in options if o.fits), None)
     if best is None:
         return f"{head}; nothing in the catalog fits (a smaller batch or model would)"
+    what = "one" if best.devices == 1 else f"{best.devices} ×"
+    return f"{head}; would fit: {best.strategy} over {what} {best.device}"
+
+
+def no_layout_advice(strategy: Strategy, n: int, device: str, why: str, options) -> str:
+    """The recommendation when the asked strategy has no layout over `n` devices."""
+    head = f"{strategy} over {n} × {device} is not a layout of this model: {why}"
+    best = next((o for o in options if o.fits), None)
+    if best is None:
+        return f"{head}; nothing in the catalog fits"
     what = "one" if best.devices == 1 else f"{best.devices} ×"
     return f"{head}; would fit: {best.strategy} over {what} {best.device}"

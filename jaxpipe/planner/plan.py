@@ -24,7 +24,13 @@ from jaxpipe.core.step import steps_per_epoch
 from jaxpipe.data.shapes import Shapes
 from jaxpipe.planner import hardware
 from jaxpipe.planner.memory import Estimate
-from jaxpipe.planner.options import bf16_note, rank_options, recommendation, roofline
+from jaxpipe.planner.options import (
+    bf16_note,
+    no_layout_advice,
+    rank_options,
+    recommendation,
+    roofline,
+)
 from jaxpipe.planner.search import GPU_RUNTIME_BYTES, MAX_DEVICES, UNVERIFIED, Search
 from jaxpipe.planner.values import Candidate, Plan
 from jaxpipe.spec.experiment import Spec
@@ -147,6 +153,10 @@ def make_plan(
     precision = spec.training.precision
     options = rank_options(search, mem.kind, mem.device, catalog, precision, steps)
     candidates = _candidates(search, (n, asked), min_devices, mem.usable)
+    no_layout = search.why_not(strategy, n)
+    advice = recommendation(chosen.total <= mem.usable, chosen, mem.usable, mem.device, options)
+    if no_layout:
+        advice = no_layout_advice(strategy, n, mem.device, no_layout, options)
     return Plan(
         strategy=strategy,
         devices=chosen.devices if search.at(strategy, n) is not None else n,
@@ -164,9 +174,7 @@ def make_plan(
         fits=fits,
         min_devices=min_devices,
         candidates=candidates,
-        recommendation=recommendation(
-            chosen.total <= mem.usable, chosen, mem.usable, mem.device, options
-        ),
+        recommendation=advice,
         roofline=roofline(chosen, mem.kind, precision, steps),
         shapes=shapes,
         batch_size=spec.training.batch_size,
@@ -178,6 +186,7 @@ def make_plan(
         options=options,
         bf16_note=bf16_note(spec, shapes, mem.usable, chosen),
         fit=search.fit.to_json() | {"unverified": list(UNVERIFIED), "runtime_bytes": runtime},
+        no_layout=no_layout,
     )
 
 

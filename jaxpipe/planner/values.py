@@ -119,6 +119,9 @@ class Plan:
     # How far the closed form is vouched for: `xlafit.Fit` as JSON (scale, xla_bytes,
     # closed_form_bytes, note) and the strategies whose figures are not held to XLA.
     fit: dict[str, Any] | None = None
+    # Why the asked strategy has no layout over the asked devices (search.why_not): then
+    # the plan's figures are the one-device estimate's and the verdict is DOES NOT FIT.
+    no_layout: str | None = None
 
     @property
     def headroom_bytes(self) -> int:
@@ -163,6 +166,7 @@ class Plan:
             "bf16_note": self.bf16_note,
             "source": self.source,
             "fit": self.fit,
+            "no_layout": self.no_layout,
         }
         if self.xla is not None:
             out["xla"] = dict(self.xla)
@@ -176,7 +180,11 @@ class Plan:
 
 
 def format_bytes(n: float) -> str:
-    """Bytes for people: GiB from a tenth of a GiB up, MiB from a tenth of a MiB, else KiB."""
+    """Bytes for people: PiB and TiB from a whole one up, GiB from a tenth of a GiB, MiB
+    from a tenth of a MiB, else KiB."""
+    for unit, size in (("PiB", 2**50), ("TiB", 2**40)):
+        if abs(n) >= size:
+            return f"{n / size:.2f} {unit}"
     if abs(n) >= 0.1 * GiB:
         return f"{n / GiB:.2f} GiB"
     return f"{n / 2**20:.1f} MiB" if abs(n) >= 0.1 * 2**20 else f"{n / 2**10:.1f} KiB"

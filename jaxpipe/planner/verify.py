@@ -26,7 +26,7 @@ from jaxpipe.data.shapes import Shapes
 from jaxpipe.errors import JaxpipeError
 from jaxpipe.planner.state import Abstract, abstract_state
 from jaxpipe.planner.values import format_bytes
-from jaxpipe.planner.xlafit import MAX_LAYERS
+from jaxpipe.planner.xlafit import MAX_LAYERS, MAX_ROWS
 from jaxpipe.spec.experiment import Spec, dump_spec, parse_spec
 from jaxpipe.spec.strategy import Strategy
 
@@ -282,6 +282,11 @@ def verify_plan(spec: Spec, plan: Any) -> Any:
     keep the estimate and say so (`source = "estimate"`)."""
     import dataclasses
 
+    if plan.shapes.train_rows > MAX_ROWS:
+        raise JaxpipeError(
+            f"--verify cannot compile {plan.shapes.train_rows:,} training rows: the epoch "
+            f"program indexes rows with int32 (at most {MAX_ROWS:,}); plan without --verify"
+        )
     layouts = [(plan.strategy, dict(plan.mesh)), ("single", {"data": 1})]
     layouts += [(o.strategy, dict(o.mesh)) for o in plan.options]
     distinct = list({(s, tuple(sorted(m.items()))): (s, m) for s, m in layouts}.values())
@@ -341,8 +346,8 @@ def settle(
     its estimate, which the plan marks as such."""
     import dataclasses
 
-    if len(spec.model.hidden) > MAX_LAYERS:  # as the one-device fit: too slow to compile
-        return plan
+    if len(spec.model.hidden) > MAX_LAYERS or plan.shapes.train_rows > MAX_ROWS:
+        return plan  # as the one-device fit: too slow to compile, or not compilable
     layouts = [(o.strategy, dict(o.mesh)) for o in plan.options if o.strategy in strategies]
     if plan.strategy in strategies:
         layouts.append((plan.strategy, dict(plan.mesh)))

@@ -38,9 +38,12 @@ from jaxpipe.planner.memory import estimate
 from jaxpipe.planner.state import Abstract
 from jaxpipe.spec.experiment import Spec
 
-__all__ = ["Fit", "fit", "single_program_bytes", "carried_scale", "MAX_LAYERS"]
+__all__ = ["Fit", "fit", "single_program_bytes", "carried_scale", "MAX_LAYERS", "MAX_ROWS"]
 
 MAX_LAYERS = 32
+# The epoch program indexes its rows with int32 (core/step.epoch_batches): past this many
+# training rows it cannot be compiled, so the closed form stands alone.
+MAX_ROWS = 2**31 - 1
 _FITS: dict[tuple, Fit] = {}
 
 
@@ -102,6 +105,12 @@ def fit(spec: Spec, shapes: Shapes, abstract: Abstract, batch: int) -> Fit:
 
     if depth > MAX_LAYERS:
         note = f"closed form only ({depth} hidden layers: not compiled, unverified)"
+        return Fit(1.0, None, total(1.0), note)
+    if shapes.train_rows > MAX_ROWS:
+        note = (
+            f"closed form only ({shapes.train_rows:,} training rows: past the epoch "
+            "program's int32 row index, not compiled, unverified)"
+        )
         return Fit(1.0, None, total(1.0), note)
     key = (repr(spec.model), repr(spec.optimizer), spec.training.precision, shapes, batch)
     if key not in _FITS:

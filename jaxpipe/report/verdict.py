@@ -51,6 +51,9 @@ def _head(plan: Plan) -> list[str]:
         f"{verdict} {where}: needs {format_bytes(need)} ({source}) per device, "
         f"{format_bytes(plan.usable_bytes_per_device)} usable{host}"
     ]
+    if plan.no_layout:  # the asked layout does not exist: say why, not a byte count
+        where = _layout(plan.strategy, plan.devices, plan.device)
+        lines = _wrap(f"DOES NOT FIT {where}: no such layout; {plan.no_layout}", "  ")
     if plan.sweep:  # a [sweep] spec: its trials share the devices, in chunks that fit
         w, need = plan.sweep, format_bytes(plan.sweep["per_device_bytes"])
         lines.append(
@@ -208,6 +211,19 @@ def _runtime(x: dict) -> str:
     return " + runtime" if x.get("runtime_bytes") else ""
 
 
+def _nothing_fits(plan: Plan) -> str:
+    """What to change when nothing fits, by the largest term of the need."""
+    single = plan.single
+    terms = single.breakdown if single is not None else plan.breakdown
+    if terms and max(terms, key=terms.get) == "data":
+        return (
+            f"Nothing in the catalog fits: the data alone needs {format_bytes(terms['data'])} "
+            "per device; stream it (data.chunk_rows, or a Parquet file read from disk) or "
+            "train on fewer rows."
+        )
+    return "Nothing in the catalog fits: lower training.batch_size or the model's widths."
+
+
 def format_plan(plan: Plan) -> str:
     """The plan as the terminal shows it: the verdict line first."""
     lines = _head(plan)
@@ -217,10 +233,7 @@ def format_plan(plan: Plan) -> str:
         for i, o in enumerate(fitting, 1):
             lines += _option_lines(i, o)
     else:
-        lines += [
-            "",
-            "Nothing in the catalog fits: lower training.batch_size or the model's widths.",
-        ]
+        lines += ["", *_wrap(_nothing_fits(plan), "  ")]
     lines += _detail(plan) + _verified(plan)
     lines += ["", *_wrap(f"Recommendation: {plan.recommendation}", "  ")]
     return "\n".join(lines)
