@@ -1,5 +1,6 @@
 """The plan's values: `Plan`, its table rows (`Candidate`), the ranked ways to run that
-fit (`Option`) and the roofline time; `format_bytes` for people."""
+fit (`Option`, with their time and cost) and the roofline bound; `format_bytes` for
+people."""
 
 from __future__ import annotations
 
@@ -51,9 +52,11 @@ class Roofline:
 
 @dataclass(frozen=True)
 class Option:
-    """One way to run that fits: `devices` × `device` under `strategy`, with the bytes
-    each device needs and has, and a whole-job epoch time (None where the catalog has no
-    rates, e.g. a CPU) under the stated assumptions."""
+    """One way to run that fits: `devices` × `device` (over `nodes` nodes) under
+    `strategy`, with the bytes each device needs and has; the time model's epoch and
+    whole-run seconds (planner/timing.py; None where no profile has rates, e.g. an
+    uncalibrated CPU), from a "measured" or "data sheet" profile (`time_source`); and
+    the price of all its devices an hour and of the whole run (None where unknown)."""
 
     strategy: Strategy
     devices: int
@@ -65,15 +68,21 @@ class Option:
     epoch_seconds: float | None
     assumptions: str
     source: str = "estimate"
+    nodes: int = 1
+    step_seconds: float | None = None
+    run_seconds: float | None = None
+    compile_seconds: float | None = None
+    time_source: str | None = None
+    time_parts: dict[str, float] | None = None  # per epoch: floor, matmul, memory, ...
+    price_per_hour: float | None = None  # all `devices`, USD
+    cost: float | None = None  # the whole run, USD
+    spot_cost: float | None = None
+    owned: bool = False  # the user's own cards (`--have`, [hardware] owned)
+    price_source: str | None = None
 
     @property
     def headroom_bytes(self) -> int:
         return self.usable_bytes_per_device - self.per_device_bytes
-
-    @property
-    def single(self) -> Candidate | None:
-        """The one-device candidate (None when the plan has none)."""
-        return next((c for c in self.candidates if c.strategy is Strategy.SINGLE), None)
 
     def to_json(self) -> dict[str, Any]:
         return dataclasses.asdict(self) | {"headroom_bytes": self.headroom_bytes}
@@ -122,6 +131,14 @@ class Plan:
     # Why the asked strategy has no layout over the asked devices (search.why_not): then
     # the plan's figures are the one-device estimate's and the verdict is DOES NOT FIT.
     no_layout: str | None = None
+    # The answer in time and money (options.py): how the options are ranked, the
+    # cheapest and fastest that fit (copies of options), and what --budget / --deadline
+    # left out.
+    rank: str = "devices"
+    cheapest: Option | None = None
+    fastest: Option | None = None
+    filtered: dict[str, Any] | None = None
+    market: Any = None  # options.Market: how `verify` ranks the options again
 
     @property
     def headroom_bytes(self) -> int:
@@ -167,6 +184,10 @@ class Plan:
             "source": self.source,
             "fit": self.fit,
             "no_layout": self.no_layout,
+            "rank": self.rank,
+            "cheapest": self.cheapest.to_json() if self.cheapest else None,
+            "fastest": self.fastest.to_json() if self.fastest else None,
+            "filtered": self.filtered,
         }
         if self.xla is not None:
             out["xla"] = dict(self.xla)
