@@ -216,11 +216,18 @@ def _option(spec: Spec, shapes: Shapes, e: Estimate, card: Card, market: Market)
         time_source=t.source if t else None,
         time_parts=dict(t.parts) if t else None,
         price_per_hour=hourly,
-        cost=hourly * hours if hourly is not None and hours is not None else None,
+        cost=_cost(hourly, hours),
         spot_cost=spot * e.devices * hours if spot is not None and hours is not None else None,
         owned=owned,
         price_source=source,
     )
+
+
+def _cost(hourly: float | None, hours: float | None) -> float | None:
+    """USD of a run: hourly × hours; 0 for cards that cost nothing, however long."""
+    if hourly == 0:
+        return 0.0
+    return hourly * hours if hourly is not None and hours is not None else None
 
 
 def _assumptions(t, card: Card) -> str:

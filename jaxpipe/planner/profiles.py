@@ -327,11 +327,12 @@ def use_clock(name: str) -> None:
 
 def measure_profile(
     quick: bool = False,
-    configs: Sequence[Config] = CALIBRATION_CONFIGS,
+    configs: Sequence[Config] | None = None,
     log: Callable[[str], None] = lambda _: None,
 ) -> Profile:
-    """The local default device's profile (module docstring). `quick`: one repetition
-    of each timing and half the calibration configurations (for tests)."""
+    """The local default device's profile (module docstring), its fit over `configs`
+    (default CALIBRATION_CONFIGS). `quick`: one repetition of each timing and half the
+    configurations (rough; for tests)."""
     device = jax.devices()[0]
     platform, reps = device.platform, (1 if quick else 3)
     t0 = time.perf_counter()
@@ -358,7 +359,7 @@ def measure_profile(
         compile_s=_compile_seconds() if platform == "cpu" else GPU_COMPILE_S,
         platform=platform,
     )
-    chosen = list(configs)[:: 2 if quick else 1]
+    chosen = list(CALIBRATION_CONFIGS if configs is None else configs)[:: 2 if quick else 1]
     scale = fit_scale(base, [(cfg, time_epoch(cfg, reps)) for cfg in chosen])
     log(
         f"fit over {len(chosen)} epochs: kernels × {scale[0]:.2f}, matmul × {scale[1]:.2f}, "

@@ -293,10 +293,16 @@ def format_plan(plan: Plan) -> str:
     if fitting:
         how = {"cost": "by cost a run", "time": "by time a run", "devices": "by devices"}
         lines += ["", f"Options that fit, ranked {how.get(plan.rank, plan.rank)} (per device):"]
-        for i, o in enumerate(fitting[:SHOWN], 1):
+        # The first SHOWN, and every layout of the asked device or of cards owned.
+        shown = [
+            (i, o)
+            for i, o in enumerate(fitting, 1)
+            if i <= SHOWN or o.device == plan.device or o.owned
+        ]
+        for i, o in shown:
             lines += _option_lines(i, o)
-        if len(fitting) > SHOWN:
-            lines.append(f"  … and {len(fitting) - SHOWN} more (--json lists them all)")
+        if len(fitting) > len(shown):
+            lines.append(f"  … and {len(fitting) - len(shown)} more (--json lists them all)")
         lines += _filtered(plan)
     else:
         lines += ["", *_wrap(_nothing_fits(plan), "  ")]
