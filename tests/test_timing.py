@@ -103,7 +103,7 @@ def test_catalog_profiles_measured_and_data_sheet():
     h100 = profiles.catalog_profile(cat["H100"])
     assert h100.source == "measured" and "epochs_h100" in h100.note
     assert h100.op_s == pytest.approx(0.688e-6) and h100.rate("float32") == 52.4e12
-    for name, kind in cat.items():
+    for kind in cat.values():
         p = profiles.catalog_profile(kind)
         assert p.rate("bfloat16") >= p.rate("float32") > 0 and p.bandwidth > 0
         assert kind.price_per_hour is None or kind.price_source
