@@ -30,6 +30,7 @@ import jax.numpy as jnp  # noqa: E402
 import optax  # noqa: E402
 
 import jaxpipe  # noqa: E402
+from jaxpipe.core.aot import compiler_options  # noqa: E402
 from jaxpipe.core.model import (  # noqa: E402
     compute_dtype,  # noqa: E402
     make_model,
@@ -37,7 +38,6 @@ from jaxpipe.core.model import (  # noqa: E402
 )
 from jaxpipe.core.optim import make_optimizer  # noqa: E402
 from jaxpipe.core.step import init_state, make_epoch, make_task_steps  # noqa: E402
-from jaxpipe.runner.programs import compiler_options  # noqa: E402
 
 
 def reference_epoch(hidden: list[int], lr: float, rows: int, batch: int):

@@ -36,6 +36,8 @@ _LAZY: dict[str, str] = {
     "distributed_config": "jaxpipe.api",
     "default_out_dir": "jaxpipe.api",
     "format_plan": "jaxpipe.api",
+    "launch_file": "jaxpipe.api",
+    "calibrate": "jaxpipe.api",
     "Plan": "jaxpipe.planner.values",
     "read_calibration": "jaxpipe.planner.calibration",
     "format_calibration": "jaxpipe.planner.calibration",

@@ -20,12 +20,16 @@ from jaxpipe.errors import DataError, JaxpipeError
 from jaxpipe.events import Observers, RunResult
 from jaxpipe.parallel.launch import launch
 from jaxpipe.parallel.sharding import distributed_config, initialize_distributed
-from jaxpipe.planner.hardware import LocalDevices, local_devices
+from jaxpipe.planner.hardware import LocalDevices, load_catalog, local_devices
+from jaxpipe.planner.options import make_market
 from jaxpipe.planner.plan import make_plan
+from jaxpipe.planner.profiles import measure_profile, save_profile
 from jaxpipe.planner.search import UNVERIFIED
+from jaxpipe.planner.timing import Profile
 from jaxpipe.planner.values import Plan
 from jaxpipe.planner.verify import settle, verify_plan
 from jaxpipe.report.compare import compare_runs, format_comparison, write_comparison_plot
+from jaxpipe.report.launch import launch_file as write_launch_file
 from jaxpipe.report.notebook import NotebookProgress, in_notebook
 from jaxpipe.report.observer import ConsoleReporter
 from jaxpipe.report.tracking import tracking_observers
@@ -57,6 +61,8 @@ __all__ = [
     "plan",
     "devices",
     "format_plan",
+    "launch_file",
+    "calibrate",
     "Plan",
     "launch",
     "initialize_distributed",
@@ -307,27 +313,48 @@ def plan(
     devices: int | None = None,
     verify: bool = False,
     fit: bool = True,
+    have: Iterable[str] = (),
+    prices: Iterable[str] | dict[str, float] = (),
+    rank: str = "auto",
+    budget: float | None = None,
+    deadline: float | None = None,
 ) -> Plan:
     """The memory plan of an experiment on `devices` × the catalog card `gpu` (e.g. "T4",
-    "A100-40GB"), or on the local devices when `gpu` is None. Allocates nothing. With
-    `verify`, also compiles the epoch program for abstract inputs and records XLA's
-    memory and cost analysis in `plan.xla`. `fit` (default): the estimate fitted to XLA's
-    compile of the one-device epoch (~1-3 s; see `plan.fit`); False: the closed form alone.
+    "A100-40GB"), or on the local devices when `gpu` is None, with what would fit ranked
+    by its time and cost. Allocates nothing. With `verify`, also compiles the epoch
+    program for abstract inputs and records XLA's memory and cost analysis in
+    `plan.xla`. `fit` (default): the estimate fitted to XLA's compile of the one-device
+    epoch (~1-3 s, kept on disk after; see `plan.fit`); False: the closed form alone.
+
+    `have`: cards owned, "T4x2" or "T4x2@0.10" (USD an hour each), beside `[hardware]
+    owned`; `prices`: "KIND=USD" (or {KIND: USD}) over the catalog's hourly prices;
+    `rank`: "auto" (cost when prices are known), "cost", "time" or "devices"; `budget`
+    (USD a run) and `deadline` (seconds a run) leave out the options past them.
     `data` (and `validation`): the rows `fit` would train on, in the same forms (a
     DataFrame, pyarrow Table, (X, y) arrays or a path); None: the spec's own [data]."""
     spec = _as_spec(spec)
     with catch_signals() as signals:  # fit and verify compile: the signal contract holds
         check_before_data(spec)
         spec, dataset = _in_memory(spec, data, validation, "plan")
-        result = _plan(spec, dataset, gpu, devices, verify, fit)
+        catalog = load_catalog(spec.hardware, spec.base_dir)
+        held = prices if isinstance(prices, dict) else tuple(prices)
+        market = make_market(spec.hardware, catalog, tuple(have), held, rank, budget, deadline)
+        result = _plan(spec, dataset, gpu, devices, verify, fit, market)
         signals.stop("while planning")
     return result
 
 
 def _plan(
-    spec: Spec, dataset: Any, gpu: str | None, devices: int | None, verify: bool, fit: bool
+    spec: Spec,
+    dataset: Any,
+    gpu: str | None,
+    devices: int | None,
+    verify: bool,
+    fit: bool,
+    market: Any,
 ) -> Plan:
-    result = make_plan(spec, data_shapes(spec, dataset), gpu=gpu, devices=devices, fit=fit)
+    shapes = data_shapes(spec, dataset)
+    result = make_plan(spec, shapes, gpu=gpu, devices=devices, fit=fit, market=market)
     path = spec.resolve_path(spec.data.path) if spec.data.path else None
     host = host_record(path, spec.data.source, spec.data.host_memory)
     result = dataclasses.replace(result, host=host)
@@ -338,6 +365,34 @@ def _plan(
     # FSDP's closed form is not held to XLA (search.UNVERIFIED): its quoted layouts are
     # compiled, bounded in time (never for a run's plan, which passes fit=False).
     return settle(spec, result, UNVERIFIED) if fit else result
+
+
+def launch_file(
+    spec: Spec,
+    plan: Plan,
+    kind: str,
+    spec_path: str,
+    index: int = 1,
+    run_args: Iterable[str] = (),
+) -> str:
+    """A launch file for the plan's `index`-th ranked option that fits: "skypilot" (a
+    SkyPilot task YAML) or "slurm" (an sbatch script with srun), running `jaxpipe run
+    spec_path` with that option's layout and `run_args` (e.g. the plan's `--set`s)."""
+    catalog = load_catalog(spec.hardware, spec.base_dir)
+    names = {n: k.skypilot for n, k in catalog.items() if k.skypilot}
+    return write_launch_file(spec, plan, kind, spec_path, index, tuple(run_args), names)
+
+
+def calibrate(
+    out: str | None = None, *, quick: bool = False, log: Any = None
+) -> tuple[Profile, str]:
+    """Measures the local default device's time profile (step floor over its kernels,
+    matmul rates, memory bandwidth, collectives per mesh size, compile; fitted to a few
+    real epochs) and keeps it for `plan`: in `out`, or under the device kind in the
+    profile folder (JAXPIPE_PROFILE_DIR, default ~/.cache/jaxpipe/profiles). Returns the
+    profile and where it went. `log(line)` hears each measurement."""
+    profile = measure_profile(quick=quick, log=log or (lambda _: None))
+    return profile, save_profile(profile, out)
 
 
 def devices(spec: Spec | None = None) -> LocalDevices:

@@ -9,6 +9,8 @@ jaxpipe's own knobs:
   persistent compilation cache and jaxpipe's stored executables off.
 - JAXPIPE_CACHE_DIR: the compilation cache's folder (default
   `$XDG_CACHE_HOME/jaxpipe/xla`, XDG_CACHE_HOME defaulting to `~/.cache`).
+- JAXPIPE_PROFILE_DIR: where `jaxpipe calibrate` keeps device profiles and `plan` reads
+  them (default `$XDG_CACHE_HOME/jaxpipe/profiles`).
 - JAXPIPE_CPU_THREADING: "single" or "multi" forces Eigen's threading for the training
   programs on CPU (benchmarking); unset, jaxpipe chooses by the step's size.
 - JAXPIPE_PLAIN: set to anything but "", "0", "false" or "no": plain console lines, no
@@ -58,6 +60,7 @@ __all__ = [
     "num_processes",
     "plain_console",
     "process_id",
+    "profile_dir",
     "set_plain_console",
     "verbose_collectives",
     "xla_flags",
@@ -74,6 +77,15 @@ def compilation_cache_dir() -> str | None:
         return None
     return os.environ.get("JAXPIPE_CACHE_DIR") or os.path.join(
         os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "jaxpipe", "xla"
+    )
+
+
+def profile_dir() -> str:
+    """JAXPIPE_PROFILE_DIR (default `$XDG_CACHE_HOME/jaxpipe/profiles`, XDG_CACHE_HOME
+    defaulting to `~/.cache`): the folder of the device profiles `jaxpipe calibrate`
+    writes and `jaxpipe plan` reads."""
+    return os.environ.get("JAXPIPE_PROFILE_DIR") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "jaxpipe", "profiles"
     )
 
 

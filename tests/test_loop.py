@@ -7,8 +7,8 @@ import sys
 
 from conftest import ROOT, SMALL_SPEC
 
+from jaxpipe.core.aot import compiler_options
 from jaxpipe.runner.plan import chunk_steps as _chunk_steps
-from jaxpipe.runner.programs import compiler_options
 
 
 def test_small_cpu_steps_compile_single_threaded(monkeypatch):

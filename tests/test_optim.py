@@ -105,3 +105,15 @@ def test_defect_02_schedule_step_counts_longer_than_the_dry_run():
     with pytest.raises(SpecError) as e:
         check_optimizer(cfg, total_steps=100)  # but a 100-step run cannot warm up for 5000
     assert e.value.key == "optimizer.schedule" and "100 steps" in str(e.value)
+
+
+@pytest.mark.parametrize("name", ["nadam", "nadamw"])
+def test_issue24_optax_partials_are_optimizers(name):
+    # optax defines nadam and nadamw as functools.partial(adam(w), nesterov=True); README
+    # promises any optax optimizer, so they build and step like optax's own.
+    cfg = _opt(f'[optimizer]\nname = "{name}"\nlearning_rate = 0.1\n')
+    check_optimizer(cfg)
+    grads = {"w": jnp.array([1.0, -2.0])}
+    np.testing.assert_allclose(
+        _step(make_optimizer(cfg), grads), _step(getattr(optax, name)(0.1), grads)
+    )

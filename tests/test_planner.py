@@ -232,3 +232,36 @@ def test_regression_layer_norm_and_dropout_are_planned_and_checked_against_xla()
     )
     error = est.total / xla["total_with_validation"] - 1
     assert -0.15 <= error <= 0.15, (error, est.breakdown, xla)
+
+
+def test_issue24_sm3_plans_and_its_state_follows_by_key_path():
+    # SM3 keeps a list of per-axis vectors where each parameter is: optax's own
+    # tree_map_params cannot map it, and `plan` crashed. Its parameter-shaped `nu`
+    # follows the parameters; the vectors are counted whole.
+    spec = _spec([64, 64], opt="sm3")
+    est, _, abstract = _single(spec)
+    state_bytes = sum(a.size * a.dtype.itemsize for a in jax.tree.leaves(abstract.opt_state))
+    assert est.breakdown["optimizer"] == state_bytes
+    fsdp = jaxpipe.plan(spec, devices=4, fit=False)
+    assert fsdp.fits
+    specs = partition.optimizer_partition_specs(
+        abstract.tx,
+        abstract.opt_state,
+        partition.partition_specs(abstract.params, "fsdp", {"data": 4}),
+        {"data": 4},
+    )
+    nu = specs[0].nu["hidden_1"]["kernel"]
+    assert (
+        nu == partition.partition_specs(abstract.params, "fsdp", {"data": 4})["hidden_1"]["kernel"]
+    )
+    assert all(s == P() for s in specs[0].mu["hidden_1"]["kernel"])
+
+
+def test_issue24_rows_past_int32_plan_without_compiling():
+    # 10**14 rows: an internal OverflowError (the fit compiled an int32-indexed epoch).
+    plan = jaxpipe.plan(_spec([64], rows=10**14), gpu="T4")
+    assert not plan.fits and "int32 row index" in plan.fit["note"]
+    text = jaxpipe.format_plan(plan)
+    assert "PiB" in text.splitlines()[0] and "the data alone needs" in text
+    with pytest.raises(jaxpipe.JaxpipeError, match="int32"):
+        jaxpipe.plan(_spec([64], rows=10**14), gpu="T4", verify=True)

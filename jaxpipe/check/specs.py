@@ -153,7 +153,7 @@ def _static_checks(
     steps.append(StepResult("data", "pass", notes[0]))
     try:
         # The closed form alone: one compile per spec would slow a repository-wide check.
-        plan = make_plan(spec, data_shapes(spec), gpu=gpu, devices=devices, fit=False)
+        plan = make_plan(spec, data_shapes(spec), gpu=gpu, devices=devices, fit=False, cards=False)
     except JaxpipeError as e:
         return [*steps, StepResult("plan", "fail", str(e))], None, False
     where = f"{plan.devices} × {plan.device}"

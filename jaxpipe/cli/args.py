@@ -264,7 +264,56 @@ def _add_plan(sub: Any, common: argparse.ArgumentParser) -> None:
         help="exit 2 when the run does not fit the device(s) asked about (for CI)",
     )
     pl.add_argument("--json", action="store_true", help="print one JSON object")
+    _money(pl)
     _overrides(pl)
+
+
+def _money(pl: argparse.ArgumentParser) -> None:
+    """`plan`'s time-and-money options: cards owned, prices, ranking, filters, launch files."""
+    money = pl.add_argument_group("time and money")
+    money.add_argument(
+        "--have",
+        action="append",
+        default=[],
+        metavar="KINDxN[@USD]",
+        help="cards you own, e.g. T4x2 (cost 0) or A10x1@0.25 (USD an hour each); "
+        "repeatable; adds to [hardware] owned",
+    )
+    money.add_argument(
+        "--price",
+        action="append",
+        default=[],
+        metavar="KIND=USD",
+        help="hourly price of one card over the catalog's, e.g. A100-40GB=1.10; repeatable",
+    )
+    money.add_argument(
+        "--rank",
+        choices=("auto", "cost", "time", "devices"),
+        default="auto",
+        help="how options are ranked: cost a run (auto's choice when prices are known), "
+        "time a run, or fewest devices",
+    )
+    money.add_argument(
+        "--budget", type=_usd, metavar="USD", help="leave out options whose run costs more"
+    )
+    money.add_argument(
+        "--deadline",
+        type=_duration,
+        metavar="TIME",
+        help="leave out options whose run takes longer, e.g. 90s, 30min, 2h",
+    )
+    money.add_argument(
+        "--emit",
+        choices=("skypilot", "slurm"),
+        help="print a launch file for the top-ranked option (or --option N) instead of the "
+        "plan: a SkyPilot task YAML or an sbatch script with srun",
+    )
+    money.add_argument(
+        "--option",
+        type=_count,
+        metavar="N",
+        help="with --emit: the N-th ranked option that fits (default 1)",
+    )
 
 
 def _add_devices(sub: Any, common: argparse.ArgumentParser) -> None:
@@ -341,10 +390,47 @@ def _add_check(sub: Any, common: argparse.ArgumentParser) -> None:
 
 
 def _count(text: str) -> int:
+    """A device count: a whole number ≥ 1. "1e12" is refused with its integer spelled out,
+    so the fix is one copy away."""
     try:
-        n = int(text)
+        return _positive(int(text.strip().replace("_", "")), text)
     except ValueError:
-        n = 0
+        pass
+    try:
+        value = float(text)
+    except ValueError:
+        value = None
+    if value is not None and value.is_integer() and value >= 1:
+        raise argparse.ArgumentTypeError(
+            f"expected a whole number of devices, found {text!r}; write {int(value)}"
+        )
+    raise argparse.ArgumentTypeError(f"expected a whole number of devices ≥ 1, found {text!r}")
+
+
+def _usd(text: str) -> float:
+    try:
+        value = float(text.strip().lstrip("$"))
+    except ValueError:
+        value = -1.0
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"expected an amount in USD > 0, found {text!r}")
+    return value
+
+
+_UNITS = {"s": 1, "sec": 1, "min": 60, "m": 60, "h": 3600, "hour": 3600, "d": 86400}
+
+
+def _duration(text: str) -> float:
+    """Seconds from "90", "90s", "30min", "1.5h" or "2d"."""
+    m = re.match(r"^\s*(\d+(?:\.\d*)?|\.\d+)\s*([a-z]*)\s*$", text.lower())
+    if not m or m.group(2) not in ("", *_UNITS) or not float(m.group(1)) > 0:
+        raise argparse.ArgumentTypeError(
+            f"expected a duration such as 90s, 30min or 2h, found {text!r}"
+        )
+    return float(m.group(1)) * _UNITS.get(m.group(2), 1)
+
+
+def _positive(n: int, text: str) -> int:
     if n < 1:
         raise argparse.ArgumentTypeError(f"expected a device count ≥ 1, found {text!r}")
     return n
@@ -362,6 +448,24 @@ def _add_calibration(sub: Any, common: argparse.ArgumentParser) -> None:
     c.add_argument("--json", action="store_true", help="print one JSON object")
 
 
+def _add_calibrate(sub: Any, common: argparse.ArgumentParser) -> None:
+    c = _sub(
+        sub,
+        "calibrate",
+        "measure this machine's device for the planner's time model (under a minute)",
+        "jaxpipe calibrate && jaxpipe plan experiments/seed.toml",
+        common,
+    )
+    c.add_argument(
+        "--out",
+        metavar="PATH",
+        help="where to write the profile (default: the profile folder, JAXPIPE_PROFILE_DIR "
+        "or ~/.cache/jaxpipe/profiles, under the device kind; `plan` reads it there)",
+    )
+    c.add_argument("--quick", action="store_true", help="one repetition of each timing (rough)")
+    c.add_argument("--json", action="store_true", help="print the profile as JSON")
+
+
 SUBCOMMANDS = (
     _add_run,
     _add_launch,
@@ -373,6 +477,7 @@ SUBCOMMANDS = (
     _add_compare,
     _add_plan,
     _add_calibration,
+    _add_calibrate,
     _add_trace,
     _add_init,
     _add_devices,

@@ -169,7 +169,23 @@ def _cmd_plan(args: argparse.Namespace) -> int:
     import jaxpipe
 
     spec = jaxpipe.load_spec(args.spec, args.overrides)
-    plan = jaxpipe.plan(spec, gpu=args.gpu, devices=args.devices, verify=args.verify)
+    if args.option is not None and args.emit is None:
+        raise jaxpipe.JaxpipeError("--option picks the option --emit writes; give --emit too")
+    plan = jaxpipe.plan(
+        spec,
+        gpu=args.gpu,
+        devices=args.devices,
+        verify=args.verify,
+        have=args.have,
+        prices=args.price,
+        rank=args.rank,
+        budget=args.budget,
+        deadline=args.deadline,
+    )
+    if args.emit:
+        run_args = _set_args(args.overrides)
+        print(jaxpipe.launch_file(spec, plan, args.emit, args.spec, args.option or 1, run_args))
+        return 0
     if args.json:
         print(json.dumps(plan.to_json(), indent=2))
     elif args.quiet:
@@ -190,6 +206,20 @@ def _cmd_calibration(args: argparse.Namespace) -> int:
         print(json.dumps({"runs": runs}, indent=2))
     else:
         print(jaxpipe.format_calibration(rows))
+    return 0
+
+
+def _cmd_calibrate(args: argparse.Namespace) -> int:
+    import jaxpipe
+
+    say = (lambda line: None) if args.quiet or args.json else (lambda line: print(f"  {line}"))
+    profile, path = jaxpipe.calibrate(args.out, quick=args.quick, log=say)
+    if args.json:
+        print(json.dumps(profile.to_json() | {"path": path}, indent=2))
+    elif args.quiet:
+        print(path)
+    else:
+        print(f"wrote {path}: the {profile.kind} profile `jaxpipe plan` now uses")
     return 0
 
 
@@ -260,6 +290,7 @@ _COMMANDS = {
     "compare": _cmd_compare,
     "plan": _cmd_plan,
     "calibration": _cmd_calibration,
+    "calibrate": _cmd_calibrate,
     "devices": _cmd_devices,
     "launch": _cmd_launch,
     "trace": _cmd_trace,

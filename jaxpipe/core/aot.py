@@ -30,7 +30,40 @@ import jax
 from jaxpipe import settings
 from jaxpipe.files import atomic_write
 
-__all__ = ["aot_folder", "cached_compile", "cached_number", "source_digest"]
+__all__ = [
+    "aot_folder",
+    "cached_compile",
+    "cached_number",
+    "compiler_options",
+    "single_threaded",
+    "source_digest",
+    "store_number",
+    "stored_number",
+]
+
+# Below this many FLOPs per training step (6 × parameters × batch) an XLA:CPU program runs
+# faster with Eigen's matmuls on one thread: the seed workload's 128-wide matmuls finish
+# before the thread pool's hand-off pays for itself; at 447 MFLOP/step (512-wide, batch
+# 256) the pool wins (benchmarks/profile_epoch.py measures both).
+_CPU_SINGLE_THREAD_FLOPS = 2e8
+
+
+def compiler_options(platform: str, params: int, batch: int) -> dict[str, Any]:
+    """XLA options for the training programs: single-threaded Eigen for small steps on
+    CPU (see _CPU_SINGLE_THREAD_FLOPS); nothing elsewhere. JAXPIPE_CPU_THREADING=multi
+    or =single overrides the choice (for benchmarking)."""
+    return {"xla_cpu_multi_thread_eigen": False} if single_threaded(platform, params, batch) else {}
+
+
+def single_threaded(platform: str, params: int, batch: int) -> bool:
+    """Whether the training programs of `params` parameters at `batch` rows a step run
+    Eigen on one thread (`compiler_options`); the time model follows the same rule."""
+    if platform != "cpu":
+        return False
+    force = settings.cpu_threading()
+    small = 6 * params * batch < _CPU_SINGLE_THREAD_FLOPS
+    return force == "single" or (force != "multi" and small)
+
 
 _SUFFIX = ".jaxexe"
 _MEMO_SIZE = 16  # executables kept in memory, most recently used last
@@ -181,34 +214,55 @@ def cached_compile(
     return compiled
 
 
-_NUMBERS: dict[str, int] = {}
+_NUMBERS: dict[tuple[str, str], int] = {}
 
 
 def cached_number(name: str, describe: str, compute: Callable[[], int]) -> int:
     """compute(), kept on disk under `describe` (everything the number depends on besides
     jaxpipe's source, the versions and the devices): for figures read from a compile,
     such as the planner's optimizer-update temporaries, that every run would otherwise
-    compile again. Without the compilation cache: kept in this process's memory only
-    (many small fits in one process, scikit-learn's estimator checks, compile it once)."""
-    key = _key(name, describe, (), {}) if jax.process_count() == 1 else None
-    if key is None:
-        return compute()
-    if key in _NUMBERS:
-        return _NUMBERS[key]
+    compile again. Also kept in this process's memory (many small fits in one process,
+    scikit-learn's estimator checks, compile it once), with or without the cache."""
+    memo = (name, describe) if jax.process_count() == 1 else None
+    if memo in _NUMBERS:
+        return _NUMBERS[memo]
+    value = stored_number(name, describe)
+    if value is None:
+        value = int(compute())
+        store_number(name, describe, value)
+    if memo is not None:
+        _NUMBERS[memo] = value
+    return value
+
+
+def _number_path(name: str, describe: str) -> str | None:
     folder = aot_folder()
-    if folder is None:
-        _NUMBERS[key] = int(compute())
-        return _NUMBERS[key]
-    path = os.path.join(folder, f"{name}-{key}.txt")
+    if folder is None or jax.process_count() != 1:
+        return None
+    key = _key(name, describe, (), {})
+    return None if key is None else os.path.join(folder, f"{name}-{key}.txt")
+
+
+def stored_number(name: str, describe: str) -> int | None:
+    """The number `cached_number` kept under (name, describe), or None (not kept, or the
+    compilation cache is off)."""
+    path = _number_path(name, describe)
+    if path is None:
+        return None
     try:
         with open(path) as f:
             return int(f.read())
     except (OSError, ValueError):
-        pass
-    value = _NUMBERS[key] = int(compute())
+        return None
+
+
+def store_number(name: str, describe: str, value: int) -> None:
+    """Keeps `value` for `stored_number` (nothing without the compilation cache)."""
+    path = _number_path(name, describe)
+    if path is None:
+        return
     try:
-        os.makedirs(folder, exist_ok=True)
-        atomic_write(path, str(value))
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        atomic_write(path, str(int(value)))
     except Exception:  # a full disk or a read-only cache: the number is still right
         pass
-    return value

@@ -4,6 +4,7 @@ names and keyword arguments are looked up on optax and checked against its signa
 from __future__ import annotations
 
 import difflib
+import functools
 import inspect
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -34,10 +35,18 @@ _NOT_OPTIMIZERS = {
 }
 
 
+def _is_factory(fn: Any) -> bool:
+    """A function, or a `functools.partial` of one: optax defines nadam and nadamw as
+    partials of adam and adamw (`nesterov=True`)."""
+    if isinstance(fn, functools.partial):
+        fn = fn.func
+    return inspect.isfunction(fn)
+
+
 def _optimizer_names() -> list[str]:
     names = []
     for name, fn in vars(optax).items():
-        if name.startswith("_") or name in _NOT_OPTIMIZERS or not inspect.isfunction(fn):
+        if name.startswith("_") or name in _NOT_OPTIMIZERS or not _is_factory(fn):
             continue
         try:
             params = inspect.signature(fn).parameters
@@ -148,7 +157,7 @@ def make_optimizer(cfg: OptimizerSpec, total_steps: int = 1) -> optax.GradientTr
     if (
         cfg.name.startswith("_")
         or cfg.name in _NOT_OPTIMIZERS
-        or not inspect.isfunction(fn)
+        or not _is_factory(fn)
         or "learning_rate" not in inspect.signature(fn).parameters
     ):
         names = _optimizer_names()

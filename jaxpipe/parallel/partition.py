@@ -7,6 +7,7 @@ from __future__ import annotations
 import functools
 from typing import Any
 
+import jax
 import optax
 from jax.sharding import PartitionSpec
 
@@ -20,6 +21,7 @@ __all__ = [
     "leaf_spec",
     "partition_specs",
     "optimizer_partition_specs",
+    "map_state_params",
 ]
 
 
@@ -116,11 +118,40 @@ def optimizer_partition_specs(
     def follow(leaf: Any, spec: PartitionSpec) -> PartitionSpec:
         return follow_spec(tuple(leaf.shape), spec, mesh or {})
 
-    return optax.tree_map_params(
-        tx,
-        follow,
-        opt_state,
-        specs,
-        transform_non_params=lambda _: PartitionSpec(),
-        is_leaf=lambda x: isinstance(x, PartitionSpec),
-    )
+    is_spec = lambda x: isinstance(x, PartitionSpec)  # noqa: E731
+    return map_state_params(tx, follow, opt_state, specs, lambda _: PartitionSpec(), is_spec)
+
+
+def map_state_params(
+    tx: optax.GradientTransformation,
+    fn: Any,
+    opt_state: Any,
+    params: Any,
+    other: Any,
+    is_leaf: Any = None,
+) -> Any:
+    """`optax.tree_map_params`: fn(state leaf, its parameter's entry of `params`) on the
+    parameter-shaped leaves of `opt_state`, other(leaf) elsewhere. Where optax cannot map
+    a state (SM3 keeps a list of per-axis vectors in place of each parameter), the leaves
+    are matched by key path instead: a leaf whose path holds a parameter's path is that
+    parameter's (fn decides what a leaf of another shape takes: `follow_spec` keeps it
+    whole); the rest (counters) go to `other`."""
+    try:
+        return optax.tree_map_params(
+            tx, fn, opt_state, params, transform_non_params=other, is_leaf=is_leaf
+        )
+    except (ValueError, TypeError):
+        pass
+    entries = jax.tree_util.tree_flatten_with_path(params, is_leaf=is_leaf)[0]
+    by_path = {tuple(path): entry for path, entry in entries}
+    sizes = sorted({len(p) for p in by_path}, reverse=True)
+
+    def one(path: tuple, leaf: Any) -> Any:
+        for n in sizes:  # the longest parameter path found in the leaf's path
+            for start in range(len(path) - n, -1, -1):
+                entry = by_path.get(tuple(path[start : start + n]))
+                if entry is not None:
+                    return fn(leaf, entry)
+        return other(leaf)
+
+    return jax.tree_util.tree_map_with_path(one, opt_state)

@@ -9,6 +9,7 @@ workspaces and allocator fragmentation. So usable = nominal × fraction − rese
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import os
 import re
@@ -62,9 +63,39 @@ class DeviceKind:
     bf16_flops: float | None = None
     bandwidth: float | None = None
     match: tuple[str, ...] = ()
+    price_per_hour: float | None = None  # USD, one card, on demand
+    spot_price_per_hour: float | None = None
+    price_source: str | None = None
+    interconnect: str | None = None
+    interconnect_gbs: float | None = None  # all-reduce bus bandwidth (nccl-tests), GB/s
+    interconnect_latency_us: float | None = None
+    gpus_per_node: int | None = None
+    kernel_us: float | None = None  # the measured profile (time_source "measured")
+    achieved_fp32_flops: float | None = None
+    achieved_bf16_flops: float | None = None
+    achieved_bandwidth: float | None = None
+    time_source: str | None = None
+    profile_note: str | None = None
+    skypilot: str | None = None
 
     def peak_flops(self, precision: str) -> float | None:
         return self.bf16_flops if precision == "bfloat16" else self.fp32_flops
+
+
+# Catalog keys a DeviceKind keeps as written (the rest are converted: sizes, rates).
+_AS_GIVEN = (
+    "price_per_hour",
+    "spot_price_per_hour",
+    "price_source",
+    "interconnect",
+    "interconnect_gbs",
+    "interconnect_latency_us",
+    "gpus_per_node",
+    "kernel_us",
+    "time_source",
+    "profile_note",
+    "skypilot",
+)
 
 
 def _entry(name: str, table: dict[str, Any], base: DeviceKind | None, where: str) -> DeviceKind:
@@ -95,13 +126,24 @@ def _entry(name: str, table: dict[str, Any], base: DeviceKind | None, where: str
                 "special characters, e.g. \\\\bT4\\\\b in TOML",
                 key=f"{where}.match",
             ) from None
-    return DeviceKind(
+
+    def keep(key: str, old: Any) -> Any:
+        value = getattr(cfg, key)
+        return old if value is None else value
+
+    giga = lambda v, old: old if v is None else v * 1e9  # noqa: E731
+    return dataclasses.replace(
+        base,
         name=name,
         memory_bytes=base.memory_bytes if cfg.memory is None else parse_size(cfg.memory, where),
         fp32_flops=tera(cfg.fp32_tflops, base.fp32_flops),
         bf16_flops=tera(cfg.bf16_tflops, base.bf16_flops),
-        bandwidth=base.bandwidth if cfg.bandwidth_gbs is None else cfg.bandwidth_gbs * 1e9,
+        bandwidth=giga(cfg.bandwidth_gbs, base.bandwidth),
         match=cfg.match or base.match,
+        achieved_fp32_flops=tera(cfg.achieved_fp32_tflops, base.achieved_fp32_flops),
+        achieved_bf16_flops=tera(cfg.achieved_bf16_tflops, base.achieved_bf16_flops),
+        achieved_bandwidth=giga(cfg.achieved_bandwidth_gbs, base.achieved_bandwidth),
+        **{k: keep(k, getattr(base, k)) for k in _AS_GIVEN},
     )
 
 

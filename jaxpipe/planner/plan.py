@@ -25,7 +25,18 @@ from jaxpipe.data.shapes import Shapes
 from jaxpipe.errors import JaxpipeError
 from jaxpipe.planner import hardware
 from jaxpipe.planner.memory import Estimate
-from jaxpipe.planner.options import bf16_note, rank_options, recommendation, roofline
+from jaxpipe.planner.options import (
+    Card,
+    Market,
+    bf16_note,
+    build_options,
+    make_market,
+    no_layout_advice,
+    profile_for,
+    rank,
+    recommendation,
+    roofline,
+)
 from jaxpipe.planner.search import GPU_RUNTIME_BYTES, UNVERIFIED, Search
 from jaxpipe.planner.values import Candidate, Plan
 from jaxpipe.spec.experiment import Spec
@@ -72,6 +83,7 @@ class _Memory(NamedTuple):
     platform: str  # "gpu" or "cpu"
     pool: str
     local_count: int | None  # every process's devices, for a local plan
+    local_kind: str | None = None  # jax's device_kind of the local devices
 
 
 def _memory(spec: Spec, gpu: str | None, catalog: dict) -> _Memory:
@@ -110,6 +122,7 @@ def _memory(spec: Spec, gpu: str | None, catalog: dict) -> _Memory:
         "cpu" if cpu else "gpu",
         local.memory_source if cpu else hardware.pool_rule().describe(),
         len(local.devices) * local.process_count,
+        local.kind,
     )
 
 
@@ -141,11 +154,14 @@ def make_plan(
     gpu: str | None = None,
     devices: int | None = None,
     fit: bool = False,
+    market: Market | None = None,
+    cards: bool = True,
 ) -> Plan:
     """The plan for `spec` with data of `shapes` (`data.shapes.data_shapes`: the planner
     never loads data) on `devices` × the card `gpu`, or on the local devices; allocates
     nothing. `fit`: fit the estimate to XLA's one-device compile (xlafit.py; `jaxpipe plan`
-    does, a run does not)."""
+    does, a run does not). `market`: prices, cards owned and the ranking (default: the
+    spec's). `cards`: also weigh every other catalog card (a run's plan does not)."""
     catalog = hardware.load_catalog(spec.hardware, spec.base_dir)
     hw = spec.hardware
     count = _device_count(hw.devices, devices)
@@ -156,10 +172,14 @@ def make_plan(
     chosen, fits = _verdict(search, strategy, n, one=gpu is not None and count is None)
     asked = available or 1
     min_devices = {s: search.min_devices(s) for s in Strategy}
+    market = market or make_market(hw, catalog)
+    card = Card(mem.device, mem.kind, profile_for(mem.kind, mem.local_kind), search, gpu is None)
+    others = _other_cards(spec, shapes, catalog, mem, fit) if cards else []
+    ranked = rank(build_options(spec, shapes, card, others, market), market, mem.device)
+    options = ranked["options"]
+    no_layout = search.why_not(strategy, n)
+    advice = _advice(search, chosen, (strategy, n), mem, options, no_layout)
     steps = steps_per_epoch(shapes.train_rows, spec.training.batch_size)
-    precision = spec.training.precision
-    options = rank_options(search, mem.kind, mem.device, catalog, precision, steps)
-    candidates = _candidates(search, (n, asked), min_devices, mem.usable)
     return Plan(
         strategy=strategy,
         devices=chosen.devices if search.at(strategy, n) is not None else n,
@@ -176,22 +196,44 @@ def make_plan(
         breakdown=dict(chosen.breakdown),
         fits=fits,
         min_devices=min_devices,
-        candidates=candidates,
-        recommendation=recommendation(
-            chosen.total <= mem.usable, chosen, mem.usable, mem.device, options
-        ),
-        roofline=roofline(chosen, mem.kind, precision, steps),
+        candidates=_candidates(search, (n, asked), min_devices, mem.usable),
+        recommendation=advice,
+        roofline=roofline(chosen, mem.kind, spec.training.precision, steps),
         shapes=shapes,
         batch_size=spec.training.batch_size,
-        precision=precision,
+        precision=spec.training.precision,
         requested_strategy=hw.strategy,
         asked_devices=asked,
         platform=mem.platform,
         pool=mem.pool,
-        options=options,
         bf16_note=bf16_note(spec, shapes, mem.usable, chosen),
         fit=search.fit.to_json() | {"unverified": list(UNVERIFIED), "runtime_bytes": runtime},
+        no_layout=no_layout,
+        market=market,
+        **ranked,
     )
+
+
+def _advice(search: Search, chosen: Estimate, asked: tuple, mem: _Memory, options, no_layout):
+    """The one-line recommendation (options.recommendation, or why there is no layout)."""
+    if no_layout:
+        return no_layout_advice(*asked, mem.device, no_layout, options)
+    return recommendation(chosen.total <= mem.usable, chosen, mem.usable, mem.device, options)
+
+
+def _other_cards(spec: Spec, shapes: Shapes, catalog: dict, mem: _Memory, fit: bool) -> list:
+    """Every catalog card but the asked one, each with its own search (usable bytes and
+    runtime as `_memory` and `_runtime` work them out for a named card)."""
+    out = []
+    for kind in sorted(catalog.values(), key=lambda k: k.memory_bytes):
+        if kind.name == mem.device:
+            continue
+        pool = int(kind.memory_bytes * hardware.memory_fraction())
+        usable = pool - hardware.reserve_bytes(pool)
+        runtime = min(GPU_RUNTIME_BYTES, pool // 10)
+        search = Search(spec, shapes, usable, fit=fit, runtime=runtime)
+        out.append(Card(kind.name, kind, profile_for(kind, None), search))
+    return out
 
 
 def _verdict(search: Search, strategy: Strategy, n: int, one: bool) -> tuple[Estimate, bool]:

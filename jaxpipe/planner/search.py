@@ -95,6 +95,30 @@ class Search:
             if m >= 2 and n % m == 0 and 2 <= n // m <= self.batch
         ]
 
+    def why_not(self, strategy: Strategy | str, n: int) -> str | None:
+        """Why `strategy` has no layout over exactly `n` devices (None when it has one)."""
+        strategy = Strategy.parse(strategy)
+        if self.meshes(strategy, n):
+            return None
+        if strategy is Strategy.SINGLE:
+            return f"single runs on one device, not {n}"
+        if not strategy.model_parallel:
+            return f"{n} devices split a batch of {self.batch} rows (each device needs one)"
+        if not self.tensor_gcd:
+            return "the model has no hidden layer to split over a model axis"
+        ok = [m for m in divisors(self.tensor_gcd) if m >= 2][:6]
+        widths = "hidden_0" if len(self.spec.model.hidden) < 3 else "hidden_0, hidden_2, …"
+        what = (
+            f"the model axis ({n}) must divide"
+            if strategy is Strategy.TENSOR
+            else f"no data × model split of {n}: the model axis must divide"
+        )
+        counts = ", ".join(map(str, ok)) if ok else "none"
+        return (
+            f"{what} the column-parallel widths ({widths}: greatest common divisor "
+            f"{self.tensor_gcd}); model-axis sizes that do: {counts}"
+        )
+
     def at(self, strategy: Strategy | str, n: int) -> Estimate | None:
         """The best mesh of `n` devices for `strategy` (least bytes per device), or None."""
         strategy = Strategy.parse(strategy)

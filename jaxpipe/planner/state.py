@@ -15,6 +15,7 @@ import optax
 from jaxpipe.core.aot import cached_number
 from jaxpipe.core.optim import make_optimizer
 from jaxpipe.core.step import steps_per_epoch
+from jaxpipe.parallel.partition import map_state_params
 from jaxpipe.spec.experiment import Spec
 
 __all__ = ["Abstract", "OptClasses", "abstract_state", "param_shapes", "leaf_class"]
@@ -123,21 +124,32 @@ def _expand(few_state: Any, params: Any, keys: dict[tuple, str]) -> Any:
     )
 
 
+class _Mark:
+    """A state leaf as `_classes` sorts it: its parameter class's key (None: no
+    parameter's) and its (shape, dtype), or its bytes. Not a pytree: a leaf of the map."""
+
+    def __init__(self, key: str | None, value: Any):
+        self.key, self.value = key, value
+
+
 def _classes(tx: optax.GradientTransformation, few: dict, few_state: Any, keys: dict) -> OptClasses:
     follow: dict[str, list] = {k: [] for k in few}
-    other = [0]
+    other = 0
 
-    def note(leaf: Any, key: str) -> Any:
-        follow[key].append((tuple(leaf.shape), leaf.dtype))
-        return leaf
+    def note(leaf: Any, key: str) -> _Mark:
+        return _Mark(key, (tuple(leaf.shape), leaf.dtype))
 
-    def rest(leaf: Any) -> Any:
-        other[0] += math.prod(leaf.shape) * jnp.dtype(leaf.dtype).itemsize
-        return leaf
+    def rest(leaf: Any) -> _Mark:
+        return _Mark(None, math.prod(leaf.shape) * jnp.dtype(leaf.dtype).itemsize)
 
     named = {k: k for k in few}
-    optax.tree_map_params(tx, note, few_state, named, transform_non_params=rest)
-    return OptClasses({c: tuple(follow[k]) for c, k in keys.items()}, other[0])
+    marks = map_state_params(tx, note, few_state, named, rest)
+    for mark in jax.tree.leaves(marks, is_leaf=lambda x: isinstance(x, _Mark)):
+        if mark.key is not None:
+            follow[mark.key].append(mark.value)
+        else:
+            other += mark.value
+    return OptClasses({c: tuple(follow[k]) for c, k in keys.items()}, other)
 
 
 def abstract_state(spec: Spec, shapes: Any) -> Abstract:

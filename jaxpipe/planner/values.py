@@ -1,5 +1,6 @@
 """The plan's values: `Plan`, its table rows (`Candidate`), the ranked ways to run that
-fit (`Option`) and the roofline time; `format_bytes` for people."""
+fit (`Option`, with their time and cost) and the roofline bound; `format_bytes` for
+people."""
 
 from __future__ import annotations
 
@@ -52,9 +53,11 @@ class Roofline:
 
 @dataclass(frozen=True)
 class Option:
-    """One way to run that fits: `devices` × `device` under `strategy`, with the bytes
-    each device needs and has, and a whole-job epoch time (None where the catalog has no
-    rates, e.g. a CPU) under the stated assumptions."""
+    """One way to run that fits: `devices` × `device` (over `nodes` nodes) under
+    `strategy`, with the bytes each device needs and has; the time model's epoch and
+    whole-run seconds (planner/timing.py; None where no profile has rates, e.g. an
+    uncalibrated CPU), from a "measured" or "data sheet" profile (`time_source`); and
+    the price of all its devices an hour and of the whole run (None where unknown)."""
 
     strategy: Strategy
     devices: int
@@ -66,6 +69,17 @@ class Option:
     epoch_seconds: float | None
     assumptions: str
     source: str = "estimate"
+    nodes: int = 1
+    step_seconds: float | None = None
+    run_seconds: float | None = None
+    compile_seconds: float | None = None
+    time_source: str | None = None
+    time_parts: dict[str, float] | None = None  # per epoch: floor, matmul, memory, ...
+    price_per_hour: float | None = None  # all `devices`, USD
+    cost: float | None = None  # the whole run, USD
+    spot_cost: float | None = None
+    owned: bool = False  # the user's own cards (`--have`, [hardware] owned)
+    price_source: str | None = None
 
     @property
     def headroom_bytes(self) -> int:
@@ -143,6 +157,17 @@ class Plan:
     # How far the closed form is vouched for: `xlafit.Fit` as JSON (scale, xla_bytes,
     # closed_form_bytes, note) and the strategies whose figures are not held to XLA.
     fit: dict[str, Any] | None = None
+    # Why the asked strategy has no layout over the asked devices (search.why_not): then
+    # the plan's figures are the one-device estimate's and the verdict is DOES NOT FIT.
+    no_layout: str | None = None
+    # The answer in time and money (options.py): how the options are ranked, the
+    # cheapest and fastest that fit (copies of options), and what --budget / --deadline
+    # left out.
+    rank: str = "devices"
+    cheapest: Option | None = None
+    fastest: Option | None = None
+    filtered: dict[str, Any] | None = None
+    market: Any = None  # options.Market: how `verify` ranks the options again
 
     @property
     def headroom_bytes(self) -> int:
@@ -210,6 +235,11 @@ class Plan:
             "bf16_note": self.bf16_note,
             "source": self.source,
             "fit": self.fit,
+            "no_layout": self.no_layout,
+            "rank": self.rank,
+            "cheapest": self.cheapest.to_json() if self.cheapest else None,
+            "fastest": self.fastest.to_json() if self.fastest else None,
+            "filtered": self.filtered,
         }
         if self.xla is not None:
             out["xla"] = dict(self.xla)
@@ -223,7 +253,11 @@ class Plan:
 
 
 def format_bytes(n: float) -> str:
-    """Bytes for people: GiB from a tenth of a GiB up, MiB from a tenth of a MiB, else KiB."""
+    """Bytes for people: PiB and TiB from a whole one up, GiB from a tenth of a GiB, MiB
+    from a tenth of a MiB, else KiB."""
+    for unit, size in (("PiB", 2**50), ("TiB", 2**40)):
+        if abs(n) >= size:
+            return f"{n / size:.2f} {unit}"
     if abs(n) >= 0.1 * GiB:
         return f"{n / GiB:.2f} GiB"
     return f"{n / 2**20:.1f} MiB" if abs(n) >= 0.1 * 2**20 else f"{n / 2**10:.1f} KiB"

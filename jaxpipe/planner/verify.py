@@ -26,7 +26,7 @@ from jaxpipe.data.shapes import Shapes
 from jaxpipe.errors import JaxpipeError
 from jaxpipe.planner.state import Abstract, abstract_state
 from jaxpipe.planner.values import format_bytes
-from jaxpipe.planner.xlafit import MAX_LAYERS
+from jaxpipe.planner.xlafit import MAX_LAYERS, MAX_ROWS
 from jaxpipe.spec.experiment import Spec, dump_spec, parse_spec
 from jaxpipe.spec.strategy import Strategy
 
@@ -212,9 +212,8 @@ def _error(estimate: int, xla: int) -> float:
 
 
 def _xla_options(plan: Any, xla_of: Callable[[str, dict], int | None]) -> list[Any]:
-    """The plan's options with XLA's figures (where compiled), re-ranked on them: the
-    fewest devices, then the least bytes per device; single catalog cards (other than the
-    asked one) after, smallest first."""
+    """The plan's options with XLA's figures where compiled (per device, fits), in the
+    plan's ranking."""
     import dataclasses
 
     options = []
@@ -225,11 +224,21 @@ def _xla_options(plan: Any, xla_of: Callable[[str, dict], int | None]) -> list[A
                 o, per_device_bytes=x, fits=x <= o.usable_bytes_per_device, source="xla"
             )
         options.append(o)
-    multi = sorted(
-        (o for o in options if o.device == plan.device),
-        key=lambda o: (o.devices, o.per_device_bytes),
-    )
-    return multi + [o for o in options if o.device != plan.device]
+    return options
+
+
+def _reranked(plan: Any, options: list[Any]) -> dict[str, Any]:
+    """The options ranked again (XLA's figures may change what fits), with the plan's
+    cheapest and fastest, as Plan fields."""
+    from jaxpipe.planner.options import Market, rank
+
+    market = plan.market or Market(rank=plan.rank)
+    ranked = rank(options, market, plan.device)
+    if plan.filtered is None:
+        ranked["filtered"] = None
+    else:  # what the first ranking left out stays left out
+        ranked["filtered"] = {k: plan.filtered[k] + ranked["filtered"][k] for k in plan.filtered}
+    return ranked
 
 
 def _verify_record(plan: Any, chosen: int) -> dict[str, Any]:
@@ -282,6 +291,11 @@ def verify_plan(spec: Spec, plan: Any) -> Any:
     keep the estimate and say so (`source = "estimate"`)."""
     import dataclasses
 
+    if plan.shapes.train_rows > MAX_ROWS:
+        raise JaxpipeError(
+            f"--verify cannot compile {plan.shapes.train_rows:,} training rows: the epoch "
+            f"program indexes rows with int32 (at most {MAX_ROWS:,}); plan without --verify"
+        )
     layouts = [(plan.strategy, dict(plan.mesh)), ("single", {"data": 1})]
     layouts += [(o.strategy, dict(o.mesh)) for o in plan.options]
     distinct = list({(s, tuple(sorted(m.items()))): (s, m) for s, m in layouts}.values())
@@ -300,12 +314,13 @@ def verify_plan(spec: Spec, plan: Any) -> Any:
         f = figures.get((strategy, tuple(sorted(mesh.items()))))
         return f["total_with_validation"] + runtime if f else None
 
-    options = _xla_options(plan, xla_of)
+    ranked = _reranked(plan, _xla_options(plan, xla_of))
+    options = ranked["options"]
     chosen = xla_of(plan.strategy, plan.mesh)
     single = figures[(Strategy.SINGLE, tuple(Strategy.SINGLE.mesh().items()))]
     xla = _single_xla(plan, single, runtime)
     if chosen is None:
-        return dataclasses.replace(plan, options=tuple(options), xla=xla)
+        return dataclasses.replace(plan, xla=xla, **ranked)
     usable = plan.usable_bytes_per_device
     # The verdict is about the device(s) asked about: one, or the chosen layout over them.
     asked_one = plan.asked_devices == 1
@@ -314,7 +329,7 @@ def verify_plan(spec: Spec, plan: Any) -> Any:
     recommendation = _restated(plan, chosen, options)
     return dataclasses.replace(
         plan,
-        options=tuple(options),
+        **ranked,
         xla=xla,
         verify=verify,
         fits=fits,
@@ -341,8 +356,8 @@ def settle(
     its estimate, which the plan marks as such."""
     import dataclasses
 
-    if len(spec.model.hidden) > MAX_LAYERS:  # as the one-device fit: too slow to compile
-        return plan
+    if len(spec.model.hidden) > MAX_LAYERS or plan.shapes.train_rows > MAX_ROWS:
+        return plan  # as the one-device fit: too slow to compile, or not compilable
     layouts = [(o.strategy, dict(o.mesh)) for o in plan.options if o.strategy in strategies]
     if plan.strategy in strategies:
         layouts.append((plan.strategy, dict(plan.mesh)))
@@ -358,14 +373,15 @@ def settle(
 
     # The options are what fits: one the closed form put in and XLA's figure does not fit
     # is dropped (its strategy may fit on more devices; `--verify` ranks on XLA alone).
-    options = tuple(o for o in _xla_options(plan, xla_of) if o.fits)
+    ranked = _reranked(plan, [o for o in _xla_options(plan, xla_of) if o.fits])
+    options = ranked["options"]
     chosen = xla_of(plan.strategy, plan.mesh)
     if chosen is None:
-        return dataclasses.replace(plan, options=options)
+        return dataclasses.replace(plan, **ranked)
     usable = plan.usable_bytes_per_device
     return dataclasses.replace(
         plan,
-        options=options,
+        **ranked,
         fits=plan.fits if plan.asked_devices == 1 else chosen <= usable,
         verify=_verify_record(plan, chosen),
         recommendation=_restated(plan, chosen, options),

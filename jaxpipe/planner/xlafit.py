@@ -31,17 +31,23 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 
+from jaxpipe.core.aot import store_number, stored_number
 from jaxpipe.core.model import compute_dtype, make_model
 from jaxpipe.core.step import TrainState, make_epoch, make_task_steps
 from jaxpipe.data.shapes import Shapes
 from jaxpipe.planner.memory import estimate
 from jaxpipe.planner.state import Abstract
+from jaxpipe.planner.timing import count_step_ops
 from jaxpipe.spec.experiment import Spec
 
-__all__ = ["Fit", "fit", "single_program_bytes", "carried_scale", "MAX_LAYERS"]
+__all__ = ["Fit", "fit", "single_program_bytes", "carried_scale", "MAX_LAYERS", "MAX_ROWS"]
 
 MAX_LAYERS = 32
+# The epoch program indexes its rows with int32 (core/step.epoch_batches): past this many
+# training rows it cannot be compiled, so the closed form stands alone.
+MAX_ROWS = 2**31 - 1
 _FITS: dict[tuple, Fit] = {}
+_LAST_OPS: list[int | None] = [None]  # the step's kernels of the last compile
 
 
 class Fit(NamedTuple):
@@ -52,6 +58,11 @@ class Fit(NamedTuple):
     xla_bytes: int | None
     closed_form_bytes: int
     note: str
+    # The kernels of the compiled one-device step (timing.count_step_ops): the time
+    # model's per-step floor counts them. None when not compiled.
+    step_ops: int | None = None
+    # Whether the scale stopped at its bound (1/8 or 8): then the fit is not held.
+    at_limit: bool = False
 
     def to_json(self) -> dict[str, Any]:
         return self._asdict()
@@ -86,7 +97,9 @@ def single_program_bytes(spec: Spec, shapes: Shapes, abstract: Abstract, batch: 
     y = jax.ShapeDtypeStruct((shapes.train_rows,), shapes.y_dtype)
     index = jax.ShapeDtypeStruct((), jnp.int32)
     program = jax.jit(make_epoch(step, batch), donate_argnums=0)
-    ma = program.lower(state, x, y, index).compile().memory_analysis()
+    compiled = program.lower(state, x, y, index).compile()
+    _LAST_OPS[0] = count_step_ops(compiled.as_text())
+    ma = compiled.memory_analysis()
     total = ma.argument_size_in_bytes + ma.output_size_in_bytes + ma.temp_size_in_bytes
     return int(total - ma.alias_size_in_bytes) + shapes.val_rows * (shapes.features + 1) * 4
 
@@ -103,14 +116,44 @@ def fit(spec: Spec, shapes: Shapes, abstract: Abstract, batch: int) -> Fit:
     if depth > MAX_LAYERS:
         note = f"closed form only ({depth} hidden layers: not compiled, unverified)"
         return Fit(1.0, None, total(1.0), note)
+    if shapes.train_rows > MAX_ROWS:
+        note = (
+            f"closed form only ({shapes.train_rows:,} training rows: past the epoch "
+            "program's int32 row index, not compiled, unverified)"
+        )
+        return Fit(1.0, None, total(1.0), note)
     key = (repr(spec.model), repr(spec.optimizer), spec.training.precision, shapes, batch)
     if key not in _FITS:
-        xla = single_program_bytes(spec, shapes, abstract, batch)
+        xla, ops = _program_figures(spec, shapes, abstract, batch, repr(key))
         lo, hi = 0.125, 8.0  # the total grows with the scale: bisect on it
         for _ in range(24):
             mid = (lo * hi) ** 0.5
             lo, hi = (mid, hi) if total(mid) < xla else (lo, mid)
         scale = lo if abs(total(lo) - xla) <= abs(total(hi) - xla) else hi
-        note = "closed form fitted to XLA's one-device figure"
-        _FITS[key] = Fit(scale, xla, total(1.0), note)
+        at_limit = scale <= 0.126 or scale >= 7.9
+        note = (
+            f"closed form scaled to its limit ({scale:.3g}) and still off XLA's one-device "
+            "figure: not held"
+            if at_limit
+            else "closed form fitted to XLA's one-device figure"
+        )
+        _FITS[key] = Fit(scale, xla, total(1.0), note, ops, at_limit)
     return _FITS[key]
+
+
+def _program_figures(
+    spec: Spec, shapes: Shapes, abstract: Abstract, batch: int, describe: str
+) -> tuple[int, int | None]:
+    """XLA's one-device figure and the step's kernels, kept on disk beside the
+    compilation cache (core/aot.py: keyed by the program's shapes, jaxpipe's source, the
+    jax version and the backend), so a plan made again does not compile."""
+    xla = stored_number("xla-fit", describe)
+    ops = stored_number("step-ops", describe)
+    if xla is None:
+        _LAST_OPS[0] = None
+        xla = single_program_bytes(spec, shapes, abstract, batch)
+        ops = _LAST_OPS[0]
+        store_number("xla-fit", describe, xla)
+        if ops is not None:
+            store_number("step-ops", describe, ops)
+    return xla, ops

@@ -7,9 +7,10 @@ from __future__ import annotations
 from jaxpipe.planner.values import Option, Plan, format_bytes
 from jaxpipe.spec.strategy import Strategy
 
-__all__ = ["format_plan", "WIDTH"]
+__all__ = ["format_plan", "duration", "dollars", "WIDTH"]
 
 WIDTH = 100
+SHOWN = 10  # ranked options printed; --json has them all
 
 
 def _mesh(mesh: dict[str, int]) -> str:
@@ -51,6 +52,9 @@ def _head(plan: Plan) -> list[str]:
         f"{verdict} {where}: needs {format_bytes(need)} ({source}) per device, "
         f"{format_bytes(plan.usable_bytes_per_device)} usable{host}"
     ]
+    if plan.no_layout:  # the asked layout does not exist: say why, not a byte count
+        where = _layout(plan.strategy, plan.devices, plan.device)
+        lines = _wrap(f"DOES NOT FIT {where}: no such layout; {plan.no_layout}", "  ")
     if plan.sweep:  # a [sweep] spec: its trials share the devices, in chunks that fit
         w, need = plan.sweep, format_bytes(plan.sweep["per_device_bytes"])
         lines.append(
@@ -118,20 +122,72 @@ def _option_lines(i: int, o: Option) -> list[str]:
     tag = "XLA" if o.source == "xla" else "est."
     if o.source != "xla" and not o.strategy.held_by_closed_form:
         tag = "est., not held to XLA"
+    where = _layout(o.strategy, o.devices, o.device) + (", yours" if o.owned else "")
+    if o.nodes > 1:
+        where += f" on {o.nodes} nodes"
     head = (
-        f"  {i}. {_layout(o.strategy, o.devices, o.device)}: {format_bytes(o.per_device_bytes)} "
-        f"({tag}) per device, headroom {format_bytes(o.headroom_bytes)}"
+        f"  {i}. {where}: {format_bytes(o.per_device_bytes)} ({tag}) per device, "
+        f"headroom {format_bytes(o.headroom_bytes)}"
     )
-    time = (
-        f"epoch ≥ {_seconds(o.epoch_seconds)} for the whole job ({o.assumptions})"
-        if o.epoch_seconds is not None
-        else f"epoch time: {o.assumptions}"
-    )
-    return _wrap(head, "     ") + _wrap(f"     {time}", "       ")
+    if o.epoch_seconds is None:
+        time = f"time: {o.assumptions}"
+    else:
+        epochs = round((o.run_seconds - o.compile_seconds) / o.epoch_seconds)
+        time = (
+            f"epoch {duration(o.epoch_seconds)}, run {duration(o.run_seconds)} ({epochs} "
+            f"epoch{'s' if epochs != 1 else ''} + {duration(o.compile_seconds)} compile)"
+        )
+    money = f"; {money_text(o)}" if o.cost is not None else "; price unknown"
+    source = f"; {o.time_source} time" if o.time_source else ""
+    return _wrap(head, "     ") + _wrap(f"     {time}{money}{source}", "       ")
 
 
-def _seconds(s: float) -> str:
-    return f"{s * 1e3:.3g} ms" if s < 1 else f"{s:.3g} s"
+def duration(s: float) -> str:
+    """Seconds for people: ms, s, min or h."""
+    if s < 1:
+        return f"{s * 1e3:.3g} ms"
+    if s < 90:
+        return f"{s:.3g} s"
+    if s < 90 * 60:
+        return f"{s / 60:.3g} min"
+    return f"{s / 3600:.3g} h"
+
+
+def dollars(usd: float) -> str:
+    if usd == 0:
+        return "$0"
+    if usd < 0.01:
+        return "<$0.01"
+    return f"${usd:,.2f}" if usd < 1000 else f"${usd:,.0f}"
+
+
+def money_text(o: Option) -> str:
+    """The run's cost and what it is made of."""
+    if o.owned:
+        return f"{dollars(o.cost)} (your cards)"
+    each = o.price_per_hour / o.devices if o.price_per_hour else 0.0
+    spot = f", spot {dollars(o.spot_cost)}" if o.spot_cost is not None else ""
+    return f"{dollars(o.cost)} ({o.devices} × ${each:.2f}/h{spot})"
+
+
+def _answer(plan: Plan) -> list[str]:
+    """The question the planner is asked, answered first: the cheapest and the fastest
+    option that fit, with time and cost."""
+    lines = []
+    for label, o in (("cheapest", plan.cheapest), ("fastest", plan.fastest)):
+        if o is None:
+            continue
+        name = "tensor parallelism" if o.strategy is Strategy.TENSOR else o.strategy
+        what = f"{'your ' if o.owned else ''}{o.devices} × {o.device}"
+        if o.strategy is not Strategy.SINGLE:
+            what += f" with {name}"
+        cost = dollars(o.cost) if o.cost is not None else "price unknown"
+        lines += _wrap(
+            f"{label} that fits: {what}, {duration(o.run_seconds)} a run, {cost}"
+            f" ({o.time_source} time)",
+            "  ",
+        )
+    return lines
 
 
 def _wrap(text: str, indent: str) -> list[str]:
@@ -208,19 +264,48 @@ def _runtime(x: dict) -> str:
     return " + runtime" if x.get("runtime_bytes") else ""
 
 
+def _nothing_fits(plan: Plan) -> str:
+    """What to change when nothing fits, by the largest term of the need."""
+    single = plan.single
+    terms = single.breakdown if single is not None else plan.breakdown
+    if terms and max(terms, key=terms.get) == "data":
+        return (
+            f"Nothing in the catalog fits: the data alone needs {format_bytes(terms['data'])} "
+            "per device; stream it (data.chunk_rows, or a Parquet file read from disk) or "
+            "train on fewer rows."
+        )
+    return "Nothing in the catalog fits: lower training.batch_size or the model's widths."
+
+
+def _filtered(plan: Plan) -> list[str]:
+    f = plan.filtered
+    if not f or not any(f.values()):
+        return []
+    parts = [f"--{k} left out {v}" for k, v in f.items() if v]
+    return [f"  ({', '.join(parts)} option(s))"]
+
+
 def format_plan(plan: Plan) -> str:
     """The plan as the terminal shows it: the verdict line first."""
     lines = _head(plan)
+    lines[1:1] = _answer(plan)
     fitting = [o for o in plan.options if o.fits]
     if fitting:
-        lines += ["", "Options that fit, ranked (per device):"]
-        for i, o in enumerate(fitting, 1):
-            lines += _option_lines(i, o)
-    else:
-        lines += [
-            "",
-            "Nothing in the catalog fits: lower training.batch_size or the model's widths.",
+        how = {"cost": "by cost a run", "time": "by time a run", "devices": "by devices"}
+        lines += ["", f"Options that fit, ranked {how.get(plan.rank, plan.rank)} (per device):"]
+        # The first SHOWN, and every layout of the asked device or of cards owned.
+        shown = [
+            (i, o)
+            for i, o in enumerate(fitting, 1)
+            if i <= SHOWN or o.device == plan.device or o.owned
         ]
+        for i, o in shown:
+            lines += _option_lines(i, o)
+        if len(fitting) > len(shown):
+            lines.append(f"  … and {len(fitting) - len(shown)} more (--json lists them all)")
+        lines += _filtered(plan)
+    else:
+        lines += ["", *_wrap(_nothing_fits(plan), "  ")]
     lines += _detail(plan) + _verified(plan)
     lines += ["", *_wrap(f"Recommendation: {plan.recommendation}", "  ")]
     return "\n".join(lines)

@@ -96,7 +96,7 @@ def plan_run(spec: Spec, ds: Dataset) -> RunPlan:
     the plan table) when the chosen or forced strategy does not fit and streaming cannot
     rescue it. Builds the mesh: too few devices fail here, before the run directory
     exists."""
-    plan = make_plan(spec, data_shapes(spec, ds))
+    plan = make_plan(spec, data_shapes(spec, ds), cards=False)
     if isinstance(ds.x_train, DiskRows):
         return _plan_disk(spec, ds, plan)
     rows = auto_chunk_rows(spec, ds, plan)

@@ -13,8 +13,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxpipe import settings
-from jaxpipe.core.aot import cached_compile
+from jaxpipe.core.aot import cached_compile, compiler_options
 from jaxpipe.core.metrics import zero_sums
 from jaxpipe.core.model import make_model, param_count
 from jaxpipe.core.optim import make_optimizer
@@ -33,27 +32,9 @@ from jaxpipe.runner.plan import RunPlan
 from jaxpipe.runner.stream import make_chunk_steps, stream_chunks
 from jaxpipe.spec.experiment import Spec, dump_spec
 
-__all__ = ["Programs", "compile_programs", "compiler_options", "EVAL_BATCH"]
+__all__ = ["Programs", "compile_programs", "EVAL_BATCH"]
 
 EVAL_BATCH = 1024
-
-# Below this many FLOPs per training step (6 × parameters × batch) an XLA:CPU program runs
-# faster with Eigen's matmuls on one thread: the seed workload's 128-wide matmuls finish
-# before the thread pool's hand-off pays for itself; at 447 MFLOP/step (512-wide, batch
-# 256) the pool wins (benchmarks/profile_epoch.py measures both).
-_CPU_SINGLE_THREAD_FLOPS = 2e8
-
-
-def compiler_options(platform: str, params: int, batch: int) -> dict[str, Any]:
-    """XLA options for the training programs: single-threaded Eigen for small steps on
-    CPU (see _CPU_SINGLE_THREAD_FLOPS); nothing elsewhere. JAXPIPE_CPU_THREADING=multi
-    or =single overrides the choice (for benchmarking)."""
-    if platform != "cpu":
-        return {}
-    force = settings.cpu_threading()
-    small = 6 * params * batch < _CPU_SINGLE_THREAD_FLOPS
-    single = force == "single" or (force != "multi" and small)
-    return {"xla_cpu_multi_thread_eigen": False} if single else {}
 
 
 @dataclass

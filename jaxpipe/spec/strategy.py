@@ -89,6 +89,26 @@ class Strategy(str, enum.Enum):
             out += ["activation all-reduce"]
         return tuple(out)
 
+    def step_collectives(
+        self, grads: int, weights: int, activations: tuple[int, ...] = ()
+    ) -> tuple[tuple[str, str, int], ...]:
+        """The collectives one training step runs, as (kind, mesh axis, bytes of the whole
+        buffer), in the convention of the ring cost formulas (planner/timing.py) and of
+        nccl-tests: an all-reduce's buffer, an all-gather's gathered output, a
+        reduce-scatter's input. `grads`: one device's float32 gradient bytes before any
+        split over `data` (after the `model` split); `weights`: the same parameters in
+        the compute dtype, which FSDP gathers in the forward and again in the backward
+        pass; `activations`: the Megatron all-reduces over `model` (forward after each
+        row-parallel layer, backward before each column-parallel one), bytes each."""
+        out: list[tuple[str, str, int]] = []
+        if self.shards_params:
+            out += [("all-gather", DATA, weights)] * 2 + [("reduce-scatter", DATA, grads)]
+        elif self.shards_batch:
+            out.append(("all-reduce", DATA, grads))
+        if self.model_parallel:
+            out += [("all-reduce", MODEL, a) for a in activations]
+        return tuple(out)
+
     def mesh(self, data: int = 1, model: int = 1) -> dict[str, int]:
         """The mesh shape {axis: size} of `data` × `model` devices for this strategy."""
         if self is Strategy.SINGLE:

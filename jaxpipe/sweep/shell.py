@@ -119,7 +119,7 @@ def sweep_plan(spec: Spec, plan: Plan, gpu: str | None, devices: int | None) -> 
             "largest_chunk_trials": 0, "per_device_bytes": 0, "fits": True}  # fmt: skip
     for group in groups:
         trial = costliest(group)
-        p = make_plan(trial, data_shapes(trial), gpu=gpu, devices=devices)
+        p = make_plan(trial, data_shapes(trial), gpu=gpu, devices=devices, cards=False)
         seeds = [t.spec.experiment.seed if SEED in inputs else None for t in group]
         try:
             split = split_trials(p, seeds, p.available_devices or 1)

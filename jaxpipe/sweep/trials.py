@@ -18,10 +18,11 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
+from jaxpipe.core.aot import compiler_options
 from jaxpipe.core.model import compute_dtype, make_model, param_count
 from jaxpipe.core.optim import make_optimizer
 from jaxpipe.core.step import TrainState, init_state, make_epoch, make_evaluate, make_task_steps
-from jaxpipe.runner.programs import EVAL_BATCH, compiler_options
+from jaxpipe.runner.programs import EVAL_BATCH
 from jaxpipe.spec.experiment import Spec
 
 __all__ = [

@@ -1,0 +1,452 @@
+"""Device profiles for the time model (timing.py): measured here (`jaxpipe calibrate`),
+read back per device kind from the user's cache (settings.profile_dir), or taken from
+the catalog (a card's `measured` profile from benchmarks/gpu, else its data sheet).
+
+`measure_profile()` times, on the local devices, in well under a minute:
+- the per-step floor: a scanned training step of a tiny MLP (the run's own step);
+- the matmul rate per precision over a few shapes (XLA:CPU: with Eigen multi- and
+  single-threaded, as the run compiles small steps single-threaded);
+- the memory bandwidth: a scanned elementwise pass over a buffer far larger than caches;
+- the collectives' bus bandwidth and latency per mesh size (2, 4, 8 up to the local
+  devices), from an all-reduce of a small and a large buffer;
+- the compile: the epoch program at depth 1 and 3;
+- the fit: the floor, matmul and memory terms scaled to real scanned epochs of a few
+  calibration configurations by least squares (`Profile.scale`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import json
+import math
+import os
+import re
+import time
+from collections.abc import Callable, Sequence
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jaxpipe import settings
+from jaxpipe.core.aot import compiler_options, single_threaded
+from jaxpipe.core.model import compute_dtype, make_model, param_count
+from jaxpipe.core.optim import make_optimizer
+from jaxpipe.core.step import init_state, make_epoch, make_task_steps, steps_per_epoch
+from jaxpipe.errors import JaxpipeError
+from jaxpipe.files import atomic_write
+from jaxpipe.planner.hardware import DeviceKind
+from jaxpipe.planner.timing import (
+    DATA_SHEET,
+    MEASURED,
+    Profile,
+    StepWork,
+    count_step_ops,
+    estimate_ops,
+    step_work,
+)
+from jaxpipe.spec.sections import ModelSpec, OptimizerSpec
+
+__all__ = [
+    "measure_profile",
+    "save_profile",
+    "load_profile",
+    "profile_path",
+    "catalog_profile",
+    "stored_profiles",
+    "CALIBRATION_CONFIGS",
+    "Config",
+    "time_epoch",
+    "Timed",
+    "config_work",
+    "fit_scale",
+    "use_clock",
+    "CLOCKS",
+]
+
+# Data-sheet profiles (a card nobody measured), predicted from the H100's measured one as
+# Habitat predicts one card from another: float32 matmuls at the fraction of the float32
+# peak the H100 reached (52.4 of 67 TFLOP/s over its MLP epochs, benchmarks/gpu_profile.py;
+# XLA may use TF32 there, but MLP-sized matmuls got no more than that); bfloat16 at 0.6 of
+# its peak (cuBLAS GEMMs reach 60-80 %, unmeasured here); memory at 0.8 of its peak; and
+# the H100's time per kernel.
+DATA_SHEET_FP32 = 0.78
+DATA_SHEET_MATMUL = 0.6
+DATA_SHEET_BANDWIDTH = 0.8
+DATA_SHEET_KERNEL_US = 0.688
+# A GPU's compile (cold cache, autotuning included): base and per hidden layer, seconds.
+GPU_COMPILE_S = (8.0, 1.0)
+
+
+class Config(tuple):
+    """A calibration or test configuration: (hidden, batch, features, rows, precision,
+    optimizer), as a hashable tuple."""
+
+    __slots__ = ()
+
+    def __new__(cls, hidden, batch, features, rows, precision="float32", optimizer="adam"):
+        return super().__new__(cls, (tuple(hidden), batch, features, rows, precision, optimizer))
+
+    hidden = property(lambda self: self[0])
+    batch = property(lambda self: self[1])
+    features = property(lambda self: self[2])
+    rows = property(lambda self: self[3])
+    precision = property(lambda self: self[4])
+    optimizer = property(lambda self: self[5])
+
+
+# Spread over what the fit must tell apart: floor-bound (tiny), matmul-bound (wide, big
+# batches, both precisions) and update-bound (wide, small batches, a stateful optimizer).
+CALIBRATION_CONFIGS: tuple[Config, ...] = (
+    Config([16], 16, 8, 1024, "float32", "sgd"),
+    Config([64, 64], 64, 32, 2048),
+    Config([256, 256], 256, 64, 4096),
+    Config([512, 512], 32, 128, 1024, "float32", "adam"),
+    Config([1024], 512, 256, 4096),
+    Config([128, 256], 128, 64, 2048, "bfloat16"),
+    Config([512, 512], 256, 128, 2048, "bfloat16"),
+    Config([256, 256, 256], 32, 32, 1024, "float32", "rmsprop"),
+    Config([64, 64, 64], 32, 16, 2048, "float32", "adafactor"),
+    Config([128], 1024, 16, 8192, "float32", "sgd"),  # few steps: the shuffle shows
+)
+CLASSES = 4
+
+
+# The clock timings read: wall time by default; `benchmarks/time_error.py --clock cpu`
+# reads the process's CPU time instead, which on a shared host (other processes on the
+# same cores) is what single-threaded XLA:CPU would take on an idle one.
+CLOCKS: dict[str, Callable[[], float]] = {"wall": time.perf_counter, "cpu": time.process_time}
+_clock = [time.perf_counter]
+
+
+def _best(run: Callable[[], Any], reps: int) -> float:
+    """The least time of `reps` calls (the least is the least disturbed)."""
+    clock = _clock[0]
+    best = math.inf
+    for _ in range(reps):
+        t = clock()
+        jax.block_until_ready(run())
+        best = min(best, clock() - t)
+    return best
+
+
+def _program(cfg: Config, depth_only: int | None = None):
+    """The run's epoch program for `cfg` (state donated), its arguments and options."""
+    hidden = cfg.hidden if depth_only is None else (cfg.hidden[0],) * depth_only
+    model = make_model(ModelSpec(hidden=hidden), CLASSES, compute_dtype(cfg.precision))
+    tx = make_optimizer(OptimizerSpec(name=cfg.optimizer), total_steps=1000)
+    step, _ = make_task_steps(model, tx, "classification", False)
+    x = jnp.asarray(np.random.default_rng(0).random((cfg.rows, cfg.features), np.float32))
+    y = jnp.asarray(np.arange(cfg.rows) % CLASSES, jnp.int32)
+    state = init_state(model.init, tx, jax.random.key(0), x[:1])
+    platform = jax.devices()[0].platform
+    opts = compiler_options(platform, param_count(state.params), cfg.batch)
+    epoch = jax.jit(make_epoch(step, cfg.batch), donate_argnums=0)
+    return epoch, state, x, y, opts
+
+
+class Timed(NamedTuple):
+    """A configuration's measured training epoch: seconds, its compile's seconds, and
+    the kernels of its compiled step (`timing.count_step_ops`)."""
+
+    seconds: float
+    compile_seconds: float
+    ops: int
+
+
+def time_epoch(cfg: Config, reps: int = 3) -> Timed:
+    """`cfg`'s training epoch on the default device, timed as the run runs it."""
+    epoch, state, x, y, opts = _program(cfg)
+    t = time.perf_counter()
+    compiled = epoch.lower(state, x, y, jnp.int32(0)).compile(opts)
+    compile_s = time.perf_counter() - t
+    holder = [state]
+
+    def run():
+        holder[0], sums = compiled(holder[0], x, y, jnp.int32(1))
+        return sums
+
+    run()  # the first call pays for the buffers' first touch
+    ops = count_step_ops(compiled.as_text()) or estimate_ops(
+        len(cfg.hidden) + 1, cfg.optimizer, cfg.precision == "bfloat16"
+    )
+    return Timed(_best(run, reps), compile_s, ops)
+
+
+def config_work(cfg: Config, ops: int) -> tuple[StepWork, int]:
+    """The time model's `StepWork` for a configuration on one device, and its parameter
+    count."""
+    widths = (cfg.features, *cfg.hidden, CLASSES)
+    params = sum(a * b + b for a, b in zip(widths, widths[1:]))
+    state = {"sgd": 0, "adafactor": 0.1, "lion": 1, "rmsprop": 1}.get(cfg.optimizer, 2)
+    work = step_work(
+        "single",
+        {"data": 1},
+        features=cfg.features,
+        hidden=cfg.hidden,
+        outputs=CLASSES,
+        batch=cfg.batch,
+        param_bytes=4 * params,
+        optimizer_bytes=int(4 * params * state),
+        ops=ops,
+        optimizer=cfg.optimizer,
+        itemsize=jnp.dtype(compute_dtype(cfg.precision)).itemsize,
+    )
+    return work, params
+
+
+def _matmul_rate(shape: tuple[int, int, int], dtype: Any, opts: dict, reps: int) -> float:
+    m, k, n = shape
+    a, b = jnp.ones((m, k), dtype), jnp.ones((k, n), dtype)
+    inner = 8
+
+    def f(a, b):
+        def body(c, _):
+            y = jnp.dot(a + c.astype(dtype), b, preferred_element_type=jnp.float32)
+            return c + jnp.sum(y[:1, :1]) * 1e-30, None
+
+        return jax.lax.scan(body, jnp.float32(0), None, length=inner)[0]
+
+    compiled = jax.jit(f).lower(a, b).compile(opts)
+    return 2.0 * m * k * n * inner / _best(lambda: compiled(a, b), reps)
+
+
+def _matmul_rates(platform: str, reps: int) -> dict[str, float]:
+    shapes = ((512, 512, 512), (256, 1024, 1024)) if platform == "cpu" else ((8192,) * 3,)
+    modes = {"": {}} | (
+        {"/single": {"xla_cpu_multi_thread_eigen": False}} if platform == "cpu" else {}
+    )
+    rates = {}
+    for precision in ("float32", "bfloat16"):
+        dtype = compute_dtype(precision)
+        for suffix, opts in modes.items():
+            rates[precision + suffix] = max(_matmul_rate(s, dtype, opts, reps) for s in shapes)
+    return rates
+
+
+def _bandwidth(nbytes: int, reps: int) -> float:
+    """Bytes/s of a scanned elementwise pass (one read, one write) over `nbytes`."""
+    n = nbytes // 4
+    x = jnp.ones((n,), jnp.float32)
+    inner = max(4, 2**26 // nbytes)
+
+    def f(x):
+        return jax.lax.fori_loop(0, inner, lambda i, v: v * 1.0001 + 1e-6, x)
+
+    compiled = jax.jit(f).lower(x).compile()
+    return 2 * 4 * n * inner / _best(lambda: compiled(x), reps)
+
+
+def _sort_seconds(reps: int) -> float:
+    """Seconds per row·log2(rows) of the epoch's shuffle (`jax.random.permutation`)."""
+    rows = 2**16
+    f = jax.jit(lambda k: jax.random.permutation(k, rows)).lower(jax.random.key(0)).compile()
+    return _best(lambda: f(jax.random.key(1)), reps) / (rows * math.log2(rows))
+
+
+def _collectives(reps: int) -> dict[int, tuple[float, float]]:
+    """(bus bytes/s, latency s) of an all-reduce per mesh size over the local devices."""
+    from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+    devices = jax.local_devices()
+    out = {}
+    for n in (2, 4, 8):
+        if n > len(devices):
+            break
+        mesh = Mesh(np.array(devices[:n]), ("d",))
+        times = []
+        for size in (2**14, 2**22):  # 64 KiB and 16 MiB of float32 per device
+            x = jax.device_put(
+                jnp.ones((n, size), jnp.float32), NamedSharding(mesh, PartitionSpec("d"))
+            )
+            f = jax.jit(
+                jax.shard_map(
+                    lambda v: jax.lax.psum(v, "d"),
+                    mesh=mesh,
+                    in_specs=PartitionSpec("d"),
+                    out_specs=PartitionSpec("d"),
+                )
+            )
+            f(x).block_until_ready()
+            times.append((size * 4, _best(functools.partial(f, x), reps)))
+        (s1, t1), (s2, t2) = times
+        factor = 2 * (n - 1) / n
+        bus = factor * (s2 - s1) / max(t2 - t1, 1e-9)
+        latency = max(0.0, (t1 - factor * s1 / bus) / (2 * (n - 1)))
+        out[n] = (bus, latency)
+    return out
+
+
+def _compile_seconds() -> tuple[float, float]:
+    """(base, per hidden layer) seconds to compile the epoch program."""
+    cfg = Config([64], 32, 16, 256)
+    times = []
+    for depth in (1, 3):
+        epoch, state, x, y, opts = _program(cfg, depth)
+        t = time.perf_counter()
+        epoch.lower(state, x, y, jnp.int32(0)).compile(opts)
+        times.append(time.perf_counter() - t)
+    per_layer = max(0.0, (times[1] - times[0]) / 2)
+    # The run compiles its initialisation and evaluation besides the epoch: ~1.5x.
+    return 1.5 * max(times[0] - per_layer, 0.0), 1.5 * per_layer
+
+
+def _terms(base: Profile, cfg: Config, timed: Timed) -> list[float]:
+    """The four terms `Profile.scale` weighs for one measured epoch, unscaled."""
+    work, params = config_work(cfg, timed.ops)
+    single = single_threaded(base.platform, params, cfg.batch)
+    steps = steps_per_epoch(cfg.rows, cfg.batch)
+    return [
+        steps * work.ops * base.op_s,
+        steps * work.flops / base.rate(cfg.precision, single),
+        steps * work.moved_bytes / base.memory_rate(work.working_set),
+        base.sort_s * cfg.rows * math.log2(cfg.rows),
+    ]
+
+
+def fit_scale(
+    base: Profile, measured: Sequence[tuple[Config, Timed]]
+) -> tuple[float, float, float, float]:
+    """The (ops, matmul, memory, shuffle) scale that fits `base`'s terms to the measured
+    epochs (non-negative least squares on relative error, so every epoch counts alike);
+    a term no epoch exercised keeps 1."""
+    from scipy.optimize import nnls
+
+    rows = np.array([[t / timed.seconds for t in _terms(base, c, timed)] for c, timed in measured])
+    coef, _ = nnls(rows, np.ones(len(measured)))
+    used = rows.max(axis=0) > 0.05  # a term under 5 % of every epoch is not fitted
+    return tuple(float(c) if u and c > 0 else 1.0 for c, u in zip(coef, used))  # type: ignore
+
+
+def use_clock(name: str) -> None:
+    """Times with the named clock from now on ("wall" or "cpu", `CLOCKS`)."""
+    _clock[0] = CLOCKS[name]
+
+
+def measure_profile(
+    quick: bool = False,
+    configs: Sequence[Config] | None = None,
+    log: Callable[[str], None] = lambda _: None,
+) -> Profile:
+    """The local default device's profile (module docstring), its fit over `configs`
+    (default CALIBRATION_CONFIGS). `quick`: one repetition of each timing and half the
+    configurations (rough; for tests)."""
+    device = jax.devices()[0]
+    platform, reps = device.platform, (1 if quick else 3)
+    t0 = time.perf_counter()
+    tiny = time_epoch(Config([4], 8, 4, 8 * 256, "float32", "sgd"), reps)
+    op_s = tiny.seconds / 256 / tiny.ops
+    log(f"step floor {tiny.seconds / 256 * 1e6:.1f} µs over {tiny.ops} kernels")
+    rates = _matmul_rates(platform, reps)
+    log("matmul " + ", ".join(f"{k} {v / 1e9:.1f} GFLOP/s" for k, v in rates.items()))
+    big = (64 if platform == "cpu" else 1024) * 2**20
+    bandwidth, cache = _bandwidth(big, reps), _bandwidth(2**18, reps)
+    log(f"memory {bandwidth / 1e9:.1f} GB/s, cache {cache / 1e9:.1f} GB/s")
+    collectives = _collectives(reps)
+    for n, (bus, lat) in collectives.items():
+        log(f"all-reduce over {n}: bus {bus / 1e9:.2f} GB/s, latency {lat * 1e6:.1f} µs")
+    base = Profile(
+        kind=device.device_kind,
+        source=MEASURED,
+        op_s=op_s,
+        matmul=rates,
+        bandwidth=bandwidth,
+        cache_bandwidth=cache if platform == "cpu" else None,
+        sort_s=_sort_seconds(reps),
+        collectives=collectives,
+        compile_s=_compile_seconds() if platform == "cpu" else GPU_COMPILE_S,
+        platform=platform,
+    )
+    chosen = list(CALIBRATION_CONFIGS if configs is None else configs)[:: 2 if quick else 1]
+    scale = fit_scale(base, [(cfg, time_epoch(cfg, reps)) for cfg in chosen])
+    log(
+        f"fit over {len(chosen)} epochs: kernels × {scale[0]:.2f}, matmul × {scale[1]:.2f}, "
+        f"memory × {scale[2]:.2f}, shuffle × {scale[3]:.2f}"
+    )
+    note = (
+        f"jaxpipe calibrate on {len(jax.local_devices())} local {platform} device(s), "
+        f"{time.strftime('%Y-%m-%d')}, {time.perf_counter() - t0:.0f} s, jax {jax.__version__}"
+    )
+    return dataclasses.replace(base, scale=scale, note=note)
+
+
+def _slug(kind: str) -> str:
+    return re.sub(r"[^a-z0-9]+", "-", kind.lower()).strip("-") or "device"
+
+
+def profile_path(kind: str, folder: str | None = None) -> str:
+    """Where the profile of device kind `kind` is kept (settings.profile_dir)."""
+    return os.path.join(folder or settings.profile_dir(), f"{_slug(kind)}.json")
+
+
+def save_profile(profile: Profile, path: str | None = None) -> str:
+    """Writes `profile` (atomically) to `path` or its kind's place; returns the path."""
+    path = path or profile_path(profile.kind)
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    atomic_write(path, json.dumps(profile.to_json(), indent=2) + "\n")
+    return path
+
+
+def load_profile(kind: str, path: str | None = None) -> Profile | None:
+    """The stored profile of device kind `kind` (or the file `path`), None when none is
+    kept; a file that is not a profile is an error naming it."""
+    path = path or profile_path(kind)
+    try:
+        with open(path, encoding="utf-8") as f:
+            return Profile.from_json(json.load(f))
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError, TypeError, KeyError) as e:
+        raise JaxpipeError(
+            f"{path}: not a jaxpipe device profile ({type(e).__name__}: {e}); run "
+            "`jaxpipe calibrate` again"
+        ) from None
+
+
+def stored_profiles(folder: str | None = None) -> dict[str, Profile]:
+    """Every profile kept in `folder` (settings.profile_dir), by device kind; a file that
+    is not a profile is passed over (`load_profile` names it)."""
+    folder = folder or settings.profile_dir()
+    try:
+        names = sorted(n for n in os.listdir(folder) if n.endswith(".json"))
+    except OSError:
+        return {}
+    out = {}
+    for name in names:
+        try:
+            profile = load_profile("", os.path.join(folder, name))
+        except JaxpipeError:
+            continue
+        if profile is not None:
+            out[profile.kind] = profile
+    return out
+
+
+def catalog_profile(kind: DeviceKind) -> Profile | None:
+    """A catalog card's profile: its measured figures where the catalog has them (the
+    achieved rates, kernel time and bandwidth of benchmarks/gpu), else its data sheet
+    under the stated efficiencies; None for a card without rates."""
+    if not kind.fp32_flops or not kind.bandwidth:
+        return None
+    measured = kind.time_source == MEASURED
+    bf16 = kind.bf16_flops or kind.fp32_flops
+    f32 = kind.achieved_fp32_flops or kind.fp32_flops * DATA_SHEET_FP32
+    matmul = {
+        "float32": f32,
+        "bfloat16": kind.achieved_bf16_flops or max(bf16 * DATA_SHEET_MATMUL, f32),
+    }
+    link = None
+    if kind.interconnect_gbs:
+        link = (kind.interconnect_gbs * 1e9, (kind.interconnect_latency_us or 5.0) * 1e-6)
+    return Profile(
+        kind=kind.name,
+        source=MEASURED if measured else DATA_SHEET,
+        op_s=(kind.kernel_us or DATA_SHEET_KERNEL_US) * 1e-6,
+        matmul=matmul,
+        bandwidth=kind.achieved_bandwidth or kind.bandwidth * DATA_SHEET_BANDWIDTH,
+        link=link,
+        compile_s=GPU_COMPILE_S,
+        note=kind.profile_note or "data sheet peaks × stated efficiencies (planner/profiles.py)",
+    )

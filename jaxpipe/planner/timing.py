@@ -1,0 +1,429 @@
+"""The epoch-time model: what one training epoch and the whole run take on a device kind,
+from what that kind achieves (its `Profile`), not from its peak.
+
+A scanned training step of an MLP costs, per device:
+
+    step = ops × op                               the per-step floor: the step's kernels
+                                                  (XLA's compiled step, counted by
+                                                  `count_step_ops`) at the measured cost
+                                                  of launching one
+         + Σ 2·M·K·N / rate(precision)            every matmul of the forward and backward
+                                                  pass, at the rate the device achieves
+         + bytes / bandwidth(working set)         the matmuls' operands, the elementwise
+                                                  passes, the optimizer update (cache
+                                                  bandwidth while the state fits a cache)
+         + Σ collective(kind, bytes, group)       the strategy's collectives
+                                                  (`Strategy.step_collectives`)
+
+an epoch = steps × step + the shuffle (a sort of the rows) + the validation pass, the
+four device terms scaled by the profile's calibration fit (`Profile.scale`, least
+squares over real scanned epochs), and a run = epochs × epoch + the compile.
+
+The collectives use the ring formulas in the nccl-tests convention (a bus bandwidth B per
+device and a per-hop latency a over a group of n): all-reduce of S bytes takes
+2(n−1)·a + 2(n−1)/n · S/B; all-gather (S the gathered size) and reduce-scatter (S the
+input) take (n−1)·a + (n−1)/n · S/B. Within a node B is the interconnect's bus bandwidth
+(NVLink, PCIe: catalog.toml cites nccl-tests figures); a group across nodes runs the
+hierarchical form (reduce-scatter within the node, all-reduce of the node's share over
+the network, all-gather within), whose network part is 2(N−1)/N · S / network for N
+nodes of one network link each.
+
+No jax: arithmetic on shapes and a profile (planner/profiles.py measures one).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from jaxpipe.spec.strategy import DATA, MODEL, Strategy
+
+__all__ = [
+    "Profile",
+    "StepWork",
+    "EpochTime",
+    "step_work",
+    "estimate_ops",
+    "count_step_ops",
+    "collective_seconds",
+    "epoch_time",
+    "MEASURED",
+    "DATA_SHEET",
+    "DEFAULT_NETWORK_GBS",
+    "EVAL_BATCH",
+]
+
+MEASURED, DATA_SHEET = "measured", "data sheet"
+# A typical cloud VM's network between nodes when the spec does not say
+# (`[hardware] network_gbs`): 100 Gbit/s Ethernet, 12.5 GB/s per node.
+DEFAULT_NETWORK_GBS = 12.5
+NETWORK_LATENCY_S = 10e-6  # one hop between nodes (RDMA-less TCP is slower; stated)
+EVAL_BATCH = 1024  # runner/programs.EVAL_BATCH: the validation pass's batch
+# Bytes each hidden layer's elementwise passes move per activation element (float32):
+# forward writes the pre-activation and the activation; backward reads the incoming
+# gradient and the pre-activation, writes the outgoing one and reduces the bias gradient.
+ELEMENTWISE_PASSES = 6
+LAYER_NORM_PASSES = 6  # its statistics, normalise, scale: forward and backward
+DROPOUT_PASSES = 3  # the mask's bits, its multiply forward and backward
+
+
+@dataclass(frozen=True)
+class Profile:
+    """What one device kind achieves. `source`: "measured" (`jaxpipe calibrate`, or the
+    GPU records in benchmarks/gpu) or "data sheet" (the vendor's peaks under stated
+    efficiencies). `op_s`: seconds per kernel of a step (the floor over its kernels);
+    `matmul`: FLOP/s per precision for large shapes ("float32/single": XLA:CPU's
+    single-threaded Eigen, which small steps compile with); `bandwidth`: bytes/s to
+    memory, `cache_bandwidth` while a step's working set fits `cache_bytes`; `sort_s`:
+    seconds per row·log2(rows) of the epoch's shuffle; `link`: (bus bytes/s, latency s)
+    between the devices of one node; `collectives`: measured (bus bytes/s, latency s)
+    per group size, preferred to `link`; `compile_s`: (base, per hidden layer) seconds;
+    `scale`: the fit of the ops, matmul, memory and shuffle terms to real epochs."""
+
+    kind: str
+    source: str
+    op_s: float
+    matmul: Mapping[str, float]
+    bandwidth: float
+    cache_bandwidth: float | None = None
+    cache_bytes: int = 2**20
+    sort_s: float = 0.0
+    link: tuple[float, float] | None = None
+    collectives: Mapping[int, tuple[float, float]] = field(default_factory=dict)
+    compile_s: tuple[float, float] = (3.0, 0.5)
+    scale: tuple[float, float, float, float] = (1.0, 1.0, 1.0, 1.0)
+    platform: str = "gpu"
+    note: str = ""
+
+    def rate(self, precision: str, single_thread: bool = False) -> float:
+        """FLOP/s for large matmuls in `precision` (float32 where bfloat16 is not given)."""
+        if single_thread and f"{precision}/single" in self.matmul:
+            return self.matmul[f"{precision}/single"]
+        return self.matmul.get(precision) or self.matmul["float32"]
+
+    def memory_rate(self, working_set: float) -> float:
+        """Bytes/s for a step whose state and activations take `working_set` bytes: the
+        cache's up to `cache_bytes`, memory's from 64 × that, log-interpolated between."""
+        fast = self.cache_bandwidth or self.bandwidth
+        lo, hi = self.cache_bytes, 64 * self.cache_bytes
+        if working_set <= lo or fast <= self.bandwidth:
+            return fast
+        if working_set >= hi:
+            return self.bandwidth
+        f = math.log(working_set / lo) / math.log(hi / lo)
+        return math.exp(math.log(fast) * (1 - f) + math.log(self.bandwidth) * f)
+
+    def bus(self, n: int) -> tuple[float, float] | None:
+        """(bus bytes/s, latency s) for a group of `n` devices within a node: measured for
+        that size (or the nearest below), else the catalog's link."""
+        sizes = sorted(k for k in self.collectives if k <= n)
+        if sizes:
+            return tuple(self.collectives[sizes[-1]])  # type: ignore[return-value]
+        if self.collectives:
+            return tuple(self.collectives[min(self.collectives)])  # type: ignore[return-value]
+        return self.link
+
+    def to_json(self) -> dict[str, Any]:
+        out = dataclasses.asdict(self)
+        out["collectives"] = {str(k): list(v) for k, v in self.collectives.items()}
+        return out
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> Profile:
+        names = {f.name for f in dataclasses.fields(cls)}
+        kw = {k: v for k, v in data.items() if k in names}
+        kw["collectives"] = {int(k): tuple(v) for k, v in dict(kw.get("collectives", {})).items()}
+        for key in ("link", "compile_s", "scale"):
+            if kw.get(key) is not None:
+                kw[key] = tuple(kw[key])
+        kw["matmul"] = dict(kw["matmul"])
+        return cls(**kw)
+
+
+@dataclass(frozen=True)
+class StepWork:
+    """One device's work in one training step: its kernels (`ops`), its matmuls as
+    (M, K, N), the bytes its memory passes move over a working set of `working_set`
+    bytes, and its collectives (kind, mesh axis, bytes); and one validation batch's."""
+
+    ops: int
+    matmuls: tuple[tuple[int, int, int], ...]
+    moved_bytes: float
+    working_set: float
+    collectives: tuple[tuple[str, str, int], ...]
+    eval_matmuls: tuple[tuple[int, int, int], ...] = ()
+    eval_bytes: float = 0.0
+
+    @property
+    def flops(self) -> float:
+        return sum(2.0 * m * k * n for m, k, n in self.matmuls)
+
+
+# The step's kernels when XLA's compiled step is not at hand (`estimate_ops`): a base
+# (the batch's gather, the loss, the scan's bookkeeping), per dense layer, and per layer
+# the optimizer's update adds, fitted to XLA:CPU's counts over 40 configurations
+# (benchmarks/time_error.py); bfloat16 adds its casts.
+OPS_BASE, OPS_PER_LAYER, OPS_BF16_PER_LAYER = 24, 8, 3
+OPTIMIZER_OPS = {"sgd": 0, "rmsprop": 3, "lion": 6, "adafactor": 30, "lamb": 10}
+OPTIMIZER_OPS_DEFAULT = 5  # adam and its kin
+
+
+def estimate_ops(layers: int, optimizer: str, bfloat16: bool = False) -> int:
+    """The kernels of one training step of `layers` dense layers (hidden + output)."""
+    per = OPS_PER_LAYER + OPTIMIZER_OPS.get(optimizer, OPTIMIZER_OPS_DEFAULT)
+    return OPS_BASE + layers * (per + OPS_BF16_PER_LAYER * bfloat16)
+
+
+_TRIVIAL = {"parameter", "constant", "get-tuple-element", "tuple", "bitcast"}
+_COMPUTATION = re.compile(r"^(?:ENTRY )?%?([\w.\-]+) \(.*\{\s*$")
+_INSTRUCTION = re.compile(r"= \S+ ([\w\-]+)\(")
+_WHILE_BODY = re.compile(r"while\(.*body=%?([\w.\-]+)")
+
+
+def count_step_ops(hlo_text: str) -> int | None:
+    """The kernels of the scanned step in a compiled epoch's HLO text: the instructions
+    of the largest while loop's body, less parameters, constants and tuple plumbing
+    (each is a kernel launch on a GPU, a thunk on XLA:CPU). None without a loop."""
+    bodies: dict[str, list[str]] = {}
+    name = None
+    for line in hlo_text.splitlines():
+        m = _COMPUTATION.match(line)
+        if m:
+            name = m.group(1)
+            bodies[name] = []
+        elif line.startswith("}"):
+            name = None
+        elif name is not None:
+            bodies[name].append(line)
+
+    def ops(lines: list[str]) -> int:
+        found = (_INSTRUCTION.search(line) for line in lines)
+        return sum(1 for m in found if m and m.group(1) not in _TRIVIAL)
+
+    loops = [m.group(1) for lines in bodies.values() for x in lines if (m := _WHILE_BODY.search(x))]
+    counts = [ops(bodies[b]) for b in loops if b in bodies]
+    return max(counts) if counts else None
+
+
+def _layer_shapes(widths: Sequence[int], m: int) -> list[tuple[int, int]]:
+    """(in, out) per layer on one device of a model axis of `m`: column-parallel hidden
+    layers (0, 2, ...) keep out / m, row-parallel ones in / m; the output layer is
+    row-parallel when the last hidden layer is column-parallel."""
+    hidden = len(widths) - 2
+    shapes = []
+    for i, (a, b) in enumerate(zip(widths, widths[1:])):
+        if i < hidden:
+            shapes.append((a, -(-b // m)) if i % 2 == 0 else (-(-a // m), b))
+        else:
+            shapes.append((-(-a // m), b) if hidden % 2 == 1 else (a, b))
+    return shapes
+
+
+def _matmuls(shapes: list[tuple[int, int, int]], b: int, backward: bool) -> list[tuple]:
+    """Forward [b, in] @ [in, out]; backward dW = xᵀ @ dy and, past the first layer,
+    dx = dy @ Wᵀ (the inputs need no gradient)."""
+    out = []
+    for i, (a, c) in enumerate(shapes):
+        out.append((b, a, c))
+        if backward:
+            out.append((a, b, c))
+            if i > 0:
+                out.append((b, c, a))
+    return out
+
+
+def _io_bytes(matmuls: list[tuple[int, int, int]], itemsize: int) -> float:
+    return float(sum((m * k + k * n + m * n) * itemsize for m, k, n in matmuls))
+
+
+# Parameter-sized passes of an optimizer's update where its state does not say them:
+# Adafactor's factored second moment, its RMS clipping and relative step size and Lamb's
+# trust ratio read and write each parameter many times over a small state.
+UPDATE_PASSES = {"adafactor": 12.0, "lamb": 10.0}
+
+
+def update_passes(optimizer: str, param_bytes: int, optimizer_bytes: int) -> float:
+    """Parameter-sized memory passes of one update: read parameters and gradients,
+    write parameters, and read and write the state (Adam's two moments: 7)."""
+    if optimizer in UPDATE_PASSES:
+        return UPDATE_PASSES[optimizer]
+    return 3.0 + 2.0 * optimizer_bytes / max(param_bytes, 1)
+
+
+def step_work(
+    strategy: Strategy | str,
+    mesh: Mapping[str, int],
+    *,
+    features: int,
+    hidden: Sequence[int],
+    outputs: int,
+    batch: int,
+    param_bytes: int,
+    optimizer_bytes: int,
+    ops: int,
+    optimizer: str = "",
+    itemsize: int = 4,
+    layer_norm: bool = False,
+    dropout: bool = False,
+    val_rows: int = 0,
+) -> StepWork:
+    """One device's work per step of `strategy` on `mesh`: `param_bytes` and
+    `optimizer_bytes` are that device's (after its split), `ops` the one-device step's
+    kernels (`count_step_ops` or `estimate_ops`), `itemsize` the compute dtype's."""
+    strategy = Strategy.parse(strategy)
+    d = mesh.get(DATA, 1) if strategy.shards_batch else 1
+    m = mesh.get(MODEL, 1) if strategy.model_parallel else 1
+    b = -(-batch // d)
+    widths = (features, *hidden, outputs)
+    shapes = _layer_shapes(widths, m)
+    mms = _matmuls(shapes, b, backward=True)
+    moved = _io_bytes(mms, itemsize)
+    passes = ELEMENTWISE_PASSES + LAYER_NORM_PASSES * layer_norm + DROPOUT_PASSES * dropout
+    activations = sum(passes * b * c * 4 for _, c in shapes[:-1])
+    moved += activations
+    moved += b * (features + 1) * 8 + b * outputs * 4 * 4  # gathered batch; logits, loss
+    # The update reads the parameters, gradients and state and writes parameters and
+    # state (`update_passes`); a bfloat16 step also writes and reads its weights' copy.
+    moved += update_passes(optimizer, param_bytes, optimizer_bytes) * param_bytes
+    if itemsize < 4:
+        moved += param_bytes * (1 + itemsize / 4)
+    grads = param_bytes * d if strategy.shards_params else param_bytes
+    weights = grads * itemsize // 4
+    collectives = strategy.step_collectives(grads, weights, _megatron(shapes, b, m, itemsize))
+    eb = -(-min(EVAL_BATCH, max(val_rows, 1)) // d)
+    eval_mms = _matmuls(shapes, eb, backward=False)
+    eval_bytes = _io_bytes(eval_mms, itemsize) + sum(2 * eb * c * 4 for _, c in shapes)
+    working_set = 2 * param_bytes + optimizer_bytes + activations / 2
+    ops += 2 * len(collectives)  # each collective and its wait
+    return StepWork(ops, tuple(mms), moved, working_set, collectives, tuple(eval_mms), eval_bytes)
+
+
+def _megatron(shapes: list[tuple[int, int]], b: int, m: int, itemsize: int) -> tuple[int, ...]:
+    """The model axis's activation all-reduces per step: forward, the output of every
+    row-parallel layer ([b, out]); backward, the input gradient of every column-parallel
+    layer past the first ([b, in])."""
+    if m <= 1:
+        return ()
+    hidden = len(shapes) - 1
+    out = []
+    for i, (a, c) in enumerate(shapes):
+        row = (i % 2 == 1) if i < hidden else hidden % 2 == 1
+        if row:
+            out.append(b * c * itemsize)
+        elif i > 0:
+            out.append(b * a * itemsize)
+    return tuple(out)
+
+
+def collective_seconds(kind: str, nbytes: float, n: int, bus: float, latency: float) -> float:
+    """One ring collective of `nbytes` over `n` devices at bus bandwidth `bus` (bytes/s)
+    and per-hop `latency` (s), in the nccl-tests convention (module docstring)."""
+    if n <= 1 or nbytes <= 0:
+        return 0.0
+    if kind == "all-reduce":
+        return 2 * (n - 1) * latency + 2 * (n - 1) / n * nbytes / bus
+    return (n - 1) * latency + (n - 1) / n * nbytes / bus
+
+
+@dataclass(frozen=True)
+class EpochTime:
+    """The model's figures for one option: seconds per step (and its parts), per epoch
+    (steps × step + validation), the compile, and the whole run."""
+
+    step_seconds: float
+    epoch_seconds: float
+    run_seconds: float
+    compile_seconds: float
+    parts: dict[str, float]  # floor, matmul, memory, communication, evaluation (per epoch)
+    source: str  # the profile's: "measured" | "data sheet"
+
+    def to_json(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def _group_seconds(
+    kind: str,
+    nbytes: float,
+    n: int,
+    local: int,
+    profile: Profile,
+    network: float,
+) -> float:
+    """A collective over `n` devices of which `local` share a node: within the node on
+    its link; across nodes in the hierarchical form over the network."""
+    if n <= 1:
+        return 0.0
+    inside = min(n, max(local, 1))
+    bus = profile.bus(inside) or (network, 5e-6)
+    if inside >= n:
+        return collective_seconds(kind, nbytes, n, *bus)
+    nodes = -(-n // inside)
+    across = collective_seconds(kind, nbytes, nodes, network, NETWORK_LATENCY_S)
+    if kind == "all-reduce":  # reduce-scatter in the node, all-reduce across, all-gather
+        inner = collective_seconds("reduce-scatter", nbytes, inside, *bus)
+        return 2 * inner + across
+    return collective_seconds(kind, nbytes, inside, *bus) + across
+
+
+def _mesh_locals(mesh: Mapping[str, int], per_node: int) -> dict[str, int]:
+    """How many devices of each axis's group share a node: devices fill nodes in mesh
+    order with `model` innermost, so the model axis is local first."""
+    m, d = mesh.get(MODEL, 1), mesh.get(DATA, 1)
+    model_local = min(m, per_node)
+    data_local = max(1, min(d, per_node // max(m, 1)))
+    return {MODEL: model_local, DATA: data_local}
+
+
+def epoch_time(
+    work: StepWork,
+    profile: Profile,
+    *,
+    precision: str,
+    steps: int,
+    epochs: int,
+    rows: int,
+    val_rows: int,
+    depth: int,
+    mesh: Mapping[str, int],
+    per_node: int | None = None,
+    network_gbs: float = DEFAULT_NETWORK_GBS,
+    single_thread: bool = False,
+) -> EpochTime:
+    """The model's epoch and run seconds for `work` on `profile` (module docstring):
+    `rows` training rows in `steps` steps, `val_rows` validated each epoch, `depth`
+    hidden layers; `per_node` devices share a node's link, `network_gbs` joins nodes."""
+    ops_k, mm_k, mem_k, sort_k = profile.scale
+    rate = profile.rate(precision, single_thread)
+    bandwidth = profile.memory_rate(work.working_set)
+    floor = work.ops * profile.op_s * ops_k
+    matmul = work.flops / rate * mm_k
+    memory = work.moved_bytes / bandwidth * mem_k
+    locals_ = _mesh_locals(mesh, per_node or math.prod(mesh.values()))
+    comm = sum(
+        _group_seconds(kind, nbytes, mesh.get(axis, 1), locals_[axis], profile, network_gbs * 1e9)
+        for kind, axis, nbytes in work.collectives
+    )
+    step = floor + matmul + memory + comm
+    shuffle = profile.sort_s * rows * math.log2(max(rows, 2)) * sort_k
+    eval_steps = -(-val_rows // EVAL_BATCH) if val_rows else 0
+    eval_flops = sum(2.0 * m * k * n for m, k, n in work.eval_matmuls)
+    # A validation batch runs the forward pass alone: about a third of the step's kernels.
+    evaluation = eval_steps * (
+        floor / 3 + eval_flops / rate * mm_k + work.eval_bytes / bandwidth * mem_k
+    )
+    epoch = steps * step + shuffle + evaluation
+    base, per_layer = profile.compile_s
+    compile_s = base + per_layer * depth
+    parts = {
+        "floor": steps * floor,
+        "matmul": steps * matmul,
+        "memory": steps * memory,
+        "communication": steps * comm,
+        "shuffle": shuffle,
+        "evaluation": evaluation,
+    }
+    return EpochTime(step, epoch, epochs * epoch + compile_s, compile_s, parts, profile.source)

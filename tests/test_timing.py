@@ -1,0 +1,173 @@
+"""The epoch-time model (planner/timing.py) and its profiles (planner/profiles.py): the
+ring formulas, each strategy's collectives, the step's work, the epoch's parts, the
+catalog's measured and data-sheet profiles, `jaxpipe calibrate` and `plan` reading what
+it stored. Timings never gate a test: benchmarks/time_error.py holds the model to
+measured epochs."""
+
+import json
+import math
+
+import jax
+import jax.numpy as jnp
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+import jaxpipe
+from jaxpipe.cli.main import main
+from jaxpipe.planner import hardware, profiles, timing
+from jaxpipe.spec.strategy import DATA, MODEL, Strategy
+
+
+@given(
+    nbytes=st.integers(1, 2**34),
+    n=st.integers(2, 64),
+    bus=st.floats(1e9, 1e12),
+    latency=st.floats(0, 1e-4),
+)
+def test_ring_formulas(nbytes, n, bus, latency):
+    ar = timing.collective_seconds("all-reduce", nbytes, n, bus, latency)
+    ag = timing.collective_seconds("all-gather", nbytes, n, bus, latency)
+    rs = timing.collective_seconds("reduce-scatter", nbytes, n, bus, latency)
+    assert ar == pytest.approx(2 * (n - 1) * latency + 2 * (n - 1) / n * nbytes / bus)
+    # An all-reduce is a reduce-scatter and an all-gather (nccl-tests' bus bandwidth).
+    assert ar == pytest.approx(ag + rs) and ag == rs
+    assert timing.collective_seconds("all-reduce", nbytes, 1, bus, latency) == 0.0
+    assert timing.collective_seconds("all-reduce", 2 * nbytes, n, bus, latency) > ar
+
+
+def test_each_strategy_knows_its_collectives():
+    acts = (100, 200)
+    got = {s: s.step_collectives(1000, 500, acts) for s in Strategy}
+    assert got[Strategy.SINGLE] == ()
+    assert got[Strategy.DATA] == (("all-reduce", DATA, 1000),)
+    assert got[Strategy.FSDP] == (
+        ("all-gather", DATA, 500),
+        ("all-gather", DATA, 500),
+        ("reduce-scatter", DATA, 1000),
+    )
+    assert got[Strategy.TENSOR] == (("all-reduce", MODEL, 100), ("all-reduce", MODEL, 200))
+    assert got[Strategy.DATA_TENSOR] == (("all-reduce", DATA, 1000), *got[Strategy.TENSOR])
+    assert got[Strategy.FSDP_TENSOR] == got[Strategy.FSDP] + got[Strategy.TENSOR]
+    for s in Strategy:  # the names the strategy lists are the kinds it runs
+        kinds = {k for k, _, _ in got[s]}
+        assert kinds <= {"all-gather", "reduce-scatter", "all-reduce"}
+        assert bool(kinds) == bool(s.collectives)
+
+
+def _work(strategy="single", mesh=None, hidden=(256, 256), batch=128, **kw):
+    args = dict(
+        features=32,
+        hidden=hidden,
+        outputs=4,
+        batch=batch,
+        param_bytes=4 * 80_000,
+        optimizer_bytes=8 * 80_000,
+        ops=60,
+    )
+    return timing.step_work(strategy, mesh or {"data": 1}, **(args | kw))
+
+
+def test_step_work_counts_the_matmuls_of_forward_and_backward():
+    w = _work()
+    macs = 32 * 256 + 256 * 256 + 256 * 4
+    # forward 2, backward 4 per multiply-add, less the first layer's input gradient
+    assert w.flops == 6 * 128 * macs - 2 * 128 * 32 * 256
+    data = _work("data", {"data": 4})
+    assert data.flops == pytest.approx(w.flops / 4)
+    tensor = _work("tensor", {"model": 4})
+    # Megatron pairs: hidden_0 split on its output, hidden_1 on its input; the output
+    # layer (after a row-parallel layer) whole.
+    split = 6 * 128 * (32 * 64 + 64 * 256 + 256 * 4) - 2 * 128 * 32 * 64
+    assert tensor.flops == split
+    assert [k for k, _, _ in tensor.collectives] == ["all-reduce"] * 2
+    assert tensor.ops > w.ops  # each collective is a kernel to wait for
+
+
+def test_epoch_time_parts_add_up_and_nodes_cost_more():
+    profile = profiles.catalog_profile(hardware.load_catalog()["A100-40GB"])
+    kw = dict(precision="float32", steps=40, epochs=3, rows=5000, val_rows=1000, depth=2)
+    w = _work("data", {"data": 16}, hidden=(4096, 4096), batch=512)
+    t = timing.epoch_time(w, profile, mesh={"data": 16}, per_node=8, **kw)
+    assert t.epoch_seconds == pytest.approx(sum(t.parts.values()))
+    assert t.run_seconds == pytest.approx(3 * t.epoch_seconds + t.compile_seconds)
+    one_node = timing.epoch_time(w, profile, mesh={"data": 16}, per_node=16, **kw)
+    assert t.parts["communication"] > one_node.parts["communication"] > 0
+    faster_net = timing.epoch_time(w, profile, mesh={"data": 16}, per_node=8, network_gbs=100, **kw)
+    assert faster_net.parts["communication"] < t.parts["communication"]
+    assert t.source == "data sheet"
+
+
+def test_catalog_profiles_measured_and_data_sheet():
+    cat = hardware.load_catalog()
+    h100 = profiles.catalog_profile(cat["H100"])
+    assert h100.source == "measured" and "epochs_h100" in h100.note
+    assert h100.op_s == pytest.approx(0.688e-6) and h100.rate("float32") == 52.4e12
+    for kind in cat.values():
+        p = profiles.catalog_profile(kind)
+        assert p.rate("bfloat16") >= p.rate("float32") > 0 and p.bandwidth > 0
+        assert kind.price_per_hour is None or kind.price_source
+        if kind.gpus_per_node:
+            assert kind.interconnect_gbs and kind.interconnect
+    assert profiles.catalog_profile(cat["H200"]).bandwidth > h100.bandwidth
+    back = timing.Profile.from_json(json.loads(json.dumps(h100.to_json())))
+    assert back == h100
+
+
+def test_kernels_are_counted_in_the_compiled_step():
+    cfg = profiles.Config([32, 32], 16, 8, 64, "float32", "adam")
+    epoch, state, x, y, opts = profiles._program(cfg)
+    text = epoch.lower(state, x, y, jnp.int32(0)).compile(opts).as_text()
+    ops = timing.count_step_ops(text)
+    assert 20 <= ops <= 200
+    assert timing.count_step_ops("ENTRY %main () -> f32[] {\n}") is None
+    assert timing.estimate_ops(3, "adafactor") > timing.estimate_ops(3, "adam")
+    assert timing.estimate_ops(4, "sgd") > timing.estimate_ops(2, "sgd")
+
+
+SPEC = """
+[data]
+validation = 64
+[data.synthetic]
+rows = 576
+features = 16
+classes = 4
+[model]
+hidden = [64, 64]
+[training]
+epochs = 2
+batch_size = 64
+"""
+
+
+def test_plan_reads_the_calibrated_profile_of_the_local_device(write_spec, tmp_path, monkeypatch):
+    monkeypatch.setenv("JAXPIPE_PROFILE_DIR", str(tmp_path / "profiles"))
+    spec = jaxpipe.load_spec(write_spec(SPEC + "[hardware]\ndevices = 1\n"))
+    before = jaxpipe.plan(spec, fit=False)
+    local = before.options[0]
+    assert local.device == "cpu" and local.epoch_seconds is None
+    assert "jaxpipe calibrate" in local.assumptions and local.owned and local.cost == 0.0
+    kind = jax.devices()[0].device_kind
+    profile = timing.Profile(kind, "measured", 1e-6, {"float32": 2e10}, 5e9, platform="cpu")
+    profiles.save_profile(profile)
+    after = jaxpipe.plan(spec, fit=False).options[0]
+    assert after.time_source == "measured" and after.epoch_seconds > 0
+    assert after.run_seconds > 2 * after.epoch_seconds
+
+
+def test_calibrate_measures_and_stores_a_profile(tmp_path, capsys, monkeypatch):
+    few = (profiles.Config([16], 16, 8, 256, "float32", "sgd"), profiles.Config([64], 32, 8, 256))
+    monkeypatch.setattr(profiles, "CALIBRATION_CONFIGS", few)
+    out = tmp_path / "cpu.json"
+    assert main(["calibrate", "--quick", "--json", "--out", str(out)]) == 0
+    printed = json.loads(capsys.readouterr().out)
+    stored = profiles.load_profile("", str(out))
+    assert printed["path"] == str(out) and stored.source == "measured"
+    assert stored.op_s > 0 and stored.bandwidth > 0 and stored.matmul["float32"] > 0
+    assert {"float32/single", "bfloat16"} <= set(stored.matmul)
+    assert len(stored.collectives) >= 1  # the suite's 8 simulated devices
+    assert all(math.isfinite(c) and c > 0 for c in stored.scale)
+    (tmp_path / "bad.json").write_text("{")
+    with pytest.raises(jaxpipe.JaxpipeError, match="not a jaxpipe device profile"):
+        profiles.load_profile("", str(tmp_path / "bad.json"))
+    assert profiles.stored_profiles(str(tmp_path)) == {stored.kind: stored}
