@@ -20,11 +20,11 @@ from typing import Any
 
 import numpy as np
 
-from jaxpipe.api import plan as make_plan
 from jaxpipe.api import validate
 from jaxpipe.check.invariants import run_isolated, with_overrides
 from jaxpipe.data.shapes import data_shapes
 from jaxpipe.errors import JaxpipeError
+from jaxpipe.planner.plan import make_plan
 from jaxpipe.spec.experiment import Spec, load_spec
 
 __all__ = ["StepResult", "SpecCheck", "check_specs", "format_checks", "shrink_spec"]
