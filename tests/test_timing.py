@@ -166,7 +166,7 @@ def test_calibrate_measures_and_stores_a_profile(tmp_path, capsys, monkeypatch):
     assert stored.op_s > 0 and stored.bandwidth > 0 and stored.matmul["float32"] > 0
     assert {"float32/single", "bfloat16"} <= set(stored.matmul)
     assert len(stored.collectives) >= 1  # the suite's 8 simulated devices
-    assert all(math.isfinite(c) and c > 0 for c in stored.scale)
+    assert all(math.isfinite(c) and c > 0 for c in stored.scale.values())
     (tmp_path / "bad.json").write_text("{")
     with pytest.raises(jaxpipe.JaxpipeError, match="not a jaxpipe device profile"):
         profiles.load_profile("", str(tmp_path / "bad.json"))

@@ -51,7 +51,7 @@ def test_verdict_first_then_ranked_options_and_check_exits_2(write_spec):
     assert "Options that fit, ranked" in done.stdout and "1. " in done.stdout
     # Issue 24: the roofline's "epoch ≥" gave way to the time model's epoch and run, and
     # the answer in time and money follows the verdict.
-    assert lines[1].startswith("cheapest that fits: ") and "a run, " in lines[1]
+    assert lines[1].startswith("cheapest that fits: ") and " a run (" in lines[1]
     assert "$" in lines[1]
     assert lines[2].startswith("fastest that fits: ")
     assert "epoch " in done.stdout and " compile)" in done.stdout and "time" in done.stdout

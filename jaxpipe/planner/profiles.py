@@ -41,6 +41,7 @@ from jaxpipe.planner.hardware import DeviceKind
 from jaxpipe.planner.timing import (
     DATA_SHEET,
     MEASURED,
+    TERMS,
     Profile,
     StepWork,
     count_step_ops,
@@ -294,30 +295,25 @@ def _compile_seconds() -> tuple[float, float]:
 
 
 def _terms(base: Profile, cfg: Config, timed: Timed) -> list[float]:
-    """The four terms `Profile.scale` weighs for one measured epoch, unscaled."""
+    """The terms `Profile.scale` weighs (timing.TERMS) for one measured epoch, unscaled."""
     work, params = config_work(cfg, timed.ops)
     single = single_threaded(base.platform, params, cfg.batch)
     steps = steps_per_epoch(cfg.rows, cfg.batch)
-    return [
-        steps * work.ops * base.op_s,
-        steps * work.flops / base.rate(cfg.precision, single),
-        steps * work.moved_bytes / base.memory_rate(work.working_set),
-        base.sort_s * cfg.rows * math.log2(cfg.rows),
-    ]
+    step = base.terms(work, cfg.precision, single)
+    shuffle = base.sort_s * cfg.rows * math.log2(cfg.rows)
+    return [steps * step[t] for t in TERMS[:-1]] + [shuffle]
 
 
-def fit_scale(
-    base: Profile, measured: Sequence[tuple[Config, Timed]]
-) -> tuple[float, float, float, float]:
-    """The (ops, matmul, memory, shuffle) scale that fits `base`'s terms to the measured
-    epochs (non-negative least squares on relative error, so every epoch counts alike);
-    a term no epoch exercised keeps 1."""
+def fit_scale(base: Profile, measured: Sequence[tuple[Config, Timed]]) -> dict[str, float]:
+    """The weight of each term (timing.TERMS) that fits `base`'s terms to the measured
+    epochs: non-negative least squares on relative error, so every epoch counts alike; a
+    term no epoch leans on (under 5 % of each) keeps 1."""
     from scipy.optimize import nnls
 
     rows = np.array([[t / timed.seconds for t in _terms(base, c, timed)] for c, timed in measured])
     coef, _ = nnls(rows, np.ones(len(measured)))
-    used = rows.max(axis=0) > 0.05  # a term under 5 % of every epoch is not fitted
-    return tuple(float(c) if u and c > 0 else 1.0 for c, u in zip(coef, used))  # type: ignore
+    used = rows.max(axis=0) > 0.05
+    return {t: float(c) if u and c > 0 else 1.0 for t, c, u in zip(TERMS, coef, used)}
 
 
 def use_clock(name: str) -> None:
@@ -361,10 +357,7 @@ def measure_profile(
     )
     chosen = list(CALIBRATION_CONFIGS if configs is None else configs)[:: 2 if quick else 1]
     scale = fit_scale(base, [(cfg, time_epoch(cfg, reps)) for cfg in chosen])
-    log(
-        f"fit over {len(chosen)} epochs: kernels × {scale[0]:.2f}, matmul × {scale[1]:.2f}, "
-        f"memory × {scale[2]:.2f}, shuffle × {scale[3]:.2f}"
-    )
+    log(f"fit over {len(chosen)} epochs: " + ", ".join(f"{t} × {v:.2f}" for t, v in scale.items()))
     note = (
         f"jaxpipe calibrate on {len(jax.local_devices())} local {platform} device(s), "
         f"{time.strftime('%Y-%m-%d')}, {time.perf_counter() - t0:.0f} s, jax {jax.__version__}"

@@ -15,9 +15,9 @@ A scanned training step of an MLP costs, per device:
          + Σ collective(kind, bytes, group)       the strategy's collectives
                                                   (`Strategy.step_collectives`)
 
-an epoch = steps × step + the shuffle (a sort of the rows) + the validation pass, the
-four device terms scaled by the profile's calibration fit (`Profile.scale`, least
-squares over real scanned epochs), and a run = epochs × epoch + the compile.
+an epoch = steps × step + the shuffle (a sort of the rows) + the validation pass, each
+device term weighed by the profile's calibration fit (`Profile.scale`, least squares over
+real scanned epochs), and a run = epochs × epoch + the compile.
 
 The collectives use the ring formulas in the nccl-tests convention (a bus bandwidth B per
 device and a per-hop latency a over a group of n): all-reduce of S bytes takes
@@ -55,6 +55,7 @@ __all__ = [
     "DATA_SHEET",
     "DEFAULT_NETWORK_GBS",
     "EVAL_BATCH",
+    "TERMS",
 ]
 
 MEASURED, DATA_SHEET = "measured", "data sheet"
@@ -71,6 +72,11 @@ LAYER_NORM_PASSES = 6  # its statistics, normalise, scale: forward and backward
 DROPOUT_PASSES = 3  # the mask's bits, its multiply forward and backward
 
 
+# The terms a profile's fit weighs (`Profile.scale`): the step's kernels, its matmuls
+# per precision, its memory traffic served by the cache and by memory, the epoch's shuffle.
+TERMS = ("kernels", "matmul/float32", "matmul/bfloat16", "cache", "memory", "shuffle")
+
+
 @dataclass(frozen=True)
 class Profile:
     """What one device kind achieves. `source`: "measured" (`jaxpipe calibrate`, or the
@@ -82,7 +88,7 @@ class Profile:
     seconds per row·log2(rows) of the epoch's shuffle; `link`: (bus bytes/s, latency s)
     between the devices of one node; `collectives`: measured (bus bytes/s, latency s)
     per group size, preferred to `link`; `compile_s`: (base, per hidden layer) seconds;
-    `scale`: the fit of the ops, matmul, memory and shuffle terms to real epochs."""
+    `scale`: the fit of each term (`TERMS`) to real epochs; a term missing is 1."""
 
     kind: str
     source: str
@@ -95,7 +101,7 @@ class Profile:
     link: tuple[float, float] | None = None
     collectives: Mapping[int, tuple[float, float]] = field(default_factory=dict)
     compile_s: tuple[float, float] = (3.0, 0.5)
-    scale: tuple[float, float, float, float] = (1.0, 1.0, 1.0, 1.0)
+    scale: Mapping[str, float] = field(default_factory=dict)
     platform: str = "gpu"
     note: str = ""
 
@@ -105,17 +111,31 @@ class Profile:
             return self.matmul[f"{precision}/single"]
         return self.matmul.get(precision) or self.matmul["float32"]
 
-    def memory_rate(self, working_set: float) -> float:
-        """Bytes/s for a step whose state and activations take `working_set` bytes: the
-        cache's up to `cache_bytes`, memory's from 64 × that, log-interpolated between."""
-        fast = self.cache_bandwidth or self.bandwidth
+    def in_cache(self, working_set: float) -> float:
+        """The share of a step's memory traffic served by the cache: 1 while its working
+        set fits `cache_bytes`, 0 from 64 × that, log-interpolated between (0 without a
+        measured cache)."""
+        if not self.cache_bandwidth:
+            return 0.0
         lo, hi = self.cache_bytes, 64 * self.cache_bytes
-        if working_set <= lo or fast <= self.bandwidth:
-            return fast
+        if working_set <= lo:
+            return 1.0
         if working_set >= hi:
-            return self.bandwidth
-        f = math.log(working_set / lo) / math.log(hi / lo)
-        return math.exp(math.log(fast) * (1 - f) + math.log(self.bandwidth) * f)
+            return 0.0
+        return 1.0 - math.log(working_set / lo) / math.log(hi / lo)
+
+    def weight(self, term: str) -> float:
+        return float(self.scale.get(term, 1.0))
+
+    def terms(self, work: StepWork, precision: str, single_thread: bool) -> dict[str, float]:
+        """One step's device terms in seconds, unscaled (`TERMS`, less the shuffle)."""
+        share = self.in_cache(work.working_set)
+        out = dict.fromkeys(TERMS[:-1], 0.0)
+        out["kernels"] = work.ops * self.op_s
+        out[f"matmul/{precision}"] = work.flops / self.rate(precision, single_thread)
+        out["cache"] = work.moved_bytes * share / (self.cache_bandwidth or self.bandwidth)
+        out["memory"] = work.moved_bytes * (1 - share) / self.bandwidth
+        return out
 
     def bus(self, n: int) -> tuple[float, float] | None:
         """(bus bytes/s, latency s) for a group of `n` devices within a node: measured for
@@ -137,7 +157,8 @@ class Profile:
         names = {f.name for f in dataclasses.fields(cls)}
         kw = {k: v for k, v in data.items() if k in names}
         kw["collectives"] = {int(k): tuple(v) for k, v in dict(kw.get("collectives", {})).items()}
-        for key in ("link", "compile_s", "scale"):
+        kw["scale"] = dict(kw.get("scale") or {})
+        for key in ("link", "compile_s"):
             if kw.get(key) is not None:
                 kw[key] = tuple(kw[key])
         kw["matmul"] = dict(kw["matmul"])
@@ -396,25 +417,24 @@ def epoch_time(
     """The model's epoch and run seconds for `work` on `profile` (module docstring):
     `rows` training rows in `steps` steps, `val_rows` validated each epoch, `depth`
     hidden layers; `per_node` devices share a node's link, `network_gbs` joins nodes."""
-    ops_k, mm_k, mem_k, sort_k = profile.scale
-    rate = profile.rate(precision, single_thread)
-    bandwidth = profile.memory_rate(work.working_set)
-    floor = work.ops * profile.op_s * ops_k
-    matmul = work.flops / rate * mm_k
-    memory = work.moved_bytes / bandwidth * mem_k
+    terms = profile.terms(work, precision, single_thread)
+    w = profile.weight
+    floor = terms["kernels"] * w("kernels")
+    matmul = sum(terms[k] * w(k) for k in ("matmul/float32", "matmul/bfloat16"))
+    memory = terms["cache"] * w("cache") + terms["memory"] * w("memory")
+    rate = profile.rate(precision, single_thread) / w(f"matmul/{precision}")
+    bandwidth = work.moved_bytes / memory if memory else profile.bandwidth
     locals_ = _mesh_locals(mesh, per_node or math.prod(mesh.values()))
     comm = sum(
         _group_seconds(kind, nbytes, mesh.get(axis, 1), locals_[axis], profile, network_gbs * 1e9)
         for kind, axis, nbytes in work.collectives
     )
     step = floor + matmul + memory + comm
-    shuffle = profile.sort_s * rows * math.log2(max(rows, 2)) * sort_k
+    shuffle = profile.sort_s * rows * math.log2(max(rows, 2)) * w("shuffle")
     eval_steps = -(-val_rows // EVAL_BATCH) if val_rows else 0
     eval_flops = sum(2.0 * m * k * n for m, k, n in work.eval_matmuls)
     # A validation batch runs the forward pass alone: about a third of the step's kernels.
-    evaluation = eval_steps * (
-        floor / 3 + eval_flops / rate * mm_k + work.eval_bytes / bandwidth * mem_k
-    )
+    evaluation = eval_steps * (floor / 3 + eval_flops / rate + work.eval_bytes / bandwidth)
     epoch = steps * step + shuffle + evaluation
     base, per_layer = profile.compile_s
     compile_s = base + per_layer * depth

@@ -182,11 +182,12 @@ def _answer(plan: Plan) -> list[str]:
         if o.strategy is not Strategy.SINGLE:
             what += f" with {name}"
         cost = dollars(o.cost) if o.cost is not None else "price unknown"
-        lines += _wrap(
-            f"{label} that fits: {what}, {duration(o.run_seconds)} a run, {cost}"
-            f" ({o.time_source} time)",
-            "  ",
+        time = (
+            f"{duration(o.run_seconds)} a run ({o.time_source} time)"
+            if o.run_seconds is not None
+            else "time unknown"
         )
+        lines += _wrap(f"{label} that fits: {what}, {time}, {cost}", "  ")
     return lines
 
 
