@@ -2,7 +2,6 @@
 XLA's own memory analysis of the compiled epoch, monotonicity, FSDP scaling, the sharding
 rules, and the auto strategy."""
 
-import json
 import math
 
 import jax
@@ -266,34 +265,3 @@ def test_issue24_rows_past_int32_plan_without_compiling():
     assert "PiB" in text.splitlines()[0] and "the data alone needs" in text
     with pytest.raises(jaxpipe.JaxpipeError, match="int32"):
         jaxpipe.plan(_spec([64], rows=10**14), gpu="T4", verify=True)
-
-
-def test_issue24_a_run_whose_compiled_epoch_does_not_fit_is_refused_before_its_first_step(
-    tmp_path, monkeypatch
-):
-    # The closed form said it fits; XLA's figure of the compiled program (stubbed huge)
-    # does not: the run stops with exit 2 (PlanError) before training, naming options.
-    from jaxpipe.runner import programs
-
-    spec = _spec([64], extra="[hardware]\ndevices = 1")
-    monkeypatch.setattr(programs, "compiled_bytes", lambda compiled: 2**60)
-    steps = []
-    from jaxpipe.runner import loop
-
-    monkeypatch.setattr(loop, "_epoch", lambda *a: steps.append(a))
-    with pytest.raises(jaxpipe.PlanError, match="compiled epoch does not fit") as e:
-        jaxpipe.run(spec, out=str(tmp_path / "r"))
-    assert e.value.exit_code == 2 and not steps
-    assert e.value.plan.source == "xla" and not e.value.plan.fits
-
-
-def test_issue24_plan_and_run_agree_on_donation(tmp_path):
-    # A small state is kept undonated by the run (its checkpoints hold the states): the
-    # plan quotes the same need as the run records.
-    spec = _spec([64], extra="epochs = 1\n[hardware]\ndevices = 1")
-    plan = jaxpipe.plan(spec, fit=False)
-    result = jaxpipe.run(spec, out=str(tmp_path / "r"))
-    recorded = json.loads((tmp_path / "r" / "summary.json").read_text())["plan"]
-    assert recorded["donated"] is False and "snapshots" in plan.breakdown
-    assert plan.per_device_bytes == recorded["per_device_bytes"]
-    assert len(result.history) == 1

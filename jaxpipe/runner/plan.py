@@ -30,15 +30,7 @@ from jaxpipe.runner.stream import chunk_plan, steps_per_chunk
 from jaxpipe.spec.experiment import Spec
 from jaxpipe.spec.strategy import Strategy
 
-__all__ = [
-    "RunPlan",
-    "plan_run",
-    "plan_record",
-    "chunk_steps",
-    "auto_chunk_rows",
-    "undonated",
-    "check_compiled",
-]
+__all__ = ["RunPlan", "plan_run", "plan_record", "chunk_steps", "auto_chunk_rows"]
 
 
 @dataclass(frozen=True)
@@ -221,38 +213,3 @@ def plan_record(
         "mesh": dict(rp.mesh),
         "planned": planned,
     }
-
-
-def check_compiled(rp: RunPlan, xla_bytes: int | None) -> None:
-    """The run's go/no-go on a held figure: XLA's per-device bytes of the epoch it just
-    compiled, plus what lives beside the program (the validation arrays, an undonated
-    state's snapshots, a GPU's runtime), against the usable memory, before the first
-    step. Raises PlanError (exit 2) naming what would fit when it does not fit; nothing
-    for a streamed run (its chunks are not one program's arguments)."""
-    plan = rp.plan
-    if xla_bytes is None or rp.chunk:
-        return
-    s, b = plan.shapes, plan.breakdown
-    beside = s.val_rows * (s.features + 1) * 4 + b.get("snapshots", 0) + b.get("runtime", 0)
-    need = xla_bytes + beside
-    usable = plan.usable_bytes_per_device
-    if need <= usable:
-        return
-    fits = [o for o in plan.options if o.fits and o.per_device_bytes < need]
-    where = (
-        "; would fit: " + "; ".join(f"{o.strategy} over {o.devices} × {o.device}" for o in fits[:3])
-        if fits
-        else "; lower training.batch_size or the model's widths"
-    )
-    refused = replace(plan, fits=False, per_device_bytes=need, source="xla")
-    raise PlanError(
-        f"the compiled epoch does not fit {rp.strategy} over {math.prod(rp.mesh.values())}: "
-        f"XLA needs {_mib(need)} per device (the program {_mib(xla_bytes)} and "
-        f"{_mib(beside)} beside it) of {_mib(usable)} usable per {plan.device}, where the "
-        f"plan estimated {_mib(plan.per_device_bytes)}{where}",
-        plan=refused,
-    )
-
-
-def _mib(n: int) -> str:
-    return f"{n / 2**20:,.1f} MiB"
