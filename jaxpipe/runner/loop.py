@@ -82,10 +82,9 @@ def _epoch(programs: Programs, placed: Placed, prep: Preprocessing, state, epoch
 
 
 def _listen(observer: Observer, row: dict[str, Any], epochs: int) -> str | None:
-    """Tells the observers the epoch ended (`on_epoch`, then `on_epoch_end`); returns a
-    listener's request to stop after it (a reason), if any."""
+    """Asks the observers whether to stop after this epoch (`on_epoch_end`, before its
+    checkpoint is decided); returns a listener's request (a reason), if any."""
     try:
-        observer.on_epoch(row, epochs)
         answer = observer.on_epoch_end(row, epochs)
     except StopTraining as e:
         return str(e) or "StopTraining raised"
@@ -137,11 +136,15 @@ def train(
             run.requested = _listen(observer, row, epochs)
             stopping = (run.stopper is not None and run.stopper.should_stop) or bool(run.requested)
             due = cadence.due(epoch, time.monotonic() - last_save)
-            if due or epoch == epochs or stopping or signals.caught:
+            wrote = due or epoch == epochs or stopping or signals.caught
+            if wrote:
                 _save(store, run, state, prep, meta_base, row, times, write=True, copy=copy)
                 last_save = time.monotonic()
             elif cadence.every_epochs is None:  # "auto": the newest epochs in memory
                 _save(store, run, state, prep, meta_base, row, times, write=False, copy=copy)
+            observer.on_epoch(row, epochs)  # the epoch as saved (snapshots in place)
+            if signals.caught and not wrote:  # it came while the observers ran: save it
+                _save(store, run, state, prep, meta_base, row, times, write=True, copy=copy)
             if stopping or signals.caught:
                 break
     if run.diverged:  # the last good epochs kept in memory, for a look or a restart
