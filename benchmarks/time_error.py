@@ -120,14 +120,14 @@ def main() -> None:
     folder = tempfile.mkdtemp(prefix="jaxpipe-time-error-")
     os.environ["JAXPIPE_PROFILE_DIR"] = os.path.join(folder, "profiles")
 
-    from jaxpipe.planner import profiles
+    from jaxpipe.planner import profiles, timing
 
     profiles.use_clock(a.clock)
     load0, t0 = os.getloadavg(), time.perf_counter()
     rng = random.Random(a.seed)
     calibration = [draw(rng) for _ in range(a.calibrate)]
     profile = profiles.measure_profile(configs=calibration, log=lambda line: print(f"  {line}"))
-    profiles.save_profile(profile)
+    timing.save_profile(profile)
     print(f"calibrated on {a.calibrate} configurations (seed {a.seed}) in "
           f"{time.perf_counter() - t0:.0f} s\n")
     held = random.Random(a.seed + 1)

@@ -26,7 +26,6 @@ _LAZY: dict[str, str] = {
     "spec_schema": "jaxpipe.spec.experiment",
     "spec_markdown": "jaxpipe.spec.experiment",
     "Spec": "jaxpipe.spec.experiment",
-    "validate": "jaxpipe.api",
     "predict": "jaxpipe.api",
     "run": "jaxpipe.api",
     "plan": "jaxpipe.api",
@@ -62,6 +61,7 @@ _LAZY: dict[str, str] = {
 
 __all__ = [
     "__version__",
+    "validate",
     *_LAZY,
     "JaxpipeError",
     "SpecError",
@@ -72,6 +72,21 @@ __all__ = [
     "RunDirectoryBusy",
     "RunInterrupted",
 ]
+
+
+def validate(spec: _Any) -> list[str]:
+    """Checks a spec as `run` checks it before any work, without training: names optax
+    must know, the data (files exist and read; columns, labels, text and missing values
+    as the spec says), the metrics early stopping and best checkpoints watch, and the
+    trackers `[logging]` names (an MLflow URI it could not log to). Returns notes for the
+    user; raises JaxpipeError on a problem. Imports neither flax nor orbax (here, not in
+    `jaxpipe.api`, for that): the memory plan is `jaxpipe.plan`'s."""
+    from jaxpipe.report.tracking import tracking_observers
+    from jaxpipe.runner.validation import validate as validate_spec
+
+    notes = validate_spec(spec)
+    tracking_observers(spec)
+    return notes
 
 
 def __getattr__(name: str) -> _Any:

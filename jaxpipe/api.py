@@ -23,9 +23,9 @@ from jaxpipe.parallel.sharding import distributed_config, initialize_distributed
 from jaxpipe.planner.hardware import LocalDevices, load_catalog, local_devices
 from jaxpipe.planner.options import make_market
 from jaxpipe.planner.plan import make_plan
-from jaxpipe.planner.profiles import measure_profile, save_profile
+from jaxpipe.planner.profiles import measure_profile
 from jaxpipe.planner.search import UNVERIFIED
-from jaxpipe.planner.timing import Profile
+from jaxpipe.planner.timing import Profile, save_profile
 from jaxpipe.planner.values import Plan
 from jaxpipe.planner.verify import settle, verify_plan
 from jaxpipe.report.compare import compare_runs, format_comparison, write_comparison_plot
@@ -37,7 +37,6 @@ from jaxpipe.report.verdict import format_plan
 from jaxpipe.runner.outdir import default_out_dir
 from jaxpipe.runner.shell import run_experiment
 from jaxpipe.runner.validation import check_before_data
-from jaxpipe.runner.validation import validate as validate_spec
 from jaxpipe.saved.model import Model, load_model
 from jaxpipe.saved.predict import predict_file
 from jaxpipe.signals import catch_signals
@@ -55,7 +54,6 @@ __all__ = [
     "Model",
     "load_model",
     "run",
-    "validate",
     "predict",
     "load_spec",
     "plan",
@@ -111,15 +109,6 @@ def run(
         return run_experiment(spec, out, observer, resume=resume, force=force)
     finally:
         reporter.close()  # a spinner or bar still live (a failed run) leaves the terminal
-
-
-def validate(spec: Spec) -> list[str]:
-    """Checks what can be checked without training (`runner.validation.validate`: names,
-    data, watched metrics) and the trackers `[logging]` names (an MLflow URI it could not
-    log to), as `run` checks them before any work. Returns notes; raises JaxpipeError."""
-    notes = validate_spec(spec)
-    tracking_observers(spec)
-    return notes
 
 
 def _in_memory(spec: Spec, data: Any, validation: Any, what: str = "fit"):

@@ -34,6 +34,8 @@ Other tools' variables jaxpipe reads or sets:
 - NO_COLOR: set (non-empty): no colour in the console. TERM=dumb: plain console lines.
 - MLFLOW_ALLOW_FILE_STORE: set to "true" (unless already set) when `[logging] mlflow`
   names a file store, MLflow 3's opt-in for it.
+- MLFLOW_HTTP_REQUEST_TIMEOUT, MLFLOW_HTTP_REQUEST_MAX_RETRIES: set (unless already set)
+  before an MLflow server is reached, so an unreachable tracking URI fails in seconds.
 
 Above the face, `jaxpipe.testing` also reads CI and HYPOTHESIS_PROFILE, and `jaxpipe
 check` sets variables for the child processes it starts.

@@ -18,6 +18,7 @@ SPEC = """
 [experiment]
 name = "launch-me"
 [data]
+source = "synthetic"
 validation = 64
 [data.synthetic]
 rows = 576

@@ -85,7 +85,7 @@ def test_step_work_counts_the_matmuls_of_forward_and_backward():
 
 
 def test_epoch_time_parts_add_up_and_nodes_cost_more():
-    profile = profiles.catalog_profile(hardware.load_catalog()["A100-40GB"])
+    profile = timing.catalog_profile(hardware.load_catalog()["A100-40GB"])
     kw = dict(precision="float32", steps=40, epochs=3, rows=5000, val_rows=1000, depth=2)
     w = _work("data", {"data": 16}, hidden=(4096, 4096), batch=512)
     t = timing.epoch_time(w, profile, mesh={"data": 16}, per_node=8, **kw)
@@ -100,16 +100,16 @@ def test_epoch_time_parts_add_up_and_nodes_cost_more():
 
 def test_catalog_profiles_measured_and_data_sheet():
     cat = hardware.load_catalog()
-    h100 = profiles.catalog_profile(cat["H100"])
+    h100 = timing.catalog_profile(cat["H100"])
     assert h100.source == "measured" and "epochs_h100" in h100.note
     assert h100.op_s == pytest.approx(0.688e-6) and h100.rate("float32") == 52.4e12
     for kind in cat.values():
-        p = profiles.catalog_profile(kind)
+        p = timing.catalog_profile(kind)
         assert p.rate("bfloat16") >= p.rate("float32") > 0 and p.bandwidth > 0
         assert kind.price_per_hour is None or kind.price_source
         if kind.gpus_per_node:
             assert kind.interconnect_gbs and kind.interconnect
-    assert profiles.catalog_profile(cat["H200"]).bandwidth > h100.bandwidth
+    assert timing.catalog_profile(cat["H200"]).bandwidth > h100.bandwidth
     back = timing.Profile.from_json(json.loads(json.dumps(h100.to_json())))
     assert back == h100
 
@@ -127,6 +127,7 @@ def test_kernels_are_counted_in_the_compiled_step():
 
 SPEC = """
 [data]
+source = "synthetic"
 validation = 64
 [data.synthetic]
 rows = 576
@@ -149,7 +150,7 @@ def test_plan_reads_the_calibrated_profile_of_the_local_device(write_spec, tmp_p
     assert "jaxpipe calibrate" in local.assumptions and local.owned and local.cost == 0.0
     kind = jax.devices()[0].device_kind
     profile = timing.Profile(kind, "measured", 1e-6, {"float32": 2e10}, 5e9, platform="cpu")
-    profiles.save_profile(profile)
+    timing.save_profile(profile)
     after = jaxpipe.plan(spec, fit=False).options[0]
     assert after.time_source == "measured" and after.epoch_seconds > 0
     assert after.run_seconds > 2 * after.epoch_seconds
@@ -161,7 +162,7 @@ def test_calibrate_measures_and_stores_a_profile(tmp_path, capsys, monkeypatch):
     out = tmp_path / "cpu.json"
     assert main(["calibrate", "--quick", "--json", "--out", str(out)]) == 0
     printed = json.loads(capsys.readouterr().out)
-    stored = profiles.load_profile("", str(out))
+    stored = timing.load_profile("", str(out))
     assert printed["path"] == str(out) and stored.source == "measured"
     assert stored.op_s > 0 and stored.bandwidth > 0 and stored.matmul["float32"] > 0
     assert {"float32/single", "bfloat16"} <= set(stored.matmul)
@@ -169,5 +170,5 @@ def test_calibrate_measures_and_stores_a_profile(tmp_path, capsys, monkeypatch):
     assert all(math.isfinite(c) and c > 0 for c in stored.scale.values())
     (tmp_path / "bad.json").write_text("{")
     with pytest.raises(jaxpipe.JaxpipeError, match="not a jaxpipe device profile"):
-        profiles.load_profile("", str(tmp_path / "bad.json"))
-    assert profiles.stored_profiles(str(tmp_path)) == {stored.kind: stored}
+        timing.load_profile("", str(tmp_path / "bad.json"))
+    assert timing.stored_profiles(str(tmp_path)) == {stored.kind: stored}

@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from jaxpipe.api import validate
+from jaxpipe import validate
 from jaxpipe.check.invariants import run_isolated, with_overrides
 from jaxpipe.data.shapes import data_shapes
 from jaxpipe.data.sources import host_record, is_multi_path

@@ -23,7 +23,6 @@ import jax
 import jax.numpy as jnp
 from jax.sharding import PartitionSpec
 
-from jaxpipe.core.model import compute_dtype
 from jaxpipe.core.step import steps_per_epoch
 from jaxpipe.data.shapes import Shapes
 from jaxpipe.parallel.partition import (
@@ -220,7 +219,7 @@ def estimate(
     mesh = {DATA: d, MODEL: m}
     pspecs = partition_specs(params, strategy, mesh)
     p_bytes, o_bytes, largest = _state_bytes(abstract, pspecs, mesh)
-    it = jnp.dtype(compute_dtype(spec.training.precision)).itemsize
+    it = jnp.dtype(spec.training.precision).itemsize  # names core.model.compute_dtype's dtype
     hidden = tuple(spec.model.hidden)
     b = -(-batch // d)
     fsdp = strategy.shards_params and d > 1

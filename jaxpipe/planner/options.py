@@ -15,7 +15,7 @@ from jaxpipe.core.aot import single_threaded
 from jaxpipe.core.step import steps_per_epoch
 from jaxpipe.data.shapes import Shapes
 from jaxpipe.errors import SpecError
-from jaxpipe.planner import hardware, profiles
+from jaxpipe.planner import hardware, timing
 from jaxpipe.planner.memory import Estimate
 from jaxpipe.planner.search import MAX_DEVICES, Search
 from jaxpipe.planner.timing import DEFAULT_NETWORK_GBS, Profile, epoch_time, estimate_ops, step_work
@@ -109,7 +109,7 @@ def make_market(
 def profile_for(kind: hardware.DeviceKind | None, local_kind: str | None) -> Profile | None:
     """The time profile of a card: one `jaxpipe calibrate` stored for it (by the card's
     `match` patterns, or the local device kind), else the catalog's."""
-    stored = profiles.stored_profiles()
+    stored = timing.stored_profiles()
     if local_kind is not None and local_kind in stored:
         return stored[local_kind]
     if kind is None:
@@ -117,7 +117,7 @@ def profile_for(kind: hardware.DeviceKind | None, local_kind: str | None) -> Pro
     for name, profile in stored.items():
         if name == kind.name or any(re.search(p, name, re.IGNORECASE) for p in kind.match):
             return profile
-    return profiles.catalog_profile(kind)
+    return timing.catalog_profile(kind)
 
 
 @dataclass(frozen=True)

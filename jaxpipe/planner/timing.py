@@ -28,19 +28,29 @@ hierarchical form (reduce-scatter within the node, all-reduce of the node's shar
 the network, all-gather within), whose network part is 2(N−1)/N · S / network for N
 nodes of one network link each.
 
-No jax: arithmetic on shapes and a profile (planner/profiles.py measures one).
+Profiles are kept per device kind (`save_profile`, `stored_profiles`) or taken from the
+catalog (`catalog_profile`). No jax: arithmetic on shapes and a profile
+(planner/profiles.py measures one).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
+import os
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from jaxpipe import settings
+from jaxpipe.errors import JaxpipeError
+from jaxpipe.files import atomic_write
 from jaxpipe.spec.strategy import DATA, MODEL, Strategy
+
+if TYPE_CHECKING:  # hardware imports jax; the time model needs none
+    from jaxpipe.planner.hardware import DeviceKind
 
 __all__ = [
     "Profile",
@@ -56,6 +66,12 @@ __all__ = [
     "DEFAULT_NETWORK_GBS",
     "EVAL_BATCH",
     "TERMS",
+    "save_profile",
+    "load_profile",
+    "profile_path",
+    "catalog_profile",
+    "stored_profiles",
+    "GPU_COMPILE_S",
 ]
 
 MEASURED, DATA_SHEET = "measured", "data sheet"
@@ -447,3 +463,97 @@ def epoch_time(
         "evaluation": evaluation,
     }
     return EpochTime(step, epoch, epochs * epoch + compile_s, compile_s, parts, profile.source)
+
+
+# Data-sheet profiles (a card nobody measured), predicted from the H100's measured one as
+# Habitat predicts one card from another: float32 matmuls at the fraction of the float32
+# peak the H100 reached (52.4 of 67 TFLOP/s over its MLP epochs, benchmarks/gpu_profile.py;
+# XLA may use TF32 there, but MLP-sized matmuls got no more than that); bfloat16 at 0.6 of
+# its peak (cuBLAS GEMMs reach 60-80 %, unmeasured here); memory at 0.8 of its peak; and
+# the H100's time per kernel.
+DATA_SHEET_FP32 = 0.78
+DATA_SHEET_MATMUL = 0.6
+DATA_SHEET_BANDWIDTH = 0.8
+DATA_SHEET_KERNEL_US = 0.688
+# A GPU's compile (cold cache, autotuning included): base and per hidden layer, seconds.
+GPU_COMPILE_S = (8.0, 1.0)
+
+
+def _slug(kind: str) -> str:
+    return re.sub(r"[^a-z0-9]+", "-", kind.lower()).strip("-") or "device"
+
+
+def profile_path(kind: str, folder: str | None = None) -> str:
+    """Where the profile of device kind `kind` is kept (settings.profile_dir)."""
+    return os.path.join(folder or settings.profile_dir(), f"{_slug(kind)}.json")
+
+
+def save_profile(profile: Profile, path: str | None = None) -> str:
+    """Writes `profile` (atomically) to `path` or its kind's place; returns the path."""
+    path = path or profile_path(profile.kind)
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    atomic_write(path, json.dumps(profile.to_json(), indent=2) + "\n")
+    return path
+
+
+def load_profile(kind: str, path: str | None = None) -> Profile | None:
+    """The stored profile of device kind `kind` (or the file `path`), None when none is
+    kept; a file that is not a profile is an error naming it."""
+    path = path or profile_path(kind)
+    try:
+        with open(path, encoding="utf-8") as f:
+            return Profile.from_json(json.load(f))
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError, TypeError, KeyError) as e:
+        raise JaxpipeError(
+            f"{path}: not a jaxpipe device profile ({type(e).__name__}: {e}); run "
+            "`jaxpipe calibrate` again"
+        ) from None
+
+
+def stored_profiles(folder: str | None = None) -> dict[str, Profile]:
+    """Every profile kept in `folder` (settings.profile_dir), by device kind; a file that
+    is not a profile is passed over (`load_profile` names it)."""
+    folder = folder or settings.profile_dir()
+    try:
+        names = sorted(n for n in os.listdir(folder) if n.endswith(".json"))
+    except OSError:
+        return {}
+    out = {}
+    for name in names:
+        try:
+            profile = load_profile("", os.path.join(folder, name))
+        except JaxpipeError:
+            continue
+        if profile is not None:
+            out[profile.kind] = profile
+    return out
+
+
+def catalog_profile(kind: DeviceKind) -> Profile | None:
+    """A catalog card's profile: its measured figures where the catalog has them (the
+    achieved rates, kernel time and bandwidth of benchmarks/gpu), else its data sheet
+    under the stated efficiencies; None for a card without rates."""
+    if not kind.fp32_flops or not kind.bandwidth:
+        return None
+    measured = kind.time_source == MEASURED
+    bf16 = kind.bf16_flops or kind.fp32_flops
+    f32 = kind.achieved_fp32_flops or kind.fp32_flops * DATA_SHEET_FP32
+    matmul = {
+        "float32": f32,
+        "bfloat16": kind.achieved_bf16_flops or max(bf16 * DATA_SHEET_MATMUL, f32),
+    }
+    link = None
+    if kind.interconnect_gbs:
+        link = (kind.interconnect_gbs * 1e9, (kind.interconnect_latency_us or 5.0) * 1e-6)
+    return Profile(
+        kind=kind.name,
+        source=MEASURED if measured else DATA_SHEET,
+        op_s=(kind.kernel_us or DATA_SHEET_KERNEL_US) * 1e-6,
+        matmul=matmul,
+        bandwidth=kind.achieved_bandwidth or kind.bandwidth * DATA_SHEET_BANDWIDTH,
+        link=link,
+        compile_s=GPU_COMPILE_S,
+        note=kind.profile_note or "data sheet peaks × stated efficiencies (planner/timing.py)",
+    )

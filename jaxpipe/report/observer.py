@@ -23,7 +23,7 @@ from jaxpipe.report.charts import (
 )
 from jaxpipe.report.console import Console, Stopwatch, format_table, plural, seconds
 from jaxpipe.report.trace_view import format_trace, write_trace_png
-from jaxpipe.saved.trace import TRACE_ROWS_FILE, trace_run
+from jaxpipe.saved.trace import TRACE_ROWS_FILE, run_trace
 from jaxpipe.spec.experiment import Spec
 from jaxpipe.spec.sections import metric_mode
 
@@ -352,7 +352,7 @@ def _trace_first_row(run_dir: str, png: bool = True) -> dict[str, Any] | None:
 
     if jax.process_index() != 0 or not os.path.isfile(os.path.join(run_dir, TRACE_ROWS_FILE)):
         return None
-    record = trace_run(run_dir)
+    record = run_trace(run_dir)  # the run's signal contract holds: the run is complete
     if png:
         write_trace_png(record, os.path.join(run_dir, "trace.png"))
     return record

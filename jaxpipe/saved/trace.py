@@ -40,6 +40,7 @@ __all__ = [
     "save_trace_rows",
     "trace_features",
     "trace_run",
+    "run_trace",
     "trace_table",
     "STRONGEST",
 ]
@@ -280,12 +281,14 @@ def trace_run(run_dir: str, data: str | None = None, *, row: int | None = None) 
     (from 0) of `data` (csv, parquet or npz), or of the run's validation rows when `data`
     is None (default: the first). SIGINT / SIGTERM: RunInterrupted (exit 130 / 143)."""
     with catch_signals() as signals:
-        record = _trace_run(run_dir, data, row)
+        record = run_trace(run_dir, data, row)
         signals.stop("while tracing")
     return record
 
 
-def _trace_run(run_dir: str, data: str | None, row: int | None) -> dict:
+def run_trace(run_dir: str, data: str | None = None, row: int | None = None) -> dict:
+    """`trace_run` without a signal contract of its own: for a caller that holds one (a
+    finished run's report, under the run's: a signal there ends nothing half-done)."""
     pred = load_predictor(run_dir)
     if data is not None:
         x, columns = encode_file(pred, data)
