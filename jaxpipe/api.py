@@ -100,7 +100,7 @@ def run(
     there `force=True` allows more than 256 trials."""
     spec = _as_spec(spec)
     reporter = ConsoleReporter(verbose=verbose)
-    observer = Observers([reporter, *tracking_observers(spec), *callbacks])
+    observer = Observers([reporter, *tracking_observers(spec, reporter.on_note), *callbacks])
     try:
         if spec.sweep is not None:  # a SweepResult; force: more than sweepspec.MAX_TRIALS
             if resume:
@@ -213,7 +213,7 @@ def fit(
     tmp = tempfile.mkdtemp(prefix="jaxpipe-fit-") if out is None else None
     reporter = ConsoleReporter(verbose=verbose, files=out is not None)
     try:
-        observer = Observers([reporter, *tracking_observers(spec), *callbacks])
+        observer = Observers([reporter, *tracking_observers(spec, reporter.on_note), *callbacks])
         # A temporary directory is removed at the end: no checkpoints to keep or write.
         result = run_experiment(
             spec, out or tmp, observer, dataset=dataset, checkpoints=out is not None
@@ -243,7 +243,9 @@ def _fit_sweep(spec: Spec, dataset: Any, out: str | None, callbacks, verbose: bo
     reporter = ConsoleReporter(verbose=verbose, files=out is not None)
     try:
         result = run_sweep(
-            spec, out or tmp, Observers([reporter, *tracking_observers(spec), *callbacks])
+            spec,
+            out or tmp,
+            Observers([reporter, *tracking_observers(spec, reporter.on_note), *callbacks]),
         )
     finally:
         reporter.close()

@@ -341,7 +341,7 @@ class ConsoleReporter(Observer):
 # checkpoints/ but sweep.jsonl, sweep.png and trials/).
 _WRITTEN = ("spec.toml", "metrics.jsonl", "model.msgpack", "predictor.json", "summary.json")
 _WRITTEN += ("curves.png", "trace.png", "trace_rows.npz", "checkpoints/")
-_WRITTEN += ("sweep.jsonl", "sweep.png", "trials/")
+_WRITTEN += ("sweep.jsonl", "sweep.png", "trials/", "tensorboard/")
 
 
 def _trace_first_row(run_dir: str, png: bool = True) -> dict[str, Any] | None:

@@ -8,8 +8,12 @@ Written with tensorboard's own TF-free event writer, so one package (`tensorboar
 both writes and reads (`tensorboard --logdir DIR/tensorboard`).
 
 MLflow: a run per run (a sweep: a parent run and a nested run per trial) in the
-experiment named by `experiment.name`: the spec's keys as params, every metrics.jsonl
-column per epoch, summary.json and curves.png as artifacts."""
+experiment named by `experiment.name`: every key of the spec, defaults included, as
+params (a trial: the sweep's spec with its own values), the plan's choices as `plan.*`
+params, every metrics.jsonl column per epoch, summary.json and the pictures as artifacts
+and the model (the files `jaxpipe.load_model` reads) under `model/`.
+
+Each tracker says where it logged in one line, through `tell` (the console's note)."""
 
 from __future__ import annotations
 
@@ -20,6 +24,7 @@ import os
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from typing import Any
 
 from jaxpipe import settings
@@ -27,7 +32,14 @@ from jaxpipe.errors import JaxpipeError
 from jaxpipe.events import Observer, RunResult
 from jaxpipe.spec.schema import to_dict
 
-__all__ = ["tracking_observers", "TensorBoardObserver", "MlflowObserver", "flat_params"]
+__all__ = [
+    "tracking_observers",
+    "TensorBoardObserver",
+    "MlflowObserver",
+    "flat_params",
+    "trial_params",
+    "MODEL_FILES",
+]
 
 
 def _require(module: str, extra: str, key: str) -> Any:
@@ -49,13 +61,21 @@ def flat_params(spec: Any) -> dict[str, Any]:
             key = f"{prefix}.{k}" if prefix else k
             if isinstance(v, dict):
                 walk(v, key)
-            elif isinstance(v, (bool, int, float, str)):
-                out[key] = v
             else:
-                out[key] = json.dumps(v)
+                out[key] = _param(v)
 
     walk({k: v for k, v in to_dict(spec).items() if k not in ("sweep", "logging")}, "")
     return out
+
+
+def _param(value: Any) -> Any:
+    """A tracker's param value: scalars as they are, anything else as JSON text."""
+    return value if isinstance(value, (bool, int, float, str)) else json.dumps(value)
+
+
+def trial_params(spec: Any, values: dict[str, Any]) -> dict[str, Any]:
+    """A sweep trial's params: the sweep's spec (`flat_params`) with the trial's values."""
+    return flat_params(spec) | {k: _param(v) for k, v in values.items()}
 
 
 def _scalars(row: dict[str, Any]) -> dict[str, float]:
@@ -98,20 +118,25 @@ class _EventLog:
         self.writer.close()
 
 
-class TensorBoardObserver(Observer):
-    """Writes DIR/tensorboard/ as the run goes; a sweep's trials as trial-<k>/."""
+Tell = Callable[[str], None]
 
-    def __init__(self) -> None:
+
+class TensorBoardObserver(Observer):
+    """Writes DIR/tensorboard/ as the run goes; a sweep's trials as trial-<k>/. Every
+    run's (and trial's) HParams are the whole spec's keys, as MLflow's params."""
+
+    def __init__(self, tell: Tell | None = None) -> None:
         _require("tensorboard", "tensorboard", "tensorboard")
         self.log: _EventLog | None = None
+        self.spec: Any = None
         self.params: dict[str, Any] = {}
-        self.run_dir, self.described = "", False
+        self.run_dir, self.described, self.tell = "", False, tell
 
     def on_start(self, spec: Any, run_dir: str) -> None:
-        self.run_dir = run_dir
+        self.run_dir, self.spec = run_dir, spec
+        self.params = flat_params(spec)
         if getattr(spec, "sweep", None) is None:
             self.log = _EventLog(os.path.join(run_dir, "tensorboard"))
-            self.params = flat_params(spec)
 
     def on_epoch(self, row: dict[str, Any], epochs: int) -> None:
         if self.log is not None:
@@ -123,7 +148,7 @@ class TensorBoardObserver(Observer):
     def on_trial(self, index: int, values: dict[str, Any], history: list[dict[str, Any]]) -> None:
         log = _EventLog(os.path.join(self.run_dir, "tensorboard", f"trial-{index}"))
         if history:
-            log.hparams(dict(values), list(_scalars(history[0])))
+            log.hparams(trial_params(self.spec, values), list(_scalars(history[0])))
         for row in history:
             log.scalars(row)
         log.close()
@@ -131,6 +156,9 @@ class TensorBoardObserver(Observer):
     def on_finish(self, result: RunResult) -> None:
         if self.log is not None:
             self.log.close()
+        if self.tell is not None:
+            logdir = os.path.join(self.run_dir, "tensorboard")
+            self.tell(f"Logged to TensorBoard: {logdir} (view: tensorboard --logdir {logdir})")
 
 
 # How long the up-front check waits for a tracking server to answer.
@@ -146,7 +174,7 @@ class MlflowObserver(Observer):
     the run (the server went away) is one warning line on stderr, bounded in time
     (settings.bound_mlflow_requests), and the run goes on untracked."""
 
-    def __init__(self, uri: str, base_dir: str = "."):
+    def __init__(self, uri: str, base_dir: str = ".", tell: Tell | None = None):
         self.mlflow = _require("mlflow", "mlflow", "mlflow")
         # Its INFO lines ("Creating a new experiment") would break `run -q`'s one line.
         logging.getLogger("mlflow").setLevel(logging.WARNING)
@@ -159,6 +187,7 @@ class MlflowObserver(Observer):
             settings.allow_mlflow_file_store()
         settings.bound_mlflow_requests()
         self.uri, self.run_dir, self.active, self.failed = uri, "", False, False
+        self.tell, self.spec, self.run_id, self.trials = tell, None, "", 0
         self.check()
 
     def _refuse(self, why: str, fix: str) -> JaxpipeError:
@@ -169,6 +198,9 @@ class MlflowObserver(Observer):
         fix = "fix [logging] mlflow (a file-store path, or http://host:port of a server)"
         if self.uri.startswith("file:"):
             self._check_file_store(self.uri.split(":", 1)[1].removeprefix("//"), fix)
+            return
+        if self.uri.startswith("sqlite:"):
+            self._check_sqlite(fix)
             return
         try:
             from mlflow.tracking._tracking_service.utils import _get_store
@@ -192,6 +224,31 @@ class MlflowObserver(Observer):
             raise self._refuse(
                 f"cannot write the file store in {existing or '.'} ({e.strerror})", fix
             ) from None
+
+    def _check_sqlite(self, fix: str) -> None:
+        """MLflow's default store: its packages present and the database's folder
+        writable, checked without creating the database (`jaxpipe validate` writes
+        nothing)."""
+        for module in ("sqlalchemy", "alembic"):
+            try:
+                importlib.import_module(module)
+            except ImportError:
+                raise self._refuse(
+                    f"MLflow's SQLite store needs {module}, which is not installed",
+                    "pip install 'jaxpipe[mlflow]' (it brings sqlalchemy and alembic)",
+                ) from None
+        path = self.uri.split(":", 1)[1].removeprefix("///")
+        if not path or path.startswith(":memory:"):
+            raise self._refuse("an in-memory database keeps nothing", fix)
+        if os.path.isdir(path):
+            raise self._refuse(f"{path} is a directory, not a database file", fix)
+        folder = os.path.dirname(os.path.abspath(path))
+        if not os.path.isdir(folder):
+            raise self._refuse(f"the folder {folder} does not exist", "create it, or " + fix)
+        try:
+            os.rmdir(tempfile.mkdtemp(prefix=".jaxpipe-probe-", dir=folder))
+        except OSError as e:
+            raise self._refuse(f"cannot write in {folder} ({e.strerror})", fix) from None
 
     def _check_server(self, fix: str) -> None:
         import urllib.error
@@ -231,9 +288,17 @@ class MlflowObserver(Observer):
         mlflow = self.mlflow
         mlflow.set_tracking_uri(self.uri)
         mlflow.set_experiment(spec.experiment.name)
-        mlflow.start_run(run_name=os.path.basename(os.path.normpath(run_dir)))
-        self.active = True
+        run = mlflow.start_run(run_name=os.path.basename(os.path.normpath(run_dir)))
+        self.active, self.spec, self.run_id = True, spec, run.info.run_id
         mlflow.log_params(flat_params(spec))
+        if getattr(spec, "sweep", None) is not None:  # the parent run: what was swept
+            sweep = spec.sweep
+            swept = {f"sweep.values.{k}": _param(v) for k, v in sweep.values.items()}
+            mlflow.log_params(swept | {"sweep.metric": sweep.metric})
+
+    def on_plan(self, plan: Any) -> None:
+        if self.active:  # what "auto" became: the spec's keys keep the words it said
+            self._guard("logging the plan", self.mlflow.log_params, _plan_params(plan))
 
     def on_epoch(self, row: dict[str, Any], epochs: int) -> None:
         step = int(row["epoch"])
@@ -245,34 +310,73 @@ class MlflowObserver(Observer):
     def _trial(self, index: int, values: dict[str, Any], history: list[dict[str, Any]]) -> None:
         mlflow = self.mlflow
         with mlflow.start_run(run_name=f"trial-{index}", nested=True):
-            mlflow.log_params(values)
+            mlflow.log_params(trial_params(self.spec, values) | {"sweep.trial": index})
             for row in history:
                 mlflow.log_metrics(_scalars(row), step=int(row["epoch"]))
             self._artifacts(os.path.join(self.run_dir, "trials", str(index)))
+        self.trials += 1
 
     def _artifacts(self, directory: str) -> None:
-        for name in ("summary.json", "curves.png", "sweep.png"):
+        for name in _ARTIFACTS:
             path = os.path.join(directory, name)
             if os.path.isfile(path):
                 self.mlflow.log_artifact(path)
 
+    def _model(self, directory: str) -> None:
+        for name in MODEL_FILES:
+            path = os.path.join(directory, name)
+            if os.path.isfile(path):
+                self.mlflow.log_artifact(path, artifact_path="model")
+
     def on_finish(self, result: RunResult) -> None:
-        if self.active:
-            self._guard("logging the artifacts", self._artifacts, self.run_dir)
-            self._guard("ending the MLflow run", self.mlflow.end_run)
-            self.active = False
+        if not self.active:
+            return
+        self._guard("logging the artifacts", self._artifacts, self.run_dir)
+        self._guard("logging the model", self._model, self.run_dir)
+        self._guard("ending the MLflow run", self.mlflow.end_run)
+        self.active = False
+        if self.tell is not None and not self.failed:
+            self.tell(self.where())
+
+    def where(self) -> str:
+        """One line: the run, its experiment and the store it was logged to."""
+        name = os.path.basename(os.path.normpath(self.run_dir))
+        trials = f" and {self.trials} trial runs under it" if self.trials else ""
+        experiment = self.spec.experiment.name if self.spec is not None else "?"
+        return (
+            f"Logged to MLflow: run {self.run_id} ({name}){trials} in experiment "
+            f"{experiment!r} at {self.given}"
+        )
 
 
-def tracking_observers(spec: Any) -> list[Observer]:
+# A run directory's pictures and summary, logged at the artifacts' root; the model's files
+# (what `jaxpipe.load_model` reads, and the spec it was trained from) under model/.
+_ARTIFACTS = ("summary.json", "curves.png", "trace.png", "sweep.png")
+MODEL_FILES = ("model.msgpack", "predictor.json", "spec.toml", "summary.json", "metrics.jsonl")
+
+
+def _plan_params(plan: Any) -> dict[str, Any]:
+    """The planner's choices as `plan.*` params."""
+    mesh = " x ".join(f"{k}={v}" for k, v in plan.mesh.items())
+    return {
+        "plan.strategy": str(plan.strategy),
+        "plan.devices": int(plan.devices),
+        "plan.device": str(plan.device),
+        "plan.mesh": mesh,
+    }
+
+
+def tracking_observers(spec: Any, tell: Tell | None = None) -> list[Observer]:
     """The observers `[logging]` asks for; raises JaxpipeError (exit 2) naming the extra
     when its package is missing, or the MLflow URI when it cannot be logged to, before
-    any work (`jaxpipe validate` asks this too)."""
+    any work (`jaxpipe validate` asks this too). `tell`: where each says, in one line at
+    the end, where it logged (the console's `on_note`)."""
     cfg = getattr(spec, "logging", None)
     if cfg is None:
         return []
     out: list[Observer] = []
     if cfg.tensorboard:
-        out.append(TensorBoardObserver())
+        out.append(TensorBoardObserver(tell))
     if cfg.mlflow:
-        out.append(MlflowObserver(cfg.mlflow, spec.base_dir))
+        out.append(MlflowObserver(cfg.mlflow, spec.base_dir, tell))
     return out
