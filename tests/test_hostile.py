@@ -554,7 +554,7 @@ def _refused_port() -> int:
         return s.getsockname()[1]  # closed again: nothing listens there
 
 
-@pytest.mark.parametrize("kind", ["refused", "scheme", "file", "unwritable"])
+@pytest.mark.parametrize("kind", ["refused", "scheme", "file", "unwritable", "sqlite"])
 def test_n8_bad_mlflow_uri_is_refused_before_any_work(tmp_path, capsys, kind):
     import time
 
@@ -565,6 +565,7 @@ def test_n8_bad_mlflow_uri_is_refused_before_any_work(tmp_path, capsys, kind):
         "scheme": "nonsense://x",
         "file": str(tmp_path / "a-file"),
         "unwritable": "/proc/no-store-here",
+        "sqlite": f"sqlite:///{tmp_path}/no/such/folder/mlflow.db",  # MLflow's default store
     }[kind]
     path = _write(tmp_path, "spec.toml", TINY.format(epochs=1) + f'[logging]\nmlflow = "{uri}"\n')
     t0 = time.monotonic()
