@@ -18,8 +18,11 @@ import unicodedata
 import pytest
 from conftest import ROOT, cached_env
 
+from jaxpipe.events import RunResult
 from jaxpipe.report.charts import ascii_chart, condensed, log_scale
 from jaxpipe.report.console import Console, plural, seconds
+from jaxpipe.report.observer import CONDENSE_AFTER, ConsoleReporter
+from jaxpipe.runner.shell import _batches
 
 # 40,000 training rows in batches of 32: 1,250 steps an epoch, long enough for the bar.
 LONG_SPEC = """
@@ -118,6 +121,9 @@ def test_piped_output_is_plain_lines_without_control_characters(spec_path, tmp_p
     assert not controls, controls
     for text in ("Data flow", "Training", "epoch 1/2", "Prediction trace", "Done in"):
         assert text in p.stdout, text
+    # Two epochs: their live lines are the list (it was printed twice, live and as a table).
+    assert p.stdout.count("1/2") == 1 and "Epochs" not in p.stdout
+    assert re.search(r"^Best epoch [12] by val_loss: \d\.\d{4}$", p.stdout, re.M), p.stdout
     # The closing "Wrote DIR/: ..." line names everything the run left (but its lock).
     wrote = next(line for line in p.stdout.splitlines() if line.startswith("Wrote "))
     named = set(wrote.split(": ", 1)[1].split(", "))
@@ -195,3 +201,55 @@ def test_observers_ask_for_the_most_frequent_progress_interval():
     fan.on_progress(20)
     assert a.steps == b.steps == [20]
     assert Observers([Observer()]).progress_interval(1000) is None
+
+
+def test_chart_ticks_stand_at_equal_distances_and_y_labels_share_a_precision():
+    train = [0.9831, 0.5767, 0.5301, 0.5089, 0.4887]  # the seed run's: labels were
+    chart = ascii_chart({"train": train, "validation": [0.6, 0.51, 0.48, 0.48, 0.47]})
+    lines = chart.splitlines()
+    labels = [line.split("│")[0].strip() for line in lines if "│" in line]
+    assert len({len(t.split(".")[1]) for t in labels}) == 1, labels  # 0.811 beside 0.9831
+    assert len(set(labels)) == len(labels)
+    axis, ticks = lines[-3:-1]
+    marks = [i for i, c in enumerate(axis) if c == "┬"]
+    assert len(marks) == 5 and len({b - a for a, b in zip(marks, marks[1:])}) == 1, axis
+    assert [ticks[m] for m in marks] == list("12345")  # each number under its tick
+    for n in (7, 13, 30, 100, 400):  # longer runs: 1 and multiples of a round step
+        axis, ticks = ascii_chart({"train": [1.0 / (i + 1) for i in range(n)]}).splitlines()[-3:-1]
+        numbers = [int(t) for t in ticks.split()[:-1]]  # "epoch" last
+        steps = {b - a for a, b in zip(numbers[1:], numbers[2:])}
+        assert numbers[0] == 1 and numbers[-1] <= n and len(steps) <= 1, (n, ticks)
+        marks = [i for i, c in enumerate(axis) if c == "┬"]
+        gaps = {b - a for a, b in zip(marks[1:], marks[2:])}
+        assert max(gaps, default=0) - min(gaps, default=0) <= 1, (n, axis)
+
+
+def _history(n):
+    return [
+        {"epoch": e, "train_loss": 1.0 / e, "val_loss": 1.1 / e if e != 3 else 0.01,
+         "val_accuracy": 0.5, "epoch_seconds": 0.01}
+        for e in range(1, n + 1)
+    ]  # fmt: skip
+
+
+@pytest.mark.parametrize("n", [5, CONDENSE_AFTER + 8])
+def test_the_epoch_list_prints_once_and_every_column_has_a_header(tmp_path, n):
+    """≤ 12 epochs: the live lines are the list (no table repeating them); longer runs
+    get a condensed table, whose notes column is headed."""
+    out = io.StringIO()
+    reporter = ConsoleReporter(out, plain=True, files=False)
+    h = _history(n)
+    reporter.on_finish(RunResult(h, h[-1], None, str(tmp_path), {}))
+    text = out.getvalue()
+    assert "Best epoch 3 by val_loss: 0.0100" in text
+    if n <= CONDENSE_AFTER:
+        assert "Epochs" not in text
+        return
+    lines = text.splitlines()
+    head = lines[lines.index(next(x for x in lines if x.startswith("Epochs (condensed"))) + 1]
+    rule = lines[lines.index(head) + 1]
+    assert len(rule.split()) == 6 and head.split()[-1] == "note"  # it had no header
+
+
+def test_one_batch_a_chunk_is_singular():
+    assert _batches(1) == "1 batch" and _batches(3) == "3 batches"

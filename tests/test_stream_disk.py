@@ -59,6 +59,8 @@ def test_streamed_data_and_fsdp_runs_equal_and_resume_exactly(disk_spec, tmp_pat
     data = _run(disk_spec, tmp_path / "data", 'hardware.strategy="data"', *four)
     assert data.summary["data"]["streamed_from_disk"] and data.summary["chunk_steps"]
     assert data.summary["plan"]["mesh"] == {"data": 4}
+    load = next(s for s in data.stages if s.name == "load").output
+    assert "(on disk, read as it streams) + validation" in load, load  # it said "(host)"
     # Interrupted after epoch 1 (a one-epoch run), resumed to two under fsdp.
     fsdp = ['hardware.strategy="fsdp"', *four]
     _run(disk_spec, tmp_path / "f", *fsdp, "training.epochs=1")

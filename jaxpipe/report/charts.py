@@ -31,12 +31,24 @@ def log_scale(values: Sequence[float]) -> bool:
     return bool(finite) and min(finite) > 0 and max(finite) / min(finite) > 10
 
 
+def _tick_epochs(n: int) -> list[int]:
+    """About five epochs to tick: every one up to 6, else 1 and the multiples of a round
+    step (1, 2, 5, 10, 20, 50, ...), so the ticks stand at equal distances."""
+    if n <= 6:
+        return list(range(1, n + 1))
+    step = 1
+    while n // step > 5:
+        for factor in (2, 2.5, 2):
+            step = int(step * factor)
+            if n // step <= 5:
+                break
+    return sorted({1, *range(step, n + 1, step)})
+
+
 def _ticks(n: int, cols: int) -> tuple[str, str]:
-    """The x axis under the chart: tick marks at about five epochs, their numbers below."""
-    count = min(n, 5)
-    epochs = sorted({1 + round(i * (n - 1) / max(count - 1, 1)) for i in range(count)})
+    """The x axis under the chart: tick marks at `_tick_epochs`, their numbers below."""
     axis, labels = ["─"] * cols, [" "] * (cols + 4)
-    for e in epochs:
+    for e in _tick_epochs(n):
         x = round((e - 1) * (cols - 1) / max(n - 1, 1))
         axis[x] = "┬"
         text = str(e)
@@ -46,9 +58,31 @@ def _ticks(n: int, cols: int) -> tuple[str, str]:
     return "".join(axis), "".join(labels).rstrip()
 
 
+def _columns(n: int, width: int) -> int:
+    """The plot's width: the same whole number of columns between every two epochs (so
+    equal epoch steps are equal distances), at least 12, at most `width` (a longer run
+    shares columns)."""
+    if n <= 1:
+        return 12
+    per = max(math.ceil(11 / (n - 1)), 6)
+    per = min(per, (width - 1) // (n - 1))
+    return (n - 1) * per + 1 if per >= 1 else width
+
+
+def _labels(top: float, step: float, height: int, log: bool) -> list[str]:
+    """The y axis's labels, top down, all in one precision: as many decimals as tell
+    neighbours apart (linear), or three significant digits (log)."""
+    values = [top - r * step for r in range(height)]
+    if log:
+        return [f"{10**v:#.3g}" for v in values]
+    decimals = min(max(0, 1 - math.floor(math.log10(abs(step)))), 8) if step else 4
+    return [f"{v:.{decimals}f}" for v in values]
+
+
 def ascii_chart(series: dict[str, Sequence[float]], height: int = 10, width: int = 60) -> str:
     """A line chart of one or more series against epoch, one marker each ("#" where they
-    meet), on a log axis when the values span more than a decade, epochs ticked below."""
+    meet), on a log axis when the values span more than a decade, epochs ticked below at
+    equal distances, the y labels in one precision."""
     values = [v for s in series.values() for v in s if math.isfinite(v)]
     if not values:
         return ""
@@ -57,7 +91,7 @@ def ascii_chart(series: dict[str, Sequence[float]], height: int = 10, width: int
     lo, hi = f(min(values)), f(max(values))
     span = (hi - lo) or 1.0
     n = max(len(s) for s in series.values())
-    cols = min(width, max(6 * n, 12))  # a few columns per epoch, so points stand apart
+    cols = _columns(n, width)
     grid = [[" "] * cols for _ in range(height)]
     for s, mark in zip(series.values(), _MARKERS):
         for i, v in enumerate(s):
@@ -66,17 +100,15 @@ def ascii_chart(series: dict[str, Sequence[float]], height: int = 10, width: int
             x = round(i * (cols - 1) / max(n - 1, 1))
             y = round((hi - f(v)) / span * (height - 1))
             grid[y][x] = mark if grid[y][x] in (" ", mark) else _OVERLAP
-    lines = []
-    for r, row in enumerate(grid):
-        label = hi - r * span / (height - 1)
-        label = 10**label if log else label
-        lines.append(f"{label:9.4g} │" + "".join(row).rstrip())
-    axis, labels = _ticks(n, cols)
-    lines.append(" " * 10 + "└" + axis)
-    lines.append(" " * 11 + labels + "   epoch")
+    labels = _labels(hi, span / (height - 1), height, log)
+    w = max(9, *(len(t) for t in labels))
+    lines = [f"{t:>{w}} │" + "".join(row).rstrip() for t, row in zip(labels, grid)]
+    axis, ticks = _ticks(n, cols)
+    lines.append(" " * (w + 1) + "└" + axis)
+    lines.append(" " * (w + 2) + ticks + "   epoch")
     legend = "   ".join(f"{m} {name}" for name, m in zip(series, _MARKERS))
     scale = "   (log scale)" if log else ""
-    lines.append(" " * 11 + legend + f"   {_OVERLAP} overlap" + scale)
+    lines.append(" " * (w + 2) + legend + f"   {_OVERLAP} overlap" + scale)
     return "\n".join(lines)
 
 

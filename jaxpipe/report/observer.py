@@ -256,7 +256,7 @@ class ConsoleReporter(Observer):
         self._print(title, "bold")
         if self.out is not None:
             self.out.table(
-                ["epoch", "train loss", "val loss", metric.replace("_", " "), "seconds", ""],
+                ["epoch", "train loss", "val loss", metric.replace("_", " "), "seconds", "note"],
                 [
                     (
                         r["epoch"],
@@ -282,6 +282,11 @@ class ConsoleReporter(Observer):
         last = result.final["epoch"]
         self._print()
         self._print(f"Final (epoch {last}): {metrics(result.final)}", "bold")
+        name, mode = self._metric()
+        best = best_epoch(result.history, name, mode)
+        row = next((r for r in result.history if r["epoch"] == best), None)
+        if row is not None and name in row:
+            self._print(f"Best epoch {best} by {name}: {row[name]:.4f}")
         kept = result.summary.get("params_epoch", last)
         if kept != last:
             row = next((r for r in result.history if r["epoch"] == kept), None)
@@ -307,7 +312,8 @@ class ConsoleReporter(Observer):
         trace = _trace_first_row(result.run_dir, png=self.files)
         if self.out is None:
             return
-        self._epoch_table(h)
+        if len(h) > CONDENSE_AFTER or self.level >= 2:  # shorter: the live lines are it
+            self._epoch_table(h)
         self._print()
         self._print("Loss", "bold")
         chart = ascii_chart(

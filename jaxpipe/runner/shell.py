@@ -18,6 +18,7 @@ import jax
 import numpy as np
 
 from jaxpipe import settings
+from jaxpipe.data.diskrows import DiskRows
 from jaxpipe.data.fitted import Preprocessing
 from jaxpipe.data.load import Dataset, load_dataset
 from jaxpipe.errors import DivergedError, RunInterrupted
@@ -62,6 +63,10 @@ def enable_compilation_cache(spec: Spec) -> str | None:
     # Our programs compile in well under JAX's default 1 s threshold; cache them anyway.
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
     return cache
+
+
+def _batches(n: int) -> str:
+    return f"{n} batch" if n == 1 else f"{n} batches"
 
 
 def _shape(a: Any) -> str:
@@ -116,10 +121,12 @@ def _prepare(spec, rp, out, resume, force, obs, stack, checkpoints=True):
 
 def _place(spec, ds, rp, stages, load_s):
     """Stages place and preprocess, each reported as it ends."""
+    # A training split streamed from disk is not in host memory: say where it is.
+    train_at = " (on disk, read as it streams)" if isinstance(ds.x_train, DiskRows) else ""
     stages.add(
         "load",
         f"{ds.origin}: {ds.raw_rows} rows × {ds.raw_columns} columns",
-        f"train {_shape(ds.x_train)} + validation {ds.x_val.shape[0]} rows (host)"
+        f"train {_shape(ds.x_train)}{train_at} + validation {ds.x_val.shape[0]} rows (host)"
         + (f"; {ds.dropped_rows} rows with missing values dropped" if ds.dropped_rows else ""),
         load_s,
     )
@@ -129,7 +136,7 @@ def _place(spec, ds, rp, stages, load_s):
         "transfer",
         f"{ds.nbytes / 2**20:.2f} MiB host arrays",
         f"{n} rows on {placed.where}"
-        + (f"; training rows streamed, {rp.chunk} batches a chunk" if rp.chunk else ""),
+        + (f"; training rows streamed, {_batches(rp.chunk)} a chunk" if rp.chunk else ""),
         secs,
     )
     normalize = spec.preprocess.normalize
