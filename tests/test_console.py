@@ -253,3 +253,29 @@ def test_the_epoch_list_prints_once_and_every_column_has_a_header(tmp_path, n):
 
 def test_one_batch_a_chunk_is_singular():
     assert _batches(1) == "1 batch" and _batches(3) == "3 batches"
+
+
+def test_sweep_png_has_a_title_rings_the_best_trial_and_draws_the_seed_as_categories(tmp_path):
+    from jaxpipe.report.charts import sweep_figure, write_sweep_plot
+
+    table = [  # the leaderboard: best first
+        {"trial": t, "values": {"optimizer.learning_rate": lr, "experiment.seed": seed},
+         "status": "completed", "best": {"val_loss": loss}}
+        for t, lr, seed, loss in [(3, 1e-2, 7, 0.3), (1, 1e-3, 7, 0.4), (2, 1e-2, 1, 0.5),
+                                  (0, 1e-3, 1, 0.6)]
+    ]  # fmt: skip
+    keys = ["optimizer.learning_rate", "experiment.seed"]
+    fig = sweep_figure(table, keys, "val_loss")
+    assert fig._suptitle.get_text() == (
+        "Sweep: best val_loss of 4 completed trials; best: trial 3, val_loss 0.3"
+    )
+    lr_ax, seed_ax = fig.axes
+    for ax in (lr_ax, seed_ax):  # the best trial ringed and named
+        assert [t.get_text() for t in ax.texts] == ["best: trial 3"]
+        assert len(ax.collections) >= 2
+    assert lr_ax.get_xscale() == "log"
+    # The seed's axis is categorical: its ticks are the seeds as text, in order.
+    seed_ax.figure.canvas.draw()
+    assert [t.get_text() for t in seed_ax.get_xticklabels()] == ["1", "7"]
+    write_sweep_plot(table, keys, "val_loss", str(tmp_path / "sweep.png"))
+    assert (tmp_path / "sweep.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

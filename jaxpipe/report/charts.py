@@ -14,6 +14,7 @@ __all__ = [
     "ascii_chart",
     "write_curves",
     "write_sweep_plot",
+    "sweep_figure",
     "log_scale",
     "best_epoch",
     "condensed",
@@ -202,23 +203,49 @@ def condensed(history: Sequence[dict[str, Any]], best: int | None, rows: int = 8
     return out
 
 
-def write_sweep_plot(table: list[dict[str, Any]], keys: list[str], metric: str, path: str) -> None:
-    """sweep.png: the best `metric` of each completed trial against each swept value."""
+def sweep_figure(table: list[dict[str, Any]], keys: list[str], metric: str) -> Any:
+    """sweep.png's figure: the best `metric` of each completed trial against each swept
+    value, titled, the best trial (the leaderboard's first) ringed; a seed, or any value
+    that is not a number, on a categorical axis (seed 1 is no nearer seed 2 than 7)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     done = [r for r in table if r["best"] is not None and r["status"] == "completed"]
-    fig, axes = plt.subplots(1, len(keys), figsize=(4 * len(keys), 3.5), squeeze=False)
+    fig, axes = plt.subplots(1, len(keys), figsize=(4 * len(keys), 3.8), squeeze=False)
     for ax, key in zip(axes[0], keys, strict=True):
         xs = [r["values"][key] for r in done]
-        numeric = all(isinstance(x, (int, float)) for x in xs)
-        ax.scatter(xs if numeric else [str(x) for x in xs], [r["best"][metric] for r in done])
+        numeric = all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in xs)
+        categorical = not numeric or key.rsplit(".", 1)[-1] == "seed"
+        ys = [r["best"][metric] for r in done]
+        if categorical:  # as text; the first drawn are the smallest, so the axis is in order
+            order = sorted(range(len(xs)), key=lambda i: (str(type(xs[i])), xs[i]))
+            ax.scatter([str(xs[i]) for i in order], [ys[i] for i in order])
+            xs = [str(x) for x in xs]
+        else:
+            ax.scatter(xs, ys)
+        if done:  # ringed and named (a legend breaks tight_layout on matplotlib 3.11)
+            ax.scatter(xs[:1], ys[:1], s=160, facecolors="none", edgecolors="C3", linewidths=2)
+            ax.annotate(f"best: trial {done[0]['trial']}", (xs[0], ys[0]), xytext=(8, 8),
+                        textcoords="offset points", color="C3", fontsize="small")  # fmt: skip
         if key.endswith("learning_rate") and numeric and xs and min(xs) > 0:
             ax.set_xscale("log")
+        ax.margins(x=0.2, y=0.15)  # room for the ring and its name
         ax.set(xlabel=key, ylabel=f"best {metric}")
         ax.grid(alpha=0.3)
+    best = (
+        f"; best: trial {done[0]['trial']}, {metric} {done[0]['best'][metric]:.4g}" if done else ""
+    )
+    fig.suptitle(f"Sweep: best {metric} of {len(done)} completed trials{best}")
     fig.tight_layout()
+    return fig
+
+
+def write_sweep_plot(table: list[dict[str, Any]], keys: list[str], metric: str, path: str) -> None:
+    """sweep.png (`sweep_figure`)."""
+    import matplotlib.pyplot as plt
+
+    fig = sweep_figure(table, keys, metric)
     save_png(fig, path)
     plt.close(fig)
