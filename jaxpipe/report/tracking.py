@@ -132,6 +132,9 @@ class TensorBoardObserver(Observer):
         if self.log is not None:
             self.log.close()
 
+    def on_cv(self, run_dir: str, cv: dict[str, Any]) -> None:
+        self.on_finish(None)  # type: ignore[arg-type]  # the last event: the log closes
+
 
 # How long the up-front check waits for a tracking server to answer.
 _REACH_SECONDS = 5.0
@@ -248,7 +251,8 @@ class MlflowObserver(Observer):
             mlflow.log_params(values)
             for row in history:
                 mlflow.log_metrics(_scalars(row), step=int(row["epoch"]))
-            self._artifacts(os.path.join(self.run_dir, "trials", str(index)))
+            folder = "folds" if "data.fold" in values else "trials"
+            self._artifacts(os.path.join(self.run_dir, folder, str(index)))
 
     def _artifacts(self, directory: str) -> None:
         for name in ("summary.json", "curves.png", "sweep.png"):
@@ -261,6 +265,12 @@ class MlflowObserver(Observer):
             self._guard("logging the artifacts", self._artifacts, self.run_dir)
             self._guard("ending the MLflow run", self.mlflow.end_run)
             self.active = False
+
+    def on_cv(self, run_dir: str, cv: dict[str, Any]) -> None:
+        """The folds' mean and std as the run's metrics (cv_mean_val_loss, ...); it ends."""
+        flat = {f"cv_{stat}_{k}": v for stat in ("mean", "std") for k, v in cv[stat].items()}
+        self._guard("logging the cross-validation", self.mlflow.log_metrics, flat)
+        self.on_finish(None)  # type: ignore[arg-type]
 
 
 def tracking_observers(spec: Any) -> list[Observer]:
