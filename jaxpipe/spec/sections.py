@@ -163,6 +163,8 @@ class DataSpec(Section):
         if self.source is None and self.path is not None:
             # Resolved once, here, so the run directory's spec.toml and every reader see it.
             object.__setattr__(self, "source", source_of(self.path))
+        if self.folds is not None:  # first: the validation key's own checks do not apply
+            self._check_folds(where)
         if isinstance(self.validation, bool):  # pragma: no cover - the builder rejects it
             raise SpecError("expected a count, fraction or file", key=f"{where}.validation")
         if isinstance(self.validation, int) and self.validation < 1:
@@ -185,8 +187,6 @@ class DataSpec(Section):
                     "synthetic data has no validation file; give a count or a fraction",
                     key=f"{where}.validation",
                 )
-        if self.folds is not None:
-            self._check_folds(where)
         self._check_needs(where)
         if self.features is not None:
             if not self.features:
