@@ -43,6 +43,8 @@ _LAZY: dict[str, str] = {
     "RunResult": "jaxpipe.events",
     "StopTraining": "jaxpipe.events",
     "fit": "jaxpipe.api",
+    "cross_validate": "jaxpipe.api",
+    "CVResult": "jaxpipe.sweep.cv",
     "evaluate": "jaxpipe.api",
     "format_metrics": "jaxpipe.core.evaluation",
     "Model": "jaxpipe.saved.model",

@@ -16,7 +16,7 @@ from jaxpipe.data.frames import frame_rows, is_dataframe, is_path, to_columns
 from jaxpipe.data.load import load_dataset
 from jaxpipe.data.shapes import data_shapes
 from jaxpipe.data.sources import host_record
-from jaxpipe.errors import DataError, JaxpipeError
+from jaxpipe.errors import DataError, JaxpipeError, SpecError
 from jaxpipe.events import Observers, RunResult
 from jaxpipe.parallel.launch import launch
 from jaxpipe.parallel.sharding import distributed_config, initialize_distributed
@@ -42,10 +42,13 @@ from jaxpipe.saved.predict import predict_file
 from jaxpipe.signals import catch_signals
 from jaxpipe.spec.experiment import Spec, load_spec, place_error
 from jaxpipe.spec.sections import no_rows_error, source_of
+from jaxpipe.sweep.cv import CVResult, run_cv
 from jaxpipe.sweep.shell import SweepResult, run_sweep, sweep_plan
 
 __all__ = [
     "fit",
+    "cross_validate",
+    "CVResult",
     "SweepResult",
     "compare",
     "format_comparison",
@@ -97,11 +100,16 @@ def run(
     Raises `DivergedError` on a non-finite loss and `RunInterrupted` after SIGINT /
     SIGTERM (both after writing summary.json with that status). A spec with `[sweep]`
     runs every trial and returns a `SweepResult` (ranked `table`, `trials`, `best`);
-    there `force=True` allows more than 256 trials."""
+    there `force=True` allows more than 256 trials. A spec with `[data] folds = K`
+    cross-validates and returns a `CVResult` (`.cv`: each fold's metrics, mean, std)."""
     spec = _as_spec(spec)
     reporter = ConsoleReporter(verbose=verbose)
     observer = Observers([reporter, *tracking_observers(spec, reporter.on_note), *callbacks])
     try:
+        if spec.data.folds is not None:
+            if resume:
+                raise JaxpipeError("a cross-validation cannot be resumed; start it again")
+            return run_cv(spec, out, observer)
         if spec.sweep is not None:  # a SweepResult; force: more than sweepspec.MAX_TRIALS
             if resume:
                 raise JaxpipeError("a sweep cannot be resumed; start it again in a new --out")
@@ -205,6 +213,12 @@ def fit(
     `path`, no `source = "synthetic"`) is a `SpecError`."""
     _check_spec_first(spec)
     spec = _with_class_weight(_as_spec(spec), class_weight)
+    if spec.data.folds is not None:
+        raise place_error(spec, SpecError(
+            "fit trains one model, and folds train one per fold; cross-validate with "
+            "jaxpipe.cross_validate(spec, data) (or jaxpipe.run), or remove data.folds",
+            key="data.folds",
+        ))  # fmt: skip
     check_before_data(spec)  # a bad optimizer section fails before the data is read
     spec, dataset = _in_memory(spec, _data_with_target(data, y, spec), validation)
     callbacks = [*_progress(progress, verbose, out), *callbacks]
@@ -226,6 +240,58 @@ def fit(
     model = Model.from_run(result, spec.model, outputs)
     model.run_dir = out
     return model
+
+
+def cross_validate(
+    spec: Spec | str | os.PathLike[str] | dict[str, Any],
+    data: Any = None,
+    y: Any = None,
+    *,
+    folds: int | None = None,
+    out: str | None = None,
+    callbacks: Iterable[Any] = (),
+    verbose: bool = False,
+) -> CVResult:
+    """K-fold cross-validation of the spec on `data` (forms as `fit` takes them; None:
+    the spec's [data]), the folds trained as one program. `folds`: K in place of the
+    spec's `[data] folds`. Returns a `CVResult`: `.cv` = {"folds", "metrics" (each
+    fold's final metrics), "mean", "std"}, `.folds` (each fold's history and
+    parameters). `out`: also keep the directory (default: a temporary one, removed)."""
+    _check_spec_first(spec)
+    spec = _as_spec(spec)
+    if folds is not None:
+        # replace checks the sections as a file's are (a fold count > the rows, ...)
+        spec = dataclasses.replace(spec, data=dataclasses.replace(spec.data, folds=folds))
+    if spec.data.folds is None:
+        raise SpecError("needs K ≥ 2 folds: give folds=K or [data] folds", key="data.folds")
+    check_before_data(spec)
+    columns, origin = None, "<memory>"
+    data = _data_with_target(data, y, spec)
+    if data is not None and is_path(data):
+        path = os.path.abspath(os.fspath(data))
+        spec = dataclasses.replace(
+            spec, data=dataclasses.replace(spec.data, source=source_of(path), path=path)
+        )
+    elif data is not None:
+        columns, origin = to_columns(data, spec.data.label or "y", "cross_validate data")
+        spec = dataclasses.replace(
+            spec, data=dataclasses.replace(spec.data, source="memory", path=None)
+        )
+    elif spec.data.source is None:
+        raise place_error(spec, no_rows_error("jaxpipe.cross_validate(spec)"))
+    tmp = tempfile.mkdtemp(prefix="jaxpipe-cv-") if out is None else None
+    reporter = ConsoleReporter(verbose=verbose, files=out is not None)
+    try:
+        observer = Observers([reporter, *tracking_observers(spec), *callbacks])
+        with frame_rows(data):
+            result = run_cv(spec, out or tmp, observer, columns=columns, origin=origin)
+    finally:
+        reporter.close()
+        if tmp is not None:
+            shutil.rmtree(tmp, ignore_errors=True)
+    if tmp is not None:
+        result.run_dir = None  # type: ignore[assignment]  # removed: nothing to point at
+    return result
 
 
 def _progress(progress: bool | None, verbose: bool, out: str | None) -> list[Any]:

@@ -52,7 +52,9 @@ class Observer:
     preprocess, compile; then train, evaluate, checkpoint after the epochs), on_model,
     on_epoch per epoch, on_note any time, on_artifacts, on_finish. A sweep sends
     on_start, on_trial and on_trial_artifacts per trial, on_artifacts (its best trial's),
-    on_sweep (the leaderboard) and on_finish (its best trial's)."""
+    on_sweep (the leaderboard) and on_finish (its best trial's). A cross-validation
+    sends on_start, on_trial and on_trial_artifacts per fold, on_artifacts (the folds'
+    mean) and on_cv."""
 
     def on_start(self, spec: Any, run_dir: str) -> None: ...
     def on_stage(self, stage: StageRecord) -> None: ...
@@ -88,6 +90,11 @@ class Observer:
     ) -> None:
         """A sweep ended: its leaderboard `table` (best first), the swept `keys` and the
         `metric` ranked by; DIR/summary.json is written."""
+
+    def on_cv(self, run_dir: str, cv: dict[str, Any]) -> None:
+        """A cross-validation ended: summary.json's `cv` record ({"folds", "metrics" per
+        fold, "mean", "std"}); DIR/summary.json is written. It is the last event of a
+        cross-validation (no on_finish: there is no one model)."""
 
 
 OBSERVER_EVENTS = tuple(n for n in vars(Observer) if n.startswith("on_"))

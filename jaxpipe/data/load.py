@@ -37,6 +37,9 @@ from jaxpipe.spec.sections import DataSpec, SyntheticSpec, no_rows_error
 
 __all__ = [
     "Dataset",
+    "Rows",
+    "read_rows",
+    "encode_split",
     "load_dataset",
     "make_synthetic",
     "make_synthetic_regression",
@@ -265,6 +268,41 @@ def _check_batch(spec: Spec, train_rows: int) -> None:
         )
 
 
+@dataclass(frozen=True)
+class Rows:
+    """Every row read and prepared, before any split: feature columns (float64 with NaN,
+    or text with None), targets y: [rows], the columns' kinds and the class names."""
+
+    feats: Columns
+    y: np.ndarray
+    kinds: dict
+    classes: tuple[str, ...]
+    origin: str
+    raw_columns: int
+    dropped: int = 0
+
+
+def read_rows(spec: Spec, columns: Columns | None = None, origin: str = "<memory>") -> Rows:
+    """The spec's rows (or in-memory `columns`, named `origin`), read, checked and
+    prepared as one pool (cross-validation's folds); a file set (directory, glob), which
+    may stream, is load_dataset's only."""
+    cfg: DataSpec = spec.data
+    if columns is None and cfg.source is None:
+        raise place_error(spec, no_rows_error())
+    if columns is None and cfg.source in ("csv", "parquet") and _file_set(spec):
+        raise SpecError(
+            "reads one file into memory; a directory, a glob or data.host_memory (rows "
+            "that may stream from disk) is not supported with data.folds: give one file",
+            key="data.folds",
+        )
+    if columns is None and cfg.source == "synthetic":
+        feats, y, kinds, classes = _synthetic(spec)
+        return Rows(feats, y, kinds, classes, "synthetic", len(feats) + 1)
+    origin = origin if columns is not None else spec.resolve_path(cfg.path or "")
+    feats, y, kinds, classes, dropped, raw_columns = _read_split(spec, origin, None, None, columns)
+    return Rows(feats, y, kinds, classes, origin, raw_columns, dropped)
+
+
 def load_dataset(
     spec: Spec,
     columns: Columns | None = None,
@@ -275,52 +313,57 @@ def load_dataset(
     The encoder is fitted on the training split only. `columns` (and `validation`): rows
     already in memory (`jaxpipe.fit`), named `origin`, checked and encoded as a file's."""
     cfg: DataSpec = spec.data
-    dropped = 0
-    if columns is None and cfg.source is None:
-        raise place_error(spec, no_rows_error())
     if columns is None and cfg.source in ("csv", "parquet") and _file_set(spec):
         return _load_files(spec)
-    if columns is None and cfg.source == "synthetic":
-        feats, y, kinds, classes = _synthetic(spec)
-        origin, raw_columns = "synthetic", len(feats) + 1
-    else:
-        origin = origin if columns is not None else spec.resolve_path(cfg.path or "")
-        read = _read_split(spec, origin, None, None, columns)
-        feats, y, kinds, classes, dropped, raw_columns = read
-    rows = len(y)
+    pool = read_rows(spec, columns, origin)
+    feats, y, dropped = pool.feats, pool.y, pool.dropped
     if validation is not None or isinstance(cfg.validation, str):
-        where = f"{origin} (validation)" if validation is not None else cfg.validation
+        where = f"{pool.origin} (validation)" if validation is not None else cfg.validation
         v_feats, y_val, _, _, v_dropped, _ = _read_split(
             spec,
             spec.resolve_path(where) if validation is None else where,
-            kinds,
-            classes if spec.model.task == "classification" else None,
+            pool.kinds,
+            pool.classes if spec.model.task == "classification" else None,
             validation,
         )
         dropped += v_dropped
         tr_feats, y_train = feats, y
     else:
-        train, val = split_rows(rows, cfg.validation, spec.experiment.seed, cfg.shuffle)
+        train, val = split_rows(len(y), cfg.validation, spec.experiment.seed, cfg.shuffle)
         (tr_feats, v_feats), y_train, y_val = _split(feats, train, val), y[train], y[val]
-        rows = len(train) + len(val)
     _check_batch(spec, len(y_train))
-    encoder = fit_encoder(tr_feats, kinds, spec.preprocess.missing == "mean", origin)
-    _check_width(len(encoder.feature_names), len(y_train) + len(y_val), origin)
+    encoder = fit_encoder(tr_feats, pool.kinds, spec.preprocess.missing == "mean", pool.origin)
+    return encode_split(spec, pool, encoder, (tr_feats, y_train), (v_feats, y_val), dropped)
+
+
+def encode_split(
+    spec: Spec,
+    pool: Rows,
+    encoder: FeatureEncoder,
+    train: tuple[Columns, np.ndarray],
+    val: tuple[Columns, np.ndarray],
+    dropped: int,
+) -> Dataset:
+    """A Dataset of the `train` and `val` (columns, targets) parts, encoded by `encoder`
+    (fitted on the training part). The training columns are dropped from `train`'s table
+    once encoded (peak host memory)."""
+    (tr_feats, y_train), (v_feats, y_val) = train, val
+    _check_width(len(encoder.feature_names), len(y_train) + len(y_val), pool.origin)
     x_train = encoder.transform(tr_feats)
-    del tr_feats  # float64 columns: two copies of the training split (peak host memory)
+    tr_feats.clear()  # float64 columns: two copies of the training split (peak host memory)
     return Dataset(
         x_train=x_train,
         y_train=y_train,
         x_val=encoder.transform(v_feats),
         y_val=y_val,
         feature_names=encoder.feature_names,
-        class_names=classes,
+        class_names=pool.classes,
         raw_rows=len(y_train) + len(y_val) + dropped,
-        raw_columns=raw_columns,
-        origin=origin,
+        raw_columns=pool.raw_columns,
+        origin=pool.origin,
         task=spec.model.task,
         encoder=encoder,
-        label=None if cfg.source == "synthetic" and columns is None else (cfg.label or "y"),
+        label=None if pool.origin == "synthetic" else (spec.data.label or "y"),
         dropped_rows=dropped,
     )
 

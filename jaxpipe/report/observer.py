@@ -112,6 +112,8 @@ class ConsoleReporter(Observer):
             if isinstance(val, str)
             else f"{val} rows"
         )
+        if d.folds is not None:
+            held = f"{d.folds} folds (cross-validation)"
         extras = "".join(
             [
                 f", dropout {m.dropout:g}" if m.dropout else "",
@@ -233,6 +235,21 @@ class ConsoleReporter(Observer):
         text = format_table(["rank", "trial", *keys, "status", f"best {metric}", "epoch"], rows)
         for line in text.splitlines():
             self.on_note(line)
+
+    def on_cv(self, run_dir: str, cv: dict[str, Any]) -> None:
+        """The folds' final metrics, a row each, then their mean ± std."""
+        names = list(cv["mean"])
+        rows = [
+            [k, status, *[(m or {}).get(n, "-") for n in names], m["epoch"] if m else "-"]
+            for k, (m, status) in enumerate(zip(cv["metrics"], cv["status"], strict=True))
+        ]
+        self._print()
+        self._print(f"Cross-validation ({cv['folds']} folds)", "bold")
+        if self.out is not None:
+            self.out.table(["fold", "status", *[n.replace("_", " ") for n in names], "epoch"], rows)
+        mean = ", ".join(f"{n} {cv['mean'][n]:.4f} ± {cv['std'][n]:.4f}" for n in names)
+        self._print(f"Mean ± std over the folds: {mean or 'no fold finished'}", "bold")
+        self._print(f"Wrote {run_dir}/ (summary.json: cv)")
 
     def on_artifacts(self, run_dir: str, history: list[dict[str, Any]]) -> None:
         if not self.files:

@@ -160,6 +160,9 @@ class TensorBoardObserver(Observer):
             logdir = os.path.join(self.run_dir, "tensorboard")
             self.tell(f"Logged to TensorBoard: {logdir} (view: tensorboard --logdir {logdir})")
 
+    def on_cv(self, run_dir: str, cv: dict[str, Any]) -> None:
+        self.on_finish(None)  # type: ignore[arg-type]  # the last event: the log closes
+
 
 # How long the up-front check waits for a tracking server to answer.
 _REACH_SECONDS = 5.0
@@ -313,7 +316,8 @@ class MlflowObserver(Observer):
             mlflow.log_params(trial_params(self.spec, values) | {"sweep.trial": index})
             for row in history:
                 mlflow.log_metrics(_scalars(row), step=int(row["epoch"]))
-            self._artifacts(os.path.join(self.run_dir, "trials", str(index)))
+            folder = "folds" if "data.fold" in values else "trials"
+            self._artifacts(os.path.join(self.run_dir, folder, str(index)))
         self.trials += 1
 
     def _artifacts(self, directory: str) -> None:
@@ -347,6 +351,12 @@ class MlflowObserver(Observer):
             f"Logged to MLflow: run {self.run_id} ({name}){trials} in experiment "
             f"{experiment!r} at {self.given}"
         )
+
+    def on_cv(self, run_dir: str, cv: dict[str, Any]) -> None:
+        """The folds' mean and std as the run's metrics (cv_mean_val_loss, ...); it ends."""
+        flat = {f"cv_{stat}_{k}": v for stat in ("mean", "std") for k, v in cv[stat].items()}
+        self._guard("logging the cross-validation", self.mlflow.log_metrics, flat)
+        self.on_finish(None)  # type: ignore[arg-type]
 
 
 # A run directory's pictures and summary, logged at the artifacts' root; the model's files

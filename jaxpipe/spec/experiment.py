@@ -92,7 +92,15 @@ class Spec(Section):
                 key="training.class_weight",
             )
         data = self.data
-        if data.source == "synthetic":
+        if data.folds is not None and self.sweep is not None:
+            raise SpecError(
+                "cross-validation runs one spec's folds as one program, and a [sweep] runs "
+                "many specs; remove data.folds or the [sweep] section",
+                key="data.folds",
+            )
+        if data.source == "synthetic" and data.folds is not None:
+            self._check_synthetic_folds(data.synthetic.rows, data.folds)
+        elif data.source == "synthetic":
             for key in ("features", "categorical"):
                 if getattr(data, key):
                     raise SpecError(
@@ -114,6 +122,22 @@ class Spec(Section):
                     f"({rows - n_val} rows); lower it",
                     key="training.batch_size",
                 )
+
+    def _check_synthetic_folds(self, rows: int, folds: int) -> None:
+        """Each fold holds out rows // folds rows (data/folds.py)."""
+        held = rows // folds
+        if held < 1:
+            raise SpecError(
+                f"{folds} folds of {rows} rows leave a fold no rows to hold out; use at "
+                f"most {rows} folds",
+                key="data.folds",
+            )
+        if self.training.batch_size > rows - held:
+            raise SpecError(
+                f"batch of {self.training.batch_size} is larger than a fold's training part "
+                f"({rows - held} rows); lower it",
+                key="training.batch_size",
+            )
 
     def __repr__(self) -> str:
         """One line of what matters (the whole spec: `dump_spec(spec)`, the TOML)."""

@@ -135,6 +135,14 @@ class DataSpec(Section):
         "separate file of the same kind (string, relative to the spec file).",
     )
     shuffle: bool = field(True, "Shuffle rows (seeded) before the train/validation split.")
+    folds: int | None = field(
+        None,
+        "Cross-validation in place of the validation split: K folds (stratified by class "
+        "for classification, seeded by experiment.seed), each held out in turn, trained "
+        "as one program; summary.json gains `cv` (each fold's final metrics, their mean "
+        "and standard deviation).",
+        minimum=2,
+    )
     chunk_rows: Literal["auto"] | int = field(
         "auto",
         "Training rows per device chunk: an integer streams the training split from host "
@@ -155,6 +163,8 @@ class DataSpec(Section):
         if self.source is None and self.path is not None:
             # Resolved once, here, so the run directory's spec.toml and every reader see it.
             object.__setattr__(self, "source", source_of(self.path))
+        if self.folds is not None:  # first: the validation key's own checks do not apply
+            self._check_folds(where)
         if isinstance(self.validation, bool):  # pragma: no cover - the builder rejects it
             raise SpecError("expected a count, fraction or file", key=f"{where}.validation")
         if isinstance(self.validation, int) and self.validation < 1:
@@ -177,13 +187,7 @@ class DataSpec(Section):
                     "synthetic data has no validation file; give a count or a fraction",
                     key=f"{where}.validation",
                 )
-        needs = {"csv": ("path", "label"), "parquet": ("path", "label"), "npz": ("path",)}
-        for name in needs.get(self.source, ()):
-            if getattr(self, name) is None:
-                raise SpecError(
-                    f'source = "{self.source}" needs `{name}`; add {name} = "..." to [data]',
-                    key=f"{where}.{name}",
-                )
+        self._check_needs(where)
         if self.features is not None:
             if not self.features:
                 raise SpecError(
@@ -211,6 +215,34 @@ class DataSpec(Section):
             dup = sorted({n for n in names if names.count(n) > 1})
             if dup:
                 raise SpecError(f"lists {dup[0]!r} twice", key=f"{where}.{key}")
+
+    def _check_needs(self, where: str) -> None:
+        needs = {"csv": ("path", "label"), "parquet": ("path", "label"), "npz": ("path",)}
+        for name in needs.get(self.source, ()):
+            if getattr(self, name) is None:
+                raise SpecError(
+                    f'source = "{self.source}" needs `{name}`; add {name} = "..." to [data]',
+                    key=f"{where}.{name}",
+                )
+
+    def _check_folds(self, where: str) -> None:
+        """Folds replace the validation split: a validation file or size of one's own,
+        or training rows streamed in chunks (folds keep every row on the device), is a
+        conflict named at `data.folds`."""
+        default = type(self).__dataclass_fields__["validation"].default
+        if self.validation != default or isinstance(self.validation, str):
+            raise SpecError(
+                f"holds out each of {self.folds} folds in turn in place of the validation "
+                f"split, and data.validation = {self.validation!r} asks for a split of its "
+                "own; remove data.validation (or data.folds)",
+                key=f"{where}.folds",
+            )
+        if isinstance(self.chunk_rows, int):
+            raise SpecError(
+                "keeps every fold's rows on the device; remove data.chunk_rows (streaming) "
+                "or data.folds",
+                key=f"{where}.folds",
+            )
 
 
 @dataclass(frozen=True)

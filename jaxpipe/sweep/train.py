@@ -29,7 +29,14 @@ from jaxpipe.runner.preprocess import preprocess_data
 from jaxpipe.runner.stopping import EarlyStopper, check_metric_names, outcome
 from jaxpipe.signals import SignalCatcher
 from jaxpipe.spec.experiment import Spec
-from jaxpipe.sweep.trials import SEED, TrialPrograms, compile_trials, trial_inputs, trial_mesh
+from jaxpipe.sweep.trials import (
+    CLASS_WEIGHT,
+    SEED,
+    TrialPrograms,
+    compile_trials,
+    trial_inputs,
+    trial_mesh,
+)
 
 __all__ = ["TrialRun", "GroupRun", "train_group", "costliest"]
 
@@ -64,33 +71,50 @@ class GroupRun:
     per_trial_data: bool
 
 
-def _load(trials: list[TrialRun], seed_varies: bool, hosts: dict[int, Dataset]):
-    """Each distinct seed's data set (a seed draws synthetic rows and the split), loaded
-    on the host once per group (`hosts`, by seed), placed replicated on the chunk's mesh,
-    and scaled."""
-    seeds = sorted({t.spec.experiment.seed for t in trials}) if seed_varies else [None]
+def _data_key(per_trial: bool, seed_varies: bool):
+    """Which trials share a data set: each its own (cross-validation's folds, preset on
+    the TrialRun), one per distinct seed (a seed draws synthetic rows and the split), or
+    one for the group."""
+
+    def key(t: TrialRun) -> Any:
+        return t.index if per_trial else t.spec.experiment.seed if seed_varies else None
+
+    return key
+
+
+def _host_data(t: TrialRun, hosts: dict[int, Dataset]) -> Dataset:
+    if t.dataset is not None:  # a fold: loaded with its split by the cross-validation shell
+        return t.dataset
+    if t.spec.experiment.seed not in hosts:
+        hosts[t.spec.experiment.seed] = load_dataset(t.spec)
+    return hosts[t.spec.experiment.seed]
+
+
+def _load(trials: list[TrialRun], key, hosts: dict[int, Dataset]):
+    """Each distinct data set (see _data_key), loaded on the host once per group
+    (`hosts`, by seed), placed replicated on the chunk's mesh, and scaled: the scaler is
+    fitted on that set's own training rows."""
     loaded: dict[Any, tuple[Dataset, Preprocessing, Placed]] = {}
     n = trials[0].spec.hardware.devices  # "auto": every local device
     mesh = trial_mesh(len(trials), jax.devices()[:n] if isinstance(n, int) else None)
     replicated = NamedSharding(mesh, PartitionSpec())
-    for seed in seeds:
-        s = next(t.spec for t in trials if seed is None or t.spec.experiment.seed == seed)
-        if s.experiment.seed not in hosts:
-            hosts[s.experiment.seed] = load_dataset(s)
-        ds = hosts[s.experiment.seed]
+    for t in trials:
+        if key(t) in loaded:
+            continue
+        ds, s = _host_data(t, hosts), t.spec
         host = (ds.x_train, ds.y_train, ds.x_val, ds.y_val)
         arrays = [jax.device_put(a, replicated) for a in host]
         placed = Placed(*arrays, device=jax.devices()[0], where=f"{mesh.size} devices")
         cw = s.training.class_weight
         prep, scaled, _ = preprocess_data(ds, placed, s.preprocess.normalize, False, cw)
-        loaded[seed] = (ds, prep, scaled)
+        loaded[key(t)] = (ds, prep, scaled)
     for t in trials:
-        t.dataset, t.prep, _ = loaded[t.spec.experiment.seed if seed_varies else None]
+        t.dataset, t.prep, _ = loaded[key(t)]
     return loaded, mesh
 
 
-def _stack(trials, loaded, seed_varies: bool, mesh) -> tuple[jax.Array, ...]:
-    if not seed_varies:
+def _stack(trials, loaded, key, per_trial: bool, mesh) -> tuple[jax.Array, ...]:
+    if not per_trial:
         return next(iter(loaded.values()))[2].arrays
     shapes = {v[2].x_train.shape + v[2].x_val.shape for v in loaded.values()}
     if len(shapes) > 1:
@@ -100,7 +124,7 @@ def _stack(trials, loaded, seed_varies: bool, mesh) -> tuple[jax.Array, ...]:
             key='sweep.values."experiment.seed"',
         )
     on_trials = NamedSharding(mesh, PartitionSpec("trial"))
-    per = [loaded[t.spec.experiment.seed][2].arrays for t in trials]
+    per = [loaded[key(t)][2].arrays for t in trials]
     return tuple(jax.device_put(jnp.stack(col), on_trials) for col in zip(*per, strict=True))
 
 
@@ -170,16 +194,20 @@ def costliest(trials: Sequence[TrialRun]) -> Spec:
     return max(trials, key=lambda t: t.spec.model.dropout).spec
 
 
-def _class_weights(trials: Sequence[TrialRun]) -> tuple[float, ...] | None:
-    """The group's one set of class weights (a table, or "balanced" over one split)."""
+def _class_weights(trials: Sequence[TrialRun], per_trial: bool):
+    """The group's class weights: (one set for all, None), or with `per_trial` data
+    (folds) whose "balanced" weights differ, (None, [trials, classes] float32) as a
+    program input."""
     weights = {t.prep.class_weights for t in trials}
-    if len(weights) > 1:
-        raise SpecError(
-            '"balanced" fits each swept seed\'s split its own weights, and a group shares '
-            "one program; give a table {label = weight}, or do not sweep experiment.seed",
-            key="training.class_weight",
-        )
-    return weights.pop()
+    if len(weights) == 1:
+        return weights.pop(), None
+    if per_trial:
+        return None, np.asarray([t.prep.class_weights for t in trials], np.float32)
+    raise SpecError(
+        '"balanced" fits each swept seed\'s split its own weights, and a group shares '
+        "one program; give a table {label = weight}, or do not sweep experiment.seed",
+        key="training.class_weight",
+    )
 
 
 def _device_count(spec: Spec) -> int:
@@ -215,16 +243,22 @@ def train_group(
     """Trains the group's trials in the fewest chunks whose trials × per-trial memory fit
     the devices (sweepplan.py), each chunk one program, one after another; fills in each
     TrialRun. Raises PlanError before any compile when one trial alone does not fit.
+    Trials with a preset `dataset` (cross-validation's folds) each train on their own.
     `signals`: the sweep's catcher; once it has caught one, no further chunk starts (the
     chunks run are returned) and the running one stops after its epoch."""
     signals = signals or SignalCatcher()
     spec = trials[0].spec
-    hosts = {spec.experiment.seed: load_dataset(spec)}
-    ds = hosts[spec.experiment.seed]
+    hosts: dict[int, Dataset] = {}
+    ds = _host_data(trials[0], hosts)
     check_metric_names(spec, metric_names(ds.task == "regression"))
     # The program draws dropout bits when any trial drops out: plan the costliest trial.
     rp = plan_run(costliest(trials), ds)  # one trial's breakdown and steps per epoch
-    seeds = [t.spec.experiment.seed if SEED in input_keys else None for t in trials]
+    # A data set's key per trial (a seed, a fold), or None when the trials share one.
+    preset = all(t.dataset is not None for t in trials)
+    seeds = [
+        t.index if preset else t.spec.experiment.seed if SEED in input_keys else None
+        for t in trials
+    ]
     split = split_trials(rp.plan, seeds, _device_count(spec))
     if rp.chunk:
         _refuse_streaming(spec, ds)
@@ -241,28 +275,36 @@ def train_group(
 def _train_chunk(
     trials: list[TrialRun], input_keys: set[str], on_epoch, rp: RunPlan, hosts: dict, signals
 ) -> GroupRun:
-    """One chunk of a group as one program (the trials share every shape)."""
+    """One chunk of a group as one program (the trials share every shape). Trials whose
+    `dataset` is preset (folds) each train on their own."""
     spec = trials[0].spec
+    preset = all(t.dataset is not None for t in trials)
     seed_varies = SEED in input_keys and len({t.spec.experiment.seed for t in trials}) > 1
-    loaded, mesh = _load(trials, seed_varies, hosts)
+    per_trial = preset or seed_varies
+    key = _data_key(preset, seed_varies)
+    loaded, mesh = _load(trials, key, hosts)
     ds = trials[0].dataset
-    arrays = _stack(trials, loaded, seed_varies, mesh)
+    arrays = _stack(trials, loaded, key, per_trial, mesh)
     es = spec.training.early_stopping
     for t in trials:
         t.stopper = EarlyStopper.from_spec(es) if es else None
+    shared, each = _class_weights(trials, per_trial)
+    inputs = trial_inputs([t.values for t in trials], input_keys)
+    if each is not None:
+        inputs[CLASS_WEIGHT] = each
     tp = compile_trials(
         spec,
         [t.spec.experiment.seed for t in trials],
-        trial_inputs([t.values for t in trials], input_keys),
+        inputs,
         arrays,
         mesh=mesh,
-        per_trial_data=seed_varies,
+        per_trial_data=per_trial,
         outputs=ds.outputs,
         task=ds.task,
         batch=rp.batch,
         total_steps=rp.total_steps,
         dropout_on=any(t.spec.model.dropout > 0 for t in trials),
-        class_weights=_class_weights(trials),
+        class_weights=shared,
     )
     seconds = _epochs(tp, arrays, trials, spec.training.epochs, on_epoch, signals)
-    return GroupRun(trials, tp.mesh.size, tp.seconds, seconds, seed_varies)
+    return GroupRun(trials, tp.mesh.size, tp.seconds, seconds, per_trial)

@@ -26,6 +26,7 @@ from jaxpipe.runner.programs import EVAL_BATCH
 from jaxpipe.spec.experiment import Spec
 
 __all__ = [
+    "CLASS_WEIGHT",
     "TrialPrograms",
     "is_input_key",
     "group_key",
@@ -40,6 +41,8 @@ SEED, LR, CLIP, DROPOUT = (
     "optimizer.clip_norm",
     "model.dropout",
 )
+# Not a swept key: cross-validation's folds' own "balanced" weights, [trials, classes].
+CLASS_WEIGHT = "training.class_weight"
 # Optimizer keys that change the program's structure, not a scalar in it.
 _OPTIMIZER_STRUCTURE = ("optimizer.name", "optimizer.schedule")
 
@@ -79,7 +82,9 @@ def _builder(spec: Spec, total_steps: int, outputs: int, task: str, dropout_on: 
 
     def build(h: Mapping[str, Any]):
         options = dict(opt.options) | {
-            k.split(".", 1)[1]: v for k, v in h.items() if k not in (LR, CLIP, DROPOUT)
+            k.split(".", 1)[1]: v
+            for k, v in h.items()
+            if k not in (LR, CLIP, DROPOUT, CLASS_WEIGHT)
         }
         ocfg = SimpleNamespace(
             name=opt.name,
@@ -96,7 +101,9 @@ def _builder(spec: Spec, total_steps: int, outputs: int, task: str, dropout_on: 
             layer_norm=mdl.layer_norm,
         )
         model = make_model(mcfg, outputs, dtype)  # type: ignore[arg-type]
-        train_step, eval_step = make_task_steps(model, tx, task, dropout_on, cw)
+        train_step, eval_step = make_task_steps(
+            model, tx, task, dropout_on, h.get(CLASS_WEIGHT, cw)
+        )
         return model, tx, train_step, eval_step
 
     return build
