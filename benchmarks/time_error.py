@@ -128,8 +128,10 @@ def main() -> None:
     calibration = [draw(rng) for _ in range(a.calibrate)]
     profile = profiles.measure_profile(configs=calibration, log=lambda line: print(f"  {line}"))
     timing.save_profile(profile)
-    print(f"calibrated on {a.calibrate} configurations (seed {a.seed}) in "
-          f"{time.perf_counter() - t0:.0f} s\n")
+    print(
+        f"calibrated on {a.calibrate} configurations (seed {a.seed}) in "
+        f"{time.perf_counter() - t0:.0f} s\n"
+    )
     held = random.Random(a.seed + 1)
     rows = []
     head = f"{'hidden':24} {'batch':>5} {'feat':>4} {'rows':>5} {'prec':4} {'optimizer':9}"
@@ -139,11 +141,21 @@ def main() -> None:
         predicted, parts = predict(cfg, folder)
         measured = profiles.time_epoch(cfg, a.reps).seconds
         error = predicted / measured - 1
-        rows.append({"config": list(cfg), "measured_s": measured, "model_s": predicted,
-                     "error": error, "parts": parts})
-        print(f"{str(list(cfg.hidden)):24} {cfg.batch:5} {cfg.features:4} {cfg.rows:5} "
-              f"{cfg.precision[:4]:4} {cfg.optimizer:9} {measured * 1e3:7.2f}ms "
-              f"{predicted * 1e3:7.2f}ms {error:+6.0%}", flush=True)
+        rows.append(
+            {
+                "config": list(cfg),
+                "measured_s": measured,
+                "model_s": predicted,
+                "error": error,
+                "parts": parts,
+            }
+        )
+        print(
+            f"{str(list(cfg.hidden)):24} {cfg.batch:5} {cfg.features:4} {cfg.rows:5} "
+            f"{cfg.precision[:4]:4} {cfg.optimizer:9} {measured * 1e3:7.2f}ms "
+            f"{predicted * 1e3:7.2f}ms {error:+6.0%}",
+            flush=True,
+        )
     errors = sorted(abs(r["error"]) for r in rows)
     p90 = errors[min(len(errors) - 1, int(0.9 * len(errors)))]
     signed = statistics.median(r["error"] for r in rows)
