@@ -40,8 +40,14 @@ def test_run_writes_the_run_directory(tmp_path, write_spec):
     assert [s["name"] for s in summary["stages"]][:3] == ["load", "transfer", "preprocess"]
     assert summary["device"]["platform"] == "cpu" and summary["seed"] == 3
     assert "epochs = 3" in (out / "spec.toml").read_text()
-    for text in ("Data flow", "Model", "Epochs", "Loss", "Final (epoch 3)", "rows × 6 columns"):
+    for text in ("Data flow", "Model", "Training", "Loss", "Final (epoch 3)", "rows × 6 columns"):
         assert text in stdout, text
+    # Each epoch once, as it ends (a run of <= 12 epochs has no second table: issue 27).
+    assert [line.split()[1] for line in stdout.splitlines() if line.startswith("  epoch ")] == [
+        "1/3",
+        "2/3",
+        "3/3",
+    ]
     assert (out / "curves.png").read_bytes()[:4] == b"\x89PNG"
 
 
