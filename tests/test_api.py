@@ -17,6 +17,10 @@ from test_bad_input import CASES
 import jaxpipe
 from jaxpipe import SpecError
 
+# Runs here compile the same few programs: the per-worker compilation cache (conftest)
+# compiles each once; a cached executable is the compiled one.
+pytestmark = pytest.mark.usefixtures("compile_once")
+
 pd = pytest.importorskip("pandas")
 
 TINY = {"model": {"hidden": [8]}, "training": {"epochs": 2, "batch_size": 16}}

@@ -9,6 +9,10 @@ from conftest import ROOT, SMALL_SPEC
 import jaxpipe
 from jaxpipe.cli.main import main
 
+# Runs here compile the same few programs: the per-worker compilation cache (conftest)
+# compiles each once; a cached executable is the compiled one.
+pytestmark = pytest.mark.usefixtures("compile_once")
+
 
 def _cli(*args, cwd=None):
     """Runs `jaxpipe ...` as a real process (exit code, stdout, stderr)."""

@@ -12,6 +12,10 @@ from conftest import ROOT, SMALL_SPEC
 
 import jaxpipe
 
+# Runs here compile the same few programs: the per-worker compilation cache (conftest)
+# compiles each once; a cached executable is the compiled one.
+pytestmark = pytest.mark.usefixtures("compile_once")
+
 WIDE = """
 [experiment]
 name = "wide"

@@ -9,6 +9,10 @@ import jaxpipe
 from jaxpipe.cli.main import main
 from jaxpipe.saved.export import categories
 
+# Runs here compile the same few programs: the per-worker compilation cache (conftest)
+# compiles each once; a cached executable is the compiled one.
+pytestmark = pytest.mark.usefixtures("compile_once")
+
 pd = pytest.importorskip("pandas")
 
 SPEC = {

@@ -18,6 +18,10 @@ from jaxpipe.cli.main import main
 from jaxpipe.errors import DivergedError, JaxpipeError, RunDirectoryBusy, SpecError
 from jaxpipe.rundir import lock_run_dir
 
+# Runs here compile the same few programs: the per-worker compilation cache (conftest)
+# compiles each once; a cached executable is the compiled one.
+pytestmark = pytest.mark.usefixtures("compile_once")
+
 # One simulated device is enough here and starts faster than conftest's eight.
 ENV = os.environ | {"PYTHONPATH": ROOT, "XLA_FLAGS": "", "JAXPIPE_COMPILATION_CACHE": "0"}
 

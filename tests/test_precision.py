@@ -5,6 +5,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+import pytest
 from conftest import SMALL_SPEC
 
 import jaxpipe
@@ -12,6 +13,10 @@ from jaxpipe.core.losses import cross_entropy
 from jaxpipe.core.model import make_model
 from jaxpipe.core.step import init_state, make_train_step
 from jaxpipe.spec.sections import ModelSpec
+
+# Runs here compile the same few programs: the per-worker compilation cache (conftest)
+# compiles each once; a cached executable is the compiled one.
+pytestmark = pytest.mark.usefixtures("compile_once")
 
 
 def _bf16_setup():

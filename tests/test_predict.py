@@ -14,6 +14,10 @@ import jaxpipe
 from jaxpipe.cli.main import main
 from jaxpipe.saved.predict import load_predictor, predict_file
 
+# Runs here compile the same few programs: the per-worker compilation cache (conftest)
+# compiles each once; a cached executable is the compiled one.
+pytestmark = pytest.mark.usefixtures("compile_once")
+
 COLORS = ["red", "green", "blue"]
 
 

@@ -27,6 +27,10 @@ from jaxpipe.parallel.sharding import (
 from jaxpipe.spec.sections import ModelSpec
 from jaxpipe.testing import MESHES, strategy_meshes
 
+# Runs here compile the same few programs: the per-worker compilation cache (conftest)
+# compiles each once; a cached executable is the compiled one.
+pytestmark = pytest.mark.usefixtures("compile_once")
+
 CASES = [(s, m) for s, ms in MESHES.items() for m in ms]
 
 

@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 
 pytest.importorskip("sklearn")
+pytestmark = pytest.mark.usefixtures("compile_once")  # many fits of the same shapes
 
 from sklearn.model_selection import GridSearchCV, cross_val_score  # noqa: E402
 from sklearn.pipeline import make_pipeline  # noqa: E402

@@ -7,8 +7,13 @@ import os
 import subprocess
 import sys
 
+import pytest
 from conftest import EXPERIMENTS, ROOT, SMALL_SPEC, write_disk_set
 from faults import fault_env
+
+# Runs here compile the same few programs: the per-worker compilation cache (conftest)
+# compiles each once; a cached executable is the compiled one.
+pytestmark = pytest.mark.usefixtures("compile_once")
 
 EXPERIMENT_FILES = sorted(glob.glob(os.path.join(EXPERIMENTS, "*.toml")))
 

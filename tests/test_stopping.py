@@ -11,6 +11,10 @@ from jaxpipe.runner.stopping import EarlyStopper, outcome
 from jaxpipe.signals import SignalCatcher, catch_signals
 from jaxpipe.spec.sections import EarlyStoppingSpec
 
+# Runs here compile the same few programs: the per-worker compilation cache (conftest)
+# compiles each once; a cached executable is the compiled one.
+pytestmark = pytest.mark.usefixtures("compile_once")
+
 values = st.lists(st.floats(-10, 10, allow_nan=False), min_size=1, max_size=12)
 
 

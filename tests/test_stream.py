@@ -26,6 +26,10 @@ from jaxpipe.runner.stream import (
 )
 from jaxpipe.spec.sections import ModelSpec
 
+# Runs here compile the same few programs: the per-worker compilation cache (conftest)
+# compiles each once; a cached executable is the compiled one.
+pytestmark = pytest.mark.usefixtures("compile_once")
+
 
 @given(st.integers(1, 10**6), st.integers(0, 10**9), st.integers(1, 10**9))
 def test_chunk_plan_fits_two_chunks_in_the_budget_or_is_resident(rows, budget, data_bytes):

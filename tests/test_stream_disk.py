@@ -12,6 +12,10 @@ from test_stream_sources import write_parts
 
 import jaxpipe
 
+# Runs here compile the same few programs: the per-worker compilation cache (conftest)
+# compiles each once; a cached executable is the compiled one.
+pytestmark = pytest.mark.usefixtures("compile_once")
+
 DISK_SPEC = """
 [experiment]
 name = "disk"

@@ -20,6 +20,10 @@ from jaxpipe.cli.main import main
 from jaxpipe.saved.predict import load_predictor, predict_rows
 from jaxpipe.saved.trace import TRACE_ROWS_FILE, trace_features
 
+# Runs here compile the same few programs: the per-worker compilation cache (conftest)
+# compiles each once; a cached executable is the compiled one.
+pytestmark = pytest.mark.usefixtures("compile_once")
+
 SPEC = """
 [experiment]
 name = "trace-{task}"

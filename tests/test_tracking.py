@@ -21,6 +21,10 @@ mlflow = pytest.importorskip("mlflow")
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator  # noqa: E402
 from tensorboard.plugins.hparams import metadata  # noqa: E402
 
+# Runs here compile the same few programs: the per-worker compilation cache (conftest)
+# compiles each once; a cached executable is the compiled one.
+pytestmark = pytest.mark.usefixtures("compile_once")
+
 os.environ.setdefault("MLFLOW_ALLOW_FILE_STORE", "true")  # MLflow 3: the file store's opt-in
 SWEEP = '[sweep]\n[sweep.values]\n"optimizer.learning_rate" = [1e-3, 1e-2]\n'
 

@@ -86,7 +86,9 @@ MESHES = {
 
 def register_profiles() -> None:
     """Hypothesis profiles: `dev` (small: the default), `ci` (loaded when CI is set) and
-    `thorough`; HYPOTHESIS_PROFILE picks one. Every profile has no deadline: the first
+    `thorough` (200 examples); HYPOTHESIS_PROFILE picks one. `ci` draws as many examples
+    as `dev` (the suite's time on two cores: most examples are a compile), fresh ones each
+    run, so CI's coverage grows run by run. Every profile has no deadline: the first
     example of a shape pays its compile. None is derandomized, not even under CI, where
     hypothesis' own `ci` defaults would be their parent: CI draws fresh examples as a
     newcomer's run does (jaxpipe's tests/conftest.py seeds each run and prints the seed to
@@ -97,7 +99,7 @@ def register_profiles() -> None:
         "suppress_health_check": [HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
     }
     settings.register_profile("dev", max_examples=10, **common)
-    settings.register_profile("ci", max_examples=25, print_blob=True, **common)
+    settings.register_profile("ci", max_examples=10, print_blob=True, **common)
     settings.register_profile("thorough", max_examples=200, **common)
     default = "ci" if os.environ.get("CI") else "dev"
     settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", default))
