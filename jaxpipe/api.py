@@ -35,6 +35,7 @@ from jaxpipe.report.observer import ConsoleReporter
 from jaxpipe.report.tracking import tracking_observers
 from jaxpipe.report.verdict import format_plan
 from jaxpipe.runner.outdir import default_out_dir
+from jaxpipe.runner.plan import undonated
 from jaxpipe.runner.shell import run_experiment
 from jaxpipe.runner.validation import check_before_data
 from jaxpipe.saved.model import Model, load_model
@@ -415,6 +416,12 @@ def _plan(
     path = spec.resolve_path(spec.data.path) if spec.data.path else None
     host = host_record(path, spec.data.source, spec.data.host_memory)
     result = dataclasses.replace(result, host=host)
+    # Plan and run agree on donation: a run that keeps a small state undonated (its
+    # checkpoints hold the states themselves, runner.plan.undonated) needs more, and the
+    # plan quotes that need; a streamed run donates.
+    resident = spec.data.chunk_rows == "auto" and not (host or {}).get("streams_from_disk")
+    if spec.sweep is None and resident and result.fits:
+        result = undonated(result, spec.checkpoint.keep) or result
     if spec.sweep is not None:  # trials × per-trial memory, in chunks that fit
         result = sweep_plan(spec, result, gpu, devices)
     if verify:
