@@ -127,7 +127,9 @@ def collectives(compiled: Any) -> dict[str, list[str]]:
 
 
 def _measure_here(spec: Spec, shapes: Shapes, layouts: list[tuple[str, dict[str, int]]]):
-    abstract = abstract_state(spec, shapes)
+    # The layout's program is compiled whole: the estimate's update temporaries (their
+    # own compiles) are not needed here.
+    abstract = abstract_state(spec, shapes, temporaries=False)
     out = []
     for strategy, mesh in layouts:
         figures = xla_figures(compile_layout(spec, shapes, abstract, strategy, mesh), shapes)
