@@ -239,8 +239,11 @@ def cached_number(name: str, describe: str, compute: Callable[[], int]) -> int:
 
 
 def _number_path(name: str, describe: str, suffix: str = ".txt") -> str | None:
+    """Where a number or record is kept; None while the compilation cache is off, by
+    JAX's setting or by JAXPIPE_COMPILATION_CACHE=0 now (a process that turned the cache
+    on for a run and then off for a plan reads and writes nothing)."""
     folder = aot_folder()
-    if folder is None or jax.process_count() != 1:
+    if folder is None or settings.compilation_cache_dir() is None or jax.process_count() != 1:
         return None
     key = _key(name, describe, (), {})
     return None if key is None else os.path.join(folder, f"{name}-{key}{suffix}")
