@@ -170,6 +170,11 @@ def test_a_plan_made_again_compiles_nothing_and_says_the_same(plan_cache, monkey
     assert kept["xla-fit-"] == 1 and kept["layout-figures-"] >= 1 and kept["update-temp-"] >= 1
     calls = _compiles(monkeypatch)
     assert _plan_json() == cold  # byte for byte
+    # Another spec with the same program (its name, seed and epochs differ) reads them too.
+    other = SPEC | {"experiment": {"name": "other", "seed": 3}}
+    other["training"] = SPEC["training"] | {"epochs": 4}
+    _new_process(monkeypatch)
+    assert jaxpipe.plan(other, gpu="T4").fit == json.loads(cold)["fit"]
     assert calls == []
 
 
