@@ -158,7 +158,7 @@ def measure(
     todo = [(s, m) for (s, m), k in zip(want, keys) if k not in _MEASURED]
     for s, m in todo:  # and a plan made again in another process, from the disk
         kept = stored_record("layout-figures", _describe(spec, shapes, s, m))
-        if kept is not None and _held(kept):
+        if kept is not None and _is_figures(kept):
             _MEASURED[(*base, s, tuple(sorted(m.items())))] = kept
     todo = [(s, m) for (s, m), k in zip(want, keys) if k not in _MEASURED]
     if todo:
@@ -189,7 +189,7 @@ _COUNTS = ("argument", "output", "temp", "alias", "total", "validation_data")
 _RATES = ("flops_per_step", "bytes_accessed_per_step")
 
 
-def _held(record: dict[str, Any]) -> bool:
+def _is_figures(record: dict[str, Any]) -> bool:
     """Whether a stored record is `xla_figures`' dict: its counts non-negative ints, its
     rates numbers or None (a damaged or foreign record is compiled again)."""
     counts = (*_COUNTS, "total_with_validation")

@@ -150,7 +150,7 @@ def _program_figures(
     spec with the same program, does not compile. A record that does not hold both
     figures (damaged, or from elsewhere) is compiled again and overwritten."""
     kept = stored_record("xla-fit", describe)
-    if kept is not None and _held(kept):
+    if kept is not None and _is_fit_record(kept):
         return kept["xla_bytes"], kept["step_ops"]
     _LAST_OPS[0] = None
     xla = single_program_bytes(spec, shapes, abstract, batch)
@@ -159,7 +159,7 @@ def _program_figures(
     return xla, ops
 
 
-def _held(record: dict[str, Any]) -> bool:
+def _is_fit_record(record: dict[str, Any]) -> bool:
     """Whether a stored record is one `_program_figures` wrote: a positive byte count and
     a kernel count (or None, when the compiled text had none to count)."""
     xla, ops = record.get("xla_bytes"), record.get("step_ops", False)
