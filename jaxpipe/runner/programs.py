@@ -168,11 +168,6 @@ def compile_programs(
     constrain = layout.constrain()
     if constrain is not None:
         split["constrain"] = constrain
-    scored = requested_metrics(spec) if prep.task == "classification" else ()
-    if scored:  # every validation row's probabilities, for the AUCs: only when asked
-        split["probabilities"] = make_probabilities(model.apply)
-    eval_fn = make_evaluate(eval_step, min(EVAL_BATCH, len(x_va)), **split)
-    split.pop("probabilities", None)
     opts = compiler_options(placed.device.platform, param_count(state.params), rp.batch)
     donates = rp.donates  # runplan.undonated: small states are kept, and the plan counts it
     if rp.chunk:
@@ -184,17 +179,27 @@ def compile_programs(
         step = with_progress(train_step, *progress) if progress else train_step
         epoch = make_epoch(step, rp.batch, **split)
         epoch_c = _compile_resident(epoch, state, placed, rp, opts, describe, donates, progress)
-    eval_c = cached_compile(
+    scored = requested_metrics(spec) if prep.task == "classification" else ()
+    eval_c = _compile_evaluate(eval_step, model.apply, scored, split, state, placed, opts, describe)
+    seconds = time.perf_counter() - t0
+    xla = None if rp.chunk else compiled_bytes(epoch_c)
+    y_val = np.asarray(jax.device_get(y_va)) if scored else None
+    return Programs(state, epoch_c, eval_c, opts, seconds, donates, xla, scored=scored, y_val=y_val)
+
+
+def _compile_evaluate(eval_step, apply_fn, scored, split, state, placed: Placed, opts, describe):
+    """The evaluation over the validation split; with `scored` (optional metrics asked
+    for) it also returns every row's probabilities, which the default run never fetches."""
+    probs = make_probabilities(apply_fn) if scored else None
+    x_va, y_va = placed.x_val, placed.y_val
+    eval_fn = make_evaluate(eval_step, min(EVAL_BATCH, len(x_va)), probabilities=probs, **split)
+    return cached_compile(
         "evaluate-scored" if scored else "evaluate",
         lambda *a: jax.jit(eval_fn).lower(*a),
         (state.params, x_va, y_va),
         opts,
         describe,
     )
-    seconds = time.perf_counter() - t0
-    xla = None if rp.chunk else compiled_bytes(epoch_c)
-    y_val = np.asarray(jax.device_get(y_va)) if scored else None
-    return Programs(state, epoch_c, eval_c, opts, seconds, donates, xla, scored=scored, y_val=y_val)
 
 
 def compiled_bytes(compiled: Any) -> int | None:
