@@ -137,6 +137,8 @@ def test_early_stopping_on_val_roc_auc_from_the_command_line(write_spec, tmp_pat
     summary = json.loads((tmp_path / "run" / "summary.json").read_text())
     assert "val_roc_auc did not improve" in summary["stop"]["reason"]
     assert summary["final"]["val_roc_auc"] == rows[-1]["val_roc_auc"]
+    epoch_line = next(ln for ln in p.stdout.splitlines() if "epoch 1/5" in ln)
+    assert f"val_roc_auc {rows[0]['val_roc_auc']:.4f}" in epoch_line  # the watched one
 
 
 def test_a_misspelt_epoch_metric_exits_2_naming_the_key_and_the_choices(write_spec, tmp_path):
