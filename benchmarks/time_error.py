@@ -71,6 +71,7 @@ def spec_text(cfg) -> str:
     of the comparison: the held-out figure is the training epoch)."""
     return f"""
 [data]
+source = "synthetic"
 validation = {cfg.batch}
 shuffle = true
 [data.synthetic]

@@ -35,7 +35,8 @@ from jaxpipe.report.observer import ConsoleReporter
 from jaxpipe.report.tracking import tracking_observers
 from jaxpipe.report.verdict import format_plan
 from jaxpipe.runner.outdir import default_out_dir
-from jaxpipe.runner.shell import run_experiment
+from jaxpipe.runner.plan import undonated
+from jaxpipe.runner.shell import enable_compilation_cache, run_experiment
 from jaxpipe.runner.validation import check_before_data
 from jaxpipe.saved.model import Model, load_model
 from jaxpipe.saved.predict import predict_file
@@ -381,7 +382,9 @@ def plan(
     by its time and cost. Allocates nothing. With `verify`, also compiles the epoch
     program for abstract inputs and records XLA's memory and cost analysis in
     `plan.xla`. `fit` (default): the estimate fitted to XLA's compile of the one-device
-    epoch (~1-3 s, kept on disk after; see `plan.fit`); False: the closed form alone.
+    epoch (~1-3 s; kept beside the compilation cache, so a plan made again does not
+    compile, unless JAXPIPE_COMPILATION_CACHE=0 or `[runtime] compilation_cache =
+    false`; see `plan.fit`); False: the closed form alone.
 
     `have`: cards owned, "T4x2" or "T4x2@0.10" (USD an hour each), beside `[hardware]
     owned`; `prices`: "KIND=USD" (or {KIND: USD}) over the catalog's hourly prices;
@@ -390,6 +393,9 @@ def plan(
     `data` (and `validation`): the rows `fit` would train on, in the same forms (a
     DataFrame, pyarrow Table, (X, y) arrays or a path); None: the spec's own [data]."""
     spec = _as_spec(spec)
+    # The fit's and the layouts' compiled figures are kept beside the compilation cache
+    # (core/aot.py), as a run's programs are: a plan made again does not compile.
+    enable_compilation_cache(spec)
     with catch_signals() as signals:  # fit and verify compile: the signal contract holds
         check_before_data(spec)
         spec, dataset = _in_memory(spec, data, validation, "plan")
@@ -415,6 +421,12 @@ def _plan(
     path = spec.resolve_path(spec.data.path) if spec.data.path else None
     host = host_record(path, spec.data.source, spec.data.host_memory)
     result = dataclasses.replace(result, host=host)
+    # Plan and run agree on donation: a run that keeps a small state undonated (its
+    # checkpoints hold the states themselves, runner.plan.undonated) needs more, and the
+    # plan quotes that need; a streamed run donates.
+    resident = spec.data.chunk_rows == "auto" and not (host or {}).get("streams_from_disk")
+    if spec.sweep is None and resident and result.fits:
+        result = undonated(result, spec.checkpoint.keep) or result
     if spec.sweep is not None:  # trials × per-trial memory, in chunks that fit
         result = sweep_plan(spec, result, gpu, devices)
     if verify:

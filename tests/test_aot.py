@@ -112,3 +112,43 @@ def test_an_executable_from_jax_cache_is_never_stored(tmp_path):
     assert len(os.listdir(tmp_path / "jaxpipe-aot")) == 1
     x = np.ones((16, 16), np.float32)
     assert float(p.stdout) == pytest.approx(float((np.sin(x) @ x.T).sum()), rel=1e-5)
+
+
+@pytest.fixture
+def records(cache_dir, monkeypatch):
+    """The folder of numbers and records, with the compilation cache on."""
+    monkeypatch.setenv("JAXPIPE_COMPILATION_CACHE", "1")
+    return cache_dir
+
+
+def test_a_record_round_trips_in_its_order(records):
+    value = {"z": 3, "a": None, "m": 1.5}
+    aot.store_record("r", "k", value)
+    got = aot.stored_record("r", "k")
+    assert got == value and list(got) == list(value)  # the plan's JSON keeps its order
+    assert aot.stored_record("r", "other") is None and aot.stored_record("q", "k") is None
+
+
+@pytest.mark.parametrize("text", ["", "{not json", "[1, 2]", "\xff\xfe", "null"])
+def test_a_damaged_record_reads_as_none(records, text):
+    aot.store_record("r", "k", {"a": 1})
+    (path,) = [records / n for n in os.listdir(records)]
+    path.write_bytes(text.encode("latin-1"))
+    assert aot.stored_record("r", "k") is None
+
+
+@pytest.mark.parametrize("text", ["", "12abc", "-5", "1e3"])
+def test_a_damaged_number_reads_as_none(records, text):
+    aot.store_number("n", "k", 7)
+    (path,) = [records / n for n in os.listdir(records)]
+    path.write_text(text)
+    assert aot.stored_number("n", "k") is None
+
+
+def test_numbers_and_records_are_not_kept_while_the_cache_is_off(records, monkeypatch):
+    aot.store_record("r", "k", {"a": 1})
+    monkeypatch.setenv("JAXPIPE_COMPILATION_CACHE", "0")  # JAX's folder is still set
+    assert aot.stored_record("r", "k") is None
+    aot.store_record("r", "k2", {"a": 1})
+    aot.store_number("n", "k", 1)
+    assert len(os.listdir(records)) == 1

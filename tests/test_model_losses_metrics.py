@@ -148,3 +148,81 @@ def test_evaluation_metrics_equal_scikit_learns(seed, classes, rows, decimals):
     }
     for name, value in expected.items():
         assert abs(m[name] - value) <= 1e-6, (name, m[name], value)
+
+
+_EPOCH_EVALS: dict = {}
+
+
+def _epoch_evaluate(classes: int):
+    """The evaluation program a run compiles when optional metrics are asked for, over
+    an identity "model" (x are the logits): batches of 16 widened to a multiple of 3,
+    so the probabilities come back through padded batches. One jit per class count."""
+    from jaxpipe.core.step import make_eval_step, make_evaluate, make_probabilities
+
+    if classes not in _EPOCH_EVALS:
+
+        def logits(params, x):
+            return x
+
+        step = make_eval_step(logits, cross_entropy)
+        fn = make_evaluate(step, 16, multiple=3, probabilities=make_probabilities(logits))
+        _EPOCH_EVALS[classes] = jax.jit(fn)
+    return _EPOCH_EVALS[classes]
+
+
+@given(
+    st.integers(0, 2**16),
+    st.sampled_from([2, 3]),
+    st.sampled_from([None, 0]),
+)
+def test_epoch_metrics_equal_scikit_learns(seed, classes, decimals):
+    """The optional epoch metrics (val_roc_auc, ...) of the evaluation program's
+    probabilities equal scikit-learn's functions within 1e-6 on random logits (rounded
+    to `decimals` to make ties); rows of a fixed 53 keep one compile per class count."""
+    import pytest
+
+    metrics = pytest.importorskip("sklearn.metrics")
+    from sklearn.preprocessing import label_binarize
+
+    from jaxpipe.core.evaluation import epoch_scores
+    from jaxpipe.spec.sections import OPTIONAL_METRICS
+
+    rows = 53
+    rng = np.random.default_rng(seed)
+    x = rng.normal(0.0, 2.0, (rows, classes))
+    x = (x if decimals is None else np.round(x, decimals)).astype(np.float32)
+    y = np.concatenate([np.arange(classes), rng.integers(0, classes, rows - classes)])
+    sums, probs = _epoch_evaluate(classes)(None, jnp.asarray(x), jnp.asarray(y, jnp.int32))
+    probs = np.asarray(probs, np.float64)
+    np.testing.assert_allclose(probs, jax.nn.softmax(x, axis=-1), rtol=1e-6, atol=1e-7)
+    names = OPTIONAL_METRICS["classification"]
+    got = epoch_scores(probs, y, names)
+    assert list(got) == list(names)
+    pred = probs.argmax(axis=1)
+    if classes == 2:
+        auc = metrics.roc_auc_score(y, probs[:, 1])
+        ap = metrics.average_precision_score(y, probs[:, 1])
+    else:
+        auc = metrics.roc_auc_score(y, probs, multi_class="ovr", average="macro")
+        ap = metrics.average_precision_score(label_binarize(y, classes=range(classes)), probs)
+    expected = {
+        "val_roc_auc": auc,
+        "val_pr_auc": ap,
+        "val_f1_macro": metrics.f1_score(y, pred, average="macro"),
+        "val_f1_weighted": metrics.f1_score(y, pred, average="weighted"),
+        "val_balanced_accuracy": metrics.balanced_accuracy_score(y, pred),
+        # fp32 softmax rows sum to 1 within ~1e-7, which scikit-learn warns of and
+        # divides out; the log moves by as much, well inside 1e-6.
+        "val_log_loss": metrics.log_loss(y, probs / probs.sum(1, keepdims=True)),
+    }
+    for name, value in expected.items():
+        assert abs(got[name] - value) <= 1e-6, (name, got[name], value)
+    # The row's val_loss (fp32 running sums) and val_log_loss describe the same rows.
+    assert abs(float(sums.loss_sum) / rows - got["val_log_loss"]) <= 1e-5
+
+
+def test_epoch_auc_without_both_sides_of_a_class_is_nan():
+    from jaxpipe.core.evaluation import epoch_scores
+
+    got = epoch_scores(np.array([[0.7, 0.3], [0.4, 0.6]]), np.array([0, 0]), ["val_roc_auc"])
+    assert np.isnan(got["val_roc_auc"])

@@ -2,6 +2,7 @@
 XLA's own memory analysis of the compiled epoch, monotonicity, FSDP scaling, the sharding
 rules, and the auto strategy."""
 
+import json
 import math
 
 import jax
@@ -265,3 +266,62 @@ def test_issue24_rows_past_int32_plan_without_compiling():
     assert "PiB" in text.splitlines()[0] and "the data alone needs" in text
     with pytest.raises(jaxpipe.JaxpipeError, match="int32"):
         jaxpipe.plan(_spec([64], rows=10**14), gpu="T4", verify=True)
+
+
+def test_issue24_a_run_whose_compiled_epoch_does_not_fit_is_refused_before_its_first_step(
+    tmp_path, monkeypatch
+):
+    # The closed form said it fits; XLA's figure of the compiled program (stubbed huge)
+    # does not: the run stops with exit 2 (PlanError) before training, naming options.
+    from jaxpipe.runner import programs
+
+    spec = _spec([64], extra="[hardware]\ndevices = 1")
+    monkeypatch.setattr(programs, "compiled_bytes", lambda compiled: 2**60)
+    steps = []
+    from jaxpipe.runner import loop
+
+    monkeypatch.setattr(loop, "_epoch", lambda *a: steps.append(a))
+    with pytest.raises(jaxpipe.PlanError, match="compiled epoch does not fit") as e:
+        jaxpipe.run(spec, out=str(tmp_path / "r"))
+    assert e.value.exit_code == 2 and not steps
+    assert e.value.plan.source == "xla" and not e.value.plan.fits
+
+
+def test_issue24_plan_and_run_agree_on_donation(tmp_path):
+    # A small state is kept undonated by the run (its checkpoints hold the states): the
+    # plan quotes the same need as the run records.
+    spec = _spec([64], extra="epochs = 1\n[hardware]\ndevices = 1")
+    plan = jaxpipe.plan(spec, fit=False)
+    result = jaxpipe.run(spec, out=str(tmp_path / "r"))
+    recorded = json.loads((tmp_path / "r" / "summary.json").read_text())["plan"]
+    assert recorded["donated"] is False and "snapshots" in plan.breakdown
+    assert plan.per_device_bytes == recorded["per_device_bytes"]
+    assert len(result.history) == 1
+
+
+def test_issue24_the_cli_refuses_it_in_one_line_with_exit_2_and_no_summary(
+    tmp_path, monkeypatch, capsys
+):
+    # The same refusal as the user meets it: `jaxpipe run` prints one `error:` line naming
+    # what to do, then the plan's options table (as for any run that does not fit), exits
+    # 2 without a traceback, and leaves no summary.json that looks like a run.
+    from jaxpipe.cli.main import main
+    from jaxpipe.runner import programs
+
+    path = tmp_path / "spec.toml"
+    path.write_text(
+        '[data]\nsource = "synthetic"\nvalidation = 100\n[data.synthetic]\nrows = 600\n'
+        "features = 12\nclasses = 3\n[model]\nhidden = [64]\n[training]\nbatch_size = 64\n"
+        "[hardware]\ndevices = 1\n"
+    )
+    monkeypatch.setattr(programs, "compiled_bytes", lambda compiled: 2**60)
+    out = tmp_path / "r"
+    assert main(["run", str(path), "--out", str(out), "--quiet"]) == 2
+    text = capsys.readouterr().err
+    err = text.strip().splitlines()
+    assert err[0].startswith("error: ") and "Traceback" not in text, text
+    assert [line for line in err if line.startswith("error:")] == [err[0]]
+    assert "compiled epoch does not fit" in err[0]
+    assert "would fit:" in err[0] or "lower training.batch_size" in err[0], err[0]
+    assert "DOES NOT FIT" in text  # the refused plan's table: XLA's figure, not the estimate
+    assert not (out / "summary.json").exists()

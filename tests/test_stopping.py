@@ -1,9 +1,13 @@
 """Early stopping, signal catching and the verdict on how a run ended."""
 
+import json
 import os
 import signal
+import subprocess
+import sys
 
 import pytest
+from conftest import ROOT, SMALL_SPEC
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -112,3 +116,40 @@ def test_observers_ask_every_listener_and_return_the_first_reason():
     assert Observers([Answers()]).on_epoch_end({"epoch": 1}, 3) == "Answers.on_epoch_end asked"
     assert Observers([Quiet()]).on_epoch_end({"epoch": 1}, 3) is None
     assert heard == ["raises", "answers", "answers"]
+
+
+def _cli_run(spec: str, out) -> subprocess.CompletedProcess:
+    env = os.environ | {"PYTHONPATH": ROOT, "JAXPIPE_COMPILATION_CACHE": "0"}
+    argv = [sys.executable, "-m", "jaxpipe", "run", spec, "--out", str(out)]
+    return subprocess.run(argv, capture_output=True, text=True, env=env, timeout=300)
+
+
+def test_early_stopping_on_val_roc_auc_from_the_command_line(write_spec, tmp_path):
+    # No AUC improves by 1.0: the run stops after its first two epochs, on that metric.
+    text = SMALL_SPEC.replace("epochs = 2", "epochs = 5") + (
+        'metrics = ["val_f1_macro"]\n'
+        '[training.early_stopping]\nmetric = "val_roc_auc"\npatience = 1\nmin_delta = 1.0\n'
+        '[checkpoint]\nbest_metric = "val_pr_auc"\n'
+    )
+    p = _cli_run(write_spec(text), tmp_path / "run")
+    assert p.returncode == 0, p.stderr
+    rows = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").open()]
+    assert [r["epoch"] for r in rows] == [1, 2]
+    for r in rows:  # listed, watched by early stopping, watched by the best checkpoint
+        assert 0.0 <= r["val_roc_auc"] <= 1.0 and 0.0 <= r["val_pr_auc"] <= 1.0
+        assert 0.0 <= r["val_f1_macro"] <= 1.0 and "val_log_loss" not in r
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert "val_roc_auc did not improve" in summary["stop"]["reason"]
+    assert summary["final"]["val_roc_auc"] == rows[-1]["val_roc_auc"]
+    epoch_line = next(ln for ln in p.stdout.splitlines() if "epoch 1/5" in ln)
+    assert f"val_roc_auc {rows[0]['val_roc_auc']:.4f}" in epoch_line  # the watched one
+
+
+def test_a_misspelt_epoch_metric_exits_2_naming_the_key_and_the_choices(write_spec, tmp_path):
+    text = SMALL_SPEC + '[training.early_stopping]\nmetric = "val_auc"\n'
+    p = _cli_run(write_spec(text), tmp_path / "run")
+    assert p.returncode == 2
+    error = p.stderr.strip().splitlines()[-1]
+    assert "training.early_stopping.metric" in error and "val_roc_auc" in error, error
+    p = _cli_run(write_spec(SMALL_SPEC + 'metrics = ["val_f1"]\n'), tmp_path / "run2")
+    assert p.returncode == 2 and "training.metrics[0]" in p.stderr and "val_f1_macro" in p.stderr

@@ -265,3 +265,25 @@ def test_a_sweep_over_a_set_streamed_from_disk_names_host_memory(tmp_path, capsy
     # Refused before training: the sweep folder holds its spec only, nothing that looks
     # finished (no summary.json, no trials/).
     assert sorted(os.listdir(out)) == [".lock", "spec.toml"]  # the lock file, emptied
+
+
+def test_a_sweep_ranks_trials_by_an_optional_metric(write_spec, tmp_path):
+    # Swept seeds give each trial its own validation labels (the [trials, rows] path).
+    text = BASE.format(task="classification", dropout=0.0, devices=2, optimizer="adam")
+    text = text.replace("batch_size = 64\n", 'batch_size = 64\nmetrics = ["val_f1_macro"]\n')
+    values = '"experiment.seed" = [1, 2]\n"optimizer.learning_rate" = [1e-3, 1e-2]\n'
+    sweep = '[sweep]\nmetric = "val_roc_auc"\n[sweep.values]\n'
+    spec = load_spec(write_spec(text + sweep + values))
+    result = run_sweep(spec, str(tmp_path / "sweep"))
+    for t in result.trials:
+        assert {"val_roc_auc", "val_f1_macro"} <= set(t.history[-1])
+    best = max(result.trials, key=lambda t: t.history[-1]["val_roc_auc"])
+    assert result.summary["best_trial"] == best.index
+    t = result.trials[3]
+    alone = run_experiment(trial_spec(spec, t.values), str(tmp_path / "alone"))
+    for g, w in zip(_rows(t.history), _rows(alone.history), strict=True):
+        assert g.keys() == w.keys()
+        # A rank-based AUC moves by 1 / (positives × negatives) if fp32 rounding swaps
+        # two rows' order; the rest agree as the other columns do.
+        np.testing.assert_allclose(g.pop("val_roc_auc"), w.pop("val_roc_auc"), atol=2e-3)
+        np.testing.assert_allclose(list(g.values()), list(w.values()), rtol=RTOL, atol=ATOL)

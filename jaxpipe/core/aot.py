@@ -20,6 +20,7 @@ from __future__ import annotations
 import collections
 import functools
 import hashlib
+import json
 import os
 import pickle
 from collections.abc import Callable
@@ -38,7 +39,9 @@ __all__ = [
     "single_threaded",
     "source_digest",
     "store_number",
+    "store_record",
     "stored_number",
+    "stored_record",
 ]
 
 # Below this many FLOPs per training step (6 × parameters × batch) an XLA:CPU program runs
@@ -235,34 +238,63 @@ def cached_number(name: str, describe: str, compute: Callable[[], int]) -> int:
     return value
 
 
-def _number_path(name: str, describe: str) -> str | None:
+def _number_path(name: str, describe: str, suffix: str = ".txt") -> str | None:
+    """Where a number or record is kept; None while the compilation cache is off, by
+    JAX's setting or by JAXPIPE_COMPILATION_CACHE=0 now (a process that turned the cache
+    on for a run and then off for a plan reads and writes nothing)."""
     folder = aot_folder()
-    if folder is None or jax.process_count() != 1:
+    if folder is None or settings.compilation_cache_dir() is None or jax.process_count() != 1:
         return None
     key = _key(name, describe, (), {})
-    return None if key is None else os.path.join(folder, f"{name}-{key}.txt")
+    return None if key is None else os.path.join(folder, f"{name}-{key}{suffix}")
 
 
 def stored_number(name: str, describe: str) -> int | None:
-    """The number `cached_number` kept under (name, describe), or None (not kept, or the
-    compilation cache is off)."""
+    """The number `cached_number` kept under (name, describe), or None (not kept, the
+    compilation cache is off, or the file is not a count: a damaged file is recomputed)."""
     path = _number_path(name, describe)
     if path is None:
         return None
     try:
         with open(path) as f:
-            return int(f.read())
+            value = int(f.read())
     except (OSError, ValueError):
         return None
+    return value if value >= 0 else None
 
 
 def store_number(name: str, describe: str, value: int) -> None:
     """Keeps `value` for `stored_number` (nothing without the compilation cache)."""
-    path = _number_path(name, describe)
+    _write(_number_path(name, describe), str(int(value)))
+
+
+def stored_record(name: str, describe: str) -> dict[str, Any] | None:
+    """The JSON object `store_record` kept under (name, describe), or None (not kept, the
+    compilation cache is off, or the file is not a JSON object). The caller checks its
+    fields: a record that does not hold what it should is computed again."""
+    path = _number_path(name, describe, ".json")
+    if path is None:
+        return None
+    try:
+        with open(path) as f:
+            value = json.load(f)
+    except (OSError, ValueError):  # ValueError: bad JSON or bad UTF-8
+        return None
+    return value if isinstance(value, dict) else None
+
+
+def store_record(name: str, describe: str, value: dict[str, Any]) -> None:
+    """Keeps the JSON object `value` for `stored_record` (nothing without the
+    compilation cache): figures read from one compile, kept together so that they are
+    read back together or not at all."""
+    _write(_number_path(name, describe, ".json"), json.dumps(value))
+
+
+def _write(path: str | None, text: str) -> None:
     if path is None:
         return
     try:
         os.makedirs(os.path.dirname(path), exist_ok=True)
-        atomic_write(path, str(int(value)))
-    except Exception:  # a full disk or a read-only cache: the number is still right
+        atomic_write(path, text)
+    except Exception:  # a full disk or a read-only cache: the figure is still right
         pass

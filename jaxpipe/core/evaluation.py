@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from jaxpipe.spec.sections import RECORDED_METRICS
+from jaxpipe.spec.sections import OPTIONAL_METRICS, RECORDED_METRICS
 
 __all__ = [
     "classification_metrics",
@@ -21,6 +21,7 @@ __all__ = [
     "metric_names",
     "roc_auc",
     "average_precision",
+    "epoch_scores",
 ]
 
 # log(0) guard: a probability that underflowed to 0 costs at most -log(1e-12) ≈ 27.6.
@@ -28,8 +29,10 @@ _EPS = 1e-12
 
 
 def metric_names(regression: bool) -> list[str]:
-    """The columns of a run's metrics.jsonl (besides epoch and epoch_seconds)."""
-    return list(RECORDED_METRICS["regression" if regression else "classification"])
+    """The columns a run's metrics.jsonl can have (besides epoch and epoch_seconds): those
+    always recorded, then the optional ones a spec may ask for."""
+    task = "regression" if regression else "classification"
+    return list(RECORDED_METRICS[task] + OPTIONAL_METRICS[task])
 
 
 def _average_ranks(scores: np.ndarray) -> np.ndarray:
@@ -98,15 +101,9 @@ def _summary_scores(confusion: np.ndarray, f1: np.ndarray, recall: np.ndarray) -
     }
 
 
-def classification_metrics(
-    probs: np.ndarray, y: np.ndarray, classes: Sequence[str]
-) -> dict[str, Any]:
-    """probs: [rows, classes] probabilities; y: [rows] class indices."""
-    probs = np.asarray(probs, np.float64)
-    y = np.asarray(y, np.int64)
-    k = len(classes)
-    pred = probs.argmax(axis=1)
-    confusion = np.zeros((k, k), np.int64)  # rows: true class, columns: predicted
+def _per_class(pred: np.ndarray, y: np.ndarray, k: int):
+    """(confusion [k, k] with rows the true class, precision, recall, f1: [k] each)."""
+    confusion = np.zeros((k, k), np.int64)
     np.add.at(confusion, (y, pred), 1)
     tp = np.diag(confusion).astype(np.float64)
     predicted, actual = confusion.sum(axis=0), confusion.sum(axis=1)
@@ -114,6 +111,22 @@ def classification_metrics(
     recall = np.divide(tp, actual, out=np.zeros(k), where=actual > 0)
     denom = precision + recall
     f1 = np.divide(2 * precision * recall, denom, out=np.zeros(k), where=denom > 0)
+    return confusion, precision, recall, f1
+
+
+def _log_loss(probs: np.ndarray, y: np.ndarray) -> float:
+    return float(-np.log(np.clip(probs[np.arange(len(y)), y], _EPS, 1.0)).mean())
+
+
+def classification_metrics(
+    probs: np.ndarray, y: np.ndarray, classes: Sequence[str]
+) -> dict[str, Any]:
+    """probs: [rows, classes] probabilities; y: [rows] class indices."""
+    probs = np.asarray(probs, np.float64)
+    y = np.asarray(y, np.int64)
+    pred = probs.argmax(axis=1)
+    confusion, precision, recall, f1 = _per_class(pred, y, len(classes))
+    actual = confusion.sum(axis=1)
     per_class = {
         str(c): {
             "precision": float(precision[i]),
@@ -123,7 +136,7 @@ def classification_metrics(
         }
         for i, c in enumerate(classes)
     }
-    loss = float(-np.log(np.clip(probs[np.arange(len(y)), y], _EPS, 1.0)).mean())
+    loss = _log_loss(probs, y)
     return {
         "task": "classification",
         "rows": int(len(y)),
@@ -137,6 +150,27 @@ def classification_metrics(
         "classes": [str(c) for c in classes],
         "confusion_matrix": confusion.tolist(),
     }
+
+
+def epoch_scores(probs: np.ndarray, y: np.ndarray, names: Sequence[str]) -> dict[str, float]:
+    """The optional validation metrics `names` of one epoch (spec.sections.OPTIONAL_METRICS:
+    val_roc_auc, val_pr_auc, val_f1_macro, val_f1_weighted, val_balanced_accuracy,
+    val_log_loss), scored as `classification_metrics` scores them; only those named are
+    computed (the AUCs sort every row). probs: [rows, classes]; y: [rows] class indices.
+    An AUC without both sides of a class among the rows is NaN (undefined)."""
+    probs = np.asarray(probs, np.float64)
+    y = np.asarray(y, np.int64)
+    out: dict[str, float] = {}
+    if {"val_f1_macro", "val_f1_weighted", "val_balanced_accuracy"} & set(names):
+        confusion, _, recall, f1 = _per_class(probs.argmax(axis=1), y, probs.shape[1])
+        out |= {f"val_{k}": v for k, v in _summary_scores(confusion, f1, recall).items()}
+    if "val_roc_auc" in names:
+        out["val_roc_auc"] = roc_auc(probs, y)
+    if "val_pr_auc" in names:
+        out["val_pr_auc"] = average_precision(probs, y)
+    if "val_log_loss" in names:
+        out["val_log_loss"] = _log_loss(probs, y)
+    return {k: float("nan") if out[k] is None else out[k] for k in names}
 
 
 def regression_metrics(pred: np.ndarray, y: np.ndarray, scale: float = 1.0) -> dict[str, Any]:

@@ -74,11 +74,16 @@ def finalize_regression(sums: Sums, target_scale: float) -> dict[str, float]:
 
 
 def epoch_row(
-    epoch: int, train: dict[str, float], val: Sums, target_scale: float | None
+    epoch: int,
+    train: dict[str, float],
+    val: Sums,
+    target_scale: float | None,
+    scores: dict[str, float] | None = None,
 ) -> dict[str, float]:
     """metrics.jsonl's row of one epoch (a run's and a sweep trial's alike): `train` as
-    `finalize` gives it, the validation sums, and a regression target's scale (None for
-    classification)."""
+    `finalize` gives it, the validation sums, a regression target's scale (None for
+    classification) and the optional validation metrics the spec asked for
+    (`evaluation.epoch_scores`), after the others."""
     if target_scale is not None:
         v = finalize_regression(val, target_scale)
         return {"epoch": epoch, "train_loss": train["loss"], "val_loss": v["loss"],
@@ -90,4 +95,5 @@ def epoch_row(
         "train_accuracy": train["accuracy"],
         "val_loss": v["loss"],
         "val_accuracy": v["accuracy"],
+        **(scores or {}),
     }

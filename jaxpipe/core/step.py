@@ -31,6 +31,7 @@ __all__ = [
     "epoch_batches",
     "make_epoch",
     "make_evaluate",
+    "make_probabilities",
 ]
 
 ApplyFn = Callable[[Any, jax.Array], jax.Array]
@@ -212,24 +213,43 @@ def make_epoch(
     return epoch
 
 
+def make_probabilities(apply_fn: ApplyFn) -> Callable[[Any, jax.Array], jax.Array]:
+    """probabilities(params, x: [batch, features]) -> [batch, classes] float32 softmax."""
+
+    def probabilities(params: Any, x: jax.Array) -> jax.Array:
+        return jax.nn.softmax(apply_fn(params, x).astype(jnp.float32), axis=-1)
+
+    return probabilities
+
+
 def make_evaluate(
     eval_step: Callable,
     batch_size: int,
     *,
     multiple: int = 1,
     constrain: Callable[..., tuple[jax.Array, ...]] = _unconstrained,
-) -> Callable[[Any, jax.Array, jax.Array], Sums]:
+    probabilities: Callable[[Any, jax.Array], jax.Array] | None = None,
+) -> Callable[[Any, jax.Array, jax.Array], Any]:
     """evaluate(params, x: [rows, features], y: [rows]) -> sums over every row, in
-    batches of `batch_size` (one compiled scan; bounded activation memory)."""
+    batches of `batch_size` (one compiled scan; bounded activation memory). With
+    `probabilities` (make_probabilities) it returns (sums, probs: [rows, classes]): every
+    row's probabilities, for the metrics that rank all rows (ROC-AUC), scored on the host."""
 
-    def evaluate(params: Any, x: jax.Array, y: jax.Array) -> Sums:
+    def evaluate(params: Any, x: jax.Array, y: jax.Array) -> Any:
         idx, weight = epoch_batches(None, x.shape[0], batch_size, multiple)
 
         def body(sums: Sums, batch: tuple[jax.Array, jax.Array]):
             rows, w = batch
-            return add_sums(sums, eval_step(params, *constrain(x[rows], y[rows], w))), None
+            xb, yb, wb = constrain(x[rows], y[rows], w)
+            sums = add_sums(sums, eval_step(params, xb, yb, wb))
+            return sums, None if probabilities is None else probabilities(params, xb)
 
-        sums, _ = lax.scan(body, zero_sums(), (idx, weight))
-        return sums
+        sums, probs = lax.scan(body, zero_sums(), (idx, weight))
+        if probabilities is None:
+            return sums
+        # Back to row order: a padding slot points at row 0 and adds exactly 0 there.
+        flat = jnp.where(weight.reshape(-1, 1) > 0, probs.reshape(-1, probs.shape[-1]), 0.0)
+        out = jnp.zeros((x.shape[0], probs.shape[-1]), jnp.float32)
+        return sums, out.at[idx.reshape(-1)].add(flat)
 
     return evaluate

@@ -152,9 +152,11 @@ def _classes(tx: optax.GradientTransformation, few: dict, few_state: Any, keys: 
     return OptClasses({c: tuple(follow[k]) for c, k in keys.items()}, other)
 
 
-def abstract_state(spec: Spec, shapes: Any) -> Abstract:
+def abstract_state(spec: Spec, shapes: Any, temporaries: bool = True) -> Abstract:
     """The run's parameters, optimizer state and optimizer as shapes; nothing is allocated.
-    `shapes`: a `memory.Shapes`."""
+    `shapes`: a `memory.Shapes`. `temporaries`: also the optimizer update's temporaries
+    (one or two small compiles, the estimate's); False when only the shapes are wanted
+    (a layout compiled whole, verify.py), leaving `update_temp` 0 and `classes` None."""
     steps = steps_per_epoch(shapes.train_rows, spec.training.batch_size) * spec.training.epochs
     tx = make_optimizer(spec.optimizer, total_steps=steps)
     m = spec.model
@@ -163,6 +165,8 @@ def abstract_state(spec: Spec, shapes: Any) -> Abstract:
     few_state = jax.eval_shape(tx.init, few)
     deep = len(jax.tree.leaves(params)) > _FEW_LEAVES
     opt_state = _expand(few_state, params, keys) if deep else jax.eval_shape(tx.init, params)
+    if not temporaries:
+        return Abstract(params, opt_state, tx, 0)
     # One compile per optimizer section and parameter shapes (plans re-estimate often).
     key = (repr(spec.optimizer), str(sorted(keys, key=str)) + str(deep or params))
     if key not in _CACHE:

@@ -21,6 +21,7 @@ import jax
 import jax.numpy as jnp
 
 from jaxpipe import settings
+from jaxpipe.core.aot import store_record, stored_record
 from jaxpipe.core.model import compute_dtype, make_model
 from jaxpipe.data.shapes import Shapes
 from jaxpipe.errors import JaxpipeError
@@ -126,7 +127,9 @@ def collectives(compiled: Any) -> dict[str, list[str]]:
 
 
 def _measure_here(spec: Spec, shapes: Shapes, layouts: list[tuple[str, dict[str, int]]]):
-    abstract = abstract_state(spec, shapes)
+    # The layout's program is compiled whole: the estimate's update temporaries (their
+    # own compiles) are not needed here.
+    abstract = abstract_state(spec, shapes, temporaries=False)
     out = []
     for strategy, mesh in layouts:
         figures = xla_figures(compile_layout(spec, shapes, abstract, strategy, mesh), shapes)
@@ -153,6 +156,11 @@ def measure(
     base = (dump_spec(spec), tuple(sorted(vars(shapes).items())))
     keys = [(*base, s, tuple(sorted(m.items()))) for s, m in want]
     todo = [(s, m) for (s, m), k in zip(want, keys) if k not in _MEASURED]
+    for s, m in todo:  # and a plan made again in another process, from the disk
+        kept = stored_record("layout-figures", _describe(spec, shapes, s, m))
+        if kept is not None and _is_figures(kept):
+            _MEASURED[(*base, s, tuple(sorted(m.items())))] = kept
+    todo = [(s, m) for (s, m), k in zip(want, keys) if k not in _MEASURED]
     if todo:
         need = max(math.prod(m.values()) for _, m in todo)
         if need <= len(jax.devices()):
@@ -161,10 +169,34 @@ def measure(
             got = _measure_child(spec, shapes, todo, need, timeout_s)
         for (s, m), figures in zip(todo, got):
             _MEASURED[(*base, s, tuple(sorted(m.items())))] = figures
-        while len(_MEASURED) > _MEASURED_SIZE:
-            _MEASURED.pop(next(iter(_MEASURED)))
+            store_record("layout-figures", _describe(spec, shapes, s, m), figures)
+    while len(_MEASURED) > _MEASURED_SIZE:
+        _MEASURED.pop(next(iter(_MEASURED)))
     it = iter([_MEASURED[k] for k in keys])
     return [next(it) if n <= MAX_COMPILE_DEVICES else None for n in sizes]
+
+
+def _describe(spec: Spec, shapes: Shapes, strategy: str, mesh: dict[str, int]) -> str:
+    """What a layout's compiled epoch depends on besides jaxpipe's source, the versions
+    and the devices (core/aot.py adds those): the model, optimizer, precision, batch,
+    data shapes and the layout; not the spec's name, seed, epochs or paths."""
+    t = spec.training
+    program = (repr(spec.model), repr(spec.optimizer), t.precision, t.batch_size, shapes)
+    return repr((*program, str(strategy), tuple(sorted(mesh.items()))))
+
+
+_COUNTS = ("argument", "output", "temp", "alias", "total", "validation_data")
+_RATES = ("flops_per_step", "bytes_accessed_per_step")
+
+
+def _is_figures(record: dict[str, Any]) -> bool:
+    """Whether a stored record is `xla_figures`' dict: its counts non-negative ints, its
+    rates numbers or None (a damaged or foreign record is compiled again)."""
+    counts = (*_COUNTS, "total_with_validation")
+    if set(record) != {*counts, *_RATES}:
+        return False
+    ok = all(type(record[k]) is int and record[k] >= 0 for k in counts)
+    return ok and all(record[k] is None or type(record[k]) is float for k in _RATES)
 
 
 def _measure_child(

@@ -31,7 +31,7 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 
-from jaxpipe.core.aot import store_number, stored_number
+from jaxpipe.core.aot import store_record, stored_record
 from jaxpipe.core.model import compute_dtype, make_model
 from jaxpipe.core.step import TrainState, make_epoch, make_task_steps
 from jaxpipe.data.shapes import Shapes
@@ -146,14 +146,22 @@ def _program_figures(
 ) -> tuple[int, int | None]:
     """XLA's one-device figure and the step's kernels, kept on disk beside the
     compilation cache (core/aot.py: keyed by the program's shapes, jaxpipe's source, the
-    jax version and the backend), so a plan made again does not compile."""
-    xla = stored_number("xla-fit", describe)
-    ops = stored_number("step-ops", describe)
-    if xla is None:
-        _LAST_OPS[0] = None
-        xla = single_program_bytes(spec, shapes, abstract, batch)
-        ops = _LAST_OPS[0]
-        store_number("xla-fit", describe, xla)
-        if ops is not None:
-            store_number("step-ops", describe, ops)
+    jax version, the devices and XLA_FLAGS), so a plan made again of this spec, or of any
+    spec with the same program, does not compile. A record that does not hold both
+    figures (damaged, or from elsewhere) is compiled again and overwritten."""
+    kept = stored_record("xla-fit", describe)
+    if kept is not None and _is_fit_record(kept):
+        return kept["xla_bytes"], kept["step_ops"]
+    _LAST_OPS[0] = None
+    xla = single_program_bytes(spec, shapes, abstract, batch)
+    ops = _LAST_OPS[0]
+    store_record("xla-fit", describe, {"xla_bytes": xla, "step_ops": ops})
     return xla, ops
+
+
+def _is_fit_record(record: dict[str, Any]) -> bool:
+    """Whether a stored record is one `_program_figures` wrote: a positive byte count and
+    a kernel count (or None, when the compiled text had none to count)."""
+    xla, ops = record.get("xla_bytes"), record.get("step_ops", False)
+    count = lambda v: type(v) is int and v >= 0  # noqa: E731  (bool is not a count)
+    return count(xla) and xla > 0 and (ops is None or count(ops))

@@ -208,9 +208,13 @@ class ConsoleReporter(Observer):
         self._epoch = row["epoch"]
         w = len(str(epochs))
         metric = "val_accuracy" if "val_accuracy" in row else "val_rmse"
+        # One more column for a watched metric the line does not show (val_roc_auc).
+        watched = self._metric()[0]
+        shown = ("train_loss", "val_loss", metric)
+        extra = f"{watched} {row[watched]:.4f}  " if watched in row and watched not in shown else ""
         self._print(
             f"  epoch {row['epoch']:>{w}}/{epochs}  train_loss {row['train_loss']:.4f}  "
-            f"val_loss {row['val_loss']:.4f}  {metric} {row[metric]:.4f}  "
+            f"val_loss {row['val_loss']:.4f}  {metric} {row[metric]:.4f}  {extra}"
             f"{seconds(row['epoch_seconds']):>9}"
         )
         self._epoch_t0 = self.clock.seconds()

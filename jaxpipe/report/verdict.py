@@ -215,14 +215,17 @@ def _detail(plan: Plan) -> list[str]:
     ]
     for name, value in plan.breakdown.items():
         lines.append(f"  {name:<12} {format_bytes(value):>12}")
-    lines.append(
-        f"  {'total':<12} {format_bytes(plan.per_device_bytes):>12}   "
-        f"(without donation: {format_bytes(plan.per_device_bytes_no_donation)})"
+    how = (
+        "the run keeps this small state undonated: its checkpoints hold the states"
+        if "snapshots" in plan.breakdown
+        else f"without donation: {format_bytes(plan.per_device_bytes_no_donation)}"
     )
+    lines.append(f"  {'total':<12} {format_bytes(plan.per_device_bytes):>12}   ({how})")
     lines += ["", "Candidates (estimate, bytes per device):"]
+    star = lambda s: f"{s}*" if not Strategy(s).held_by_closed_form else str(s)  # noqa: E731
     rows = [
         [
-            c.strategy,
+            star(c.strategy) if c.source != "xla" else str(c.strategy),
             str(c.devices),
             _mesh(c.mesh),
             format_bytes(c.per_device_bytes),
@@ -232,8 +235,16 @@ def _detail(plan: Plan) -> list[str]:
         for c in plan.candidates
     ]
     lines += _table(["strategy", "devices", "mesh", "per device", "fits", "headroom"], rows)
-    fewest = ", ".join(f"{k} {v if v is not None else '—'}" for k, v in plan.min_devices.items())
+    fewest = ", ".join(
+        f"{star(k)} {v if v is not None else '—'}" for k, v in plan.min_devices.items()
+    )
     lines += ["", *_wrap(f"Fewest devices that fit (estimate): {fewest}", "  ")]
+    if any(not s.held_by_closed_form for s in Strategy):
+        lines += _wrap(
+            "  * closed form not held to XLA for this strategy (off by -34 … +21 % in "
+            "benchmarks/RESULTS.md); the options above quote XLA's figure where compiled",
+            "    ",
+        )
     return lines
 
 

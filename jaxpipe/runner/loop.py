@@ -10,8 +10,10 @@ import time
 from dataclasses import dataclass
 from typing import Any, TextIO
 
+import jax
 import jax.numpy as jnp
 
+from jaxpipe.core.evaluation import epoch_scores
 from jaxpipe.core.metrics import epoch_row, finalize
 from jaxpipe.data.fitted import Preprocessing
 from jaxpipe.events import Observer, StopTraining
@@ -69,11 +71,14 @@ def _epoch(programs: Programs, placed: Placed, prep: Preprocessing, state, epoch
     if not math.isfinite(train_metrics["loss"]):
         return state, None, {"epoch": epoch, "metric": "train_loss", "value": train_metrics["loss"]}
     t1 = time.perf_counter()
-    val_sums = programs.evaluate(state.params, x_va, y_va)
+    val_sums, scores = programs.evaluate(state.params, x_va, y_va), None
+    if programs.scored:  # the optional metrics, scored on the host from every row
+        val_sums, probs = val_sums
+        scores = epoch_scores(jax.device_get(probs), programs.y_val, programs.scored)
     t2 = time.perf_counter()
     times.train, times.evaluate = times.train + t1 - t0, times.evaluate + t2 - t1
     scale = prep.target_stats[1] if prep.regression else None
-    row = epoch_row(epoch, train_metrics, val_sums, scale)
+    row = epoch_row(epoch, train_metrics, val_sums, scale, scores)
     val_loss = row["val_loss"]
     if not math.isfinite(val_loss):
         return state, None, {"epoch": epoch, "metric": "val_loss", "value": val_loss}

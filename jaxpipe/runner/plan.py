@@ -24,13 +24,21 @@ from jaxpipe.errors import PlanError
 from jaxpipe.parallel.sharding import Layout, make_layout, measured_bytes_per_device
 from jaxpipe.planner.hardware import memory_stats
 from jaxpipe.planner.plan import make_plan
-from jaxpipe.planner.values import Plan
+from jaxpipe.planner.values import Plan, format_bytes
 from jaxpipe.runner.cadence import held_in_memory
 from jaxpipe.runner.stream import chunk_plan, steps_per_chunk
 from jaxpipe.spec.experiment import Spec
 from jaxpipe.spec.strategy import Strategy
 
-__all__ = ["RunPlan", "plan_run", "plan_record", "chunk_steps", "auto_chunk_rows"]
+__all__ = [
+    "RunPlan",
+    "plan_run",
+    "plan_record",
+    "chunk_steps",
+    "auto_chunk_rows",
+    "undonated",
+    "check_compiled",
+]
 
 
 @dataclass(frozen=True)
@@ -213,3 +221,34 @@ def plan_record(
         "mesh": dict(rp.mesh),
         "planned": planned,
     }
+
+
+def check_compiled(rp: RunPlan, xla_bytes: int | None) -> None:
+    """The run's go/no-go on a held figure: XLA's per-device bytes of the epoch it just
+    compiled, plus what lives beside the program (the validation arrays, an undonated
+    state's snapshots, a GPU's runtime), against the usable memory, before the first
+    step. Raises PlanError (exit 2) naming what would fit when it does not fit; nothing
+    for a streamed run (its chunks are not one program's arguments)."""
+    plan = rp.plan
+    if xla_bytes is None or rp.chunk:
+        return
+    s, b = plan.shapes, plan.breakdown
+    beside = s.val_rows * (s.features + 1) * 4 + b.get("snapshots", 0) + b.get("runtime", 0)
+    need = xla_bytes + beside
+    usable = plan.usable_bytes_per_device
+    if need <= usable:
+        return
+    fits = [o for o in plan.options if o.fits and o.per_device_bytes < need]
+    where = (
+        "; would fit: " + "; ".join(f"{o.strategy} over {o.devices} × {o.device}" for o in fits[:3])
+        if fits
+        else "; lower training.batch_size or the model's widths"
+    )
+    refused = replace(plan, fits=False, per_device_bytes=need, source="xla")
+    raise PlanError(
+        f"the compiled epoch does not fit {rp.strategy} over {math.prod(rp.mesh.values())}: "
+        f"XLA needs {format_bytes(need)} per device (the program {format_bytes(xla_bytes)} and "
+        f"{format_bytes(beside)} beside it) of {format_bytes(usable)} usable per {plan.device}, where the "
+        f"plan estimated {format_bytes(plan.per_device_bytes)}{where}",
+        plan=refused,
+    )

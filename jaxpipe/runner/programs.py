@@ -24,11 +24,13 @@ from jaxpipe.core.step import (
     init_state,
     make_epoch,
     make_evaluate,
+    make_probabilities,
     make_task_steps,
 )
 from jaxpipe.data.fitted import Preprocessing
 from jaxpipe.runner.place import ChunkFeed, Placed, chunk_feed
 from jaxpipe.runner.plan import RunPlan
+from jaxpipe.runner.stopping import requested_metrics
 from jaxpipe.runner.stream import make_chunk_steps, stream_chunks
 from jaxpipe.spec.experiment import Spec, dump_spec
 
@@ -40,8 +42,9 @@ EVAL_BATCH = 1024
 @dataclass
 class Programs:
     """The compiled run: `epoch(state, x, y, epoch) -> (state, sums)` and
-    `evaluate(params, x, y) -> sums`, the fresh state they were compiled for (handed
-    over once, `take_state`), and the XLA options used."""
+    `evaluate(params, x, y) -> sums` (-> (sums, probabilities [rows, classes]) when
+    `scored` names optional metrics, scored on the host against `y_val`), the fresh
+    state they were compiled for (handed over once, `take_state`), and the XLA options."""
 
     state: TrainState | None
     epoch: Callable[..., Any]
@@ -50,6 +53,8 @@ class Programs:
     seconds: float
     donates: bool = True  # the epoch consumes its input state (checkpoints copy it first)
     xla_bytes: int | None = None  # XLA's per-device figure of this epoch (`compiled_bytes`)
+    scored: tuple[str, ...] = ()  # optional validation metrics (OPTIONAL_METRICS) recorded
+    y_val: np.ndarray | None = None  # the validation labels on the host, when scored
 
     def take_state(self) -> TrainState:
         """The fresh state, which the programs then forget: an undonated state (or, on
@@ -163,7 +168,6 @@ def compile_programs(
     constrain = layout.constrain()
     if constrain is not None:
         split["constrain"] = constrain
-    eval_fn = make_evaluate(eval_step, min(EVAL_BATCH, len(x_va)), **split)
     opts = compiler_options(placed.device.platform, param_count(state.params), rp.batch)
     donates = rp.donates  # runplan.undonated: small states are kept, and the plan counts it
     if rp.chunk:
@@ -175,16 +179,27 @@ def compile_programs(
         step = with_progress(train_step, *progress) if progress else train_step
         epoch = make_epoch(step, rp.batch, **split)
         epoch_c = _compile_resident(epoch, state, placed, rp, opts, describe, donates, progress)
-    eval_c = cached_compile(
-        "evaluate",
+    scored = requested_metrics(spec) if prep.task == "classification" else ()
+    eval_c = _compile_evaluate(eval_step, model.apply, scored, split, state, placed, opts, describe)
+    seconds = time.perf_counter() - t0
+    xla = None if rp.chunk else compiled_bytes(epoch_c)
+    y_val = np.asarray(jax.device_get(y_va)) if scored else None
+    return Programs(state, epoch_c, eval_c, opts, seconds, donates, xla, scored=scored, y_val=y_val)
+
+
+def _compile_evaluate(eval_step, apply_fn, scored, split, state, placed: Placed, opts, describe):
+    """The evaluation over the validation split; with `scored` (optional metrics asked
+    for) it also returns every row's probabilities, which the default run never fetches."""
+    probs = make_probabilities(apply_fn) if scored else None
+    x_va, y_va = placed.x_val, placed.y_val
+    eval_fn = make_evaluate(eval_step, min(EVAL_BATCH, len(x_va)), probabilities=probs, **split)
+    return cached_compile(
+        "evaluate-scored" if scored else "evaluate",
         lambda *a: jax.jit(eval_fn).lower(*a),
         (state.params, x_va, y_va),
         opts,
         describe,
     )
-    seconds = time.perf_counter() - t0
-    xla = None if rp.chunk else compiled_bytes(epoch_c)
-    return Programs(state, epoch_c, eval_c, opts, seconds, donates=donates, xla_bytes=xla)
 
 
 def compiled_bytes(compiled: Any) -> int | None:

@@ -34,7 +34,7 @@ from jaxpipe.runner.outdir import (
     write_lines,
 )
 from jaxpipe.runner.place import Placed, place_data
-from jaxpipe.runner.plan import RunPlan, plan_record, plan_run
+from jaxpipe.runner.plan import RunPlan, check_compiled, plan_record, plan_run
 from jaxpipe.runner.preprocess import preprocess_data
 from jaxpipe.runner.programs import Programs, compile_programs
 from jaxpipe.runner.resume import RunProgress, check_resumable, data_fingerprint, start_or_resume
@@ -365,6 +365,7 @@ def _run(spec, out, observer, resume, force, dataset, signals, stack, checkpoint
     ds = _release_training_rows(ds, placed)  # the host copy, once the device holds it
     trim_host_heap()
     programs = _compile(spec, ds, rp, placed, prep, stages)
+    check_compiled(rp, programs.xla_bytes)  # the held figure, before the first step
     signals.check("while compiling")
     info = prep.dataset_info() | {"fingerprint": fp}
     run, signals, times = _train(

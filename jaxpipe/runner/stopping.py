@@ -11,11 +11,12 @@ from typing import Any
 from jaxpipe.errors import SpecError
 from jaxpipe.signals import SignalCatcher
 from jaxpipe.spec.experiment import Spec
-from jaxpipe.spec.sections import EarlyStoppingSpec, metric_mode
+from jaxpipe.spec.sections import OPTIONAL_METRICS, EarlyStoppingSpec, metric_mode
 
 __all__ = [
     "EarlyStopper",
     "check_metric_names",
+    "requested_metrics",
     "outcome",
 ]
 
@@ -76,9 +77,9 @@ class EarlyStopper:
         )
 
 
-def check_metric_names(spec: Spec, names: list[str]) -> None:
-    """The metrics that early stopping, checkpointing and a sweep's ranking watch must be
-    among `names`, the columns of metrics.jsonl; checked before any work."""
+def _watched(spec: Spec) -> list[tuple[str, str]]:
+    """(key, metric) of each metric the spec watches: early stopping, the best
+    checkpoint, the sweep's ranking."""
     wanted = []
     if spec.training.early_stopping is not None:
         wanted.append(("training.early_stopping.metric", spec.training.early_stopping.metric))
@@ -86,10 +87,28 @@ def check_metric_names(spec: Spec, names: list[str]) -> None:
         wanted.append(("checkpoint.best_metric", spec.checkpoint.best_metric))
     if spec.sweep is not None:  # the metric that ranks the trials
         wanted.append(("sweep.metric", spec.sweep.metric))
-    for key, name in wanted:
+    return wanted
+
+
+def requested_metrics(spec: Spec) -> tuple[str, ...]:
+    """The optional validation metrics (spec.sections.OPTIONAL_METRICS) a run records:
+    those `[training] metrics` lists and any watched one, in the table's order. Empty
+    for the default run, which then fetches no probabilities."""
+    if spec.model.task != "classification":
+        return ()
+    asked = set(spec.training.metrics) | {m for _, m in _watched(spec)}
+    return tuple(m for m in OPTIONAL_METRICS["classification"] if m in asked)
+
+
+def check_metric_names(spec: Spec, names: list[str]) -> None:
+    """The metrics that early stopping, checkpointing and a sweep's ranking watch, and
+    those `[training] metrics` asks for, must be among `names`, the columns metrics.jsonl
+    can have for the task; checked before any work."""
+    listed = [(f"training.metrics[{i}]", m) for i, m in enumerate(spec.training.metrics)]
+    for key, name in _watched(spec) + listed:
         if name not in names:
             raise SpecError(
-                f"unknown metric {name!r}; this run records {', '.join(names)}", key=key
+                f"unknown metric {name!r}; this run can record {', '.join(names)}", key=key
             )
 
 

@@ -29,6 +29,7 @@ __all__ = [
     "RuntimeSpec",
     "metric_mode",
     "RECORDED_METRICS",
+    "OPTIONAL_METRICS",
     "ACTIVATIONS",
     "SOURCES",
     "source_of",
@@ -312,6 +313,22 @@ RECORDED_METRICS = {
     "regression": ("train_loss", "val_loss", "val_rmse"),
 }
 
+# Validation metrics a classification run adds to its epoch rows only when the spec asks
+# for them (`[training] metrics`, or watched by early stopping, a best checkpoint or a
+# sweep): they need every validation row's probabilities, fetched once per epoch and
+# scored on the host as `evaluate` scores them (roc_auc, pr_auc, ...).
+OPTIONAL_METRICS = {
+    "classification": (
+        "val_roc_auc",
+        "val_pr_auc",
+        "val_f1_macro",
+        "val_f1_weighted",
+        "val_balanced_accuracy",
+        "val_log_loss",
+    ),
+    "regression": (),
+}
+
 # Metric name parts that say which way is better, for mode = "auto".
 _LOWER_IS_BETTER = ("loss", "error", "mse", "rmse", "mae")
 _HIGHER_IS_BETTER = ("accuracy", "acc", "f1", "auc", "r2", "precision", "recall")
@@ -379,8 +396,22 @@ class TrainingSpec(Section):
         "(classes × the class's training rows); a table {label = weight} (labels as in the "
         "data, others 1.0). The validation loss and metrics stay unweighted.",
     )
+    metrics: tuple[str, ...] = field(
+        (),
+        "Classification: validation metrics added to each epoch's row beside val_loss and "
+        "val_accuracy: " + ", ".join(OPTIONAL_METRICS["classification"]) + ". One watched "
+        "by early stopping, a best checkpoint or a sweep is added without being listed. "
+        "They score every validation row's probabilities on the host each epoch.",
+    )
 
     def _check(self, where: str) -> None:
+        allowed = OPTIONAL_METRICS["classification"]
+        for i, name in enumerate(self.metrics):
+            if name not in allowed:
+                raise SpecError(
+                    f"unknown metric {name!r}; choose from {', '.join(allowed)}",
+                    key=f"{where}.metrics[{i}]",
+                )
         if not isinstance(self.class_weight, Mapping):
             return
         if not self.class_weight:

@@ -21,7 +21,7 @@ from typing import Any, Literal
 
 from jaxpipe.errors import SpecError
 from jaxpipe.spec.schema import Section, field
-from jaxpipe.spec.sections import RECORDED_METRICS, metric_mode
+from jaxpipe.spec.sections import OPTIONAL_METRICS, RECORDED_METRICS, metric_mode
 
 __all__ = [
     "SweepSpec",
@@ -146,7 +146,8 @@ class SweepSpec(Section):
                 "e.g. val_loss or val_accuracy",
                 key=f"{where}.metric",
             )
-        recorded = sorted({m for names in RECORDED_METRICS.values() for m in names})
+        tables = (RECORDED_METRICS, OPTIONAL_METRICS)
+        recorded = sorted({m for t in tables for names in t.values() for m in names})
         if self.metric not in recorded:  # before its mode: "set mode" would be no fix
             raise SpecError(
                 f"unknown metric {self.metric!r}; runs record {', '.join(recorded)} "

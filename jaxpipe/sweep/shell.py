@@ -37,6 +37,7 @@ from jaxpipe.saved.trace import save_trace_rows
 from jaxpipe.signals import SIGNAL_EXIT, SignalCatcher, catch_signals
 from jaxpipe.spec import schema
 from jaxpipe.spec.experiment import Spec, dump_spec, place_error
+from jaxpipe.spec.sections import OPTIONAL_METRICS
 from jaxpipe.spec.sweep import expand_trials, value_key
 from jaxpipe.sweep.train import GroupRun, TrialRun, costliest, train_group
 from jaxpipe.sweep.trials import SEED, group_key, is_input_key
@@ -75,9 +76,16 @@ def _set(table: dict[str, Any], key: str, value: Any) -> None:
 
 def trial_spec(spec: Spec, values: dict[str, Any]) -> Spec:
     """The spec of one trial: `spec` without [sweep], with `values` filled in, checked as
-    a file is; an error names the swept key (sweep.values."optimizer.lr")."""
+    a file is; an error names the swept key (sweep.values."optimizer.lr"). An optional
+    metric that ranks the trials (val_roc_auc) joins `[training] metrics`, so each
+    trial, and the same trial run alone, records it."""
     table = schema.to_dict(spec)
     table.pop("sweep", None)
+    ranked = spec.sweep.metric if spec.sweep is not None else None
+    training = table.setdefault("training", {})
+    listed = list(training.get("metrics", ()))
+    if ranked in OPTIONAL_METRICS[spec.model.task] and ranked not in listed:
+        training["metrics"] = [*listed, ranked]
     for key, value in values.items():
         _set(table, key, value)
     try:

@@ -16,7 +16,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import NamedSharding, PartitionSpec
 
-from jaxpipe.core.evaluation import metric_names
+from jaxpipe.core.evaluation import epoch_scores, metric_names
 from jaxpipe.core.metrics import epoch_row, finalize
 from jaxpipe.data.diskrows import DiskRows
 from jaxpipe.data.fitted import Preprocessing
@@ -26,7 +26,12 @@ from jaxpipe.planner.sweep import TrialSplit, split_trials
 from jaxpipe.runner.place import Placed
 from jaxpipe.runner.plan import RunPlan, plan_run
 from jaxpipe.runner.preprocess import preprocess_data
-from jaxpipe.runner.stopping import EarlyStopper, check_metric_names, outcome
+from jaxpipe.runner.stopping import (
+    EarlyStopper,
+    check_metric_names,
+    outcome,
+    requested_metrics,
+)
 from jaxpipe.signals import SignalCatcher
 from jaxpipe.spec.experiment import Spec
 from jaxpipe.sweep.trials import (
@@ -128,10 +133,19 @@ def _stack(trials, loaded, key, per_trial: bool, mesh) -> tuple[jax.Array, ...]:
     return tuple(jax.device_put(jnp.stack(col), on_trials) for col in zip(*per, strict=True))
 
 
-def _row(epoch: int, train: Any, val: Any, prep: Preprocessing) -> dict[str, Any]:
+def _row(epoch: int, train: Any, val: Any, prep: Preprocessing, scores=None) -> dict[str, Any]:
     """metrics.jsonl's row, as a single run writes it (core.metrics.epoch_row)."""
     scale = prep.target_stats[1] if prep.regression else None
-    return epoch_row(epoch, finalize(train), val, scale)
+    return epoch_row(epoch, finalize(train), val, scale, scores)
+
+
+def _scores(tp: TrialPrograms, probs: Any, y_val: np.ndarray | None, k: int):
+    """Trial k's optional validation metrics (None when none are recorded). probs:
+    [trials, rows, classes]; y_val: [rows], or [trials, rows] when each has its own."""
+    if not tp.scored:
+        return None
+    y = y_val[k] if y_val.ndim == 2 else y_val
+    return epoch_scores(probs[k], y, tp.scored)
 
 
 def _take(tree: Any, k: int) -> Any:
@@ -158,20 +172,25 @@ def _epochs(tp: TrialPrograms, arrays, trials, epochs: int, on_epoch, signals) -
     x_tr, y_tr, x_va, y_va = arrays
     active = np.ones(len(trials), bool)
     state, seconds = tp.state, 0.0
+    y_host = np.asarray(jax.device_get(y_va)) if tp.scored else None
     for epoch in range(1, epochs + 1):
         if signals.caught:
             break  # before this epoch: what is done is written, promptly
         t0 = time.perf_counter()
         e = jnp.asarray(epoch, jnp.int32)
         state, sums = tp.epoch(state, x_tr, y_tr, e, tp.inputs, tp.shard(active))
-        val = tp.evaluate(state.params, x_va, y_va)
-        sums, val = jax.device_get((sums, val))  # the once-per-epoch host sync
+        val, probs = tp.evaluate(state.params, x_va, y_va), None
+        if tp.scored:
+            val, probs = val
+        sums, val, probs = jax.device_get((sums, val, probs))  # the once-per-epoch host sync
         dt = time.perf_counter() - t0
         seconds += dt
         for k, t in enumerate(trials):
             if not active[k]:
                 continue
-            row = _row(epoch, _take(sums, k), _take(val, k), t.prep) | {"epoch_seconds": dt}
+            scores = _scores(tp, probs, y_host, k)
+            row = _row(epoch, _take(sums, k), _take(val, k), t.prep, scores)
+            row["epoch_seconds"] = dt
             active[k] = _record(t, row, state.params, k)
         on_epoch(epoch, epochs, [t for k, t in enumerate(trials) if active[k]])
         if not active.any():
@@ -305,6 +324,7 @@ def _train_chunk(
         total_steps=rp.total_steps,
         dropout_on=any(t.spec.model.dropout > 0 for t in trials),
         class_weights=shared,
+        scored=requested_metrics(spec) if ds.task == "classification" else (),
     )
     seconds = _epochs(tp, arrays, trials, spec.training.epochs, on_epoch, signals)
     return GroupRun(trials, tp.mesh.size, tp.seconds, seconds, per_trial)

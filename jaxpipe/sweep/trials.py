@@ -21,7 +21,14 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 from jaxpipe.core.aot import compiler_options
 from jaxpipe.core.model import compute_dtype, make_model, param_count
 from jaxpipe.core.optim import make_optimizer
-from jaxpipe.core.step import TrainState, init_state, make_epoch, make_evaluate, make_task_steps
+from jaxpipe.core.step import (
+    TrainState,
+    init_state,
+    make_epoch,
+    make_evaluate,
+    make_probabilities,
+    make_task_steps,
+)
 from jaxpipe.runner.programs import EVAL_BATCH
 from jaxpipe.spec.experiment import Spec
 
@@ -114,7 +121,8 @@ class TrialPrograms:
     """The group's compiled programs over the trial axis:
     `epoch(state, x, y, epoch, h, active) -> (state, sums)` (a trial whose `active` is
     false, or whose loss is not finite, keeps its state) and
-    `evaluate(params, x, y) -> sums`; every leaf of state and sums is [trials, ...]."""
+    `evaluate(params, x, y) -> sums` (-> (sums, probabilities [trials, rows, classes])
+    when `scored` names optional metrics); every leaf of state and sums is [trials, ...]."""
 
     state: TrainState
     epoch: Callable[..., Any]
@@ -122,6 +130,7 @@ class TrialPrograms:
     inputs: dict[str, Any]
     mesh: Mesh
     seconds: float
+    scored: tuple[str, ...] = ()  # optional validation metrics (OPTIONAL_METRICS) recorded
 
     def shard(self, a: Any) -> Any:
         """Puts a per-trial host array on the trial axis."""
@@ -166,11 +175,13 @@ def compile_trials(
     total_steps: int,
     dropout_on: bool,
     class_weights: tuple[float, ...] | None = None,
+    scored: tuple[str, ...] = (),
 ) -> TrialPrograms:
     """Initialises every trial's state (keys from `seeds`, as a single run makes them)
     on the trial axis of `mesh` (see trial_mesh) and compiles the vmapped epoch and evaluation. `arrays`: (x_train,
     y_train, x_val, y_val), each with a leading trial axis when `per_trial_data` (the
-    seed changes the data), else shared by all trials."""
+    seed changes the data), else shared by all trials. `scored`: the optional validation
+    metrics to record (the evaluation then also returns every row's probabilities)."""
     t0 = time.perf_counter()
     on_trials = NamedSharding(mesh, PartitionSpec("trial"))
     build = _builder(spec, total_steps, outputs, task, dropout_on, class_weights)
@@ -190,8 +201,9 @@ def compile_trials(
     epoch_fn = jax.vmap(
         _masked_epoch(lambda hh: build(hh)[2], batch), in_axes=(0, dax, dax, None, 0, 0)
     )
-    eval_step = build({})[3]  # evaluation has no dropout: the spec's own values serve all
-    evaluate = make_evaluate(eval_step, min(EVAL_BATCH, x_va.shape[-2]))
+    model, _, _, eval_step = build({})  # evaluation has no dropout: the spec's values serve
+    probs = make_probabilities(model.apply) if scored else None
+    evaluate = make_evaluate(eval_step, min(EVAL_BATCH, x_va.shape[-2]), probabilities=probs)
     eval_fn = jax.vmap(evaluate, in_axes=(0, dax, dax))
     leaves = jax.tree.leaves(state.params)
     opts = compiler_options(jax.devices()[0].platform, param_count(leaves), batch)
@@ -202,4 +214,4 @@ def compile_trials(
         .compile(opts)
     )
     eval_c = jax.jit(eval_fn, out_shardings=on_trials).lower(state.params, x_va, y_va).compile(opts)
-    return TrialPrograms(state, epoch_c, eval_c, h, mesh, time.perf_counter() - t0)
+    return TrialPrograms(state, epoch_c, eval_c, h, mesh, time.perf_counter() - t0, scored)
