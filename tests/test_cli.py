@@ -1,5 +1,6 @@
 import json
 import os
+import re
 import subprocess
 import sys
 
@@ -112,3 +113,29 @@ def test_validate_reads_real_data_and_schema_markdown(capsys):
     assert "275 training + 69 validation rows" in out
     assert main(["schema", "--format", "markdown"]) == 0
     assert capsys.readouterr().out == jaxpipe.spec_markdown()
+
+
+def test_plan_and_the_runs_header_state_one_figure_for_the_seed_spec(tmp_path):
+    """Issue 27: `jaxpipe plan experiments/seed.toml` said 3.0 MiB (the donated program)
+    where the run's header said 4.1 MiB (the run keeps its small state undonated, with
+    snapshots). The verdict, the chosen option, the candidate row and the recommendation
+    now say the run's figure, and the estimate line says what the run adds."""
+    seed = os.path.join(ROOT, "experiments", "seed.toml")
+    code, plan, err = _cli("plan", seed)
+    assert code == 0, err
+    code, run, err = _cli("run", seed, "--set", "training.epochs=1", "--out", str(tmp_path / "r"))
+    assert code == 0, err
+    header = next(x for x in run.splitlines() if x.startswith("  plan "))
+    # "  plan       data over 8 cpu devices, mesh data=8; 4.0 MiB per device ..." (the
+    # suite's 8 host devices) or "single over 1 cpu device, mesh data=1; 4.1 MiB ..."
+    strategy, devices, mesh, need = re.search(
+        r"plan +(\S+) over (\d+) .*, mesh (\S+); ([\d.]+ [KMG]iB) per device", header
+    ).groups()
+    lines = plan.splitlines()
+    assert re.match(rf"FITS .*: needs {need} \(estimate\)", lines[0]), (need, lines[0])
+    where = "one cpu" if strategy == "single" else f"{strategy} over {devices} × cpu"
+    chosen = [x for x in lines if re.match(rf"  \d+\. {where}, yours: ", x)]
+    assert all(f"yours: {need} (est.)" in x for x in chosen), chosen  # where it is an option
+    assert re.search(rf"^  {strategy} +{devices} +{mesh} +{need} ", plan, re.M), plan
+    assert re.search(rf"^Recommendation: fits .*: needs {need} of", plan, re.M), plan
+    assert re.search(r"the run adds [\d.]+ [KMG]iB beside the program", " ".join(plan.split()))

@@ -17,10 +17,12 @@ import unicodedata
 
 import pytest
 from conftest import ROOT, cached_env
+from hypothesis import given
+from hypothesis import strategies as st
 
 from jaxpipe.events import RunResult
 from jaxpipe.report.charts import ascii_chart, condensed, log_scale
-from jaxpipe.report.console import Console, plural, seconds
+from jaxpipe.report.console import Console, fit_line, plural, seconds
 from jaxpipe.report.observer import CONDENSE_AFTER, ConsoleReporter
 from jaxpipe.runner.shell import _batches
 
@@ -105,6 +107,104 @@ def test_terminal_shows_live_stages_a_progress_bar_and_fits_100_columns(spec_pat
     assert widest <= 100, widest
     model = next(i for i, parts in enumerate(lines) if parts and parts[-1] == "Model")
     assert "activation" in lines[model + 1][-1] and "softmax" in ESCAPE.sub("", raw)
+
+
+# Small and quick, with lines longer than 100 columns: the load, preprocess and trace
+# input lines, the plan line, "Final ..." and "Wrote DIR/: ...".
+WIDE_SPEC = """
+[experiment]
+name = "wide"
+seed = 0
+
+[data]
+source = "synthetic"
+validation = 500
+
+[data.synthetic]
+rows = 2500
+features = 50
+classes = 4
+
+[model]
+hidden = [16]
+
+[training]
+epochs = 2
+batch_size = 250
+"""
+# The words that end a token begun by a number ("(6 ms)", "2000 rows", "4.1 MiB").
+_UNITS = re.compile(r"(ms|s|min|[KMG]iB|rows|columns|features|units|epochs?|steps|classes)\b")
+_NUMBER = re.compile(r"[(#]?-?[\d.]+[)%]?")
+
+
+def _splits(lines):
+    """Line breaks inside a token: "(6 | ms)" (a number, then its unit) or "x3 | 0.49"
+    (a name, then its value), where the break is not after a "," or ";"."""
+    found = []
+    for above, below in zip(lines, lines[1:]):
+        if not above.strip() or not below.strip() or "│" in below:  # "│": the chart's rows
+            continue
+        a, b = above.split()[-1], below.split()[0]
+        if _NUMBER.fullmatch(a) and _UNITS.match(b):
+            found.append((above, below))
+        elif re.fullmatch(r"-?[\d.]+[,;]?", b) and a[-1] not in ",;" and a[0].isalpha():
+            found.append((above, below))
+    return found
+
+
+@pytest.mark.parametrize("columns", [80, 100])
+def test_lines_fit_the_terminal_and_break_between_tokens(tmp_path, columns):
+    """Rich wrapped at any space ("(6 \nms)" in 100 columns); the console now breaks
+    its lines between tokens, hanging under the label column."""
+    spec = tmp_path / "wide.toml"
+    spec.write_text(WIDE_SPEC)
+    out = tmp_path / ("a-run-directory-whose-name-is-long-enough-to-wrap" + "-x" * 10)
+    code, raw = _in_terminal(
+        [sys.executable, "-m", "jaxpipe", "run", str(spec), "--out", str(out)], columns
+    )
+    assert code == 0, raw[-2000:]
+    lines = [parts[-1].rstrip() for parts in _screen_lines(raw) if parts]
+    too_long = [line for line in lines if len(line) > columns]
+    assert not too_long, too_long
+    assert not _splits(lines), _splits(lines)
+    load = next(i for i, line in enumerate(lines) if line.startswith("  load "))
+    assert lines[load + 1].startswith(" " * 13 + "+ validation 500 rows"), lines[load : load + 2]
+    wrote = next(i for i, line in enumerate(lines) if line.startswith("Wrote "))
+    assert lines[wrote + 1].startswith("  ") and lines[wrote + 1].strip()[0].isalpha()
+
+
+def test_fit_line_breaks_only_between_tokens_and_keeps_every_character():
+    line = (
+        "  Input             50 features, minmax-scaled: x0 0.47, x1 0.42, x2 0.53, "
+        "x3 0.49, x4 0.53, x5 0.28, ... (50 features)"
+    )
+    for width in (40, 60, 80, 100, 200):
+        fitted = fit_line(line, width)
+        assert all(len(part) <= width for part in fitted), (width, fitted)
+        assert " ".join(" ".join(fitted).split()) == " ".join(line.split())
+        assert not _splits(fitted), fitted
+        assert all(part.startswith(" " * 20) for part in fitted[1:])
+    stage = "  evaluate   validation 2000 rows × 50 columns → loss + accuracy × 5 epochs  (1 ms)"
+    assert fit_line(stage, 80) == [stage[:77].rstrip(), " " * 13 + "(1 ms)"]
+    path = "  output     /" + "a" * 100  # a word longer than a line is cut, nothing lost
+    assert all(len(p) <= 80 for p in fit_line(path, 80))
+    assert "".join(p.split()[-1] for p in fit_line(path, 80)) == "/" + "a" * 100
+
+
+_TOKENS = ["x3 0.49", "(6 ms)", "2000 rows", "val_loss 0.4666", "→ train", "+ validation", "a"]
+
+
+@given(
+    st.lists(st.tuples(st.sampled_from(_TOKENS), st.sampled_from([", ", "; ", "  ", " "])),
+             min_size=1, max_size=30),
+    st.integers(30, 120),
+)  # fmt: skip
+def test_fitted_lines_fit_and_keep_the_text(parts, width):
+    line = "  load       " + "".join(token + sep for token, sep in parts).rstrip()
+    fitted = fit_line(line, width)
+    assert all(len(part) <= width for part in fitted), fitted
+    assert " ".join(" ".join(fitted).split()) == " ".join(line.split())
+    assert fitted[0].startswith("  load       ") and all(p.startswith(" " * 13) for p in fitted[1:])
 
 
 def test_piped_output_is_plain_lines_without_control_characters(spec_path, tmp_path):

@@ -260,3 +260,50 @@ def test_api_page_documents_every_public_name():
         assert not re.search(r"<[A-Za-z_]+>", text), (
             f"jaxpipe.{name}: a bare <...> in its docstring"
         )
+
+
+def _shape(line):
+    """A console line with what varies between runs and machines made alike: every
+    number (timings, memory, metrics to the last digit) and the run directory's name."""
+    line = re.sub(r"runs/seed-tabular-[\d-]+", "RUN", line)
+    line = re.sub(r"\d+(\.\d+)? (ms|s)\b", "TIME", line)  # 94 ms here, 0.14 s there
+    return re.sub(r"\d+(\.\d+)?", "#", line).rstrip()
+
+
+def test_shown_seed_output_is_what_the_seed_run_prints(tmp_path):
+    """README's tour and getting-started show `jaxpipe run experiments/seed.toml --plain`:
+    every line shown is, in order, a line the run prints now (numbers aside), so the
+    pages follow the console when its wording changes (issue 27)."""
+    import subprocess
+
+    from conftest import cached_env
+
+    env = cached_env(os.environ | {"PYTHONPATH": ROOT, "XLA_FLAGS": ""})  # a user's 1 CPU
+    p = subprocess.run(
+        [sys.executable, "-m", "jaxpipe", "run", "experiments/seed.toml", "--plain",
+         "--out", str(tmp_path / "run")],
+        capture_output=True, text=True, cwd=ROOT, env=env, timeout=300,
+    )  # fmt: skip
+    assert p.returncode == 0, p.stderr
+    printed = [_shape(x.replace(str(tmp_path / "run"), "RUN")) for x in p.stdout.splitlines()]
+    for page in ("README.md", "docs/getting-started.md"):
+        text = open(os.path.join(ROOT, page), encoding="utf-8").read()
+        blocks = [b for b in re.findall(r"```text\n(.*?)\n```", text, re.S) if _is_seed(b)]
+        assert blocks, page
+        for block in blocks:
+            at = 0
+            for line in block.splitlines():
+                if line.strip() in ("", "..."):
+                    continue
+                shape = _shape(line)
+                assert shape in printed[at:], (page, line)
+                at = printed.index(shape, at) + 1
+
+
+def _is_seed(block):
+    heads = ("jaxpipe run: seed-tabular", "Data flow", "Model\n", "Training", "Loss\n")
+    return (
+        block.startswith(heads)
+        or "Prediction trace (validation row 0)" in block
+        or (block.startswith("Wrote runs/seed-tabular"))
+    )

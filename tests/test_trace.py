@@ -209,3 +209,26 @@ def test_model_trace_equals_the_run_directorys(run):
         assert p["value"] == pytest.approx(q["value"], rel=1e-6)
     assert mine["layers"][0]["raw"] == theirs["layers"][0]["raw"]
     assert mine["prediction"]["label"] == theirs["prediction"]["label"] is not None
+
+
+def test_trace_png_names_the_encoded_features(run, tmp_path):
+    """trace.png's input strip is labelled by the encoded feature names (the one-hot
+    columns as column=value), not by index."""
+    from jaxpipe.report.trace_view import trace_figure, write_trace_png
+
+    task, run_dir, _, _ = run
+    record = jaxpipe.trace(run_dir)
+    fig = trace_figure(record)
+    labels = [t.get_text() for t in fig.axes[0].get_xticklabels()]
+    assert labels == ["a", "b", "kind=u", "kind=v"]
+    assert fig.axes[0].get_title(loc="left").startswith("Input: 4 features")
+    write_trace_png(record, str(tmp_path / "trace.png"))
+    assert (tmp_path / "trace.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    # Many features: every k-th is named, and the title says so.
+    wide = json.loads(json.dumps(record))
+    wide["layers"][0] |= {"features": [f"f{i}" for i in range(130)], "scaled": [0.5] * 130}
+    ax = trace_figure(wide).axes[0]
+    labels = [t.get_text() for t in ax.get_xticklabels()]
+    assert labels == [f"f{i}" for i in range(0, 130, 3)] and "one in 3 named" in ax.get_title(
+        "left"
+    )

@@ -18,7 +18,7 @@ from jaxpipe.report.charts import save_png
 from jaxpipe.report.console import format_table
 from jaxpipe.spec.sections import metric_mode
 
-__all__ = ["compare_runs", "format_comparison", "write_comparison_plot"]
+__all__ = ["compare_runs", "comparison_figure", "format_comparison", "write_comparison_plot"]
 
 
 def _read(run_dir: str) -> tuple[dict[str, Any], dict[str, Any], list[dict[str, Any]]]:
@@ -71,7 +71,8 @@ def _number(v: Any) -> bool:
 
 def compare_runs(run_dirs: Sequence[str], metric: str = "val_loss") -> list[dict[str, Any]]:
     """One record per run (a sweep: per trial): {"run", "differences": {key: value},
-    "status", "epochs", "final", "best", "best_epoch", "seconds", "device", "history"}.
+    "status", "epochs", "final", "best", "best_epoch", "seconds", "device", "task",
+    "history"}.
     `metric` is a metrics.jsonl column; "best" is its best value (min for losses)."""
     if not run_dirs:
         raise JaxpipeError("compare needs at least one run directory")
@@ -101,6 +102,7 @@ def compare_runs(run_dirs: Sequence[str], metric: str = "val_loss") -> list[dict
             "best_epoch": best["epoch"] if best else None,
             "seconds": round(sum(r.get("epoch_seconds", 0.0) for r in rows if _number(r.get("epoch_seconds"))), 3),
             "device": f"{dev.get('count', '?')}× {dev.get('kind') or dev.get('platform', '?')}",
+            "task": summary.get("task") or f.get("model.task"),
             "history": [{"epoch": r["epoch"], metric: r[metric]} for r in have],
         })  # fmt: skip
     return out
@@ -119,20 +121,33 @@ def format_comparison(records: list[dict[str, Any]], metric: str) -> str:
 
 
 def write_comparison_plot(records: list[dict[str, Any]], metric: str, path: str) -> None:
-    """compare.png: `metric` per epoch, one line per run."""
-    import matplotlib
+    """compare.png: `comparison_figure(records, metric)` saved to `path`."""
+    save_png(comparison_figure(records, metric), path, what=f"--plot {path}")
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(7, 4))
-    for r in records:
-        h = r["history"]
-        ax.plot([x["epoch"] for x in h], [x[metric] for x in h], marker="o", label=r["run"])
-    ax.set(xlabel="epoch", ylabel=metric.replace("_", " "), title=f"{metric} per run")
-    ax.grid(alpha=0.3)
-    if len(records) <= 12:
-        ax.legend(fontsize=7)
+def comparison_figure(records: list[dict[str, Any]], metric: str) -> Any:
+    """`metric` per epoch, one line per run, on whole-epoch ticks. Runs of different tasks
+    get a panel each: a classification loss (cross-entropy) and a regression loss (mean
+    squared error on the scaled target) are different quantities, not one axis."""
+    # A Figure on an Agg canvas, not pyplot (as trace.png): nothing global to close.
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+    from matplotlib.ticker import MaxNLocator
+
+    tasks = list(dict.fromkeys(r.get("task") for r in records)) or [None]
+    fig = Figure(figsize=(7 if len(tasks) == 1 else 5 * len(tasks), 4))
+    FigureCanvasAgg(fig)
+    axes = fig.subplots(1, len(tasks), squeeze=False)[0]
+    for ax, task in zip(axes, tasks):
+        runs = [r for r in records if r.get("task") == task]
+        for r in runs:
+            h = r["history"]
+            ax.plot([x["epoch"] for x in h], [x[metric] for x in h], marker="o", label=r["run"])
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # no epoch 1.5
+        title = f"{metric} per run" + (f": {task}" if len(tasks) > 1 and task else "")
+        ax.set(xlabel="epoch", ylabel=metric.replace("_", " "), title=title)
+        ax.grid(alpha=0.3)
+        if len(runs) <= 12:
+            ax.legend(fontsize=7)
     fig.tight_layout()
-    save_png(fig, path, what=f"--plot {path}")
-    plt.close(fig)
+    return fig

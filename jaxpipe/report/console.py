@@ -4,6 +4,7 @@ JAXPIPE_PLAIN=1, TERM=dumb). NO_COLOR turns colour off and keeps the rest."""
 
 from __future__ import annotations
 
+import re
 import sys
 import threading
 import time
@@ -12,7 +13,7 @@ from typing import Any, TextIO
 
 from jaxpipe import settings
 
-__all__ = ["Console", "format_table", "wants_plain", "plural", "seconds"]
+__all__ = ["Console", "fit_line", "format_table", "wants_plain", "plural", "seconds"]
 
 
 def wants_plain(stream: TextIO) -> bool:
@@ -45,6 +46,62 @@ def format_table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
     )
 
 
+# Where a line may break: after ", ", "; " or ": ", before " → " or " + ", and at a run of two or
+# more spaces (between columns, before "(50 ms)"). Never at the single space inside
+# "50 ms", "x3 0.49" or "val_loss 0.4666": those read as one token.
+_BREAK = re.compile(r"(?<=[,;:] )|(?= [→+] )|(?<=\S)(?=  +\S)")
+# The label column: "  load       " or "  Input             " (indent, words, 2+ spaces).
+_LABEL = re.compile(r"^( *)\S+(?: \S+)*? {2,}(?=\S)")
+_WORD = re.compile(r"^ +\S+ +(?=\S)")
+
+
+def fit_line(text: str, width: int) -> list[str]:
+    """`text` as lines of at most `width` columns, broken between tokens (`_BREAK`);
+    the lines after the first hang under the label column ("  load       ...") or two
+    spaces in. A piece longer than a line on its own breaks at single spaces, and a word
+    longer than a line (a path) is cut: the only case that splits a token."""
+    if len(text) <= width:
+        return [text]
+    lead = len(text) - len(text.lstrip(" "))
+    label = _LABEL.match(text)
+    if label is None or label.end() > min(width // 2, 24):
+        # "  preprocess train ...": a label as wide as its column, one space after it.
+        label = _WORD.match(text) if lead else None
+    start = label.end() if label is not None and label.end() <= width // 2 else lead
+    indent = start if start > lead else lead + 2
+    hang = " " * min(indent, max(width - 20, 0))
+    pieces = [p for p in _BREAK.split(text[start:]) if p]
+    lines, current = [], text[:start]
+    for piece in pieces:
+        fits = len(current) + len(piece.rstrip()) <= width
+        if fits or not current.strip() or len(hang) + len(piece.strip()) > width:
+            current += piece  # a piece too long for any line is broken by words below
+            continue
+        lines.append(current.rstrip())
+        current = hang + piece.lstrip()
+    lines.append(current.rstrip())
+    return [part for line in lines for part in _by_words(line, len(hang), width)]
+
+
+def _by_words(line: str, indent: int, width: int) -> list[str]:
+    """A line still too long (one long piece): broken at single spaces, then cut."""
+    if len(line) <= width:
+        return [line]
+    hang, out, current = " " * indent, [], ""
+    for part in re.split(r"(?<=\S)(?= )", line):  # each part: its spaces, then a word
+        word = part.lstrip(" ")
+        if len(current) + len(part) > width and current.strip() and indent + len(word) <= width:
+            out.append(current.rstrip())
+            current = hang + word
+        else:
+            current += part
+        while len(current) > width:  # a word longer than a line
+            out.append(current[:width])
+            current = hang + current[width:]
+    out.append(current.rstrip())
+    return out
+
+
 class Console:
     """One output for the reporter: lines, tables, a status spinner and a progress bar.
     The spinner and the bar exist only in a terminal; in plain mode they are no-ops."""
@@ -75,8 +132,11 @@ class Console:
         self.stop()  # a spinner or bar gives way to the next line
         if self._rich is None:
             print(text, file=self.stream, flush=True)
-        else:
-            self._rich.print(text, style=style, markup=False, highlight=False)
+            return
+        # rich would wrap at any space ("(6 \nms)"): fit each line between tokens first.
+        width = self._rich.width
+        fitted = [part for line in text.split("\n") for part in fit_line(line, width)]
+        self._rich.print("\n".join(fitted), style=style, markup=False, highlight=False)
 
     def table(
         self, headers: Sequence[str], rows: Sequence[Sequence[Any]], highlight: int | None = None

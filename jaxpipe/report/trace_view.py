@@ -8,7 +8,7 @@ from typing import Any
 
 from jaxpipe.report.charts import save_png
 
-__all__ = ["format_trace", "write_trace_png"]
+__all__ = ["format_trace", "trace_figure", "write_trace_png"]
 
 _SHOWN = 6  # input features and classes listed in the text before "..."
 _NAMES = {
@@ -94,9 +94,15 @@ def format_trace(record: dict[str, Any], title: str | None = None) -> str:
 
 
 def write_trace_png(record: dict[str, Any], path: str, what: str | None = None) -> None:
-    """trace.png: the scaled input, each hidden layer's activations as a heat strip, the
-    probabilities as bars (the prediction highlighted), or the regression value. `what`
-    names `path` in errors (`--png P`) when the user chose it."""
+    """trace.png: `trace_figure(record)` saved to `path`. `what` names `path` in errors
+    (`--png P`) when the user chose it."""
+    save_png(trace_figure(record), path, what=what)
+
+
+def trace_figure(record: dict[str, Any]) -> Any:
+    """The trace as a matplotlib Figure: the scaled input with each encoded feature named
+    (`x0`, `kind=u`), each hidden layer's activations as a heat strip over its units, the
+    probabilities as bars (the prediction highlighted), or the regression value."""
     # A Figure on an Agg canvas, not pyplot: pyplot's import adds about half a second
     # to every run (the run's report draws this), for nothing a file needs.
     from matplotlib.backends.backend_agg import FigureCanvasAgg
@@ -104,21 +110,35 @@ def write_trace_png(record: dict[str, Any], path: str, what: str | None = None) 
 
     layers = record["layers"]
     strips = layers[:-1]  # input and hidden layers
-    fig = Figure(figsize=(10, 1.2 * len(strips) + 3.2))
+    names = list(layers[0]["features"])
+    shown = _named_ticks(len(names))
+    size = 8 if len(shown) <= 30 else 7
+    # Room under the input strip for its names, written upwards: inches per character.
+    label_in = 0.1 + size / 72 * 0.62 * max((len(names[i]) for i in shown), default=0)
+    fig = Figure(figsize=(10, 1.2 * len(strips) + 3.2 + label_in))
     FigureCanvasAgg(fig)
-    grid = fig.add_gridspec(len(strips) + 1, 1, height_ratios=[1] * len(strips) + [2.6])
-    for i, layer in enumerate(strips):
-        ax = fig.add_subplot(grid[i])
+    # Short names fit the gap under the strip; longer ones get a spacer row (which adds a
+    # gap of its own, ~0.6 in, to the room it makes).
+    spacer = [max(label_in - 1.05, 0.02) / 0.9] if label_in > 0.45 else []
+    ratios = [1.0, *spacer] + [1.0] * (len(strips) - 1) + [2.6]
+    grid = fig.add_gridspec(len(ratios), 1, height_ratios=ratios, hspace=0.6)
+    rows = [0] + list(range(1 + len(spacer), len(strips) + len(spacer)))
+    for row, layer in zip(rows, strips):
+        ax = fig.add_subplot(grid[row])
         values = layer["scaled"] if layer["kind"] == "input" else layer["values"]
         image = ax.imshow([values], aspect="auto", cmap="viridis", interpolation="nearest")
         fig.colorbar(image, ax=ax, pad=0.01, fraction=0.03)
         ax.set_yticks([])
         if layer["kind"] == "input":
-            ax.set_title(f"Input: {len(values)} features ({layer['normalize']}-scaled)", loc="left")
+            ax.set_xticks(shown, [names[j] for j in shown], rotation=90, fontsize=size)
+            more = "" if len(shown) == len(names) else f", one in {shown[1]} named"
+            ax.set_title(
+                f"Input: {len(values)} features ({layer['normalize']}-scaled{more})", loc="left"
+            )
         else:
             act = _NAMES.get(layer["activation"], layer["activation"])
             ax.set_title(
-                f"{layer['name']} ({act}): {layer['active']} of {layer['units']} active",
+                f"{layer['name']} ({act}): {layer['active']} of {layer['units']} active (x: unit)",
                 loc="left",
             )
     ax = fig.add_subplot(grid[-1])
@@ -129,8 +149,14 @@ def write_trace_png(record: dict[str, Any], path: str, what: str | None = None) 
     classes = len(layers[-1].get("probabilities", ()))
     bottom = (1.0 if classes > 12 else 0.4) / height  # class names at 45° need more
     left = 0.06 if classes else 0.1  # a regression's bars are named "true value"
-    fig.subplots_adjust(left=left, right=0.97, top=1 - 0.3 / height, bottom=bottom, hspace=0.6)
-    save_png(fig, path, what=what)
+    fig.subplots_adjust(left=left, right=0.97, top=1 - 0.3 / height, bottom=bottom)
+    return fig
+
+
+def _named_ticks(n: int, most: int = 60) -> list[int]:
+    """The input features named on the strip: all of up to `most`, else every k-th."""
+    step = 1 if n <= most else -(-n // most)
+    return list(range(0, n, step))
 
 
 def _draw_output(ax: Any, record: dict[str, Any]) -> None:

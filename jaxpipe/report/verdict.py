@@ -97,6 +97,12 @@ def _fit_lines(plan: Plan) -> list[str]:
             f" ({format_bytes(fit['xla_bytes'])} for one device; the table alone said "
             f"{format_bytes(fit['closed_form_bytes'])})"
         )
+    kept = plan.breakdown.get("output state", 0) + plan.breakdown.get("snapshots", 0)
+    if kept:  # runner.plan.undonated: why the verdict is more than the program's figure
+        text += (
+            f"; the run adds {format_bytes(kept)} beside the program: it keeps its small "
+            "state undonated, with its snapshots"
+        )
     return _wrap(text, "    ") + _not_held(plan, fit.get("unverified", ()))
 
 
