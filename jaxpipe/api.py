@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
 import shutil
@@ -225,18 +226,11 @@ def fit(
     callbacks = [*_progress(progress, verbose, out), *callbacks]
     if spec.sweep is not None:
         return _fit_sweep(spec, dataset, out, callbacks, verbose)
-    tmp = tempfile.mkdtemp(prefix="jaxpipe-fit-") if out is None else None
-    reporter = ConsoleReporter(verbose=verbose, files=out is not None)
-    try:
-        observer = Observers([reporter, *tracking_observers(spec, reporter.on_note), *callbacks])
+    with _observed(spec, out, callbacks, verbose) as (observer, directory):
         # A temporary directory is removed at the end: no checkpoints to keep or write.
         result = run_experiment(
-            spec, out or tmp, observer, dataset=dataset, checkpoints=out is not None
+            spec, directory, observer, dataset=dataset, checkpoints=out is not None
         )
-    finally:
-        reporter.close()
-        if tmp is not None:
-            shutil.rmtree(tmp, ignore_errors=True)
     outputs = 1 if result.preprocessing.regression else len(result.preprocessing.classes)
     model = Model.from_run(result, spec.model, outputs)
     model.run_dir = out
@@ -280,19 +274,29 @@ def cross_validate(
         )
     elif spec.data.source is None:
         raise place_error(spec, no_rows_error("jaxpipe.cross_validate(spec)"))
-    tmp = tempfile.mkdtemp(prefix="jaxpipe-cv-") if out is None else None
+    with _observed(spec, out, callbacks, verbose) as (observer, directory):
+        with frame_rows(data):
+            result = run_cv(spec, directory, observer, columns=columns, origin=origin)
+    if out is None:
+        result.run_dir = None  # type: ignore[assignment]  # removed: nothing to point at
+    return result
+
+
+@contextlib.contextmanager
+def _observed(spec: Spec, out: str | None, callbacks: Iterable[Any], verbose: bool):
+    """What `fit`, `cross_validate` and a sweep's `fit` work under: one observer (the
+    console, the trackers `[logging]` names, the callbacks) and the directory they write,
+    `out` or a temporary one removed at the end; the console closed either way (a spinner
+    still live after a failure leaves the terminal)."""
+    tmp = tempfile.mkdtemp(prefix="jaxpipe-fit-") if out is None else None
     reporter = ConsoleReporter(verbose=verbose, files=out is not None)
     try:
-        observer = Observers([reporter, *tracking_observers(spec), *callbacks])
-        with frame_rows(data):
-            result = run_cv(spec, out or tmp, observer, columns=columns, origin=origin)
+        trackers = tracking_observers(spec, reporter.on_note)
+        yield Observers([reporter, *trackers, *callbacks]), out or tmp
     finally:
         reporter.close()
         if tmp is not None:
             shutil.rmtree(tmp, ignore_errors=True)
-    if tmp is not None:
-        result.run_dir = None  # type: ignore[assignment]  # removed: nothing to point at
-    return result
 
 
 def _progress(progress: bool | None, verbose: bool, out: str | None) -> list[Any]:
@@ -306,18 +310,8 @@ def _fit_sweep(spec: Spec, dataset: Any, out: str | None, callbacks, verbose: bo
     """fit on a sweep spec: the best trial's Model, with the ranked table as `.sweep`."""
     if dataset is not None:
         raise DataError("fit: a [sweep] spec trains on its own [data]; pass data=None or a path")
-    tmp = tempfile.mkdtemp(prefix="jaxpipe-fit-") if out is None else None
-    reporter = ConsoleReporter(verbose=verbose, files=out is not None)
-    try:
-        result = run_sweep(
-            spec,
-            out or tmp,
-            Observers([reporter, *tracking_observers(spec, reporter.on_note), *callbacks]),
-        )
-    finally:
-        reporter.close()
-        if tmp is not None:
-            shutil.rmtree(tmp, ignore_errors=True)
+    with _observed(spec, out, callbacks, verbose) as (observer, directory):
+        result = run_sweep(spec, directory, observer)
     best = result.trials[result.summary["best_trial"]]
     model = Model.from_run(result.best, best.spec.model, best.dataset.outputs)
     model.run_dir, model.sweep = out, result.table

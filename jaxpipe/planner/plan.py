@@ -18,7 +18,7 @@ figures are the closed-form estimate until `verify.confirm` replaces them with X
 from __future__ import annotations
 
 import dataclasses
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 from jaxpipe.core.step import steps_per_epoch
 from jaxpipe.data.shapes import Shapes
@@ -186,12 +186,7 @@ def make_plan(
         mesh=dict(chosen.mesh),
         per_device_bytes=chosen.total,
         per_device_bytes_no_donation=chosen.total_no_donation,
-        usable_bytes_per_device=mem.usable,
-        nominal_bytes_per_device=mem.nominal,
-        memory_fraction=mem.fraction,
-        reserve_bytes=mem.reserve,
-        memory_source=mem.source,
-        device=mem.device,
+        **_memory_fields(mem),
         available_devices=available,
         breakdown=dict(chosen.breakdown),
         fits=fits,
@@ -204,14 +199,26 @@ def make_plan(
         precision=spec.training.precision,
         requested_strategy=hw.strategy,
         asked_devices=asked,
-        platform=mem.platform,
-        pool=mem.pool,
         bf16_note=bf16_note(spec, shapes, mem.usable, chosen),
         fit=search.fit.to_json() | {"unverified": list(UNVERIFIED), "runtime_bytes": runtime},
         no_layout=no_layout,
         market=market,
         **ranked,
     )
+
+
+def _memory_fields(mem: _Memory) -> dict[str, Any]:
+    """The plan's fields that describe the device's memory (`_memory`'s reading)."""
+    return {
+        "usable_bytes_per_device": mem.usable,
+        "nominal_bytes_per_device": mem.nominal,
+        "memory_fraction": mem.fraction,
+        "reserve_bytes": mem.reserve,
+        "memory_source": mem.source,
+        "device": mem.device,
+        "platform": mem.platform,
+        "pool": mem.pool,
+    }
 
 
 def _advice(search: Search, chosen: Estimate, asked: tuple, mem: _Memory, options, no_layout):

@@ -98,6 +98,18 @@ def _listen(observer: Observer, row: dict[str, Any], epochs: int) -> str | None:
     return answer if isinstance(answer, str) else "on_epoch_end asked"
 
 
+def _record(
+    run: RunProgress, row: dict[str, Any], epoch: int, metrics_file: TextIO, restore_best: bool
+) -> None:
+    """An epoch that trained: its row in the history and metrics.jsonl, the early
+    stopper told, and the best parameters copied to host memory when it improved."""
+    run.history.append(row)
+    run.epoch = epoch
+    append_line(metrics_file, metrics_file.name, json.dumps(row) + "\n")
+    if run.stopper is not None and run.stopper.update(epoch, row) and restore_best:
+        run.best_params = ckpt.host_copy(run.state.params)  # survives donation, off device
+
+
 def train(
     programs: Programs,
     placed: Placed,
@@ -133,11 +145,7 @@ def train(
             if diverged:
                 run.diverged = diverged
                 break  # the state is not saved: no NaN parameters reach a checkpoint
-            run.history.append(row)
-            run.epoch = epoch
-            append_line(metrics_file, metrics_file.name, json.dumps(row) + "\n")
-            if run.stopper is not None and run.stopper.update(epoch, row) and restore_best:
-                run.best_params = ckpt.host_copy(state.params)  # survives donation, off device
+            _record(run, row, epoch, metrics_file, restore_best)
             run.requested = _listen(observer, row, epochs)
             stopping = (run.stopper is not None and run.stopper.should_stop) or bool(run.requested)
             due = cadence.due(epoch, time.monotonic() - last_save)
