@@ -5,8 +5,11 @@ else its data sheet).
 
 `measure_profile()` times, on the local devices, in well under a minute:
 - the per-step floor: a scanned training step of a tiny MLP (the run's own step);
-- the matmul rate per precision over a few shapes (XLA:CPU: with Eigen multi- and
-  single-threaded, as the run compiles small steps single-threaded);
+- the matmul rate per precision over a few shapes, computed as the model computes it
+  (a `jnp.dot` in the compute dtype; XLA:CPU: with Eigen multi- and single-threaded, as
+  the run compiles small steps single-threaded);
+- on CPU, the cost per element of a float32↔bfloat16 cast (timing.py: XLA:CPU runs
+  bfloat16 dots in float32 and casts each step);
 - the memory bandwidth: a scanned elementwise pass over a buffer far larger than caches;
 - the collectives' bus bandwidth and latency per mesh size (2, 4, 8 up to the local
   devices), from an all-reduce of a small and a large buffer;
@@ -181,8 +184,10 @@ def _matmul_rate(shape: tuple[int, int, int], dtype: Any, opts: dict, reps: int)
 
     def f(a, b):
         def body(c, _):
-            y = jnp.dot(a + c.astype(dtype), b, preferred_element_type=jnp.float32)
-            return c + jnp.sum(y[:1, :1]) * 1e-30, None
+            # As flax's Dense computes: the output in the compute dtype (on XLA:CPU a
+            # bfloat16 dot then runs in float32, as the training step's does).
+            y = jnp.dot(a + c.astype(dtype), b)
+            return c + jnp.sum(y[:1, :1]).astype(jnp.float32) * 1e-30, None
 
         return jax.lax.scan(body, jnp.float32(0), None, length=inner)[0]
 
@@ -207,13 +212,31 @@ def _bandwidth(nbytes: int, reps: int) -> float:
     """Bytes/s of a scanned elementwise pass (one read, one write) over `nbytes`."""
     n = nbytes // 4
     x = jnp.ones((n,), jnp.float32)
-    inner = max(4, 2**26 // nbytes)
+    # 256 MiB moved in all: a cache-sized pass repeated long enough that one timing
+    # is not a clock tick's worth (a 64 MiB run once read 799 GB/s for the cache).
+    inner = max(4, 2**28 // nbytes)
 
     def f(x):
         return jax.lax.fori_loop(0, inner, lambda i, v: v * 1.0001 + 1e-6, x)
 
     compiled = jax.jit(f).lower(x).compile()
     return 2 * 4 * n * inner / _best(lambda: compiled(x), reps)
+
+
+def _convert_seconds(reps: int) -> float:
+    """Seconds per element of a float32 → bfloat16 → float32 cast pass, each cast its own
+    kernel (the barriers keep XLA from fusing them away, as the step's casts feeding
+    its dots are not), single-threaded as small steps run."""
+    n, inner = 2**20, 16
+
+    def body(_, v):
+        h = jax.lax.optimization_barrier(v.astype(jnp.bfloat16))
+        return jax.lax.optimization_barrier(h.astype(jnp.float32)) * 1.0001
+
+    x = jnp.ones((n,), jnp.float32)
+    f = jax.jit(lambda x: jax.lax.fori_loop(0, inner, body, x))
+    compiled = f.lower(x).compile({"xla_cpu_multi_thread_eigen": False})
+    return _best(lambda: compiled(x), reps) / (inner * n)
 
 
 def _sort_seconds(reps: int) -> float:
@@ -283,12 +306,21 @@ def _terms(base: Profile, cfg: Config, timed: Timed) -> list[float]:
 def fit_scale(base: Profile, measured: Sequence[tuple[Config, Timed]]) -> dict[str, float]:
     """The weight of each term (timing.TERMS) that fits `base`'s terms to the measured
     epochs: non-negative least squares on relative error, so every epoch counts alike; a
-    term no epoch leans on (under 5 % of each) keeps 1."""
+    term no epoch leans on (under 5 % of each) keeps 1. The two precisions' matmuls share
+    one weight: it corrects the measured rates for the step's shapes, which both
+    precisions share (and the precisions' rates are each measured), and a weight per
+    precision let the bfloat16 one trade against the casts, which only bfloat16 epochs
+    carry."""
     from scipy.optimize import nnls
 
     rows = np.array([[t / timed.seconds for t in _terms(base, c, timed)] for c, timed in measured])
-    coef, _ = nnls(rows, np.ones(len(measured)))
+    f32, bf16 = TERMS.index("matmul/float32"), TERMS.index("matmul/bfloat16")
+    tied = np.delete(rows, bf16, axis=1)
+    tied[:, f32] += rows[:, bf16]
+    coef, _ = nnls(tied, np.ones(len(measured)))
+    coef = np.insert(coef, bf16, coef[f32])
     used = rows.max(axis=0) > 0.05
+    used[[f32, bf16]] = used[f32] or used[bf16]
     return {t: float(c) if u and c > 0 else 1.0 for t, c, u in zip(TERMS, coef, used)}
 
 
@@ -316,6 +348,9 @@ def measure_profile(
     big = (64 if platform == "cpu" else 1024) * 2**20
     bandwidth, cache = _bandwidth(big, reps), _bandwidth(2**18, reps)
     log(f"memory {bandwidth / 1e9:.1f} GB/s, cache {cache / 1e9:.1f} GB/s")
+    convert_s = _convert_seconds(reps) if platform == "cpu" else 0.0
+    if convert_s:
+        log(f"float32↔bfloat16 cast {convert_s * 1e9:.2f} ns per element")
     collectives = _collectives(reps)
     for n, (bus, lat) in collectives.items():
         log(f"all-reduce over {n}: bus {bus / 1e9:.2f} GB/s, latency {lat * 1e6:.1f} µs")
@@ -327,6 +362,7 @@ def measure_profile(
         bandwidth=bandwidth,
         cache_bandwidth=cache if platform == "cpu" else None,
         sort_s=_sort_seconds(reps),
+        convert_s=convert_s,
         collectives=collectives,
         compile_s=_compile_seconds() if platform == "cpu" else GPU_COMPILE_S,
         platform=platform,

@@ -12,12 +12,22 @@ A scanned training step of an MLP costs, per device:
          + bytes / bandwidth(working set)         the matmuls' operands, the elementwise
                                                   passes, the optimizer update (cache
                                                   bandwidth while the state fits a cache)
+         + converted × convert                    a bfloat16 step on XLA:CPU: the casts of
+                                                  its weights and activations (below)
          + Σ collective(kind, bytes, group)       the strategy's collectives
                                                   (`Strategy.step_collectives`)
 
 an epoch = steps × step + the shuffle (a sort of the rows) + the validation pass, each
 device term weighed by the profile's calibration fit (`Profile.scale`, least squares over
 real scanned epochs), and a run = epochs × epoch + the compile.
+
+bfloat16 on XLA:CPU is not a faster matmul: the compiled step casts each weight and
+activation to float32 and runs float32 dots (its HLO shows `convert` fusions feeding
+f32 `dot`s), so the profile's bfloat16 rate is measured as the model computes it (a
+bfloat16 `jnp.dot`, near the float32 rate on CPU, native on a GPU), and the casts are a
+term of their own: the elements cast per step (the parameters once, each hidden
+activation three times: forward, and the backward's two dots) at `Profile.convert_s`,
+measured as an unfused cast pass (0 on GPUs, whose GEMMs read bfloat16 directly).
 
 The collectives use the ring formulas in the nccl-tests convention (a bus bandwidth B per
 device and a per-hop latency a over a group of n): all-reduce of S bytes takes
@@ -90,7 +100,15 @@ DROPOUT_PASSES = 3  # the mask's bits, its multiply forward and backward
 
 # The terms a profile's fit weighs (`Profile.scale`): the step's kernels, its matmuls
 # per precision, its memory traffic served by the cache and by memory, the epoch's shuffle.
-TERMS = ("kernels", "matmul/float32", "matmul/bfloat16", "cache", "memory", "shuffle")
+TERMS = (
+    "kernels",
+    "matmul/float32",
+    "matmul/bfloat16",
+    "cache",
+    "memory",
+    "convert",
+    "shuffle",
+)
 
 
 @dataclass(frozen=True)
@@ -104,6 +122,8 @@ class Profile:
     seconds per row·log2(rows) of the epoch's shuffle; `link`: (bus bytes/s, latency s)
     between the devices of one node; `collectives`: measured (bus bytes/s, latency s)
     per group size, preferred to `link`; `compile_s`: (base, per hidden layer) seconds;
+    `convert_s`: seconds per element of a float32↔bfloat16 cast pass (XLA:CPU's
+    bfloat16 steps; 0 where matmuls read bfloat16 directly);
     `scale`: the fit of each term (`TERMS`) to real epochs; a term missing is 1."""
 
     kind: str
@@ -118,6 +138,7 @@ class Profile:
     collectives: Mapping[int, tuple[float, float]] = field(default_factory=dict)
     compile_s: tuple[float, float] = (3.0, 0.5)
     scale: Mapping[str, float] = field(default_factory=dict)
+    convert_s: float = 0.0
     platform: str = "gpu"
     note: str = ""
 
@@ -151,6 +172,7 @@ class Profile:
         out[f"matmul/{precision}"] = work.flops / self.rate(precision, single_thread)
         out["cache"] = work.moved_bytes * share / (self.cache_bandwidth or self.bandwidth)
         out["memory"] = work.moved_bytes * (1 - share) / self.bandwidth
+        out["convert"] = work.converted * self.convert_s
         return out
 
     def bus(self, n: int) -> tuple[float, float] | None:
@@ -185,7 +207,8 @@ class Profile:
 class StepWork:
     """One device's work in one training step: its kernels (`ops`), its matmuls as
     (M, K, N), the bytes its memory passes move over a working set of `working_set`
-    bytes, and its collectives (kind, mesh axis, bytes); and one validation batch's."""
+    bytes, the elements a bfloat16 step casts (`converted`), and its collectives (kind,
+    mesh axis, bytes); and one validation batch's."""
 
     ops: int
     matmuls: tuple[tuple[int, int, int], ...]
@@ -194,6 +217,7 @@ class StepWork:
     collectives: tuple[tuple[str, str, int], ...]
     eval_matmuls: tuple[tuple[int, int, int], ...] = ()
     eval_bytes: float = 0.0
+    converted: float = 0.0
 
     @property
     def flops(self) -> float:
@@ -326,8 +350,12 @@ def step_work(
     # The update reads the parameters, gradients and state and writes parameters and
     # state (`update_passes`); a bfloat16 step also writes and reads its weights' copy.
     moved += update_passes(optimizer, param_bytes, optimizer_bytes) * param_bytes
+    converted = 0.0
     if itemsize < 4:
         moved += param_bytes * (1 + itemsize / 4)
+        # Cast each step: the weights once, each hidden activation forward and for the
+        # backward's two dots (module docstring).
+        converted = param_bytes / 4 + 3 * sum(b * c for _, c in shapes[:-1])
     grads = param_bytes * d if strategy.shards_params else param_bytes
     weights = grads * itemsize // 4
     collectives = strategy.step_collectives(grads, weights, _megatron(shapes, b, m, itemsize))
@@ -336,7 +364,9 @@ def step_work(
     eval_bytes = _io_bytes(eval_mms, itemsize) + sum(2 * eb * c * 4 for _, c in shapes)
     working_set = 2 * param_bytes + optimizer_bytes + activations / 2
     ops += 2 * len(collectives)  # each collective and its wait
-    return StepWork(ops, tuple(mms), moved, working_set, collectives, tuple(eval_mms), eval_bytes)
+    return StepWork(
+        ops, tuple(mms), moved, working_set, collectives, tuple(eval_mms), eval_bytes, converted
+    )
 
 
 def _megatron(shapes: list[tuple[int, int]], b: int, m: int, itemsize: int) -> tuple[int, ...]:
@@ -438,6 +468,7 @@ def epoch_time(
     floor = terms["kernels"] * w("kernels")
     matmul = sum(terms[k] * w(k) for k in ("matmul/float32", "matmul/bfloat16"))
     memory = terms["cache"] * w("cache") + terms["memory"] * w("memory")
+    convert = terms["convert"] * w("convert")
     rate = profile.rate(precision, single_thread) / w(f"matmul/{precision}")
     bandwidth = work.moved_bytes / memory if memory else profile.bandwidth
     locals_ = _mesh_locals(mesh, per_node or math.prod(mesh.values()))
@@ -445,7 +476,7 @@ def epoch_time(
         _group_seconds(kind, nbytes, mesh.get(axis, 1), locals_[axis], profile, network_gbs * 1e9)
         for kind, axis, nbytes in work.collectives
     )
-    step = floor + matmul + memory + comm
+    step = floor + matmul + memory + convert + comm
     shuffle = profile.sort_s * rows * math.log2(max(rows, 2)) * w("shuffle")
     eval_steps = -(-val_rows // EVAL_BATCH) if val_rows else 0
     eval_flops = sum(2.0 * m * k * n for m, k, n in work.eval_matmuls)
@@ -457,7 +488,7 @@ def epoch_time(
     parts = {
         "floor": steps * floor,
         "matmul": steps * matmul,
-        "memory": steps * memory,
+        "memory": steps * (memory + convert),  # the casts are memory passes
         "communication": steps * comm,
         "shuffle": shuffle,
         "evaluation": evaluation,
