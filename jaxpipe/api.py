@@ -415,19 +415,22 @@ def _plan(
     path = spec.resolve_path(spec.data.path) if spec.data.path else None
     host = host_record(path, spec.data.source, spec.data.host_memory)
     result = dataclasses.replace(result, host=host)
-    # Plan and run agree on donation: a run that keeps a small state undonated (its
-    # checkpoints hold the states themselves, runner.plan.undonated) needs more, and the
-    # plan quotes that need; a streamed run donates.
-    resident = spec.data.chunk_rows == "auto" and not (host or {}).get("streams_from_disk")
-    if spec.sweep is None and resident and result.fits:
-        result = undonated(result, spec.checkpoint.keep) or result
     if spec.sweep is not None:  # trials × per-trial memory, in chunks that fit
         result = sweep_plan(spec, result, gpu, devices)
     if verify:
-        return verify_plan(spec, result)
-    # FSDP's closed form is not held to XLA (search.UNVERIFIED): its quoted layouts are
-    # compiled, bounded in time (never for a run's plan, which passes fit=False).
-    return settle(spec, result, UNVERIFIED) if fit else result
+        result = verify_plan(spec, result)
+    elif fit:
+        # FSDP's closed form is not held to XLA (search.UNVERIFIED): its quoted layouts
+        # are compiled, bounded in time (never for a run's plan, which passes fit=False).
+        result = settle(spec, result, UNVERIFIED)
+    # Plan and run agree on donation: a run that keeps a small state undonated (its
+    # checkpoints hold the states themselves, runner.plan.undonated) needs more, and the
+    # plan quotes that need; a streamed run donates. After verify and settle: those hold
+    # the program's estimate to XLA's program, and what the run adds comes on top.
+    resident = spec.data.chunk_rows == "auto" and not (host or {}).get("streams_from_disk")
+    if spec.sweep is None and resident and result.fits:
+        result = undonated(result, spec.checkpoint.keep) or result
+    return result
 
 
 def launch_file(

@@ -133,6 +133,10 @@ def test_plan_cli_json_and_verify(write_spec, capsys):
         "data",
         "workspace",
         "runtime",  # a GPU plan: the autotuner's cold-cache scratch (issue 12)
+        # A small state the run keeps undonated (runner.plan.undonated): its output state
+        # and snapshots beside the program, which the plan quotes as the run does.
+        "output state",
+        "snapshots",
     }
     assert out["breakdown"]["runtime"] == GPU_RUNTIME_BYTES
     assert out["per_device_bytes"] == sum(out["breakdown"].values())

@@ -222,7 +222,7 @@ def _detail(plan: Plan) -> list[str]:
     for name, value in plan.breakdown.items():
         lines.append(f"  {name:<12} {format_bytes(value):>12}")
     how = (
-        "the run keeps this small state undonated: its checkpoints hold the states"
+        "small state kept undonated: its checkpoints hold the states"
         if "snapshots" in plan.breakdown
         else f"without donation: {format_bytes(plan.per_device_bytes_no_donation)}"
     )
