@@ -69,7 +69,7 @@ def fit_line(text: str, width: int) -> list[str]:
         label = _WORD.match(text) if lead else None
     start = label.end() if label is not None and label.end() <= width // 2 else lead
     indent = start if start > lead else lead + 2
-    hang = " " * min(indent, max(width - 20, 0))
+    hang = " " * min(indent, width // 2)  # under the label, half the width at most
     pieces = [p for p in _BREAK.split(text[start:]) if p]
     lines, current = [], text[:start]
     for piece in pieces:
