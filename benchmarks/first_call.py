@@ -1,0 +1,176 @@
+"""What a user feels first (issue 26): fresh processes, interleaved, medians.
+
+    python benchmarks/first_call.py [--reps 5]
+
+1. imports: `import jax, optax` against what `jaxpipe run` imports (`jaxpipe.api` and
+   the run's shell), each in a fresh interpreter;
+2. `jaxpipe run experiments/seed.toml --quiet` as a whole process, warm compilation
+   cache (a run before the timed ones), against a hand-written JAX script of the same run
+   (min-max scaling, a jitted `lax.scan` epoch of adam steps over shuffled batches, the
+   validation loss and accuracy each epoch, `float()` of the metrics), also warm (JAX's
+   persistent cache in its own folder);
+3. the run's own stage times (summary.json of the last warm run): train, checkpoint,
+   and what the run spends outside its stages;
+4. a first `jaxpipe.fit` in a fresh process on a 1,600 × 20 table (20 epochs, hidden
+   [64]), warm cache, against scikit-learn's `MLPClassifier` (same rows, 20 epochs) in a
+   fresh process.
+
+Each pair runs interleaved `--reps` times; the table gives medians and the ratio.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+HAND_WRITTEN = r"""
+import time, sys
+t0 = time.perf_counter()
+import jax, jax.numpy as jnp, numpy as np, optax
+jax.config.update("jax_compilation_cache_dir", sys.argv[1])
+jax.config.update("jax_persistent_cache_min_compile_time_secs", 0)
+rng = np.random.default_rng(0)
+x = rng.normal(size=(12000, 50)).astype(np.float32)
+y = rng.integers(0, 4, 12000)
+xt, yt, xv, yv = x[:10000], y[:10000], x[10000:], y[10000:]
+lo, hi = xt.min(0), xt.max(0)
+scale = lambda a: (a - lo) / np.where(hi > lo, hi - lo, 1.0)
+xt, xv = jax.device_put(scale(xt)), jax.device_put(scale(xv))
+yt, yv = jax.device_put(yt), jax.device_put(yv)
+def init(key, sizes=(50, 128, 128, 4)):
+    keys = jax.random.split(key, len(sizes) - 1)
+    return [(jax.random.normal(k, (a, b)) * jnp.sqrt(2.0 / a), jnp.zeros(b))
+            for k, a, b in zip(keys, sizes[:-1], sizes[1:])]
+def forward(p, x):
+    for w, b in p[:-1]:
+        x = jax.nn.relu(x @ w + b)
+    w, b = p[-1]
+    return x @ w + b
+def loss(p, x, y):
+    return optax.softmax_cross_entropy_with_integer_labels(forward(p, x), y).mean()
+opt = optax.adam(1e-3)
+@jax.jit
+def epoch(p, s, key):
+    idx = jax.random.permutation(key, 10000)[: 78 * 128].reshape(78, 128)
+    def step(c, i):
+        p, s = c
+        l, g = jax.value_and_grad(loss)(p, xt[i], yt[i])
+        u, s = opt.update(g, s, p)
+        return (optax.apply_updates(p, u), s), l
+    (p, s), ls = jax.lax.scan(step, (p, s), idx)
+    return p, s, ls.mean()
+@jax.jit
+def evaluate(p):
+    z = forward(p, xv)
+    return optax.softmax_cross_entropy_with_integer_labels(z, yv).mean(), (z.argmax(-1) == yv).mean()
+p = init(jax.random.key(0)); s = opt.init(p); key = jax.random.key(1)
+for e in range(5):
+    key, k = jax.random.split(key)
+    p, s, tl = epoch(p, s, k)
+    vl, va = evaluate(p)
+    float(tl), float(vl), float(va)
+"""
+
+FIT = r"""
+import time, sys
+import numpy as np
+rng = np.random.default_rng(0)
+x = rng.normal(size=(1600, 20)).astype(np.float32)
+y = (x[:, 0] + x[:, 1] > 0).astype(int) + (x[:, 2] > 0.5)
+if sys.argv[1] == "jaxpipe":
+    import jaxpipe
+    spec = {"model": {"hidden": [64]}, "training": {"epochs": 20, "batch_size": 64}}
+    jaxpipe.fit(spec, x, y)
+else:
+    from sklearn.neural_network import MLPClassifier
+    MLPClassifier(hidden_layer_sizes=(64,), max_iter=20, batch_size=64).fit(x, y)
+"""
+
+
+def _wall(argv: list[str], env: dict | None = None) -> float:
+    t0 = time.perf_counter()
+    subprocess.run(argv, check=True, env=env, capture_output=True)
+    return time.perf_counter() - t0
+
+
+def _pair(name, a, b, reps) -> dict:
+    """`a` and `b` (callables returning seconds) interleaved `reps` times."""
+    xs, ys = [], []
+    for _ in range(reps):
+        xs.append(a())
+        ys.append(b())
+    ma, mb = statistics.median(xs), statistics.median(ys)
+    print(f"{name:44} {ma:7.3f} s  {mb:7.3f} s  {ma / mb:6.3f}", flush=True)
+    return {"name": name, "jaxpipe_s": ma, "baseline_s": mb, "ratio": ma / mb}
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--reps", type=int, default=5)
+    a = p.parse_args()
+    py = sys.executable
+    work = tempfile.mkdtemp(prefix="jaxpipe-first-call-")
+    env = os.environ | {
+        "PYTHONPATH": ROOT,
+        "JAXPIPE_CACHE_DIR": os.path.join(work, "jaxpipe-cache"),
+        "JAXPIPE_COMPILATION_CACHE": "1",
+    }
+    seed = os.path.join(ROOT, "experiments", "seed.toml")
+    hand = os.path.join(work, "hand.py")
+    with open(hand, "w") as f:
+        f.write(HAND_WRITTEN)
+    fit = os.path.join(work, "fit.py")
+    with open(fit, "w") as f:
+        f.write(FIT)
+    n = [0]
+
+    def run():
+        n[0] += 1
+        out = os.path.join(work, f"run{n[0]}")
+        return _wall([py, "-m", "jaxpipe", "run", seed, "--out", out, "--quiet"], env)
+
+    hand_cache = os.path.join(work, "hand-cache")
+    run()  # warm the caches (not timed)
+    _wall([py, hand, hand_cache], env)
+    _wall([py, fit, "jaxpipe"], env)
+    load = os.getloadavg()[0]
+    print(f"{'':44} {'jaxpipe':>9}  {'baseline':>9}  {'ratio':>6}")
+    rows = [
+        _pair(
+            "imports: jaxpipe run's vs `import jax, optax`",
+            lambda: _wall([py, "-c", "import jaxpipe.api, jaxpipe.runner.shell"], env),
+            lambda: _wall([py, "-c", "import jax, optax"], env),
+            a.reps,
+        ),
+        _pair(
+            "seed run, whole process, warm vs hand-written",
+            run,
+            lambda: _wall([py, hand, hand_cache], env),
+            a.reps,
+        ),  # fmt: skip
+        _pair(
+            "first fit 1600 × 20, fresh process vs sklearn",
+            lambda: _wall([py, fit, "jaxpipe"], env),
+            lambda: _wall([py, fit, "sklearn"], env),
+            a.reps,
+        ),  # fmt: skip
+    ]
+    summary = json.load(open(os.path.join(work, f"run{n[0]}", "summary.json")))
+    stages = {s["name"]: s["seconds"] for s in summary["stages"]}
+    share = stages.get("checkpoint", 0.0) / stages["train"]
+    print(f"seed run stages (last warm run): {json.dumps(stages)}")
+    print(f"checkpoint ÷ train: {share:.3f}; load average {load:.2f} → {os.getloadavg()[0]:.2f}")
+    rows.append({"name": "checkpoint / train", "ratio": share, "stages": stages})
+    print(json.dumps(rows))
+
+
+if __name__ == "__main__":
+    main()
