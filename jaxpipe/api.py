@@ -27,7 +27,7 @@ from jaxpipe.planner.plan import make_plan
 from jaxpipe.planner.profiles import measure_profile
 from jaxpipe.planner.search import UNVERIFIED
 from jaxpipe.planner.timing import Profile, save_profile
-from jaxpipe.planner.values import Plan
+from jaxpipe.planner.values import Plan, Workload
 from jaxpipe.planner.verify import settle, verify_plan
 from jaxpipe.report.compare import compare_runs, format_comparison, write_comparison_plot
 from jaxpipe.report.launch import launch_file as write_launch_file
@@ -418,11 +418,12 @@ def _plan(
     if spec.sweep is not None:  # trials × per-trial memory, in chunks that fit
         result = sweep_plan(spec, result, gpu, devices)
     if verify:
-        result = verify_plan(spec, result)
+        result = verify_plan(Workload(spec.model, spec.optimizer, spec.training), result)
     elif fit:
         # FSDP's closed form is not held to XLA (search.UNVERIFIED): its quoted layouts
         # are compiled, bounded in time (never for a run's plan, which passes fit=False).
-        result = settle(spec, result, UNVERIFIED)
+        work = Workload(spec.model, spec.optimizer, spec.training)
+        result = settle(work, result, UNVERIFIED)
     # Plan and run agree on donation: a run that keeps a small state undonated (its
     # checkpoints hold the states themselves, runner.plan.undonated) needs more, and the
     # plan quotes that need; a streamed run donates. After verify and settle: those hold
@@ -464,4 +465,4 @@ def calibrate(
 def devices(spec: Spec | None = None) -> LocalDevices:
     """The local devices: kind, memory (a GPU's bytes_limit, else host memory), process
     index and count, usable bytes per device."""
-    return local_devices(spec)
+    return local_devices(spec.hardware if spec is not None else None)
