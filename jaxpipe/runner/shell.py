@@ -97,7 +97,7 @@ class _Stages:
 
 def _prepare(spec, rp, out, resume, force, obs, stack, checkpoints=True):
     """The locked run directory, checkpoint store, spec copy; a changed spec fails resume."""
-    run_dir = prepare_out_dir(spec, out, resume, stack)
+    run_dir = prepare_out_dir(spec.experiment.name, out, resume, stack)
     resolved = resolved_spec(spec)
     cp = spec.checkpoint
     store = ckpt.CheckpointStore(
@@ -185,7 +185,9 @@ def _train(spec, run_dir, resolved, store, placed, prep, programs, resume, obs, 
     """Stage train: from scratch or the newest checkpoint, epochs written as they end.
     `info`: the checkpoint's dataset record (prep's, with the rows' fingerprint)."""
     state = programs.take_state()  # on resume the restored state replaces it: freed below
-    run = start_or_resume(spec, store, state, prep.scaler, prep.target, info, resume)
+    run = start_or_resume(
+        spec.training.early_stopping, store, state, prep.scaler, prep.target, info, resume
+    )
     del state
     if run.resumed_from:
         obs.on_note(f"Resumed from the checkpoint of epoch {run.resumed_from}")

@@ -129,13 +129,18 @@ def _cv(spec: Spec, out, obs: Observer, signals: SignalCatcher, stack, columns, 
     if spec.data.folds is None:
         raise JaxpipeError("run_cv needs a spec with [data] folds = K (K ≥ 2)")
     try:  # a metric this task records (val_rmse: regression only)
-        check_metric_names(spec, metric_names(spec.model.task == "regression"))
+        check_metric_names(
+            spec.training,
+            spec.checkpoint,
+            spec.sweep,
+            metric_names(spec.model.task == "regression"),
+        )
     except SpecError as e:
         raise place_error(spec, e) from None
     datasets = load_folds(spec, columns, origin)
     enable_compilation_cache(spec)
     signals.check("while loading the folds")
-    run_dir = prepare_out_dir(spec, out, stack=stack, sweep=True)
+    run_dir = prepare_out_dir(spec.experiment.name, out, stack=stack, sweep=True)
     atomic_write(os.path.join(run_dir, "spec.toml"), dump_spec(resolved_spec(spec)))
     folds = [TrialRun(k, spec, {"data.fold": k}, dataset=ds) for k, ds in enumerate(datasets)]
     k = len(folds)

@@ -227,13 +227,18 @@ def _sweep(spec: Spec, out, obs: Observer, force: bool, signals: SignalCatcher, 
     t0 = time.perf_counter()
     groups, inputs = plan_trials(spec, force)
     try:  # the ranking metric is one this task records (val_rmse: regression only)
-        check_metric_names(spec, metric_names(spec.model.task == "regression"))
+        check_metric_names(
+            spec.training,
+            spec.checkpoint,
+            spec.sweep,
+            metric_names(spec.model.task == "regression"),
+        )
     except SpecError as e:
         raise place_error(spec, e) from None
     enable_compilation_cache(spec)
     sweep = spec.sweep
     signals.check("while planning the sweep")
-    run_dir = prepare_out_dir(spec, out, stack=stack, sweep=True)
+    run_dir = prepare_out_dir(spec.experiment.name, out, stack=stack, sweep=True)
     text = spec.text if spec.text is not None else dump_spec(spec)
     atomic_write(os.path.join(run_dir, "spec.toml"), text)
     n = sum(len(g) for g in groups)

@@ -269,7 +269,9 @@ def train_group(
     spec = trials[0].spec
     hosts: dict[int, Dataset] = {}
     ds = _host_data(trials[0], hosts)
-    check_metric_names(spec, metric_names(ds.task == "regression"))
+    check_metric_names(
+        spec.training, spec.checkpoint, spec.sweep, metric_names(ds.task == "regression")
+    )
     # The program draws dropout bits when any trial drops out: plan the costliest trial.
     rp = plan_run(costliest(trials), ds)  # one trial's breakdown and steps per epoch
     # A data set's key per trial (a seed, a fold), or None when the trials share one.
@@ -324,7 +326,9 @@ def _train_chunk(
         total_steps=rp.total_steps,
         dropout_on=any(t.spec.model.dropout > 0 for t in trials),
         class_weights=shared,
-        scored=requested_metrics(spec) if ds.task == "classification" else (),
+        scored=requested_metrics(spec.model.task, spec.training, spec.checkpoint, spec.sweep)
+        if ds.task == "classification"
+        else (),
     )
     seconds = _epochs(tp, arrays, trials, spec.training.epochs, on_epoch, signals)
     return GroupRun(trials, tp.mesh.size, tp.seconds, seconds, per_trial)
