@@ -106,7 +106,9 @@ def run(
     cross-validates and returns a `CVResult` (`.cv`: each fold's metrics, mean, std)."""
     spec = _as_spec(spec)
     reporter = ConsoleReporter(verbose=verbose)
-    observer = Observers([reporter, *tracking_observers(spec, reporter.on_note), *callbacks])
+    observer = Observers(
+        [reporter, *tracking_observers(spec.logging, spec.base_dir, reporter.on_note), *callbacks]
+    )
     try:
         if spec.data.folds is not None:
             if resume:
@@ -291,7 +293,7 @@ def _observed(spec: Spec, out: str | None, callbacks: Iterable[Any], verbose: bo
     tmp = tempfile.mkdtemp(prefix="jaxpipe-fit-") if out is None else None
     reporter = ConsoleReporter(verbose=verbose, files=out is not None)
     try:
-        trackers = tracking_observers(spec, reporter.on_note)
+        trackers = tracking_observers(spec.logging, spec.base_dir, reporter.on_note)
         yield Observers([reporter, *trackers, *callbacks]), out or tmp
     finally:
         reporter.close()
@@ -447,7 +449,9 @@ def launch_file(
     spec_path` with that option's layout and `run_args` (e.g. the plan's `--set`s)."""
     catalog = load_catalog(spec.hardware, spec.base_dir)
     names = {n: k.skypilot for n, k in catalog.items() if k.skypilot}
-    return write_launch_file(spec, plan, kind, spec_path, index, tuple(run_args), names)
+    return write_launch_file(
+        spec.experiment.name, plan, kind, spec_path, index, tuple(run_args), names
+    )
 
 
 def calibrate(
