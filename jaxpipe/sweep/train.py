@@ -229,15 +229,15 @@ def _class_weights(trials: Sequence[TrialRun], per_trial: bool):
     )
 
 
-def _device_count(spec: Spec) -> int:
-    n = spec.hardware.devices  # "auto": every local device
+def _device_count(n: int | str) -> int:
+    """`[hardware] devices` as a count ("auto": every local device)."""
     return min(n, len(jax.devices())) if isinstance(n, int) else len(jax.devices())
 
 
-def _refuse_streaming(spec: Spec, ds: Dataset) -> None:
+def _refuse_streaming(chunk_rows: int | str, ds: Dataset) -> None:
     """A sweep keeps every trial's data on the device: a streamed run is refused, naming
-    the key that made it stream."""
-    if isinstance(spec.data.chunk_rows, int):
+    the key that made it stream (`chunk_rows`: `[data] chunk_rows`)."""
+    if isinstance(chunk_rows, int):
         raise SpecError("a sweep keeps the data on the device; remove it", key="data.chunk_rows")
     if isinstance(ds.x_train, DiskRows):  # out of core: streamed from disk
         raise SpecError(
@@ -280,9 +280,9 @@ def train_group(
         t.index if preset else t.spec.experiment.seed if SEED in input_keys else None
         for t in trials
     ]
-    split = split_trials(rp.plan, seeds, _device_count(spec))
+    split = split_trials(rp.plan, seeds, _device_count(spec.hardware.devices))
     if rp.chunk:
-        _refuse_streaming(spec, ds)
+        _refuse_streaming(spec.data.chunk_rows, ds)
     if on_split is not None:
         on_split(split)
     runs = []
