@@ -391,7 +391,7 @@ def plan(
     spec = _as_spec(spec)
     # The fit's and the layouts' compiled figures are kept beside the compilation cache
     # (core/aot.py), as a run's programs are: a plan made again does not compile.
-    enable_compilation_cache(spec)
+    enable_compilation_cache(spec.runtime)
     with catch_signals() as signals:  # fit and verify compile: the signal contract holds
         check_before_data(spec)
         spec, dataset = _in_memory(spec, data, validation, "plan")

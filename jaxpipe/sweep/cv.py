@@ -138,7 +138,7 @@ def _cv(spec: Spec, out, obs: Observer, signals: SignalCatcher, stack, columns, 
     except SpecError as e:
         raise place_error(spec, e) from None
     datasets = load_folds(spec, columns, origin)
-    enable_compilation_cache(spec)
+    enable_compilation_cache(spec.runtime)
     signals.check("while loading the folds")
     run_dir = prepare_out_dir(spec.experiment.name, out, stack=stack, sweep=True)
     atomic_write(os.path.join(run_dir, "spec.toml"), dump_spec(resolved_spec(spec)))

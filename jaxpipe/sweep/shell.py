@@ -235,7 +235,7 @@ def _sweep(spec: Spec, out, obs: Observer, force: bool, signals: SignalCatcher, 
         )
     except SpecError as e:
         raise place_error(spec, e) from None
-    enable_compilation_cache(spec)
+    enable_compilation_cache(spec.runtime)
     sweep = spec.sweep
     signals.check("while planning the sweep")
     run_dir = prepare_out_dir(spec.experiment.name, out, stack=stack, sweep=True)
