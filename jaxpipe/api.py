@@ -44,6 +44,7 @@ from jaxpipe.saved.predict import predict_file
 from jaxpipe.signals import catch_signals
 from jaxpipe.spec.experiment import Spec, load_spec, place_error
 from jaxpipe.spec.sections import no_rows_error, source_of
+from jaxpipe.spec.sweep import LoggingSpec
 from jaxpipe.sweep.cv import CVResult, run_cv
 from jaxpipe.sweep.shell import SweepResult, run_sweep, sweep_plan
 
@@ -149,13 +150,13 @@ def _in_memory(spec: Spec, data: Any, validation: Any, what: str = "fit"):
         return spec, load_dataset(spec, columns, val_columns, origin)
 
 
-def _data_with_target(data: Any, y: Any, spec: Spec) -> Any:
+def _data_with_target(data: Any, y: Any, label: str | None) -> Any:
     """`fit(spec, X, y)`: X and y as one data value, the label column named as the spec's
-    (a DataFrame keeps its columns and gains the label)."""
+    `[data] label` (a DataFrame keeps its columns and gains the label)."""
     if y is None:
         return data
     if is_dataframe(data):
-        label = spec.data.label or "y"
+        label = label or "y"
         if label in data.columns:
             raise DataError(
                 f"fit: X already has the label column {label!r}; pass it as data= alone, "
@@ -224,11 +225,11 @@ def fit(
             key="data.folds",
         ))  # fmt: skip
     check_before_data(spec)  # a bad optimizer section fails before the data is read
-    spec, dataset = _in_memory(spec, _data_with_target(data, y, spec), validation)
+    spec, dataset = _in_memory(spec, _data_with_target(data, y, spec.data.label), validation)
     callbacks = [*_progress(progress, verbose, out), *callbacks]
     if spec.sweep is not None:
         return _fit_sweep(spec, dataset, out, callbacks, verbose)
-    with _observed(spec, out, callbacks, verbose) as (observer, directory):
+    with _observed(spec.logging, spec.base_dir, out, callbacks, verbose) as (observer, directory):
         # A temporary directory is removed at the end: no checkpoints to keep or write.
         result = run_experiment(
             spec, directory, observer, dataset=dataset, checkpoints=out is not None
@@ -263,7 +264,7 @@ def cross_validate(
         raise SpecError("needs K ≥ 2 folds: give folds=K or [data] folds", key="data.folds")
     check_before_data(spec)
     columns, origin = None, "<memory>"
-    data = _data_with_target(data, y, spec)
+    data = _data_with_target(data, y, spec.data.label)
     if data is not None and is_path(data):
         path = os.path.abspath(os.fspath(data))
         spec = dataclasses.replace(
@@ -276,7 +277,7 @@ def cross_validate(
         )
     elif spec.data.source is None:
         raise place_error(spec, no_rows_error("jaxpipe.cross_validate(spec)"))
-    with _observed(spec, out, callbacks, verbose) as (observer, directory):
+    with _observed(spec.logging, spec.base_dir, out, callbacks, verbose) as (observer, directory):
         with frame_rows(data):
             result = run_cv(spec, directory, observer, columns=columns, origin=origin)
     if out is None:
@@ -285,15 +286,17 @@ def cross_validate(
 
 
 @contextlib.contextmanager
-def _observed(spec: Spec, out: str | None, callbacks: Iterable[Any], verbose: bool):
+def _observed(
+    logging: LoggingSpec, base_dir: str, out: str | None, callbacks: Iterable[Any], verbose: bool
+):
     """What `fit`, `cross_validate` and a sweep's `fit` work under: one observer (the
-    console, the trackers `[logging]` names, the callbacks) and the directory they write,
+    console, the trackers `logging` names, the callbacks) and the directory they write,
     `out` or a temporary one removed at the end; the console closed either way (a spinner
-    still live after a failure leaves the terminal)."""
+    still live after a failure leaves the terminal). `base_dir`: the spec's folder."""
     tmp = tempfile.mkdtemp(prefix="jaxpipe-fit-") if out is None else None
     reporter = ConsoleReporter(verbose=verbose, files=out is not None)
     try:
-        trackers = tracking_observers(spec.logging, spec.base_dir, reporter.on_note)
+        trackers = tracking_observers(logging, base_dir, reporter.on_note)
         yield Observers([reporter, *trackers, *callbacks]), out or tmp
     finally:
         reporter.close()
@@ -312,7 +315,7 @@ def _fit_sweep(spec: Spec, dataset: Any, out: str | None, callbacks, verbose: bo
     """fit on a sweep spec: the best trial's Model, with the ranked table as `.sweep`."""
     if dataset is not None:
         raise DataError("fit: a [sweep] spec trains on its own [data]; pass data=None or a path")
-    with _observed(spec, out, callbacks, verbose) as (observer, directory):
+    with _observed(spec.logging, spec.base_dir, out, callbacks, verbose) as (observer, directory):
         result = run_sweep(spec, directory, observer)
     best = result.trials[result.summary["best_trial"]]
     model = Model.from_run(result.best, best.spec.model, best.dataset.outputs)
