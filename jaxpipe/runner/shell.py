@@ -296,8 +296,9 @@ def _save(
     if finished.status == "completed" and primary:  # diverged, interrupted: no model
         save_predictor(run_dir, params, spec.model, prep, ds.outputs)
         save_trace_rows(run_dir, ds.x_val, ds.y_val)  # for `jaxpipe trace RUN_DIR`
+    es = spec.training.early_stopping
     summary = build_summary(
-        spec,
+        spec.experiment,
         ds,
         prep,
         programs,
@@ -308,6 +309,8 @@ def _save(
         rp=rp,
         plan=plan,
         cache_dir=cache_dir,
+        best_metric=spec.checkpoint.best_metric,
+        restore_best=es is not None and es.restore_best,
     )
     store.close()
     if primary:

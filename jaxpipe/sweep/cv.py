@@ -177,16 +177,9 @@ def _cv(spec: Spec, out, obs: Observer, signals: SignalCatcher, stack, columns, 
 
 
 def _finish(
-    experiment: ExperimentSpec,
-    task: str,
-    run_dir: str,
-    folds: list[TrialRun],
-    runs: list[GroupRun],
-    seconds: float,
-    obs: Observer,
-    signals: SignalCatcher,
+    experiment: ExperimentSpec, task: str, run_dir, folds, runs, seconds, obs: Observer, signals
 ):
-    """The folds' end: mean history, summary.json. `task`: `[model] task`."""
+    """The folds' end: mean history, summary.json (`task`: `[model] task`)."""
     ran = {t.index for g in runs for t in g.trials}
     for t in folds:
         if t.index not in ran:  # its chunk never started: a signal came first
