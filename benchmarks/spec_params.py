@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import ast
 import os
+import signal
 import sys
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -106,6 +107,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--list", action="store_true", help="name each function")
     args = parser.parse_args(argv)
+    if hasattr(signal, "SIGPIPE"):  # `| head` ends the listing quietly
+        signal.signal(signal.SIGPIPE, signal.SIG_DFL)
     found = spec_functions()
     total = sum(len(v) for v in found.values())
     outside = sum(len(v) for k, v in found.items() if not exempt(k))
