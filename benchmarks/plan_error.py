@@ -86,6 +86,7 @@ def main() -> None:
     from jaxpipe.data.shapes import data_shapes
     from jaxpipe.parallel import partition
     from jaxpipe.planner import memory, state, verify, xlafit
+    from jaxpipe.planner.values import Workload
     from jaxpipe.spec.experiment import parse_spec
 
     rng = random.Random(args.seed)
@@ -94,19 +95,26 @@ def main() -> None:
     for i in range(args.configs):
         spec = parse_spec(draw(rng))
         shapes = data_shapes(spec)
-        abstract = state.abstract_state(spec, shapes)
+        abstract = state.abstract_state(Workload(spec.model, spec.optimizer, spec.training), shapes)
         layouts = [
             (s, m)
             for s, m in LAYOUTS
             if "tensor" not in s
             or partition.tensor_divides(tuple(spec.model.hidden), m.get("model", 1))
         ]
-        xla = verify.measure(spec, shapes, layouts)
-        fit = xlafit.fit(spec, shapes, abstract, spec.training.batch_size)
+        xla = verify.measure(Workload(spec.model, spec.optimizer, spec.training), shapes, layouts)
+        fit = xlafit.fit(
+            Workload(spec.model, spec.optimizer, spec.training),
+            shapes,
+            abstract,
+            spec.training.batch_size,
+        )
         cells = []
         for (s, m), x in zip(layouts, xla):
             scale = fit.for_layout(spec.model.hidden, s, m)
-            est = memory.estimate(spec, shapes, abstract, s, m, scale=scale).total
+            est = memory.estimate(
+                spec.model, spec.training, shapes, abstract, s, m, scale=scale
+            ).total
             err = est / x["total_with_validation"] - 1
             errors.append((s, err))
             cells.append(f"{err:+.1%}")

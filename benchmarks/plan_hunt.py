@@ -91,16 +91,22 @@ def draw(rng: random.Random, activations: list[str]) -> list:
 def _prepared(args: list):
     from jaxpipe.data.shapes import data_shapes
     from jaxpipe.planner import state
+    from jaxpipe.planner.values import Workload
     from jaxpipe.spec.experiment import parse_spec
 
     spec = parse_spec(spec_text(*args))
     shapes = data_shapes(spec)
-    return spec, shapes, state.abstract_state(spec, shapes)
+    return (
+        spec,
+        shapes,
+        state.abstract_state(Workload(spec.model, spec.optimizer, spec.training), shapes),
+    )
 
 
 def collect(seed: int, configs: int, out: str) -> None:
     from jaxpipe.core.model import ACTIVATION_FNS
     from jaxpipe.planner import verify, xlafit
+    from jaxpipe.planner.values import Workload
 
     rng = random.Random(seed)
     with open(out, "a") as f:
@@ -108,10 +114,18 @@ def collect(seed: int, configs: int, out: str) -> None:
             t0 = time.perf_counter()
             args = draw(rng, sorted(ACTIVATION_FNS))
             spec, shapes, abstract = _prepared(args)
-            single = xlafit.single_program_bytes(spec, shapes, abstract, args[1])
+            single = xlafit.single_program_bytes(
+                spec.model, spec.training.precision, shapes, abstract, args[1]
+            )
             layouts = []
             for strategy, mesh in LAYOUTS:
-                compiled = verify.compile_layout(spec, shapes, abstract, strategy, mesh)
+                compiled = verify.compile_layout(
+                    Workload(spec.model, spec.optimizer, spec.training),
+                    shapes,
+                    abstract,
+                    strategy,
+                    mesh,
+                )
                 x = verify.xla_figures(compiled, shapes)
                 layouts.append([strategy, mesh, x["total_with_validation"], x["temp"]])
             f.write(json.dumps({"args": args, "single": single, "layouts": layouts}) + "\n")
@@ -121,6 +135,7 @@ def collect(seed: int, configs: int, out: str) -> None:
 
 def score(paths: list[str], worst: int) -> None:
     from jaxpipe.planner import memory, xlafit
+    from jaxpipe.planner.values import Workload
 
     rows = []
     for path in paths:
@@ -130,10 +145,17 @@ def score(paths: list[str], worst: int) -> None:
             # The stored one-device figure in place of the compile.
             xlafit._FITS.clear()
             xlafit.single_program_bytes = lambda *_, _x=rec["single"]: _x
-            fit = xlafit.fit(spec, shapes, abstract, spec.training.batch_size)
+            fit = xlafit.fit(
+                Workload(spec.model, spec.optimizer, spec.training),
+                shapes,
+                abstract,
+                spec.training.batch_size,
+            )
             for strategy, mesh, xla, _temp in rec["layouts"]:
                 scale = fit.for_layout(spec.model.hidden, strategy, mesh)
-                est = memory.estimate(spec, shapes, abstract, strategy, mesh, scale=scale)
+                est = memory.estimate(
+                    spec.model, spec.training, shapes, abstract, strategy, mesh, scale=scale
+                )
                 rows.append((est.total / xla - 1, strategy, mesh, fit.scale, rec["args"]))
     errors = sorted(rows, key=lambda r: -abs(r[0]))
     for e, strategy, mesh, scale, args in [r for r in errors if abs(r[0]) > 0.10][:worst]:

@@ -58,12 +58,15 @@ def _units(spec) -> tuple[float, float]:
     from jaxpipe.data.shapes import data_shapes
     from jaxpipe.planner import memory, verify
     from jaxpipe.planner.state import abstract_state
+    from jaxpipe.planner.values import Workload
 
     shapes = data_shapes(spec)
-    ab = abstract_state(spec, shapes)
-    compiled = verify.compile_layout(spec, shapes, ab, *LAYOUT)
+    ab = abstract_state(Workload(spec.model, spec.optimizer, spec.training), shapes)
+    compiled = verify.compile_layout(
+        Workload(spec.model, spec.optimizer, spec.training), shapes, ab, *LAYOUT
+    )
     x = verify.xla_figures(compiled, shapes)
-    est = memory.estimate(spec, shapes, ab, *LAYOUT, table={})
+    est = memory.estimate(spec.model, spec.training, shapes, ab, *LAYOUT, table={})
     b = est.breakdown
     fixed = 2 * b["params"] + b["optimizer"] + b["data"]
     return (x["total_with_validation"] - fixed) / UNIT, (est.total - fixed) / UNIT

@@ -87,7 +87,7 @@ def validate(spec: _Any) -> list[str]:
     from jaxpipe.runner.validation import validate as validate_spec
 
     notes = validate_spec(spec)
-    tracking_observers(spec)
+    tracking_observers(spec.logging, spec.base_dir)
     return notes
 
 

@@ -27,7 +27,7 @@ from jaxpipe.planner.plan import make_plan
 from jaxpipe.planner.profiles import measure_profile
 from jaxpipe.planner.search import UNVERIFIED
 from jaxpipe.planner.timing import Profile, save_profile
-from jaxpipe.planner.values import Plan
+from jaxpipe.planner.values import Plan, Workload
 from jaxpipe.planner.verify import settle, verify_plan
 from jaxpipe.report.compare import compare_runs, format_comparison, write_comparison_plot
 from jaxpipe.report.launch import launch_file as write_launch_file
@@ -44,6 +44,7 @@ from jaxpipe.saved.predict import predict_file
 from jaxpipe.signals import catch_signals
 from jaxpipe.spec.experiment import Spec, load_spec, place_error
 from jaxpipe.spec.sections import no_rows_error, source_of
+from jaxpipe.spec.sweep import LoggingSpec
 from jaxpipe.sweep.cv import CVResult, run_cv
 from jaxpipe.sweep.shell import SweepResult, run_sweep, sweep_plan
 
@@ -106,7 +107,9 @@ def run(
     cross-validates and returns a `CVResult` (`.cv`: each fold's metrics, mean, std)."""
     spec = _as_spec(spec)
     reporter = ConsoleReporter(verbose=verbose)
-    observer = Observers([reporter, *tracking_observers(spec, reporter.on_note), *callbacks])
+    observer = Observers(
+        [reporter, *tracking_observers(spec.logging, spec.base_dir, reporter.on_note), *callbacks]
+    )
     try:
         if spec.data.folds is not None:
             if resume:
@@ -147,13 +150,13 @@ def _in_memory(spec: Spec, data: Any, validation: Any, what: str = "fit"):
         return spec, load_dataset(spec, columns, val_columns, origin)
 
 
-def _data_with_target(data: Any, y: Any, spec: Spec) -> Any:
+def _data_with_target(data: Any, y: Any, label: str | None) -> Any:
     """`fit(spec, X, y)`: X and y as one data value, the label column named as the spec's
-    (a DataFrame keeps its columns and gains the label)."""
+    `[data] label` (a DataFrame keeps its columns and gains the label)."""
     if y is None:
         return data
     if is_dataframe(data):
-        label = spec.data.label or "y"
+        label = label or "y"
         if label in data.columns:
             raise DataError(
                 f"fit: X already has the label column {label!r}; pass it as data= alone, "
@@ -222,11 +225,11 @@ def fit(
             key="data.folds",
         ))  # fmt: skip
     check_before_data(spec)  # a bad optimizer section fails before the data is read
-    spec, dataset = _in_memory(spec, _data_with_target(data, y, spec), validation)
+    spec, dataset = _in_memory(spec, _data_with_target(data, y, spec.data.label), validation)
     callbacks = [*_progress(progress, verbose, out), *callbacks]
     if spec.sweep is not None:
         return _fit_sweep(spec, dataset, out, callbacks, verbose)
-    with _observed(spec, out, callbacks, verbose) as (observer, directory):
+    with _observed(spec.logging, spec.base_dir, out, callbacks, verbose) as (observer, directory):
         # A temporary directory is removed at the end: no checkpoints to keep or write.
         result = run_experiment(
             spec, directory, observer, dataset=dataset, checkpoints=out is not None
@@ -261,7 +264,7 @@ def cross_validate(
         raise SpecError("needs K ≥ 2 folds: give folds=K or [data] folds", key="data.folds")
     check_before_data(spec)
     columns, origin = None, "<memory>"
-    data = _data_with_target(data, y, spec)
+    data = _data_with_target(data, y, spec.data.label)
     if data is not None and is_path(data):
         path = os.path.abspath(os.fspath(data))
         spec = dataclasses.replace(
@@ -274,7 +277,7 @@ def cross_validate(
         )
     elif spec.data.source is None:
         raise place_error(spec, no_rows_error("jaxpipe.cross_validate(spec)"))
-    with _observed(spec, out, callbacks, verbose) as (observer, directory):
+    with _observed(spec.logging, spec.base_dir, out, callbacks, verbose) as (observer, directory):
         with frame_rows(data):
             result = run_cv(spec, directory, observer, columns=columns, origin=origin)
     if out is None:
@@ -283,15 +286,17 @@ def cross_validate(
 
 
 @contextlib.contextmanager
-def _observed(spec: Spec, out: str | None, callbacks: Iterable[Any], verbose: bool):
+def _observed(
+    logging: LoggingSpec, base_dir: str, out: str | None, callbacks: Iterable[Any], verbose: bool
+):
     """What `fit`, `cross_validate` and a sweep's `fit` work under: one observer (the
-    console, the trackers `[logging]` names, the callbacks) and the directory they write,
+    console, the trackers `logging` names, the callbacks) and the directory they write,
     `out` or a temporary one removed at the end; the console closed either way (a spinner
-    still live after a failure leaves the terminal)."""
+    still live after a failure leaves the terminal). `base_dir`: the spec's folder."""
     tmp = tempfile.mkdtemp(prefix="jaxpipe-fit-") if out is None else None
     reporter = ConsoleReporter(verbose=verbose, files=out is not None)
     try:
-        trackers = tracking_observers(spec, reporter.on_note)
+        trackers = tracking_observers(logging, base_dir, reporter.on_note)
         yield Observers([reporter, *trackers, *callbacks]), out or tmp
     finally:
         reporter.close()
@@ -310,7 +315,7 @@ def _fit_sweep(spec: Spec, dataset: Any, out: str | None, callbacks, verbose: bo
     """fit on a sweep spec: the best trial's Model, with the ranked table as `.sweep`."""
     if dataset is not None:
         raise DataError("fit: a [sweep] spec trains on its own [data]; pass data=None or a path")
-    with _observed(spec, out, callbacks, verbose) as (observer, directory):
+    with _observed(spec.logging, spec.base_dir, out, callbacks, verbose) as (observer, directory):
         result = run_sweep(spec, directory, observer)
     best = result.trials[result.summary["best_trial"]]
     model = Model.from_run(result.best, best.spec.model, best.dataset.outputs)
@@ -389,7 +394,7 @@ def plan(
     spec = _as_spec(spec)
     # The fit's and the layouts' compiled figures are kept beside the compilation cache
     # (core/aot.py), as a run's programs are: a plan made again does not compile.
-    enable_compilation_cache(spec)
+    enable_compilation_cache(spec.runtime)
     with catch_signals() as signals:  # fit and verify compile: the signal contract holds
         check_before_data(spec)
         spec, dataset = _in_memory(spec, data, validation, "plan")
@@ -418,11 +423,12 @@ def _plan(
     if spec.sweep is not None:  # trials × per-trial memory, in chunks that fit
         result = sweep_plan(spec, result, gpu, devices)
     if verify:
-        result = verify_plan(spec, result)
+        result = verify_plan(Workload(spec.model, spec.optimizer, spec.training), result)
     elif fit:
         # FSDP's closed form is not held to XLA (search.UNVERIFIED): its quoted layouts
         # are compiled, bounded in time (never for a run's plan, which passes fit=False).
-        result = settle(spec, result, UNVERIFIED)
+        work = Workload(spec.model, spec.optimizer, spec.training)
+        result = settle(work, result, UNVERIFIED)
     # Plan and run agree on donation: a run that keeps a small state undonated (its
     # checkpoints hold the states themselves, runner.plan.undonated) needs more, and the
     # plan quotes that need; a streamed run donates. After verify and settle: those hold
@@ -446,7 +452,9 @@ def launch_file(
     spec_path` with that option's layout and `run_args` (e.g. the plan's `--set`s)."""
     catalog = load_catalog(spec.hardware, spec.base_dir)
     names = {n: k.skypilot for n, k in catalog.items() if k.skypilot}
-    return write_launch_file(spec, plan, kind, spec_path, index, tuple(run_args), names)
+    return write_launch_file(
+        spec.experiment.name, plan, kind, spec_path, index, tuple(run_args), names
+    )
 
 
 def calibrate(
@@ -464,4 +472,4 @@ def calibrate(
 def devices(spec: Spec | None = None) -> LocalDevices:
     """The local devices: kind, memory (a GPU's bytes_limit, else host memory), process
     index and count, usable bytes per device."""
-    return local_devices(spec)
+    return local_devices(spec.hardware if spec is not None else None)

@@ -15,6 +15,7 @@ import jaxpipe
 from jaxpipe.core.model import ACTIVATION_FNS
 from jaxpipe.data.shapes import data_shapes
 from jaxpipe.planner import memory, search, state, verify, xlafit
+from jaxpipe.planner.values import Workload
 from jaxpipe.report.verdict import format_plan
 from jaxpipe.spec.experiment import parse_spec
 
@@ -102,11 +103,13 @@ def test_closed_form_within_10_percent_of_xla(
     spec = _spec(hidden, batch, activation, opt, task, dropout, layer_norm, precision)
     strategy, mesh = layout
     shapes = data_shapes(spec)
-    abstract = state.abstract_state(spec, shapes)
-    fit = xlafit.fit(spec, shapes, abstract, batch)
+    abstract = state.abstract_state(Workload(spec.model, spec.optimizer, spec.training), shapes)
+    fit = xlafit.fit(Workload(spec.model, spec.optimizer, spec.training), shapes, abstract, batch)
     scale = fit.for_layout(hidden, strategy, mesh)
-    est = memory.estimate(spec, shapes, abstract, strategy, mesh, scale=scale)
-    compiled = verify.compile_layout(spec, shapes, abstract, strategy, mesh)
+    est = memory.estimate(spec.model, spec.training, shapes, abstract, strategy, mesh, scale=scale)
+    compiled = verify.compile_layout(
+        Workload(spec.model, spec.optimizer, spec.training), shapes, abstract, strategy, mesh
+    )
     xla = verify.xla_figures(compiled, shapes)["total_with_validation"]
     assert abs(est.total / xla - 1) <= 0.10, (est.total / xla - 1, est.breakdown, xla)
 
@@ -123,7 +126,11 @@ def test_plan_says_which_figures_are_not_held_to_xla(write_spec):
     assert {o.strategy for o in fsdp} == set(search.UNVERIFIED)
     assert all(o.source == "xla" for o in fsdp)
     # The figure is XLA's for that layout (one compiled again here, to compare).
-    x = verify.measure(spec, plan.shapes, [(fsdp[0].strategy, fsdp[0].mesh)])[0]
+    x = verify.measure(
+        Workload(spec.model, spec.optimizer, spec.training),
+        plan.shapes,
+        [(fsdp[0].strategy, fsdp[0].mesh)],
+    )[0]
     assert fsdp[0].per_device_bytes == x["total_with_validation"] + plan.fit["runtime_bytes"]
     text = format_plan(plan)
     lines = [line for line in text.splitlines() if "fsdp" in line and " × T4: " in line]

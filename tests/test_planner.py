@@ -15,6 +15,7 @@ import jaxpipe
 from jaxpipe.data.shapes import data_shapes
 from jaxpipe.parallel import partition
 from jaxpipe.planner import memory, residuals, state, verify
+from jaxpipe.planner.values import Workload
 from jaxpipe.spec.experiment import parse_spec
 from jaxpipe.testing import hidden_layers, optimizer_names
 
@@ -45,8 +46,12 @@ batch_size = {batch}
 
 def _single(spec):
     shapes = data_shapes(spec)
-    abstract = state.abstract_state(spec, shapes)
-    return memory.estimate(spec, shapes, abstract, "single", {"data": 1}), shapes, abstract
+    abstract = state.abstract_state(Workload(spec.model, spec.optimizer, spec.training), shapes)
+    return (
+        memory.estimate(spec.model, spec.training, shapes, abstract, "single", {"data": 1}),
+        shapes,
+        abstract,
+    )
 
 
 @given(hidden=HIDDEN, features=st.integers(1, 40), classes=st.integers(2, 9))
@@ -80,7 +85,14 @@ def test_estimate_against_xla_memory_analysis(hidden, batch, opt):
     spec = _spec(hidden, batch=batch, opt=opt, features=32, classes=4, rows=1124)
     est, shapes, abstract = _single(spec)
     xla = verify.xla_figures(
-        verify.compile_layout(spec, shapes, abstract, "single", {"data": 1}), shapes
+        verify.compile_layout(
+            Workload(spec.model, spec.optimizer, spec.training),
+            shapes,
+            abstract,
+            "single",
+            {"data": 1},
+        ),
+        shapes,
     )
     assert xla["total"] == xla["argument"] + xla["output"] + xla["temp"] - xla["alias"]
     error = est.total / xla["total_with_validation"] - 1
@@ -111,7 +123,9 @@ def test_bfloat16_keeps_the_state_and_its_activations_come_from_the_table():
     assert bf16.breakdown["params"] == f32.breakdown["params"]
     assert bf16.breakdown["optimizer"] == f32.breakdown["optimizer"]
     same = {("relu", False, False, "bfloat16"): residuals.TABLE[("relu", False, False, "float32")]}
-    alike = memory.estimate(spec, shapes, abstract, "single", {"data": 1}, table=same)
+    alike = memory.estimate(
+        spec.model, spec.training, shapes, abstract, "single", {"data": 1}, table=same
+    )
     copies = f32.breakdown["params"] // 2
     assert alike.breakdown["activations"] == f32.breakdown["activations"] + copies
 
@@ -120,9 +134,13 @@ def test_bfloat16_keeps_the_state_and_its_activations_come_from_the_table():
 def test_fsdp_state_falls_as_one_over_n(n):
     spec = _spec([1024, 1024], batch=64, opt="adam")
     shapes = data_shapes(spec)
-    abstract = state.abstract_state(spec, shapes)
-    one = memory.estimate(spec, shapes, abstract, "single", {"data": 1}).breakdown
-    sharded = memory.estimate(spec, shapes, abstract, "fsdp", {"data": n}).breakdown
+    abstract = state.abstract_state(Workload(spec.model, spec.optimizer, spec.training), shapes)
+    one = memory.estimate(
+        spec.model, spec.training, shapes, abstract, "single", {"data": 1}
+    ).breakdown
+    sharded = memory.estimate(
+        spec.model, spec.training, shapes, abstract, "fsdp", {"data": n}
+    ).breakdown
     for term in ("params", "gradients", "optimizer"):
         # a few small leaves (biases of odd sizes, Adam's count) stay whole: within 2 %
         assert sharded[term] == pytest.approx(one[term] / n, rel=0.02), term
@@ -132,7 +150,9 @@ def test_fsdp_state_falls_as_one_over_n(n):
 
 def test_partition_specs_follow_the_megatron_and_fsdp_rules():
     spec = _spec([64, 32, 16], batch=64)
-    params, opt_state, tx, *_ = state.abstract_state(spec, data_shapes(spec))
+    params, opt_state, tx, *_ = state.abstract_state(
+        Workload(spec.model, spec.optimizer, spec.training), data_shapes(spec)
+    )
     t = partition.partition_specs(params, "tensor", {"model": 2})
     assert t["hidden_0"] == {"kernel": P(None, "model"), "bias": P("model")}
     assert t["hidden_1"] == {"kernel": P("model", None), "bias": P(None)}
@@ -229,7 +249,14 @@ def test_regression_layer_norm_and_dropout_are_planned_and_checked_against_xla()
     est, shapes, abstract = _single(spec)
     assert shapes.outputs == 1 and shapes.task == "regression" and "norm_0" in abstract.params
     xla = verify.xla_figures(
-        verify.compile_layout(spec, shapes, abstract, "single", {"data": 1}), shapes
+        verify.compile_layout(
+            Workload(spec.model, spec.optimizer, spec.training),
+            shapes,
+            abstract,
+            "single",
+            {"data": 1},
+        ),
+        shapes,
     )
     error = est.total / xla["total_with_validation"] - 1
     assert -0.15 <= error <= 0.15, (error, est.breakdown, xla)

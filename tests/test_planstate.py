@@ -10,6 +10,7 @@ import pytest
 from jaxpipe.data.shapes import data_shapes
 from jaxpipe.planner import memory, state
 from jaxpipe.planner import state as planstate
+from jaxpipe.planner.values import Workload
 from jaxpipe.spec.experiment import parse_spec
 
 # Every optimizer the docs list (README's optimizer table).
@@ -42,7 +43,7 @@ batch_size = 16
 def test_deep_state_from_distinct_shapes_is_optax_init(opt):
     spec = _spec(opt)
     shapes = data_shapes(spec)
-    abstract = state.abstract_state(spec, shapes)
+    abstract = state.abstract_state(Workload(spec.model, spec.optimizer, spec.training), shapes)
     assert len(jax.tree.leaves(abstract.params)) > planstate._FEW_LEAVES
     full = jax.eval_shape(abstract.tx.init, abstract.params)
     assert jax.tree.structure(full) == jax.tree.structure(abstract.opt_state)
@@ -56,6 +57,6 @@ def test_deep_state_from_distinct_shapes_is_optax_init(opt):
         ("tensor", {"model": 2}),
         ("fsdp+tensor", {"data": 2, "model": 2}),
     ]:
-        fast = memory.estimate(spec, shapes, abstract, strategy, mesh)
-        ref = memory.estimate(spec, shapes, slow, strategy, mesh)
+        fast = memory.estimate(spec.model, spec.training, shapes, abstract, strategy, mesh)
+        ref = memory.estimate(spec.model, spec.training, shapes, slow, strategy, mesh)
         assert dataclasses.asdict(fast) == dataclasses.asdict(ref), (strategy, mesh)

@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 from jaxpipe.data.shapes import data_shapes
 from jaxpipe.parallel import partition
 from jaxpipe.planner import state, verify
+from jaxpipe.planner.values import Workload
 from jaxpipe.spec.experiment import parse_spec
 
 SPEC = """
@@ -33,11 +34,17 @@ batch_size = 32
 def compiled():
     spec = parse_spec(SPEC)
     shapes = data_shapes(spec)
-    abstract = state.abstract_state(spec, shapes)
+    abstract = state.abstract_state(Workload(spec.model, spec.optimizer, spec.training), shapes)
     out = {}
     for n in (1, 2, 4, 8):
         strategy = "fsdp" if n > 1 else "single"
-        c = verify.compile_layout(spec, shapes, abstract, strategy, {"data": n})
+        c = verify.compile_layout(
+            Workload(spec.model, spec.optimizer, spec.training),
+            shapes,
+            abstract,
+            strategy,
+            {"data": n},
+        )
         out[n] = (verify.xla_figures(c, shapes), verify.collectives(c))
     return spec, shapes, abstract, out
 
@@ -85,13 +92,15 @@ def compiled_2d():
     """fsdp+tensor on 2 × 2 and 4 × 2, beside tensor over 2 (the same model split)."""
     spec = parse_spec(SPEC)
     shapes = data_shapes(spec)
-    abstract = state.abstract_state(spec, shapes)
+    abstract = state.abstract_state(Workload(spec.model, spec.optimizer, spec.training), shapes)
     out = {}
     for d in (1, 2, 4):
         strategy, mesh = (
             ("tensor", {"model": 2}) if d == 1 else ("fsdp+tensor", {"data": d, "model": 2})
         )
-        c = verify.compile_layout(spec, shapes, abstract, strategy, mesh)
+        c = verify.compile_layout(
+            Workload(spec.model, spec.optimizer, spec.training), shapes, abstract, strategy, mesh
+        )
         out[d] = (verify.xla_figures(c, shapes), verify.collectives(c))
     return shapes, abstract, out
 
@@ -138,7 +147,12 @@ def _leaves_specs(specs):
 
 def test_a_child_process_compiles_what_this_process_compiles(compiled):
     spec, shapes, _, out = compiled
-    here, child = out[4][0], verify._measure_child(spec, shapes, [("fsdp", {"data": 4})], 4)[0]
+    here, child = (
+        out[4][0],
+        verify._measure_child(
+            Workload(spec.model, spec.optimizer, spec.training), shapes, [("fsdp", {"data": 4})], 4
+        )[0],
+    )
     assert child["total_with_validation"] == here["total_with_validation"]
 
 
@@ -275,6 +289,8 @@ precision = "{"bfloat16" if bf16 else "float32"}"
     )
     strategy, mesh = layout
     shapes = data_shapes(spec)
-    quoted = verify.measure(spec, shapes, [(strategy, mesh)])[0]["total_with_validation"]
+    quoted = verify.measure(
+        Workload(spec.model, spec.optimizer, spec.training), shapes, [(strategy, mesh)]
+    )[0]["total_with_validation"]
     actual = _run_program_bytes(spec, shapes, strategy, mesh)
     assert abs(quoted / actual - 1) <= 0.10, (quoted, actual, strategy, mesh)

@@ -119,5 +119,7 @@ def load_folds(
         tr_feats = _take(pool.feats, train)
         encoder = _widened(fit_encoder(tr_feats, pool.kinds, impute, pool.origin), pooled)
         part = (tr_feats, pool.y[train]), (_take(pool.feats, val), pool.y[val])
-        out.append(encode_split(spec, pool, encoder, *part, pool.dropped))
+        out.append(
+            encode_split(spec.model.task, spec.data.label, pool, encoder, *part, pool.dropped)
+        )
     return out

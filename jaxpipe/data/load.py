@@ -8,6 +8,7 @@ once, in the loop.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -176,15 +177,16 @@ def split_rows(
 
 
 def _read_split(
-    spec: Spec,
+    cfg: DataSpec,
+    missing: str,
+    task: str,
     path: str,
     kinds: dict | None,
     classes: tuple[str, ...] | None,
     columns: Columns | None = None,
 ):
     """One file's (or in-memory table's) feature columns, targets and kinds, after the
-    missing-value policy."""
-    cfg: DataSpec = spec.data
+    missing-value policy (`[preprocess] missing`); `task`: `[model] task`."""
     if columns is None:
         wanted = None if cfg.features is None else [*cfg.features, cfg.label or "y"]
         columns = read_table(path, cfg.source, wanted)
@@ -195,10 +197,8 @@ def _read_split(
         names = _same_features(columns, label, list(kinds), path, cfg.path)
     raw_columns = len(names) + 1
     feats, kinds = prepare_features(columns, names, path, categorical=cfg.categorical, kinds=kinds)
-    feats, y_raw, dropped = handle_missing(
-        feats, columns[label], label, spec.preprocess.missing, path
-    )
-    y, classes = encode_target(y_raw, label, spec.model.task, path, classes)
+    feats, y_raw, dropped = handle_missing(feats, columns[label], label, missing, path)
+    y, classes = encode_target(y_raw, label, task, path, classes)
     return feats, y, kinds, classes, dropped, raw_columns
 
 
@@ -232,19 +232,20 @@ def _check_width(width: int, rows: int, origin: str) -> None:
     check_host_memory(rows * width * 12, what, _WIDE_FIX)
 
 
-def _synthetic(spec: Spec) -> tuple[Columns, np.ndarray, dict, tuple[str, ...]]:
-    cfg = spec.data.synthetic
+def _synthetic(
+    cfg: SyntheticSpec, task: str, seed: int
+) -> tuple[Columns, np.ndarray, dict, tuple[str, ...]]:
     centers = cfg.classes * 2 * min(cfg.features, 8) * 8  # the class centres, float64
     check_host_memory(
         cfg.rows * cfg.features * _SYNTHETIC_BYTES_PER_CELL + centers,
         f"data.synthetic ({cfg.rows} rows × {cfg.features} features, {cfg.classes} classes)",
         "lower data.synthetic.rows, features or classes",
     )
-    if spec.model.task == "regression":
-        x, y = make_synthetic_regression(cfg, spec.experiment.seed)
+    if task == "regression":
+        x, y = make_synthetic_regression(cfg, seed)
         classes: tuple[str, ...] = ()
     else:
-        x, y = make_synthetic(cfg, spec.experiment.seed)
+        x, y = make_synthetic(cfg, seed)
         classes = tuple(str(c) for c in range(cfg.classes))
     feats = {f"x{i}": x[:, i].astype(np.float64) for i in range(x.shape[1])}
     return feats, y, {name: "numeric" for name in feats}, classes
@@ -260,10 +261,10 @@ def _split(feats: Columns, train: np.ndarray, val: np.ndarray) -> tuple[Columns,
     return tr, va
 
 
-def _check_batch(spec: Spec, train_rows: int) -> None:
-    if spec.training.batch_size > train_rows:
+def _check_batch(batch_size: int, train_rows: int) -> None:
+    if batch_size > train_rows:
         raise DataError(
-            f"training.batch_size = {spec.training.batch_size} is larger than the "
+            f"training.batch_size = {batch_size} is larger than the "
             f"training split ({train_rows} rows); lower it"
         )
 
@@ -289,17 +290,19 @@ def read_rows(spec: Spec, columns: Columns | None = None, origin: str = "<memory
     cfg: DataSpec = spec.data
     if columns is None and cfg.source is None:
         raise place_error(spec, no_rows_error())
-    if columns is None and cfg.source in ("csv", "parquet") and _file_set(spec):
+    if columns is None and cfg.source in ("csv", "parquet") and _file_set(cfg, spec.resolve_path):
         raise SpecError(
             "reads one file into memory; a directory, a glob or data.host_memory (rows "
             "that may stream from disk) is not supported with data.folds: give one file",
             key="data.folds",
         )
     if columns is None and cfg.source == "synthetic":
-        feats, y, kinds, classes = _synthetic(spec)
+        feats, y, kinds, classes = _synthetic(cfg.synthetic, spec.model.task, spec.experiment.seed)
         return Rows(feats, y, kinds, classes, "synthetic", len(feats) + 1)
     origin = origin if columns is not None else spec.resolve_path(cfg.path or "")
-    feats, y, kinds, classes, dropped, raw_columns = _read_split(spec, origin, None, None, columns)
+    feats, y, kinds, classes, dropped, raw_columns = _read_split(
+        cfg, spec.preprocess.missing, spec.model.task, origin, None, None, columns
+    )
     return Rows(feats, y, kinds, classes, origin, raw_columns, dropped)
 
 
@@ -313,14 +316,16 @@ def load_dataset(
     The encoder is fitted on the training split only. `columns` (and `validation`): rows
     already in memory (`jaxpipe.fit`), named `origin`, checked and encoded as a file's."""
     cfg: DataSpec = spec.data
-    if columns is None and cfg.source in ("csv", "parquet") and _file_set(spec):
+    if columns is None and cfg.source in ("csv", "parquet") and _file_set(cfg, spec.resolve_path):
         return _load_files(spec)
     pool = read_rows(spec, columns, origin)
     feats, y, dropped = pool.feats, pool.y, pool.dropped
     if validation is not None or isinstance(cfg.validation, str):
         where = f"{pool.origin} (validation)" if validation is not None else cfg.validation
         v_feats, y_val, _, _, v_dropped, _ = _read_split(
-            spec,
+            cfg,
+            spec.preprocess.missing,
+            spec.model.task,
             spec.resolve_path(where) if validation is None else where,
             pool.kinds,
             pool.classes if spec.model.task == "classification" else None,
@@ -331,13 +336,15 @@ def load_dataset(
     else:
         train, val = split_rows(len(y), cfg.validation, spec.experiment.seed, cfg.shuffle)
         (tr_feats, v_feats), y_train, y_val = _split(feats, train, val), y[train], y[val]
-    _check_batch(spec, len(y_train))
+    _check_batch(spec.training.batch_size, len(y_train))
     encoder = fit_encoder(tr_feats, pool.kinds, spec.preprocess.missing == "mean", pool.origin)
-    return encode_split(spec, pool, encoder, (tr_feats, y_train), (v_feats, y_val), dropped)
+    train_part, val_part = (tr_feats, y_train), (v_feats, y_val)
+    return encode_split(spec.model.task, cfg.label, pool, encoder, train_part, val_part, dropped)
 
 
 def encode_split(
-    spec: Spec,
+    task: str,
+    label: str | None,
     pool: Rows,
     encoder: FeatureEncoder,
     train: tuple[Columns, np.ndarray],
@@ -346,7 +353,7 @@ def encode_split(
 ) -> Dataset:
     """A Dataset of the `train` and `val` (columns, targets) parts, encoded by `encoder`
     (fitted on the training part). The training columns are dropped from `train`'s table
-    once encoded (peak host memory)."""
+    once encoded (peak host memory). `task`: `[model] task`; `label`: `[data] label`."""
     (tr_feats, y_train), (v_feats, y_val) = train, val
     _check_width(len(encoder.feature_names), len(y_train) + len(y_val), pool.origin)
     x_train = encoder.transform(tr_feats)
@@ -361,20 +368,20 @@ def encode_split(
         raw_rows=len(y_train) + len(y_val) + dropped,
         raw_columns=pool.raw_columns,
         origin=pool.origin,
-        task=spec.model.task,
+        task=task,
         encoder=encoder,
-        label=None if pool.origin == "synthetic" else (spec.data.label or "y"),
+        label=None if pool.origin == "synthetic" else (label or "y"),
         dropped_rows=dropped,
     )
 
 
-def _file_set(spec: Spec) -> bool:
+def _file_set(cfg: DataSpec, resolve_path: Callable[[str], str]) -> bool:
     """Whether `[data] path` goes through the out-of-core source: a directory or glob,
-    or one file with an explicit `host_memory`."""
-    cfg = spec.data
+    or one file with an explicit `host_memory`. `resolve_path`: the spec's
+    (`Spec.resolve_path`: relative to the spec file's folder)."""
     if cfg.path is None:
         return False
-    return is_multi_path(spec.resolve_path(cfg.path)) or cfg.host_memory != "auto"
+    return is_multi_path(resolve_path(cfg.path)) or cfg.host_memory != "auto"
 
 
 def _load_files(spec: Spec) -> Dataset:
@@ -420,7 +427,7 @@ def _load_streamed(spec: Spec, path: str, fs: FileSet, budget: int) -> Dataset:
     )  # fmt: skip
     scan = scan_source(rs, spec.preprocess.normalize, path)
     rows = DiskRows(rs, scan, path)
-    _check_batch(spec, rows.shape[0])
+    _check_batch(spec.training.batch_size, rows.shape[0])
     return Dataset(
         x_train=rows,
         y_train=rows.labels,

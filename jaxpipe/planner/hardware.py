@@ -24,7 +24,6 @@ from jaxpipe import settings
 from jaxpipe.errors import SpecError
 from jaxpipe.files import read_input_file
 from jaxpipe.spec import schema
-from jaxpipe.spec.experiment import Spec
 from jaxpipe.spec.hardware import CatalogEntrySpec, HardwareSpec, parse_size
 
 if sys.version_info >= (3, 11):
@@ -358,7 +357,7 @@ def memory_stats(device: Any) -> dict[str, Any]:
         return {}
 
 
-def local_devices(spec: Spec | None = None) -> LocalDevices:
+def local_devices(hw: HardwareSpec | None = None) -> LocalDevices:
     """The local devices and their memory. A GPU's memory is its `bytes_limit`, which
     already is the preallocated pool (so only the reserve is taken off); a CPU device's is
     the host memory shared by the local CPU devices; `[hardware] device_memory` overrides
@@ -376,11 +375,11 @@ def local_devices(spec: Spec | None = None) -> LocalDevices:
                 "bytes_limit": int(limit) if limit else None,
             }
         )
-    forced = spec is not None and spec.hardware.device_memory != "auto"
+    forced = hw is not None and hw.device_memory != "auto"
     fraction = 1.0
     if forced:
         fraction = memory_fraction()
-        nominal = parse_size(spec.hardware.device_memory, "hardware.device_memory")
+        nominal = parse_size(hw.device_memory, "hardware.device_memory")
         usable, source = usable_bytes(nominal, fraction), "[hardware] device_memory"
     elif rows[0]["bytes_limit"]:
         nominal = rows[0]["bytes_limit"]

@@ -34,7 +34,7 @@ from jaxpipe.parallel.partition import (
 from jaxpipe.planner.fsdpunits import FSDP_TABLE, gathered_bytes
 from jaxpipe.planner.residuals import backward_peak, residual_units
 from jaxpipe.planner.state import Abstract, leaf_class
-from jaxpipe.spec.experiment import Spec
+from jaxpipe.spec.sections import ModelSpec, TrainingSpec
 from jaxpipe.spec.strategy import DATA, MODEL, Strategy
 
 __all__ = ["Estimate", "estimate"]
@@ -134,14 +134,13 @@ def _gathered(params: Any, pspecs: Any, strategy: Strategy, m: int, it: int) -> 
     ]
 
 
-def _units(spec: Spec, table: dict | None, fsdp: bool = False) -> tuple[float, float, float]:
+def _units(
+    mc: ModelSpec, precision: str, table: dict | None, fsdp: bool = False
+) -> tuple[float, float, float]:
     """What each layer keeps for the backward pass, measured from XLA (residuals.py; under
     FSDP's per-layer program, fsdpunits.py)."""
-    mc = spec.model
     table = FSDP_TABLE if fsdp and table is None else table
-    return residual_units(
-        mc.activation, mc.dropout > 0, mc.layer_norm, spec.training.precision, table
-    )
+    return residual_units(mc.activation, mc.dropout > 0, mc.layer_norm, precision, table)
 
 
 def _activations(
@@ -199,7 +198,8 @@ def _activations(
 
 
 def estimate(
-    spec: Spec,
+    model: ModelSpec,
+    training: TrainingSpec,
     shapes: Shapes,
     abstract: Abstract,
     strategy: Strategy | str,
@@ -213,25 +213,25 @@ def estimate(
     multiplies its per-layer units (`xlafit.fit`: matched to XLA's one-device figure)."""
     params = abstract.params
     strategy = Strategy.parse(strategy)
-    batch = batch_size or spec.training.batch_size
+    batch = batch_size or training.batch_size
     d = mesh.get(DATA, 1) if strategy.shards_batch else 1
     m = mesh.get(MODEL, 1) if strategy.model_parallel else 1
     mesh = {DATA: d, MODEL: m}
     pspecs = partition_specs(params, strategy, mesh)
     p_bytes, o_bytes, largest = _state_bytes(abstract, pspecs, mesh)
-    it = jnp.dtype(spec.training.precision).itemsize  # names core.model.compute_dtype's dtype
-    hidden = tuple(spec.model.hidden)
+    it = jnp.dtype(training.precision).itemsize  # names core.model.compute_dtype's dtype
+    hidden = tuple(model.hidden)
     b = -(-batch // d)
     fsdp = strategy.shards_params and d > 1
-    units = tuple(u * scale for u in _units(spec, table, fsdp))
+    units = tuple(u * scale for u in _units(model, training.precision, table, fsdp))
     state = (p_bytes, largest, p_bytes * it // 4 if it < 4 else 0)  # compute-dtype weight copies
     args = (shapes, abstract, pspecs, strategy, units, hidden, b, (d, m), state)
-    activations = _activations(*args, spec.model.dropout > 0)
+    activations = _activations(*args, model.dropout > 0)
     data = (shapes.train_rows + shapes.val_rows) * (shapes.features + 1) * 4
     workspace = _workspace(shapes, batch)
     if fsdp:  # what FSDP's gathered layers add to the peak, wherever it falls
         gathered = _gathered(params, pspecs, strategy, m, it)
-        workspace += _activations(*args, spec.model.dropout > 0, gathered) - activations
+        workspace += _activations(*args, model.dropout > 0, gathered) - activations
     breakdown = {
         "params": p_bytes,
         "gradients": p_bytes,

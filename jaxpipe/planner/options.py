@@ -19,8 +19,7 @@ from jaxpipe.planner import hardware, timing
 from jaxpipe.planner.memory import Estimate
 from jaxpipe.planner.search import MAX_DEVICES, Search
 from jaxpipe.planner.timing import DEFAULT_NETWORK_GBS, Profile, epoch_time, estimate_ops, step_work
-from jaxpipe.planner.values import Option, Roofline, format_bytes
-from jaxpipe.spec.experiment import Spec
+from jaxpipe.planner.values import Option, Roofline, Workload, format_bytes
 from jaxpipe.spec.hardware import HardwareSpec, parse_owned, parse_price
 from jaxpipe.spec.strategy import AUTO_SEARCH, Strategy
 
@@ -132,17 +131,17 @@ class Card:
     local: bool = False
 
 
-def option_time(spec: Spec, shapes: Shapes, e: Estimate, card: Card, market: Market):
+def option_time(workload: Workload, shapes: Shapes, e: Estimate, card: Card, market: Market):
     """The time model's figures (timing.EpochTime) for estimate `e` on `card`, or None."""
     profile = card.profile
     if profile is None:
         return None
     fit = card.search.fit
-    m = spec.model
-    precision = spec.training.precision
+    m = workload.model
+    precision = workload.training.precision
     bf16 = precision == "bfloat16"
-    ops = fit.step_ops or estimate_ops(len(m.hidden) + 1, spec.optimizer.name, bf16)
-    batch = spec.training.batch_size
+    ops = fit.step_ops or estimate_ops(len(m.hidden) + 1, workload.optimizer.name, bf16)
+    batch = workload.training.batch_size
     work = step_work(
         e.strategy,
         e.mesh,
@@ -153,7 +152,7 @@ def option_time(spec: Spec, shapes: Shapes, e: Estimate, card: Card, market: Mar
         param_bytes=e.breakdown["params"],
         optimizer_bytes=e.breakdown["optimizer"],
         ops=ops,
-        optimizer=spec.optimizer.name,
+        optimizer=workload.optimizer.name,
         itemsize=2 if bf16 else 4,
         layer_norm=m.layer_norm,
         dropout=m.dropout > 0,
@@ -166,7 +165,7 @@ def option_time(spec: Spec, shapes: Shapes, e: Estimate, card: Card, market: Mar
         profile,
         precision=precision,
         steps=steps_per_epoch(shapes.train_rows, batch),
-        epochs=spec.training.epochs,
+        epochs=workload.training.epochs,
         rows=shapes.train_rows,
         val_rows=shapes.val_rows,
         depth=len(m.hidden),
@@ -191,8 +190,8 @@ def _price(card: Card, devices: int, market: Market) -> tuple[float | None, bool
     return None, False, None
 
 
-def _option(spec: Spec, shapes: Shapes, e: Estimate, card: Card, market: Market) -> Option:
-    t = option_time(spec, shapes, e, card, market)
+def _option(work: Workload, shapes: Shapes, e: Estimate, card: Card, market: Market) -> Option:
+    t = option_time(work, shapes, e, card, market)
     hourly, owned, source = _price(card, e.devices, market)
     per_node = card.kind.gpus_per_node if card.kind and card.kind.gpus_per_node else None
     nodes = -(-e.devices // per_node) if per_node else 1
@@ -251,28 +250,28 @@ def _fewest(search: Search, strategies, limit: int | None = None) -> list[Estima
 
 
 def build_options(
-    spec: Spec, shapes: Shapes, asked: Card, others: Sequence[Card], market: Market
+    work: Workload, shapes: Shapes, asked: Card, others: Sequence[Card], market: Market
 ) -> list[Option]:
     """What fits: on the asked device, the fewest devices per strategy; on each card
     owned, its layouts up to the count owned; on every other catalog card, one card if
     the run fits one, else its layout with the fewest cards (ties: least bytes)."""
     options = [
-        _option(spec, shapes, e, asked, market)
+        _option(work, shapes, e, asked, market)
         for e in _fewest(asked.search, (Strategy.SINGLE, *AUTO_SEARCH, Strategy.DATA))
     ]
     for card in others:
         owned = market.owned.get(card.name)
         if owned is not None:
             for e in _fewest(card.search, (Strategy.SINGLE, *AUTO_SEARCH), owned[0]):
-                options.append(_option(spec, shapes, e, card, market))
+                options.append(_option(work, shapes, e, card, market))
         if card.search.fits(Strategy.SINGLE, 1):
             if owned is None:
-                options.append(_option(spec, shapes, card.search.at("single", 1), card, market))
+                options.append(_option(work, shapes, card.search.at("single", 1), card, market))
             continue
         layouts = _fewest(card.search, AUTO_SEARCH, CLOUD_LIMIT)
         best = min(layouts, key=lambda e: (e.devices, e.total), default=None)
         if best is not None and (owned is None or owned[0] < best.devices):
-            options.append(_option(spec, shapes, best, card, market))
+            options.append(_option(work, shapes, best, card, market))
     return options
 
 
@@ -326,11 +325,11 @@ def rank(options: Sequence[Option], market: Market, asked: str) -> dict:
     }
 
 
-def bf16_note(spec: Spec, shapes: Shapes, usable: int, chosen: Estimate) -> str | None:
-    if spec.training.precision != "bfloat16":
+def bf16_note(work: Workload, shapes: Shapes, usable: int, chosen: Estimate) -> str | None:
+    if work.training.precision != "bfloat16":
         return None
     f32 = dataclasses.replace(
-        spec, training=dataclasses.replace(spec.training, precision="float32")
+        work, training=dataclasses.replace(work.training, precision="float32")
     )
     other = Search(f32, shapes, usable).at(chosen.strategy, chosen.devices)
     if other is None or other.total >= chosen.total:

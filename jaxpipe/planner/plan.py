@@ -38,9 +38,9 @@ from jaxpipe.planner.options import (
     roofline,
 )
 from jaxpipe.planner.search import GPU_RUNTIME_BYTES, UNVERIFIED, Search
-from jaxpipe.planner.values import Candidate, Plan
+from jaxpipe.planner.values import Candidate, Plan, Workload
 from jaxpipe.spec.experiment import Spec
-from jaxpipe.spec.hardware import MAX_DEVICES
+from jaxpipe.spec.hardware import MAX_DEVICES, HardwareSpec
 from jaxpipe.spec.strategy import AUTO_SEARCH, Strategy
 
 __all__ = ["make_plan"]
@@ -86,7 +86,7 @@ class _Memory(NamedTuple):
     local_kind: str | None = None  # jax's device_kind of the local devices
 
 
-def _memory(spec: Spec, gpu: str | None, catalog: dict) -> _Memory:
+def _memory(hw: HardwareSpec, gpu: str | None, catalog: dict) -> _Memory:
     """The asked device's usable memory: a catalog card under the environment's pool
     rule, or the local devices (a GPU's bytes_limit, or host memory for a CPU)."""
     if gpu is not None:
@@ -106,7 +106,7 @@ def _memory(spec: Spec, gpu: str | None, catalog: dict) -> _Memory:
             rule.describe(),
             None,
         )
-    local = hardware.local_devices(spec)
+    local = hardware.local_devices(hw)
     kind = hardware.match_kind(local.kind, catalog)
     device = local.platform if local.kind == local.platform else f"{local.platform} ({local.kind})"
     reserve = int(local.nominal_bytes * local.fraction) - local.usable_bytes
@@ -165,17 +165,18 @@ def make_plan(
     catalog = hardware.load_catalog(spec.hardware, spec.base_dir)
     hw = spec.hardware
     count = _device_count(hw.devices, devices)
-    mem = _memory(spec, gpu, catalog)
+    mem = _memory(hw, gpu, catalog)
     available = count if gpu is not None or count is not None else mem.local_count
-    search = Search(spec, shapes, mem.usable, fit=fit, runtime=(runtime := _runtime(mem)))
+    work = Workload(spec.model, spec.optimizer, spec.training)
+    search = Search(work, shapes, mem.usable, fit=fit, runtime=(runtime := _runtime(mem)))
     strategy, n = _choose(search, hw.strategy, available)
     chosen, fits = _verdict(search, strategy, n, one=gpu is not None and count is None)
     asked = available or 1
     min_devices = {s: search.min_devices(s) for s in Strategy}
     market = market or make_market(hw, catalog)
     card = Card(mem.device, mem.kind, profile_for(mem.kind, mem.local_kind), search, gpu is None)
-    others = _other_cards(spec, shapes, catalog, mem, fit) if cards else []
-    ranked = rank(build_options(spec, shapes, card, others, market), market, mem.device)
+    others = _other_cards(work, shapes, catalog, mem, fit) if cards else []
+    ranked = rank(build_options(work, shapes, card, others, market), market, mem.device)
     options = ranked["options"]
     no_layout = search.why_not(strategy, n)
     advice = _advice(search, chosen, (strategy, n), mem, options, no_layout)
@@ -199,7 +200,7 @@ def make_plan(
         precision=spec.training.precision,
         requested_strategy=hw.strategy,
         asked_devices=asked,
-        bf16_note=bf16_note(spec, shapes, mem.usable, chosen),
+        bf16_note=bf16_note(work, shapes, mem.usable, chosen),
         fit=search.fit.to_json() | {"unverified": list(UNVERIFIED), "runtime_bytes": runtime},
         no_layout=no_layout,
         market=market,
@@ -228,7 +229,7 @@ def _advice(search: Search, chosen: Estimate, asked: tuple, mem: _Memory, option
     return recommendation(chosen.total <= mem.usable, chosen, mem.usable, mem.device, options)
 
 
-def _other_cards(spec: Spec, shapes: Shapes, catalog: dict, mem: _Memory, fit: bool) -> list:
+def _other_cards(work: Workload, shapes: Shapes, catalog: dict, mem: _Memory, fit: bool) -> list:
     """Every catalog card but the asked one, each with its own search (usable bytes and
     runtime as `_memory` and `_runtime` work them out for a named card)."""
     out = []
@@ -238,7 +239,7 @@ def _other_cards(spec: Spec, shapes: Shapes, catalog: dict, mem: _Memory, fit: b
         pool = int(kind.memory_bytes * hardware.memory_fraction())
         usable = pool - hardware.reserve_bytes(pool)
         runtime = min(GPU_RUNTIME_BYTES, pool // 10)
-        search = Search(spec, shapes, usable, fit=fit, runtime=runtime)
+        search = Search(work, shapes, usable, fit=fit, runtime=runtime)
         out.append(Card(kind.name, kind, profile_for(kind, None), search))
     return out
 

@@ -11,7 +11,7 @@ from jaxpipe.data.shapes import Shapes
 from jaxpipe.planner import xlafit
 from jaxpipe.planner.memory import Estimate, estimate
 from jaxpipe.planner.state import abstract_state
-from jaxpipe.spec.experiment import Spec
+from jaxpipe.planner.values import Workload
 from jaxpipe.spec.hardware import MAX_DEVICES
 from jaxpipe.spec.strategy import DATA, Strategy
 
@@ -54,24 +54,24 @@ class Search:
 
     def __init__(
         self,
-        spec: Spec,
+        work: Workload,
         shapes: Shapes,
         usable: int,
         batch: int | None = None,
         fit: bool = True,
         runtime: int = 0,
     ):
-        self.spec, self.shapes, self.usable = spec, shapes, usable
-        self.batch = batch or spec.training.batch_size
-        self.abstract = abstract_state(spec, shapes)
+        self.work, self.shapes, self.usable = work, shapes, usable
+        self.batch = batch or work.training.batch_size
+        self.abstract = abstract_state(work, shapes)
         # The per-layer units fitted to XLA's one-device compile (xlafit.py), unless
         # `fit` is false (then, and past xlafit.MAX_LAYERS, the table's own).
         self.fit = (
-            xlafit.fit(spec, shapes, self.abstract, self.batch)
+            xlafit.fit(work, shapes, self.abstract, self.batch)
             if fit
             else xlafit.Fit(1.0, None, 0, "closed form only (not fitted)")
         )
-        hidden = tuple(spec.model.hidden)
+        hidden = tuple(work.model.hidden)
         # Tensor parallelism splits every column-parallel width (hidden_0, hidden_2, ...):
         # the model-axis size must divide their gcd.
         self.tensor_gcd = math.gcd(*hidden[::2]) if hidden else 0
@@ -107,7 +107,7 @@ class Search:
         if not self.tensor_gcd:
             return "the model has no hidden layer to split over a model axis"
         ok = [m for m in divisors(self.tensor_gcd) if m >= 2][:6]
-        widths = "hidden_0" if len(self.spec.model.hidden) < 3 else "hidden_0, hidden_2, …"
+        widths = "hidden_0" if len(self.work.model.hidden) < 3 else "hidden_0, hidden_2, …"
         what = (
             f"the model axis ({n}) must divide"
             if strategy is Strategy.TENSOR
@@ -124,10 +124,11 @@ class Search:
         strategy = Strategy.parse(strategy)
         key = (strategy, n)
         if key not in self._memo:
-            hidden = self.spec.model.hidden
+            hidden = self.work.model.hidden
             ests = [
                 estimate(
-                    self.spec,
+                    self.work.model,
+                    self.work.training,
                     self.shapes,
                     self.abstract,
                     strategy,

@@ -16,7 +16,7 @@ from jaxpipe.core.aot import cached_number
 from jaxpipe.core.optim import make_optimizer
 from jaxpipe.core.step import steps_per_epoch
 from jaxpipe.parallel.partition import map_state_params
-from jaxpipe.spec.experiment import Spec
+from jaxpipe.planner.values import Workload
 
 __all__ = ["Abstract", "OptClasses", "abstract_state", "param_shapes", "leaf_class"]
 
@@ -152,14 +152,14 @@ def _classes(tx: optax.GradientTransformation, few: dict, few_state: Any, keys: 
     return OptClasses({c: tuple(follow[k]) for c, k in keys.items()}, other)
 
 
-def abstract_state(spec: Spec, shapes: Any, temporaries: bool = True) -> Abstract:
+def abstract_state(work: Workload, shapes: Any, temporaries: bool = True) -> Abstract:
     """The run's parameters, optimizer state and optimizer as shapes; nothing is allocated.
     `shapes`: a `memory.Shapes`. `temporaries`: also the optimizer update's temporaries
     (one or two small compiles, the estimate's); False when only the shapes are wanted
     (a layout compiled whole, verify.py), leaving `update_temp` 0 and `classes` None."""
-    steps = steps_per_epoch(shapes.train_rows, spec.training.batch_size) * spec.training.epochs
-    tx = make_optimizer(spec.optimizer, total_steps=steps)
-    m = spec.model
+    steps = steps_per_epoch(shapes.train_rows, work.training.batch_size) * work.training.epochs
+    tx = make_optimizer(work.optimizer, total_steps=steps)
+    m = work.model
     params = param_shapes(tuple(m.hidden), shapes.features, shapes.outputs, m.layer_norm)
     few, keys = _few(params)
     few_state = jax.eval_shape(tx.init, few)
@@ -168,7 +168,7 @@ def abstract_state(spec: Spec, shapes: Any, temporaries: bool = True) -> Abstrac
     if not temporaries:
         return Abstract(params, opt_state, tx, 0)
     # One compile per optimizer section and parameter shapes (plans re-estimate often).
-    key = (repr(spec.optimizer), str(sorted(keys, key=str)) + str(deep or params))
+    key = (repr(work.optimizer), str(sorted(keys, key=str)) + str(deep or params))
     if key not in _CACHE:
         tree, state = (few, few_state) if deep else (params, opt_state)
         # Kept on disk beside the compilation cache too (no compile on a warm run).

@@ -10,11 +10,37 @@ from dataclasses import dataclass
 from typing import Any
 
 from jaxpipe.data.shapes import Shapes
+from jaxpipe.spec import schema
+from jaxpipe.spec.sections import ModelSpec, OptimizerSpec, TrainingSpec
 from jaxpipe.spec.strategy import Strategy
 
-__all__ = ["Plan", "Candidate", "Option", "Roofline", "format_bytes", "GiB"]
+__all__ = ["Plan", "Candidate", "Option", "Roofline", "Workload", "format_bytes", "GiB"]
 
 GiB = 2**30
+
+
+@dataclass(frozen=True)
+class Workload:
+    """The three sections the planner's estimates read together, and no others: the model
+    (widths, activation, dropout, layer norm), the optimizer (its state's shapes, its
+    schedule's length) and training (batch, epochs, precision). The search, the fit to
+    XLA and the time model need all three, so they travel as one value rather than the
+    whole `Spec`."""
+
+    model: ModelSpec
+    optimizer: OptimizerSpec
+    training: TrainingSpec
+
+    def to_json(self) -> dict[str, Any]:
+        """The three sections as plain values (verify.py's child process reads them)."""
+        return {name: schema.to_dict(getattr(self, name)) for name in _WORKLOAD}
+
+    @classmethod
+    def from_json(cls, table: dict[str, Any]) -> Workload:
+        return cls(*(schema.build(tp, table[name], name) for name, tp in _WORKLOAD.items()))
+
+
+_WORKLOAD = {"model": ModelSpec, "optimizer": OptimizerSpec, "training": TrainingSpec}
 
 
 @dataclass(frozen=True)

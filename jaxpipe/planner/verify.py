@@ -26,9 +26,8 @@ from jaxpipe.core.model import compute_dtype, make_model
 from jaxpipe.data.shapes import Shapes
 from jaxpipe.errors import JaxpipeError
 from jaxpipe.planner.state import Abstract, abstract_state
-from jaxpipe.planner.values import format_bytes
+from jaxpipe.planner.values import Workload, format_bytes
 from jaxpipe.planner.xlafit import MAX_LAYERS, MAX_ROWS
-from jaxpipe.spec.experiment import Spec, dump_spec, parse_spec
 from jaxpipe.spec.strategy import Strategy
 
 __all__ = [
@@ -54,7 +53,7 @@ _MEASURED_SIZE = 256
 
 
 def compile_layout(
-    spec: Spec, shapes: Shapes, abstract: Abstract, strategy: str, mesh: dict[str, int]
+    work: Workload, shapes: Shapes, abstract: Abstract, strategy: str, mesh: dict[str, int]
 ) -> Any:
     """The run's epoch program for `strategy` on `mesh`, compiled for abstract inputs on
     this process's first prod(mesh) devices: state donated and laid out as the run lays
@@ -63,8 +62,8 @@ def compile_layout(
     from jaxpipe.parallel.sharding import make_layout
 
     layout = make_layout(strategy, mesh)
-    hooks = layout.model_hooks(len(spec.model.hidden))
-    model = make_model(spec.model, shapes.outputs, compute_dtype(spec.training.precision), hooks)
+    hooks = layout.model_hooks(len(work.model.hidden))
+    model = make_model(work.model, shapes.outputs, compute_dtype(work.training.precision), hooks)
     key = jax.eval_shape(lambda: jax.random.key(0))
     state = TrainState(
         jax.ShapeDtypeStruct((), jnp.int32), abstract.params, abstract.opt_state, key
@@ -73,7 +72,7 @@ def compile_layout(
     state = jax.tree.map(
         lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s), state, shardings
     )
-    step, _ = make_task_steps(model, abstract.tx, shapes.task, spec.model.dropout > 0)
+    step, _ = make_task_steps(model, abstract.tx, shapes.task, work.model.dropout > 0)
     split: dict[str, Any] = {"multiple": layout.data_parallel}
     if layout.constrain() is not None:
         split["constrain"] = layout.constrain()
@@ -81,7 +80,7 @@ def compile_layout(
     x = jax.ShapeDtypeStruct((shapes.train_rows, shapes.features), jnp.float32, sharding=rep)
     y = jax.ShapeDtypeStruct((shapes.train_rows,), shapes.y_dtype, sharding=rep)
     index = jax.ShapeDtypeStruct((), jnp.int32, sharding=rep)
-    epoch = make_epoch(step, spec.training.batch_size, **split)
+    epoch = make_epoch(step, work.training.batch_size, **split)
     program = jax.jit(epoch, donate_argnums=0, out_shardings=(shardings, rep))
     return program.lower(state, x, y, index).compile()
 
@@ -126,19 +125,19 @@ def collectives(compiled: Any) -> dict[str, list[str]]:
     return found
 
 
-def _measure_here(spec: Spec, shapes: Shapes, layouts: list[tuple[str, dict[str, int]]]):
+def _measure_here(work: Workload, shapes: Shapes, layouts: list[tuple[str, dict[str, int]]]):
     # The layout's program is compiled whole: the estimate's update temporaries (their
     # own compiles) are not needed here.
-    abstract = abstract_state(spec, shapes, temporaries=False)
+    abstract = abstract_state(work, shapes, temporaries=False)
     out = []
     for strategy, mesh in layouts:
-        figures = xla_figures(compile_layout(spec, shapes, abstract, strategy, mesh), shapes)
+        figures = xla_figures(compile_layout(work, shapes, abstract, strategy, mesh), shapes)
         out.append(figures)
     return out
 
 
 def measure(
-    spec: Spec,
+    work: Workload,
     shapes: Shapes,
     layouts: list[tuple[str, dict[str, int]]],
     timeout_s: int = CHILD_TIMEOUT_S,
@@ -151,37 +150,37 @@ def measure(
     want = [(s, m) for (s, m), n in zip(layouts, sizes) if n <= MAX_COMPILE_DEVICES]
     if not want:
         return [None] * len(layouts)
-    # A plan made again for the same spec and shapes (the API called per card or per
+    # A plan made again for the same sections and shapes (the API called per card or per
     # environment, `plan` then `plan --verify`) reads the figures compiled the first time.
-    base = (dump_spec(spec), tuple(sorted(vars(shapes).items())))
+    base = (repr(work), tuple(sorted(vars(shapes).items())))
     keys = [(*base, s, tuple(sorted(m.items()))) for s, m in want]
     todo = [(s, m) for (s, m), k in zip(want, keys) if k not in _MEASURED]
     for s, m in todo:  # and a plan made again in another process, from the disk
-        kept = stored_record("layout-figures", _describe(spec, shapes, s, m))
+        kept = stored_record("layout-figures", _describe(work, shapes, s, m))
         if kept is not None and _is_figures(kept):
             _MEASURED[(*base, s, tuple(sorted(m.items())))] = kept
     todo = [(s, m) for (s, m), k in zip(want, keys) if k not in _MEASURED]
     if todo:
         need = max(math.prod(m.values()) for _, m in todo)
         if need <= len(jax.devices()):
-            got = _measure_here(spec, shapes, todo)
+            got = _measure_here(work, shapes, todo)
         else:
-            got = _measure_child(spec, shapes, todo, need, timeout_s)
+            got = _measure_child(work, shapes, todo, need, timeout_s)
         for (s, m), figures in zip(todo, got):
             _MEASURED[(*base, s, tuple(sorted(m.items())))] = figures
-            store_record("layout-figures", _describe(spec, shapes, s, m), figures)
+            store_record("layout-figures", _describe(work, shapes, s, m), figures)
     while len(_MEASURED) > _MEASURED_SIZE:
         _MEASURED.pop(next(iter(_MEASURED)))
     it = iter([_MEASURED[k] for k in keys])
     return [next(it) if n <= MAX_COMPILE_DEVICES else None for n in sizes]
 
 
-def _describe(spec: Spec, shapes: Shapes, strategy: str, mesh: dict[str, int]) -> str:
+def _describe(work: Workload, shapes: Shapes, strategy: str, mesh: dict[str, int]) -> str:
     """What a layout's compiled epoch depends on besides jaxpipe's source, the versions
     and the devices (core/aot.py adds those): the model, optimizer, precision, batch,
     data shapes and the layout; not the spec's name, seed, epochs or paths."""
-    t = spec.training
-    program = (repr(spec.model), repr(spec.optimizer), t.precision, t.batch_size, shapes)
+    t = work.training
+    program = (repr(work.model), repr(work.optimizer), t.precision, t.batch_size, shapes)
     return repr((*program, str(strategy), tuple(sorted(mesh.items()))))
 
 
@@ -200,13 +199,13 @@ def _is_figures(record: dict[str, Any]) -> bool:
 
 
 def _measure_child(
-    spec: Spec, shapes: Shapes, layouts: list, devices: int, timeout_s: int = CHILD_TIMEOUT_S
+    work: Workload, shapes: Shapes, layouts: list, devices: int, timeout_s: int = CHILD_TIMEOUT_S
 ) -> list:
     env = settings.environment()
     flags = re.sub(r"--xla_force_host_platform_device_count=\d+", "", env.get("XLA_FLAGS", ""))
     env["XLA_FLAGS"] = f"{flags} --xla_force_host_platform_device_count={devices}".strip()
     env["JAX_PLATFORMS"] = "cpu"
-    request = {"spec": dump_spec(spec), "shapes": vars(shapes), "layouts": layouts}
+    request = {"work": work.to_json(), "shapes": vars(shapes), "layouts": layouts}
     try:
         done = subprocess.run(
             [sys.executable, "-m", "jaxpipe.planner.verify"],
@@ -229,10 +228,10 @@ def _measure_child(
 
 def _child() -> None:
     request = json.load(sys.stdin)
-    spec = parse_spec(request["spec"])
+    work = Workload.from_json(request["work"])
     shapes = Shapes(**request["shapes"])
     layouts = [(s, dict(m)) for s, m in request["layouts"]]
-    json.dump(_measure_here(spec, shapes, layouts), sys.stdout)
+    json.dump(_measure_here(work, shapes, layouts), sys.stdout)
 
 
 if __name__ == "__main__":
@@ -315,7 +314,7 @@ def _single_xla(plan: Any, single: dict[str, Any], runtime: int) -> dict[str, An
     return xla
 
 
-def verify_plan(spec: Spec, plan: Any) -> Any:
+def verify_plan(work: Workload, plan: Any) -> Any:
     """The plan with XLA's figures: the chosen layout and every ranked option compiled
     (one compile per distinct layout; catalog cards share the one-device program). The
     per-device figures, fits and headroom become XLA's (`source = "xla"`); the closed-form
@@ -334,7 +333,7 @@ def verify_plan(spec: Spec, plan: Any) -> Any:
     figures = dict(
         zip(
             [(s, tuple(sorted(m.items()))) for s, m in distinct],
-            measure(spec, plan.shapes, distinct),
+            measure(work, plan.shapes, distinct),
         )
     )
 
@@ -370,16 +369,16 @@ def verify_plan(spec: Spec, plan: Any) -> Any:
     )
 
 
-def _figures_of(spec: Spec, plan: Any, layouts: list, timeout_s: int) -> dict:
+def _figures_of(work: Workload, plan: Any, layouts: list, timeout_s: int) -> dict:
     """XLA's figures per distinct (strategy, mesh) of `layouts`, keyed by both."""
     key = lambda s, m: (s, tuple(sorted(m.items())))  # noqa: E731
     distinct = list({key(s, m): (s, m) for s, m in layouts}.values())
-    got = measure(spec, plan.shapes, distinct, timeout_s) if distinct else []
+    got = measure(work, plan.shapes, distinct, timeout_s) if distinct else []
     return {key(s, m): f for (s, m), f in zip(distinct, got)}
 
 
 def settle(
-    spec: Spec, plan: Any, strategies: tuple[str, ...], timeout_s: int = SETTLE_TIMEOUT_S
+    work: Workload, plan: Any, strategies: tuple[str, ...], timeout_s: int = SETTLE_TIMEOUT_S
 ) -> Any:
     """The plan with XLA's figures for the layouts of `strategies` it quotes (ranked
     options and the chosen layout): the strategies whose closed form is not held to XLA
@@ -388,13 +387,13 @@ def settle(
     its estimate, which the plan marks as such."""
     import dataclasses
 
-    if len(spec.model.hidden) > MAX_LAYERS or plan.shapes.train_rows > MAX_ROWS:
+    if len(work.model.hidden) > MAX_LAYERS or plan.shapes.train_rows > MAX_ROWS:
         return plan  # as the one-device fit: too slow to compile, or not compilable
     layouts = [(o.strategy, dict(o.mesh)) for o in plan.options if o.strategy in strategies]
     if plan.strategy in strategies:
         layouts.append((plan.strategy, dict(plan.mesh)))
     try:
-        figures = _figures_of(spec, plan, layouts, timeout_s)
+        figures = _figures_of(work, plan, layouts, timeout_s)
     except JaxpipeError:
         return plan
     runtime = (plan.fit or {}).get("runtime_bytes", 0)

@@ -38,7 +38,8 @@ from jaxpipe.data.shapes import Shapes
 from jaxpipe.planner.memory import estimate
 from jaxpipe.planner.state import Abstract
 from jaxpipe.planner.timing import count_step_ops
-from jaxpipe.spec.experiment import Spec
+from jaxpipe.planner.values import Workload
+from jaxpipe.spec.sections import ModelSpec
 
 __all__ = ["Fit", "fit", "single_program_bytes", "carried_scale", "MAX_LAYERS", "MAX_ROWS"]
 
@@ -84,15 +85,17 @@ def carried_scale(
     return scale if column >= 1.0 else 1.0 + (scale - 1.0) * column
 
 
-def single_program_bytes(spec: Spec, shapes: Shapes, abstract: Abstract, batch: int) -> int:
+def single_program_bytes(
+    mc: ModelSpec, precision: str, shapes: Shapes, abstract: Abstract, batch: int
+) -> int:
     """XLA's figure for the run's one-device epoch (argument + output + temp − alias, plus
     the validation arrays), compiled for abstract inputs on this process's default device."""
-    model = make_model(spec.model, shapes.outputs, compute_dtype(spec.training.precision))
+    model = make_model(mc, shapes.outputs, compute_dtype(precision))
     key = jax.eval_shape(lambda: jax.random.key(0))
     state = TrainState(
         jax.ShapeDtypeStruct((), jnp.int32), abstract.params, abstract.opt_state, key
     )
-    step, _ = make_task_steps(model, abstract.tx, shapes.task, spec.model.dropout > 0)
+    step, _ = make_task_steps(model, abstract.tx, shapes.task, mc.dropout > 0)
     x = jax.ShapeDtypeStruct((shapes.train_rows, shapes.features), jnp.float32)
     y = jax.ShapeDtypeStruct((shapes.train_rows,), shapes.y_dtype)
     index = jax.ShapeDtypeStruct((), jnp.int32)
@@ -104,13 +107,15 @@ def single_program_bytes(spec: Spec, shapes: Shapes, abstract: Abstract, batch: 
     return int(total - ma.alias_size_in_bytes) + shapes.val_rows * (shapes.features + 1) * 4
 
 
-def fit(spec: Spec, shapes: Shapes, abstract: Abstract, batch: int) -> Fit:
+def fit(work: Workload, shapes: Shapes, abstract: Abstract, batch: int) -> Fit:
     """The scale (1/8 … 8) on the per-layer units that makes the one-device closed form
     equal XLA's figure; 1 with a note when the program is not compiled."""
-    depth = len(spec.model.hidden)
+    depth = len(work.model.hidden)
 
     def total(scale: float) -> int:
-        e = estimate(spec, shapes, abstract, "single", {"data": 1}, batch, scale=scale)
+        e = estimate(
+            work.model, work.training, shapes, abstract, "single", {"data": 1}, batch, scale=scale
+        )
         return e.total
 
     if depth > MAX_LAYERS:
@@ -122,9 +127,10 @@ def fit(spec: Spec, shapes: Shapes, abstract: Abstract, batch: int) -> Fit:
             "program's int32 row index, not compiled, unverified)"
         )
         return Fit(1.0, None, total(1.0), note)
-    key = (repr(spec.model), repr(spec.optimizer), spec.training.precision, shapes, batch)
+    precision = work.training.precision
+    key = (repr(work.model), repr(work.optimizer), precision, shapes, batch)
     if key not in _FITS:
-        xla, ops = _program_figures(spec, shapes, abstract, batch, repr(key))
+        xla, ops = _program_figures(work.model, precision, shapes, abstract, batch, repr(key))
         lo, hi = 0.125, 8.0  # the total grows with the scale: bisect on it
         for _ in range(24):
             mid = (lo * hi) ** 0.5
@@ -142,7 +148,7 @@ def fit(spec: Spec, shapes: Shapes, abstract: Abstract, batch: int) -> Fit:
 
 
 def _program_figures(
-    spec: Spec, shapes: Shapes, abstract: Abstract, batch: int, describe: str
+    mc: ModelSpec, precision: str, shapes: Shapes, abstract: Abstract, batch: int, describe: str
 ) -> tuple[int, int | None]:
     """XLA's one-device figure and the step's kernels, kept on disk beside the
     compilation cache (core/aot.py: keyed by the program's shapes, jaxpipe's source, the
@@ -153,7 +159,7 @@ def _program_figures(
     if kept is not None and _is_fit_record(kept):
         return kept["xla_bytes"], kept["step_ops"]
     _LAST_OPS[0] = None
-    xla = single_program_bytes(spec, shapes, abstract, batch)
+    xla = single_program_bytes(mc, precision, shapes, abstract, batch)
     ops = _LAST_OPS[0]
     store_record("xla-fit", describe, {"xla_bytes": xla, "step_ops": ops})
     return xla, ops

@@ -16,7 +16,6 @@ from collections.abc import Sequence
 from jaxpipe.errors import JaxpipeError
 from jaxpipe.planner.values import Option, Plan
 from jaxpipe.report.verdict import dollars, duration
-from jaxpipe.spec.experiment import Spec
 from jaxpipe.spec.strategy import Strategy
 
 __all__ = ["launch_file", "skypilot_task", "slurm_script", "pick_option", "COORDINATOR_PORT"]
@@ -57,10 +56,10 @@ def _yaml_block(text: str, indent: str = "  ") -> str:
 
 
 def skypilot_task(
-    spec: Spec, o: Option, spec_path: str, accelerator: str, extra: Sequence[str] = ()
+    experiment: str, o: Option, spec_path: str, accelerator: str, extra: Sequence[str] = ()
 ) -> str:
     """A SkyPilot task YAML for option `o` (SkyPilot's accelerator name `accelerator`)."""
-    name = _name(spec)
+    name = _name(experiment)
     per_node = -(-o.devices // o.nodes)
     run = shlex.join(_run_args(o, spec_path, f"runs/{name}", extra))
     if o.nodes > 1:
@@ -86,9 +85,9 @@ def skypilot_task(
     return "\n".join(lines) + "\n"
 
 
-def slurm_script(spec: Spec, o: Option, spec_path: str, extra: Sequence[str] = ()) -> str:
+def slurm_script(experiment: str, o: Option, spec_path: str, extra: Sequence[str] = ()) -> str:
     """An sbatch script for option `o`: one task a node, the node's cards to it."""
-    name = _name(spec)
+    name = _name(experiment)
     per_node = -(-o.devices // o.nodes)
     out = f"runs/{name}-$SLURM_JOB_ID"
     run = _run_args(o, spec_path, out, extra)
@@ -120,13 +119,13 @@ def _limit(seconds: float | None) -> str:
     return f"{h:02d}:{rest // 60:02d}:00"
 
 
-def _name(spec: Spec) -> str:
-    name = "".join(c if c.isalnum() or c in "-_" else "-" for c in spec.experiment.name)
+def _name(experiment: str) -> str:
+    name = "".join(c if c.isalnum() or c in "-_" else "-" for c in experiment)
     return name.strip("-").lower() or "jaxpipe"
 
 
 def launch_file(
-    spec: Spec,
+    experiment: str,
     plan: Plan,
     kind: str,
     spec_path: str,
@@ -135,10 +134,11 @@ def launch_file(
     skypilot_names: dict[str, str] | None = None,
 ) -> str:
     """The launch file of kind "skypilot" or "slurm" for the plan's `index`-th option
-    that fits; `extra`: arguments passed on to `jaxpipe run` (the plan's `--set`s)."""
+    that fits; `extra`: arguments passed on to `jaxpipe run` (the plan's `--set`s).
+    `experiment`: `[experiment] name`, which names the job and its run directory."""
     o = pick_option(plan, index)
     if kind == "slurm":
-        return slurm_script(spec, o, spec_path, extra)
+        return slurm_script(experiment, o, spec_path, extra)
     if kind != "skypilot":
         raise JaxpipeError(f"unknown launch file {kind!r}; expected skypilot or slurm")
     accelerator = (skypilot_names or {}).get(o.device)
@@ -147,4 +147,4 @@ def launch_file(
             f"{o.device} has no SkyPilot accelerator name (catalog key `skypilot`); it is "
             "the local device or a card SkyPilot does not rent: pick another with --option N"
         )
-    return skypilot_task(spec, o, spec_path, accelerator, extra)
+    return skypilot_task(experiment, o, spec_path, accelerator, extra)

@@ -31,6 +31,7 @@ from jaxpipe import settings
 from jaxpipe.errors import JaxpipeError
 from jaxpipe.events import Observer, RunResult
 from jaxpipe.spec.schema import to_dict
+from jaxpipe.spec.sweep import LoggingSpec
 
 __all__ = [
     "tracking_observers",
@@ -376,17 +377,19 @@ def _plan_params(plan: Any) -> dict[str, Any]:
     }
 
 
-def tracking_observers(spec: Any, tell: Tell | None = None) -> list[Observer]:
-    """The observers `[logging]` asks for; raises JaxpipeError (exit 2) naming the extra
-    when its package is missing, or the MLflow URI when it cannot be logged to, before
-    any work (`jaxpipe validate` asks this too). `tell`: where each says, in one line at
-    the end, where it logged (the console's `on_note`)."""
-    cfg = getattr(spec, "logging", None)
+def tracking_observers(
+    cfg: LoggingSpec | None, base_dir: str, tell: Tell | None = None
+) -> list[Observer]:
+    """The observers `[logging]` (`cfg`) asks for; raises JaxpipeError (exit 2) naming the
+    extra when its package is missing, or the MLflow URI when it cannot be logged to,
+    before any work (`jaxpipe validate` asks this too). `base_dir`: the spec's folder, for
+    a relative MLflow file store. `tell`: where each says, in one line at the end, where
+    it logged (the console's `on_note`)."""
     if cfg is None:
         return []
     out: list[Observer] = []
     if cfg.tensorboard:
         out.append(TensorBoardObserver(tell))
     if cfg.mlflow:
-        out.append(MlflowObserver(cfg.mlflow, spec.base_dir, tell))
+        out.append(MlflowObserver(cfg.mlflow, base_dir, tell))
     return out

@@ -38,7 +38,7 @@ def default_out_dir(spec: Spec) -> str:
 
 
 def prepare_out_dir(
-    spec: Spec,
+    name: str,
     out: str | None,
     resume: bool = False,
     stack: contextlib.ExitStack | None = None,
@@ -48,13 +48,14 @@ def prepare_out_dir(
     """Checks (and creates) the run directory before any work, and takes its lock for
     the rest of `stack` (RunDirectoryBusy if another run holds it). Refuses to overwrite
     a finished run, or an unfinished one with checkpoints, unless resuming it. `sweep`:
-    the directory is a sweep's (which cannot be resumed: the fix says so)."""
+    the directory is a sweep's (which cannot be resumed: the fix says so). `name`:
+    `[experiment] name`, the default directory's stem."""
     given = out is not None
     if out is None:
         if resume:
             raise JaxpipeError("--resume needs --out DIR: the run directory to continue")
         try:
-            out = make_unique_dir(default_out_dir(spec))
+            out = make_unique_dir(default_run_name(name))
         except OSError as e:
             raise environment_problem("runs", e) or JaxpipeError(
                 f"runs/: cannot create the default run directory there ({e.strerror}); "

@@ -28,6 +28,7 @@ from jaxpipe.planner.values import Plan, format_bytes
 from jaxpipe.runner.cadence import held_in_memory
 from jaxpipe.runner.stream import chunk_plan, steps_per_chunk
 from jaxpipe.spec.experiment import Spec
+from jaxpipe.spec.sections import CheckpointSpec, TrainingSpec
 from jaxpipe.spec.strategy import Strategy
 
 __all__ = [
@@ -70,12 +71,13 @@ class RunPlan:
         return compute_dtype(self.precision)
 
 
-def auto_chunk_rows(spec: Spec, ds: Dataset, plan: Plan) -> int | None:
+def auto_chunk_rows(chunk_rows: int | str, strategy: str, ds: Dataset, plan: Plan) -> int | None:
     """Rows per streamed chunk when `data.chunk_rows = "auto"` and only streaming the
-    training split makes the run fit one device; else None."""
-    if plan.fits or spec.data.chunk_rows != "auto":
+    training split makes the run fit one device; else None. `chunk_rows`: `[data]
+    chunk_rows`; `strategy`: `[hardware] strategy` (only "auto" or single streams)."""
+    if plan.fits or chunk_rows != "auto":
         return None
-    if spec.hardware.strategy not in ("auto", Strategy.SINGLE):
+    if strategy not in ("auto", Strategy.SINGLE):
         return None
     single = plan.single
     if single is None:
@@ -106,8 +108,8 @@ def plan_run(spec: Spec, ds: Dataset) -> RunPlan:
     exists."""
     plan = make_plan(spec, data_shapes(spec, ds), cards=False)
     if isinstance(ds.x_train, DiskRows):
-        return _plan_disk(spec, ds, plan)
-    rows = auto_chunk_rows(spec, ds, plan)
+        return _plan_disk(spec.training, spec.checkpoint, spec.data.chunk_rows, ds, plan)
+    rows = auto_chunk_rows(spec.data.chunk_rows, spec.hardware.strategy, ds, plan)
     if not plan.fits and rows is None:
         forced = spec.hardware.strategy
         what = f"[hardware] strategy = {forced!r}" if forced != "auto" else "the run"
@@ -121,7 +123,7 @@ def plan_run(spec: Spec, ds: Dataset) -> RunPlan:
             Strategy.SINGLE,
             Strategy.SINGLE.mesh(),
         )  # the budget was the one-device candidate's
-    return _run_plan(spec, plan, strategy, mesh, steps, chunk)
+    return _run_plan(spec.training, spec.checkpoint, plan, strategy, mesh, steps, chunk)
 
 
 def undonated(plan: Plan, keep: int) -> Plan | None:
@@ -189,33 +191,45 @@ def _restated(kept: Plan, plan: Plan) -> Plan:
 
 
 def _run_plan(
-    spec: Spec, plan: Plan, strategy: Strategy, mesh: dict, steps: int, chunk: int, lanes=0
+    training: TrainingSpec,
+    checkpoint: CheckpointSpec,
+    plan: Plan,
+    strategy: Strategy,
+    mesh: dict,
+    steps: int,
+    chunk: int,
+    lanes=0,
 ):
-    kept = None if chunk else undonated(plan, spec.checkpoint.keep)  # streamed: donated
+    kept = None if chunk else undonated(plan, checkpoint.keep)  # streamed: donated
     return RunPlan(
         plan=kept or plan,
         strategy=strategy,
         mesh=mesh,
         layout=make_layout(strategy, mesh),
-        batch=spec.training.batch_size,
+        batch=training.batch_size,
         steps_per_epoch=steps,
-        epochs=spec.training.epochs,
+        epochs=training.epochs,
         chunk=chunk,
-        precision=spec.training.precision,
+        precision=training.precision,
         lanes=lanes,
         donates=kept is None,
     )
 
 
-def _plan_disk(spec: Spec, ds: Dataset, plan: Plan) -> RunPlan:
+def _plan_disk(
+    training: TrainingSpec,
+    checkpoint: CheckpointSpec,
+    chunk_rows: int | str,
+    ds: Dataset,
+    plan: Plan,
+) -> RunPlan:
     """A training split on disk always streams, on the plan's layout. The plan counted
     it resident: without it, the model, validation rows and two chunks must fit."""
     rows: DiskRows = ds.x_train
     # One lane per device of the mesh, however many processes share it.
     lanes = max(1, math.prod(plan.mesh.values()))
-    per_lane = lane_batch(spec.training.batch_size, lanes)
+    per_lane = lane_batch(training.batch_size, lanes)
     steps = epoch_steps(rows.lane_rows(lanes), per_lane)
-    chunk_rows = spec.data.chunk_rows
     if chunk_rows == "auto":  # two chunks within the smaller of both budgets
         devices = max(1, math.prod(plan.mesh.values()))
         budget = plan.usable_bytes_per_device - (plan.per_device_bytes - rows.nbytes // devices)
@@ -225,7 +239,7 @@ def _plan_disk(spec: Spec, ds: Dataset, plan: Plan) -> RunPlan:
             raise PlanError(f"the run {plan.recommendation}", plan=plan)
         chunk_rows = chunk_plan(rows.nbytes, budget, rows.shape[0])
     per = steps_per_chunk(int(chunk_rows), per_lane * lanes, steps)
-    return _run_plan(spec, plan, plan.strategy, dict(plan.mesh), steps, per, lanes)
+    return _run_plan(training, checkpoint, plan, plan.strategy, dict(plan.mesh), steps, per, lanes)
 
 
 def plan_record(

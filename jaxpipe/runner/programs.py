@@ -179,7 +179,11 @@ def compile_programs(
         step = with_progress(train_step, *progress) if progress else train_step
         epoch = make_epoch(step, rp.batch, **split)
         epoch_c = _compile_resident(epoch, state, placed, rp, opts, describe, donates, progress)
-    scored = requested_metrics(spec) if prep.task == "classification" else ()
+    scored = (
+        requested_metrics(spec.model.task, spec.training, spec.checkpoint, spec.sweep)
+        if prep.task == "classification"
+        else ()
+    )
     eval_c = _compile_evaluate(eval_step, model.apply, scored, split, state, placed, opts, describe)
     seconds = time.perf_counter() - t0
     xla = None if rp.chunk else compiled_bytes(epoch_c)

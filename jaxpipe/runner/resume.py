@@ -19,6 +19,7 @@ from jaxpipe.runner.stopping import EarlyStopper
 from jaxpipe.spec.experiment import Spec, parse_spec
 from jaxpipe.spec.resume import spec_conflicts
 from jaxpipe.spec.schema import to_dict
+from jaxpipe.spec.sections import EarlyStoppingSpec
 
 __all__ = [
     "RunProgress",
@@ -122,7 +123,7 @@ def check_resumable(store: ckpt.CheckpointStore, spec: Spec, force: bool) -> Non
 
 
 def start_or_resume(
-    spec: Spec,
+    es: EarlyStoppingSpec | None,
     store: ckpt.CheckpointStore,
     state: TrainState,
     scaler: Scaler,
@@ -131,8 +132,8 @@ def start_or_resume(
     resume: bool,
 ) -> RunProgress:
     """A fresh RunProgress from `state`, or, with `resume`, the newest readable
-    checkpoint restored into the shardings of `state` (freshly initialised here)."""
-    es = spec.training.early_stopping
+    checkpoint restored into the shardings of `state` (freshly initialised here). `es`:
+    `[training] early_stopping`."""
     fresh = RunProgress(state, stopper=EarlyStopper.from_spec(es) if es else None)
     if not resume:
         return fresh

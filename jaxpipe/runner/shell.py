@@ -46,15 +46,21 @@ from jaxpipe.saved.predict import save_predictor
 from jaxpipe.saved.trace import save_trace_rows
 from jaxpipe.signals import SIGNAL_EXIT, SignalCatcher, catch_signals
 from jaxpipe.spec.experiment import Spec, dump_spec
-from jaxpipe.spec.sections import CheckpointSpec, metric_mode
+from jaxpipe.spec.sections import (
+    CheckpointSpec,
+    PreprocessSpec,
+    RuntimeSpec,
+    TrainingSpec,
+    metric_mode,
+)
 
 __all__ = ["run_experiment", "enable_compilation_cache"]
 
 
-def enable_compilation_cache(spec: Spec) -> str | None:
-    """JAX's persistent compilation cache on (unless the spec or
+def enable_compilation_cache(runtime: RuntimeSpec) -> str | None:
+    """JAX's persistent compilation cache on (unless `[runtime] compilation_cache` or
     JAXPIPE_COMPILATION_CACHE=0 says not); returns its folder."""
-    if not spec.runtime.compilation_cache:
+    if not runtime.compilation_cache:
         return None
     cache = settings.compilation_cache_dir()
     if cache is None:
@@ -97,7 +103,7 @@ class _Stages:
 
 def _prepare(spec, rp, out, resume, force, obs, stack, checkpoints=True):
     """The locked run directory, checkpoint store, spec copy; a changed spec fails resume."""
-    run_dir = prepare_out_dir(spec, out, resume, stack)
+    run_dir = prepare_out_dir(spec.experiment.name, out, resume, stack)
     resolved = resolved_spec(spec)
     cp = spec.checkpoint
     store = ckpt.CheckpointStore(
@@ -119,7 +125,7 @@ def _prepare(spec, rp, out, resume, force, obs, stack, checkpoints=True):
     return run_dir, resolved, store
 
 
-def _place(spec, ds, rp, stages, load_s):
+def _place(preprocess: PreprocessSpec, training: TrainingSpec, ds, rp, stages, load_s):
     """Stages place and preprocess, each reported as it ends."""
     # A training split streamed from disk is not in host memory: say where it is.
     train_at = " (on disk, read as it streams)" if isinstance(ds.x_train, DiskRows) else ""
@@ -139,10 +145,8 @@ def _place(spec, ds, rp, stages, load_s):
         + (f"; training rows streamed, {_batches(rp.chunk)} a chunk" if rp.chunk else ""),
         secs,
     )
-    normalize = spec.preprocess.normalize
-    prep, placed, secs = preprocess_data(
-        ds, placed, normalize, rp.chunk > 0, spec.training.class_weight
-    )
+    normalize = preprocess.normalize
+    prep, placed, secs = preprocess_data(ds, placed, normalize, rp.chunk > 0, training.class_weight)
     x_tr, x_va = placed.x_train, placed.x_val
     stages.add(
         "preprocess",
@@ -185,7 +189,9 @@ def _train(spec, run_dir, resolved, store, placed, prep, programs, resume, obs, 
     """Stage train: from scratch or the newest checkpoint, epochs written as they end.
     `info`: the checkpoint's dataset record (prep's, with the rows' fingerprint)."""
     state = programs.take_state()  # on resume the restored state replaces it: freed below
-    run = start_or_resume(spec, store, state, prep.scaler, prep.target, info, resume)
+    run = start_or_resume(
+        spec.training.early_stopping, store, state, prep.scaler, prep.target, info, resume
+    )
     del state
     if run.resumed_from:
         obs.on_note(f"Resumed from the checkpoint of epoch {run.resumed_from}")
@@ -252,14 +258,16 @@ def _report_checkpoints(stages, cp: CheckpointSpec, times: TrainTimes, store) ->
     )
 
 
-def _finish(run: RunProgress, signals: SignalCatcher, spec: Spec, obs: Observer) -> Finished:
+def _finish(
+    run: RunProgress, signals: SignalCatcher, training: TrainingSpec, obs: Observer
+) -> Finished:
     """Stage evaluate: how the epochs ended and which parameters the run keeps."""
-    epochs = spec.training.epochs
+    epochs = training.epochs
     status, stop = outcome(run.diverged, signals, run.stopper, run.epoch, epochs, run.requested)
     early = run.stopper is not None and run.stopper.should_stop
     if status == "completed" and (early or (run.requested and run.epoch < epochs)):
         obs.on_note(f"Stopped after epoch {run.epoch}: {stop['reason']}")
-    es = spec.training.early_stopping
+    es = training.early_stopping
     if es is not None and es.restore_best and run.best_params is not None:
         return Finished(status, stop, run.stopper.best_epoch, best_params=True)
     return Finished(status, stop, run.epoch)
@@ -288,8 +296,9 @@ def _save(
     if finished.status == "completed" and primary:  # diverged, interrupted: no model
         save_predictor(run_dir, params, spec.model, prep, ds.outputs)
         save_trace_rows(run_dir, ds.x_val, ds.y_val)  # for `jaxpipe trace RUN_DIR`
+    es = spec.training.early_stopping
     summary = build_summary(
-        spec,
+        spec.experiment,
         ds,
         prep,
         programs,
@@ -300,6 +309,8 @@ def _save(
         rp=rp,
         plan=plan,
         cache_dir=cache_dir,
+        best_metric=spec.checkpoint.best_metric,
+        restore_best=es is not None and es.restore_best,
     )
     store.close()
     if primary:
@@ -350,7 +361,7 @@ def run_experiment(
 def _run(spec, out, observer, resume, force, dataset, signals, stack, checkpoints) -> RunResult:
     obs = observer or Observer()
     check_before_data(spec)
-    cache_dir = enable_compilation_cache(spec)
+    cache_dir = enable_compilation_cache(spec.runtime)
     stages = _Stages(obs, [])
     t0 = time.perf_counter()
     ds = dataset if dataset is not None else load_dataset(spec)  # data errors: no files yet
@@ -361,7 +372,7 @@ def _run(spec, out, observer, resume, force, dataset, signals, stack, checkpoint
     signals.check("while loading the data")
     run_dir, resolved, store = _prepare(spec, rp, out, resume, force, obs, stack, checkpoints)
     fp = data_fingerprint(ds.x_train, ds.y_train, ds.x_val, ds.y_val)  # resume refuses new labels
-    placed, prep = _place(spec, ds, rp, stages, load_s)
+    placed, prep = _place(spec.preprocess, spec.training, ds, rp, stages, load_s)
     ds = _release_training_rows(ds, placed)  # the host copy, once the device holds it
     trim_host_heap()
     programs = _compile(spec, ds, rp, placed, prep, stages)
@@ -377,7 +388,7 @@ def _run(spec, out, observer, resume, force, dataset, signals, stack, checkpoint
     trim_host_heap()
     if run.history and jax.process_index() == 0:
         obs.on_artifacts(run_dir, run.history)
-    finished = _finish(run, signals, spec, obs)
+    finished = _finish(run, signals, spec.training, obs)
     _report_checkpoints(stages, spec.checkpoint, times, store)
     params, summary = _save(
         spec, ds, rp, plan, prep, programs, run, finished,

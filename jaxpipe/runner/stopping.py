@@ -10,8 +10,14 @@ from typing import Any
 
 from jaxpipe.errors import SpecError
 from jaxpipe.signals import SignalCatcher
-from jaxpipe.spec.experiment import Spec
-from jaxpipe.spec.sections import OPTIONAL_METRICS, EarlyStoppingSpec, metric_mode
+from jaxpipe.spec.sections import (
+    OPTIONAL_METRICS,
+    CheckpointSpec,
+    EarlyStoppingSpec,
+    TrainingSpec,
+    metric_mode,
+)
+from jaxpipe.spec.sweep import SweepSpec
 
 __all__ = [
     "EarlyStopper",
@@ -77,35 +83,44 @@ class EarlyStopper:
         )
 
 
-def _watched(spec: Spec) -> list[tuple[str, str]]:
+def _watched(
+    training: TrainingSpec, checkpoint: CheckpointSpec, sweep: SweepSpec | None
+) -> list[tuple[str, str]]:
     """(key, metric) of each metric the spec watches: early stopping, the best
     checkpoint, the sweep's ranking."""
     wanted = []
-    if spec.training.early_stopping is not None:
-        wanted.append(("training.early_stopping.metric", spec.training.early_stopping.metric))
-    if spec.checkpoint.best_metric is not None:
-        wanted.append(("checkpoint.best_metric", spec.checkpoint.best_metric))
-    if spec.sweep is not None:  # the metric that ranks the trials
-        wanted.append(("sweep.metric", spec.sweep.metric))
+    if training.early_stopping is not None:
+        wanted.append(("training.early_stopping.metric", training.early_stopping.metric))
+    if checkpoint.best_metric is not None:
+        wanted.append(("checkpoint.best_metric", checkpoint.best_metric))
+    if sweep is not None:  # the metric that ranks the trials
+        wanted.append(("sweep.metric", sweep.metric))
     return wanted
 
 
-def requested_metrics(spec: Spec) -> tuple[str, ...]:
+def requested_metrics(
+    task: str, training: TrainingSpec, checkpoint: CheckpointSpec, sweep: SweepSpec | None
+) -> tuple[str, ...]:
     """The optional validation metrics (spec.sections.OPTIONAL_METRICS) a run records:
     those `[training] metrics` lists and any watched one, in the table's order. Empty
-    for the default run, which then fetches no probabilities."""
-    if spec.model.task != "classification":
+    for the default run, which then fetches no probabilities. `task`: `[model] task`."""
+    if task != "classification":
         return ()
-    asked = set(spec.training.metrics) | {m for _, m in _watched(spec)}
+    asked = set(training.metrics) | {m for _, m in _watched(training, checkpoint, sweep)}
     return tuple(m for m in OPTIONAL_METRICS["classification"] if m in asked)
 
 
-def check_metric_names(spec: Spec, names: list[str]) -> None:
+def check_metric_names(
+    training: TrainingSpec,
+    checkpoint: CheckpointSpec,
+    sweep: SweepSpec | None,
+    names: list[str],
+) -> None:
     """The metrics that early stopping, checkpointing and a sweep's ranking watch, and
     those `[training] metrics` asks for, must be among `names`, the columns metrics.jsonl
     can have for the task; checked before any work."""
-    listed = [(f"training.metrics[{i}]", m) for i, m in enumerate(spec.training.metrics)]
-    for key, name in _watched(spec) + listed:
+    listed = [(f"training.metrics[{i}]", m) for i, m in enumerate(training.metrics)]
+    for key, name in _watched(training, checkpoint, sweep) + listed:
         if name not in names:
             raise SpecError(
                 f"unknown metric {name!r}; this run can record {', '.join(names)}", key=key

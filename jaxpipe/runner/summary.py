@@ -18,7 +18,7 @@ from jaxpipe.runner import checkpoint as ckpt
 from jaxpipe.runner.plan import RunPlan
 from jaxpipe.runner.programs import Programs
 from jaxpipe.runner.resume import RunProgress
-from jaxpipe.spec.experiment import Spec
+from jaxpipe.spec.sections import ExperimentSpec
 
 __all__ = ["Finished", "build_summary", "device_info", "regression_summary"]
 
@@ -101,7 +101,7 @@ def _class_weights(prep: Preprocessing) -> dict[str, Any]:
 
 
 def build_summary(
-    spec: Spec,
+    experiment: ExperimentSpec,
     ds: Dataset,
     prep: Preprocessing,
     programs: Programs,
@@ -113,12 +113,15 @@ def build_summary(
     rp: RunPlan,
     plan: dict[str, Any],
     cache_dir: str | None,
+    best_metric: str | None,
+    restore_best: bool,
 ) -> dict[str, Any]:
-    """summary.json's content (see README "The run directory")."""
+    """summary.json's content (see README "The run directory"); `best_metric` and
+    `restore_best` are `[checkpoint]`'s and `[training.early_stopping]`'s."""
     summary = {
         "status": finished.status,
-        "name": spec.experiment.name,
-        "seed": spec.experiment.seed,
+        "name": experiment.name,
+        "seed": experiment.seed,
         "final": run.history[-1] if run.history else None,
         "stop": finished.stop,
         "params_epoch": finished.params_epoch,
@@ -126,7 +129,7 @@ def build_summary(
         "checkpoints": {
             "directory": CHECKPOINTS,
             "epochs": store.epochs(),
-            "best": _best_info(store, spec.checkpoint.best_metric),
+            "best": _best_info(store, best_metric),
         },
         "stages": [
             {"name": s.name, "input": s.input, "output": s.output, "seconds": s.seconds}
@@ -148,11 +151,10 @@ def build_summary(
         "plan": plan,
         "jax_version": jax.__version__,
     }
-    es = spec.training.early_stopping
     if run.stopper is not None:
         best = next((r for r in run.history if r["epoch"] == run.stopper.best_epoch), None)
         summary["early_stopping"] = run.stopper.to_dict() | {
-            "restore_best": es.restore_best,
+            "restore_best": restore_best,
             "best_row": best,
         }
     if run.diverged:

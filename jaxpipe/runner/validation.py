@@ -75,6 +75,8 @@ def check_run_metrics(spec: Spec, task: str) -> None:
     from jaxpipe.runner.stopping import check_metric_names
 
     try:
-        check_metric_names(spec, metric_names(task == "regression"))
+        check_metric_names(
+            spec.training, spec.checkpoint, spec.sweep, metric_names(task == "regression")
+        )
     except SpecError as e:
         raise place_error(spec, e) from None

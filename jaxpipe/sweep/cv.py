@@ -33,6 +33,7 @@ from jaxpipe.runner.stopping import check_metric_names
 from jaxpipe.runner.summary import device_info
 from jaxpipe.signals import SIGNAL_EXIT, SignalCatcher, catch_signals
 from jaxpipe.spec.experiment import Spec, dump_spec, place_error
+from jaxpipe.spec.sections import ExperimentSpec
 from jaxpipe.sweep.train import GroupRun, TrialRun, train_group
 
 __all__ = ["CVResult", "run_cv", "cv_record"]
@@ -129,13 +130,18 @@ def _cv(spec: Spec, out, obs: Observer, signals: SignalCatcher, stack, columns, 
     if spec.data.folds is None:
         raise JaxpipeError("run_cv needs a spec with [data] folds = K (K ≥ 2)")
     try:  # a metric this task records (val_rmse: regression only)
-        check_metric_names(spec, metric_names(spec.model.task == "regression"))
+        check_metric_names(
+            spec.training,
+            spec.checkpoint,
+            spec.sweep,
+            metric_names(spec.model.task == "regression"),
+        )
     except SpecError as e:
         raise place_error(spec, e) from None
     datasets = load_folds(spec, columns, origin)
-    enable_compilation_cache(spec)
+    enable_compilation_cache(spec.runtime)
     signals.check("while loading the folds")
-    run_dir = prepare_out_dir(spec, out, stack=stack, sweep=True)
+    run_dir = prepare_out_dir(spec.experiment.name, out, stack=stack, sweep=True)
     atomic_write(os.path.join(run_dir, "spec.toml"), dump_spec(resolved_spec(spec)))
     folds = [TrialRun(k, spec, {"data.fold": k}, dataset=ds) for k, ds in enumerate(datasets)]
     k = len(folds)
@@ -158,10 +164,22 @@ def _cv(spec: Spec, out, obs: Observer, signals: SignalCatcher, stack, columns, 
             obs.on_trial(t.index, t.values, t.history)
             if t.history:
                 obs.on_trial_artifacts(fold_dir, t.history)
-    return _finish(spec, run_dir, folds, runs, time.perf_counter() - t0, obs, signals)
+    return _finish(
+        spec.experiment,
+        spec.model.task,
+        run_dir,
+        folds,
+        runs,
+        time.perf_counter() - t0,
+        obs,
+        signals,
+    )
 
 
-def _finish(spec, run_dir, folds, runs: list[GroupRun], seconds, obs: Observer, signals):
+def _finish(
+    experiment: ExperimentSpec, task: str, run_dir, folds, runs, seconds, obs: Observer, signals
+):
+    """The folds' end: mean history, summary.json (`task`: `[model] task`)."""
     ran = {t.index for g in runs for t in g.trials}
     for t in folds:
         if t.index not in ran:  # its chunk never started: a signal came first
@@ -181,9 +199,9 @@ def _finish(spec, run_dir, folds, runs: list[GroupRun], seconds, obs: Observer, 
     summary = {
         "status": status,
         "kind": "cv",
-        "name": spec.experiment.name,
-        "seed": spec.experiment.seed,
-        "task": spec.model.task,
+        "name": experiment.name,
+        "seed": experiment.seed,
+        "task": task,
         "classes": list(prep.classes) if prep else [],
         "features": list(prep.features) if prep else [],
         "final": history[-1] if history else None,

@@ -38,7 +38,7 @@ from jaxpipe.signals import SIGNAL_EXIT, SignalCatcher, catch_signals
 from jaxpipe.spec import schema
 from jaxpipe.spec.experiment import Spec, dump_spec, place_error
 from jaxpipe.spec.sections import OPTIONAL_METRICS
-from jaxpipe.spec.sweep import expand_trials, value_key
+from jaxpipe.spec.sweep import SweepSpec, expand_trials, value_key
 from jaxpipe.sweep.train import GroupRun, TrialRun, costliest, train_group
 from jaxpipe.sweep.trials import SEED, group_key, is_input_key
 
@@ -227,13 +227,18 @@ def _sweep(spec: Spec, out, obs: Observer, force: bool, signals: SignalCatcher, 
     t0 = time.perf_counter()
     groups, inputs = plan_trials(spec, force)
     try:  # the ranking metric is one this task records (val_rmse: regression only)
-        check_metric_names(spec, metric_names(spec.model.task == "regression"))
+        check_metric_names(
+            spec.training,
+            spec.checkpoint,
+            spec.sweep,
+            metric_names(spec.model.task == "regression"),
+        )
     except SpecError as e:
         raise place_error(spec, e) from None
-    enable_compilation_cache(spec)
+    enable_compilation_cache(spec.runtime)
     sweep = spec.sweep
     signals.check("while planning the sweep")
-    run_dir = prepare_out_dir(spec, out, stack=stack, sweep=True)
+    run_dir = prepare_out_dir(spec.experiment.name, out, stack=stack, sweep=True)
     text = spec.text if spec.text is not None else dump_spec(spec)
     atomic_write(os.path.join(run_dir, "spec.toml"), text)
     n = sum(len(g) for g in groups)
@@ -260,7 +265,17 @@ def _sweep(spec: Spec, out, obs: Observer, force: bool, signals: SignalCatcher, 
     if signals.caught and not any(t.history for g in runs for t in g.trials):
         signals.check("before the first epoch of the sweep")  # nothing trained: no summary
     every = sorted((t for g in groups for t in g), key=lambda t: t.index)
-    return _finish(spec, run_dir, runs, every, time.perf_counter() - t0, obs, splits, signals)
+    return _finish(
+        spec.experiment.name,
+        spec.sweep,
+        run_dir,
+        runs,
+        every,
+        time.perf_counter() - t0,
+        obs,
+        splits,
+        signals,
+    )
 
 
 def _split_note(obs: Observer, i: int, count: int, indices: list[int], splits: list):
@@ -280,7 +295,8 @@ def _split_note(obs: Observer, i: int, count: int, indices: list[int], splits: l
 
 
 def _finish(
-    spec: Spec,
+    name: str,
+    sweep: SweepSpec,
     run_dir: str,
     runs: list[GroupRun],
     every: list[TrialRun],
@@ -289,7 +305,8 @@ def _finish(
     splits: list,
     signals: SignalCatcher,
 ):
-    sweep = spec.sweep
+    """The sweep's end: the table, the best trial's model and summary.json. `name`:
+    `[experiment] name`."""
     ran = {t.index for g in runs for t in g.trials}
     for t in every:
         if t.index not in ran:  # its group never started: a signal came first
@@ -311,7 +328,7 @@ def _finish(
     else:
         write_lines(os.path.join(run_dir, "metrics.jsonl"), [])  # `compare` reads one
     status = "interrupted" if interrupted else "completed" if best is not None else "diverged"
-    summary = _sweep_summary(spec, status, best, table, runs, splits, seconds)
+    summary = _sweep_summary(name, sweep, status, best, table, runs, splits, seconds)
     if interrupted:
         done = max((len(t.history) for t in trials), default=0)
         summary["stop"] = {"epoch": done, "reason": f"{signals.name} received"}
@@ -337,14 +354,15 @@ def _finish(
     return SweepResult(run_dir, table, trials, result, summary)
 
 
-def _sweep_summary(spec: Spec, status: str, best: TrialRun | None, table, runs, splits, seconds):
+def _sweep_summary(
+    name: str, sweep: SweepSpec, status: str, best: TrialRun | None, table, runs, splits, seconds
+):
     """The sweep directory's summary.json: the leaderboard, each program's trials and
     times; the best trial's task, classes, features, rows and scaler (for predict)."""
-    sweep = spec.sweep
     summary = {
         "status": status,
         "kind": "sweep",
-        "name": spec.experiment.name,
+        "name": name,
         "metric": sweep.metric,
         "mode": sweep.better,
         "best_trial": best.index if best else None,

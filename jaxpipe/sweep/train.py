@@ -229,15 +229,15 @@ def _class_weights(trials: Sequence[TrialRun], per_trial: bool):
     )
 
 
-def _device_count(spec: Spec) -> int:
-    n = spec.hardware.devices  # "auto": every local device
+def _device_count(n: int | str) -> int:
+    """`[hardware] devices` as a count ("auto": every local device)."""
     return min(n, len(jax.devices())) if isinstance(n, int) else len(jax.devices())
 
 
-def _refuse_streaming(spec: Spec, ds: Dataset) -> None:
+def _refuse_streaming(chunk_rows: int | str, ds: Dataset) -> None:
     """A sweep keeps every trial's data on the device: a streamed run is refused, naming
-    the key that made it stream."""
-    if isinstance(spec.data.chunk_rows, int):
+    the key that made it stream (`chunk_rows`: `[data] chunk_rows`)."""
+    if isinstance(chunk_rows, int):
         raise SpecError("a sweep keeps the data on the device; remove it", key="data.chunk_rows")
     if isinstance(ds.x_train, DiskRows):  # out of core: streamed from disk
         raise SpecError(
@@ -269,7 +269,9 @@ def train_group(
     spec = trials[0].spec
     hosts: dict[int, Dataset] = {}
     ds = _host_data(trials[0], hosts)
-    check_metric_names(spec, metric_names(ds.task == "regression"))
+    check_metric_names(
+        spec.training, spec.checkpoint, spec.sweep, metric_names(ds.task == "regression")
+    )
     # The program draws dropout bits when any trial drops out: plan the costliest trial.
     rp = plan_run(costliest(trials), ds)  # one trial's breakdown and steps per epoch
     # A data set's key per trial (a seed, a fold), or None when the trials share one.
@@ -278,9 +280,9 @@ def train_group(
         t.index if preset else t.spec.experiment.seed if SEED in input_keys else None
         for t in trials
     ]
-    split = split_trials(rp.plan, seeds, _device_count(spec))
+    split = split_trials(rp.plan, seeds, _device_count(spec.hardware.devices))
     if rp.chunk:
-        _refuse_streaming(spec, ds)
+        _refuse_streaming(spec.data.chunk_rows, ds)
     if on_split is not None:
         on_split(split)
     runs = []
@@ -324,7 +326,9 @@ def _train_chunk(
         total_steps=rp.total_steps,
         dropout_on=any(t.spec.model.dropout > 0 for t in trials),
         class_weights=shared,
-        scored=requested_metrics(spec) if ds.task == "classification" else (),
+        scored=requested_metrics(spec.model.task, spec.training, spec.checkpoint, spec.sweep)
+        if ds.task == "classification"
+        else (),
     )
     seconds = _epochs(tp, arrays, trials, spec.training.epochs, on_epoch, signals)
     return GroupRun(trials, tp.mesh.size, tp.seconds, seconds, per_trial)

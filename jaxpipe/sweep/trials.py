@@ -31,6 +31,7 @@ from jaxpipe.core.step import (
 )
 from jaxpipe.runner.programs import EVAL_BATCH
 from jaxpipe.spec.experiment import Spec
+from jaxpipe.spec.sections import ModelSpec, OptimizerSpec
 
 __all__ = [
     "CLASS_WEIGHT",
@@ -81,11 +82,19 @@ def trial_inputs(values: Sequence[Mapping[str, Any]], input_keys: set[str]) -> d
     return h
 
 
-def _builder(spec: Spec, total_steps: int, outputs: int, task: str, dropout_on: bool, cw=None):
+def _builder(
+    opt: OptimizerSpec,
+    mdl: ModelSpec,
+    precision: str,
+    total_steps: int,
+    outputs: int,
+    task: str,
+    dropout_on: bool,
+    cw=None,
+):
     """build(h) -> (model, tx, train_step, eval_step) with the swept scalars `h` (traced,
     one trial's) in place of the spec's values; the same factories a single run uses."""
-    opt, mdl = spec.optimizer, spec.model
-    dtype = compute_dtype(spec.training.precision)
+    dtype = compute_dtype(precision)
 
     def build(h: Mapping[str, Any]):
         options = dict(opt.options) | {
@@ -184,7 +193,8 @@ def compile_trials(
     metrics to record (the evaluation then also returns every row's probabilities)."""
     t0 = time.perf_counter()
     on_trials = NamedSharding(mesh, PartitionSpec("trial"))
-    build = _builder(spec, total_steps, outputs, task, dropout_on, class_weights)
+    sections = (spec.optimizer, spec.model, spec.training.precision)
+    build = _builder(*sections, total_steps, outputs, task, dropout_on, class_weights)
     dax = 0 if per_trial_data else None
     x_tr, y_tr, x_va, y_va = arrays
     example = jnp.zeros((1, x_tr.shape[-1]), x_tr.dtype)
