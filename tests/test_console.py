@@ -169,8 +169,16 @@ def test_lines_fit_the_terminal_and_break_between_tokens(tmp_path, columns):
     assert not _splits(lines), _splits(lines)
     load = next(i for i, line in enumerate(lines) if line.startswith("  load "))
     assert lines[load + 1].startswith(" " * 13 + "+ validation 500 rows"), lines[load : load + 2]
+    # "Wrote <run dir>/: spec.toml, ...": the run directory (its path longer than a line
+    # here, so cut: the one token that may split, wherever the temporary path's length
+    # puts the cut) reads back whole from the hung lines, and every file name is intact.
     wrote = next(i for i, line in enumerate(lines) if line.startswith("Wrote "))
-    assert lines[wrote + 1].startswith("  ") and lines[wrote + 1].strip()[0].isalpha()
+    done = next(i for i in range(wrote, len(lines)) if lines[i].startswith("Done in"))
+    block = lines[wrote:done]
+    assert all(line.startswith("  ") for line in block[1:]), block
+    assert f"{out}/:" in "".join(line.strip() for line in block).replace("Wrote", "", 1)
+    for name in ("spec.toml", "metrics.jsonl", "summary.json", "checkpoints/"):
+        assert any(name in line for line in block), (name, block)
 
 
 def test_fit_line_breaks_only_between_tokens_and_keeps_every_character():
