@@ -99,14 +99,24 @@ class UnretrievedReadFilter(logging.Filter):
     restore gave up are asyncio tasks and futures nobody awaits; when one is
     garbage-collected asyncio logs "Task (or Future) exception was never retrieved" with
     its traceback (dozens of lines, at a moment that depends on the collector), although
-    the run has already said in one line that the checkpoint is unreadable. Only those
-    (orbax's coroutines, or tensorstore's read errors) are dropped."""
+    the run has already said in one line that the checkpoint is unreadable; and a save
+    that hit a full disk may leave write tasks that `asyncio.run()` reports as it shuts
+    its loop down. Only those (orbax's coroutines, tensorstore's errors, a full disk) are
+    dropped."""
 
     MARKERS = ("orbax", "tensorstore", "OCDBT database", *_FULL_TEXT, *_TOO_LARGE_TEXT)
 
     def filter(self, record: logging.LogRecord) -> bool:
         msg = record.getMessage()
-        unretrieved = msg.startswith(("Task exception was never", "Future exception was never"))
+        unretrieved = msg.startswith(
+            (
+                "Task exception was never",
+                "Future exception was never",
+                # asyncio.run() cancelling orbax's write tasks as it closes its loop after a
+                # save failed (a full disk): the same failure, already one line.
+                "unhandled exception during asyncio.run() shutdown",
+            )
+        )
         if not unretrieved:
             return True
         # The failure may be named only in the traceback (a write that hit a full disk).
