@@ -267,7 +267,9 @@ def _shape(line):
     number (timings, memory, metrics to the last digit) and the run directory's name."""
     line = re.sub(r"runs/seed-tabular-[\d-]+", "RUN", line)
     line = re.sub(r"\d+(\.\d+)? (ms|s)\b", "TIME", line)  # 94 ms here, 0.14 s there
-    return re.sub(r"\d+(\.\d+)?", "#", line).rstrip()
+    line = re.sub(r"\d+(\.\d+)?", "#", line).rstrip()
+    # Right-aligned figures: the padding before one follows its width (" 21 ms", "  1 ms").
+    return re.sub(r" +(?=TIME|#)", " ", line)
 
 
 def test_shown_seed_output_is_what_the_seed_run_prints(tmp_path):
