@@ -206,15 +206,7 @@ def _finish(
         "features": list(prep.features) if prep else [],
         "final": history[-1] if history else None,
         "cv": cv,
-        "programs": [
-            {
-                "folds": [t.index for t in g.trials],
-                "devices": g.devices,
-                "compile_seconds": g.compile_seconds,
-                "train_seconds": g.train_seconds,
-            }
-            for g in runs
-        ],  # fmt: skip
+        "programs": [g.record("folds") for g in runs],
         "seconds": seconds,
         "device": device_info(),
     }

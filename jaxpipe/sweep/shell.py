@@ -368,15 +368,7 @@ def _sweep_summary(
         "best_trial": best.index if best else None,
         "final": best.history[-1] if best else None,
         "leaderboard": table,
-        "programs": [
-            {
-                "trials": [t.index for t in g.trials],
-                "devices": g.devices,
-                "compile_seconds": g.compile_seconds,
-                "train_seconds": g.train_seconds,
-            }
-            for g in runs
-        ],  # fmt: skip
+        "programs": [g.record("trials") for g in runs],
         "sweep": {"groups": splits},
         "seconds": seconds,
         "device": device_info(),

@@ -75,6 +75,16 @@ class GroupRun:
     train_seconds: float
     per_trial_data: bool
 
+    def record(self, members: str) -> dict[str, Any]:
+        """summary.json's `programs` entry: its trials' indices under `members` ("trials"
+        in a sweep, "folds" in a cross-validation), its devices and its times."""
+        return {
+            members: [t.index for t in self.trials],
+            "devices": self.devices,
+            "compile_seconds": self.compile_seconds,
+            "train_seconds": self.train_seconds,
+        }
+
 
 def _data_key(per_trial: bool, seed_varies: bool):
     """Which trials share a data set: each its own (cross-validation's folds, preset on
