@@ -119,7 +119,6 @@ def test_evaluation_metrics_equal_scikit_learns(seed, classes, rows, decimals):
     import pytest
 
     metrics = pytest.importorskip("sklearn.metrics")
-    from sklearn.preprocessing import label_binarize
 
     from jaxpipe.core.evaluation import classification_metrics
 
@@ -130,6 +129,21 @@ def test_evaluation_metrics_equal_scikit_learns(seed, classes, rows, decimals):
         probs /= probs.sum(axis=1, keepdims=True)
     y = np.concatenate([np.arange(classes), rng.integers(0, classes, rows - classes)])
     m = classification_metrics(probs, y, [str(c) for c in range(classes)])
+    expected = _sklearn_metrics(probs, y, classes) | {
+        "log_loss": metrics.log_loss(y, probs, labels=range(classes)),
+        "accuracy": metrics.accuracy_score(y, probs.argmax(axis=1)),
+    }
+    for name, value in expected.items():
+        assert abs(m[name] - value) <= 1e-6, (name, m[name], value)
+
+
+def _sklearn_metrics(probs, y, classes: int) -> dict[str, float]:
+    """scikit-learn's ROC-AUC (binary, or one-vs-rest macro), PR-AUC, macro and weighted
+    F1 and balanced accuracy of the probabilities `probs` for labels `y` (callers have
+    skipped already where scikit-learn is missing)."""
+    from sklearn import metrics
+    from sklearn.preprocessing import label_binarize
+
     pred = probs.argmax(axis=1)
     if classes == 2:
         auc = metrics.roc_auc_score(y, probs[:, 1])
@@ -137,17 +151,13 @@ def test_evaluation_metrics_equal_scikit_learns(seed, classes, rows, decimals):
     else:
         auc = metrics.roc_auc_score(y, probs, multi_class="ovr", average="macro")
         ap = metrics.average_precision_score(label_binarize(y, classes=range(classes)), probs)
-    expected = {
+    return {
         "roc_auc": auc,
         "pr_auc": ap,
         "f1_macro": metrics.f1_score(y, pred, average="macro"),
         "f1_weighted": metrics.f1_score(y, pred, average="weighted"),
         "balanced_accuracy": metrics.balanced_accuracy_score(y, pred),
-        "log_loss": metrics.log_loss(y, probs, labels=range(classes)),
-        "accuracy": metrics.accuracy_score(y, pred),
     }
-    for name, value in expected.items():
-        assert abs(m[name] - value) <= 1e-6, (name, m[name], value)
 
 
 _EPOCH_EVALS: dict = {}
@@ -182,7 +192,6 @@ def test_epoch_metrics_equal_scikit_learns(seed, classes, decimals):
     import pytest
 
     metrics = pytest.importorskip("sklearn.metrics")
-    from sklearn.preprocessing import label_binarize
 
     from jaxpipe.core.evaluation import epoch_scores
     from jaxpipe.spec.sections import OPTIONAL_METRICS
@@ -198,19 +207,7 @@ def test_epoch_metrics_equal_scikit_learns(seed, classes, decimals):
     names = OPTIONAL_METRICS["classification"]
     got = epoch_scores(probs, y, names)
     assert list(got) == list(names)
-    pred = probs.argmax(axis=1)
-    if classes == 2:
-        auc = metrics.roc_auc_score(y, probs[:, 1])
-        ap = metrics.average_precision_score(y, probs[:, 1])
-    else:
-        auc = metrics.roc_auc_score(y, probs, multi_class="ovr", average="macro")
-        ap = metrics.average_precision_score(label_binarize(y, classes=range(classes)), probs)
-    expected = {
-        "val_roc_auc": auc,
-        "val_pr_auc": ap,
-        "val_f1_macro": metrics.f1_score(y, pred, average="macro"),
-        "val_f1_weighted": metrics.f1_score(y, pred, average="weighted"),
-        "val_balanced_accuracy": metrics.balanced_accuracy_score(y, pred),
+    expected = {f"val_{k}": v for k, v in _sklearn_metrics(probs, y, classes).items()} | {
         # fp32 softmax rows sum to 1 within ~1e-7, which scikit-learn warns of and
         # divides out; the log moves by as much, well inside 1e-6.
         "val_log_loss": metrics.log_loss(y, probs / probs.sum(1, keepdims=True)),
