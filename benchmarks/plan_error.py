@@ -95,16 +95,16 @@ def main() -> None:
     for i in range(args.configs):
         spec = parse_spec(draw(rng))
         shapes = data_shapes(spec)
-        abstract = state.abstract_state(Workload(spec.model, spec.optimizer, spec.training), shapes)
+        abstract = state.abstract_state(Workload.of(spec), shapes)
         layouts = [
             (s, m)
             for s, m in LAYOUTS
             if "tensor" not in s
             or partition.tensor_divides(tuple(spec.model.hidden), m.get("model", 1))
         ]
-        xla = verify.measure(Workload(spec.model, spec.optimizer, spec.training), shapes, layouts)
+        xla = verify.measure(Workload.of(spec), shapes, layouts)
         fit = xlafit.fit(
-            Workload(spec.model, spec.optimizer, spec.training),
+            Workload.of(spec),
             shapes,
             abstract,
             spec.training.batch_size,

@@ -99,7 +99,7 @@ def _prepared(args: list):
     return (
         spec,
         shapes,
-        state.abstract_state(Workload(spec.model, spec.optimizer, spec.training), shapes),
+        state.abstract_state(Workload.of(spec), shapes),
     )
 
 
@@ -120,7 +120,7 @@ def collect(seed: int, configs: int, out: str) -> None:
             layouts = []
             for strategy, mesh in LAYOUTS:
                 compiled = verify.compile_layout(
-                    Workload(spec.model, spec.optimizer, spec.training),
+                    Workload.of(spec),
                     shapes,
                     abstract,
                     strategy,
@@ -146,7 +146,7 @@ def score(paths: list[str], worst: int) -> None:
             xlafit._FITS.clear()
             xlafit.single_program_bytes = lambda *_, _x=rec["single"]: _x
             fit = xlafit.fit(
-                Workload(spec.model, spec.optimizer, spec.training),
+                Workload.of(spec),
                 shapes,
                 abstract,
                 spec.training.batch_size,

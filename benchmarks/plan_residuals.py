@@ -61,10 +61,8 @@ def _units(spec) -> tuple[float, float]:
     from jaxpipe.planner.values import Workload
 
     shapes = data_shapes(spec)
-    ab = abstract_state(Workload(spec.model, spec.optimizer, spec.training), shapes)
-    compiled = verify.compile_layout(
-        Workload(spec.model, spec.optimizer, spec.training), shapes, ab, *LAYOUT
-    )
+    ab = abstract_state(Workload.of(spec), shapes)
+    compiled = verify.compile_layout(Workload.of(spec), shapes, ab, *LAYOUT)
     x = verify.xla_figures(compiled, shapes)
     est = memory.estimate(spec.model, spec.training, shapes, ab, *LAYOUT, table={})
     b = est.breakdown

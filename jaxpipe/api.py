@@ -423,11 +423,11 @@ def _plan(
     if spec.sweep is not None:  # trials × per-trial memory, in chunks that fit
         result = sweep_plan(spec, result, gpu, devices)
     if verify:
-        result = verify_plan(Workload(spec.model, spec.optimizer, spec.training), result)
+        result = verify_plan(Workload.of(spec), result)
     elif fit:
         # FSDP's closed form is not held to XLA (search.UNVERIFIED): its quoted layouts
         # are compiled, bounded in time (never for a run's plan, which passes fit=False).
-        work = Workload(spec.model, spec.optimizer, spec.training)
+        work = Workload.of(spec)
         result = settle(work, result, UNVERIFIED)
     # Plan and run agree on donation: a run that keeps a small state undonated (its
     # checkpoints hold the states themselves, runner.plan.undonated) needs more, and the

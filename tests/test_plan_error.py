@@ -103,13 +103,11 @@ def test_closed_form_within_10_percent_of_xla(
     spec = _spec(hidden, batch, activation, opt, task, dropout, layer_norm, precision)
     strategy, mesh = layout
     shapes = data_shapes(spec)
-    abstract = state.abstract_state(Workload(spec.model, spec.optimizer, spec.training), shapes)
-    fit = xlafit.fit(Workload(spec.model, spec.optimizer, spec.training), shapes, abstract, batch)
+    abstract = state.abstract_state(Workload.of(spec), shapes)
+    fit = xlafit.fit(Workload.of(spec), shapes, abstract, batch)
     scale = fit.for_layout(hidden, strategy, mesh)
     est = memory.estimate(spec.model, spec.training, shapes, abstract, strategy, mesh, scale=scale)
-    compiled = verify.compile_layout(
-        Workload(spec.model, spec.optimizer, spec.training), shapes, abstract, strategy, mesh
-    )
+    compiled = verify.compile_layout(Workload.of(spec), shapes, abstract, strategy, mesh)
     xla = verify.xla_figures(compiled, shapes)["total_with_validation"]
     assert abs(est.total / xla - 1) <= 0.10, (est.total / xla - 1, est.breakdown, xla)
 
@@ -127,7 +125,7 @@ def test_plan_says_which_figures_are_not_held_to_xla(write_spec):
     assert all(o.source == "xla" for o in fsdp)
     # The figure is XLA's for that layout (one compiled again here, to compare).
     x = verify.measure(
-        Workload(spec.model, spec.optimizer, spec.training),
+        Workload.of(spec),
         plan.shapes,
         [(fsdp[0].strategy, fsdp[0].mesh)],
     )[0]

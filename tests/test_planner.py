@@ -46,7 +46,7 @@ batch_size = {batch}
 
 def _single(spec):
     shapes = data_shapes(spec)
-    abstract = state.abstract_state(Workload(spec.model, spec.optimizer, spec.training), shapes)
+    abstract = state.abstract_state(Workload.of(spec), shapes)
     return (
         memory.estimate(spec.model, spec.training, shapes, abstract, "single", {"data": 1}),
         shapes,
@@ -86,7 +86,7 @@ def test_estimate_against_xla_memory_analysis(hidden, batch, opt):
     est, shapes, abstract = _single(spec)
     xla = verify.xla_figures(
         verify.compile_layout(
-            Workload(spec.model, spec.optimizer, spec.training),
+            Workload.of(spec),
             shapes,
             abstract,
             "single",
@@ -134,7 +134,7 @@ def test_bfloat16_keeps_the_state_and_its_activations_come_from_the_table():
 def test_fsdp_state_falls_as_one_over_n(n):
     spec = _spec([1024, 1024], batch=64, opt="adam")
     shapes = data_shapes(spec)
-    abstract = state.abstract_state(Workload(spec.model, spec.optimizer, spec.training), shapes)
+    abstract = state.abstract_state(Workload.of(spec), shapes)
     one = memory.estimate(
         spec.model, spec.training, shapes, abstract, "single", {"data": 1}
     ).breakdown
@@ -150,9 +150,7 @@ def test_fsdp_state_falls_as_one_over_n(n):
 
 def test_partition_specs_follow_the_megatron_and_fsdp_rules():
     spec = _spec([64, 32, 16], batch=64)
-    params, opt_state, tx, *_ = state.abstract_state(
-        Workload(spec.model, spec.optimizer, spec.training), data_shapes(spec)
-    )
+    params, opt_state, tx, *_ = state.abstract_state(Workload.of(spec), data_shapes(spec))
     t = partition.partition_specs(params, "tensor", {"model": 2})
     assert t["hidden_0"] == {"kernel": P(None, "model"), "bias": P("model")}
     assert t["hidden_1"] == {"kernel": P("model", None), "bias": P(None)}
@@ -250,7 +248,7 @@ def test_regression_layer_norm_and_dropout_are_planned_and_checked_against_xla()
     assert shapes.outputs == 1 and shapes.task == "regression" and "norm_0" in abstract.params
     xla = verify.xla_figures(
         verify.compile_layout(
-            Workload(spec.model, spec.optimizer, spec.training),
+            Workload.of(spec),
             shapes,
             abstract,
             "single",

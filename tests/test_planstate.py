@@ -43,7 +43,7 @@ batch_size = 16
 def test_deep_state_from_distinct_shapes_is_optax_init(opt):
     spec = _spec(opt)
     shapes = data_shapes(spec)
-    abstract = state.abstract_state(Workload(spec.model, spec.optimizer, spec.training), shapes)
+    abstract = state.abstract_state(Workload.of(spec), shapes)
     assert len(jax.tree.leaves(abstract.params)) > planstate._FEW_LEAVES
     full = jax.eval_shape(abstract.tx.init, abstract.params)
     assert jax.tree.structure(full) == jax.tree.structure(abstract.opt_state)

@@ -34,12 +34,12 @@ batch_size = 32
 def compiled():
     spec = parse_spec(SPEC)
     shapes = data_shapes(spec)
-    abstract = state.abstract_state(Workload(spec.model, spec.optimizer, spec.training), shapes)
+    abstract = state.abstract_state(Workload.of(spec), shapes)
     out = {}
     for n in (1, 2, 4, 8):
         strategy = "fsdp" if n > 1 else "single"
         c = verify.compile_layout(
-            Workload(spec.model, spec.optimizer, spec.training),
+            Workload.of(spec),
             shapes,
             abstract,
             strategy,
@@ -92,15 +92,13 @@ def compiled_2d():
     """fsdp+tensor on 2 × 2 and 4 × 2, beside tensor over 2 (the same model split)."""
     spec = parse_spec(SPEC)
     shapes = data_shapes(spec)
-    abstract = state.abstract_state(Workload(spec.model, spec.optimizer, spec.training), shapes)
+    abstract = state.abstract_state(Workload.of(spec), shapes)
     out = {}
     for d in (1, 2, 4):
         strategy, mesh = (
             ("tensor", {"model": 2}) if d == 1 else ("fsdp+tensor", {"data": d, "model": 2})
         )
-        c = verify.compile_layout(
-            Workload(spec.model, spec.optimizer, spec.training), shapes, abstract, strategy, mesh
-        )
+        c = verify.compile_layout(Workload.of(spec), shapes, abstract, strategy, mesh)
         out[d] = (verify.xla_figures(c, shapes), verify.collectives(c))
     return shapes, abstract, out
 
@@ -149,9 +147,7 @@ def test_a_child_process_compiles_what_this_process_compiles(compiled):
     spec, shapes, _, out = compiled
     here, child = (
         out[4][0],
-        verify._measure_child(
-            Workload(spec.model, spec.optimizer, spec.training), shapes, [("fsdp", {"data": 4})], 4
-        )[0],
+        verify._measure_child(Workload.of(spec), shapes, [("fsdp", {"data": 4})], 4)[0],
     )
     assert child["total_with_validation"] == here["total_with_validation"]
 
@@ -289,8 +285,8 @@ precision = "{"bfloat16" if bf16 else "float32"}"
     )
     strategy, mesh = layout
     shapes = data_shapes(spec)
-    quoted = verify.measure(
-        Workload(spec.model, spec.optimizer, spec.training), shapes, [(strategy, mesh)]
-    )[0]["total_with_validation"]
+    quoted = verify.measure(Workload.of(spec), shapes, [(strategy, mesh)])[0][
+        "total_with_validation"
+    ]
     actual = _run_program_bytes(spec, shapes, strategy, mesh)
     assert abs(quoted / actual - 1) <= 0.10, (quoted, actual, strategy, mesh)

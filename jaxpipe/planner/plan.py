@@ -167,7 +167,7 @@ def make_plan(
     count = _device_count(hw.devices, devices)
     mem = _memory(hw, gpu, catalog)
     available = count if gpu is not None or count is not None else mem.local_count
-    work = Workload(spec.model, spec.optimizer, spec.training)
+    work = Workload.of(spec)
     search = Search(work, shapes, mem.usable, fit=fit, runtime=(runtime := _runtime(mem)))
     strategy, n = _choose(search, hw.strategy, available)
     chosen, fits = _verdict(search, strategy, n, one=gpu is not None and count is None)

@@ -36,6 +36,11 @@ class Workload:
         return {name: schema.to_dict(getattr(self, name)) for name in _WORKLOAD}
 
     @classmethod
+    def of(cls, spec: Any) -> Workload:
+        """A spec's (or anything with the three sections') workload."""
+        return cls(spec.model, spec.optimizer, spec.training)
+
+    @classmethod
     def from_json(cls, table: dict[str, Any]) -> Workload:
         return cls(*(schema.build(tp, table[name], name) for name, tp in _WORKLOAD.items()))
 
