@@ -74,9 +74,10 @@ def _param(value: Any) -> Any:
     return value if isinstance(value, (bool, int, float, str)) else json.dumps(value)
 
 
-def trial_params(spec: Any, values: dict[str, Any]) -> dict[str, Any]:
-    """A sweep trial's params: the sweep's spec (`flat_params`) with the trial's values."""
-    return flat_params(spec) | {k: _param(v) for k, v in values.items()}
+def trial_params(params: dict[str, Any], values: dict[str, Any]) -> dict[str, Any]:
+    """A sweep trial's params: the sweep's spec's (`params`: its `flat_params`) with the
+    trial's values."""
+    return params | {k: _param(v) for k, v in values.items()}
 
 
 def _scalars(row: dict[str, Any]) -> dict[str, float]:
@@ -129,12 +130,11 @@ class TensorBoardObserver(Observer):
     def __init__(self, tell: Tell | None = None) -> None:
         _require("tensorboard", "tensorboard", "tensorboard")
         self.log: _EventLog | None = None
-        self.spec: Any = None
         self.params: dict[str, Any] = {}
         self.run_dir, self.described, self.tell = "", False, tell
 
     def on_start(self, spec: Any, run_dir: str) -> None:
-        self.run_dir, self.spec = run_dir, spec
+        self.run_dir = run_dir
         self.params = flat_params(spec)
         if getattr(spec, "sweep", None) is None:
             self.log = _EventLog(os.path.join(run_dir, "tensorboard"))
@@ -149,7 +149,7 @@ class TensorBoardObserver(Observer):
     def on_trial(self, index: int, values: dict[str, Any], history: list[dict[str, Any]]) -> None:
         log = _EventLog(os.path.join(self.run_dir, "tensorboard", f"trial-{index}"))
         if history:
-            log.hparams(trial_params(self.spec, values), list(_scalars(history[0])))
+            log.hparams(trial_params(self.params, values), list(_scalars(history[0])))
         for row in history:
             log.scalars(row)
         log.close()
@@ -191,7 +191,9 @@ class MlflowObserver(Observer):
             settings.allow_mlflow_file_store()
         settings.bound_mlflow_requests()
         self.uri, self.run_dir, self.active, self.failed = uri, "", False, False
-        self.tell, self.spec, self.run_id, self.trials = tell, None, "", 0
+        self.tell, self.run_id, self.trials = tell, "", 0
+        self.experiment: str | None = None  # `[experiment] name`, once started
+        self.params: dict[str, Any] = {}
         self.check()
 
     def _refuse(self, why: str, fix: str) -> JaxpipeError:
@@ -286,17 +288,21 @@ class MlflowObserver(Observer):
 
     def on_start(self, spec: Any, run_dir: str) -> None:
         self.run_dir = run_dir
-        self._guard("starting the MLflow run", self._start, spec, run_dir)
+        sweep = getattr(spec, "sweep", None)
+        self._guard(
+            "starting the MLflow run", self._start, spec.experiment.name, flat_params(spec), sweep
+        )
 
-    def _start(self, spec: Any, run_dir: str) -> None:
+    def _start(self, experiment: str, params: dict[str, Any], sweep: Any) -> None:
+        """`sweep`: the `[sweep]` section of a sweep's parent run, else None."""
         mlflow = self.mlflow
         mlflow.set_tracking_uri(self.uri)
-        mlflow.set_experiment(spec.experiment.name)
-        run = mlflow.start_run(run_name=os.path.basename(os.path.normpath(run_dir)))
-        self.active, self.spec, self.run_id = True, spec, run.info.run_id
-        mlflow.log_params(flat_params(spec))
-        if getattr(spec, "sweep", None) is not None:  # the parent run: what was swept
-            sweep = spec.sweep
+        mlflow.set_experiment(experiment)
+        run = mlflow.start_run(run_name=os.path.basename(os.path.normpath(self.run_dir)))
+        self.active, self.run_id = True, run.info.run_id
+        self.experiment, self.params = experiment, params
+        mlflow.log_params(params)
+        if sweep is not None:  # the parent run: what was swept
             swept = {f"sweep.values.{k}": _param(v) for k, v in sweep.values.items()}
             mlflow.log_params(swept | {"sweep.metric": sweep.metric})
 
@@ -314,7 +320,7 @@ class MlflowObserver(Observer):
     def _trial(self, index: int, values: dict[str, Any], history: list[dict[str, Any]]) -> None:
         mlflow = self.mlflow
         with mlflow.start_run(run_name=f"trial-{index}", nested=True):
-            mlflow.log_params(trial_params(self.spec, values) | {"sweep.trial": index})
+            mlflow.log_params(trial_params(self.params, values) | {"sweep.trial": index})
             for row in history:
                 mlflow.log_metrics(_scalars(row), step=int(row["epoch"]))
             folder = "folds" if "data.fold" in values else "trials"
@@ -347,7 +353,7 @@ class MlflowObserver(Observer):
         """One line: the run, its experiment and the store it was logged to."""
         name = os.path.basename(os.path.normpath(self.run_dir))
         trials = f" and {self.trials} trial runs under it" if self.trials else ""
-        experiment = self.spec.experiment.name if self.spec is not None else "?"
+        experiment = self.experiment if self.experiment is not None else "?"
         return (
             f"Logged to MLflow: run {self.run_id} ({name}){trials} in experiment "
             f"{experiment!r} at {self.given}"
