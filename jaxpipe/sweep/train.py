@@ -23,6 +23,7 @@ from jaxpipe.data.fitted import Preprocessing
 from jaxpipe.data.load import Dataset, load_dataset
 from jaxpipe.errors import SpecError
 from jaxpipe.planner.sweep import TrialSplit, split_trials
+from jaxpipe.planner.values import Workload
 from jaxpipe.runner.place import Placed
 from jaxpipe.runner.plan import RunPlan, plan_run
 from jaxpipe.runner.preprocess import preprocess_data
@@ -324,7 +325,7 @@ def _train_chunk(
     if each is not None:
         inputs[CLASS_WEIGHT] = each
     tp = compile_trials(
-        spec,
+        Workload.of(spec),
         [t.spec.experiment.seed for t in trials],
         inputs,
         arrays,

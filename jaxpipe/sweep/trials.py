@@ -29,8 +29,8 @@ from jaxpipe.core.step import (
     make_probabilities,
     make_task_steps,
 )
+from jaxpipe.planner.values import Workload
 from jaxpipe.runner.programs import EVAL_BATCH
-from jaxpipe.spec.experiment import Spec
 from jaxpipe.spec.sections import ModelSpec, OptimizerSpec
 
 __all__ = [
@@ -171,7 +171,7 @@ def _masked_epoch(train_step_of, batch: int):
 
 
 def compile_trials(
-    spec: Spec,
+    workload: Workload,
     seeds: Sequence[int],
     inputs: dict[str, Any],
     arrays: tuple[jax.Array, ...],
@@ -190,10 +190,12 @@ def compile_trials(
     on the trial axis of `mesh` (see trial_mesh) and compiles the vmapped epoch and evaluation. `arrays`: (x_train,
     y_train, x_val, y_val), each with a leading trial axis when `per_trial_data` (the
     seed changes the data), else shared by all trials. `scored`: the optional validation
-    metrics to record (the evaluation then also returns every row's probabilities)."""
+    metrics to record (the evaluation then also returns every row's probabilities).
+    `workload`: the sweep's model, optimizer and precision (a trial's `inputs` override
+    them)."""
     t0 = time.perf_counter()
     on_trials = NamedSharding(mesh, PartitionSpec("trial"))
-    sections = (spec.optimizer, spec.model, spec.training.precision)
+    sections = (workload.optimizer, workload.model, workload.training.precision)
     build = _builder(*sections, total_steps, outputs, task, dropout_on, class_weights)
     dax = 0 if per_trial_data else None
     x_tr, y_tr, x_va, y_va = arrays
