@@ -95,14 +95,14 @@ def _compile_streamed(train_step, state, scaler, feed: ChunkFeed, x, y, batch: i
     return epoch
 
 
-def _describe(spec: Spec, rp: RunPlan, prep: Preprocessing, outputs: int) -> str:
+def _describe(spec_toml: str, rp: RunPlan, prep: Preprocessing, outputs: int) -> str:
     """What the programs are a function of beyond jaxpipe's source and their arguments'
-    shapes: the resolved spec (model, optimizer, schedule, precision, batch) and plan,
-    and the fitted class weights (constants of the program: "balanced" fits them to the
-    data, which the spec's text does not show)."""
+    shapes: the resolved spec (`spec_toml`, its `dump_spec`: model, optimizer, schedule,
+    precision, batch) and plan, and the fitted class weights (constants of the program:
+    "balanced" fits them to the data, which the spec's text does not show)."""
     plan = (rp.strategy, rp.mesh, rp.batch, rp.steps_per_epoch, rp.epochs, rp.chunk)
     fitted = f"{prep.task} {outputs} {prep.class_weights!r}"
-    return f"{dump_spec(spec)}\n{plan} {rp.precision} {rp.layout!r}\n{fitted}"
+    return f"{spec_toml}\n{plan} {rp.precision} {rp.layout!r}\n{fitted}"
 
 
 def _init(init_fn, key: jax.Array, x1: np.ndarray, rp: RunPlan, tx, describe: str):
@@ -155,7 +155,7 @@ def compile_programs(
         model, tx, prep.task, spec.model.dropout > 0, prep.class_weights
     )
     x_tr, y_tr, x_va, y_va = placed.arrays
-    describe = _describe(spec, rp, prep, outputs)
+    describe = _describe(dump_spec(spec), rp, prep, outputs)
 
     def init_fn(k: jax.Array, x: jax.Array) -> TrainState:
         return init_state(model.init, tx, k, x)
