@@ -35,14 +35,14 @@ from jaxpipe.report.notebook import NotebookProgress, in_notebook
 from jaxpipe.report.observer import ConsoleReporter
 from jaxpipe.report.tracking import tracking_observers
 from jaxpipe.report.verdict import format_plan
-from jaxpipe.runner.outdir import default_out_dir
+from jaxpipe.rundir import default_run_name
 from jaxpipe.runner.plan import undonated
 from jaxpipe.runner.shell import enable_compilation_cache, run_experiment
 from jaxpipe.runner.validation import check_before_data
 from jaxpipe.saved.model import Model, load_model
 from jaxpipe.saved.predict import predict_file
 from jaxpipe.signals import catch_signals
-from jaxpipe.spec.experiment import Spec, load_spec, place_error
+from jaxpipe.spec.experiment import Spec, load_spec
 from jaxpipe.spec.sections import no_rows_error, source_of
 from jaxpipe.spec.sweep import LoggingSpec
 from jaxpipe.sweep.cv import CVResult, run_cv
@@ -73,6 +73,11 @@ __all__ = [
     "distributed_config",
     "default_out_dir",
 ]
+
+
+def default_out_dir(spec: Spec) -> str:
+    """`runs/<name>-<timestamp to the microsecond>`, relative to the working directory."""
+    return default_run_name(spec.experiment.name)
 
 
 def _as_spec(spec: Spec | str | os.PathLike[str] | dict[str, Any]) -> Spec:
@@ -132,7 +137,7 @@ def _in_memory(spec: Spec, data: Any, validation: Any, what: str = "fit"):
         if validation is not None:
             raise DataError(f"{what}: validation= needs data= as well")
         if spec.data.source is None:
-            raise place_error(spec, no_rows_error(f"jaxpipe.{what}(spec)"))
+            raise spec.origin.place(no_rows_error(f"jaxpipe.{what}(spec)"))
         return spec, None
     if is_path(data) and validation is None:
         path = os.path.abspath(os.fspath(data))
@@ -219,12 +224,13 @@ def fit(
     _check_spec_first(spec)
     spec = _with_class_weight(_as_spec(spec), class_weight)
     if spec.data.folds is not None:
-        raise place_error(spec, SpecError(
+        raise spec.origin.place(SpecError(
             "fit trains one model, and folds train one per fold; cross-validate with "
             "jaxpipe.cross_validate(spec, data) (or jaxpipe.run), or remove data.folds",
             key="data.folds",
         ))  # fmt: skip
-    check_before_data(spec)  # a bad optimizer section fails before the data is read
+    # A bad optimizer section fails before the data is read.
+    check_before_data(spec.optimizer, spec.origin)
     spec, dataset = _in_memory(spec, _data_with_target(data, y, spec.data.label), validation)
     callbacks = [*_progress(progress, verbose, out), *callbacks]
     if spec.sweep is not None:
@@ -262,7 +268,7 @@ def cross_validate(
         spec = dataclasses.replace(spec, data=dataclasses.replace(spec.data, folds=folds))
     if spec.data.folds is None:
         raise SpecError("needs K ≥ 2 folds: give folds=K or [data] folds", key="data.folds")
-    check_before_data(spec)
+    check_before_data(spec.optimizer, spec.origin)
     columns, origin = None, "<memory>"
     data = _data_with_target(data, y, spec.data.label)
     if data is not None and is_path(data):
@@ -276,7 +282,7 @@ def cross_validate(
             spec, data=dataclasses.replace(spec.data, source="memory", path=None)
         )
     elif spec.data.source is None:
-        raise place_error(spec, no_rows_error("jaxpipe.cross_validate(spec)"))
+        raise spec.origin.place(no_rows_error("jaxpipe.cross_validate(spec)"))
     with _observed(spec.logging, spec.base_dir, out, callbacks, verbose) as (observer, directory):
         with frame_rows(data):
             result = run_cv(spec, directory, observer, columns=columns, origin=origin)
@@ -396,7 +402,7 @@ def plan(
     # (core/aot.py), as a run's programs are: a plan made again does not compile.
     enable_compilation_cache(spec.runtime)
     with catch_signals() as signals:  # fit and verify compile: the signal contract holds
-        check_before_data(spec)
+        check_before_data(spec.optimizer, spec.origin)
         spec, dataset = _in_memory(spec, data, validation, "plan")
         catalog = load_catalog(spec.hardware, spec.base_dir)
         held = prices if isinstance(prices, dict) else tuple(prices)

@@ -17,7 +17,7 @@ import jaxpipe
 from jaxpipe.cli.main import main
 from jaxpipe.data.folds import fold_indices, load_folds
 from jaxpipe.data.frames import to_columns
-from jaxpipe.data.load import load_dataset, make_synthetic
+from jaxpipe.data.load import LoadRequest, load_dataset, make_synthetic
 from jaxpipe.runner.shell import run_experiment
 from jaxpipe.spec.experiment import load_spec
 from jaxpipe.sweep.cv import run_cv
@@ -143,7 +143,7 @@ def test_encoders_impute_from_the_fold_and_share_its_columns(write_spec, tmp_pat
     text = BASE.replace('source = "synthetic"', 'path = "t.csv"\nlabel = "label"')
     text = text.replace("batch_size = 32", "batch_size = 8") + '[preprocess]\nmissing = "mean"\n'
     spec = load_spec(write_spec(text))
-    folds = load_folds(spec)
+    folds = load_folds(LoadRequest.of(spec))
     assert {ds.x_train.shape[1] for ds in folds} == {4}  # value + blue, green, red
     labels = np.arange(n) % 2
     for ds, (train, _) in zip(folds, fold_indices(labels, 3, 3, stratify=True), strict=True):

@@ -11,9 +11,8 @@ from __future__ import annotations
 import numpy as np
 
 from jaxpipe.data.encoding import ColumnCode, Columns, FeatureEncoder, fit_encoder
-from jaxpipe.data.load import Dataset, Rows, encode_split, read_rows
+from jaxpipe.data.load import Dataset, LoadRequest, Rows, encode_split, read_rows
 from jaxpipe.errors import DataError, SpecError
-from jaxpipe.spec.experiment import Spec
 
 __all__ = ["fold_indices", "load_folds"]
 
@@ -90,36 +89,34 @@ def _take(feats: Columns, index: np.ndarray) -> Columns:
 
 
 def load_folds(
-    spec: Spec, columns: Columns | None = None, origin: str = "<memory>"
+    req: LoadRequest, columns: Columns | None = None, origin: str = "<memory>"
 ) -> list[Dataset]:
-    """One Dataset per fold of `spec.data.folds`: its training part and held-out fold,
-    encoded by an encoder fitted on its training part only (the scaler is fitted on the
-    device the same way, runner/preprocess.py). `columns`: rows in memory, as
-    load_dataset takes them."""
-    cfg = spec.data
+    """One Dataset per fold of `[data] folds` (`req`: `LoadRequest.of(spec)`): its
+    training part and held-out fold, encoded by an encoder fitted on its training part
+    only (the scaler is fitted on the device the same way, runner/preprocess.py).
+    `columns`: rows in memory, as load_dataset takes them."""
+    cfg = req.data
     folds = cfg.folds
     if folds is None:
         raise SpecError("is not set: cross-validation needs K ≥ 2 folds", key="data.folds")
-    pool: Rows = read_rows(spec, columns, origin)
-    classification = spec.model.task == "classification"
+    pool: Rows = read_rows(req, columns, origin)
+    classification = req.task == "classification"
     if classification:
         _check_classes(pool.y, pool.classes, folds, pool.origin)
-    parts = fold_indices(pool.y, folds, spec.experiment.seed, stratify=classification,
+    parts = fold_indices(pool.y, folds, req.seed, stratify=classification,
                          shuffle=cfg.shuffle)  # fmt: skip
     held = len(parts[0][1])
-    if spec.training.batch_size > len(pool.y) - held:
+    if req.batch_size > len(pool.y) - held:
         raise DataError(
-            f"training.batch_size = {spec.training.batch_size} is larger than a fold's "
+            f"training.batch_size = {req.batch_size} is larger than a fold's "
             f"training part ({len(pool.y) - held} rows); lower it"
         )
-    impute = spec.preprocess.missing == "mean"
+    impute = req.preprocess.missing == "mean"
     pooled = fit_encoder(pool.feats, pool.kinds, False, pool.origin)  # categories only
     out = []
     for train, val in parts:
         tr_feats = _take(pool.feats, train)
         encoder = _widened(fit_encoder(tr_feats, pool.kinds, impute, pool.origin), pooled)
         part = (tr_feats, pool.y[train]), (_take(pool.feats, val), pool.y[val])
-        out.append(
-            encode_split(spec.model.task, spec.data.label, pool, encoder, *part, pool.dropped)
-        )
+        out.append(encode_split(req.task, cfg.label, pool, encoder, *part, pool.dropped))
     return out

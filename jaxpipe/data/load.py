@@ -33,11 +33,12 @@ from jaxpipe.data.sources import (
     read_group,
 )
 from jaxpipe.errors import DataError, SpecError
-from jaxpipe.spec.experiment import Spec, place_error
-from jaxpipe.spec.sections import DataSpec, SyntheticSpec, no_rows_error
+from jaxpipe.spec.experiment import Spec, SpecOrigin, path_from
+from jaxpipe.spec.sections import DataSpec, PreprocessSpec, SyntheticSpec, no_rows_error
 
 __all__ = [
     "Dataset",
+    "LoadRequest",
     "Rows",
     "read_rows",
     "encode_split",
@@ -283,25 +284,57 @@ class Rows:
     dropped: int = 0
 
 
-def read_rows(spec: Spec, columns: Columns | None = None, origin: str = "<memory>") -> Rows:
+@dataclass(frozen=True)
+class LoadRequest:
+    """What loading reads of the spec: `[data]`, `[preprocess]`, the task, the seed that
+    splits (and makes synthetic) rows, the batch the training split must hold, the spec's
+    folder (relative paths are relative to it) and where the spec came from (to place an
+    error)."""
+
+    data: DataSpec
+    preprocess: PreprocessSpec
+    task: str
+    seed: int
+    batch_size: int
+    base_dir: str
+    origin: SpecOrigin
+
+    @classmethod
+    def of(cls, spec: Spec) -> LoadRequest:
+        return cls(
+            spec.data,
+            spec.preprocess,
+            spec.model.task,
+            spec.experiment.seed,
+            spec.training.batch_size,
+            spec.base_dir,
+            spec.origin,
+        )
+
+    def resolve_path(self, path: str) -> str:
+        """A data path as the spec means it (`Spec.resolve_path`)."""
+        return path_from(self.base_dir, path)
+
+
+def read_rows(req: LoadRequest, columns: Columns | None = None, origin: str = "<memory>") -> Rows:
     """The spec's rows (or in-memory `columns`, named `origin`), read, checked and
     prepared as one pool (cross-validation's folds); a file set (directory, glob), which
     may stream, is load_dataset's only."""
-    cfg: DataSpec = spec.data
+    cfg: DataSpec = req.data
     if columns is None and cfg.source is None:
-        raise place_error(spec, no_rows_error())
-    if columns is None and cfg.source in ("csv", "parquet") and _file_set(cfg, spec.resolve_path):
+        raise req.origin.place(no_rows_error())
+    if columns is None and cfg.source in ("csv", "parquet") and _file_set(cfg, req.resolve_path):
         raise SpecError(
             "reads one file into memory; a directory, a glob or data.host_memory (rows "
             "that may stream from disk) is not supported with data.folds: give one file",
             key="data.folds",
         )
     if columns is None and cfg.source == "synthetic":
-        feats, y, kinds, classes = _synthetic(cfg.synthetic, spec.model.task, spec.experiment.seed)
+        feats, y, kinds, classes = _synthetic(cfg.synthetic, req.task, req.seed)
         return Rows(feats, y, kinds, classes, "synthetic", len(feats) + 1)
-    origin = origin if columns is not None else spec.resolve_path(cfg.path or "")
+    origin = origin if columns is not None else req.resolve_path(cfg.path or "")
     feats, y, kinds, classes, dropped, raw_columns = _read_split(
-        cfg, spec.preprocess.missing, spec.model.task, origin, None, None, columns
+        cfg, req.preprocess.missing, req.task, origin, None, None, columns
     )
     return Rows(feats, y, kinds, classes, origin, raw_columns, dropped)
 
@@ -315,31 +348,40 @@ def load_dataset(
     """Stage 1: the spec's rows, encoded and split (directories and globs: `_load_files`).
     The encoder is fitted on the training split only. `columns` (and `validation`): rows
     already in memory (`jaxpipe.fit`), named `origin`, checked and encoded as a file's."""
-    cfg: DataSpec = spec.data
-    if columns is None and cfg.source in ("csv", "parquet") and _file_set(cfg, spec.resolve_path):
-        return _load_files(spec)
-    pool = read_rows(spec, columns, origin)
+    return _load(LoadRequest.of(spec), columns, validation, origin)
+
+
+def _load(
+    req: LoadRequest,
+    columns: Columns | None = None,
+    validation: Columns | None = None,
+    origin: str = "<memory>",
+) -> Dataset:
+    cfg: DataSpec = req.data
+    if columns is None and cfg.source in ("csv", "parquet") and _file_set(cfg, req.resolve_path):
+        return _load_files(req)
+    pool = read_rows(req, columns, origin)
     feats, y, dropped = pool.feats, pool.y, pool.dropped
     if validation is not None or isinstance(cfg.validation, str):
         where = f"{pool.origin} (validation)" if validation is not None else cfg.validation
         v_feats, y_val, _, _, v_dropped, _ = _read_split(
             cfg,
-            spec.preprocess.missing,
-            spec.model.task,
-            spec.resolve_path(where) if validation is None else where,
+            req.preprocess.missing,
+            req.task,
+            req.resolve_path(where) if validation is None else where,
             pool.kinds,
-            pool.classes if spec.model.task == "classification" else None,
+            pool.classes if req.task == "classification" else None,
             validation,
         )
         dropped += v_dropped
         tr_feats, y_train = feats, y
     else:
-        train, val = split_rows(len(y), cfg.validation, spec.experiment.seed, cfg.shuffle)
+        train, val = split_rows(len(y), cfg.validation, req.seed, cfg.shuffle)
         (tr_feats, v_feats), y_train, y_val = _split(feats, train, val), y[train], y[val]
-    _check_batch(spec.training.batch_size, len(y_train))
-    encoder = fit_encoder(tr_feats, pool.kinds, spec.preprocess.missing == "mean", pool.origin)
+    _check_batch(req.batch_size, len(y_train))
+    encoder = fit_encoder(tr_feats, pool.kinds, req.preprocess.missing == "mean", pool.origin)
     train_part, val_part = (tr_feats, y_train), (v_feats, y_val)
-    return encode_split(spec.model.task, cfg.label, pool, encoder, train_part, val_part, dropped)
+    return encode_split(req.task, cfg.label, pool, encoder, train_part, val_part, dropped)
 
 
 def encode_split(
@@ -384,11 +426,11 @@ def _file_set(cfg: DataSpec, resolve_path: Callable[[str], str]) -> bool:
     return is_multi_path(resolve_path(cfg.path)) or cfg.host_memory != "auto"
 
 
-def _load_files(spec: Spec) -> Dataset:
+def _load_files(req: LoadRequest) -> Dataset:
     """A directory, glob or file of csv/parquet: loaded whole when it fits the host
     budget, else its training split streams from disk (`DiskRows`)."""
-    cfg: DataSpec = spec.data
-    path = spec.resolve_path(cfg.path or "")
+    cfg: DataSpec = req.data
+    path = req.resolve_path(cfg.path or "")
     budget = host_budget(cfg.host_memory)
     fs = open_files(path, cfg.source, budget)
     cells = fs.rows * len(fs.names)
@@ -396,8 +438,8 @@ def _load_files(spec: Spec) -> Dataset:
         import pyarrow as pa
 
         table = pa.concat_tables([read_group(fs, g, list(fs.names)) for g in fs.groups])
-        return load_dataset(spec, arrow_columns(table, path), origin=path)
-    return _load_streamed(spec, path, fs, budget)
+        return _load(req, arrow_columns(table, path), origin=path)
+    return _load_streamed(req, path, fs, budget)
 
 
 def _fraction(cfg: DataSpec, rows: int, path: str, budget: int, width: int) -> float:
@@ -418,16 +460,16 @@ def _fraction(cfg: DataSpec, rows: int, path: str, budget: int, width: int) -> f
     return fraction
 
 
-def _load_streamed(spec: Spec, path: str, fs: FileSet, budget: int) -> Dataset:
-    cfg: DataSpec = spec.data
+def _load_streamed(req: LoadRequest, path: str, fs: FileSet, budget: int) -> Dataset:
+    cfg: DataSpec = req.data
     fraction = _fraction(cfg, fs.rows, path, budget, len(fs.names))
     rs = ReadSpec(
-        fs, cfg.label or "y", cfg.features, cfg.categorical, spec.preprocess.missing,
-        spec.model.task, spec.experiment.seed, fraction, cfg.shuffle, budget,
+        fs, cfg.label or "y", cfg.features, cfg.categorical, req.preprocess.missing,
+        req.task, req.seed, fraction, cfg.shuffle, budget,
     )  # fmt: skip
-    scan = scan_source(rs, spec.preprocess.normalize, path)
+    scan = scan_source(rs, req.preprocess.normalize, path)
     rows = DiskRows(rs, scan, path)
-    _check_batch(spec.training.batch_size, rows.shape[0])
+    _check_batch(req.batch_size, rows.shape[0])
     return Dataset(
         x_train=rows,
         y_train=rows.labels,
@@ -438,7 +480,7 @@ def _load_streamed(spec: Spec, path: str, fs: FileSet, budget: int) -> Dataset:
         raw_rows=fs.rows,
         raw_columns=len(scan.names) + 1,
         origin=path,
-        task=spec.model.task,
+        task=req.task,
         encoder=scan.encoder,
         label=rs.label,
         dropped_rows=scan.dropped,

@@ -1,10 +1,9 @@
-"""The run directory before training: its default name, the checks that keep a finished
-or unfinished run from being overwritten, and the spec copy that works from anywhere."""
+"""The run directory before training: the checks that keep a finished or unfinished run
+from being overwritten, and its JSON files' writers."""
 
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import json
 import os
 from typing import Any
@@ -21,20 +20,12 @@ from jaxpipe.rundir import (
     refuse_other_run,
 )
 from jaxpipe.runner import checkpoint as ckpt
-from jaxpipe.spec.experiment import Spec
 
 __all__ = [
-    "default_out_dir",
     "prepare_out_dir",
-    "resolved_spec",
     "write_json",
     "write_lines",
 ]
-
-
-def default_out_dir(spec: Spec) -> str:
-    """`runs/<name>-<timestamp to the microsecond>`, relative to the working directory."""
-    return default_run_name(spec.experiment.name)
 
 
 def prepare_out_dir(
@@ -93,24 +84,6 @@ def prepare_out_dir(
             with contextlib.suppress(OSError):
                 os.remove(probe)
     return out
-
-
-def resolved_spec(spec: Spec) -> Spec:
-    """The spec with its data and catalog paths made absolute, so the run directory's
-    copy (spec.toml) works from anywhere."""
-    resolved = spec
-    if spec.data.path is not None:
-        val = spec.data.validation
-        data = dataclasses.replace(
-            spec.data,
-            path=spec.resolve_path(spec.data.path),
-            validation=spec.resolve_path(val) if isinstance(val, str) else val,
-        )
-        resolved = dataclasses.replace(resolved, data=data)
-    if isinstance(spec.hardware.catalog, str):
-        hw = dataclasses.replace(spec.hardware, catalog=spec.resolve_path(spec.hardware.catalog))
-        resolved = dataclasses.replace(resolved, hardware=hw)
-    return resolved
 
 
 def write_json(path: str, obj: Any) -> None:

@@ -27,12 +27,7 @@ from jaxpipe.files import atomic_write
 from jaxpipe.rundir import CHECKPOINTS
 from jaxpipe.runner import checkpoint as ckpt
 from jaxpipe.runner.loop import TrainTimes, train
-from jaxpipe.runner.outdir import (
-    prepare_out_dir,
-    resolved_spec,
-    write_json,
-    write_lines,
-)
+from jaxpipe.runner.outdir import prepare_out_dir, write_json, write_lines
 from jaxpipe.runner.place import Placed, place_data
 from jaxpipe.runner.plan import RunPlan, check_compiled, plan_record, plan_run
 from jaxpipe.runner.preprocess import preprocess_data
@@ -104,7 +99,7 @@ class _Stages:
 def _prepare(spec, rp, out, resume, force, obs, stack, checkpoints=True):
     """The locked run directory, checkpoint store, spec copy; a changed spec fails resume."""
     run_dir = prepare_out_dir(spec.experiment.name, out, resume, stack)
-    resolved = resolved_spec(spec)
+    resolved = spec.resolved()
     cp = spec.checkpoint
     store = ckpt.CheckpointStore(
         os.path.join(run_dir, CHECKPOINTS),
@@ -360,15 +355,15 @@ def run_experiment(
 
 def _run(spec, out, observer, resume, force, dataset, signals, stack, checkpoints) -> RunResult:
     obs = observer or Observer()
-    check_before_data(spec)
+    check_before_data(spec.optimizer, spec.origin)
     cache_dir = enable_compilation_cache(spec.runtime)
     stages = _Stages(obs, [])
     t0 = time.perf_counter()
     ds = dataset if dataset is not None else load_dataset(spec)  # data errors: no files yet
     load_s = time.perf_counter() - t0
-    check_run_metrics(spec, ds.task)
+    check_run_metrics(spec.training, spec.checkpoint, spec.sweep, ds.task, spec.origin)
     rp = plan_run(spec, ds)  # a run that cannot fit stops here, before any compile
-    check_schedule(spec, rp.steps_per_epoch * spec.training.epochs)
+    check_schedule(spec.optimizer, rp.total_steps, spec.origin)
     signals.check("while loading the data")
     run_dir, resolved, store = _prepare(spec, rp, out, resume, force, obs, stack, checkpoints)
     fp = data_fingerprint(ds.x_train, ds.y_train, ds.x_val, ds.y_val)  # resume refuses new labels

@@ -45,7 +45,8 @@ __all__ = [
     "dump_spec",
     "spec_schema",
     "spec_markdown",
-    "place_error",
+    "SpecOrigin",
+    "path_from",
     "Overrides",
 ]
 
@@ -171,9 +172,38 @@ class Spec(Section):
         _check_depth(table, "the spec")
         return dataclasses.replace(schema.build(cls, dict(table)), base_dir=base_dir)
 
+    @property
+    def origin(self) -> SpecOrigin:
+        """Where this spec came from, to place errors found after loading."""
+        return SpecOrigin(self.source, self.text, self.overrides, self.override_label)
+
     def resolve_path(self, path: str) -> str:
         """A data path as the spec means it: relative to the spec file's folder."""
-        return path if os.path.isabs(path) else os.path.normpath(os.path.join(self.base_dir, path))
+        return path_from(self.base_dir, path)
+
+    def resolved(self) -> Spec:
+        """The spec with its data and catalog paths made absolute, so a copy of it (a run
+        directory's spec.toml) works from anywhere."""
+        resolved = self
+        if self.data.path is not None:
+            val = self.data.validation
+            data = dataclasses.replace(
+                self.data,
+                path=self.resolve_path(self.data.path),
+                validation=self.resolve_path(val) if isinstance(val, str) else val,
+            )
+            resolved = dataclasses.replace(resolved, data=data)
+        if isinstance(self.hardware.catalog, str):
+            catalog = self.resolve_path(self.hardware.catalog)
+            resolved = dataclasses.replace(
+                resolved, hardware=dataclasses.replace(self.hardware, catalog=catalog)
+            )
+        return resolved
+
+
+def path_from(base_dir: str, path: str) -> str:
+    """`path` relative to `base_dir` (a spec's folder) unless absolute (`Spec.resolve_path`)."""
+    return path if os.path.isabs(path) else os.path.normpath(os.path.join(base_dir, path))
 
 
 schema.section_paths(Spec)  # errors of a section built on its own name its key path
@@ -355,12 +385,22 @@ def _placed(
     )
 
 
-def place_error(spec: Spec, e: SpecError) -> SpecError:
-    """A SpecError found after loading (by a check that needs optax, say) with the spec
-    file and line, or `--set`, added as the loader adds them."""
-    if e.file is not None or spec.source is None:
-        return e
-    return _placed(e, spec.text or "", spec.source, spec.overrides, spec.override_label)
+@dataclass(frozen=True)
+class SpecOrigin:
+    """Where a spec came from (`Spec.origin`): its file, text and overrides, what a
+    check after loading needs to place its error as the loader places one."""
+
+    source: str | None = None
+    text: str | None = None
+    overrides: tuple[str, ...] = ()
+    override_label: str = "--set"
+
+    def place(self, e: SpecError) -> SpecError:
+        """A SpecError found after loading (by a check that needs optax, say) with the
+        spec file and line, or `--set`, added as the loader adds them."""
+        if e.file is not None or self.source is None:
+            return e
+        return _placed(e, self.text or "", self.source, self.overrides, self.override_label)
 
 
 def load_spec(path: str | os.PathLike[str], overrides: Overrides | None = ()) -> Spec:

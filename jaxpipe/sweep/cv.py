@@ -24,15 +24,16 @@ import numpy as np
 from jaxpipe.core.evaluation import metric_names
 from jaxpipe.data.encoding import Columns
 from jaxpipe.data.folds import load_folds
+from jaxpipe.data.load import LoadRequest
 from jaxpipe.errors import DivergedError, JaxpipeError, RunInterrupted, SpecError
 from jaxpipe.events import Observer
 from jaxpipe.files import atomic_write
-from jaxpipe.runner.outdir import prepare_out_dir, resolved_spec, write_json, write_lines
+from jaxpipe.runner.outdir import prepare_out_dir, write_json, write_lines
 from jaxpipe.runner.shell import enable_compilation_cache
 from jaxpipe.runner.stopping import check_metric_names
 from jaxpipe.runner.summary import device_info
 from jaxpipe.signals import SIGNAL_EXIT, SignalCatcher, catch_signals
-from jaxpipe.spec.experiment import Spec, dump_spec, place_error
+from jaxpipe.spec.experiment import Spec, dump_spec
 from jaxpipe.spec.sections import ExperimentSpec
 from jaxpipe.sweep.train import GroupRun, TrialRun, train_group
 
@@ -137,12 +138,12 @@ def _cv(spec: Spec, out, obs: Observer, signals: SignalCatcher, stack, columns, 
             metric_names(spec.model.task == "regression"),
         )
     except SpecError as e:
-        raise place_error(spec, e) from None
-    datasets = load_folds(spec, columns, origin)
+        raise spec.origin.place(e) from None
+    datasets = load_folds(LoadRequest.of(spec), columns, origin)
     enable_compilation_cache(spec.runtime)
     signals.check("while loading the folds")
     run_dir = prepare_out_dir(spec.experiment.name, out, stack=stack, sweep=True)
-    atomic_write(os.path.join(run_dir, "spec.toml"), dump_spec(resolved_spec(spec)))
+    atomic_write(os.path.join(run_dir, "spec.toml"), dump_spec(spec.resolved()))
     folds = [TrialRun(k, spec, {"data.fold": k}, dataset=ds) for k, ds in enumerate(datasets)]
     k = len(folds)
     obs.on_start(spec, run_dir)

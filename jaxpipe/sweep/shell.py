@@ -28,7 +28,7 @@ from jaxpipe.files import atomic_write
 from jaxpipe.planner.plan import make_plan
 from jaxpipe.planner.sweep import TrialSplit, split_trials
 from jaxpipe.planner.values import Plan, format_bytes
-from jaxpipe.runner.outdir import prepare_out_dir, resolved_spec, write_json, write_lines
+from jaxpipe.runner.outdir import prepare_out_dir, write_json, write_lines
 from jaxpipe.runner.shell import enable_compilation_cache
 from jaxpipe.runner.stopping import check_metric_names
 from jaxpipe.runner.summary import device_info
@@ -36,7 +36,7 @@ from jaxpipe.saved.predict import save_predictor
 from jaxpipe.saved.trace import save_trace_rows
 from jaxpipe.signals import SIGNAL_EXIT, SignalCatcher, catch_signals
 from jaxpipe.spec import schema
-from jaxpipe.spec.experiment import Spec, dump_spec, place_error
+from jaxpipe.spec.experiment import Spec, dump_spec
 from jaxpipe.spec.sections import OPTIONAL_METRICS
 from jaxpipe.spec.sweep import SweepSpec, expand_trials, value_key
 from jaxpipe.sweep.train import GroupRun, TrialRun, costliest, train_group
@@ -193,7 +193,7 @@ def _trial_summary(t: TrialRun, metric: str, mode: str, group: GroupRun) -> dict
 
 def _write_trial(t: TrialRun, run_dir: str, metric: str, mode: str, group: GroupRun) -> None:
     os.makedirs(run_dir, exist_ok=True)
-    atomic_write(os.path.join(run_dir, "spec.toml"), dump_spec(resolved_spec(t.spec)))
+    atomic_write(os.path.join(run_dir, "spec.toml"), dump_spec(t.spec.resolved()))
     write_lines(os.path.join(run_dir, "metrics.jsonl"), t.history)
     if t.status == "completed":
         save_predictor(run_dir, t.params, t.spec.model, t.prep, t.dataset.outputs)
@@ -234,7 +234,7 @@ def _sweep(spec: Spec, out, obs: Observer, force: bool, signals: SignalCatcher, 
             metric_names(spec.model.task == "regression"),
         )
     except SpecError as e:
-        raise place_error(spec, e) from None
+        raise spec.origin.place(e) from None
     enable_compilation_cache(spec.runtime)
     sweep = spec.sweep
     signals.check("while planning the sweep")
