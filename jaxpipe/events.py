@@ -3,12 +3,20 @@ interface. The run never imports the console, files or trackers; they subscribe 
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 __all__ = [
     "StageRecord",
+    "LoadStage",
+    "TransferStage",
+    "PreprocessStage",
+    "CompileStage",
+    "TrainStage",
+    "EvaluateStage",
+    "CheckpointStage",
     "RunResult",
     "Observer",
     "Observers",
@@ -23,13 +31,187 @@ class StopTraining(Exception):  # noqa: N818 - Keras's name for the same request
 
 
 @dataclass(frozen=True)
-class StageRecord:
-    """One pipeline stage: what went in, what came out, how long it took."""
+class StageRecord(ABC):
+    """One pipeline stage: its `name`, what went in (`input`), what came out (`output`)
+    and how long it took. The run records each stage as its numbers and shapes (the
+    `*Stage` records below); `input` and `output` word them, here and only here, for
+    summary.json's `stages` and the console alike."""
 
-    name: str
-    input: str
-    output: str
+    name: ClassVar[str]
     seconds: float
+
+    @property
+    @abstractmethod
+    def input(self) -> str: ...
+
+    @property
+    @abstractmethod
+    def output(self) -> str: ...
+
+
+def _rows(shape: tuple[int, ...]) -> str:
+    """A split's shape in words: `N rows × M columns`, or `N rows` for a vector."""
+    return f"{shape[0]} rows × {shape[1]} columns" if len(shape) == 2 else f"{shape[0]} rows"
+
+
+def _batches(n: int) -> str:
+    return f"{n} batch" if n == 1 else f"{n} batches"
+
+
+@dataclass(frozen=True)
+class LoadStage(StageRecord):
+    """Rows read (`raw_rows` × `raw_columns` at `origin`) and split on the host; `train`:
+    the training split's shape, `on_disk` when it streams from disk instead."""
+
+    name: ClassVar[str] = "load"
+    origin: str
+    raw_rows: int
+    raw_columns: int
+    train: tuple[int, ...]
+    on_disk: bool
+    val_rows: int
+    dropped_rows: int
+
+    @property
+    def input(self) -> str:
+        return f"{self.origin}: {self.raw_rows} rows × {self.raw_columns} columns"
+
+    @property
+    def output(self) -> str:
+        at = " (on disk, read as it streams)" if self.on_disk else ""
+        dropped = self.dropped_rows
+        return f"train {_rows(self.train)}{at} + validation {self.val_rows} rows (host)" + (
+            f"; {dropped} rows with missing values dropped" if dropped else ""
+        )
+
+
+@dataclass(frozen=True)
+class TransferStage(StageRecord):
+    """`nbytes` of host arrays put on the devices (`where`) as `rows` rows; `chunk`: steps
+    per streamed chunk of training rows (0: resident)."""
+
+    name: ClassVar[str] = "transfer"
+    nbytes: int
+    rows: int
+    where: str
+    chunk: int
+
+    @property
+    def input(self) -> str:
+        return f"{self.nbytes / 2**20:.2f} MiB host arrays"
+
+    @property
+    def output(self) -> str:
+        streamed = f"; training rows streamed, {_batches(self.chunk)} a chunk" if self.chunk else ""
+        return f"{self.rows} rows on {self.where}{streamed}"
+
+
+@dataclass(frozen=True)
+class PreprocessStage(StageRecord):
+    """The training split (`train`: its shape) scaled by `normalize`."""
+
+    name: ClassVar[str] = "preprocess"
+    normalize: str
+    train: tuple[int, ...]
+    val_rows: int
+
+    @property
+    def input(self) -> str:
+        return f"train {_rows(self.train)}"
+
+    @property
+    def output(self) -> str:
+        scaled = f"{self.normalize}-scaled train {_rows(self.train)}"
+        return f"{scaled} + validation {self.val_rows} rows"
+
+
+@dataclass(frozen=True)
+class CompileStage(StageRecord):
+    """The MLP (`features` → `hidden` → `outputs`) and its epoch program: `steps` steps of
+    `batch` rows, in chunks of `chunk` steps when streamed (0: resident)."""
+
+    name: ClassVar[str] = "compile"
+    features: int
+    hidden: tuple[int, ...]
+    outputs: int
+    steps: int
+    batch: int
+    chunk: int
+
+    @property
+    def input(self) -> str:
+        widths = " → ".join(map(str, self.hidden))
+        return f"MLP {self.features} → {widths}{' → ' if self.hidden else ''}{self.outputs}"
+
+    @property
+    def output(self) -> str:
+        chunks = f", in chunks of {self.chunk}" if self.chunk else ""
+        return f"epoch program ({self.steps} steps of {self.batch}{chunks}) + evaluation"
+
+
+@dataclass(frozen=True)
+class TrainStage(StageRecord):
+    """`steps` optimizer steps over `epochs` epochs of the training split (`train`: its
+    shape), after the checkpoint of epoch `resumed_from` when resumed."""
+
+    name: ClassVar[str] = "train"
+    train: tuple[int, ...]
+    steps: int
+    epochs: int
+    resumed_from: int | None
+
+    @property
+    def input(self) -> str:
+        return f"train {_rows(self.train)}"
+
+    @property
+    def output(self) -> str:
+        resumed = f" (resumed after epoch {self.resumed_from})" if self.resumed_from else ""
+        return f"{self.steps} steps, {self.epochs} epochs{resumed}"
+
+
+@dataclass(frozen=True)
+class EvaluateStage(StageRecord):
+    """The validation split (`val`: its shape) evaluated after each of `epochs` epochs."""
+
+    name: ClassVar[str] = "evaluate"
+    val: tuple[int, ...]
+    regression: bool
+    epochs: int
+
+    @property
+    def input(self) -> str:
+        return f"validation {_rows(self.val)}"
+
+    @property
+    def output(self) -> str:
+        return f"loss + {'rmse' if self.regression else 'accuracy'} × {self.epochs} epochs"
+
+
+@dataclass(frozen=True)
+class CheckpointStage(StageRecord):
+    """Checkpoints every `every_epochs` epochs ("auto": every `every_minutes` minutes and
+    at the end): `saved` made, `epochs` kept in `directory`."""
+
+    name: ClassVar[str] = "checkpoint"
+    every_epochs: int | str
+    every_minutes: float
+    saved: int
+    directory: str
+    epochs: tuple[int, ...]
+
+    @property
+    def input(self) -> str:
+        every = (
+            f"every {self.every_minutes:g} min and at the end"
+            if self.every_epochs == "auto"
+            else f"every {self.every_epochs} epoch(s)"
+        )
+        return f"state + scaler {every}"
+
+    @property
+    def output(self) -> str:
+        return f"{self.saved} saved, {self.directory}/ holds epochs {list(self.epochs) or 'none'}"
 
 
 @dataclass

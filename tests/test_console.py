@@ -20,11 +20,19 @@ from conftest import ROOT, cached_env
 from hypothesis import example, given
 from hypothesis import strategies as st
 
-from jaxpipe.events import RunResult
+from jaxpipe.events import (
+    CheckpointStage,
+    CompileStage,
+    EvaluateStage,
+    LoadStage,
+    PreprocessStage,
+    RunResult,
+    TrainStage,
+    TransferStage,
+)
 from jaxpipe.report.charts import ascii_chart, condensed, log_scale
 from jaxpipe.report.console import Console, fit_line, plural, seconds
 from jaxpipe.report.observer import CONDENSE_AFTER, ConsoleReporter
-from jaxpipe.runner.shell import _batches
 
 # 40,000 training rows in batches of 32: 1,250 steps an epoch, long enough for the bar.
 LONG_SPEC = """
@@ -363,7 +371,77 @@ def test_the_epoch_list_prints_once_and_every_column_has_a_header(tmp_path, n):
 
 
 def test_one_batch_a_chunk_is_singular():
-    assert _batches(1) == "1 batch" and _batches(3) == "3 batches"
+    words = [TransferStage(0.0, 0, 8, "cpu:0", n).output for n in (1, 3)]
+    assert words == [
+        "8 rows on cpu:0; training rows streamed, 1 batch a chunk",
+        "8 rows on cpu:0; training rows streamed, 3 batches a chunk",
+    ]
+
+
+def test_stage_records_word_their_numbers_as_summary_json_has_them():
+    """The records carry numbers and shapes; their words are summary.json's `stages`
+    contract (and the console's lines), as the run wrote them before the records did."""
+    cases = [
+        (
+            LoadStage(0.1, "d.csv", 100, 5, (80, 12), True, 20, 3),
+            "d.csv: 100 rows × 5 columns",
+            "train 80 rows × 12 columns (on disk, read as it streams) + validation 20 rows "
+            "(host); 3 rows with missing values dropped",
+        ),
+        (
+            LoadStage(0.1, "synthetic", 100, 5, (80, 4), False, 20, 0),
+            "synthetic: 100 rows × 5 columns",
+            "train 80 rows × 4 columns + validation 20 rows (host)",
+        ),
+        (
+            TransferStage(0.1, 3 * 2**19, 100, "cpu:0", 0),
+            "1.50 MiB host arrays",
+            "100 rows on cpu:0",
+        ),
+        (
+            PreprocessStage(0.1, "standard", (80, 4), 20),
+            "train 80 rows × 4 columns",
+            "standard-scaled train 80 rows × 4 columns + validation 20 rows",
+        ),
+        (
+            CompileStage(0.1, 4, (16, 8), 3, 10, 8, 0),
+            "MLP 4 → 16 → 8 → 3",
+            "epoch program (10 steps of 8) + evaluation",
+        ),
+        (
+            CompileStage(0.1, 4, (), 1, 10, 8, 5),
+            "MLP 4 → 1",
+            "epoch program (10 steps of 8, in chunks of 5) + evaluation",
+        ),
+        (TrainStage(0.1, (80, 4), 30, 3, None), "train 80 rows × 4 columns", "30 steps, 3 epochs"),
+        (
+            TrainStage(0.1, (80, 4), 30, 3, 2),
+            "train 80 rows × 4 columns",
+            "30 steps, 3 epochs (resumed after epoch 2)",
+        ),
+        (
+            EvaluateStage(0.1, (20, 4), True, 1),
+            "validation 20 rows × 4 columns",
+            "loss + rmse × 1 epochs",
+        ),
+        (
+            EvaluateStage(0.1, (20,), False, 3),
+            "validation 20 rows",
+            "loss + accuracy × 3 epochs",
+        ),
+        (
+            CheckpointStage(0.1, "auto", 10.0, 2, "checkpoints", (2, 3)),
+            "state + scaler every 10 min and at the end",
+            "2 saved, checkpoints/ holds epochs [2, 3]",
+        ),
+        (
+            CheckpointStage(0.1, 1, 10.0, 0, "checkpoints", ()),
+            "state + scaler every 1 epoch(s)",
+            "0 saved, checkpoints/ holds epochs none",
+        ),
+    ]
+    for record, words_in, words_out in cases:
+        assert (record.input, record.output) == (words_in, words_out), record.name
 
 
 def test_sweep_png_has_a_title_rings_the_best_trial_and_draws_the_seed_as_categories(tmp_path):

@@ -22,7 +22,18 @@ from jaxpipe.data.diskrows import DiskRows
 from jaxpipe.data.fitted import Preprocessing
 from jaxpipe.data.load import Dataset, load_dataset
 from jaxpipe.errors import DivergedError, RunInterrupted
-from jaxpipe.events import Observer, RunResult, StageRecord
+from jaxpipe.events import (
+    CheckpointStage,
+    CompileStage,
+    EvaluateStage,
+    LoadStage,
+    Observer,
+    PreprocessStage,
+    RunResult,
+    StageRecord,
+    TrainStage,
+    TransferStage,
+)
 from jaxpipe.files import atomic_write
 from jaxpipe.rundir import CHECKPOINTS
 from jaxpipe.runner import checkpoint as ckpt
@@ -66,14 +77,6 @@ def enable_compilation_cache(runtime: RuntimeSpec) -> str | None:
     return cache
 
 
-def _batches(n: int) -> str:
-    return f"{n} batch" if n == 1 else f"{n} batches"
-
-
-def _shape(a: Any) -> str:
-    return f"{a.shape[0]} rows × {a.shape[1]} columns" if a.ndim == 2 else f"{a.shape[0]} rows"
-
-
 def _to_host(tree: Any) -> Any:
     """Host numpy copies of (possibly sharded, possibly multi-process) arrays."""
     if jax.process_count() > 1:
@@ -90,8 +93,7 @@ class _Stages:
     observer: Observer
     records: list[StageRecord]
 
-    def add(self, name: str, inp: str, out: str, seconds: float) -> None:
-        rec = StageRecord(name, inp, out, seconds)
+    def add(self, rec: StageRecord) -> None:
         self.records.append(rec)
         self.observer.on_stage(rec)
 
@@ -122,33 +124,18 @@ def _prepare(spec, rp, out, resume, force, obs, stack, checkpoints=True):
 
 def _place(preprocess: PreprocessSpec, training: TrainingSpec, ds, rp, stages, load_s):
     """Stages place and preprocess, each reported as it ends."""
-    # A training split streamed from disk is not in host memory: say where it is.
-    train_at = " (on disk, read as it streams)" if isinstance(ds.x_train, DiskRows) else ""
-    stages.add(
-        "load",
-        f"{ds.origin}: {ds.raw_rows} rows × {ds.raw_columns} columns",
-        f"train {_shape(ds.x_train)}{train_at} + validation {ds.x_val.shape[0]} rows (host)"
-        + (f"; {ds.dropped_rows} rows with missing values dropped" if ds.dropped_rows else ""),
-        load_s,
-    )
+    stages.add(LoadStage(
+        load_s, ds.origin, ds.raw_rows, ds.raw_columns, tuple(ds.x_train.shape),
+        on_disk=isinstance(ds.x_train, DiskRows),  # not in host memory: say where it is
+        val_rows=ds.x_val.shape[0], dropped_rows=ds.dropped_rows,
+    ))  # fmt: skip
     placed, secs = place_data(ds, rp)
     n = placed.x_val.shape[0] + (0 if rp.chunk else placed.x_train.shape[0])
-    stages.add(
-        "transfer",
-        f"{ds.nbytes / 2**20:.2f} MiB host arrays",
-        f"{n} rows on {placed.where}"
-        + (f"; training rows streamed, {_batches(rp.chunk)} a chunk" if rp.chunk else ""),
-        secs,
-    )
+    stages.add(TransferStage(secs, ds.nbytes, n, placed.where, rp.chunk))
     normalize = preprocess.normalize
     prep, placed, secs = preprocess_data(ds, placed, normalize, rp.chunk > 0, training.class_weight)
-    x_tr, x_va = placed.x_train, placed.x_val
-    stages.add(
-        "preprocess",
-        f"train {_shape(x_tr)}",
-        f"{normalize}-scaled train {_shape(x_tr)} + validation {x_va.shape[0]} rows",
-        secs,
-    )
+    train, val_rows = tuple(placed.x_train.shape), placed.x_val.shape[0]
+    stages.add(PreprocessStage(secs, normalize, train, val_rows))
     return placed, prep
 
 
@@ -158,16 +145,10 @@ def _compile(spec, ds, rp, placed, prep, stages):
     progress = (every, stages.observer.on_progress) if every else None
     programs = compile_programs(spec, rp, placed, prep, ds.outputs, progress)
     stages.observer.on_model(programs.state.params)
-    hidden = spec.model.hidden
-    stages.add(
-        "compile",
-        f"MLP {ds.num_features} → {' → '.join(map(str, hidden))}"
-        f"{' → ' if hidden else ''}{ds.outputs}",
-        f"epoch program ({rp.steps_per_epoch} steps of {rp.batch}"
-        + (f", in chunks of {rp.chunk}" if rp.chunk else "")
-        + ") + evaluation",
-        programs.seconds,
-    )
+    stages.add(CompileStage(
+        programs.seconds, ds.num_features, tuple(spec.model.hidden), ds.outputs,
+        rp.steps_per_epoch, rp.batch, rp.chunk,
+    ))  # fmt: skip
     return programs
 
 
@@ -217,21 +198,10 @@ def _train(spec, run_dir, resolved, store, placed, prep, programs, resume, obs, 
 
 
 def _report_training(stages, placed, prep, run: RunProgress, times: TrainTimes):
-    x_tr, x_va, regression = placed.x_train, placed.x_val, prep.regression
-    stages.add(
-        "train",
-        f"train {_shape(x_tr)}",
-        f"{int(run.state.step)} steps, {len(run.history)} epochs"
-        + (f" (resumed after epoch {run.resumed_from})" if run.resumed_from else ""),
-        times.train,
-    )
-    stages.add(
-        "evaluate",
-        f"validation {_shape(x_va)}",
-        f"loss + {'rmse' if regression else 'accuracy'} × "
-        f"{len(run.history) - (run.resumed_from or 0)} epochs",
-        times.evaluate,
-    )
+    train, epochs = tuple(placed.x_train.shape), len(run.history)
+    stages.add(TrainStage(times.train, train, int(run.state.step), epochs, run.resumed_from))
+    evaluated = epochs - (run.resumed_from or 0)
+    stages.add(EvaluateStage(times.evaluate, tuple(placed.x_val.shape), prep.regression, evaluated))
 
 
 def _report_checkpoints(stages, cp: CheckpointSpec, times: TrainTimes, store) -> None:
@@ -240,17 +210,9 @@ def _report_checkpoints(stages, cp: CheckpointSpec, times: TrainTimes, store) ->
     t0 = time.perf_counter()
     store.wait()  # every checkpoint committed before summary.json says anything
     times.save += time.perf_counter() - t0
-    every = (
-        f"every {cp.every_minutes:g} min and at the end"
-        if cp.every_epochs == "auto"
-        else f"every {cp.every_epochs} epoch(s)"
-    )
-    stages.add(
-        "checkpoint",
-        f"state + scaler {every}",
-        f"{times.saves} saved, {CHECKPOINTS}/ holds epochs {store.epochs() or 'none'}",
-        times.save,
-    )
+    kept = tuple(store.epochs())
+    every = cp.every_epochs, cp.every_minutes
+    stages.add(CheckpointStage(times.save, *every, times.saves, CHECKPOINTS, kept))
 
 
 def _finish(
