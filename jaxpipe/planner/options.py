@@ -341,16 +341,20 @@ def bf16_note(work: Workload, shapes: Shapes, usable: int, chosen: Estimate) -> 
     )
 
 
-def recommendation(plan_fits: bool, chosen: Estimate, usable: int, device: str, options) -> str:
-    """One line for the run's error and the summary: the chosen layout, and if it does not
-    fit, the best option."""
-    where = "one device" if chosen.devices == 1 else f"{chosen.strategy} over {chosen.devices}"
+def recommendation(
+    strategy: Strategy, devices: int, need: int, usable: int, device: str, options
+) -> str:
+    """One line for the run's error and the summary: the chosen layout (`strategy` over
+    `devices`, `need` bytes of `usable` per `device`), and if it does not fit, the best
+    of `options`."""
+    fits = need <= usable
+    where = "one device" if devices == 1 else f"{strategy} over {devices}"
     head = (
-        f"{'fits' if plan_fits else 'does not fit'} {where}: needs "
-        f"{format_bytes(chosen.total)} of {format_bytes(usable)} usable per {device}"
+        f"{'fits' if fits else 'does not fit'} {where}: needs "
+        f"{format_bytes(need)} of {format_bytes(usable)} usable per {device}"
     )
-    if plan_fits:
-        return f"{head} (headroom {format_bytes(usable - chosen.total)})"
+    if fits:
+        return f"{head} (headroom {format_bytes(usable - need)})"
     best = next((o for o in options if o.fits), None)
     if best is None:
         return f"{head}; nothing in the catalog fits (a smaller batch or model would)"

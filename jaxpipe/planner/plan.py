@@ -226,7 +226,8 @@ def _advice(search: Search, chosen: Estimate, asked: tuple, mem: _Memory, option
     """The one-line recommendation (options.recommendation, or why there is no layout)."""
     if no_layout:
         return no_layout_advice(*asked, mem.device, no_layout, options)
-    return recommendation(chosen.total <= mem.usable, chosen, mem.usable, mem.device, options)
+    where = (chosen.strategy, chosen.devices)
+    return recommendation(*where, chosen.total, mem.usable, mem.device, options)
 
 
 def _other_cards(work: Workload, shapes: Shapes, catalog: dict, mem: _Memory, fit: bool) -> list:

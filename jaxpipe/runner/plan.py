@@ -23,6 +23,7 @@ from jaxpipe.data.shapes import data_shapes
 from jaxpipe.errors import PlanError
 from jaxpipe.parallel.sharding import Layout, make_layout, measured_bytes_per_device
 from jaxpipe.planner.hardware import memory_stats
+from jaxpipe.planner.options import recommendation
 from jaxpipe.planner.plan import make_plan
 from jaxpipe.planner.values import Plan, format_bytes
 from jaxpipe.runner.cadence import held_in_memory
@@ -152,8 +153,8 @@ def undonated(plan: Plan, keep: int) -> Plan | None:
 def _restated(kept: Plan, plan: Plan) -> Plan:
     """`kept` with every figure of the chosen layout saying the run's need: its candidate
     row, its option (and the cheapest/fastest copies), the recommendation. Other layouts
-    keep their programs' figures (3.0 MiB in the table beside a 4.1 MiB verdict was
-    issue 27's "the plan says 3.0 MiB and the run header 4.1 MiB")."""
+    keep their programs' figures (3.0 MiB in the table beside a 4.1 MiB verdict: "the
+    plan says 3.0 MiB and the run header 4.1 MiB")."""
     need, usable = kept.per_device_bytes, kept.usable_bytes_per_device
 
     def chosen(x: Any, device: bool = False) -> bool:
@@ -173,13 +174,11 @@ def _restated(kept: Plan, plan: Plan) -> Plan:
         for o in plan.options
     )
     again = {id(o): n for o, n in zip(plan.options, options)}
-    old, new = format_bytes(plan.per_device_bytes), format_bytes(need)
-    # The recommendation's head is options.recommendation's "needs X of U usable per
-    # device (headroom H)": the same sentence with the run's figures.
-    text = plan.recommendation.replace(f"needs {old} of", f"needs {new} of").replace(
-        f"(headroom {format_bytes(plan.headroom_bytes)})",
-        f"(headroom {format_bytes(usable - need)})",
-    )
+    # The estimate's sentence, made again on the run's need. One about XLA's figure
+    # (--verify, settle) or a layout that does not exist quotes no estimate: it stays.
+    text = plan.recommendation
+    if plan.verify is None and plan.no_layout is None:
+        text = recommendation(plan.strategy, plan.devices, need, usable, plan.device, options)
     return replace(
         kept,
         candidates=candidates,
