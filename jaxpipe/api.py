@@ -8,69 +8,40 @@ import os
 import shutil
 import tempfile
 from collections.abc import Iterable, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from jaxpipe.core.evaluation import format_metrics
+# Each function imports the rooms it uses when it is called: `jaxpipe compare` loads no
+# jax, `predict` no planner, sweep or report, `run` no sweep unless the spec has one
+# (tests/test_cli_conventions.py holds which command imports what).
 from jaxpipe.data.frames import frame_rows, is_dataframe, is_path, to_columns
-from jaxpipe.data.load import load_dataset
-from jaxpipe.data.shapes import data_shapes
-from jaxpipe.data.sources import host_record
 from jaxpipe.errors import DataError, JaxpipeError, SpecError
 from jaxpipe.events import Observers, RunResult
-from jaxpipe.parallel.launch import launch
-from jaxpipe.parallel.sharding import distributed_config, initialize_distributed
-from jaxpipe.planner.hardware import LocalDevices, load_catalog, local_devices
-from jaxpipe.planner.options import make_market
-from jaxpipe.planner.plan import make_plan
-from jaxpipe.planner.profiles import measure_profile
-from jaxpipe.planner.search import UNVERIFIED
-from jaxpipe.planner.timing import Profile, save_profile
-from jaxpipe.planner.values import Plan, Workload
-from jaxpipe.planner.verify import settle, verify_plan
-from jaxpipe.report.compare import compare_runs, format_comparison, write_comparison_plot
-from jaxpipe.report.launch import launch_file as write_launch_file
-from jaxpipe.report.notebook import NotebookProgress, in_notebook
-from jaxpipe.report.observer import ConsoleReporter
-from jaxpipe.report.tracking import tracking_observers
-from jaxpipe.report.verdict import format_plan
 from jaxpipe.rundir import default_run_name
-from jaxpipe.runner.plan import undonated
-from jaxpipe.runner.shell import enable_compilation_cache, run_experiment
-from jaxpipe.runner.validation import check_before_data
-from jaxpipe.saved.model import Model, load_model
-from jaxpipe.saved.predict import predict_file
 from jaxpipe.signals import catch_signals
 from jaxpipe.spec.experiment import Spec, load_spec
 from jaxpipe.spec.sections import no_rows_error, source_of
-from jaxpipe.spec.sweep import LoggingSpec
-from jaxpipe.sweep.cv import CVResult, run_cv
-from jaxpipe.sweep.shell import SweepResult, run_sweep, sweep_plan
+
+if TYPE_CHECKING:
+    from jaxpipe.planner.hardware import LocalDevices
+    from jaxpipe.planner.timing import Profile
+    from jaxpipe.planner.values import Plan
+    from jaxpipe.saved.model import Model
+    from jaxpipe.spec.sweep import LoggingSpec
+    from jaxpipe.sweep.cv import CVResult
 
 __all__ = [
     "fit",
     "cross_validate",
-    "CVResult",
-    "SweepResult",
     "compare",
-    "format_comparison",
     "evaluate",
-    "format_metrics",
-    "Model",
-    "load_model",
     "run",
     "predict",
-    "load_spec",
     "plan",
     "devices",
-    "format_plan",
     "launch_file",
     "calibrate",
-    "Plan",
-    "launch",
-    "initialize_distributed",
-    "distributed_config",
     "default_out_dir",
 ]
 
@@ -110,6 +81,10 @@ def run(
     runs every trial and returns a `SweepResult` (ranked `table`, `trials`, `best`);
     there `force=True` allows more than 256 trials. A spec with `[data] folds = K`
     cross-validates and returns a `CVResult` (`.cv`: each fold's metrics, mean, std)."""
+    from jaxpipe.report.observer import ConsoleReporter
+    from jaxpipe.report.tracking import tracking_observers
+    from jaxpipe.runner.shell import run_experiment
+
     spec = _as_spec(spec)
     reporter = ConsoleReporter(verbose=verbose)
     observer = Observers(
@@ -119,10 +94,14 @@ def run(
         if spec.data.folds is not None:
             if resume:
                 raise JaxpipeError("a cross-validation cannot be resumed; start it again")
+            from jaxpipe.sweep.cv import run_cv
+
             return run_cv(spec, out, observer)
         if spec.sweep is not None:  # a SweepResult; force: more than sweepspec.MAX_TRIALS
             if resume:
                 raise JaxpipeError("a sweep cannot be resumed; start it again in a new --out")
+            from jaxpipe.sweep.shell import run_sweep
+
             return run_sweep(spec, out, observer, force=force)
         return run_experiment(spec, out, observer, resume=resume, force=force)
     finally:
@@ -151,6 +130,8 @@ def _in_memory(spec: Spec, data: Any, validation: Any, what: str = "fit"):
     val_columns = to_columns(val, label, f"{what} validation")[0] if val is not None else None
     cfg = dataclasses.replace(spec.data, source="memory", path=None)
     spec = dataclasses.replace(spec, data=cfg)
+    from jaxpipe.data.load import load_dataset
+
     with frame_rows(data if validation is None else None):  # a validation frame: positions
         return spec, load_dataset(spec, columns, val_columns, origin)
 
@@ -221,6 +202,10 @@ def fit(
     `verbose`; needs IPython). `y`: targets beside `data` = X
     (`fit(spec, X, y)`, as `data=(X, y)`). No `data` and a spec that names no rows (no
     `path`, no `source = "synthetic"`) is a `SpecError`."""
+    from jaxpipe.runner.shell import run_experiment
+    from jaxpipe.runner.validation import check_before_data
+    from jaxpipe.saved.model import Model
+
     _check_spec_first(spec)
     spec = _with_class_weight(_as_spec(spec), class_weight)
     if spec.data.folds is not None:
@@ -261,6 +246,9 @@ def cross_validate(
     spec's `[data] folds`. Returns a `CVResult`: `.cv` = {"folds", "metrics" (each
     fold's final metrics), "mean", "std"}, `.folds` (each fold's history and
     parameters). `out`: also keep the directory (default: a temporary one, removed)."""
+    from jaxpipe.runner.validation import check_before_data
+    from jaxpipe.sweep.cv import run_cv
+
     _check_spec_first(spec)
     spec = _as_spec(spec)
     if folds is not None:
@@ -299,6 +287,9 @@ def _observed(
     console, the trackers `logging` names, the callbacks) and the directory they write,
     `out` or a temporary one removed at the end; the console closed either way (a spinner
     still live after a failure leaves the terminal). `base_dir`: the spec's folder."""
+    from jaxpipe.report.observer import ConsoleReporter
+    from jaxpipe.report.tracking import tracking_observers
+
     tmp = tempfile.mkdtemp(prefix="jaxpipe-fit-") if out is None else None
     reporter = ConsoleReporter(verbose=verbose, files=out is not None)
     try:
@@ -312,6 +303,8 @@ def _observed(
 
 def _progress(progress: bool | None, verbose: bool, out: str | None) -> list[Any]:
     """The notebook's live display, when asked for or (None) in a notebook, not verbose."""
+    from jaxpipe.report.notebook import NotebookProgress, in_notebook
+
     if progress is False or (progress is None and (verbose or not in_notebook())):
         return []
     return [NotebookProgress(keep_dir=out is not None)]
@@ -321,6 +314,9 @@ def _fit_sweep(spec: Spec, dataset: Any, out: str | None, callbacks, verbose: bo
     """fit on a sweep spec: the best trial's Model, with the ranked table as `.sweep`."""
     if dataset is not None:
         raise DataError("fit: a [sweep] spec trains on its own [data]; pass data=None or a path")
+    from jaxpipe.saved.model import Model
+    from jaxpipe.sweep.shell import run_sweep
+
     with _observed(spec.logging, spec.base_dir, out, callbacks, verbose) as (observer, directory):
         result = run_sweep(spec, directory, observer)
     best = result.trials[result.summary["best_trial"]]
@@ -335,6 +331,8 @@ def compare(
     """Finished runs and sweeps side by side (a sweep: one record per trial): the spec
     keys that differ, final and best `metric`, epochs, time, device. With `plot`, also
     writes that PNG with every run's `metric` curve."""
+    from jaxpipe.report.compare import compare_runs, write_comparison_plot
+
     records = compare_runs(list(run_dirs), metric)
     if plot:
         write_comparison_plot(records, metric, plot)
@@ -344,6 +342,8 @@ def compare(
 def evaluate(run_dir: str, data: Any) -> dict[str, Any]:
     """Metrics of the model in `run_dir` (a finished run or a saved model) on labelled
     rows `data` (a file path, DataFrame, Table or (X, y)); see `Model.evaluate`."""
+    from jaxpipe.saved.model import load_model
+
     with catch_signals() as signals:
         metrics = load_model(run_dir).evaluate(data)
         signals.stop("while evaluating")
@@ -364,6 +364,8 @@ def predict(
     name and its probability (with `probabilities`, one column per class, named by the
     class), or the regression value. Returns the number of rows. For the values
     themselves, `load_model(run_dir).predict`."""
+    from jaxpipe.saved.predict import predict_file
+
     return predict_file(run_dir, data, out, probabilities=probabilities, keep=tuple(keep))
 
 
@@ -397,6 +399,11 @@ def plan(
     (USD a run) and `deadline` (seconds a run) leave out the options past them.
     `data` (and `validation`): the rows `fit` would train on, in the same forms (a
     DataFrame, pyarrow Table, (X, y) arrays or a path); None: the spec's own [data]."""
+    from jaxpipe.planner.hardware import load_catalog
+    from jaxpipe.planner.options import make_market
+    from jaxpipe.runner.shell import enable_compilation_cache
+    from jaxpipe.runner.validation import check_before_data
+
     spec = _as_spec(spec)
     # The fit's and the layouts' compiled figures are kept beside the compilation cache
     # (core/aot.py), as a run's programs are: a plan made again does not compile.
@@ -421,12 +428,22 @@ def _plan(
     fit: bool,
     market: Any,
 ) -> Plan:
+    from jaxpipe.data.shapes import data_shapes
+    from jaxpipe.data.sources import host_record
+    from jaxpipe.planner.plan import make_plan
+    from jaxpipe.planner.search import UNVERIFIED
+    from jaxpipe.planner.values import Workload
+    from jaxpipe.planner.verify import settle, verify_plan
+    from jaxpipe.runner.plan import undonated
+
     shapes = data_shapes(spec, dataset)
     result = make_plan(spec, shapes, gpu=gpu, devices=devices, fit=fit, market=market)
     path = spec.resolve_path(spec.data.path) if spec.data.path else None
     host = host_record(path, spec.data.source, spec.data.host_memory)
     result = dataclasses.replace(result, host=host)
     if spec.sweep is not None:  # trials × per-trial memory, in chunks that fit
+        from jaxpipe.sweep.shell import sweep_plan
+
         result = sweep_plan(spec, result, gpu, devices)
     if verify:
         result = verify_plan(Workload.of(spec), result)
@@ -456,6 +473,9 @@ def launch_file(
     """A launch file for the plan's `index`-th ranked option that fits: "skypilot" (a
     SkyPilot task YAML) or "slurm" (an sbatch script with srun), running `jaxpipe run
     spec_path` with that option's layout and `run_args` (e.g. the plan's `--set`s)."""
+    from jaxpipe.planner.hardware import load_catalog
+    from jaxpipe.report.launch import launch_file as write_launch_file
+
     catalog = load_catalog(spec.hardware, spec.base_dir)
     names = {n: k.skypilot for n, k in catalog.items() if k.skypilot}
     return write_launch_file(
@@ -471,6 +491,9 @@ def calibrate(
     real epochs) and keeps it for `plan`: in `out`, or under the device kind in the
     profile folder (JAXPIPE_PROFILE_DIR, default ~/.cache/jaxpipe/profiles). Returns the
     profile and where it went. `log(line)` hears each measurement."""
+    from jaxpipe.planner.profiles import measure_profile
+    from jaxpipe.planner.timing import save_profile
+
     profile = measure_profile(quick=quick, log=log or (lambda _: None))
     return profile, save_profile(profile, out)
 
@@ -478,4 +501,6 @@ def calibrate(
 def devices(spec: Spec | None = None) -> LocalDevices:
     """The local devices: kind, memory (a GPU's bytes_limit, else host memory), process
     index and count, usable bytes per device."""
+    from jaxpipe.planner.hardware import local_devices
+
     return local_devices(spec.hardware if spec is not None else None)

@@ -18,9 +18,9 @@ HEAVY = ("jax", "flax", "orbax", "optax", "matplotlib", "pyarrow")
 SUBCOMMANDS = ("run", "launch", "validate", "schema", "predict", "plan", "devices", "check")
 
 
-def _imported_after(*argv: str) -> tuple[int, list[str]]:
+def _imported_after(*argv: str, watch: tuple[str, ...] = HEAVY) -> tuple[int, list[str]]:
     """Runs the CLI's main(argv) in a fresh interpreter; returns its exit status and the
-    heavy top-level packages it left in sys.modules."""
+    modules of `watch` (the heavy top-level packages) it left in sys.modules."""
     code = (
         "import json, sys\n"
         "from jaxpipe.cli.main import main\n"
@@ -28,7 +28,7 @@ def _imported_after(*argv: str) -> tuple[int, list[str]]:
         f"    rc = main({list(argv)!r})\n"
         "except SystemExit as e:\n"
         "    rc = e.code\n"
-        f"heavy = sorted(m for m in {HEAVY!r} if m in sys.modules)\n"
+        f"heavy = sorted(m for m in {watch!r} if m in sys.modules)\n"
         "print(json.dumps([rc, heavy]), file=sys.stderr)\n"
     )
     p = subprocess.run(
@@ -54,6 +54,72 @@ def test_validate_of_a_synthetic_spec_imports_no_flax_orbax_matplotlib_pyarrow(w
     rc, heavy = _imported_after("validate", write_spec(SMALL_SPEC))
     # jax comes in with optax: the optimizer check runs one optax update on purpose.
     assert rc == 0 and not set(heavy) & {"flax", "orbax", "matplotlib", "pyarrow"}, heavy
+
+
+# What a plain run never uses: the sweep and cross-validation rooms, the planner's
+# verification and calibration, the other commands' formatters, the serving export.
+NOT_A_RUN = ("jaxpipe.sweep", "jaxpipe.data.folds", "jaxpipe.planner.verify")
+NOT_A_RUN += ("jaxpipe.planner.profiles", "jaxpipe.report.compare", "jaxpipe.report.launch")
+NOT_A_RUN += ("jaxpipe.report.verdict", "jaxpipe.saved.export", "jaxpipe.parallel.launch")
+
+
+def test_the_api_module_imports_each_room_when_a_function_needs_it():
+    code = (
+        "import json, sys, jaxpipe.api\n"
+        "rooms = ('jaxpipe.runner', 'jaxpipe.planner', 'jaxpipe.sweep', 'jaxpipe.report', "
+        "'jaxpipe.saved', 'jaxpipe.core.')\n"
+        "heavy = ('jax', 'flax', 'optax', 'orbax', 'matplotlib')\n"
+        "found = [m for m in sys.modules if m.split('.')[0] in heavy or m.startswith(rooms)]\n"
+        "print(json.dumps(sorted(found)))\n"
+    )
+    env = os.environ | {"PYTHONPATH": ROOT}
+    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
+    assert p.returncode == 0, p.stderr
+    assert json.loads(p.stdout) == []
+
+
+def test_fit_without_out_imports_neither_orbax_nor_matplotlib():
+    """No checkpoint is written and no picture drawn into fit's temporary folder."""
+    code = (
+        "import atexit, json, sys\n"
+        "import numpy as np\n"
+        "import jaxpipe\n"
+        "x = np.random.default_rng(0).normal(size=(64, 3)).astype(np.float32)\n"
+        "jaxpipe.fit({'training': {'epochs': 1, 'batch_size': 16}}, x, (x[:, 0] > 0).astype(int))\n"
+        # at exit, after every thread (an import on a thread, had one started) has ended
+        "loaded = lambda: {m.split('.')[0] for m in sys.modules} & {'orbax', 'matplotlib'}\n"
+        "atexit.register(lambda: print(json.dumps(sorted(loaded()))))\n"
+    )
+    env = os.environ | {"PYTHONPATH": ROOT}
+    p = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300
+    )
+    assert p.returncode == 0, p.stderr
+    assert json.loads(p.stdout.strip().splitlines()[-1]) == []
+
+
+def test_a_run_imports_no_sweep_verification_or_other_commands_formatters(tmp_path, write_spec):
+    out = str(tmp_path / "run")
+    rc, loaded = _imported_after("run", write_spec(SMALL_SPEC), "--out", out, "-q", watch=NOT_A_RUN)
+    assert rc == 0 and loaded == [], loaded
+
+
+def test_compare_and_devices_import_no_jax_or_no_flax(tmp_path):
+    dirs = []
+    for name, losses in (("a", [1.0, 0.5]), ("b", [0.9, 0.6])):  # the files compare reads
+        d = tmp_path / name
+        d.mkdir()
+        (d / "summary.json").write_text(
+            json.dumps({"status": "completed", "task": "classification"})
+        )
+        (d / "spec.toml").write_text("[training]\nepochs = 2\n")
+        rows = [{"epoch": e, "val_loss": v} for e, v in enumerate(losses, 1)]
+        (d / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+        dirs.append(str(d))
+    rc, heavy = _imported_after("compare", *dirs, "--plot", str(tmp_path / "c.png"), "-q")
+    assert rc == 0 and heavy == ["matplotlib"], heavy
+    rc, heavy = _imported_after("devices", "-q")
+    assert rc == 0 and heavy == ["jax"], heavy
 
 
 def test_python_dash_m_jaxpipe_and_bare_jaxpipe_print_help():

@@ -89,8 +89,9 @@ class ConsoleReporter(Observer):
 
     def on_start(self, spec: Spec, run_dir: str) -> None:
         self.spec = spec
-        # matplotlib's import overlaps the compile and training (outside the GIL).
-        threading.Thread(target=import_matplotlib, name="jaxpipe-matplotlib").start()
+        if self.files:  # no pictures (`fit` into a temporary folder): no matplotlib at all
+            # matplotlib's import overlaps the compile and training (outside the GIL).
+            threading.Thread(target=import_matplotlib, name="jaxpipe-matplotlib").start()
         d, m, o, t = spec.data, spec.model, spec.optimizer, spec.training
         if d.source == "synthetic":
             syn = d.synthetic
