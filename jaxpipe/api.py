@@ -399,9 +399,9 @@ def plan(
     (USD a run) and `deadline` (seconds a run) leave out the options past them.
     `data` (and `validation`): the rows `fit` would train on, in the same forms (a
     DataFrame, pyarrow Table, (X, y) arrays or a path); None: the spec's own [data]."""
+    from jaxpipe.core.aot import enable_compilation_cache
     from jaxpipe.planner.hardware import load_catalog
     from jaxpipe.planner.options import make_market
-    from jaxpipe.runner.shell import enable_compilation_cache
     from jaxpipe.runner.validation import check_before_data
 
     spec = _as_spec(spec)

@@ -104,6 +104,17 @@ def test_a_run_imports_no_sweep_verification_or_other_commands_formatters(tmp_pa
     assert rc == 0 and loaded == [], loaded
 
 
+def test_a_plan_made_again_imports_no_flax(tmp_path, write_spec, monkeypatch):
+    """The plan's fitted figures are kept beside the compilation cache: a spec planned
+    before builds no model, so flax stays out of `jaxpipe plan`."""
+    monkeypatch.setenv("JAXPIPE_COMPILATION_CACHE", "1")
+    monkeypatch.setenv("JAXPIPE_CACHE_DIR", str(tmp_path / "cache"))
+    spec = write_spec(SMALL_SPEC)
+    (rc, first), (again_rc, again) = (_imported_after("plan", spec, "-q") for _ in range(2))
+    assert rc == again_rc == 0
+    assert "flax" in first and "jax" in again and "flax" not in again, (first, again)
+
+
 def test_compare_and_devices_import_no_jax_or_no_flax(tmp_path):
     dirs = []
     for name, losses in (("a", [1.0, 0.5]), ("b", [0.9, 0.6])):  # the files compare reads

@@ -24,18 +24,22 @@ import json
 import os
 import pickle
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import jax
 
 from jaxpipe import settings
 from jaxpipe.files import atomic_write
 
+if TYPE_CHECKING:
+    from jaxpipe.spec.sections import RuntimeSpec
+
 __all__ = [
     "aot_folder",
     "cached_compile",
     "cached_number",
     "compiler_options",
+    "enable_compilation_cache",
     "single_threaded",
     "source_digest",
     "store_number",
@@ -93,6 +97,21 @@ def source_digest() -> str:
         h.update(f"{flag}={getattr(jax.config, flag, None)}".encode())
     h.update(settings.xla_flags().encode())
     return h.hexdigest()
+
+
+def enable_compilation_cache(runtime: RuntimeSpec) -> str | None:
+    """JAX's persistent compilation cache on (unless `[runtime] compilation_cache` or
+    JAXPIPE_COMPILATION_CACHE=0 says not); returns its folder. Here, not in the run's
+    shell, so that `plan` turns it on without importing the run (flax, the stages)."""
+    if not runtime.compilation_cache:
+        return None
+    cache = settings.compilation_cache_dir()
+    if cache is None:
+        return None
+    jax.config.update("jax_compilation_cache_dir", cache)
+    # Our programs compile in well under JAX's default 1 s threshold; cache them anyway.
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
+    return cache
 
 
 def aot_folder() -> str | None:

@@ -22,7 +22,6 @@ import jax.numpy as jnp
 
 from jaxpipe import settings
 from jaxpipe.core.aot import store_record, stored_record
-from jaxpipe.core.model import compute_dtype, make_model
 from jaxpipe.data.shapes import Shapes
 from jaxpipe.errors import JaxpipeError
 from jaxpipe.planner.state import Abstract, abstract_state
@@ -58,6 +57,7 @@ def compile_layout(
     """The run's epoch program for `strategy` on `mesh`, compiled for abstract inputs on
     this process's first prod(mesh) devices: state donated and laid out as the run lays
     it out (`sharding.Layout`), data replicated, batches pinned, FSDP hooks in the model."""
+    from jaxpipe.core.model import compute_dtype, make_model
     from jaxpipe.core.step import TrainState, make_epoch, make_task_steps
     from jaxpipe.parallel.sharding import make_layout
 

@@ -32,7 +32,6 @@ import jax
 import jax.numpy as jnp
 
 from jaxpipe.core.aot import store_record, stored_record
-from jaxpipe.core.model import compute_dtype, make_model
 from jaxpipe.core.step import TrainState, make_epoch, make_task_steps
 from jaxpipe.data.shapes import Shapes
 from jaxpipe.planner.memory import estimate
@@ -90,6 +89,9 @@ def single_program_bytes(
 ) -> int:
     """XLA's figure for the run's one-device epoch (argument + output + temp − alias, plus
     the validation arrays), compiled for abstract inputs on this process's default device."""
+    # flax only here: a plan whose figures are stored (`_program_figures`) never loads it
+    from jaxpipe.core.model import compute_dtype, make_model
+
     model = make_model(mc, shapes.outputs, compute_dtype(precision))
     key = jax.eval_shape(lambda: jax.random.key(0))
     state = TrainState(

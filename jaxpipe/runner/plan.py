@@ -14,7 +14,6 @@ import math
 from dataclasses import dataclass, replace
 from typing import Any
 
-from jaxpipe.core.model import compute_dtype
 from jaxpipe.core.step import steps_per_epoch
 from jaxpipe.data.diskrows import DiskRows
 from jaxpipe.data.load import Dataset
@@ -69,6 +68,8 @@ class RunPlan:
     @property
     def compute_dtype(self) -> Any:
         """The matmuls' dtype (`precision`)."""
+        from jaxpipe.core.model import compute_dtype  # flax: not for `plan`'s import
+
         return compute_dtype(self.precision)
 
 

@@ -17,7 +17,7 @@ from typing import Any
 import jax
 import numpy as np
 
-from jaxpipe import settings
+from jaxpipe.core.aot import enable_compilation_cache
 from jaxpipe.data.diskrows import DiskRows
 from jaxpipe.data.fitted import Preprocessing
 from jaxpipe.data.load import Dataset, load_dataset
@@ -55,26 +55,11 @@ from jaxpipe.spec.experiment import Spec, dump_spec
 from jaxpipe.spec.sections import (
     CheckpointSpec,
     PreprocessSpec,
-    RuntimeSpec,
     TrainingSpec,
     metric_mode,
 )
 
-__all__ = ["run_experiment", "enable_compilation_cache"]
-
-
-def enable_compilation_cache(runtime: RuntimeSpec) -> str | None:
-    """JAX's persistent compilation cache on (unless `[runtime] compilation_cache` or
-    JAXPIPE_COMPILATION_CACHE=0 says not); returns its folder."""
-    if not runtime.compilation_cache:
-        return None
-    cache = settings.compilation_cache_dir()
-    if cache is None:
-        return None
-    jax.config.update("jax_compilation_cache_dir", cache)
-    # Our programs compile in well under JAX's default 1 s threshold; cache them anyway.
-    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
-    return cache
+__all__ = ["run_experiment"]
 
 
 def _to_host(tree: Any) -> Any:

@@ -21,6 +21,7 @@ from typing import Any
 
 import numpy as np
 
+from jaxpipe.core.aot import enable_compilation_cache
 from jaxpipe.core.evaluation import metric_names
 from jaxpipe.data.encoding import Columns
 from jaxpipe.data.folds import load_folds
@@ -29,7 +30,6 @@ from jaxpipe.errors import DivergedError, JaxpipeError, RunInterrupted, SpecErro
 from jaxpipe.events import Observer
 from jaxpipe.files import atomic_write
 from jaxpipe.runner.outdir import prepare_out_dir, write_json, write_lines
-from jaxpipe.runner.shell import enable_compilation_cache
 from jaxpipe.runner.stopping import check_metric_names
 from jaxpipe.runner.summary import device_info
 from jaxpipe.signals import SIGNAL_EXIT, SignalCatcher, catch_signals

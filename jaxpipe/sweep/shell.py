@@ -19,6 +19,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from jaxpipe.core.aot import enable_compilation_cache
 from jaxpipe.core.evaluation import metric_names
 from jaxpipe.core.optim import check_optimizer
 from jaxpipe.data.shapes import data_shapes
@@ -29,7 +30,6 @@ from jaxpipe.planner.plan import make_plan
 from jaxpipe.planner.sweep import TrialSplit, split_trials
 from jaxpipe.planner.values import Plan, format_bytes
 from jaxpipe.runner.outdir import prepare_out_dir, write_json, write_lines
-from jaxpipe.runner.shell import enable_compilation_cache
 from jaxpipe.runner.stopping import check_metric_names
 from jaxpipe.runner.summary import device_info
 from jaxpipe.saved.predict import save_predictor
