@@ -175,7 +175,9 @@ def save_png(fig: Any, path: str, what: str | None = None) -> None:
     rather than over it, a full disk is exit 4). `what`: the option that named `path`
     (`--png P`), for a file the user asked for rather than one in a run directory."""
     png = io.BytesIO()
-    fig.savefig(png, format="png", dpi=100)
+    # zlib's fastest level: the same pixels, a few per cent more bytes, a quarter less of
+    # the encoder's time (trace.png: 21 -> 15 ms of CPU)
+    fig.savefig(png, format="png", dpi=100, pil_kwargs={"compress_level": 1})
     atomic_write(path, png.getvalue(), what=what, resume=what is None)
 
 
