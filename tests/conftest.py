@@ -12,6 +12,13 @@ os.environ["XLA_FLAGS"] = (
 ).strip()
 os.environ.setdefault("JAXPIPE_COMPILATION_CACHE", "0")
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
+# The suite starts hundreds of child processes (the CLI as a user runs it). Where the
+# environment says PYTHONDONTWRITEBYTECODE, each would compile jaxpipe's sources again
+# (~0.1 s of CPU a process); they share one bytecode folder for the session instead,
+# outside the tree (removed at the end), as an installed package's processes would.
+PYCACHE = tempfile.mkdtemp(prefix="jaxpipe-test-pycache-")
+os.environ.pop("PYTHONDONTWRITEBYTECODE", None)
+os.environ["PYTHONPYCACHEPREFIX"] = PYCACHE
 
 import jax  # noqa: E402
 import numpy as np  # noqa: E402
@@ -72,6 +79,7 @@ def compile_once():
 
 def pytest_unconfigure(config):
     shutil.rmtree(XLA_CACHE, ignore_errors=True)
+    shutil.rmtree(PYCACHE, ignore_errors=True)
 
 
 @pytest.fixture
