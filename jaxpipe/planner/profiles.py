@@ -15,7 +15,9 @@ else its data sheet).
   devices), from an all-reduce of a small and a large buffer;
 - the compile: the epoch program at depth 1 and 3;
 - the fit: the floor, matmul and memory terms scaled to real scanned epochs of a few
-  calibration configurations by least squares (`Profile.scale`).
+  calibration configurations (timed in turns, the median of a few rounds:
+  `time_epochs`) by least squares on the log error, each weight pulled weakly towards
+  its measurement (`fit_scale`, `Profile.scale`).
 """
 
 from __future__ import annotations
