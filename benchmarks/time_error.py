@@ -15,8 +15,10 @@ predict held-out ones, run them, compare.
    one-device step, whose kernels it counts), the single-device option's epoch less its
    validation pass.
 3. Run: each held-out configuration's training epoch, the program the run compiles
-   (`profiles.time_epoch`: the run's model, optimizer, scanned epoch, compiler options,
-   donated state), least of 3, and compare.
+   (`profiles.time_epochs`: the run's model, optimizer, scanned epoch, compiler options,
+   donated state), and compare. All epochs, calibration and held-out, are timed first,
+   in `--reps` rounds of one timing each (their median kept), so that the neighbours' load
+   weighs on both sets alike.
 
 Prints one row per held-out configuration and the |error| median and p90 (target: ≤ 10 %
 and ≤ 25 %), the machine's load before and after; `--out` keeps the rows as JSON lines.
@@ -113,7 +115,7 @@ def main() -> None:
     p.add_argument("--held-out", type=int, default=24, help="held-out configurations")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--clock", choices=("cpu", "wall"), default="cpu")
-    p.add_argument("--reps", type=int, default=3)
+    p.add_argument("--reps", type=int, default=5, help="timing rounds (their median)")
     p.add_argument("--out", help="JSON lines of the held-out rows")
     a = p.parse_args()
     if a.clock == "cpu":
@@ -125,22 +127,27 @@ def main() -> None:
 
     profiles.use_clock(a.clock)
     load0, t0 = os.getloadavg(), time.perf_counter()
-    rng = random.Random(a.seed)
+    rng, held = random.Random(a.seed), random.Random(a.seed + 1)
     calibration = [draw(rng) for _ in range(a.calibrate)]
-    profile = profiles.measure_profile(configs=calibration, log=lambda line: print(f"  {line}"))
+    held_out = [draw(held) for _ in range(a.held_out)]
+    # Every epoch, calibration and held-out alike, timed in the same rounds: a change in
+    # the neighbours' load weighs on both sets, not on one.
+    timed = profiles.time_epochs(calibration + held_out, a.reps)
+    print(f"timed {len(timed)} epochs in {a.reps} rounds in {time.perf_counter() - t0:.0f} s")
+    profile = profiles.measure_profile(
+        configs=calibration, log=lambda line: print(f"  {line}"), timed=timed[: a.calibrate]
+    )
     timing.save_profile(profile)
     print(
         f"calibrated on {a.calibrate} configurations (seed {a.seed}) in "
         f"{time.perf_counter() - t0:.0f} s\n"
     )
-    held = random.Random(a.seed + 1)
     rows = []
     head = f"{'hidden':24} {'batch':>5} {'feat':>4} {'rows':>5} {'prec':4} {'optimizer':9}"
     print(f"{head} {'measured':>9} {'model':>9} {'error':>6}")
-    for _ in range(a.held_out):
-        cfg = draw(held)
+    for cfg, epoch in zip(held_out, timed[a.calibrate :]):
         predicted, parts = predict(cfg, folder)
-        measured = profiles.time_epoch(cfg, a.reps).seconds
+        measured = epoch.seconds
         error = predicted / measured - 1
         rows.append(
             {

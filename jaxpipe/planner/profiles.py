@@ -15,7 +15,9 @@ else its data sheet).
   devices), from an all-reduce of a small and a large buffer;
 - the compile: the epoch program at depth 1 and 3;
 - the fit: the floor, matmul and memory terms scaled to real scanned epochs of a few
-  calibration configurations by least squares (`Profile.scale`).
+  calibration configurations (timed in turns, the median of a few rounds:
+  `time_epochs`) by least squares on the log error, each weight pulled weakly towards
+  its measurement (`fit_scale`, `Profile.scale`).
 """
 
 from __future__ import annotations
@@ -52,6 +54,7 @@ __all__ = [
     "CALIBRATION_CONFIGS",
     "Config",
     "time_epoch",
+    "time_epochs",
     "Timed",
     "config_work",
     "fit_scale",
@@ -136,8 +139,10 @@ class Timed(NamedTuple):
     ops: int
 
 
-def time_epoch(cfg: Config, reps: int = 3) -> Timed:
-    """`cfg`'s training epoch on the default device, timed as the run runs it."""
+def _prepared(cfg: Config) -> tuple[Callable[[], Any], float, int]:
+    """`cfg`'s compiled epoch as a call that runs it once more (the state carried from
+    call to call, donated as the run donates it), its compile's seconds and its step's
+    kernels."""
     epoch, state, x, y, opts = _program(cfg)
     t = time.perf_counter()
     compiled = epoch.lower(state, x, y, jnp.int32(0)).compile(opts)
@@ -148,11 +153,32 @@ def time_epoch(cfg: Config, reps: int = 3) -> Timed:
         holder[0], sums = compiled(holder[0], x, y, jnp.int32(1))
         return sums
 
-    run()  # the first call pays for the buffers' first touch
+    jax.block_until_ready(run())  # the first call pays for the buffers' first touch
     ops = count_step_ops(compiled.as_text()) or estimate_ops(
         len(cfg.hidden) + 1, cfg.optimizer, cfg.precision == "bfloat16"
     )
+    return run, compile_s, ops
+
+
+def time_epoch(cfg: Config, reps: int = 3) -> Timed:
+    """`cfg`'s training epoch on the default device, timed as the run runs it."""
+    run, compile_s, ops = _prepared(cfg)
     return Timed(_best(run, reps), compile_s, ops)
+
+
+def time_epochs(cfgs: Sequence[Config], rounds: int = 3) -> list[Timed]:
+    """The training epochs of `cfgs`, each the median of `rounds` timings taken in turns
+    (every configuration once per round), so that a change in the machine's load
+    between the first and the last configuration weighs on all of them alike rather
+    than on whichever were timed while it lasted. The median, not the least: on a
+    shared host the process clock now and then reads a fraction of an epoch's time
+    (0.5 of 2.2 ms, once in 5 rounds), which the least would keep."""
+    prepared = [_prepared(cfg) for cfg in cfgs]
+    times: list[list[float]] = [[] for _ in prepared]
+    for _ in range(rounds):
+        for (run, _, _), seen in zip(prepared, times):
+            seen.append(_best(run, 1))
+    return [Timed(float(np.median(t)), c, ops) for t, (_, c, ops) in zip(times, prepared)]
 
 
 def config_work(cfg: Config, ops: int) -> tuple[StepWork, int]:
@@ -303,25 +329,46 @@ def _terms(base: Profile, cfg: Config, timed: Timed) -> list[float]:
     return [steps * step[t] for t in TERMS[:-1]] + [shuffle]
 
 
+# How strongly the fit holds each weight to 1 (the measured figure), against the mean
+# squared log error of the calibration epochs: weak enough that a term the epochs
+# disagree with moves (the cache term ends near 3-5: small kernels move their bytes well
+# below the measured cache bandwidth), strong enough that a term the epochs barely tell
+# apart from another (the per-kernel floor against the cache term, the shuffle against
+# both on small configurations) stays near its measurement instead of going to 0 or
+# taking over (benchmarks/RESULTS.md, issue 24).
+FIT_PRIOR = 0.01
+FIT_BOUNDS = (1e-3, 1e3)
+
+
 def fit_scale(base: Profile, measured: Sequence[tuple[Config, Timed]]) -> dict[str, float]:
     """The weight of each term (timing.TERMS) that fits `base`'s terms to the measured
-    epochs: non-negative least squares on relative error, so every epoch counts alike; a
-    term no epoch leans on (under 5 % of each) keeps 1. The two precisions' matmuls share
-    one weight: it corrects the measured rates for the step's shapes, which both
-    precisions share (and the precisions' rates are each measured), and a weight per
-    precision let the bfloat16 one trade against the casts, which only bfloat16 epochs
-    carry."""
-    from scipy.optimize import nnls
+    epochs: least squares on the log of predicted / measured (every epoch counts alike,
+    over- and under-estimates alike) plus `FIT_PRIOR` × the squared log of each weight,
+    a pull towards the measured figure, so a term no epoch leans on keeps 1 and a term
+    the epochs cannot tell from another does not trade against it. The two precisions'
+    matmuls share one weight: it corrects the measured rates for the step's shapes,
+    which both precisions share (and the precisions' rates are each measured), and a
+    weight per precision let the bfloat16 one trade against the casts, which only
+    bfloat16 epochs carry."""
+    from scipy.optimize import minimize
 
     rows = np.array([[t / timed.seconds for t in _terms(base, c, timed)] for c, timed in measured])
     f32, bf16 = TERMS.index("matmul/float32"), TERMS.index("matmul/bfloat16")
     tied = np.delete(rows, bf16, axis=1)
     tied[:, f32] += rows[:, bf16]
-    coef, _ = nnls(tied, np.ones(len(measured)))
-    coef = np.insert(coef, bf16, coef[f32])
-    used = rows.max(axis=0) > 0.05
-    used[[f32, bf16]] = used[f32] or used[bf16]
-    return {t: float(c) if u and c > 0 else 1.0 for t, c, u in zip(TERMS, coef, used)}
+    n, m = tied.shape
+
+    def loss(logw: np.ndarray) -> tuple[float, np.ndarray]:
+        w = np.exp(logw)
+        ratio = tied @ w  # predicted / measured, per epoch
+        err = np.log(ratio)
+        grad = 2 / n * ((err / ratio) @ tied) * w + 2 * FIT_PRIOR / m * logw
+        return float(np.mean(err**2) + FIT_PRIOR * np.mean(logw**2)), grad
+
+    bounds = [tuple(np.log(FIT_BOUNDS))] * m
+    found = minimize(loss, np.zeros(m), jac=True, method="L-BFGS-B", bounds=bounds)
+    coef = np.insert(np.exp(found.x), bf16, np.exp(found.x[f32]))
+    return {t: float(c) for t, c in zip(TERMS, coef)}
 
 
 def use_clock(name: str) -> None:
@@ -333,10 +380,12 @@ def measure_profile(
     quick: bool = False,
     configs: Sequence[Config] | None = None,
     log: Callable[[str], None] = lambda _: None,
+    timed: Sequence[Timed] | None = None,
 ) -> Profile:
     """The local default device's profile (module docstring), its fit over `configs`
-    (default CALIBRATION_CONFIGS). `quick`: one repetition of each timing and half the
-    configurations (rough; for tests)."""
+    (default CALIBRATION_CONFIGS), timed here in turns (`time_epochs`) unless `timed`
+    gives their epochs, measured already. `quick`: one repetition of each timing and
+    half the configurations (rough; for tests)."""
     device = jax.devices()[0]
     platform, reps = device.platform, (1 if quick else 3)
     t0 = time.perf_counter()
@@ -368,7 +417,8 @@ def measure_profile(
         platform=platform,
     )
     chosen = list(CALIBRATION_CONFIGS if configs is None else configs)[:: 2 if quick else 1]
-    scale = fit_scale(base, [(cfg, time_epoch(cfg, reps)) for cfg in chosen])
+    epochs = time_epochs(chosen, reps) if timed is None else list(timed)[:: 2 if quick else 1]
+    scale = fit_scale(base, list(zip(chosen, epochs)))
     log(f"fit over {len(chosen)} epochs: " + ", ".join(f"{t} × {v:.2f}" for t, v in scale.items()))
     note = (
         f"jaxpipe calibrate on {len(jax.local_devices())} local {platform} device(s), "

@@ -18,8 +18,9 @@ A scanned training step of an MLP costs, per device:
                                                   (`Strategy.step_collectives`)
 
 an epoch = steps × step + the shuffle (a sort of the rows) + the validation pass, each
-device term weighed by the profile's calibration fit (`Profile.scale`, least squares over
-real scanned epochs), and a run = epochs × epoch + the compile.
+device term weighed by the profile's calibration fit (`Profile.scale`: least squares on
+the log error over real scanned epochs, each weight pulled weakly towards 1, the
+measurement), and a run = epochs × epoch + the compile.
 
 bfloat16 on XLA:CPU is not a faster matmul: the compiled step casts each weight and
 activation to float32 and runs float32 dots (its HLO shows `convert` fusions feeding
