@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Any, TextIO
 
 import jax
-import jax.numpy as jnp
+import numpy as np
 
 from jaxpipe.core.evaluation import epoch_scores
 from jaxpipe.core.metrics import epoch_row, finalize
@@ -88,7 +88,8 @@ def _epoch(programs: Programs, placed: Placed, prep: Preprocessing, state, epoch
     when a loss is not finite."""
     x_tr, y_tr, x_va, y_va = placed.arrays
     t0 = time.perf_counter()
-    state, train_sums = programs.epoch(state, x_tr, y_tr, jnp.asarray(epoch, jnp.int32))
+    # A host scalar: jnp.asarray would compile a conversion program on its first call.
+    state, train_sums = programs.epoch(state, x_tr, y_tr, np.int32(epoch))
     train_metrics = finalize(train_sums)  # the once-per-epoch host sync
     if not math.isfinite(train_metrics["loss"]):
         return state, None, {"epoch": epoch, "metric": "train_loss", "value": train_metrics["loss"]}
