@@ -1,6 +1,6 @@
 """What a user feels first (issue 26): fresh processes, interleaved, medians.
 
-    python benchmarks/first_call.py [--reps 5]
+    python benchmarks/first_call.py [--reps 5] [--tree DIR]
 
 1. imports: `import jax, optax` against what `jaxpipe run` imports (`jaxpipe.api` and
    the run's shell), each in a fresh interpreter;
@@ -137,11 +137,12 @@ def _pair(name, a, b, reps) -> dict:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--reps", type=int, default=5)
+    p.add_argument("--tree", default=ROOT, help="the jaxpipe tree measured (default: this one)")
     a = p.parse_args()
     py = sys.executable
     work = tempfile.mkdtemp(prefix="jaxpipe-first-call-")
     env = os.environ | {
-        "PYTHONPATH": ROOT,
+        "PYTHONPATH": a.tree,
         "JAXPIPE_CACHE_DIR": os.path.join(work, "jaxpipe-cache"),
         "JAXPIPE_COMPILATION_CACHE": "1",
         # Bytecode as an installed package has it, written by the untimed warm-up runs
