@@ -1,6 +1,6 @@
 """What a user feels first (issue 26): fresh processes, interleaved, medians.
 
-    python benchmarks/first_call.py [--reps 5]
+    python benchmarks/first_call.py [--reps 5] [--tree DIR]
 
 1. imports: `import jax, optax` against what `jaxpipe run` imports (`jaxpipe.api` and
    the run's shell), each in a fresh interpreter;
@@ -9,13 +9,23 @@
    (min-max scaling, a jitted `lax.scan` epoch of adam steps over shuffled batches, the
    validation loss and accuracy each epoch, `float()` of the metrics), also warm (JAX's
    persistent cache in its own folder);
-3. the run's own stage times (summary.json of the last warm run): train, checkpoint,
+3. the seed epoch as each side reports it: the run's `epoch_seconds` in its metrics.jsonl
+   (the epoch program, the train metrics' host sync and the evaluation's dispatch, as
+   `runner/loop.py` times them) against the hand-written script's own per-epoch times
+   (the epoch, the evaluation and `float()` of the three metrics), from the same
+   interleaved processes as 2; the median epoch of each process, then the median over
+   processes (the first epoch, which includes the hand-written side's compile, is
+   outside both medians' middle);
+4. the run's own stage times (summary.json of the last warm run): train, checkpoint,
    and what the run spends outside its stages;
-4. a first `jaxpipe.fit` in a fresh process on a 1,600 × 20 table (20 epochs, hidden
+5. a first `jaxpipe.fit` in a fresh process on a 1,600 × 20 table (20 epochs, hidden
    [64]), warm cache, against scikit-learn's `MLPClassifier` (same rows, 20 epochs) in a
    fresh process.
 
-Each pair runs interleaved `--reps` times; the table gives medians and the ratio.
+Each pair runs interleaved `--reps` times; the table gives medians and the ratio. Every
+process reads bytecode (.pyc) as an installed package's would: PYTHONDONTWRITEBYTECODE is
+dropped and PYTHONPYCACHEPREFIX points into the scratch folder, filled by the untimed
+warm-up runs (without it, a tree run from source compiles every module each time).
 """
 
 from __future__ import annotations
@@ -72,11 +82,15 @@ def evaluate(p):
     z = forward(p, xv)
     return optax.softmax_cross_entropy_with_integer_labels(z, yv).mean(), (z.argmax(-1) == yv).mean()
 p = init(jax.random.key(0)); s = opt.init(p); key = jax.random.key(1)
+seconds = []
 for e in range(5):
+    t = time.perf_counter()
     key, k = jax.random.split(key)
     p, s, tl = epoch(p, s, k)
     vl, va = evaluate(p)
     float(tl), float(vl), float(va)
+    seconds.append(time.perf_counter() - t)
+print(*seconds)
 """
 
 FIT = r"""
@@ -95,10 +109,18 @@ else:
 """
 
 
-def _wall(argv: list[str], env: dict | None = None) -> float:
+def _wall(argv: list[str], env: dict | None = None, stdout: list | None = None) -> float:
     t0 = time.perf_counter()
-    subprocess.run(argv, check=True, env=env, capture_output=True)
+    done = subprocess.run(argv, check=True, env=env, capture_output=True, text=True)
+    if stdout is not None:
+        stdout.append(done.stdout)
     return time.perf_counter() - t0
+
+
+def _epochs(run_dir: str) -> float:
+    """The median of a run's epoch times as its metrics.jsonl reports them."""
+    with open(os.path.join(run_dir, "metrics.jsonl")) as f:
+        return statistics.median(json.loads(line)["epoch_seconds"] for line in f)
 
 
 def _pair(name, a, b, reps) -> dict:
@@ -115,14 +137,19 @@ def _pair(name, a, b, reps) -> dict:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--reps", type=int, default=5)
+    p.add_argument("--tree", default=ROOT, help="the jaxpipe tree measured (default: this one)")
     a = p.parse_args()
     py = sys.executable
     work = tempfile.mkdtemp(prefix="jaxpipe-first-call-")
     env = os.environ | {
-        "PYTHONPATH": ROOT,
+        "PYTHONPATH": a.tree,
         "JAXPIPE_CACHE_DIR": os.path.join(work, "jaxpipe-cache"),
         "JAXPIPE_COMPILATION_CACHE": "1",
+        # Bytecode as an installed package has it, written by the untimed warm-up runs
+        # into a folder of this script's own (no tree's __pycache__ touched).
+        "PYTHONPYCACHEPREFIX": os.path.join(work, "pycache"),
     }
+    env.pop("PYTHONDONTWRITEBYTECODE", None)
     seed = os.path.join(ROOT, "experiments", "seed.toml")
     hand = os.path.join(work, "hand.py")
     with open(hand, "w") as f:
@@ -131,16 +158,27 @@ def main() -> None:
     with open(fit, "w") as f:
         f.write(FIT)
     n = [0]
+    epochs: dict[str, list[float]] = {"run": [], "hand": []}
 
     def run():
         n[0] += 1
         out = os.path.join(work, f"run{n[0]}")
-        return _wall([py, "-m", "jaxpipe", "run", seed, "--out", out, "--quiet"], env)
+        wall = _wall([py, "-m", "jaxpipe", "run", seed, "--out", out, "--quiet"], env)
+        epochs["run"].append(_epochs(out))
+        return wall
+
+    def hand_run():
+        printed: list[str] = []
+        wall = _wall([py, hand, hand_cache], env, printed)
+        epochs["hand"].append(statistics.median(float(v) for v in printed[0].split()))
+        return wall
 
     hand_cache = os.path.join(work, "hand-cache")
     run()  # warm the caches (not timed)
-    _wall([py, hand, hand_cache], env)
+    hand_run()
     _wall([py, fit, "jaxpipe"], env)
+    _wall([py, fit, "sklearn"], env)
+    _wall([py, "-c", "import jaxpipe.api, jaxpipe.runner.shell"], env)
     load = os.getloadavg()[0]
     print(f"{'':44} {'jaxpipe':>9}  {'baseline':>9}  {'ratio':>6}")
     rows = [
@@ -153,7 +191,7 @@ def main() -> None:
         _pair(
             "seed run, whole process, warm vs hand-written",
             run,
-            lambda: _wall([py, hand, hand_cache], env),
+            hand_run,
             a.reps,
         ),  # fmt: skip
         _pair(
@@ -163,6 +201,11 @@ def main() -> None:
             a.reps,
         ),  # fmt: skip
     ]
+    ours, theirs = (statistics.median(epochs[k][1:]) for k in ("run", "hand"))  # not the warm-up
+    print(f"{'seed epoch as reported vs hand-written':44} {ours:7.4f} s  {theirs:7.4f} s  "
+          f"{ours / theirs:6.3f}")  # fmt: skip
+    rows.append({"name": "seed epoch", "jaxpipe_s": ours, "baseline_s": theirs,
+                 "ratio": ours / theirs})  # fmt: skip
     summary = json.load(open(os.path.join(work, f"run{n[0]}", "summary.json")))
     stages = {s["name"]: s["seconds"] for s in summary["stages"]}
     share = stages.get("checkpoint", 0.0) / stages["train"]

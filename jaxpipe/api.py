@@ -293,8 +293,11 @@ def _observed(
     tmp = tempfile.mkdtemp(prefix="jaxpipe-fit-") if out is None else None
     reporter = ConsoleReporter(verbose=verbose, files=out is not None)
     try:
+        from jaxpipe.files import scratch_folder
+
         trackers = tracking_observers(logging, base_dir, reporter.on_note)
-        yield Observers([reporter, *trackers, *callbacks]), out or tmp
+        with scratch_folder(tmp):  # removed below: its files need no fsync
+            yield Observers([reporter, *trackers, *callbacks]), out or tmp
     finally:
         reporter.close()
         if tmp is not None:

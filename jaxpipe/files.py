@@ -9,11 +9,13 @@ of reading forever. Standard library only (the spec loader, which imports no jax
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import json
 import os
 import stat
 import tempfile
+from collections.abc import Iterator
 from typing import IO, Any
 
 from jaxpipe.errors import EnvironmentProblem, JaxpipeError
@@ -27,7 +29,32 @@ __all__ = [
     "read_json",
     "read_jsonl",
     "MAX_TEXT_BYTES",
+    "scratch_folder",
 ]
+
+# Folders removed when their work ends (`fit` without `out`): files there are still
+# written atomically, but not synced to the disk, which nothing would read back.
+_SCRATCH: list[str] = []
+
+
+@contextlib.contextmanager
+def scratch_folder(path: str | None) -> Iterator[None]:
+    """While inside, `atomic_write` skips fsync for files under `path` (a temporary
+    folder thrown away afterwards); None: nothing changes."""
+    root = None if path is None else os.path.join(os.path.abspath(path), "")
+    if root is not None:
+        _SCRATCH.append(root)
+    try:
+        yield
+    finally:
+        if root is not None:
+            _SCRATCH.remove(root)
+
+
+def _synced(directory: str) -> bool:
+    where = os.path.join(directory, "")
+    return not any(where.startswith(root) for root in _SCRATCH)
+
 
 # A spec or catalog is a few kilobytes; 16 MiB is far above any real one and far below
 # what would hurt the host.
@@ -113,7 +140,7 @@ def atomic_write(
 ) -> None:
     """Writes `data` to `path` atomically: a fresh temporary in the same directory
     (mkstemp: O_CREAT | O_EXCL with an unpredictable name, so nothing planted there is
-    followed), fsync, then os.replace over `path`. On failure the temporary is removed
+    followed), fsync (not in a `scratch_folder`), then os.replace over `path`. On failure the temporary is removed
     and `path` keeps its old content. The file gets the mode a new file gets (the
     umask's: 0644 typically) or the one it had. A symlink at `path` itself is replaced,
     except one to a FIFO or device (`/dev/stdout`): a FIFO or character device at `path`
@@ -137,7 +164,8 @@ def atomic_write(
             os.fchmod(f.fileno(), mode)
             f.write(raw)
             f.flush()
-            os.fsync(f.fileno())  # the rename must not land before the bytes do
+            if _synced(directory):
+                os.fsync(f.fileno())  # the rename must not land before the bytes do
         os.replace(tmp, path)
         tmp = None
     except OSError as e:

@@ -162,3 +162,37 @@ def test_synthetic_regression():
     ds = load_dataset(spec)
     assert ds.task == "regression" and ds.y_train.dtype == np.float32 and ds.outputs == 1
     assert ds.class_names == () and ds.y_train.std() > 1.0
+
+
+@pytest.mark.parametrize(
+    "y",
+    [
+        np.arange(40) % 3,
+        (np.arange(40) % 2).astype(bool),
+        np.arange(40, dtype=np.uint64) * 2**58,  # exact beyond float64
+        np.arange(40, dtype=np.int8),
+        np.linspace(-1, 1, 40).astype(np.float16),
+        np.linspace(-1, 1, 40).astype(">f8"),  # not native: through pyarrow
+        np.array(["a", "b"] * 20),
+        np.array([1, None] * 20, dtype=object),
+    ],
+)
+def test_array_columns_are_what_the_arrow_route_reads(y):
+    # (X, y) number columns skip pyarrow (its first conversion imports pandas); they must
+    # come out exactly as the readers make them from the Arrow table.
+    from jaxpipe.data.frames import _array_columns, _columns_table
+    from jaxpipe.data.readers import arrow_columns
+
+    x = np.random.default_rng(0).normal(size=(40, 3)).astype(np.float32)
+    x[3, 1], x[5, 0], x[6, 2] = np.nan, -0.0, np.inf
+    named = {f"x{i}": x[:, i] for i in range(3)} | {"y": y}
+    want = arrow_columns(_columns_table(named), "<arrays>")
+    got = _array_columns(x, y, "y", "fit")
+    assert list(got) == list(want)
+    for name, column in want.items():
+        assert got[name].dtype == column.dtype and got[name].shape == column.shape
+        if column.dtype.kind == "f":
+            assert np.array_equal(got[name], column, equal_nan=True)
+            assert np.array_equal(np.signbit(got[name]), np.signbit(column))
+        else:
+            assert got[name].tolist() == column.tolist()

@@ -60,3 +60,30 @@ def test_second_run_of_a_spec_loads_every_program_from_the_cache(tmp_path, write
     # Nothing compiled or written again: every program of the second run was a cache hit.
     assert programs() == stored
     assert second["final"] == {**first["final"], "epoch_seconds": second["final"]["epoch_seconds"]}
+
+
+def test_epochs_take_the_gil_back_promptly_and_leave_the_interval_as_it_was():
+    # While the epochs run, a thread importing orbax or matplotlib would hold the GIL for
+    # up to the switch interval each time the loop comes back from the device.
+    import numpy as np
+    import pytest
+
+    import jaxpipe
+    from jaxpipe.runner.loop import _HANDOFF_S
+
+    x = np.random.default_rng(0).normal(size=(64, 3)).astype(np.float32)
+    seen = []
+
+    class Watch:
+        def on_epoch_end(self, row, epochs):
+            seen.append(sys.getswitchinterval())
+
+    before = sys.getswitchinterval()
+    sys.setswitchinterval(0.02)
+    try:
+        spec = {"model": {"hidden": [4]}, "training": {"epochs": 2, "batch_size": 16}}
+        jaxpipe.fit(spec, x, (x[:, 0] > 0).astype(int), callbacks=[Watch()])
+        assert sys.getswitchinterval() == 0.02
+    finally:
+        sys.setswitchinterval(before)
+    assert seen == [pytest.approx(_HANDOFF_S)] * 2  # CPython keeps whole microseconds

@@ -470,3 +470,22 @@ def test_defect_04_large_integer_labels_keep_their_identity(tmp_path):
     assert ds.class_names == (str(big), str(big + 1))
     y = np.concatenate([ds.y_train, ds.y_val])
     assert sorted(np.bincount(y).tolist()) == [10, 10]
+
+
+def test_a_scratch_folder_is_written_atomically_without_fsync(tmp_path, monkeypatch):
+    # fit without `out` writes its run directory into a temporary folder it then removes:
+    # nothing reads those files from the disk, so they are not synced (6 fsyncs a fit).
+    synced = []
+    real = os.fsync
+    monkeypatch.setattr(os, "fsync", lambda fd: synced.append(fd) or real(fd))
+    scratch, kept = tmp_path / "scratch", tmp_path / "scratch-kept"
+    scratch.mkdir(), kept.mkdir()
+    with files.scratch_folder(str(scratch)):
+        files.atomic_write(str(scratch / "a.json"), "{}")
+        files.atomic_write(str(kept / "b.json"), "{}")  # a sibling sharing the prefix
+    files.atomic_write(str(scratch / "c.json"), "{}")
+    assert len(synced) == 2 and (scratch / "a.json").read_text() == "{}"
+    assert sorted(os.listdir(scratch)) == ["a.json", "c.json"]  # no temporaries left
+    with files.scratch_folder(None):  # `out` given: everything synced
+        files.atomic_write(str(scratch / "a.json"), "[]")
+    assert len(synced) == 3

@@ -65,7 +65,19 @@ def _array_columns(x: Any, y: Any, label: str, what: str) -> Columns:
         if label in named:
             raise DataError(f"{what}: the label {label!r} is also an X column name; set data.label")
         named[label] = y
-    return arrow_columns(_columns_table(named), "<arrays>")
+    rest = {k: v for k, v in named.items() if _plain_number_column(v) is None}
+    read = arrow_columns(_columns_table(rest), "<arrays>") if rest else {}
+    return {k: read[k] if k in rest else _plain_number_column(v) for k, v in named.items()}
+
+
+def _plain_number_column(values: np.ndarray) -> np.ndarray | None:
+    """A numpy column of native-order booleans, integers or floats as the readers' rules
+    make it from its Arrow copy (floats as float64, NaN missing; integers and booleans as
+    they are), without the round trip: pyarrow's first conversion imports pandas (0.15-0.4
+    s of a fresh process's first `fit` on arrays). None for any other column."""
+    if values.dtype.kind not in "biuf" or not values.dtype.isnative:
+        return None
+    return values.astype(np.float64) if values.dtype.kind == "f" else np.array(values)
 
 
 def _columns_table(named: dict[str, Any]):

@@ -136,10 +136,18 @@ def map_state_params(
     are matched by key path instead: a leaf whose path holds a parameter's path is that
     parameter's (fn decides what a leaf of another shape takes: `follow_spec` keeps it
     whole); the rest (counters) go to `other`."""
-    try:
-        return optax.tree_map_params(
-            tx, fn, opt_state, params, transform_non_params=other, is_leaf=is_leaf
+    mapped: list[Any] = []
+
+    def traced() -> None:  # tx.init's counters as tracers: no eager op compiled and run
+        mapped.append(
+            optax.tree_map_params(
+                tx, fn, opt_state, params, transform_non_params=other, is_leaf=is_leaf
+            )
         )
+
+    try:
+        jax.eval_shape(traced)
+        return mapped[0]
     except (ValueError, TypeError):
         pass
     entries = jax.tree_util.tree_flatten_with_path(params, is_leaf=is_leaf)[0]

@@ -4,14 +4,17 @@ signals, all outside `jit`. Everything jitted lives in `step.py` and `programs.p
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
+import sys
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any, TextIO
 
 import jax
-import jax.numpy as jnp
+import numpy as np
 
 from jaxpipe.core.evaluation import epoch_scores
 from jaxpipe.core.metrics import epoch_row, finalize
@@ -40,6 +43,25 @@ class TrainTimes:
     saves: int = 0
 
 
+# The longest the loop waits for the GIL after each device wait while another thread
+# (orbax's or matplotlib's import, started to overlap the compile) holds it. CPython's
+# default, 5 ms, is a quarter of the seed epoch, paid two or three times an epoch.
+_HANDOFF_S = 1e-4
+
+
+@contextlib.contextmanager
+def _prompt_handoffs() -> Iterator[None]:
+    """CPython's thread switch interval at most _HANDOFF_S while the epochs run, as it was
+    after. A thread holding the GIL is asked to drop it only when another waits for it, so
+    a short interval costs nothing while the loop alone runs Python."""
+    before = sys.getswitchinterval()
+    sys.setswitchinterval(min(before, _HANDOFF_S))
+    try:
+        yield
+    finally:
+        sys.setswitchinterval(before)
+
+
 def _save(
     store, run: RunProgress, state, prep: Preprocessing, meta_base, row, times, *, write, copy
 ) -> None:
@@ -66,7 +88,8 @@ def _epoch(programs: Programs, placed: Placed, prep: Preprocessing, state, epoch
     when a loss is not finite."""
     x_tr, y_tr, x_va, y_va = placed.arrays
     t0 = time.perf_counter()
-    state, train_sums = programs.epoch(state, x_tr, y_tr, jnp.asarray(epoch, jnp.int32))
+    # A host scalar: jnp.asarray would compile a conversion program on its first call.
+    state, train_sums = programs.epoch(state, x_tr, y_tr, np.int32(epoch))
     train_metrics = finalize(train_sums)  # the once-per-epoch host sync
     if not math.isfinite(train_metrics["loss"]):
         return state, None, {"epoch": epoch, "metric": "train_loss", "value": train_metrics["loss"]}
@@ -136,7 +159,7 @@ def train(
     if run.best_params is not None:  # restored onto the device: kept in host memory
         run.best_params = ckpt.host_copy(run.best_params)
     last_save = time.monotonic()
-    with catch_signals() as signals:
+    with catch_signals() as signals, _prompt_handoffs():
         for epoch in range(run.epoch + 1, epochs + 1):
             if run.stopper is not None and run.stopper.should_stop:
                 break  # a resumed run that had already stopped early

@@ -12,6 +12,7 @@ from typing import Any
 import jax
 import numpy as np
 
+from jaxpipe.core.aot import cached_compile
 from jaxpipe.core.scaling import Scaler, apply_scaler, fit_scaler, fit_standard
 from jaxpipe.data.diskrows import DiskRows
 from jaxpipe.data.fitted import Preprocessing, fit_class_weights
@@ -66,7 +67,15 @@ def preprocess_data(
     t0 = time.perf_counter()
     p = placed
     arrays = (p.x_train, p.x_val, p.y_train, p.y_val)
-    out = jax.block_until_ready(_fit_apply(*arrays, normalize=normalize, regression=regression))
+    # A stored program when the cache holds one: no tracing or lowering (aot.py).
+    fit_apply = cached_compile(
+        "preprocess",
+        lambda *a: _fit_apply.lower(*a, normalize=normalize, regression=regression),
+        arrays,
+        {},
+        f"normalize={normalize} regression={regression}",
+    )
+    out = jax.block_until_ready(fit_apply(*arrays))
     seconds = time.perf_counter() - t0
     x_tr, x_va, y_tr, y_va, scaler, target = out
     scaled = replace(placed, x_train=x_tr, y_train=y_tr, x_val=x_va, y_val=y_va)

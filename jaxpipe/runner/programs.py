@@ -105,14 +105,19 @@ def _describe(spec_toml: str, rp: RunPlan, prep: Preprocessing, outputs: int) ->
     return f"{spec_toml}\n{plan} {rp.precision} {rp.layout!r}\n{fitted}"
 
 
-def _init(init_fn, key: jax.Array, x1: np.ndarray, rp: RunPlan, tx, describe: str):
-    """The initial state, made by one program straight into its shardings."""
+def _init(init_fn, seed: int, x1: np.ndarray, rp: RunPlan, tx, describe: str):
+    """The initial state, made by one program straight into its shardings. The key of
+    `seed` (which `describe`, the resolved spec, names) is made inside it: an eager
+    `jax.random.key` would compile and run a program of its own in a fresh process."""
 
-    def lower(k: jax.Array, x: np.ndarray):
-        shardings = rp.layout.state_shardings(jax.eval_shape(init_fn, k, x), tx)
-        return jax.jit(init_fn, out_shardings=shardings).lower(k, x)
+    def init(x: jax.Array) -> TrainState:
+        return init_fn(jax.random.key(seed), x)
 
-    return cached_compile("init", lower, (key, x1), {}, describe)(key, x1)
+    def lower(x: np.ndarray):
+        shardings = rp.layout.state_shardings(jax.eval_shape(init, x), tx)
+        return jax.jit(init, out_shardings=shardings).lower(x)
+
+    return cached_compile("init", lower, (x1,), {}, describe)(x1)
 
 
 def _compile_resident(epoch, state, placed: Placed, rp: RunPlan, opts, describe, donates, progress):
@@ -163,7 +168,7 @@ def compile_programs(
     layout = rp.layout
     # Only the example's shape matters to init; a host array needs no slicing program.
     x1 = np.zeros((1, x_tr.shape[1]), x_tr.dtype)
-    state = _init(init_fn, jax.random.key(spec.experiment.seed), x1, rp, tx, describe)
+    state = _init(init_fn, spec.experiment.seed, x1, rp, tx, describe)
     split: dict[str, Any] = {"multiple": layout.data_parallel}
     constrain = layout.constrain()
     if constrain is not None:

@@ -188,7 +188,7 @@ def _epochs(tp: TrialPrograms, arrays, trials, epochs: int, on_epoch, signals) -
         if signals.caught:
             break  # before this epoch: what is done is written, promptly
         t0 = time.perf_counter()
-        e = jnp.asarray(epoch, jnp.int32)
+        e = np.int32(epoch)  # a host scalar: jnp.asarray compiles a conversion first
         state, sums = tp.epoch(state, x_tr, y_tr, e, tp.inputs, tp.shard(active))
         val, probs = tp.evaluate(state.params, x_va, y_va), None
         if tp.scored:
