@@ -468,3 +468,25 @@ def test_sweep_png_has_a_title_rings_the_best_trial_and_draws_the_seed_as_catego
     assert [t.get_text() for t in seed_ax.get_xticklabels()] == ["1", "7"]
     write_sweep_plot(table, keys, "val_loss", str(tmp_path / "sweep.png"))
     assert (tmp_path / "sweep.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_the_reports_matplotlib_import_ends_before_the_first_epoch():
+    """The report imports matplotlib on a thread from the run's start (beside loading and
+    the compile); it holds the GIL most of the time, so the compile stage's report waits
+    for it: none of it runs beside the epochs, whose times the run reports. A fresh
+    process, so matplotlib is not imported already."""
+    script = (
+        "import io, sys\n"
+        "from jaxpipe.events import CompileStage\n"
+        "from jaxpipe.report.observer import ConsoleReporter\n"
+        "from jaxpipe.spec.experiment import load_spec\n"
+        "r = ConsoleReporter(io.StringIO(), plain=True)\n"
+        "r.on_start(load_spec(sys.argv[1]), '.')\n"
+        "assert r._matplotlib.is_alive(), 'the import should still be running here'\n"
+        "r.on_stage(CompileStage(0.1, 50, (64,), 4, 10, 32, 0))\n"
+        "assert not r._matplotlib.is_alive()\n"
+        "assert 'matplotlib.backends.backend_agg' in sys.modules\n"
+    )
+    seed = os.path.join(ROOT, "experiments", "seed.toml")
+    done = subprocess.run([sys.executable, "-c", script, seed], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr

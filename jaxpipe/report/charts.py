@@ -115,7 +115,8 @@ def ascii_chart(series: dict[str, Sequence[float]], height: int = 10, width: int
 
 def import_matplotlib() -> None:
     """Imports what write_curves and trace.png need; the report runs it on a thread at
-    the start of a run, so the ~0.5 s import overlaps the compile and training."""
+    the start of a run, so the import overlaps loading, planning and the compile (and
+    waits for it before the first epoch)."""
     from matplotlib import figure  # noqa: F401
     from matplotlib.backends import backend_agg  # noqa: F401
 

@@ -65,6 +65,7 @@ class ConsoleReporter(Observer):
         self._epoch_t0 = self.clock.seconds()
         self._epoch = 0
         self._model: list[tuple] | None = None
+        self._matplotlib: threading.Thread | None = None
         # Reading the data comes before the first line: say so in a terminal.
         self._status("reading the data ...")
 
@@ -90,8 +91,10 @@ class ConsoleReporter(Observer):
     def on_start(self, spec: Spec, run_dir: str) -> None:
         self.spec = spec
         if self.files:  # no pictures (`fit` into a temporary folder): no matplotlib at all
-            # matplotlib's import overlaps the compile and training (outside the GIL).
-            threading.Thread(target=import_matplotlib, name="jaxpipe-matplotlib").start()
+            # matplotlib's import overlaps loading, planning and the compile; it holds the
+            # GIL most of the time, so it is done before the first epoch (see on_stage).
+            self._matplotlib = threading.Thread(target=import_matplotlib, name="jaxpipe-matplotlib")
+            self._matplotlib.start()
         d, m, o, t = spec.data, spec.model, spec.optimizer, spec.training
         if d.source == "synthetic":
             syn = d.synthetic
@@ -149,6 +152,8 @@ class ConsoleReporter(Observer):
             inp, outp = (x.replace(*self._paths) for x in (inp, outp))
         self._print(f"  {stage.name:<10} {inp} → {outp}  ({seconds(stage.seconds)})")
         if stage.name == "compile":
+            if self._matplotlib is not None:  # not beside the epochs: it would slow each
+                self._matplotlib.join()  # return from the device by up to a switch interval
             self._show_model()
             self._epoch_t0 = self.clock.seconds()
         if stage.name in _NEXT:
