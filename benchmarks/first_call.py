@@ -8,7 +8,8 @@
    cache (a run before the timed ones), against a hand-written JAX script of the same run
    (min-max scaling, a jitted `lax.scan` epoch of adam steps over shuffled batches, the
    validation loss and accuracy each epoch, `float()` of the metrics), also warm (JAX's
-   persistent cache in its own folder);
+   persistent cache in its own folder), and again against the same script as it is
+   usually written, without a persistent cache (it traces and compiles every time);
 3. the seed epoch as each side reports it: the run's `epoch_seconds` in its metrics.jsonl
    (the epoch program, the train metrics' host sync and the evaluation's dispatch, as
    `runner/loop.py` times them) against the hand-written script's own per-epoch times
@@ -20,7 +21,8 @@
    and what the run spends outside its stages;
 5. a first `jaxpipe.fit` in a fresh process on a 1,600 × 20 table (20 epochs, hidden
    [64]), warm cache, against scikit-learn's `MLPClassifier` (same rows, 20 epochs) in a
-   fresh process.
+   fresh process; and the same first fit with an empty cache (a fresh JAXPIPE_CACHE_DIR
+   each time: every program traced and compiled).
 
 Each pair runs interleaved `--reps` times; the table gives medians and the ratio. Every
 process reads bytecode (.pyc) as an installed package's would: PYTHONDONTWRITEBYTECODE is
@@ -45,8 +47,9 @@ HAND_WRITTEN = r"""
 import time, sys
 t0 = time.perf_counter()
 import jax, jax.numpy as jnp, numpy as np, optax
-jax.config.update("jax_compilation_cache_dir", sys.argv[1])
-jax.config.update("jax_persistent_cache_min_compile_time_secs", 0)
+if sys.argv[1] != "-":  # "-": no persistent cache, as a script is usually written
+    jax.config.update("jax_compilation_cache_dir", sys.argv[1])
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0)
 rng = np.random.default_rng(0)
 x = rng.normal(size=(12000, 50)).astype(np.float32)
 y = rng.integers(0, 4, 12000)
@@ -167,11 +170,16 @@ def main() -> None:
         epochs["run"].append(_epochs(out))
         return wall
 
-    def hand_run():
+    def hand_run(cache: str | None = None):
         printed: list[str] = []
-        wall = _wall([py, hand, hand_cache], env, printed)
-        epochs["hand"].append(statistics.median(float(v) for v in printed[0].split()))
+        wall = _wall([py, hand, cache or hand_cache], env, printed)
+        if cache is None:  # the warm script's epochs (the cold one's first includes compiles)
+            epochs["hand"].append(statistics.median(float(v) for v in printed[0].split()))
         return wall
+
+    def cold_fit():
+        fresh = env | {"JAXPIPE_CACHE_DIR": tempfile.mkdtemp(prefix="cold-cache", dir=work)}
+        return _wall([py, fit, "jaxpipe"], fresh)
 
     hand_cache = os.path.join(work, "hand-cache")
     run()  # warm the caches (not timed)
@@ -195,8 +203,20 @@ def main() -> None:
             a.reps,
         ),  # fmt: skip
         _pair(
+            "seed run, warm vs hand-written without a cache",
+            run,
+            lambda: hand_run("-"),
+            a.reps,
+        ),  # fmt: skip
+        _pair(
             "first fit 1600 × 20, fresh process vs sklearn",
             lambda: _wall([py, fit, "jaxpipe"], env),
+            lambda: _wall([py, fit, "sklearn"], env),
+            a.reps,
+        ),  # fmt: skip
+        _pair(
+            "first fit, empty cache vs sklearn",
+            cold_fit,
             lambda: _wall([py, fit, "sklearn"], env),
             a.reps,
         ),  # fmt: skip

@@ -152,3 +152,52 @@ def test_numbers_and_records_are_not_kept_while_the_cache_is_off(records, monkey
     aot.store_record("r", "k2", {"a": 1})
     aot.store_number("n", "k", 1)
     assert len(os.listdir(records)) == 1
+
+
+_SMALL_RUN = """
+[experiment]
+name = "warm"
+seed = 0
+[data]
+source = "synthetic"
+[data.synthetic]
+rows = 300
+features = 5
+classes = 3
+[model]
+hidden = [8]
+[training]
+epochs = 2
+batch_size = 32
+[hardware]
+devices = 1
+"""
+
+
+def test_a_warm_run_compiles_nothing_not_even_for_its_report(tmp_path):
+    """A run on a warm cache loads every program it runs, the trace's and the saved
+    model's check included: an eager `jnp.zeros` or `jax.random.key` there compiled
+    small programs of their own in every fresh process (~80 ms each run). One device, as
+    on a one-card machine (over several, orbax's save slices each replica itself)."""
+    spec = tmp_path / "spec.toml"
+    spec.write_text(_SMALL_RUN)
+    env = os.environ | {
+        "PYTHONPATH": ROOT,
+        "JAXPIPE_COMPILATION_CACHE": "1",
+        "JAXPIPE_CACHE_DIR": str(tmp_path / "cache"),
+        "JAX_LOG_COMPILES": "1",
+    }
+    logs = []
+    for name in ("cold", "warm"):  # the second process finds everything stored
+        p = subprocess.run(
+            [sys.executable, "-m", "jaxpipe", "run", str(spec), "--out", str(tmp_path / name)],
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=300,
+        )
+        assert p.returncode == 0, p.stderr
+        assert os.path.isfile(tmp_path / name / "trace.png")  # the report ran
+        logs.append([line for line in p.stderr.splitlines() if "Compiling " in line])
+    assert logs[0]  # the cold run compiled (the log is on)
+    assert logs[1] == []

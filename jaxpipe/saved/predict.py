@@ -250,7 +250,10 @@ def check_predictor(meta: dict[str, Any], params: Any, path: str) -> None:
             raise JaxpipeError(f"{path}: target must hold a finite mean and non-zero scale")
     try:
         model = make_model(model_spec, outputs)
-        shapes = jax.eval_shape(model.init, jax.random.key(0), jnp.zeros((1, n), jnp.float32))
+        # Shapes only: the key and the row are made inside the trace (made eagerly, each
+        # would compile a small program of its own in every fresh process: ~80 ms).
+        row = jax.ShapeDtypeStruct((1, n), jnp.float32)
+        shapes = jax.eval_shape(lambda x: model.init(jax.random.key(0), x), row)
     except Exception as e:  # an unknown activation, say: the file, not the code, is wrong
         raise JaxpipeError(f"{path}: model section cannot be built ({e})") from None
     expected = jax.tree.map(lambda a: tuple(a.shape), shapes)

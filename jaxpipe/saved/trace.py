@@ -145,11 +145,11 @@ def _values(model: TracedModel, x: np.ndarray) -> dict[str, Any]:
         got = jax.lax.map(lambda b: block(params, offset, scale, b), xb)
         return jax.tree.map(lambda a: a[0], got)
 
-    args = (
+    args = (  # host arrays: converting them with jnp would compile a program each
         model.params,
-        jnp.asarray(model.offset, jnp.float32),
-        jnp.asarray(model.scale, jnp.float32),
-        jnp.asarray(x, jnp.float32),
+        np.asarray(model.offset, np.float32),
+        np.asarray(model.scale, np.float32),
+        np.asarray(x, np.float32),
     )
     describe = f"trace {sorted(m.items())} {model.task}"
     program = cached_compile("trace", lambda *a: jax.jit(compute).lower(*a), args, {}, describe)
