@@ -25,6 +25,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import serialization
 
+from jaxpipe.core.aot import cached_compile
 from jaxpipe.core.model import make_model
 from jaxpipe.core.scaling import Scaler, apply_scaler
 from jaxpipe.data.encoding import Columns, FeatureEncoder, missing_mask, row_name
@@ -312,19 +313,24 @@ def _blocks(rows: int) -> int:
 def forward(network: dict[str, Any], params: Any, prep: Preprocessing, x: np.ndarray):
     """The saved network (`network`: predictor.json's "model") on encoded rows x:
     [rows, features] → [rows, classes] probabilities, or [rows] target values."""
-    fn = _network_fn(
+    shape = (
         tuple(network["hidden"]), network["activation"], bool(network["layer_norm"]),
         int(network["outputs"]), not prep.regression,
     )  # fmt: skip
-    scaler = Scaler(*(jnp.asarray(a, jnp.float32) for a in prep.scaler))
+    fn = _network_fn(*shape)
+    scaler = Scaler(*(np.asarray(a, np.float32) for a in prep.scaler))  # host: no program
     x = np.asarray(x, np.float32)
     k = _blocks(len(x))
+    blocks = np.zeros((k, PREDICT_BLOCK, x.shape[1]), np.float32)
+    # Loaded from the stored programs where a run or an earlier call kept it (aot.py):
+    # a fresh process neither traces nor lowers the network again.
+    program = cached_compile("predict", fn.lower, (params, scaler, blocks), {}, f"{shape}")
     parts = []
     for start in range(0, max(len(x), 1), k * PREDICT_BLOCK):
         part = x[start : start + k * PREDICT_BLOCK]
         padded = np.zeros((k * PREDICT_BLOCK, x.shape[1]), np.float32)
         padded[: len(part)] = part
-        out = fn(params, scaler, padded.reshape(k, PREDICT_BLOCK, x.shape[1]))
+        out = program(params, scaler, padded.reshape(k, PREDICT_BLOCK, x.shape[1]))
         parts.append(np.asarray(out).reshape(k * PREDICT_BLOCK, -1)[: len(part)])
     out = np.concatenate(parts)
     if prep.regression:
