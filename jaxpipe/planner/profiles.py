@@ -42,8 +42,9 @@ from jaxpipe.planner.timing import (
     MEASURED,
     TERMS,
     Profile,
+    StepCounts,
     StepWork,
-    count_step_ops,
+    count_step,
     estimate_ops,
     step_work,
 )
@@ -131,18 +132,19 @@ def _program(cfg: Config, depth_only: int | None = None):
 
 
 class Timed(NamedTuple):
-    """A configuration's measured training epoch: seconds, its compile's seconds, and
-    the kernels of its compiled step (`timing.count_step_ops`)."""
+    """A configuration's measured training epoch: seconds, its compile's seconds, the
+    kernels of its compiled step and its other counts (`timing.count_step`)."""
 
     seconds: float
     compile_seconds: float
     ops: int
+    counted: StepCounts | None = None
 
 
-def _prepared(cfg: Config) -> tuple[Callable[[], Any], float, int]:
+def _prepared(cfg: Config) -> tuple[Callable[[], Any], float, int, StepCounts | None]:
     """`cfg`'s compiled epoch as a call that runs it once more (the state carried from
-    call to call, donated as the run donates it), its compile's seconds and its step's
-    kernels."""
+    call to call, donated as the run donates it), its compile's seconds, its step's
+    kernels and its counts (`timing.count_step`)."""
     epoch, state, x, y, opts = _program(cfg)
     t = time.perf_counter()
     compiled = epoch.lower(state, x, y, jnp.int32(0)).compile(opts)
@@ -154,16 +156,16 @@ def _prepared(cfg: Config) -> tuple[Callable[[], Any], float, int]:
         return sums
 
     jax.block_until_ready(run())  # the first call pays for the buffers' first touch
-    ops = count_step_ops(compiled.as_text()) or estimate_ops(
-        len(cfg.hidden) + 1, cfg.optimizer, cfg.precision == "bfloat16"
-    )
-    return run, compile_s, ops
+    counted = count_step(compiled.as_text())
+    ops = counted.ops if counted else 0
+    ops = ops or estimate_ops(len(cfg.hidden) + 1, cfg.optimizer, cfg.precision == "bfloat16")
+    return run, compile_s, ops, counted
 
 
 def time_epoch(cfg: Config, reps: int = 3) -> Timed:
     """`cfg`'s training epoch on the default device, timed as the run runs it."""
-    run, compile_s, ops = _prepared(cfg)
-    return Timed(_best(run, reps), compile_s, ops)
+    run, compile_s, ops, counted = _prepared(cfg)
+    return Timed(_best(run, reps), compile_s, ops, counted)
 
 
 def time_epochs(cfgs: Sequence[Config], rounds: int = 3) -> list[Timed]:
@@ -176,14 +178,14 @@ def time_epochs(cfgs: Sequence[Config], rounds: int = 3) -> list[Timed]:
     prepared = [_prepared(cfg) for cfg in cfgs]
     times: list[list[float]] = [[] for _ in prepared]
     for _ in range(rounds):
-        for (run, _, _), seen in zip(prepared, times):
+        for (run, *_), seen in zip(prepared, times):
             seen.append(_best(run, 1))
-    return [Timed(float(np.median(t)), c, ops) for t, (_, c, ops) in zip(times, prepared)]
+    return [Timed(float(np.median(t)), *rest) for t, (_, *rest) in zip(times, prepared)]
 
 
-def config_work(cfg: Config, ops: int) -> tuple[StepWork, int]:
-    """The time model's `StepWork` for a configuration on one device, and its parameter
-    count."""
+def config_work(cfg: Config, ops: int, counted: StepCounts | None = None) -> tuple[StepWork, int]:
+    """The time model's `StepWork` for a configuration on one device (its compiled
+    step's `counted`, where known), and its parameter count."""
     widths = (cfg.features, *cfg.hidden, CLASSES)
     params = sum(a * b + b for a, b in zip(widths, widths[1:]))
     state = {"sgd": 0, "adafactor": 0.1, "lion": 1, "rmsprop": 1}.get(cfg.optimizer, 2)
@@ -199,6 +201,7 @@ def config_work(cfg: Config, ops: int) -> tuple[StepWork, int]:
         ops=ops,
         optimizer=cfg.optimizer,
         itemsize=jnp.dtype(compute_dtype(cfg.precision)).itemsize,
+        counted=counted,
     )
     return work, params
 
@@ -247,6 +250,68 @@ def _bandwidth(nbytes: int, reps: int) -> float:
 
     compiled = jax.jit(f).lower(x).compile()
     return 2 * 4 * n * inner / _best(lambda: compiled(x), reps)
+
+
+def _update_bandwidth(reps: int) -> float:
+    """Bytes/s of an Adam-like update (four cache-resident arrays, seven passes, a square
+    root and a divide) scanned single-threaded: the step's cache-resident traffic is its
+    small fused elementwise kernels of several operands, which move their bytes well
+    below a plain pass's rate (109 against 39 GB/s here, issue 24)."""
+    n, inner = 2**14, 64
+
+    def body(_, s):
+        p, m, v, g = s
+        m = 0.9 * m + 0.1 * g
+        v = 0.999 * v + 0.001 * g * g
+        return p - 1e-3 * m / (jnp.sqrt(v) + 1e-8), m, v, g * 0.999
+
+    x = jnp.ones((n,), jnp.float32)
+    state = (x, x, x, x)
+    f = jax.jit(lambda s: jax.lax.fori_loop(0, inner, body, s))
+    compiled = f.lower(state).compile({"xla_cpu_multi_thread_eigen": False})
+    return 7 * 4 * n * inner / _best(lambda: compiled(state), reps)
+
+
+def _extra_seconds(op: Callable, plain: Callable, shape: tuple[int, ...], reps: int) -> float:
+    """Seconds per element that scanning `op` over an array of `shape` takes beyond
+    scanning `plain` (the same pass without it), single-threaded as small steps run."""
+    x = jnp.full(shape, 1.5, jnp.float32)
+    inner = max(4, 2**20 // x.size)
+    times = []
+    for f in (op, plain):
+        g = jax.jit(lambda x, f=f: jax.lax.fori_loop(0, inner, lambda _, v: f(v), x))
+        compiled = g.lower(x).compile({"xla_cpu_multi_thread_eigen": False})
+        times.append(_best(functools.partial(compiled, x), reps))
+    return max(times[0] - times[1], 0.0) / (inner * x.size)
+
+
+def _pow_seconds(reps: int) -> float:
+    """Seconds per element raised to a (non-integer) power."""
+    return _extra_seconds(lambda v: v**-0.8 + 1.0, lambda v: v * -0.8 + 1.0, (2**16,), reps)
+
+
+def _transpose_seconds(reps: int) -> float:
+    """Seconds per element of a cache-sized matrix added in transposed order (a
+    [256, 256] weight gradient, as XLA:CPU's bfloat16 updates write theirs)."""
+    return _extra_seconds(lambda v: v + v.T * 1e-3, lambda v: v + v * 1e-3, (256, 256), reps)
+
+
+# The batch's gather, measured in the run's own program: one-layer, four-wide epochs of
+# 8192 rows at 4 and at 512 features, whose difference is the rows × features gathered
+# (and the first layer's matmuls over them, taken off at the measured rate).
+_GATHER_CONFIGS = (
+    Config([4], 256, 4, 8192, "float32", "sgd"),
+    Config([4], 256, 512, 8192, "float32", "sgd"),
+)
+
+
+def _gather_seconds(rate: float, reps: int) -> float:
+    """Seconds per element of the batch's gather (rows × features) at matmul `rate`."""
+    narrow, wide = _GATHER_CONFIGS
+    times = time_epochs(_GATHER_CONFIGS, reps)
+    elements = narrow.rows * (wide.features - narrow.features)
+    flops = 2 * 2 * elements * narrow.hidden[0]  # forward and weight gradient
+    return max(times[1].seconds - times[0].seconds - flops / rate, 0.0) / elements
 
 
 def _convert_seconds(reps: int) -> float:
@@ -321,7 +386,7 @@ def _compile_seconds() -> tuple[float, float]:
 
 def _terms(base: Profile, cfg: Config, timed: Timed) -> list[float]:
     """The terms `Profile.scale` weighs (timing.TERMS) for one measured epoch, unscaled."""
-    work, params = config_work(cfg, timed.ops)
+    work, params = config_work(cfg, timed.ops, timed.counted)
     single = single_threaded(base.platform, params, cfg.batch)
     steps = steps_per_epoch(cfg.rows, cfg.batch)
     step = base.terms(work, cfg.precision, single)
@@ -330,21 +395,33 @@ def _terms(base: Profile, cfg: Config, timed: Timed) -> list[float]:
 
 
 # How strongly the fit holds each weight to 1 (the measured figure), against the mean
-# squared log error of the calibration epochs: weak enough that a term the epochs
-# disagree with moves (the cache term ends near 3-5: small kernels move their bytes well
-# below the measured cache bandwidth), strong enough that a term the epochs barely tell
-# apart from another (the per-kernel floor against the cache term, the shuffle against
-# both on small configurations) stays near its measurement instead of going to 0 or
-# taking over (benchmarks/RESULTS.md, issue 24).
-FIT_PRIOR = 0.01
+# squared log error of the calibration epochs, per term. Firm (1) where the measurement
+# is the step's own kind of work: the matmul rate, memory bandwidth, the gather (timed in
+# the run's own epochs), the powers and the transposes, so a dozen calibration epochs do
+# not trade them against the others. Weak where the measured kernel is not the step's:
+# the per-kernel floor (one tiny step's kernels), the cache-resident traffic (one fused
+# update), the casts (an unfused cast pass) and the shuffle (a lone sort), which the
+# epochs correct (benchmarks/RESULTS.md, issue 24: with a weak pull on all, 40 random
+# 12-epoch calibrations predicted the other 84 epochs at p90 34 %, with these 28 %).
+FIT_PRIOR = {
+    "kernels": 0.03,
+    "matmul/float32": 1.0,
+    "cache": 0.03,
+    "memory": 1.0,
+    "convert": 0.01,
+    "gather": 1.0,
+    "pow": 1.0,
+    "transpose": 1.0,
+    "shuffle": 0.1,
+}
 FIT_BOUNDS = (1e-3, 1e3)
 
 
 def fit_scale(base: Profile, measured: Sequence[tuple[Config, Timed]]) -> dict[str, float]:
     """The weight of each term (timing.TERMS) that fits `base`'s terms to the measured
     epochs: least squares on the log of predicted / measured (every epoch counts alike,
-    over- and under-estimates alike) plus `FIT_PRIOR` × the squared log of each weight,
-    a pull towards the measured figure, so a term no epoch leans on keeps 1 and a term
+    over- and under-estimates alike) plus the term's `FIT_PRIOR` × the squared log of
+    its weight, a pull towards the measured figure, so a term no epoch leans on keeps 1 and a term
     the epochs cannot tell from another does not trade against it. The two precisions'
     matmuls share one weight: it corrects the measured rates for the step's shapes,
     which both precisions share (and the precisions' rates are each measured), and a
@@ -357,18 +434,30 @@ def fit_scale(base: Profile, measured: Sequence[tuple[Config, Timed]]) -> dict[s
     tied = np.delete(rows, bf16, axis=1)
     tied[:, f32] += rows[:, bf16]
     n, m = tied.shape
+    prior = np.array([FIT_PRIOR[t] for t in TERMS if t != "matmul/bfloat16"])
 
     def loss(logw: np.ndarray) -> tuple[float, np.ndarray]:
         w = np.exp(logw)
         ratio = tied @ w  # predicted / measured, per epoch
         err = np.log(ratio)
-        grad = 2 / n * ((err / ratio) @ tied) * w + 2 * FIT_PRIOR / m * logw
-        return float(np.mean(err**2) + FIT_PRIOR * np.mean(logw**2)), grad
+        grad = 2 / n * ((err / ratio) @ tied) * w + 2 * prior / m * logw
+        return float(np.mean(err**2) + np.mean(prior * logw**2)), grad
 
     bounds = [tuple(np.log(FIT_BOUNDS))] * m
     found = minimize(loss, np.zeros(m), jac=True, method="L-BFGS-B", bounds=bounds)
     coef = np.insert(np.exp(found.x), bf16, np.exp(found.x[f32]))
     return {t: float(c) for t, c in zip(TERMS, coef)}
+
+
+def _element_costs(rates: dict[str, float], reps: int) -> dict[str, float]:
+    """XLA:CPU's per-element costs (`Profile.gather_s`, `pow_s`, `transpose_s`); a GPU's
+    are left to its bandwidth."""
+    single = rates.get("float32/single", rates["float32"])
+    return {
+        "gather_s": _gather_seconds(single, reps),
+        "pow_s": _pow_seconds(reps),
+        "transpose_s": _transpose_seconds(reps),
+    }
 
 
 def use_clock(name: str) -> None:
@@ -395,11 +484,13 @@ def measure_profile(
     rates = _matmul_rates(platform, reps)
     log("matmul " + ", ".join(f"{k} {v / 1e9:.1f} GFLOP/s" for k, v in rates.items()))
     big = (64 if platform == "cpu" else 1024) * 2**20
-    bandwidth, cache = _bandwidth(big, reps), _bandwidth(2**18, reps)
-    log(f"memory {bandwidth / 1e9:.1f} GB/s, cache {cache / 1e9:.1f} GB/s")
+    bandwidth, cache = _bandwidth(big, reps), _update_bandwidth(reps)
+    log(f"memory {bandwidth / 1e9:.1f} GB/s, cache (an update's fusion) {cache / 1e9:.1f} GB/s")
     convert_s = _convert_seconds(reps) if platform == "cpu" else 0.0
+    elements = _element_costs(rates, reps) if platform == "cpu" else {}
     if convert_s:
         log(f"float32↔bfloat16 cast {convert_s * 1e9:.2f} ns per element")
+    log(", ".join(f"{k} {v * 1e9:.2f} ns per element" for k, v in elements.items()))
     collectives = _collectives(reps)
     for n, (bus, lat) in collectives.items():
         log(f"all-reduce over {n}: bus {bus / 1e9:.2f} GB/s, latency {lat * 1e6:.1f} µs")
@@ -412,6 +503,7 @@ def measure_profile(
         cache_bandwidth=cache if platform == "cpu" else None,
         sort_s=_sort_seconds(reps),
         convert_s=convert_s,
+        **elements,
         collectives=collectives,
         compile_s=_compile_seconds() if platform == "cpu" else GPU_COMPILE_S,
         platform=platform,
