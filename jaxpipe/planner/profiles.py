@@ -40,6 +40,7 @@ from jaxpipe.core.step import init_state, make_epoch, make_task_steps, steps_per
 from jaxpipe.planner.timing import (
     GPU_COMPILE_S,
     MEASURED,
+    STEP_TERMS,
     TERMS,
     Profile,
     StepCounts,
@@ -391,7 +392,7 @@ def _terms(base: Profile, cfg: Config, timed: Timed) -> list[float]:
     steps = steps_per_epoch(cfg.rows, cfg.batch)
     step = base.terms(work, cfg.precision, single)
     shuffle = base.sort_s * cfg.rows * math.log2(cfg.rows)
-    return [steps * step[t] for t in TERMS[:-1]] + [shuffle]
+    return [steps * step[t] for t in STEP_TERMS] + [base.epoch_s, shuffle]
 
 
 # How strongly the fit holds each weight to 1 (the measured figure), against the mean
@@ -412,6 +413,7 @@ FIT_PRIOR = {
     "gather": 1.0,
     "pow": 1.0,
     "transpose": 1.0,
+    "epoch": 1.0,
     "shuffle": 0.1,
 }
 FIT_BOUNDS = (1e-3, 1e3)
@@ -449,6 +451,25 @@ def fit_scale(base: Profile, measured: Sequence[tuple[Config, Timed]]) -> dict[s
     return {t: float(c) for t, c in zip(TERMS, coef)}
 
 
+# A tiny step's epochs of 256 and of 2 steps: their difference is 254 steps of the
+# per-kernel floor, the rest of the short one is the epoch's call (less its shuffle).
+_FLOOR_CONFIGS = (
+    Config([4], 8, 4, 8 * 256, "float32", "sgd"),
+    Config([4], 8, 4, 8 * 2, "float32", "sgd"),
+)
+
+
+def _floor(sort_s: float, reps: int) -> tuple[float, float]:
+    """(seconds per kernel of a step, seconds of an epoch's call beyond its steps and its
+    shuffle at `sort_s`)."""
+    long, short = _FLOOR_CONFIGS
+    timed = time_epochs(_FLOOR_CONFIGS, max(reps, 3))
+    steps = [c.rows // c.batch for c in _FLOOR_CONFIGS]
+    step = max(timed[0].seconds - timed[1].seconds, 0.0) / (steps[0] - steps[1])
+    shuffle = sort_s * short.rows * math.log2(short.rows)
+    return step / timed[0].ops, max(timed[1].seconds - steps[1] * step - shuffle, 0.0)
+
+
 def _element_costs(rates: dict[str, float], reps: int) -> dict[str, float]:
     """XLA:CPU's per-element costs (`Profile.gather_s`, `pow_s`, `transpose_s`); a GPU's
     are left to its bandwidth."""
@@ -478,9 +499,9 @@ def measure_profile(
     device = jax.devices()[0]
     platform, reps = device.platform, (1 if quick else 3)
     t0 = time.perf_counter()
-    tiny = time_epoch(Config([4], 8, 4, 8 * 256, "float32", "sgd"), reps)
-    op_s = tiny.seconds / 256 / tiny.ops
-    log(f"step floor {tiny.seconds / 256 * 1e6:.1f} µs over {tiny.ops} kernels")
+    sort_s = _sort_seconds(reps)
+    op_s, epoch_s = _floor(sort_s, reps)
+    log(f"step floor {op_s * 1e6:.2f} µs a kernel, an epoch's call {epoch_s * 1e6:.0f} µs")
     rates = _matmul_rates(platform, reps)
     log("matmul " + ", ".join(f"{k} {v / 1e9:.1f} GFLOP/s" for k, v in rates.items()))
     big = (64 if platform == "cpu" else 1024) * 2**20
@@ -501,7 +522,8 @@ def measure_profile(
         matmul=rates,
         bandwidth=bandwidth,
         cache_bandwidth=cache if platform == "cpu" else None,
-        sort_s=_sort_seconds(reps),
+        sort_s=sort_s,
+        epoch_s=epoch_s,
         convert_s=convert_s,
         **elements,
         collectives=collectives,

@@ -23,7 +23,8 @@ A scanned training step of an MLP costs, per device:
          + Σ collective(kind, bytes, group)       the strategy's collectives
                                                   (`Strategy.step_collectives`)
 
-an epoch = steps × step + the shuffle (a sort of the rows) + the validation pass, each
+an epoch = steps × step + its call + the shuffle (a sort of the rows) + the validation
+pass, each
 device term weighed by the profile's calibration fit (`Profile.scale`: least squares on
 the log error over real scanned epochs, each weight pulled towards 1, the
 measurement), and a run = epochs × epoch + the compile.
@@ -112,7 +113,7 @@ DROPOUT_PASSES = 3  # the mask's bits, its multiply forward and backward
 # The terms a profile's fit weighs (`Profile.scale`): the step's kernels, its matmuls
 # per precision, its memory traffic served by the cache and by memory, a bfloat16 step's
 # casts, the batch's gathered elements, the elements raised to a power, the transposed
-# elements, and the epoch's shuffle (last: the only term not per step).
+# elements; and, once an epoch (`EPOCH_TERMS`, last), its call and its shuffle.
 TERMS = (
     "kernels",
     "matmul/float32",
@@ -123,8 +124,11 @@ TERMS = (
     "gather",
     "pow",
     "transpose",
+    "epoch",
     "shuffle",
 )
+EPOCH_TERMS = ("epoch", "shuffle")
+STEP_TERMS = TERMS[: -len(EPOCH_TERMS)]
 
 
 @dataclass(frozen=True)
@@ -142,7 +146,9 @@ class Profile:
     bfloat16 steps; 0 where matmuls read bfloat16 directly); `gather_s`: seconds per
     element of the batch's gather (rows × features), `pow_s` per element raised to a
     power (a `pow` is a library call per element on XLA:CPU, not a vector op),
-    `transpose_s` per element written transposed (0 where not measured: old profiles);
+    `transpose_s` per element written transposed; `epoch_s`: seconds an epoch's call
+    costs beyond its steps and shuffle (the program's launch, its arguments, the scan's
+    setup); each 0 where not measured (older profiles);
     `scale`: the fit of each term (`TERMS`) to real epochs; a term missing is 1."""
 
     kind: str
@@ -161,6 +167,7 @@ class Profile:
     gather_s: float = 0.0
     pow_s: float = 0.0
     transpose_s: float = 0.0
+    epoch_s: float = 0.0
     platform: str = "gpu"
     note: str = ""
 
@@ -187,9 +194,9 @@ class Profile:
         return float(self.scale.get(term, 1.0))
 
     def terms(self, work: StepWork, precision: str, single_thread: bool) -> dict[str, float]:
-        """One step's device terms in seconds, unscaled (`TERMS`, less the shuffle)."""
+        """One step's device terms in seconds, unscaled (`STEP_TERMS`)."""
         share = self.in_cache(work.working_set)
-        out = dict.fromkeys(TERMS[:-1], 0.0)
+        out = dict.fromkeys(STEP_TERMS, 0.0)
         out["kernels"] = work.ops * self.op_s
         out[f"matmul/{precision}"] = work.flops / self.rate(precision, single_thread)
         out["cache"] = work.moved_bytes * share / (self.cache_bandwidth or self.bandwidth)
@@ -623,15 +630,16 @@ def epoch_time(
     )
     step = floor + matmul + memory + passes + comm
     shuffle = profile.sort_s * rows * math.log2(max(rows, 2)) * w("shuffle")
+    call = profile.epoch_s * w("epoch")
     eval_steps = -(-val_rows // EVAL_BATCH) if val_rows else 0
     eval_flops = sum(2.0 * m * k * n for m, k, n in work.eval_matmuls)
     # A validation batch runs the forward pass alone: about a third of the step's kernels.
     evaluation = eval_steps * (floor / 3 + eval_flops / rate + work.eval_bytes / bandwidth)
-    epoch = steps * step + shuffle + evaluation
+    epoch = steps * step + call + shuffle + evaluation
     base, per_layer = profile.compile_s
     compile_s = base + per_layer * depth
     parts = {
-        "floor": steps * floor,
+        "floor": steps * floor + call,
         "matmul": steps * matmul,
         "memory": steps * (memory + passes),
         "communication": steps * comm,
