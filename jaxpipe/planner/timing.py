@@ -453,9 +453,7 @@ def step_work(
     """One device's work per step of `strategy` on `mesh`: `param_bytes` and
     `optimizer_bytes` are that device's (after its split), `ops` the one-device step's
     kernels (`count_step_ops` or `estimate_ops`), `itemsize` the compute dtype's;
-    `counted`: the one-device step's compiled counts (`count_step`), whose powered and
-    transposed elements stand in for the closed forms (`powered_elements`,
-    `transposed_elements`), shared out with the weights."""
+    `counted`: the one-device step's compiled counts (`count_step`, `_elementwise`)."""
     strategy = Strategy.parse(strategy)
     d = mesh.get(DATA, 1) if strategy.shards_batch else 1
     m = mesh.get(MODEL, 1) if strategy.model_parallel else 1
@@ -480,43 +478,46 @@ def step_work(
     grads = param_bytes * d if strategy.shards_params else param_bytes
     weights = grads * itemsize // 4
     collectives = strategy.step_collectives(grads, weights, _megatron(shapes, b, m, itemsize))
-    eb = -(-min(EVAL_BATCH, max(val_rows, 1)) // d)
-    eval_mms = _matmuls(shapes, eb, backward=False)
-    eval_bytes = _io_bytes(eval_mms, itemsize) + sum(2 * eb * c * 4 for _, c in shapes)
     working_set = 2 * param_bytes + optimizer_bytes + activations / 2
     ops += 2 * len(collectives)  # each collective and its wait
-    powered, transposed = _elementwise(shapes, widths, optimizer, itemsize < 4, counted)
     return StepWork(
         ops,
         tuple(mms),
         moved,
         working_set,
         collectives,
-        tuple(eval_mms),
-        eval_bytes,
+        *_eval_work(shapes, -(-min(EVAL_BATCH, max(val_rows, 1)) // d), itemsize),
         converted,
-        gathered=float(b * features),
-        powered=powered,
-        transposed=transposed,
+        **_elementwise(shapes, widths, b, optimizer, itemsize < 4, counted),
     )
+
+
+def _eval_work(shapes: list[tuple[int, int]], eb: int, itemsize: int) -> tuple[tuple, float]:
+    """One validation batch of `eb` rows: its matmuls and the bytes they and the
+    activations move."""
+    mms = _matmuls(shapes, eb, backward=False)
+    return tuple(mms), _io_bytes(mms, itemsize) + sum(2 * eb * c * 4 for _, c in shapes)
 
 
 def _elementwise(
     shapes: list[tuple[int, int]],
     widths: Sequence[int],
+    b: int,
     optimizer: str,
     bfloat16: bool,
     counted: StepCounts | None,
-) -> tuple[float, float]:
-    """(powered, transposed) elements of one device's step: the compiled one-device
-    step's counts, shared out as that device's weights are, else the closed forms."""
+) -> dict[str, float]:
+    """One device's gathered (`b` rows of the input's features), powered and transposed
+    elements a step: the compiled one-device step's counts, shared out as that device's
+    weights are, else the closed forms (`powered_elements`, `transposed_elements`)."""
+    gathered = float(b * widths[0])
     if counted is None:
-        return (
-            float(powered_elements(shapes, optimizer)),
-            float(transposed_elements(shapes, optimizer, bfloat16)),
-        )
+        powered = powered_elements(shapes, optimizer)
+        transposed = transposed_elements(shapes, optimizer, bfloat16)
+        return {"gathered": gathered, "powered": powered, "transposed": transposed}
     share = sum(a * c for a, c in shapes) / max(sum(a * c for a, c in zip(widths, widths[1:])), 1)
-    return counted.powered * share, counted.transposed * share
+    powered, transposed = counted.powered * share, counted.transposed * share
+    return {"gathered": gathered, "powered": powered, "transposed": transposed}
 
 
 def _megatron(shapes: list[tuple[int, int]], b: int, m: int, itemsize: int) -> tuple[int, ...]:

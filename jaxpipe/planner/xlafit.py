@@ -75,7 +75,10 @@ class Fit(NamedTuple):
         return StepCounts(self.step_ops, *self.step_elements)
 
     def to_json(self) -> dict[str, Any]:
-        return self._asdict()
+        out = self._asdict()
+        if self.step_elements is not None:
+            out["step_elements"] = list(self.step_elements)  # as JSON reads it back
+        return out
 
     def for_layout(self, hidden: Sequence[int], strategy: str, mesh: dict[str, int]) -> float:
         """The scale to estimate `strategy` on `mesh` with (`carried_scale`)."""
