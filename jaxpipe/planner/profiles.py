@@ -4,20 +4,22 @@ back, or takes a card's from the catalog (its `measured` profile from benchmarks
 else its data sheet).
 
 `measure_profile()` times, on the local devices, in well under a minute:
-- the per-step floor: a scanned training step of a tiny MLP (the run's own step);
+- the per-step floor and an epoch's call: scanned epochs of a tiny MLP's training step
+  (the run's own program) of 256 and of 2 steps;
 - the matmul rate per precision over a few shapes, computed as the model computes it
   (a `jnp.dot` in the compute dtype; XLA:CPU: with Eigen multi- and single-threaded, as
   the run compiles small steps single-threaded);
 - on CPU, the cost per element of a float32↔bfloat16 cast (timing.py: XLA:CPU runs
-  bfloat16 dots in float32 and casts each step);
+  bfloat16 dots in float32 and casts each step), of the batch's gather (the run's own
+  epochs at 4 and 512 features), of a power and of a transposed write;
 - the memory bandwidth: a scanned elementwise pass over a buffer far larger than caches;
+  the cache's: an Adam-like update over cache-resident arrays;
 - the collectives' bus bandwidth and latency per mesh size (2, 4, 8 up to the local
   devices), from an all-reduce of a small and a large buffer;
 - the compile: the epoch program at depth 1 and 3;
-- the fit: the floor, matmul and memory terms scaled to real scanned epochs of a few
-  calibration configurations (timed in turns, the median of a few rounds:
-  `time_epochs`) by least squares on the log error, each weight pulled weakly towards
-  its measurement (`fit_scale`, `Profile.scale`).
+- the fit: each term scaled to real scanned epochs of a few calibration configurations
+  (timed in turns, the median of a few rounds: `time_epochs`) by least squares on the
+  log error, each weight pulled towards its measurement (`fit_scale`, `Profile.scale`).
 """
 
 from __future__ import annotations
