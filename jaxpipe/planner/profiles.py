@@ -259,7 +259,8 @@ def _update_bandwidth(reps: int) -> float:
     """Bytes/s of an Adam-like update (four cache-resident arrays, seven passes, a square
     root and a divide) scanned single-threaded: the step's cache-resident traffic is its
     small fused elementwise kernels of several operands, which move their bytes well
-    below a plain pass's rate (109 against 39 GB/s here, issue 24)."""
+    below a plain pass's rate (109 against 39 GB/s here, issue 24). The median of the
+    timings: the least once read 114 GB/s (a fraction of a pass on the process clock)."""
     n, inner = 2**14, 64
 
     def body(_, s):
@@ -272,15 +273,19 @@ def _update_bandwidth(reps: int) -> float:
     state = (x, x, x, x)
     f = jax.jit(lambda s: jax.lax.fori_loop(0, inner, body, s))
     compiled = f.lower(state).compile({"xla_cpu_multi_thread_eigen": False})
-    return 7 * 4 * n * inner / _best(lambda: compiled(state), reps)
+    run = functools.partial(compiled, state)
+    run()
+    return 7 * 4 * n * inner / float(np.median([_best(run, 1) for _ in range(max(reps, 5))]))
 
 
 def _extra_seconds(op: Callable, plain: Callable, shape: tuple[int, ...], reps: int) -> float:
     """Seconds per element that scanning `op` over an array of `shape` takes beyond
     scanning `plain` (the same pass without it), single-threaded as small steps run.
     A difference of two timings carries both one's noise: each is ~5 ms of work, timed
-    in alternation, the least of at least five kept (one run read a transposed write at
-    1.55 ns, others at 0.73-0.90, when each was 1 ms timed back to back)."""
+    in alternation, the median of at least five kept (one run read a transposed write at
+    1.55 ns, others at 0.73-0.90, when each was 1 ms timed back to back; the least of
+    five still read 1.44 once: the process clock now and then reads a fraction of a
+    pass, `time_epochs`)."""
     x = jnp.full(shape, 1.5, jnp.float32)
     inner = max(4, 2**22 // x.size)
     runs = []
@@ -288,10 +293,12 @@ def _extra_seconds(op: Callable, plain: Callable, shape: tuple[int, ...], reps: 
         g = jax.jit(lambda x, f=f: jax.lax.fori_loop(0, inner, lambda _, v: f(v), x))
         compiled = g.lower(x).compile({"xla_cpu_multi_thread_eigen": False})
         runs.append(functools.partial(compiled, x))
-    times = [math.inf, math.inf]
+    times: list[list[float]] = [[], []]
     for _ in range(max(reps, 5)):
-        times = [min(t, _best(run, 1)) for t, run in zip(times, runs)]
-    return max(times[0] - times[1], 0.0) / (inner * x.size)
+        for seen, run in zip(times, runs):
+            seen.append(_best(run, 1))
+    op, base = (float(np.median(t)) for t in times)
+    return max(op - base, 0.0) / (inner * x.size)
 
 
 def _pow_seconds(reps: int) -> float:
