@@ -307,9 +307,11 @@ def _pow_seconds(reps: int) -> float:
 
 
 def _transpose_seconds(reps: int) -> float:
-    """Seconds per element of a cache-sized matrix added in transposed order (a
-    [256, 256] weight gradient, as XLA:CPU's bfloat16 updates write theirs)."""
-    return _extra_seconds(lambda v: v + v.T * 1e-3, lambda v: v + v * 1e-3, (256, 256), reps)
+    """Seconds per element of a matrix added in transposed order, at [512, 512] (1 MiB,
+    the size of the bfloat16 steps' larger weight gradients, whose transposes XLA:CPU
+    fuses into the update): 1.2-1.3 ns here, where [256, 256] read anywhere from 0 to
+    1.5 ns run to run and [1024, 1024] ~4 ns."""
+    return _extra_seconds(lambda v: v + v.T * 1e-3, lambda v: v + v * 1e-3, (512, 512), reps)
 
 
 # The batch's gather, measured in the run's own program: one-layer, four-wide epochs of
@@ -414,14 +416,15 @@ def _terms(base: Profile, cfg: Config, timed: Timed) -> list[float]:
 # squared log error of the calibration epochs, per term. Firm (1) where the measurement
 # is the step's own kind of work: the per-kernel floor and the epoch's call (timed in the
 # run's own tiny epochs), the matmul rate, memory bandwidth, the gather (the run's own
-# epochs), the powers and the transposes, so that a dozen calibration epochs do not trade
-# them against one another. Looser where the measured kernel is not quite the step's:
-# the cache-resident traffic (one fused update; 0.3), the shuffle (a lone sort; 0.1) and
-# the casts (an unfused cast pass, while a bfloat16 step's extra cost grows with its
-# arrays' sizes; 0.01), which the epochs correct. Offline, over 96 epochs timed in 7
-# rounds, 40 random 12-epoch calibrations predicting the other 84 (benchmarks/RESULTS.md,
-# issue 24): a weak pull (0.01) on every term gave |error| median 10.0 %, p90 32.1 %;
-# these, 8.9 % and 23.9 %.
+# epochs) and the powers, so that a dozen calibration epochs do not trade them against
+# one another. Looser where the measured kernel is not quite the step's: the
+# cache-resident traffic (one fused update; 0.3), the transposes (one matrix size of the
+# several a step writes; 0.3), the shuffle (a lone sort; 0.1) and the casts (an unfused
+# cast pass, while a bfloat16 step's extra cost grows with its arrays' sizes; 0.01),
+# which the epochs correct. Offline, over 96 epochs timed in 7 rounds, 40 random
+# 12-epoch calibrations predicting the other 84 (benchmarks/RESULTS.md, issue 24): a weak
+# pull (0.01) on every term gave |error| median 10.0 %, p90 32.1 %; these, 9.1 % and
+# 24.7 %.
 FIT_PRIOR = {
     "kernels": 1.0,
     "matmul/float32": 1.0,
@@ -430,7 +433,7 @@ FIT_PRIOR = {
     "convert": 0.01,
     "gather": 1.0,
     "pow": 1.0,
-    "transpose": 1.0,
+    "transpose": 0.3,
     "epoch": 1.0,
     "shuffle": 0.1,
 }
