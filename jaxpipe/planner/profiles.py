@@ -56,6 +56,7 @@ from jaxpipe.spec.sections import ModelSpec, OptimizerSpec
 __all__ = [
     "measure_profile",
     "CALIBRATION_CONFIGS",
+    "UNIT_CONFIGS",
     "Config",
     "time_epoch",
     "time_epochs",
@@ -323,10 +324,10 @@ _GATHER_CONFIGS = (
 )
 
 
-def _gather_seconds(rate: float, reps: int) -> float:
-    """Seconds per element of the batch's gather (rows × features) at matmul `rate`."""
+def _gather_seconds(rate: float, times: Sequence[Timed]) -> float:
+    """Seconds per element of the batch's gather (rows × features) at matmul `rate`,
+    from the epochs of `_GATHER_CONFIGS` (`times`)."""
     narrow, wide = _GATHER_CONFIGS
-    times = time_epochs(_GATHER_CONFIGS, max(reps, 5))
     elements = narrow.rows * (wide.features - narrow.features)
     flops = 2 * 2 * elements * narrow.hidden[0]  # forward and weight gradient
     return max(times[1].seconds - times[0].seconds - flops / rate, 0.0) / elements
@@ -480,23 +481,29 @@ _FLOOR_CONFIGS = (
 )
 
 
-def _floor(sort_s: float, reps: int) -> tuple[float, float]:
+def _floor(sort_s: float, timed: Sequence[Timed]) -> tuple[float, float]:
     """(seconds per kernel of a step, seconds of an epoch's call beyond its steps and its
-    shuffle at `sort_s`)."""
+    shuffle at `sort_s`), from the epochs of `_FLOOR_CONFIGS` (`timed`)."""
     long, short = _FLOOR_CONFIGS
-    timed = time_epochs(_FLOOR_CONFIGS, max(reps, 7))
     steps = [c.rows // c.batch for c in _FLOOR_CONFIGS]
     step = max(timed[0].seconds - timed[1].seconds, 0.0) / (steps[0] - steps[1])
     shuffle = sort_s * short.rows * math.log2(short.rows)
     return step / timed[0].ops, max(timed[1].seconds - steps[1] * step - shuffle, 0.0)
 
 
-def _element_costs(rates: dict[str, float], reps: int) -> dict[str, float]:
+# The epochs the per-kernel floor, an epoch's call and the gather are measured on: timed
+# in the same rounds as the calibration epochs (`measure_profile`), so that a change in
+# the machine (a neighbour on the other core slows small kernels by up to ~35 % on the
+# process clock here) weighs on the units and on the epochs they are fitted to alike.
+UNIT_CONFIGS = _FLOOR_CONFIGS + _GATHER_CONFIGS
+
+
+def _element_costs(rates: dict[str, float], gather: Sequence[Timed], reps: int) -> dict[str, float]:
     """XLA:CPU's per-element costs (`Profile.gather_s`, `pow_s`, `transpose_s`); a GPU's
     are left to its bandwidth."""
     single = rates.get("float32/single", rates["float32"])
     return {
-        "gather_s": _gather_seconds(single, reps),
+        "gather_s": _gather_seconds(single, gather),
         "pow_s": _pow_seconds(reps),
         "transpose_s": _transpose_seconds(reps),
     }
@@ -507,21 +514,41 @@ def use_clock(name: str) -> None:
     _clock[0] = CLOCKS[name]
 
 
+def _calibration_epochs(
+    chosen: list[Config],
+    timed: Sequence[Timed] | None,
+    units: Sequence[Timed] | None,
+    quick: bool,
+) -> tuple[list[Timed], list[Timed]]:
+    """The epochs of the calibration configurations `chosen` and of `UNIT_CONFIGS`: as
+    given, else timed here, in the same rounds (five; two when `quick`)."""
+    rounds = 2 if quick else 5
+    if timed is not None:
+        units = list(units) if units is not None else time_epochs(UNIT_CONFIGS, rounds)
+        return list(timed)[:: 2 if quick else 1], units
+    both = time_epochs([*UNIT_CONFIGS, *chosen], rounds)
+    return both[len(UNIT_CONFIGS) :], both[: len(UNIT_CONFIGS)]
+
+
 def measure_profile(
     quick: bool = False,
     configs: Sequence[Config] | None = None,
     log: Callable[[str], None] = lambda _: None,
     timed: Sequence[Timed] | None = None,
+    units: Sequence[Timed] | None = None,
 ) -> Profile:
     """The local default device's profile (module docstring), its fit over `configs`
-    (default CALIBRATION_CONFIGS), timed here in turns (`time_epochs`) unless `timed`
-    gives their epochs, measured already. `quick`: one repetition of each timing and
-    half the configurations (rough; for tests)."""
+    (default CALIBRATION_CONFIGS), timed here in turns with `UNIT_CONFIGS`
+    (`time_epochs`) unless `timed` and `units` give their epochs, measured already in the
+    same rounds. `quick`: one repetition of each timing and half the configurations
+    (rough; for tests)."""
     device = jax.devices()[0]
     platform, reps = device.platform, (1 if quick else 3)
     t0 = time.perf_counter()
+    chosen = list(CALIBRATION_CONFIGS if configs is None else configs)[:: 2 if quick else 1]
+    epochs, units = _calibration_epochs(chosen, timed, units, quick)
     sort_s = _sort_seconds(reps)
-    op_s, epoch_s = _floor(sort_s, reps)
+    op_s, epoch_s = _floor(sort_s, units[: len(_FLOOR_CONFIGS)])
     log(f"step floor {op_s * 1e6:.2f} µs a kernel, an epoch's call {epoch_s * 1e6:.0f} µs")
     rates = _matmul_rates(platform, reps)
     log("matmul " + ", ".join(f"{k} {v / 1e9:.1f} GFLOP/s" for k, v in rates.items()))
@@ -529,7 +556,8 @@ def measure_profile(
     bandwidth, cache = _bandwidth(big, reps), _update_bandwidth(reps)
     log(f"memory {bandwidth / 1e9:.1f} GB/s, cache (an update's fusion) {cache / 1e9:.1f} GB/s")
     convert_s = _convert_seconds(reps) if platform == "cpu" else 0.0
-    elements = _element_costs(rates, reps) if platform == "cpu" else {}
+    gather = units[len(_FLOOR_CONFIGS) :]
+    elements = _element_costs(rates, gather, reps) if platform == "cpu" else {}
     if convert_s:
         log(f"float32↔bfloat16 cast {convert_s * 1e9:.2f} ns per element")
     log(", ".join(f"{k} {v * 1e9:.2f} ns per element" for k, v in elements.items()))
@@ -551,8 +579,6 @@ def measure_profile(
         compile_s=_compile_seconds() if platform == "cpu" else GPU_COMPILE_S,
         platform=platform,
     )
-    chosen = list(CALIBRATION_CONFIGS if configs is None else configs)[:: 2 if quick else 1]
-    epochs = time_epochs(chosen, reps) if timed is None else list(timed)[:: 2 if quick else 1]
     scale = fit_scale(base, list(zip(chosen, epochs)))
     log(f"fit over {len(chosen)} epochs: " + ", ".join(f"{t} × {v:.2f}" for t, v in scale.items()))
     note = (
