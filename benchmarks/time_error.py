@@ -5,7 +5,8 @@ predict held-out ones, run them, compare.
                                     [--clock cpu|wall] [--out FILE]
 
 1. Calibrate: `jaxpipe calibrate`'s measurements on this machine's default device (the
-   step floor over its kernels, matmul rates, memory and cache bandwidth, the shuffle),
+   step floor over its kernels, an epoch's call, matmul rates, memory and cache
+   bandwidth, the batch's gather, powers, transposed writes, the shuffle),
    fitted (`Profile.scale`) to the training epochs of `--calibrate` configurations drawn
    with seed S.
 2. Predict: for `--held-out` configurations drawn with seed S + 1 (depth 1-4, widths
@@ -17,8 +18,9 @@ predict held-out ones, run them, compare.
 3. Run: each held-out configuration's training epoch, the program the run compiles
    (`profiles.time_epochs`: the run's model, optimizer, scanned epoch, compiler options,
    donated state), and compare. All epochs, calibration and held-out, are timed first,
-   in `--reps` rounds of one timing each (their median kept), so that the neighbours' load
-   weighs on both sets alike.
+   in `--reps` rounds of one timing each (their median kept), with the tiny epochs the
+   profile's floor, call and gather are measured on, so that the neighbours' load
+   weighs on all alike.
 
 Prints one row per held-out configuration and the |error| median and p90 (target: ≤ 10 %
 and ≤ 25 %), the machine's load before and after; `--out` keeps the rows as JSON lines.
@@ -130,12 +132,17 @@ def main() -> None:
     rng, held = random.Random(a.seed), random.Random(a.seed + 1)
     calibration = [draw(rng) for _ in range(a.calibrate)]
     held_out = [draw(held) for _ in range(a.held_out)]
-    # Every epoch, calibration and held-out alike, timed in the same rounds: a change in
-    # the neighbours' load weighs on both sets, not on one.
-    timed = profiles.time_epochs(calibration + held_out, a.reps)
+    # Every epoch, the profile's unit epochs, calibration and held-out alike, timed in the
+    # same rounds: a change in the neighbours' load weighs on all, not on one set.
+    units = list(profiles.UNIT_CONFIGS)
+    timed = profiles.time_epochs(units + calibration + held_out, a.reps)
     print(f"timed {len(timed)} epochs in {a.reps} rounds in {time.perf_counter() - t0:.0f} s")
+    units, timed = timed[: len(units)], timed[len(units) :]
     profile = profiles.measure_profile(
-        configs=calibration, log=lambda line: print(f"  {line}"), timed=timed[: a.calibrate]
+        configs=calibration,
+        log=lambda line: print(f"  {line}"),
+        timed=timed[: a.calibrate],
+        units=units,
     )
     timing.save_profile(profile)
     print(

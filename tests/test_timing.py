@@ -4,6 +4,7 @@ catalog's measured and data-sheet profiles, `jaxpipe calibrate` and `plan` readi
 it stored. Timings never gate a test: benchmarks/time_error.py holds the model to
 measured epochs."""
 
+import dataclasses
 import json
 import math
 
@@ -125,6 +126,91 @@ def test_kernels_are_counted_in_the_compiled_step():
     assert timing.estimate_ops(4, "sgd") > timing.estimate_ops(2, "sgd")
 
 
+STEP_HLO = """HloModule epoch
+
+%fused_power (p0: f32[64,32]) -> f32[64,32] {
+  %p0 = f32[64,32]{1,0} parameter(0)
+  %c = f32[] constant(-0.8)
+  %b = f32[64,32]{1,0} broadcast(%c), dimensions={}
+  ROOT %pow = f32[64,32]{1,0} power(%p0, %b)
+}
+
+%fused_add (q0: f32[8,16], q1: f32[16,8]) -> f32[8,16] {
+  %q0 = f32[8,16]{1,0} parameter(0)
+  %q1 = f32[16,8]{1,0} parameter(1)
+  %t = f32[8,16]{1,0} transpose(%q1), dimensions={1,0}
+  ROOT %add = f32[8,16]{1,0} add(%q0, %t)
+}
+
+%body (arg: (f32[64,32], f32[16,8], f32[8,16])) -> (f32[64,32], f32[16,8], f32[8,16]) {
+  %arg = (f32[64,32]{1,0}, f32[16,8]{1,0}, f32[8,16]{1,0}) parameter(0)
+  %a = f32[64,32]{1,0} get-tuple-element(%arg), index=0
+  %g = f32[16,8]{1,0} get-tuple-element(%arg), index=1
+  %w = f32[8,16]{1,0} get-tuple-element(%arg), index=2
+  %d = f32[16,16]{1,0} dot(%g, %w), lhs_contracting_dims={1}, rhs_contracting_dims={0}
+  %v = f32[64,32]{1,0} fusion(%a), kind=kLoop, calls=%fused_power
+  %u = f32[8,16]{1,0} fusion(%w, %g), kind=kLoop, calls=%fused_add
+  %c = f32[16,8]{0,1} copy(%g)
+  ROOT %r = (f32[64,32]{1,0}, f32[16,8]{1,0}, f32[8,16]{1,0}) tuple(%v, %g, %u)
+}
+
+ENTRY %main (x: (f32[64,32], f32[16,8], f32[8,16])) -> (f32[64,32], f32[16,8], f32[8,16]) {
+  %x = (f32[64,32]{1,0}, f32[16,8]{1,0}, f32[8,16]{1,0}) parameter(0)
+  ROOT %loop = (f32[64,32]{1,0}, f32[16,8]{1,0}, f32[8,16]{1,0}) while(%x), condition=%cond, body=%body
+}
+"""
+
+
+def test_step_counts_kernels_powers_and_transposes_in_hlo():
+    # The body's dot, two fusions and a layout-swapping copy are kernels; the power
+    # fusion raises 64 x 32 elements, the transposing add and the copy write 128 each.
+    counts = timing.count_step(STEP_HLO)
+    assert counts == timing.StepCounts(ops=4, powered=64 * 32, transposed=2 * 128)
+    assert timing.count_step_ops(STEP_HLO) == 4
+    assert timing.count_step("ENTRY %main () -> f32[] {\n}") is None
+
+
+@pytest.mark.parametrize(
+    "hidden, precision, optimizer",
+    [
+        ([128, 160], "float32", "adafactor"),
+        ([32, 48], "bfloat16", "adam"),
+        ([64], "bfloat16", "sgd"),
+    ],
+)
+def test_compiled_powers_and_transposes_match_the_closed_forms(hidden, precision, optimizer):
+    cfg = profiles.Config(hidden, 16, 8, 64, precision, optimizer)
+    epoch, state, x, y, opts = profiles._program(cfg)
+    counts = timing.count_step(epoch.lower(state, x, y, jnp.int32(0)).compile(opts).as_text())
+    widths = (8, *hidden, profiles.CLASSES)
+    shapes = list(zip(widths, widths[1:]))
+    powered = timing.powered_elements(shapes, optimizer)
+    assert counts.powered == pytest.approx(powered, abs=3)  # the step count's scalar powers
+    bf16 = precision == "bfloat16"
+    assert counts.transposed == timing.transposed_elements(shapes, optimizer, bf16)
+    work, _ = profiles.config_work(cfg, counts.ops)
+    assert work.gathered == 16 * 8 and work.powered == powered
+
+
+def test_element_terms_add_their_measured_seconds():
+    kw = dict(precision="float32", steps=10, epochs=1, rows=640, val_rows=0, depth=2)
+    base = timing.Profile("cpu", "measured", 1e-6, {"float32": 2e10}, 5e9, platform="cpu")
+    costs = dict(gather_s=2e-9, pow_s=5e-9, transpose_s=1e-9, epoch_s=1e-4)
+    w = _work(optimizer="adafactor", counted=timing.StepCounts(60, 1000, 3000))
+    assert (w.gathered, w.powered, w.transposed) == (128 * 32, 1000, 3000)
+    before = timing.epoch_time(w, base, mesh={"data": 1}, **kw)
+    after = timing.epoch_time(w, dataclasses.replace(base, **costs), mesh={"data": 1}, **kw)
+    added = 10 * (128 * 32 * 2e-9 + 1000 * 5e-9 + 3000 * 1e-9) + 1e-4
+    assert after.epoch_seconds - before.epoch_seconds == pytest.approx(added)
+    assert after.epoch_seconds == pytest.approx(sum(after.parts.values()))
+    # Split over a model axis of 2, each device keeps its share of the counted elements.
+    split = _work("tensor", {"model": 2}, counted=timing.StepCounts(60, 1000, 3000))
+    assert 0 < split.transposed < 3000 and split.gathered == w.gathered
+    # A profile stored before these terms loads with them at 0.
+    old = {k: v for k, v in base.to_json().items() if k not in costs}
+    assert timing.Profile.from_json(old) == base
+
+
 SPEC = """
 [data]
 source = "synthetic"
@@ -165,6 +251,7 @@ def test_calibrate_measures_and_stores_a_profile(tmp_path, capsys, monkeypatch):
     stored = timing.load_profile("", str(out))
     assert printed["path"] == str(out) and stored.source == "measured"
     assert stored.op_s > 0 and stored.bandwidth > 0 and stored.matmul["float32"] > 0
+    assert stored.gather_s > 0 and stored.pow_s > 0 and stored.epoch_s >= 0
     assert {"float32/single", "bfloat16"} <= set(stored.matmul)
     assert len(stored.collectives) >= 1  # the suite's 8 simulated devices
     assert all(math.isfinite(c) and c > 0 for c in stored.scale.values())

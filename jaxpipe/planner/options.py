@@ -157,6 +157,7 @@ def option_time(workload: Workload, shapes: Shapes, e: Estimate, card: Card, mar
         layer_norm=m.layer_norm,
         dropout=m.dropout > 0,
         val_rows=shapes.val_rows,
+        counted=fit.counted,
     )
     params = card.search.at(Strategy.SINGLE, 1).breakdown["params"] // 4
     per_node = card.kind.gpus_per_node if card.kind and card.kind.gpus_per_node else None

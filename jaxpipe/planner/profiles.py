@@ -4,20 +4,22 @@ back, or takes a card's from the catalog (its `measured` profile from benchmarks
 else its data sheet).
 
 `measure_profile()` times, on the local devices, in well under a minute:
-- the per-step floor: a scanned training step of a tiny MLP (the run's own step);
+- the per-step floor and an epoch's call: scanned epochs of a tiny MLP's training step
+  (the run's own program) of 256 and of 2 steps;
 - the matmul rate per precision over a few shapes, computed as the model computes it
   (a `jnp.dot` in the compute dtype; XLA:CPU: with Eigen multi- and single-threaded, as
   the run compiles small steps single-threaded);
 - on CPU, the cost per element of a float32↔bfloat16 cast (timing.py: XLA:CPU runs
-  bfloat16 dots in float32 and casts each step);
+  bfloat16 dots in float32 and casts each step), of the batch's gather (the run's own
+  epochs at 4 and 512 features), of a power and of a transposed write;
 - the memory bandwidth: a scanned elementwise pass over a buffer far larger than caches;
+  the cache's: an Adam-like update over cache-resident arrays;
 - the collectives' bus bandwidth and latency per mesh size (2, 4, 8 up to the local
   devices), from an all-reduce of a small and a large buffer;
 - the compile: the epoch program at depth 1 and 3;
-- the fit: the floor, matmul and memory terms scaled to real scanned epochs of a few
-  calibration configurations (timed in turns, the median of a few rounds:
-  `time_epochs`) by least squares on the log error, each weight pulled weakly towards
-  its measurement (`fit_scale`, `Profile.scale`).
+- the fit: each term scaled to real scanned epochs of a few calibration configurations
+  (timed in turns, the median of a few rounds: `time_epochs`) by least squares on the
+  log error, each weight pulled towards its measurement (`fit_scale`, `Profile.scale`).
 """
 
 from __future__ import annotations
@@ -40,10 +42,12 @@ from jaxpipe.core.step import init_state, make_epoch, make_task_steps, steps_per
 from jaxpipe.planner.timing import (
     GPU_COMPILE_S,
     MEASURED,
+    STEP_TERMS,
     TERMS,
     Profile,
+    StepCounts,
     StepWork,
-    count_step_ops,
+    count_step,
     estimate_ops,
     step_work,
 )
@@ -52,6 +56,7 @@ from jaxpipe.spec.sections import ModelSpec, OptimizerSpec
 __all__ = [
     "measure_profile",
     "CALIBRATION_CONFIGS",
+    "UNIT_CONFIGS",
     "Config",
     "time_epoch",
     "time_epochs",
@@ -131,18 +136,19 @@ def _program(cfg: Config, depth_only: int | None = None):
 
 
 class Timed(NamedTuple):
-    """A configuration's measured training epoch: seconds, its compile's seconds, and
-    the kernels of its compiled step (`timing.count_step_ops`)."""
+    """A configuration's measured training epoch: seconds, its compile's seconds, the
+    kernels of its compiled step and its other counts (`timing.count_step`)."""
 
     seconds: float
     compile_seconds: float
     ops: int
+    counted: StepCounts | None = None
 
 
-def _prepared(cfg: Config) -> tuple[Callable[[], Any], float, int]:
+def _prepared(cfg: Config) -> tuple[Callable[[], Any], float, int, StepCounts | None]:
     """`cfg`'s compiled epoch as a call that runs it once more (the state carried from
-    call to call, donated as the run donates it), its compile's seconds and its step's
-    kernels."""
+    call to call, donated as the run donates it), its compile's seconds, its step's
+    kernels and its counts (`timing.count_step`)."""
     epoch, state, x, y, opts = _program(cfg)
     t = time.perf_counter()
     compiled = epoch.lower(state, x, y, jnp.int32(0)).compile(opts)
@@ -154,16 +160,16 @@ def _prepared(cfg: Config) -> tuple[Callable[[], Any], float, int]:
         return sums
 
     jax.block_until_ready(run())  # the first call pays for the buffers' first touch
-    ops = count_step_ops(compiled.as_text()) or estimate_ops(
-        len(cfg.hidden) + 1, cfg.optimizer, cfg.precision == "bfloat16"
-    )
-    return run, compile_s, ops
+    counted = count_step(compiled.as_text())
+    ops = counted.ops if counted else 0
+    ops = ops or estimate_ops(len(cfg.hidden) + 1, cfg.optimizer, cfg.precision == "bfloat16")
+    return run, compile_s, ops, counted
 
 
 def time_epoch(cfg: Config, reps: int = 3) -> Timed:
     """`cfg`'s training epoch on the default device, timed as the run runs it."""
-    run, compile_s, ops = _prepared(cfg)
-    return Timed(_best(run, reps), compile_s, ops)
+    run, compile_s, ops, counted = _prepared(cfg)
+    return Timed(_best(run, reps), compile_s, ops, counted)
 
 
 def time_epochs(cfgs: Sequence[Config], rounds: int = 3) -> list[Timed]:
@@ -176,14 +182,14 @@ def time_epochs(cfgs: Sequence[Config], rounds: int = 3) -> list[Timed]:
     prepared = [_prepared(cfg) for cfg in cfgs]
     times: list[list[float]] = [[] for _ in prepared]
     for _ in range(rounds):
-        for (run, _, _), seen in zip(prepared, times):
+        for (run, *_), seen in zip(prepared, times):
             seen.append(_best(run, 1))
-    return [Timed(float(np.median(t)), c, ops) for t, (_, c, ops) in zip(times, prepared)]
+    return [Timed(float(np.median(t)), *rest) for t, (_, *rest) in zip(times, prepared)]
 
 
-def config_work(cfg: Config, ops: int) -> tuple[StepWork, int]:
-    """The time model's `StepWork` for a configuration on one device, and its parameter
-    count."""
+def config_work(cfg: Config, ops: int, counted: StepCounts | None = None) -> tuple[StepWork, int]:
+    """The time model's `StepWork` for a configuration on one device (its compiled
+    step's `counted`, where known), and its parameter count."""
     widths = (cfg.features, *cfg.hidden, CLASSES)
     params = sum(a * b + b for a, b in zip(widths, widths[1:]))
     state = {"sgd": 0, "adafactor": 0.1, "lion": 1, "rmsprop": 1}.get(cfg.optimizer, 2)
@@ -199,6 +205,7 @@ def config_work(cfg: Config, ops: int) -> tuple[StepWork, int]:
         ops=ops,
         optimizer=cfg.optimizer,
         itemsize=jnp.dtype(compute_dtype(cfg.precision)).itemsize,
+        counted=counted,
     )
     return work, params
 
@@ -247,6 +254,83 @@ def _bandwidth(nbytes: int, reps: int) -> float:
 
     compiled = jax.jit(f).lower(x).compile()
     return 2 * 4 * n * inner / _best(lambda: compiled(x), reps)
+
+
+def _update_bandwidth(reps: int) -> float:
+    """Bytes/s of an Adam-like update (four cache-resident arrays, seven passes, a square
+    root and a divide) scanned single-threaded: the step's cache-resident traffic is its
+    small fused elementwise kernels of several operands, which move their bytes well
+    below a plain pass's rate (109 against 39 GB/s here, issue 24). The median of the
+    timings: the least once read 114 GB/s (a fraction of a pass on the process clock)."""
+    n, inner = 2**14, 64
+
+    def body(_, s):
+        p, m, v, g = s
+        m = 0.9 * m + 0.1 * g
+        v = 0.999 * v + 0.001 * g * g
+        return p - 1e-3 * m / (jnp.sqrt(v) + 1e-8), m, v, g * 0.999
+
+    x = jnp.ones((n,), jnp.float32)
+    state = (x, x, x, x)
+    f = jax.jit(lambda s: jax.lax.fori_loop(0, inner, body, s))
+    compiled = f.lower(state).compile({"xla_cpu_multi_thread_eigen": False})
+    run = functools.partial(compiled, state)
+    run()
+    return 7 * 4 * n * inner / float(np.median([_best(run, 1) for _ in range(max(reps, 5))]))
+
+
+def _extra_seconds(op: Callable, plain: Callable, shape: tuple[int, ...], reps: int) -> float:
+    """Seconds per element that scanning `op` over an array of `shape` takes beyond
+    scanning `plain` (the same pass without it), single-threaded as small steps run.
+    A difference of two timings carries both one's noise: each is ~5 ms of work, timed
+    in alternation, the median of at least five kept (one run read a transposed write at
+    1.55 ns, others at 0.73-0.90, when each was 1 ms timed back to back; the least of
+    five still read 1.44 once: the process clock now and then reads a fraction of a
+    pass, `time_epochs`)."""
+    x = jnp.full(shape, 1.5, jnp.float32)
+    inner = max(4, 2**22 // x.size)
+    runs = []
+    for f in (op, plain):
+        g = jax.jit(lambda x, f=f: jax.lax.fori_loop(0, inner, lambda _, v: f(v), x))
+        compiled = g.lower(x).compile({"xla_cpu_multi_thread_eigen": False})
+        runs.append(functools.partial(compiled, x))
+    times: list[list[float]] = [[], []]
+    for _ in range(max(reps, 5)):
+        for seen, run in zip(times, runs):
+            seen.append(_best(run, 1))
+    op, base = (float(np.median(t)) for t in times)
+    return max(op - base, 0.0) / (inner * x.size)
+
+
+def _pow_seconds(reps: int) -> float:
+    """Seconds per element raised to a (non-integer) power."""
+    return _extra_seconds(lambda v: v**-0.8 + 1.0, lambda v: v * -0.8 + 1.0, (2**16,), reps)
+
+
+def _transpose_seconds(reps: int) -> float:
+    """Seconds per element of a matrix added in transposed order, at [512, 512] (1 MiB,
+    the size of the bfloat16 steps' larger weight gradients, whose transposes XLA:CPU
+    fuses into the update): 1.2-1.3 ns here, where [256, 256] read anywhere from 0 to
+    1.5 ns run to run and [1024, 1024] ~4 ns."""
+    return _extra_seconds(lambda v: v + v.T * 1e-3, lambda v: v + v * 1e-3, (512, 512), reps)
+
+
+# The batch's gather, measured in the run's own program: one-layer, four-wide epochs of
+# 8192 rows at 4 and at 512 features, whose difference is the rows × features gathered
+# (and the first layer's matmuls over them, taken off at the measured rate).
+_GATHER_CONFIGS = (
+    Config([4], 256, 4, 8192, "float32", "sgd"),
+    Config([4], 256, 512, 8192, "float32", "sgd"),
+)
+
+
+def _gather_seconds(rate: float, times: Sequence[Timed]) -> float:
+    """Seconds per element of the batch's gather (rows × features) at matmul `rate`,
+    from the epochs of `_GATHER_CONFIGS` (`times`)."""
+    narrow, wide = _GATHER_CONFIGS
+    elements = narrow.rows * (wide.features - narrow.features)
+    flops = 2 * 2 * elements * narrow.hidden[0]  # forward and weight gradient
+    return max(times[1].seconds - times[0].seconds - flops / rate, 0.0) / elements
 
 
 def _convert_seconds(reps: int) -> float:
@@ -321,30 +405,47 @@ def _compile_seconds() -> tuple[float, float]:
 
 def _terms(base: Profile, cfg: Config, timed: Timed) -> list[float]:
     """The terms `Profile.scale` weighs (timing.TERMS) for one measured epoch, unscaled."""
-    work, params = config_work(cfg, timed.ops)
+    work, params = config_work(cfg, timed.ops, timed.counted)
     single = single_threaded(base.platform, params, cfg.batch)
     steps = steps_per_epoch(cfg.rows, cfg.batch)
     step = base.terms(work, cfg.precision, single)
     shuffle = base.sort_s * cfg.rows * math.log2(cfg.rows)
-    return [steps * step[t] for t in TERMS[:-1]] + [shuffle]
+    return [steps * step[t] for t in STEP_TERMS] + [base.epoch_s, shuffle]
 
 
 # How strongly the fit holds each weight to 1 (the measured figure), against the mean
-# squared log error of the calibration epochs: weak enough that a term the epochs
-# disagree with moves (the cache term ends near 3-5: small kernels move their bytes well
-# below the measured cache bandwidth), strong enough that a term the epochs barely tell
-# apart from another (the per-kernel floor against the cache term, the shuffle against
-# both on small configurations) stays near its measurement instead of going to 0 or
-# taking over (benchmarks/RESULTS.md, issue 24).
-FIT_PRIOR = 0.01
+# squared log error of the calibration epochs, per term. Firm (1) where the measurement
+# is the step's own kind of work: the per-kernel floor and the epoch's call (timed in the
+# run's own tiny epochs), the matmul rate, memory bandwidth, the gather (the run's own
+# epochs) and the powers, so that a dozen calibration epochs do not trade them against
+# one another. Looser where the measured kernel is not quite the step's: the
+# cache-resident traffic (one fused update; 0.3), the transposes (one matrix size of the
+# several a step writes; 0.3), the shuffle (a lone sort; 0.1) and the casts (an unfused
+# cast pass, while a bfloat16 step's extra cost grows with its arrays' sizes; 0.01),
+# which the epochs correct. Offline, over 96 epochs timed in 7 rounds, 40 random
+# 12-epoch calibrations predicting the other 84 (benchmarks/RESULTS.md, issue 24): a weak
+# pull (0.01) on every term gave |error| median 10.0 %, p90 32.1 %; these, 9.1 % and
+# 24.7 %.
+FIT_PRIOR = {
+    "kernels": 1.0,
+    "matmul/float32": 1.0,
+    "cache": 0.3,
+    "memory": 1.0,
+    "convert": 0.01,
+    "gather": 1.0,
+    "pow": 1.0,
+    "transpose": 0.3,
+    "epoch": 1.0,
+    "shuffle": 0.1,
+}
 FIT_BOUNDS = (1e-3, 1e3)
 
 
 def fit_scale(base: Profile, measured: Sequence[tuple[Config, Timed]]) -> dict[str, float]:
     """The weight of each term (timing.TERMS) that fits `base`'s terms to the measured
     epochs: least squares on the log of predicted / measured (every epoch counts alike,
-    over- and under-estimates alike) plus `FIT_PRIOR` × the squared log of each weight,
-    a pull towards the measured figure, so a term no epoch leans on keeps 1 and a term
+    over- and under-estimates alike) plus the term's `FIT_PRIOR` × the squared log of
+    its weight, a pull towards the measured figure, so a term no epoch leans on keeps 1 and a term
     the epochs cannot tell from another does not trade against it. The two precisions'
     matmuls share one weight: it corrects the measured rates for the step's shapes,
     which both precisions share (and the precisions' rates are each measured), and a
@@ -357,13 +458,14 @@ def fit_scale(base: Profile, measured: Sequence[tuple[Config, Timed]]) -> dict[s
     tied = np.delete(rows, bf16, axis=1)
     tied[:, f32] += rows[:, bf16]
     n, m = tied.shape
+    prior = np.array([FIT_PRIOR[t] for t in TERMS if t != "matmul/bfloat16"])
 
     def loss(logw: np.ndarray) -> tuple[float, np.ndarray]:
         w = np.exp(logw)
         ratio = tied @ w  # predicted / measured, per epoch
         err = np.log(ratio)
-        grad = 2 / n * ((err / ratio) @ tied) * w + 2 * FIT_PRIOR / m * logw
-        return float(np.mean(err**2) + FIT_PRIOR * np.mean(logw**2)), grad
+        grad = 2 / n * ((err / ratio) @ tied) * w + 2 * prior / m * logw
+        return float(np.mean(err**2) + np.mean(prior * logw**2)), grad
 
     bounds = [tuple(np.log(FIT_BOUNDS))] * m
     found = minimize(loss, np.zeros(m), jac=True, method="L-BFGS-B", bounds=bounds)
@@ -371,9 +473,61 @@ def fit_scale(base: Profile, measured: Sequence[tuple[Config, Timed]]) -> dict[s
     return {t: float(c) for t, c in zip(TERMS, coef)}
 
 
+# A tiny step's epochs of 256 and of 2 steps: their difference is 254 steps of the
+# per-kernel floor, the rest of the short one is the epoch's call (less its shuffle).
+_FLOOR_CONFIGS = (
+    Config([4], 8, 4, 8 * 256, "float32", "sgd"),
+    Config([4], 8, 4, 8 * 2, "float32", "sgd"),
+)
+
+
+def _floor(sort_s: float, timed: Sequence[Timed]) -> tuple[float, float]:
+    """(seconds per kernel of a step, seconds of an epoch's call beyond its steps and its
+    shuffle at `sort_s`), from the epochs of `_FLOOR_CONFIGS` (`timed`)."""
+    long, short = _FLOOR_CONFIGS
+    steps = [c.rows // c.batch for c in _FLOOR_CONFIGS]
+    step = max(timed[0].seconds - timed[1].seconds, 0.0) / (steps[0] - steps[1])
+    shuffle = sort_s * short.rows * math.log2(short.rows)
+    return step / timed[0].ops, max(timed[1].seconds - steps[1] * step - shuffle, 0.0)
+
+
+# The epochs the per-kernel floor, an epoch's call and the gather are measured on: timed
+# in the same rounds as the calibration epochs (`measure_profile`), so that a change in
+# the machine (a neighbour on the other core slows small kernels by up to ~35 % on the
+# process clock here) weighs on the units and on the epochs they are fitted to alike.
+UNIT_CONFIGS = _FLOOR_CONFIGS + _GATHER_CONFIGS
+
+
+def _element_costs(rates: dict[str, float], gather: Sequence[Timed], reps: int) -> dict[str, float]:
+    """XLA:CPU's per-element costs (`Profile.gather_s`, `pow_s`, `transpose_s`); a GPU's
+    are left to its bandwidth."""
+    single = rates.get("float32/single", rates["float32"])
+    return {
+        "gather_s": _gather_seconds(single, gather),
+        "pow_s": _pow_seconds(reps),
+        "transpose_s": _transpose_seconds(reps),
+    }
+
+
 def use_clock(name: str) -> None:
     """Times with the named clock from now on ("wall" or "cpu", `CLOCKS`)."""
     _clock[0] = CLOCKS[name]
+
+
+def _calibration_epochs(
+    chosen: list[Config],
+    timed: Sequence[Timed] | None,
+    units: Sequence[Timed] | None,
+    quick: bool,
+) -> tuple[list[Timed], list[Timed]]:
+    """The epochs of the calibration configurations `chosen` and of `UNIT_CONFIGS`: as
+    given, else timed here, in the same rounds (five; two when `quick`)."""
+    rounds = 2 if quick else 5
+    if timed is not None:
+        units = list(units) if units is not None else time_epochs(UNIT_CONFIGS, rounds)
+        return list(timed)[:: 2 if quick else 1], units
+    both = time_epochs([*UNIT_CONFIGS, *chosen], rounds)
+    return both[len(UNIT_CONFIGS) :], both[: len(UNIT_CONFIGS)]
 
 
 def measure_profile(
@@ -381,25 +535,32 @@ def measure_profile(
     configs: Sequence[Config] | None = None,
     log: Callable[[str], None] = lambda _: None,
     timed: Sequence[Timed] | None = None,
+    units: Sequence[Timed] | None = None,
 ) -> Profile:
     """The local default device's profile (module docstring), its fit over `configs`
-    (default CALIBRATION_CONFIGS), timed here in turns (`time_epochs`) unless `timed`
-    gives their epochs, measured already. `quick`: one repetition of each timing and
-    half the configurations (rough; for tests)."""
+    (default CALIBRATION_CONFIGS), timed here in turns with `UNIT_CONFIGS`
+    (`time_epochs`) unless `timed` and `units` give their epochs, measured already in the
+    same rounds. `quick`: one repetition of each timing and half the configurations
+    (rough; for tests)."""
     device = jax.devices()[0]
     platform, reps = device.platform, (1 if quick else 3)
     t0 = time.perf_counter()
-    tiny = time_epoch(Config([4], 8, 4, 8 * 256, "float32", "sgd"), reps)
-    op_s = tiny.seconds / 256 / tiny.ops
-    log(f"step floor {tiny.seconds / 256 * 1e6:.1f} µs over {tiny.ops} kernels")
+    chosen = list(CALIBRATION_CONFIGS if configs is None else configs)[:: 2 if quick else 1]
+    epochs, units = _calibration_epochs(chosen, timed, units, quick)
+    sort_s = _sort_seconds(reps)
+    op_s, epoch_s = _floor(sort_s, units[: len(_FLOOR_CONFIGS)])
+    log(f"step floor {op_s * 1e6:.2f} µs a kernel, an epoch's call {epoch_s * 1e6:.0f} µs")
     rates = _matmul_rates(platform, reps)
     log("matmul " + ", ".join(f"{k} {v / 1e9:.1f} GFLOP/s" for k, v in rates.items()))
     big = (64 if platform == "cpu" else 1024) * 2**20
-    bandwidth, cache = _bandwidth(big, reps), _bandwidth(2**18, reps)
-    log(f"memory {bandwidth / 1e9:.1f} GB/s, cache {cache / 1e9:.1f} GB/s")
+    bandwidth, cache = _bandwidth(big, reps), _update_bandwidth(reps)
+    log(f"memory {bandwidth / 1e9:.1f} GB/s, cache (an update's fusion) {cache / 1e9:.1f} GB/s")
     convert_s = _convert_seconds(reps) if platform == "cpu" else 0.0
+    gather = units[len(_FLOOR_CONFIGS) :]
+    elements = _element_costs(rates, gather, reps) if platform == "cpu" else {}
     if convert_s:
         log(f"float32↔bfloat16 cast {convert_s * 1e9:.2f} ns per element")
+    log(", ".join(f"{k} {v * 1e9:.2f} ns per element" for k, v in elements.items()))
     collectives = _collectives(reps)
     for n, (bus, lat) in collectives.items():
         log(f"all-reduce over {n}: bus {bus / 1e9:.2f} GB/s, latency {lat * 1e6:.1f} µs")
@@ -410,14 +571,14 @@ def measure_profile(
         matmul=rates,
         bandwidth=bandwidth,
         cache_bandwidth=cache if platform == "cpu" else None,
-        sort_s=_sort_seconds(reps),
+        sort_s=sort_s,
+        epoch_s=epoch_s,
         convert_s=convert_s,
+        **elements,
         collectives=collectives,
         compile_s=_compile_seconds() if platform == "cpu" else GPU_COMPILE_S,
         platform=platform,
     )
-    chosen = list(CALIBRATION_CONFIGS if configs is None else configs)[:: 2 if quick else 1]
-    epochs = time_epochs(chosen, reps) if timed is None else list(timed)[:: 2 if quick else 1]
     scale = fit_scale(base, list(zip(chosen, epochs)))
     log(f"fit over {len(chosen)} epochs: " + ", ".join(f"{t} × {v:.2f}" for t, v in scale.items()))
     note = (

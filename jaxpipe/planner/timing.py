@@ -14,12 +14,19 @@ A scanned training step of an MLP costs, per device:
                                                   bandwidth while the state fits a cache)
          + converted × convert                    a bfloat16 step on XLA:CPU: the casts of
                                                   its weights and activations (below)
+         + gathered × gather                      the batch's rows gathered from the data
+                                                  (batch × features elements)
+         + powered × pow                          elements raised to a power (Adafactor's
+                                                  second moment): a library call each
+         + transposed × transpose                 elements written transposed (XLA:CPU's
+                                                  bfloat16 updates; `count_step`)
          + Σ collective(kind, bytes, group)       the strategy's collectives
                                                   (`Strategy.step_collectives`)
 
-an epoch = steps × step + the shuffle (a sort of the rows) + the validation pass, each
+an epoch = steps × step + its call + the shuffle (a sort of the rows) + the validation
+pass, each
 device term weighed by the profile's calibration fit (`Profile.scale`: least squares on
-the log error over real scanned epochs, each weight pulled weakly towards 1, the
+the log error over real scanned epochs, each weight pulled towards 1, the
 measurement), and a run = epochs × epoch + the compile.
 
 bfloat16 on XLA:CPU is not a faster matmul: the compiled step casts each weight and
@@ -53,7 +60,7 @@ import os
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from jaxpipe import settings
 from jaxpipe.errors import JaxpipeError
@@ -70,6 +77,10 @@ __all__ = [
     "step_work",
     "estimate_ops",
     "count_step_ops",
+    "count_step",
+    "StepCounts",
+    "powered_elements",
+    "transposed_elements",
     "collective_seconds",
     "epoch_time",
     "MEASURED",
@@ -100,7 +111,9 @@ DROPOUT_PASSES = 3  # the mask's bits, its multiply forward and backward
 
 
 # The terms a profile's fit weighs (`Profile.scale`): the step's kernels, its matmuls
-# per precision, its memory traffic served by the cache and by memory, the epoch's shuffle.
+# per precision, its memory traffic served by the cache and by memory, a bfloat16 step's
+# casts, the batch's gathered elements, the elements raised to a power, the transposed
+# elements; and, once an epoch (`EPOCH_TERMS`, last), its call and its shuffle.
 TERMS = (
     "kernels",
     "matmul/float32",
@@ -108,8 +121,14 @@ TERMS = (
     "cache",
     "memory",
     "convert",
+    "gather",
+    "pow",
+    "transpose",
+    "epoch",
     "shuffle",
 )
+EPOCH_TERMS = ("epoch", "shuffle")
+STEP_TERMS = TERMS[: -len(EPOCH_TERMS)]
 
 
 @dataclass(frozen=True)
@@ -124,7 +143,12 @@ class Profile:
     between the devices of one node; `collectives`: measured (bus bytes/s, latency s)
     per group size, preferred to `link`; `compile_s`: (base, per hidden layer) seconds;
     `convert_s`: seconds per element of a float32↔bfloat16 cast pass (XLA:CPU's
-    bfloat16 steps; 0 where matmuls read bfloat16 directly);
+    bfloat16 steps; 0 where matmuls read bfloat16 directly); `gather_s`: seconds per
+    element of the batch's gather (rows × features), `pow_s` per element raised to a
+    power (a `pow` is a library call per element on XLA:CPU, not a vector op),
+    `transpose_s` per element written transposed; `epoch_s`: seconds an epoch's call
+    costs beyond its steps and shuffle (the program's launch, its arguments, the scan's
+    setup); each 0 where not measured (older profiles);
     `scale`: the fit of each term (`TERMS`) to real epochs; a term missing is 1."""
 
     kind: str
@@ -140,6 +164,10 @@ class Profile:
     compile_s: tuple[float, float] = (3.0, 0.5)
     scale: Mapping[str, float] = field(default_factory=dict)
     convert_s: float = 0.0
+    gather_s: float = 0.0
+    pow_s: float = 0.0
+    transpose_s: float = 0.0
+    epoch_s: float = 0.0
     platform: str = "gpu"
     note: str = ""
 
@@ -166,14 +194,17 @@ class Profile:
         return float(self.scale.get(term, 1.0))
 
     def terms(self, work: StepWork, precision: str, single_thread: bool) -> dict[str, float]:
-        """One step's device terms in seconds, unscaled (`TERMS`, less the shuffle)."""
+        """One step's device terms in seconds, unscaled (`STEP_TERMS`)."""
         share = self.in_cache(work.working_set)
-        out = dict.fromkeys(TERMS[:-1], 0.0)
+        out = dict.fromkeys(STEP_TERMS, 0.0)
         out["kernels"] = work.ops * self.op_s
         out[f"matmul/{precision}"] = work.flops / self.rate(precision, single_thread)
         out["cache"] = work.moved_bytes * share / (self.cache_bandwidth or self.bandwidth)
         out["memory"] = work.moved_bytes * (1 - share) / self.bandwidth
         out["convert"] = work.converted * self.convert_s
+        out["gather"] = work.gathered * self.gather_s
+        out["pow"] = work.powered * self.pow_s
+        out["transpose"] = work.transposed * self.transpose_s
         return out
 
     def bus(self, n: int) -> tuple[float, float] | None:
@@ -209,7 +240,9 @@ class StepWork:
     """One device's work in one training step: its kernels (`ops`), its matmuls as
     (M, K, N), the bytes its memory passes move over a working set of `working_set`
     bytes, the elements a bfloat16 step casts (`converted`), and its collectives (kind,
-    mesh axis, bytes); and one validation batch's."""
+    mesh axis, bytes); and one validation batch's. Elements: the batch's gathered ones
+    (`gathered`: rows × features), those raised to a power (`powered`) and those
+    written transposed (`transposed`)."""
 
     ops: int
     matmuls: tuple[tuple[int, int, int], ...]
@@ -219,6 +252,9 @@ class StepWork:
     eval_matmuls: tuple[tuple[int, int, int], ...] = ()
     eval_bytes: float = 0.0
     converted: float = 0.0
+    gathered: float = 0.0
+    powered: float = 0.0
+    transposed: float = 0.0
 
     @property
     def flops(self) -> float:
@@ -246,10 +282,29 @@ _INSTRUCTION = re.compile(r"= \S+ ([\w\-]+)\(")
 _WHILE_BODY = re.compile(r"while\(.*body=%?([\w.\-]+)")
 
 
-def count_step_ops(hlo_text: str) -> int | None:
-    """The kernels of the scanned step in a compiled epoch's HLO text: the instructions
-    of the largest while loop's body, less parameters, constants and tuple plumbing
-    (each is a kernel launch on a GPU, a thunk on XLA:CPU). None without a loop."""
+class StepCounts(NamedTuple):
+    """What a compiled step's HLO says of its work: its kernels (`ops`), the elements its
+    kernels raise to a power (`powered`) and those they write transposed
+    (`transposed`: XLA:CPU's bfloat16 steps fuse the weight gradient's transpose into
+    the update, one strided pass per parameter-sized operand)."""
+
+    ops: int
+    powered: int
+    transposed: int
+
+
+_ARRAY = re.compile(r"\b(?:pred|[suf]\d+|bf16)\[([\d,]*)\]")
+_CALLS = re.compile(r"calls=%?([\w.\-]+)")
+
+
+def _elements(text: str) -> int:
+    """The elements of the first array shape in `text` (a scalar's: 1)."""
+    m = _ARRAY.search(text)
+    return math.prod(int(d) for d in m.group(1).split(",") if d) if m else 0
+
+
+def _computations(hlo_text: str) -> dict[str, list[str]]:
+    """Each computation's instruction lines, by name."""
     bodies: dict[str, list[str]] = {}
     name = None
     for line in hlo_text.splitlines():
@@ -261,14 +316,75 @@ def count_step_ops(hlo_text: str) -> int | None:
             name = None
         elif name is not None:
             bodies[name].append(line)
+    return bodies
 
-    def ops(lines: list[str]) -> int:
-        found = (_INSTRUCTION.search(line) for line in lines)
-        return sum(1 for m in found if m and m.group(1) not in _TRIVIAL)
 
+def _count_body(lines: list[str], bodies: dict[str, list[str]]) -> StepCounts:
+    ops = powered = transposed = 0
+    for line in lines:
+        m = _INSTRUCTION.search(line)
+        if not m or m.group(1) in _TRIVIAL:
+            continue
+        ops += 1
+        op, out = m.group(1), max(_elements(line.split("=", 1)[1]), 1)
+        c = _CALLS.search(line)
+        called = bodies.get(c.group(1), []) if c else []
+        if op == "power" or any(" power(" in x for x in called):
+            powered += out
+        layout_swap = op in ("transpose", "copy") and "{0,1}" in line
+        if layout_swap or any(" transpose(" in x for x in called):
+            transposed += out
+    return StepCounts(ops, powered, transposed)
+
+
+def count_step(hlo_text: str) -> StepCounts | None:
+    """The scanned step's counts (`StepCounts`) in a compiled epoch's HLO text: the
+    instructions of the largest while loop's body, less parameters, constants and tuple
+    plumbing (each is a kernel launch on a GPU, a thunk on XLA:CPU). None without a
+    loop."""
+    bodies = _computations(hlo_text)
     loops = [m.group(1) for lines in bodies.values() for x in lines if (m := _WHILE_BODY.search(x))]
-    counts = [ops(bodies[b]) for b in loops if b in bodies]
-    return max(counts) if counts else None
+    counts = [_count_body(bodies[b], bodies) for b in loops if b in bodies]
+    return max(counts, key=lambda c: c.ops) if counts else None
+
+
+def count_step_ops(hlo_text: str) -> int | None:
+    """The kernels of the scanned step in a compiled epoch's HLO text (`count_step`)."""
+    counts = count_step(hlo_text)
+    return counts.ops if counts else None
+
+
+# Adafactor (optax) keeps a factored second moment only for matrices whose smaller side
+# is at least this; a smaller one keeps it whole, and its update raises every element of
+# it to a power (`powered_elements`).
+FACTORED_MIN_DIM = 128
+# Parameter-sized operands a bfloat16 update writes transposed, per optimizer (XLA:CPU,
+# counted in compiled steps): the gradient, and each moment it folds the gradient into.
+TRANSPOSED_PASSES = {"sgd": 1, "nadam": 3, "nadamw": 3, "adafactor": 3}
+TRANSPOSED_PASSES_DEFAULT = 2
+
+
+def powered_elements(shapes: Sequence[tuple[int, int]], optimizer: str) -> int:
+    """The elements one update raises to a power where the compiled step is not at hand,
+    over layers of (in, out): Adafactor's second moment, factored (rows + columns) or
+    whole (optax's `scale_by_factored_rms`), and its biases; other optimizers' are a few
+    scalars (their step counts' powers)."""
+    if optimizer != "adafactor":
+        return 3
+    out = 0
+    for a, b in shapes:
+        out += (a + b if min(a, b) >= FACTORED_MIN_DIM else a * b) + b
+    return out
+
+
+def transposed_elements(shapes: Sequence[tuple[int, int]], optimizer: str, bfloat16: bool) -> int:
+    """The elements one step writes transposed where the compiled step is not at hand,
+    over layers of (in, out): in a bfloat16 step on XLA:CPU, the weights once per
+    `TRANSPOSED_PASSES`; none in float32."""
+    if not bfloat16:
+        return 0
+    weights = sum(a * b for a, b in shapes)
+    return weights * TRANSPOSED_PASSES.get(optimizer, TRANSPOSED_PASSES_DEFAULT)
 
 
 def _layer_shapes(widths: Sequence[int], m: int) -> list[tuple[int, int]]:
@@ -332,10 +448,12 @@ def step_work(
     layer_norm: bool = False,
     dropout: bool = False,
     val_rows: int = 0,
+    counted: StepCounts | None = None,
 ) -> StepWork:
     """One device's work per step of `strategy` on `mesh`: `param_bytes` and
     `optimizer_bytes` are that device's (after its split), `ops` the one-device step's
-    kernels (`count_step_ops` or `estimate_ops`), `itemsize` the compute dtype's."""
+    kernels (`count_step_ops` or `estimate_ops`), `itemsize` the compute dtype's;
+    `counted`: the one-device step's compiled counts (`count_step`, `_elementwise`)."""
     strategy = Strategy.parse(strategy)
     d = mesh.get(DATA, 1) if strategy.shards_batch else 1
     m = mesh.get(MODEL, 1) if strategy.model_parallel else 1
@@ -360,14 +478,46 @@ def step_work(
     grads = param_bytes * d if strategy.shards_params else param_bytes
     weights = grads * itemsize // 4
     collectives = strategy.step_collectives(grads, weights, _megatron(shapes, b, m, itemsize))
-    eb = -(-min(EVAL_BATCH, max(val_rows, 1)) // d)
-    eval_mms = _matmuls(shapes, eb, backward=False)
-    eval_bytes = _io_bytes(eval_mms, itemsize) + sum(2 * eb * c * 4 for _, c in shapes)
     working_set = 2 * param_bytes + optimizer_bytes + activations / 2
     ops += 2 * len(collectives)  # each collective and its wait
     return StepWork(
-        ops, tuple(mms), moved, working_set, collectives, tuple(eval_mms), eval_bytes, converted
+        ops,
+        tuple(mms),
+        moved,
+        working_set,
+        collectives,
+        *_eval_work(shapes, -(-min(EVAL_BATCH, max(val_rows, 1)) // d), itemsize),
+        converted,
+        **_elementwise(shapes, widths, b, optimizer, itemsize < 4, counted),
     )
+
+
+def _eval_work(shapes: list[tuple[int, int]], eb: int, itemsize: int) -> tuple[tuple, float]:
+    """One validation batch of `eb` rows: its matmuls and the bytes they and the
+    activations move."""
+    mms = _matmuls(shapes, eb, backward=False)
+    return tuple(mms), _io_bytes(mms, itemsize) + sum(2 * eb * c * 4 for _, c in shapes)
+
+
+def _elementwise(
+    shapes: list[tuple[int, int]],
+    widths: Sequence[int],
+    b: int,
+    optimizer: str,
+    bfloat16: bool,
+    counted: StepCounts | None,
+) -> dict[str, float]:
+    """One device's gathered (`b` rows of the input's features), powered and transposed
+    elements a step: the compiled one-device step's counts, shared out as that device's
+    weights are, else the closed forms (`powered_elements`, `transposed_elements`)."""
+    gathered = float(b * widths[0])
+    if counted is None:
+        powered = powered_elements(shapes, optimizer)
+        transposed = transposed_elements(shapes, optimizer, bfloat16)
+        return {"gathered": gathered, "powered": powered, "transposed": transposed}
+    share = sum(a * c for a, c in shapes) / max(sum(a * c for a, c in zip(widths, widths[1:])), 1)
+    powered, transposed = counted.powered * share, counted.transposed * share
+    return {"gathered": gathered, "powered": powered, "transposed": transposed}
 
 
 def _megatron(shapes: list[tuple[int, int]], b: int, m: int, itemsize: int) -> tuple[int, ...]:
@@ -469,7 +619,9 @@ def epoch_time(
     floor = terms["kernels"] * w("kernels")
     matmul = sum(terms[k] * w(k) for k in ("matmul/float32", "matmul/bfloat16"))
     memory = terms["cache"] * w("cache") + terms["memory"] * w("memory")
-    convert = terms["convert"] * w("convert")
+    # The casts, the batch's gather, the transposed writes and the powers: elementwise
+    # passes, reported with the memory traffic.
+    passes = sum(terms[k] * w(k) for k in ("convert", "gather", "transpose", "pow"))
     rate = profile.rate(precision, single_thread) / w(f"matmul/{precision}")
     bandwidth = work.moved_bytes / memory if memory else profile.bandwidth
     locals_ = _mesh_locals(mesh, per_node or math.prod(mesh.values()))
@@ -477,19 +629,20 @@ def epoch_time(
         _group_seconds(kind, nbytes, mesh.get(axis, 1), locals_[axis], profile, network_gbs * 1e9)
         for kind, axis, nbytes in work.collectives
     )
-    step = floor + matmul + memory + convert + comm
+    step = floor + matmul + memory + passes + comm
     shuffle = profile.sort_s * rows * math.log2(max(rows, 2)) * w("shuffle")
+    call = profile.epoch_s * w("epoch")
     eval_steps = -(-val_rows // EVAL_BATCH) if val_rows else 0
     eval_flops = sum(2.0 * m * k * n for m, k, n in work.eval_matmuls)
     # A validation batch runs the forward pass alone: about a third of the step's kernels.
     evaluation = eval_steps * (floor / 3 + eval_flops / rate + work.eval_bytes / bandwidth)
-    epoch = steps * step + shuffle + evaluation
+    epoch = steps * step + call + shuffle + evaluation
     base, per_layer = profile.compile_s
     compile_s = base + per_layer * depth
     parts = {
-        "floor": steps * floor,
+        "floor": steps * floor + call,
         "matmul": steps * matmul,
-        "memory": steps * (memory + convert),  # the casts are memory passes
+        "memory": steps * (memory + passes),
         "communication": steps * comm,
         "shuffle": shuffle,
         "evaluation": evaluation,

@@ -36,7 +36,7 @@ from jaxpipe.core.step import TrainState, make_epoch, make_task_steps
 from jaxpipe.data.shapes import Shapes
 from jaxpipe.planner.memory import estimate
 from jaxpipe.planner.state import Abstract
-from jaxpipe.planner.timing import count_step_ops
+from jaxpipe.planner.timing import StepCounts, count_step
 from jaxpipe.planner.values import Workload
 from jaxpipe.spec.sections import ModelSpec
 
@@ -47,7 +47,7 @@ MAX_LAYERS = 32
 # training rows it cannot be compiled, so the closed form stands alone.
 MAX_ROWS = 2**31 - 1
 _FITS: dict[tuple, Fit] = {}
-_LAST_OPS: list[int | None] = [None]  # the step's kernels of the last compile
+_LAST_COUNTS: list[StepCounts | None] = [None]  # the step's counts of the last compile
 
 
 class Fit(NamedTuple):
@@ -63,9 +63,22 @@ class Fit(NamedTuple):
     step_ops: int | None = None
     # Whether the scale stopped at its bound (1/8 or 8): then the fit is not held.
     at_limit: bool = False
+    # The compiled step's elements raised to a power and written transposed
+    # (timing.count_step); None when not compiled.
+    step_elements: tuple[int, int] | None = None
+
+    @property
+    def counted(self) -> StepCounts | None:
+        """The compiled step's counts (timing.StepCounts), None when not compiled."""
+        if self.step_ops is None or self.step_elements is None:
+            return None
+        return StepCounts(self.step_ops, *self.step_elements)
 
     def to_json(self) -> dict[str, Any]:
-        return self._asdict()
+        out = self._asdict()
+        if self.step_elements is not None:
+            out["step_elements"] = list(self.step_elements)  # as JSON reads it back
+        return out
 
     def for_layout(self, hidden: Sequence[int], strategy: str, mesh: dict[str, int]) -> float:
         """The scale to estimate `strategy` on `mesh` with (`carried_scale`)."""
@@ -103,7 +116,7 @@ def single_program_bytes(
     index = jax.ShapeDtypeStruct((), jnp.int32)
     program = jax.jit(make_epoch(step, batch), donate_argnums=0)
     compiled = program.lower(state, x, y, index).compile()
-    _LAST_OPS[0] = count_step_ops(compiled.as_text())
+    _LAST_COUNTS[0] = count_step(compiled.as_text())
     ma = compiled.memory_analysis()
     total = ma.argument_size_in_bytes + ma.output_size_in_bytes + ma.temp_size_in_bytes
     return int(total - ma.alias_size_in_bytes) + shapes.val_rows * (shapes.features + 1) * 4
@@ -132,7 +145,7 @@ def fit(work: Workload, shapes: Shapes, abstract: Abstract, batch: int) -> Fit:
     precision = work.training.precision
     key = (repr(work.model), repr(work.optimizer), precision, shapes, batch)
     if key not in _FITS:
-        xla, ops = _program_figures(work.model, precision, shapes, abstract, batch, repr(key))
+        xla, counted = _program_figures(work.model, precision, shapes, abstract, batch, repr(key))
         lo, hi = 0.125, 8.0  # the total grows with the scale: bisect on it
         for _ in range(24):
             mid = (lo * hi) ** 0.5
@@ -145,31 +158,42 @@ def fit(work: Workload, shapes: Shapes, abstract: Abstract, batch: int) -> Fit:
             if at_limit
             else "closed form fitted to XLA's one-device figure"
         )
-        _FITS[key] = Fit(scale, xla, total(1.0), note, ops, at_limit)
+        ops = counted.ops if counted else None
+        elements = (counted.powered, counted.transposed) if counted else None
+        _FITS[key] = Fit(scale, xla, total(1.0), note, ops, at_limit, elements)
     return _FITS[key]
 
 
 def _program_figures(
     mc: ModelSpec, precision: str, shapes: Shapes, abstract: Abstract, batch: int, describe: str
-) -> tuple[int, int | None]:
-    """XLA's one-device figure and the step's kernels, kept on disk beside the
+) -> tuple[int, StepCounts | None]:
+    """XLA's one-device figure and the step's counts (timing.count_step), kept on disk beside the
     compilation cache (core/aot.py: keyed by the program's shapes, jaxpipe's source, the
     jax version, the devices and XLA_FLAGS), so a plan made again of this spec, or of any
     spec with the same program, does not compile. A record that does not hold both
     figures (damaged, or from elsewhere) is compiled again and overwritten."""
     kept = stored_record("xla-fit", describe)
     if kept is not None and _is_fit_record(kept):
-        return kept["xla_bytes"], kept["step_ops"]
-    _LAST_OPS[0] = None
+        ops, elements = kept["step_ops"], kept.get("step_elements")
+        counted = StepCounts(ops, *elements) if ops is not None and elements else None
+        return kept["xla_bytes"], counted
+    _LAST_COUNTS[0] = None
     xla = single_program_bytes(mc, precision, shapes, abstract, batch)
-    ops = _LAST_OPS[0]
-    store_record("xla-fit", describe, {"xla_bytes": xla, "step_ops": ops})
-    return xla, ops
+    counted = _LAST_COUNTS[0]
+    record = {"xla_bytes": xla, "step_ops": counted.ops if counted else None}
+    record["step_elements"] = [counted.powered, counted.transposed] if counted else None
+    store_record("xla-fit", describe, record)
+    return xla, counted
 
 
 def _is_fit_record(record: dict[str, Any]) -> bool:
     """Whether a stored record is one `_program_figures` wrote: a positive byte count and
-    a kernel count (or None, when the compiled text had none to count)."""
+    a kernel count (or None, when the compiled text had none to count), and the step's
+    powered and transposed elements where it keeps them (an older record has none)."""
     xla, ops = record.get("xla_bytes"), record.get("step_ops", False)
+    elements = record.get("step_elements")
     count = lambda v: type(v) is int and v >= 0  # noqa: E731  (bool is not a count)
-    return count(xla) and xla > 0 and (ops is None or count(ops))
+    pair = elements is None or (
+        isinstance(elements, list) and len(elements) == 2 and all(map(count, elements))
+    )
+    return count(xla) and xla > 0 and (ops is None or count(ops)) and pair
