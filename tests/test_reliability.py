@@ -396,12 +396,32 @@ def test_defect_18_closed_stdout_ends_run_and_predict_cleanly(finished, tmp_path
         "run": ["run", str(tmp_path / "spec.toml"), "--out", out],
         "predict": ["predict", str(finished / "run"), str(finished / "rows.csv")],
     }
+    # Block-buffered, as a shell gives it: with PYTHONUNBUFFERED (set in some CI and
+    # dev environments) each write fails at once; without it, a short output waited in
+    # the buffer and failed at the interpreter's final flush (exit 120).
+    env = {k: v for k, v in ENV.items() if k != "PYTHONUNBUFFERED"}
     for name, args in cmds.items():
-        p = _cli(*args, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        p = _cli(*args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
         p.stdout.close()  # the reader left before the first line (`| head -0`)
-        err = p.stderr.read()
+        with p.stderr:
+            err = p.stderr.read()
         assert p.wait(timeout=300) == 0 and "Traceback" not in err, (name, err)
     assert json.load(open(os.path.join(out, "summary.json")))["status"] == "completed"
+
+
+def test_defect_18_no_stdout_at_all_ends_the_run_cleanly(tmp_path):
+    """Descriptor 1 closed before the start (`jaxpipe run >&-`): Python's sys.stdout is
+    None; the run still finishes and says nothing, rather than an internal error half-way
+    through its run directory."""
+    (tmp_path / "spec.toml").write_text(TINY)
+    out = str(tmp_path / "run")
+    run = [sys.executable, "-m", "jaxpipe", "run", str(tmp_path / "spec.toml"), "--out", out]
+    p = subprocess.run(
+        ["sh", "-c", 'exec "$0" "$@" >&-', *run], env=ENV, stderr=subprocess.PIPE, text=True
+    )
+    assert p.returncode == 0 and "Traceback" not in p.stderr and "error" not in p.stderr, p.stderr
+    with open(os.path.join(out, "summary.json")) as f:
+        assert json.load(f)["status"] == "completed"
 
 
 # Defect 3 in predict, 21 on resume, 23's predict messages.

@@ -377,10 +377,17 @@ def _runs_programs(argv: Sequence[str] | None) -> bool:
 
 def main(argv: Sequence[str] | None = None) -> int:
     early = _EarlySignals() if _runs_programs(argv) else None
-    stdout, sys.stdout = sys.stdout, _BestEffortStdout(sys.stdout)
+    stdout = sys.stdout
+    # No stdout at all (started with descriptor 1 closed, `jaxpipe run >&-`): Python's is
+    # None; the report then goes nowhere, as to a reader that has gone.
+    sys.stdout = best = _BestEffortStdout(stdout if stdout is not None else open(os.devnull, "w"))
     try:
         return _main(argv, early)
     finally:
+        # What is still buffered goes out now, while a reader gone is still dropped (a
+        # short output, block-buffered, would otherwise fail at the interpreter's final
+        # flush: "Exception ignored … BrokenPipeError", exit 120).
+        best.flush()
         sys.stdout = stdout
         if early is not None:
             early.close(exiting=argv is None)
