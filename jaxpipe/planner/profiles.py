@@ -560,7 +560,8 @@ def measure_profile(
     elements = _element_costs(rates, gather, reps) if platform == "cpu" else {}
     if convert_s:
         log(f"float32↔bfloat16 cast {convert_s * 1e9:.2f} ns per element")
-    log(", ".join(f"{k} {v * 1e9:.2f} ns per element" for k, v in elements.items()))
+    if elements:
+        log(", ".join(f"{k} {v * 1e9:.2f} ns per element" for k, v in elements.items()))
     collectives = _collectives(reps)
     for n, (bus, lat) in collectives.items():
         log(f"all-reduce over {n}: bus {bus / 1e9:.2f} GB/s, latency {lat * 1e6:.1f} µs")

@@ -510,14 +510,14 @@ def _elementwise(
     """One device's gathered (`b` rows of the input's features), powered and transposed
     elements a step: the compiled one-device step's counts, shared out as that device's
     weights are, else the closed forms (`powered_elements`, `transposed_elements`)."""
-    gathered = float(b * widths[0])
     if counted is None:
         powered = powered_elements(shapes, optimizer)
         transposed = transposed_elements(shapes, optimizer, bfloat16)
-        return {"gathered": gathered, "powered": powered, "transposed": transposed}
-    share = sum(a * c for a, c in shapes) / max(sum(a * c for a, c in zip(widths, widths[1:])), 1)
-    powered, transposed = counted.powered * share, counted.transposed * share
-    return {"gathered": gathered, "powered": powered, "transposed": transposed}
+    else:
+        whole = sum(a * c for a, c in zip(widths, widths[1:]))
+        share = sum(a * c for a, c in shapes) / max(whole, 1)
+        powered, transposed = counted.powered * share, counted.transposed * share
+    return {"gathered": float(b * widths[0]), "powered": powered, "transposed": transposed}
 
 
 def _megatron(shapes: list[tuple[int, int]], b: int, m: int, itemsize: int) -> tuple[int, ...]:

@@ -321,7 +321,7 @@ def forward(network: dict[str, Any], params: Any, prep: Preprocessing, x: np.nda
     scaler = Scaler(*(np.asarray(a, np.float32) for a in prep.scaler))  # host: no program
     x = np.asarray(x, np.float32)
     k = _blocks(len(x))
-    blocks = np.zeros((k, PREDICT_BLOCK, x.shape[1]), np.float32)
+    blocks = jax.ShapeDtypeStruct((k, PREDICT_BLOCK, x.shape[1]), jnp.float32)
     # Loaded from the stored programs where a run or an earlier call kept it (aot.py):
     # a fresh process neither traces nor lowers the network again.
     program = cached_compile("predict", fn.lower, (params, scaler, blocks), {}, f"{shape}")
