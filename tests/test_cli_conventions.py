@@ -115,6 +115,19 @@ def test_a_plan_made_again_imports_no_flax(tmp_path, write_spec, monkeypatch):
     assert "flax" in first and "jax" in again and "flax" not in again, (first, again)
 
 
+def test_a_run_on_a_warm_cache_imports_no_flax(tmp_path, write_spec, monkeypatch):
+    """Its programs come from the stored executables and model.msgpack is written and
+    read by jaxpipe's own codec: no flax module is built, so flax is never imported."""
+    monkeypatch.setenv("JAXPIPE_COMPILATION_CACHE", "1")
+    monkeypatch.setenv("JAXPIPE_CACHE_DIR", str(tmp_path / "cache"))
+    spec = write_spec(SMALL_SPEC)
+    runs = [
+        _imported_after("run", spec, "--out", str(tmp_path / f"run{i}"), "-q", watch=("flax",))
+        for i in range(2)
+    ]
+    assert runs == [(0, ["flax"]), (0, [])], runs
+
+
 def test_compare_and_devices_import_no_jax_or_no_flax(tmp_path):
     dirs = []
     for name, losses in (("a", [1.0, 0.5]), ("b", [0.9, 0.6])):  # the files compare reads

@@ -13,12 +13,13 @@ import jax.numpy as jnp
 import optax
 
 from jaxpipe.core.aot import cached_number
+from jaxpipe.core.model import param_shapes
 from jaxpipe.core.optim import make_optimizer
 from jaxpipe.core.step import steps_per_epoch
 from jaxpipe.parallel.partition import map_state_params
 from jaxpipe.planner.values import Workload
 
-__all__ = ["Abstract", "OptClasses", "abstract_state", "param_shapes", "leaf_class"]
+__all__ = ["Abstract", "OptClasses", "abstract_state", "leaf_class"]
 
 
 class OptClasses(NamedTuple):
@@ -75,30 +76,6 @@ def _update_temp(
 
     compiled = jax.jit(update, donate_argnums=donate).lower(params, opt_state, params).compile()
     return int(compiled.memory_analysis().temp_size_in_bytes)
-
-
-def param_shapes(hidden: tuple[int, ...], features: int, outputs: int, layer_norm: bool) -> Any:
-    """The MLP's parameters as `jax.ShapeDtypeStruct`s, the tree `model.make_model(...).init`
-    returns (float32 kernels [in, out] and biases [out]; LayerNorm scale and bias), built
-    directly: tracing flax's init takes seconds per thousand layers."""
-    f32 = jnp.float32
-    params: dict[str, Any] = {}
-    widths = (features, *hidden)
-    for i, (a, b) in enumerate(zip(widths, hidden)):
-        params[f"hidden_{i}"] = {
-            "bias": jax.ShapeDtypeStruct((b,), f32),
-            "kernel": jax.ShapeDtypeStruct((a, b), f32),
-        }
-        if layer_norm:
-            params[f"norm_{i}"] = {
-                "bias": jax.ShapeDtypeStruct((b,), f32),
-                "scale": jax.ShapeDtypeStruct((b,), f32),
-            }
-    params["output"] = {
-        "bias": jax.ShapeDtypeStruct((outputs,), f32),
-        "kernel": jax.ShapeDtypeStruct((widths[-1], outputs), f32),
-    }
-    return params
 
 
 def _few(params: Any) -> tuple[dict[str, Any], dict[tuple, str]]:

@@ -23,10 +23,9 @@ from typing import Any, TextIO
 import jax
 import jax.numpy as jnp
 import numpy as np
-from flax import serialization
 
 from jaxpipe.core.aot import cached_compile
-from jaxpipe.core.model import make_model
+from jaxpipe.core.model import ACTIVATION_FNS, make_model, param_shapes
 from jaxpipe.core.scaling import Scaler, apply_scaler
 from jaxpipe.data.encoding import Columns, FeatureEncoder, missing_mask, row_name
 from jaxpipe.data.fitted import Preprocessing
@@ -35,6 +34,7 @@ from jaxpipe.data.load import prepare_features
 from jaxpipe.data.readers import read_table
 from jaxpipe.errors import DataError, JaxpipeError
 from jaxpipe.files import atomic_write, read_json
+from jaxpipe.saved.weights import pack_params, unpack_params
 from jaxpipe.signals import catch_signals
 from jaxpipe.spec.sections import ModelSpec, source_of
 
@@ -74,7 +74,7 @@ def write_model(directory: str, params: Any, meta: dict[str, Any], resume: bool 
     """model.msgpack (the parameters) and predictor.json (`meta`), each atomically.
     `resume`: a run's files (a full disk's fix is --resume), else `Model.save`'s."""
     params = jax.device_get(params)
-    raw = serialization.msgpack_serialize(params)
+    raw = pack_params(params)
     atomic_write(os.path.join(directory, MODEL_FILE), raw, resume=resume)
     text = json.dumps(meta, indent=2) + "\n"
     atomic_write(os.path.join(directory, PREDICTOR_FILE), text.encode(), resume=resume)
@@ -144,7 +144,7 @@ def load_predictor(run_dir: str) -> Predictor:
         raise JaxpipeError(f"{paths[1]}: unknown format {meta.get('format')!r}")
     try:
         with open(paths[2], "rb") as f:
-            params = serialization.msgpack_restore(f.read())
+            params = unpack_params(f.read())
     except (OSError, ValueError, TypeError) as e:
         raise JaxpipeError(
             f"{paths[2]}: cannot load the saved parameters ({type(e).__name__}: {e}); "
@@ -249,14 +249,12 @@ def check_predictor(meta: dict[str, Any], params: Any, path: str) -> None:
         )
         if not ok or t["scale"] == 0:
             raise JaxpipeError(f"{path}: target must hold a finite mean and non-zero scale")
-    try:
-        model = make_model(model_spec, outputs)
-        # Shapes only: the key and the row are made inside the trace (made eagerly, each
-        # would compile a small program of its own in every fresh process: ~80 ms).
-        row = jax.ShapeDtypeStruct((1, n), jnp.float32)
-        shapes = jax.eval_shape(lambda x: model.init(jax.random.key(0), x), row)
-    except Exception as e:  # an unknown activation, say: the file, not the code, is wrong
-        raise JaxpipeError(f"{path}: model section cannot be built ({e})") from None
+    if model_spec.activation not in ACTIVATION_FNS:
+        raise JaxpipeError(
+            f"{path}: model section cannot be built (unknown activation "
+            f"{model_spec.activation!r}; one of {sorted(ACTIVATION_FNS)})"
+        )
+    shapes = param_shapes(tuple(model_spec.hidden), n, outputs, model_spec.layer_norm)
     expected = jax.tree.map(lambda a: tuple(a.shape), shapes)
     try:
         found = jax.tree.map(lambda a: tuple(np.shape(a)), params)

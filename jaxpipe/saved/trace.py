@@ -26,7 +26,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxpipe.core.aot import cached_compile
-from jaxpipe.core.model import ACTIVATION_FNS, MLP
+from jaxpipe.core.model import ACTIVATION_FNS
 from jaxpipe.core.scaling import Scaler, apply_scaler
 from jaxpipe.data.fitted import Preprocessing
 from jaxpipe.errors import JaxpipeError
@@ -117,17 +117,19 @@ def _values(model: TracedModel, x: np.ndarray) -> dict[str, Any]:
     same module and float32 ops as `predict_rows`, as one program (kept beside the
     compilation cache, aot.py: a run's trace.png costs no tracing on a warm cache)."""
     m = model.network
-    module = MLP(
-        hidden=tuple(m["hidden"]),
-        outputs=m["outputs"],
-        activation=m["activation"],
-        dropout=m["dropout"],
-        layer_norm=m["layer_norm"],
-    )
     names = [f"norm_{i}" if m["layer_norm"] else f"hidden_{i}" for i in range(len(m["hidden"]))]
     act, classify = ACTIVATION_FNS[m["activation"]], model.task != "regression"
 
     def block(params: Any, offset: jax.Array, scale: jax.Array, xb: jax.Array) -> dict:
+        from jaxpipe.core.layers import MLP  # flax: traced only on a cache miss
+
+        module = MLP(
+            hidden=tuple(m["hidden"]),
+            outputs=m["outputs"],
+            activation=ACTIVATION_FNS[m["activation"]],
+            dropout=m["dropout"],
+            layer_norm=m["layer_norm"],
+        )
         z = apply_scaler(Scaler(offset, scale), xb)
         out, state = module.apply(
             {"params": params}, z, capture_intermediates=True, mutable=["intermediates"]
