@@ -153,6 +153,15 @@ def main() -> None:
         "PYTHONPYCACHEPREFIX": os.path.join(work, "pycache"),
     }
     env.pop("PYTHONDONTWRITEBYTECODE", None)
+    # Children start in the scratch folder: `python -c` and `-m` put their working
+    # directory first on sys.path, which from inside a checkout would import that
+    # checkout's jaxpipe, not --tree's.
+    os.chdir(work)
+    found: list[str] = []
+    _wall([py, "-c", "import jaxpipe; print(jaxpipe.__file__)"], env, found)
+    tree = os.path.realpath(a.tree)
+    if not os.path.realpath(found[0].strip()).startswith(tree + os.sep):
+        sys.exit(f"error: the children import jaxpipe from {found[0].strip()}, not {tree}")
     seed = os.path.join(ROOT, "experiments", "seed.toml")
     hand = os.path.join(work, "hand.py")
     with open(hand, "w") as f:
