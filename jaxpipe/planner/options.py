@@ -140,7 +140,10 @@ def option_time(workload: Workload, shapes: Shapes, e: Estimate, card: Card, mar
     m = workload.model
     precision = workload.training.precision
     bf16 = precision == "bfloat16"
-    ops = fit.step_ops or estimate_ops(len(m.hidden) + 1, workload.optimizer.name, bf16)
+    counted = fit.counts
+    ops = (counted and counted.ops) or estimate_ops(
+        len(m.hidden) + 1, workload.optimizer.name, bf16
+    )
     batch = workload.training.batch_size
     work = step_work(
         e.strategy,
@@ -157,7 +160,7 @@ def option_time(workload: Workload, shapes: Shapes, e: Estimate, card: Card, mar
         layer_norm=m.layer_norm,
         dropout=m.dropout > 0,
         val_rows=shapes.val_rows,
-        counted=fit.counted,
+        counted=counted,
     )
     params = card.search.at(Strategy.SINGLE, 1).breakdown["params"] // 4
     per_node = card.kind.gpus_per_node if card.kind and card.kind.gpus_per_node else None

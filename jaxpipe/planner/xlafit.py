@@ -58,27 +58,26 @@ class Fit(NamedTuple):
     xla_bytes: int | None
     closed_form_bytes: int
     note: str
-    # The kernels of the compiled one-device step (timing.count_step_ops): the time
-    # model's per-step floor counts them. None when not compiled.
-    step_ops: int | None = None
+    # The compiled one-device step's counts (timing.count_step: its kernels, elements
+    # raised to a power and elements written transposed), which the time model's per-step
+    # terms count. None when not compiled.
+    counts: StepCounts | None = None
     # Whether the scale stopped at its bound (1/8 or 8): then the fit is not held.
     at_limit: bool = False
-    # The compiled step's elements raised to a power and written transposed
-    # (timing.count_step); None when not compiled.
-    step_elements: tuple[int, int] | None = None
-
-    @property
-    def counted(self) -> StepCounts | None:
-        """The compiled step's counts (timing.StepCounts), None when not compiled."""
-        if self.step_ops is None or self.step_elements is None:
-            return None
-        return StepCounts(self.step_ops, *self.step_elements)
 
     def to_json(self) -> dict[str, Any]:
-        out = self._asdict()
-        if self.step_elements is not None:
-            out["step_elements"] = list(self.step_elements)  # as JSON reads it back
-        return out
+        """As `plan --json` gives it: the counts as `step_ops` (kernels) and
+        `step_elements` ([powered, transposed]), null when not compiled."""
+        c = self.counts
+        return {
+            "scale": self.scale,
+            "xla_bytes": self.xla_bytes,
+            "closed_form_bytes": self.closed_form_bytes,
+            "note": self.note,
+            "step_ops": c.ops if c else None,
+            "at_limit": self.at_limit,
+            "step_elements": [c.powered, c.transposed] if c else None,
+        }
 
     def for_layout(self, hidden: Sequence[int], strategy: str, mesh: dict[str, int]) -> float:
         """The scale to estimate `strategy` on `mesh` with (`carried_scale`)."""
@@ -158,9 +157,7 @@ def fit(work: Workload, shapes: Shapes, abstract: Abstract, batch: int) -> Fit:
             if at_limit
             else "closed form fitted to XLA's one-device figure"
         )
-        ops = counted.ops if counted else None
-        elements = (counted.powered, counted.transposed) if counted else None
-        _FITS[key] = Fit(scale, xla, total(1.0), note, ops, at_limit, elements)
+        _FITS[key] = Fit(scale, xla, total(1.0), note, counted, at_limit)
     return _FITS[key]
 
 
