@@ -1,14 +1,16 @@
 """The time model held to measurement (issue 24): calibrate on one set of configurations,
 predict held-out ones, run them, compare.
 
-    python benchmarks/time_error.py [--calibrate 12] [--held-out 24] [--seed 0]
+    python benchmarks/time_error.py [--calibrate product|N] [--held-out 24] [--seed 0]
                                     [--clock cpu|wall] [--cores 1] [--out FILE]
 
 1. Calibrate: `jaxpipe calibrate`'s measurements on this machine's default device (the
    step floor over its kernels, an epoch's call, matmul rates, memory and cache
    bandwidth, the batch's gather, powers, transposed writes, the shuffle),
-   fitted (`Profile.scale`) to the training epochs of `--calibrate` configurations drawn
-   with seed S.
+   fitted (`Profile.scale`) to the training epochs of the configurations `jaxpipe
+   calibrate` itself fits to (`profiles.CALIBRATION_CONFIGS`, `--calibrate product`, the
+   default: the profile a user gets), or of N configurations drawn with seed S
+   (`--calibrate N`).
 2. Predict: for `--held-out` configurations drawn with seed S + 1 (depth 1-4, widths
    32-1024, batch 16-512, 4-512 features, sgd / adam / adamw / nadam / rmsprop / lion /
    adafactor, float32 / bfloat16, 512-8192 rows), the planner's own figure:
@@ -121,7 +123,12 @@ def predict(cfg, folder: str) -> tuple[float, dict]:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--calibrate", type=int, default=12, help="calibration configurations")
+    p.add_argument(
+        "--calibrate",
+        default="product",
+        type=lambda v: v if v == "product" else str(int(v)),
+        help="'product' (jaxpipe calibrate's own configurations) or N drawn with --seed",
+    )
     p.add_argument("--held-out", type=int, default=24, help="held-out configurations")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--clock", choices=("cpu", "wall"), default="cpu")
@@ -145,7 +152,11 @@ def main() -> None:
     profiles.use_clock(a.clock)
     load0, t0 = os.getloadavg(), time.perf_counter()
     rng, held = random.Random(a.seed), random.Random(a.seed + 1)
-    calibration = [draw(rng) for _ in range(a.calibrate)]
+    if a.calibrate == "product":
+        calibration = list(profiles.CALIBRATION_CONFIGS)
+    else:
+        calibration = [draw(rng) for _ in range(int(a.calibrate))]
+    n_cal = len(calibration)
     held_out = [draw(held) for _ in range(a.held_out)]
     # Every epoch, the profile's unit epochs, calibration and held-out alike, timed in the
     # same rounds: a change in the neighbours' load weighs on all, not on one set.
@@ -156,18 +167,18 @@ def main() -> None:
     profile = profiles.measure_profile(
         configs=calibration,
         log=lambda line: print(f"  {line}"),
-        timed=timed[: a.calibrate],
+        timed=timed[:n_cal],
         units=units,
     )
     timing.save_profile(profile)
     print(
-        f"calibrated on {a.calibrate} configurations (seed {a.seed}) in "
+        f"calibrated on {n_cal} configurations ({a.calibrate}, seed {a.seed}) in "
         f"{time.perf_counter() - t0:.0f} s\n"
     )
     rows = []
     head = f"{'hidden':24} {'batch':>5} {'feat':>4} {'rows':>5} {'prec':4} {'optimizer':9}"
     print(f"{head} {'measured':>9} {'model':>9} {'error':>6}")
-    for cfg, epoch in zip(held_out, timed[a.calibrate :]):
+    for cfg, epoch in zip(held_out, timed[n_cal:]):
         predicted, parts = predict(cfg, folder)
         measured = epoch.seconds
         error = predicted / measured - 1
