@@ -128,6 +128,42 @@ def test_a_run_on_a_warm_cache_imports_no_flax(tmp_path, write_spec, monkeypatch
     assert runs == [(0, ["flax"]), (0, [])], runs
 
 
+def test_flax_and_orbax_are_imported_one_thread_at_a_time():
+    """A run imports orbax on its checkpoint thread while the main thread may import flax
+    to trace the model; both import jax.extend, and two threads importing overlapping
+    modules can deadlock (CI saw `_DeadlockError` once). While one thread holds
+    `import_heavy`'s lock, neither a model's first init (flax) nor the checkpoint's
+    orbax import can proceed; once it is released, both do. In a fresh interpreter, so
+    neither library is imported yet."""
+    code = (
+        "import json, threading\n"
+        "import numpy as np\n"
+        "from jaxpipe import imports\n"
+        "from jaxpipe.core.model import make_model\n"
+        "from jaxpipe.runner import checkpoint\n"
+        "from jaxpipe.spec.sections import ModelSpec\n"
+        "import jax\n"
+        "model = make_model(ModelSpec(hidden=(4,)), 2)\n"
+        "jobs = {'flax': lambda: model.init(jax.random.key(0), np.zeros((1, 3), np.float32)),\n"
+        "        'orbax': checkpoint._ocp}\n"
+        "done = {k: threading.Event() for k in jobs}\n"
+        "threads = [threading.Thread(target=lambda k=k: (jobs[k](), done[k].set())) for k in jobs]\n"
+        "with imports._LOCK:\n"
+        "    for t in threads: t.start()\n"
+        "    blocked = {k: not e.wait(5.0) for k, e in done.items()}\n"
+        "finished = {k: e.wait(120) for k, e in done.items()}\n"
+        "print(json.dumps([blocked, finished]))\n"
+    )
+    env = os.environ | {"PYTHONPATH": ROOT}
+    p = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300
+    )
+    assert p.returncode == 0, p.stderr
+    blocked, finished = json.loads(p.stdout.strip().splitlines()[-1])
+    assert blocked == {"flax": True, "orbax": True}, blocked
+    assert finished == {"flax": True, "orbax": True}, finished
+
+
 def test_compare_and_devices_import_no_jax_or_no_flax(tmp_path):
     dirs = []
     for name, losses in (("a", [1.0, 0.5]), ("b", [0.9, 0.6])):  # the files compare reads

@@ -14,7 +14,10 @@ PACKAGE = os.path.join(ROOT, "jaxpipe")
 # The rooms, lowest first. A module may import its own room and earlier rooms only. The
 # top-level modules belong to the foundation, the face or the entry points.
 ROOMS = [
-    ("foundation", {"_version", "errors", "files", "events", "settings", "rundir", "signals"}),
+    (
+        "foundation",
+        {"_version", "errors", "files", "events", "settings", "rundir", "signals", "imports"},
+    ),
     ("spec", None),  # the validated Spec and its sections; no jax
     ("core", None),  # pure, jittable: scaling, model, losses, metrics, optimizer, steps
     ("data", None),  # readers, encoders, sources, streaming statistics, rows in memory

@@ -11,6 +11,7 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 
+from jaxpipe.imports import import_heavy
 from jaxpipe.spec.sections import ModelSpec
 
 __all__ = [
@@ -59,8 +60,7 @@ def make_model(cfg: ModelSpec, outputs: int, dtype: Any = jnp.float32, hooks: An
 
     @functools.cache
     def module() -> Any:
-        from jaxpipe.core.layers import MLP  # flax: only where a program is traced
-
+        MLP = import_heavy("jaxpipe.core.layers").MLP  # flax: where a program is traced
         return MLP(
             hidden=tuple(cfg.hidden),
             outputs=outputs,

@@ -29,6 +29,7 @@ import jax
 
 from jaxpipe.core.step import TrainState
 from jaxpipe.errors import EnvironmentProblem, JaxpipeError
+from jaxpipe.imports import import_heavy
 from jaxpipe.runner.cadence import _MEMORY_BUDGET
 from jaxpipe.runner.orbax_guard import (
     InlineExecutor,
@@ -53,10 +54,9 @@ CORRUPT_DIR = "checkpoints.unreadable"  # unreadable checkpoints are moved here,
 
 
 def _ocp() -> Any:
-    """orbax.checkpoint, imported when a run first checkpoints (not by `plan`, `predict`)."""
-    import orbax.checkpoint as ocp
-
-    return ocp
+    """orbax.checkpoint, imported when a run first checkpoints (not by `plan`, `predict`),
+    never beside flax's import on another thread (jaxpipe/imports.py says why)."""
+    return import_heavy("orbax.checkpoint")
 
 
 @dataclass(frozen=True)
@@ -172,7 +172,7 @@ class CheckpointStore:
 
     def _open(self, keep: int) -> None:
         ocp = _ocp()
-        from orbax.checkpoint import checkpoint_managers as policies
+        policies = import_heavy("orbax.checkpoint.checkpoint_managers")
 
         options = ocp.CheckpointManagerOptions(
             preservation_policy=policies.AnyPreservationPolicy(

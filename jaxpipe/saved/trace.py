@@ -31,6 +31,7 @@ from jaxpipe.core.scaling import Scaler, apply_scaler
 from jaxpipe.data.fitted import Preprocessing
 from jaxpipe.errors import JaxpipeError
 from jaxpipe.files import atomic_write
+from jaxpipe.imports import import_heavy
 from jaxpipe.saved.predict import PREDICT_BLOCK, Predictor, encode_file, load_predictor
 from jaxpipe.signals import catch_signals
 
@@ -121,8 +122,7 @@ def _values(model: TracedModel, x: np.ndarray) -> dict[str, Any]:
     act, classify = ACTIVATION_FNS[m["activation"]], model.task != "regression"
 
     def block(params: Any, offset: jax.Array, scale: jax.Array, xb: jax.Array) -> dict:
-        from jaxpipe.core.layers import MLP  # flax: traced only on a cache miss
-
+        MLP = import_heavy("jaxpipe.core.layers").MLP  # flax: traced on a cache miss only
         module = MLP(
             hidden=tuple(m["hidden"]),
             outputs=m["outputs"],
