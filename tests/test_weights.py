@@ -85,3 +85,27 @@ def test_what_the_format_cannot_hold_is_refused():
         weights.pack_params({"a": {1, 2}})
     with pytest.raises(ValueError):
         weights.unpack_params(b"\xc1 not msgpack")
+
+
+def test_damaged_bytes_raise_value_or_type_errors_only():
+    """What load_predictor turns into its one-line error: cut or flipped bytes of a real
+    file raise ValueError or TypeError (or decode to some other tree, which the shape
+    check refuses), never another exception."""
+    rng = np.random.default_rng(0)
+    tree = {"hidden_0": {"kernel": rng.random((5, 8), np.float32), "bias": np.zeros(8)}}
+    raw = weights.pack_params(tree)
+    for i in range(3000):
+        b = bytearray(raw[: int(rng.integers(len(raw)))] if i % 3 == 0 else raw)
+        for j in rng.integers(len(b), size=int(rng.integers(1, 5))) if i % 3 else []:
+            b[j] = int(rng.integers(256))
+        try:
+            weights.unpack_params(bytes(b))
+        except (ValueError, TypeError):
+            pass
+    # a dtype name numpy would parse as Python, and one that is not bytes at all
+    import msgpack
+
+    for name in (b"[(", 7):
+        ext = msgpack.ExtType(1, msgpack.packb(((2,), name, b"\0" * 8), use_bin_type=True))
+        with pytest.raises(ValueError, match="dtype"):
+            weights.unpack_params(msgpack.packb({"a": ext}))

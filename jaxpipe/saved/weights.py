@@ -80,12 +80,18 @@ def _ext(x: Any) -> Any:
     raise TypeError(f"cannot save a {type(x).__name__} in model.msgpack")
 
 
-def _dtype(name: bytes) -> np.dtype:
+def _dtype(name: Any) -> np.dtype:
     if name == b"bfloat16":  # not a numpy name; ml_dtypes' type, as jnp.bfloat16 is
         import ml_dtypes
 
         return np.dtype(ml_dtypes.bfloat16)
-    return np.dtype(name.decode())
+    if not isinstance(name, bytes):
+        raise ValueError(f"an array's dtype name is {type(name).__name__}, not bytes")
+    text = name.decode("ascii", "replace")
+    try:
+        return np.dtype(text)
+    except Exception:  # numpy parses some strings as Python (a damaged name: SyntaxError)
+        raise ValueError(f"unknown dtype {text!r}") from None
 
 
 def _array(data: bytes) -> np.ndarray:
