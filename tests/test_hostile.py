@@ -594,7 +594,12 @@ def test_f9_file_size_limit_during_a_save_is_exit_4_in_one_line(tmp_path):
     # 1.5 MiB checkpoint does not. Through the shell: no fork of this (threaded) process.
     cmd = [sys.executable, "-m", "jaxpipe", "run", path, "--out", str(out), "--quiet"]
     limited = ["sh", "-c", 'ulimit -f 128 && exec "$@"', "sh", *cmd]
-    p = subprocess.run(limited, env=ENV, capture_output=True, text=True, timeout=300)
+    # No bytecode written: CPython's .pyc writer does not retry a short write, so under
+    # the limit a module's first import would leave a .pyc cut at 64 KiB in the
+    # PYTHONPYCACHEPREFIX this worker's other children share (they then died of
+    # "EOFError: marshal data too short" importing orbax's google.protobuf.text_format).
+    env = ENV | {"PYTHONDONTWRITEBYTECODE": "1"}
+    p = subprocess.run(limited, env=env, capture_output=True, text=True, timeout=300)
     assert p.returncode == 4, p.stderr  # was 1, "internal error"
     _one_error_line(p.stderr, "ulimit -f", "--resume", "no checkpoint was written yet")
     assert not (out / "summary.json").exists()
