@@ -5,6 +5,7 @@ import json
 import os
 import subprocess
 import sys
+from typing import Any
 
 import pytest
 from conftest import ROOT, SMALL_SPEC
@@ -40,6 +41,17 @@ def _imported_after(*argv: str, watch: tuple[str, ...] = HEAVY) -> tuple[int, li
     )
     rc, heavy = json.loads(p.stderr.strip().splitlines()[-1])
     return rc, heavy
+
+
+def _last_json(code: str) -> Any:
+    """Runs `code` in a fresh interpreter (this tree on its path) and returns the JSON of
+    its last line of output."""
+    env = os.environ | {"PYTHONPATH": ROOT}
+    p = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300
+    )
+    assert p.returncode == 0, p.stderr
+    return json.loads(p.stdout.strip().splitlines()[-1])
 
 
 @pytest.mark.parametrize(
@@ -90,12 +102,7 @@ def test_fit_without_out_imports_neither_orbax_nor_matplotlib():
         "loaded = lambda: {m.split('.')[0] for m in sys.modules} & {'orbax', 'matplotlib'}\n"
         "atexit.register(lambda: print(json.dumps(sorted(loaded()))))\n"
     )
-    env = os.environ | {"PYTHONPATH": ROOT}
-    p = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300
-    )
-    assert p.returncode == 0, p.stderr
-    assert json.loads(p.stdout.strip().splitlines()[-1]) == []
+    assert _last_json(code) == []
 
 
 def test_a_run_imports_no_sweep_verification_or_other_commands_formatters(tmp_path, write_spec):
@@ -154,12 +161,7 @@ def test_flax_and_orbax_are_imported_one_thread_at_a_time():
         "finished = {k: e.wait(120) for k, e in done.items()}\n"
         "print(json.dumps([blocked, finished]))\n"
     )
-    env = os.environ | {"PYTHONPATH": ROOT}
-    p = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300
-    )
-    assert p.returncode == 0, p.stderr
-    blocked, finished = json.loads(p.stdout.strip().splitlines()[-1])
+    blocked, finished = _last_json(code)
     assert blocked == {"flax": True, "orbax": True}, blocked
     assert finished == {"flax": True, "orbax": True}, finished
 
