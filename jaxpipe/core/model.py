@@ -5,7 +5,7 @@ parameters' shapes, counts and layer table, known without building it."""
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple
 
 import jax
@@ -17,6 +17,7 @@ from jaxpipe.spec.sections import ModelSpec
 __all__ = [
     "Model",
     "make_model",
+    "flax_module",
     "compute_dtype",
     "param_count",
     "layer_table",
@@ -52,24 +53,41 @@ class Model(NamedTuple):
     train_apply: Callable[[Any, jax.Array, jax.Array], jax.Array] | None = None
 
 
+def flax_module(
+    hidden: Sequence[int],
+    outputs: int,
+    activation: str,
+    dropout: Any,
+    layer_norm: bool,
+    dtype: Any = jnp.float32,
+    hooks: Any = None,
+) -> Any:
+    """The MLP as a flax module (layers.MLP), for `make_model` and for the prediction
+    trace, which reads its intermediates. Imports flax: called only where a program is
+    traced (a run whose programs all come from the stored executables never calls it)."""
+    MLP = import_heavy("jaxpipe.core.layers").MLP
+    return MLP(
+        hidden=tuple(hidden),
+        outputs=outputs,
+        activation=ACTIVATION_FNS[activation],
+        dtype=dtype,
+        dropout=dropout,
+        layer_norm=layer_norm,
+        hooks=hooks,
+    )
+
+
 def make_model(cfg: ModelSpec, outputs: int, dtype: Any = jnp.float32, hooks: Any = None) -> Model:
     """Builds the spec's MLP with `outputs` logits (1 for regression). `hooks`: a sharded
     layout's `model_hooks` (same parameters, same numbers; only where XLA puts them). The
     flax module is built on the first call of `init` or `apply`: a run whose programs
     all come from the stored executables (aot.py) never traces it."""
 
-    @functools.cache
-    def module() -> Any:
-        MLP = import_heavy("jaxpipe.core.layers").MLP  # flax: where a program is traced
-        return MLP(
-            hidden=tuple(cfg.hidden),
-            outputs=outputs,
-            activation=ACTIVATION_FNS[cfg.activation],
-            dtype=dtype,
-            dropout=cfg.dropout,
-            layer_norm=cfg.layer_norm,
-            hooks=hooks,
+    module = functools.cache(
+        lambda: flax_module(
+            cfg.hidden, outputs, cfg.activation, cfg.dropout, cfg.layer_norm, dtype, hooks
         )
+    )
 
     def init(key: jax.Array, x: jax.Array) -> Any:
         return module().init(key, x)["params"]

@@ -26,12 +26,11 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxpipe.core.aot import cached_compile
-from jaxpipe.core.model import ACTIVATION_FNS
+from jaxpipe.core.model import ACTIVATION_FNS, flax_module
 from jaxpipe.core.scaling import Scaler, apply_scaler
 from jaxpipe.data.fitted import Preprocessing
 from jaxpipe.errors import JaxpipeError
 from jaxpipe.files import atomic_write
-from jaxpipe.imports import import_heavy
 from jaxpipe.saved.predict import PREDICT_BLOCK, Predictor, encode_file, load_predictor
 from jaxpipe.signals import catch_signals
 
@@ -122,13 +121,8 @@ def _values(model: TracedModel, x: np.ndarray) -> dict[str, Any]:
     act, classify = ACTIVATION_FNS[m["activation"]], model.task != "regression"
 
     def block(params: Any, offset: jax.Array, scale: jax.Array, xb: jax.Array) -> dict:
-        MLP = import_heavy("jaxpipe.core.layers").MLP  # flax: traced on a cache miss only
-        module = MLP(
-            hidden=tuple(m["hidden"]),
-            outputs=m["outputs"],
-            activation=ACTIVATION_FNS[m["activation"]],
-            dropout=m["dropout"],
-            layer_norm=m["layer_norm"],
+        module = flax_module(  # flax: traced on a cache miss only
+            m["hidden"], m["outputs"], m["activation"], m["dropout"], m["layer_norm"]
         )
         z = apply_scaler(Scaler(offset, scale), xb)
         out, state = module.apply(

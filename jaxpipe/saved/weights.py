@@ -35,7 +35,7 @@ def pack_params(tree: Any) -> bytes:
 
 def unpack_params(raw: bytes) -> Any:
     """The tree `flax.serialization.msgpack_restore(raw)` gives: numpy arrays, read-only
-    views of `raw`. Raises ValueError (or msgpack's subclasses of it) on damaged bytes."""
+    views of `raw`. Raises ValueError or TypeError on damaged bytes."""
     tree = msgpack.unpackb(raw, ext_hook=_unext, raw=False, strict_map_key=False)
     return _unchunked(tree)
 
