@@ -2,7 +2,7 @@
 predict held-out ones, run them, compare.
 
     python benchmarks/time_error.py [--calibrate product|N] [--held-out 24] [--seed 0]
-                                    [--clock cpu|wall] [--cores 1] [--out FILE]
+                                    [--clock cpu|wall] [--cores 1] [--reps 21] [--out FILE]
 
 1. Calibrate: `jaxpipe calibrate`'s measurements on this machine's default device (the
    step floor over its kernels, an epoch's call, matmul rates, memory and cache
@@ -25,7 +25,11 @@ predict held-out ones, run them, compare.
    weighs on all alike.
 
 Prints one row per held-out configuration and the |error| median and p90 (target: ≤ 10 %
-and ≤ 25 %), the machine's load before and after; `--out` keeps the rows as JSON lines.
+and ≤ 25 %), the same per precision, the machine's load before and after, and the clock's
+own spread: for each held-out epoch, the median of its even rounds against that of its
+odd rounds — a model cannot be held closer than its measurements are to themselves (on
+this 2-core VM, 19-27 % p90 at 5 rounds, ~10 % at 25: hence `--reps 21`). `--out` keeps
+the rows as JSON lines.
 
 `--cores 1` (default) keeps the process, and so XLA:CPU's thread pool, on one core: the
 device measured is one core. With more, the pool's idle thread spins on a second core
@@ -121,6 +125,17 @@ def predict(cfg, folder: str) -> tuple[float, dict]:
     return option.epoch_seconds - parts["evaluation"], parts
 
 
+def _spread(errors) -> tuple[float, float]:
+    """|error|'s median and p90 (the nearest rank at or below 90 %)."""
+    ordered = sorted(abs(e) for e in errors)
+    return statistics.median(ordered), ordered[min(len(ordered) - 1, int(0.9 * len(ordered)))]
+
+
+def _halves(rounds) -> float:
+    """The median of an epoch's even rounds against its odd rounds' (relative)."""
+    return statistics.median(rounds[0::2]) / statistics.median(rounds[1::2]) - 1
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument(
@@ -132,7 +147,7 @@ def main() -> None:
     p.add_argument("--held-out", type=int, default=24, help="held-out configurations")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--clock", choices=("cpu", "wall"), default="cpu")
-    p.add_argument("--reps", type=int, default=5, help="timing rounds (their median)")
+    p.add_argument("--reps", type=int, default=21, help="timing rounds (their median)")
     p.add_argument("--out", help="JSON lines of the held-out rows")
     p.add_argument(
         "--cores", type=int, default=1, help="CPU cores the process may use (0: all it has)"
@@ -197,16 +212,27 @@ def main() -> None:
             f"{predicted * 1e3:7.2f}ms {error:+6.0%}",
             flush=True,
         )
-    errors = sorted(abs(r["error"]) for r in rows)
-    p90 = errors[min(len(errors) - 1, int(0.9 * len(errors)))]
+    median, p90 = _spread([r["error"] for r in rows])
     signed = statistics.median(r["error"] for r in rows)
     load1 = os.getloadavg()
     print(
-        f"\n{len(rows)} held-out: |error| median {statistics.median(errors):.1%}, p90 {p90:.1%} "
+        f"\n{len(rows)} held-out: |error| median {median:.1%}, p90 {p90:.1%} "
         f"(signed median {signed:+.1%}); clock {a.clock}; {time.perf_counter() - t0:.0f} s; "
         f"{len(cores)} of {os.cpu_count()} cores; "
         f"load average {load0[0]:.1f} before, {load1[0]:.1f} after"
     )
+    for precision in ("float32", "bfloat16"):
+        errors = [r["error"] for r in rows if r["config"][4] == precision]
+        if errors:
+            print(f"  {precision}: {len(errors)} held-out, |error| median / p90 "
+                  "{:.1%} / {:.1%}".format(*_spread(errors)))
+    halves = [_halves(epoch.rounds) for epoch in timed[n_cal:] if len(epoch.rounds) >= 4]
+    if halves:
+        print(
+            "  the clock's own spread: one half of each held-out epoch's rounds against the "
+            "other, |difference| median / p90 {:.1%} / {:.1%} (a model cannot be held closer "
+            "than its measurements)".format(*_spread(halves))
+        )
     if a.out:
         with open(a.out, "w") as f:
             for r in rows:

@@ -165,7 +165,9 @@ def test_step_counts_kernels_powers_and_transposes_in_hlo():
     # The body's dot, two fusions and a layout-swapping copy are kernels; the power
     # fusion raises 64 x 32 elements, the transposing add and the copy write 128 each.
     counts = timing.count_step(STEP_HLO)
-    assert counts == timing.StepCounts(ops=4, powered=64 * 32, transposed=2 * 128)
+    assert counts == timing.StepCounts(
+        ops=4, powered=64 * 32, transposed=2 * 128, transposed_arrays=(128, 128)
+    )
     assert timing.count_step_ops(STEP_HLO) == 4
     assert timing.count_step("ENTRY %main () -> f32[] {\n}") is None
 
@@ -188,6 +190,9 @@ def test_compiled_powers_and_transposes_match_the_closed_forms(hidden, precision
     assert counts.powered == pytest.approx(powered, abs=3)  # the step count's scalar powers
     bf16 = precision == "bfloat16"
     assert counts.transposed == timing.transposed_elements(shapes, optimizer, bf16)
+    # Kernel by kernel too: each weight, once per pass the optimizer folds it into.
+    arrays = timing.transposed_arrays(shapes, optimizer, bf16)
+    assert sorted(counts.transposed_arrays) == sorted(arrays)
     work, _ = profiles.config_work(cfg, counts.ops)
     assert work.gathered == 16 * 8 and work.powered == powered
 
@@ -209,6 +214,31 @@ def test_element_terms_add_their_measured_seconds():
     # A profile stored before these terms loads with them at 0.
     old = {k: v for k, v in base.to_json().items() if k not in costs}
     assert timing.Profile.from_json(old) == base
+
+
+def test_transposed_writes_cost_by_their_arrays_size():
+    # Measured at three sizes: each kernel's elements at the cost for its size,
+    # log-interpolated between, the end points beyond; the curve round-trips JSON.
+    curve = ((32 * 32, 0.2e-9), (256 * 256, 1.3e-9), (1024 * 1024, 3.7e-9))
+    base = timing.Profile("cpu", "measured", 1e-6, {"float32": 2e10}, 5e9, platform="cpu")
+    p = dataclasses.replace(base, transpose_s=1.5e-9, transpose_curve=curve)
+    assert p.transpose_cost(16) == 0.2e-9 and p.transpose_cost(4096**2) == 3.7e-9
+    assert p.transpose_cost(256 * 256) == pytest.approx(1.3e-9)
+    mid = p.transpose_cost(128 * 128)  # a third of the way in log size from 256² to 32²
+    assert mid == pytest.approx(0.2e-9 + (1.3e-9 - 0.2e-9) * 2 / 3)
+    small = _work(counted=timing.StepCounts(60, 0, 4 * 32 * 32, (32 * 32,) * 4))
+    large = _work(counted=timing.StepCounts(60, 0, 4 * 32 * 32, (4 * 32 * 32,)))
+    assert p.terms(small, "float32", True)["transpose"] == pytest.approx(4096 * 0.2e-9)
+    assert p.terms(large, "float32", True)["transpose"] == pytest.approx(
+        4096 * p.transpose_cost(4096)
+    )
+    assert p.terms(large, "float32", True)["transpose"] > p.terms(small, "float32", True)["transpose"]
+    # Without the kernels one by one (an older record), all at the one figure.
+    flat = _work(counted=timing.StepCounts(60, 0, 4096))
+    assert p.terms(flat, "float32", True)["transpose"] == pytest.approx(4096 * 1.5e-9)
+    # Without a curve (an older profile), every size at the one figure.
+    assert base.transpose_cost(10**6) == base.transpose_s
+    assert timing.Profile.from_json(json.loads(json.dumps(p.to_json()))) == p
 
 
 SPEC = """

@@ -11,7 +11,7 @@ else its data sheet).
   the run compiles small steps single-threaded);
 - on CPU, the cost per element of a float32↔bfloat16 cast (timing.py: XLA:CPU runs
   bfloat16 dots in float32 and casts each step), of the batch's gather (the run's own
-  epochs at 4 and 512 features), of a power and of a transposed write;
+  epochs at 4 and 512 features), of a power and of a transposed write (by its size);
 - the memory bandwidth: a scanned elementwise pass over a buffer far larger than caches;
   the cache's: an Adam-like update over cache-resident arrays;
 - the collectives' bus bandwidth and latency per mesh size (2, 4, 8 up to the local
@@ -137,12 +137,14 @@ def _program(cfg: Config, depth_only: int | None = None):
 
 class Timed(NamedTuple):
     """A configuration's measured training epoch: seconds, its compile's seconds, the
-    kernels of its compiled step and its other counts (`timing.count_step`)."""
+    kernels of its compiled step and its other counts (`timing.count_step`); `rounds`:
+    each round's timing where `seconds` is their median (`time_epochs`)."""
 
     seconds: float
     compile_seconds: float
     ops: int
     counted: StepCounts | None = None
+    rounds: tuple[float, ...] = ()
 
 
 def _prepared(cfg: Config) -> tuple[Callable[[], Any], float, int, StepCounts | None]:
@@ -184,7 +186,9 @@ def time_epochs(cfgs: Sequence[Config], rounds: int = 3) -> list[Timed]:
     for _ in range(rounds):
         for (run, *_), seen in zip(prepared, times):
             seen.append(_best(run, 1))
-    return [Timed(float(np.median(t)), *rest) for t, (_, *rest) in zip(times, prepared)]
+    return [
+        Timed(float(np.median(t)), *rest, rounds=tuple(t)) for t, (_, *rest) in zip(times, prepared)
+    ]
 
 
 def config_work(cfg: Config, ops: int, counted: StepCounts | None = None) -> tuple[StepWork, int]:
@@ -279,21 +283,30 @@ def _update_bandwidth(reps: int) -> float:
     return 7 * 4 * n * inner / float(np.median([_best(run, 1) for _ in range(max(reps, 5))]))
 
 
-def _extra_seconds(op: Callable, plain: Callable, shape: tuple[int, ...], reps: int) -> float:
+def _extra_seconds(
+    op: Callable, plain: Callable, shape: tuple[int, ...], reps: int, given: Any = None
+) -> float:
     """Seconds per element that scanning `op` over an array of `shape` takes beyond
-    scanning `plain` (the same pass without it), single-threaded as small steps run.
-    A difference of two timings carries both one's noise: each is ~5 ms of work, timed
-    in alternation, the median of at least five kept (one run read a transposed write at
-    1.55 ns, others at 0.73-0.90, when each was 1 ms timed back to back; the least of
-    five still read 1.44 once: the process clock now and then reads a fraction of a
-    pass, `time_epochs`)."""
+    scanning `plain` (the same pass without it), single-threaded as small steps run;
+    `op` and `plain` are called with the scanned array and with `given` (an operand
+    each pass reads, or None). A difference of two timings carries both one's noise:
+    each is ~5 ms of work, timed in alternation, the median of at least five kept (one
+    run read a transposed write at 1.55 ns, others at 0.73-0.90, when each was 1 ms timed
+    back to back; the least of five still read 1.44 once: the process clock now and then
+    reads a fraction of a pass, `time_epochs`)."""
     x = jnp.full(shape, 1.5, jnp.float32)
     inner = max(4, 2**22 // x.size)
+
+    def body(f):
+        # `given` rides in the carry, negated each pass (in both programs alike), so that
+        # XLA cannot hoist what `op` does with it out of the loop.
+        return lambda _, c: (f(c[0], c[1]), jax.tree.map(jnp.negative, c[1]))
+
     runs = []
     for f in (op, plain):
-        g = jax.jit(lambda x, f=f: jax.lax.fori_loop(0, inner, lambda _, v: f(v), x))
-        compiled = g.lower(x).compile({"xla_cpu_multi_thread_eigen": False})
-        runs.append(functools.partial(compiled, x))
+        g = jax.jit(lambda c, f=f: jax.lax.fori_loop(0, inner, body(f), c))
+        compiled = g.lower((x, given)).compile({"xla_cpu_multi_thread_eigen": False})
+        runs.append(functools.partial(compiled, (x, given)))
     times: list[list[float]] = [[], []]
     for _ in range(max(reps, 5)):
         for seen, run in zip(times, runs):
@@ -304,15 +317,43 @@ def _extra_seconds(op: Callable, plain: Callable, shape: tuple[int, ...], reps: 
 
 def _pow_seconds(reps: int) -> float:
     """Seconds per element raised to a (non-integer) power."""
-    return _extra_seconds(lambda v: v**-0.8 + 1.0, lambda v: v * -0.8 + 1.0, (2**16,), reps)
+    return _extra_seconds(
+        lambda v, _: v**-0.8 + 1.0, lambda v, _: v * -0.8 + 1.0, (2**16,), reps
+    )
 
 
-def _transpose_seconds(reps: int) -> float:
-    """Seconds per element of a matrix added in transposed order, at [512, 512] (1 MiB,
-    the size of the bfloat16 steps' larger weight gradients, whose transposes XLA:CPU
-    fuses into the update): 1.2-1.3 ns here, where [256, 256] read anywhere from 0 to
-    1.5 ns run to run and [1024, 1024] ~4 ns."""
-    return _extra_seconds(lambda v: v + v.T * 1e-3, lambda v: v + v * 1e-3, (512, 512), reps)
+# The sizes (a side of a square weight) a transposed write is measured at: its cost per
+# element grows with the array, as it leaves the caches (`_transpose_seconds`).
+TRANSPOSE_SIDES = (32, 64, 128, 256, 512, 1024)
+
+
+def _transpose_seconds(side: int, reps: int) -> float:
+    """Seconds per element of a transposed write as a step pays it, at [side, side]:
+    XLA:CPU folds a bfloat16 step's weight gradient, [out, in], into the float32 update
+    of the [in, out] weight, so the update reads it transposed (`timing.count_step`
+    counts those elements, kernel by kernel). Here, one core, issue 24: 0.22 ns an
+    element at 32², 0.2-0.3 at 64², 0.33-0.46 at 128², 1.3 at 256², 1.5 at 512², 3.7 at
+    1024². The lone transposed add of a float32 array that stood here (`v + v.T` at 512²)
+    read 3.0-5.4 ns on the same machine: it charged bfloat16 steps several times what
+    their updates pay, most of all for their small weights."""
+    given = jnp.ones((side, side), jnp.bfloat16)
+    return _extra_seconds(
+        lambda v, w: v * 0.999 + w.T.astype(jnp.float32) * 1e-3,
+        lambda v, w: v * 0.999 + w.astype(jnp.float32) * 1e-3,
+        (side, side),
+        reps,
+        given,
+    )
+
+
+def _transpose_curve(reps: int) -> tuple[tuple[int, float], ...]:
+    """(elements, seconds per element) of a transposed write at each `TRANSPOSE_SIDES`,
+    made non-decreasing (a difference of two timings can read a smaller array dearer)."""
+    curve, top = [], 0.0
+    for side in TRANSPOSE_SIDES:
+        top = max(top, _transpose_seconds(side, reps))
+        curve.append((side * side, top))
+    return tuple(curve)
 
 
 # The batch's gather, measured in the run's own program: one-layer, four-wide epochs of
@@ -498,20 +539,29 @@ def _floor(sort_s: float, timed: Sequence[Timed]) -> tuple[float, float]:
 UNIT_CONFIGS = _FLOOR_CONFIGS + _GATHER_CONFIGS
 
 
-def _element_costs(rates: dict[str, float], gather: Sequence[Timed], reps: int) -> dict[str, float]:
+def _element_costs(rates: dict[str, float], gather: Sequence[Timed], reps: int) -> dict[str, Any]:
     """XLA:CPU's per-element costs (`Profile.gather_s`, `pow_s`, `transpose_s`); a GPU's
     are left to its bandwidth."""
     single = rates.get("float32/single", rates["float32"])
+    curve = _transpose_curve(reps)
     return {
         "gather_s": _gather_seconds(single, gather),
         "pow_s": _pow_seconds(reps),
-        "transpose_s": _transpose_seconds(reps),
+        "transpose_s": dict(curve)[512 * 512],
+        "transpose_curve": curve,
     }
 
 
 def use_clock(name: str) -> None:
     """Times with the named clock from now on ("wall" or "cpu", `CLOCKS`)."""
     _clock[0] = CLOCKS[name]
+
+
+# Rounds of the calibration epochs (their median kept, `time_epochs`). On this 2-core VM
+# one timing of an epoch strays from the next by 5-8 % (median) and up to a third: two
+# medians of alternate rounds of the same epoch differed by 10-14 % (median), 19-27 %
+# (p90) at 5 rounds, 4 % / 10 % at 25 (issue 24). Fifteen cost ~6 s more than five.
+CALIBRATION_ROUNDS = 15
 
 
 def _calibration_epochs(
@@ -521,8 +571,8 @@ def _calibration_epochs(
     quick: bool,
 ) -> tuple[list[Timed], list[Timed]]:
     """The epochs of the calibration configurations `chosen` and of `UNIT_CONFIGS`: as
-    given, else timed here, in the same rounds (five; two when `quick`)."""
-    rounds = 2 if quick else 5
+    given, else timed here, in the same rounds (`CALIBRATION_ROUNDS`; two when `quick`)."""
+    rounds = 2 if quick else CALIBRATION_ROUNDS
     if timed is not None:
         units = list(units) if units is not None else time_epochs(UNIT_CONFIGS, rounds)
         return list(timed)[:: 2 if quick else 1], units
@@ -561,7 +611,10 @@ def measure_profile(
     if convert_s:
         log(f"float32↔bfloat16 cast {convert_s * 1e9:.2f} ns per element")
     if elements:
-        log(", ".join(f"{k} {v * 1e9:.2f} ns per element" for k, v in elements.items()))
+        costs = {k: v for k, v in elements.items() if k != "transpose_curve"}
+        log(", ".join(f"{k} {v * 1e9:.2f} ns per element" for k, v in costs.items()))
+        sides = ", ".join(f"{n}: {c * 1e9:.2f}" for n, c in elements["transpose_curve"])
+        log(f"a transposed write by elements, ns each: {sides}")
     collectives = _collectives(reps)
     for n, (bus, lat) in collectives.items():
         log(f"all-reduce over {n}: bus {bus / 1e9:.2f} GB/s, latency {lat * 1e6:.1f} µs")

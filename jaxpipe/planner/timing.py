@@ -18,8 +18,10 @@ A scanned training step of an MLP costs, per device:
                                                   (batch × features elements)
          + powered × pow                          elements raised to a power (Adafactor's
                                                   second moment): a library call each
-         + transposed × transpose                 elements written transposed (XLA:CPU's
-                                                  bfloat16 updates; `count_step`)
+         + Σ transposed × transpose(size)         elements written transposed (XLA:CPU's
+                                                  bfloat16 updates; `count_step`), each
+                                                  kernel's at the cost measured for its
+                                                  array's size
          + Σ collective(kind, bytes, group)       the strategy's collectives
                                                   (`Strategy.step_collectives`)
 
@@ -81,6 +83,7 @@ __all__ = [
     "StepCounts",
     "powered_elements",
     "transposed_elements",
+    "transposed_arrays",
     "collective_seconds",
     "epoch_time",
     "MEASURED",
@@ -146,7 +149,9 @@ class Profile:
     bfloat16 steps; 0 where matmuls read bfloat16 directly); `gather_s`: seconds per
     element of the batch's gather (rows × features), `pow_s` per element raised to a
     power (a `pow` is a library call per element on XLA:CPU, not a vector op),
-    `transpose_s` per element written transposed; `epoch_s`: seconds an epoch's call
+    `transpose_s` per element written transposed (at [512, 512]; `transpose_curve`:
+    (elements, seconds per element) measured at several sizes, ascending, which
+    `transpose_cost` interpolates); `epoch_s`: seconds an epoch's call
     costs beyond its steps and shuffle (the program's launch, its arguments, the scan's
     setup); each 0 where not measured (older profiles);
     `scale`: the fit of each term (`TERMS`) to real epochs; a term missing is 1."""
@@ -167,6 +172,7 @@ class Profile:
     gather_s: float = 0.0
     pow_s: float = 0.0
     transpose_s: float = 0.0
+    transpose_curve: tuple[tuple[int, float], ...] = ()
     epoch_s: float = 0.0
     platform: str = "gpu"
     note: str = ""
@@ -204,8 +210,32 @@ class Profile:
         out["convert"] = work.converted * self.convert_s
         out["gather"] = work.gathered * self.gather_s
         out["pow"] = work.powered * self.pow_s
-        out["transpose"] = work.transposed * self.transpose_s
+        out["transpose"] = self.transposed_seconds(work)
         return out
+
+    def transpose_cost(self, elements: float) -> float:
+        """Seconds per element of a transposed write of an array of `elements`: the
+        measured `transpose_curve` interpolated on the log of the size (its end points
+        beyond it), else `transpose_s`."""
+        curve = self.transpose_curve
+        if not curve:
+            return self.transpose_s
+        x = math.log(max(elements, 1.0))
+        points = [(math.log(n), c) for n, c in curve]
+        if x <= points[0][0]:
+            return points[0][1]
+        for (x0, c0), (x1, c1) in zip(points, points[1:]):
+            if x <= x1:
+                return c0 + (c1 - c0) * (x - x0) / (x1 - x0)
+        return points[-1][1]
+
+    def transposed_seconds(self, work: StepWork) -> float:
+        """A step's transposed writes: each kernel's elements at the cost for its size
+        (`transpose_cost`), or all of them at `transpose_s` where the step's kernels are
+        not known one by one."""
+        if work.transposed_arrays:
+            return sum(n * self.transpose_cost(n) for n in work.transposed_arrays)
+        return work.transposed * self.transpose_s
 
     def bus(self, n: int) -> tuple[float, float] | None:
         """(bus bytes/s, latency s) for a group of `n` devices within a node: measured for
@@ -231,6 +261,7 @@ class Profile:
         for key in ("link", "compile_s"):
             if kw.get(key) is not None:
                 kw[key] = tuple(kw[key])
+        kw["transpose_curve"] = tuple((int(n), float(c)) for n, c in kw.get("transpose_curve") or ())
         kw["matmul"] = dict(kw["matmul"])
         return cls(**kw)
 
@@ -242,7 +273,7 @@ class StepWork:
     bytes, the elements a bfloat16 step casts (`converted`), and its collectives (kind,
     mesh axis, bytes); and one validation batch's. Elements: the batch's gathered ones
     (`gathered`: rows × features), those raised to a power (`powered`) and those
-    written transposed (`transposed`)."""
+    written transposed (`transposed`; `transposed_arrays`: per kernel)."""
 
     ops: int
     matmuls: tuple[tuple[int, int, int], ...]
@@ -255,6 +286,7 @@ class StepWork:
     gathered: float = 0.0
     powered: float = 0.0
     transposed: float = 0.0
+    transposed_arrays: tuple[float, ...] = ()
 
     @property
     def flops(self) -> float:
@@ -286,11 +318,14 @@ class StepCounts(NamedTuple):
     """What a compiled step's HLO says of its work: its kernels (`ops`), the elements its
     kernels raise to a power (`powered`) and those they write transposed
     (`transposed`: XLA:CPU's bfloat16 steps fuse the weight gradient's transpose into
-    the update, one strided pass per parameter-sized operand)."""
+    the update, one strided pass per parameter-sized operand); `transposed_arrays`: the
+    elements of each kernel that does (their sum is `transposed`), whose cost per
+    element grows with the array's size (`Profile.transpose_curve`)."""
 
     ops: int
     powered: int
     transposed: int
+    transposed_arrays: tuple[int, ...] = ()
 
 
 _ARRAY = re.compile(r"\b(?:pred|[suf]\d+|bf16)\[([\d,]*)\]")
@@ -320,7 +355,8 @@ def _computations(hlo_text: str) -> dict[str, list[str]]:
 
 
 def _count_body(lines: list[str], bodies: dict[str, list[str]]) -> StepCounts:
-    ops = powered = transposed = 0
+    ops = powered = 0
+    arrays: list[int] = []
     for line in lines:
         m = _INSTRUCTION.search(line)
         if not m or m.group(1) in _TRIVIAL:
@@ -333,8 +369,8 @@ def _count_body(lines: list[str], bodies: dict[str, list[str]]) -> StepCounts:
             powered += out
         layout_swap = op in ("transpose", "copy") and "{0,1}" in line
         if layout_swap or any(" transpose(" in x for x in called):
-            transposed += out
-    return StepCounts(ops, powered, transposed)
+            arrays.append(out)
+    return StepCounts(ops, powered, sum(arrays), tuple(arrays))
 
 
 def count_step(hlo_text: str) -> StepCounts | None:
@@ -381,10 +417,17 @@ def transposed_elements(shapes: Sequence[tuple[int, int]], optimizer: str, bfloa
     """The elements one step writes transposed where the compiled step is not at hand,
     over layers of (in, out): in a bfloat16 step on XLA:CPU, the weights once per
     `TRANSPOSED_PASSES`; none in float32."""
+    return sum(transposed_arrays(shapes, optimizer, bfloat16))
+
+
+def transposed_arrays(
+    shapes: Sequence[tuple[int, int]], optimizer: str, bfloat16: bool
+) -> tuple[int, ...]:
+    """`transposed_elements` per kernel: each weight, once per `TRANSPOSED_PASSES`."""
     if not bfloat16:
-        return 0
-    weights = sum(a * b for a, b in shapes)
-    return weights * TRANSPOSED_PASSES.get(optimizer, TRANSPOSED_PASSES_DEFAULT)
+        return ()
+    passes = TRANSPOSED_PASSES.get(optimizer, TRANSPOSED_PASSES_DEFAULT)
+    return tuple(a * b for a, b in shapes for _ in range(passes))
 
 
 def _layer_shapes(widths: Sequence[int], m: int) -> list[tuple[int, int]]:
@@ -512,12 +555,19 @@ def _elementwise(
     weights are, else the closed forms (`powered_elements`, `transposed_elements`)."""
     if counted is None:
         powered = powered_elements(shapes, optimizer)
-        transposed = transposed_elements(shapes, optimizer, bfloat16)
+        arrays: tuple[float, ...] = transposed_arrays(shapes, optimizer, bfloat16)
+        transposed = float(sum(arrays))
     else:
         whole = sum(a * c for a, c in zip(widths, widths[1:]))
         share = sum(a * c for a, c in shapes) / max(whole, 1)
         powered, transposed = counted.powered * share, counted.transposed * share
-    return {"gathered": float(b * widths[0]), "powered": powered, "transposed": transposed}
+        arrays = tuple(n * share for n in counted.transposed_arrays)
+    return {
+        "gathered": float(b * widths[0]),
+        "powered": powered,
+        "transposed": transposed,
+        "transposed_arrays": arrays,
+    }
 
 
 def _megatron(shapes: list[tuple[int, int]], b: int, m: int, itemsize: int) -> tuple[int, ...]:

@@ -172,13 +172,15 @@ def _program_figures(
     kept = stored_record("xla-fit", describe)
     if kept is not None and _is_fit_record(kept):
         ops, elements = kept["step_ops"], kept.get("step_elements")
-        counted = StepCounts(ops, *elements) if ops is not None and elements else None
+        arrays = tuple(kept.get("step_transposed") or ())
+        counted = StepCounts(ops, *elements, arrays) if ops is not None and elements else None
         return kept["xla_bytes"], counted
     _LAST_COUNTS[0] = None
     xla = single_program_bytes(mc, precision, shapes, abstract, batch)
     counted = _LAST_COUNTS[0]
     record = {"xla_bytes": xla, "step_ops": counted.ops if counted else None}
     record["step_elements"] = [counted.powered, counted.transposed] if counted else None
+    record["step_transposed"] = list(counted.transposed_arrays) if counted else None
     store_record("xla-fit", describe, record)
     return xla, counted
 
@@ -186,11 +188,19 @@ def _program_figures(
 def _is_fit_record(record: dict[str, Any]) -> bool:
     """Whether a stored record is one `_program_figures` wrote: a positive byte count and
     a kernel count (or None, when the compiled text had none to count), and the step's
-    powered and transposed elements where it keeps them (an older record has none)."""
+    powered and transposed elements where it keeps them (an older record has none), and
+    the transposed elements kernel by kernel, adding up to them, where it keeps those."""
     xla, ops = record.get("xla_bytes"), record.get("step_ops", False)
     elements = record.get("step_elements")
+    arrays = record.get("step_transposed")
     count = lambda v: type(v) is int and v >= 0  # noqa: E731  (bool is not a count)
     pair = elements is None or (
         isinstance(elements, list) and len(elements) == 2 and all(map(count, elements))
     )
-    return count(xla) and xla > 0 and (ops is None or count(ops)) and pair
+    split = arrays is None or (
+        isinstance(arrays, list)
+        and all(map(count, arrays))
+        and isinstance(elements, list)
+        and sum(arrays) == elements[1]
+    )
+    return count(xla) and xla > 0 and (ops is None or count(ops)) and pair and split
