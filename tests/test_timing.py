@@ -282,6 +282,11 @@ def test_calibrate_measures_and_stores_a_profile(tmp_path, capsys, monkeypatch):
     assert printed["path"] == str(out) and stored.source == "measured"
     assert stored.op_s > 0 and stored.bandwidth > 0 and stored.matmul["float32"] > 0
     assert stored.gather_s > 0 and stored.pow_s > 0 and stored.epoch_s >= 0
+    assert stored.gather_bf16_s >= 0 and stored.transpose_s > 0
+    sizes = [n for n, _ in stored.transpose_curve]
+    assert sizes == [side * side for side in profiles.TRANSPOSE_SIDES]
+    costs = [c for _, c in stored.transpose_curve]
+    assert costs == sorted(costs) and dict(stored.transpose_curve)[512 * 512] == stored.transpose_s
     assert {"float32/single", "bfloat16"} <= set(stored.matmul)
     assert len(stored.collectives) >= 1  # the suite's 8 simulated devices
     assert all(math.isfinite(c) and c > 0 for c in stored.scale.values())

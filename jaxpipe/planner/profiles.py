@@ -358,20 +358,31 @@ def _transpose_curve(reps: int) -> tuple[tuple[int, float], ...]:
 
 # The batch's gather, measured in the run's own program: one-layer, four-wide epochs of
 # 8192 rows at 4 and at 512 features, whose difference is the rows × features gathered
-# (and the first layer's matmuls over them, taken off at the measured rate).
+# (and the first layer's matmuls over them, taken off at the measured rate); in each
+# precision, as a bfloat16 step fuses the gather with the batch's casts: 4.3-4.6 ns an
+# element in float32 here, where bfloat16 steps with many features read half the gather's
+# charge or less (issue 24).
 _GATHER_CONFIGS = (
     Config([4], 256, 4, 8192, "float32", "sgd"),
     Config([4], 256, 512, 8192, "float32", "sgd"),
+    Config([4], 256, 4, 8192, "bfloat16", "sgd"),
+    Config([4], 256, 512, 8192, "bfloat16", "sgd"),
 )
 
 
-def _gather_seconds(rate: float, times: Sequence[Timed]) -> float:
-    """Seconds per element of the batch's gather (rows × features) at matmul `rate`,
-    from the epochs of `_GATHER_CONFIGS` (`times`)."""
-    narrow, wide = _GATHER_CONFIGS
-    elements = narrow.rows * (wide.features - narrow.features)
-    flops = 2 * 2 * elements * narrow.hidden[0]  # forward and weight gradient
-    return max(times[1].seconds - times[0].seconds - flops / rate, 0.0) / elements
+def _gather_seconds(rates: dict[str, float], times: Sequence[Timed]) -> dict[str, float]:
+    """Seconds per element of the batch's gather (rows × features) per precision
+    (`Profile.gather_s`, `gather_bf16_s`), at the single-threaded matmul `rates`, from
+    the epochs of `_GATHER_CONFIGS` (`times`, in their order)."""
+    out = {}
+    for key, (narrow, wide), (t0, t1) in zip(
+        ("gather_s", "gather_bf16_s"), zip(*[iter(_GATHER_CONFIGS)] * 2), zip(*[iter(times)] * 2)
+    ):
+        rate = rates.get(f"{narrow.precision}/single") or rates["float32"]
+        elements = narrow.rows * (wide.features - narrow.features)
+        flops = 2 * 2 * elements * narrow.hidden[0]  # forward and weight gradient
+        out[key] = max(t1.seconds - t0.seconds - flops / rate, 0.0) / elements
+    return out
 
 
 def _convert_seconds(reps: int) -> float:
@@ -540,12 +551,11 @@ UNIT_CONFIGS = _FLOOR_CONFIGS + _GATHER_CONFIGS
 
 
 def _element_costs(rates: dict[str, float], gather: Sequence[Timed], reps: int) -> dict[str, Any]:
-    """XLA:CPU's per-element costs (`Profile.gather_s`, `pow_s`, `transpose_s`); a GPU's
-    are left to its bandwidth."""
-    single = rates.get("float32/single", rates["float32"])
+    """XLA:CPU's per-element costs (`Profile.gather_s`, `gather_bf16_s`, `pow_s`,
+    `transpose_s`, `transpose_curve`); a GPU's are left to its bandwidth."""
     curve = _transpose_curve(reps)
     return {
-        "gather_s": _gather_seconds(single, gather),
+        **_gather_seconds(rates, gather),
         "pow_s": _pow_seconds(reps),
         "transpose_s": dict(curve)[512 * 512],
         "transpose_curve": curve,

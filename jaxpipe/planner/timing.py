@@ -147,7 +147,8 @@ class Profile:
     per group size, preferred to `link`; `compile_s`: (base, per hidden layer) seconds;
     `convert_s`: seconds per element of a float32↔bfloat16 cast pass (XLA:CPU's
     bfloat16 steps; 0 where matmuls read bfloat16 directly); `gather_s`: seconds per
-    element of the batch's gather (rows × features), `pow_s` per element raised to a
+    element of the batch's gather (rows × features; `gather_bf16_s` in a bfloat16 step,
+    where XLA:CPU fuses it with the batch's casts; `gather_s` where 0), `pow_s` per element raised to a
     power (a `pow` is a library call per element on XLA:CPU, not a vector op),
     `transpose_s` per element written transposed (at [512, 512]; `transpose_curve`:
     (elements, seconds per element) measured at several sizes, ascending, which
@@ -170,6 +171,7 @@ class Profile:
     scale: Mapping[str, float] = field(default_factory=dict)
     convert_s: float = 0.0
     gather_s: float = 0.0
+    gather_bf16_s: float = 0.0
     pow_s: float = 0.0
     transpose_s: float = 0.0
     transpose_curve: tuple[tuple[int, float], ...] = ()
@@ -208,7 +210,8 @@ class Profile:
         out["cache"] = work.moved_bytes * share / (self.cache_bandwidth or self.bandwidth)
         out["memory"] = work.moved_bytes * (1 - share) / self.bandwidth
         out["convert"] = work.converted * self.convert_s
-        out["gather"] = work.gathered * self.gather_s
+        bf16_gather = precision == "bfloat16" and self.gather_bf16_s
+        out["gather"] = work.gathered * (self.gather_bf16_s if bf16_gather else self.gather_s)
         out["pow"] = work.powered * self.pow_s
         out["transpose"] = self.transposed_seconds(work)
         return out
