@@ -224,8 +224,10 @@ def main() -> None:
     for precision in ("float32", "bfloat16"):
         errors = [r["error"] for r in rows if r["config"][4] == precision]
         if errors:
-            print(f"  {precision}: {len(errors)} held-out, |error| median / p90 "
-                  "{:.1%} / {:.1%}".format(*_spread(errors)))
+            print(
+                f"  {precision}: {len(errors)} held-out, |error| median / p90 "
+                "{:.1%} / {:.1%}".format(*_spread(errors))
+            )
     halves = [_halves(epoch.rounds) for epoch in timed[n_cal:] if len(epoch.rounds) >= 4]
     if halves:
         print(

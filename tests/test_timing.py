@@ -232,7 +232,9 @@ def test_transposed_writes_cost_by_their_arrays_size():
     assert p.terms(large, "float32", True)["transpose"] == pytest.approx(
         4096 * p.transpose_cost(4096)
     )
-    assert p.terms(large, "float32", True)["transpose"] > p.terms(small, "float32", True)["transpose"]
+    assert (
+        p.terms(large, "float32", True)["transpose"] > p.terms(small, "float32", True)["transpose"]
+    )
     # Without the kernels one by one (an older record), all at the one figure.
     flat = _work(counted=timing.StepCounts(60, 0, 4096))
     assert p.terms(flat, "float32", True)["transpose"] == pytest.approx(4096 * 1.5e-9)

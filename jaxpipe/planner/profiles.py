@@ -317,9 +317,7 @@ def _extra_seconds(
 
 def _pow_seconds(reps: int) -> float:
     """Seconds per element raised to a (non-integer) power."""
-    return _extra_seconds(
-        lambda v, _: v**-0.8 + 1.0, lambda v, _: v * -0.8 + 1.0, (2**16,), reps
-    )
+    return _extra_seconds(lambda v, _: v**-0.8 + 1.0, lambda v, _: v * -0.8 + 1.0, (2**16,), reps)
 
 
 # The sizes (a side of a square weight) a transposed write is measured at: its cost per
@@ -375,13 +373,13 @@ def _gather_seconds(rates: dict[str, float], times: Sequence[Timed]) -> dict[str
     (`Profile.gather_s`, `gather_bf16_s`), at the single-threaded matmul `rates`, from
     the epochs of `_GATHER_CONFIGS` (`times`, in their order)."""
     out = {}
-    for key, (narrow, wide), (t0, t1) in zip(
-        ("gather_s", "gather_bf16_s"), zip(*[iter(_GATHER_CONFIGS)] * 2), zip(*[iter(times)] * 2)
-    ):
+    for key, first in (("gather_s", 0), ("gather_bf16_s", 2)):
+        narrow, wide = _GATHER_CONFIGS[first : first + 2]
         rate = rates.get(f"{narrow.precision}/single") or rates["float32"]
         elements = narrow.rows * (wide.features - narrow.features)
         flops = 2 * 2 * elements * narrow.hidden[0]  # forward and weight gradient
-        out[key] = max(t1.seconds - t0.seconds - flops / rate, 0.0) / elements
+        extra = times[first + 1].seconds - times[first].seconds - flops / rate
+        out[key] = max(extra, 0.0) / elements
     return out
 
 

@@ -264,7 +264,9 @@ class Profile:
         for key in ("link", "compile_s"):
             if kw.get(key) is not None:
                 kw[key] = tuple(kw[key])
-        kw["transpose_curve"] = tuple((int(n), float(c)) for n, c in kw.get("transpose_curve") or ())
+        kw["transpose_curve"] = tuple(
+            (int(n), float(c)) for n, c in kw.get("transpose_curve") or ()
+        )
         kw["matmul"] = dict(kw["matmul"])
         return cls(**kw)
 
