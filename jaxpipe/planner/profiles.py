@@ -568,7 +568,8 @@ def use_clock(name: str) -> None:
 # Rounds of the calibration epochs (their median kept, `time_epochs`). On this 2-core VM
 # one timing of an epoch strays from the next by 5-8 % (median) and up to a third: two
 # medians of alternate rounds of the same epoch differed by 10-14 % (median), 19-27 %
-# (p90) at 5 rounds, 4 % / 10 % at 25 (issue 24). Fifteen cost ~6 s more than five.
+# (p90) at 5 rounds, 4 % / 10 % at 25 (issue 24). A round of the calibration and unit
+# epochs is ~0.45 s of epochs here, so fifteen rounds cost ~4.5 s more than five.
 CALIBRATION_ROUNDS = 15
 
 

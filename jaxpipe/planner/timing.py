@@ -134,6 +134,19 @@ EPOCH_TERMS = ("epoch", "shuffle")
 STEP_TERMS = TERMS[: -len(EPOCH_TERMS)]
 
 
+def _log_interp(points: Sequence[tuple[float, float]], x: float) -> float:
+    """The value at `x` of the (size, value) `points` (sizes ascending, positive),
+    interpolated linearly in log(size); the end points' values beyond them."""
+    at = math.log(max(x, 1.0))
+    logs = [(math.log(n), v) for n, v in points]
+    if at <= logs[0][0]:
+        return logs[0][1]
+    for (x0, v0), (x1, v1) in zip(logs, logs[1:]):
+        if at <= x1:
+            return v0 + (v1 - v0) * (at - x0) / (x1 - x0)
+    return logs[-1][1]
+
+
 @dataclass(frozen=True)
 class Profile:
     """What one device kind achieves. `source`: "measured" (`jaxpipe calibrate`, or the
@@ -191,12 +204,7 @@ class Profile:
         measured cache)."""
         if not self.cache_bandwidth:
             return 0.0
-        lo, hi = self.cache_bytes, 64 * self.cache_bytes
-        if working_set <= lo:
-            return 1.0
-        if working_set >= hi:
-            return 0.0
-        return 1.0 - math.log(working_set / lo) / math.log(hi / lo)
+        return _log_interp(((self.cache_bytes, 1.0), (64 * self.cache_bytes, 0.0)), working_set)
 
     def weight(self, term: str) -> float:
         return float(self.scale.get(term, 1.0))
@@ -220,17 +228,9 @@ class Profile:
         """Seconds per element of a transposed write of an array of `elements`: the
         measured `transpose_curve` interpolated on the log of the size (its end points
         beyond it), else `transpose_s`."""
-        curve = self.transpose_curve
-        if not curve:
+        if not self.transpose_curve:
             return self.transpose_s
-        x = math.log(max(elements, 1.0))
-        points = [(math.log(n), c) for n, c in curve]
-        if x <= points[0][0]:
-            return points[0][1]
-        for (x0, c0), (x1, c1) in zip(points, points[1:]):
-            if x <= x1:
-                return c0 + (c1 - c0) * (x - x0) / (x1 - x0)
-        return points[-1][1]
+        return _log_interp(self.transpose_curve, elements)
 
     def transposed_seconds(self, work: StepWork) -> float:
         """A step's transposed writes: each kernel's elements at the cost for its size
