@@ -243,6 +243,57 @@ def test_transposed_writes_cost_by_their_arrays_size():
     assert timing.Profile.from_json(json.loads(json.dumps(p.to_json()))) == p
 
 
+def test_the_gather_costs_by_the_batch_and_the_precision():
+    # Measured in float32 at batches 16 and 256 (the curve), bfloat16 at 256: each
+    # precision's figure scaled as the float32 curve scales with the batch,
+    # log-interpolated, its end points beyond; flat without a curve (an older profile).
+    base = timing.Profile("cpu", "measured", 1e-6, {"float32": 2e10}, 5e9, platform="cpu")
+    p = dataclasses.replace(
+        base, gather_s=4e-9, gather_bf16_s=1e-9, gather_curve=((16, 2e-9), (256, 4e-9))
+    )
+    assert p.gather_cost("float32", 256) == 4e-9 and p.gather_cost("float32", 16) == 2e-9
+    assert p.gather_cost("float32", 64) == pytest.approx(3e-9)  # halfway in log batch
+    assert p.gather_cost("float32", 4) == 2e-9 and p.gather_cost("float32", 4096) == 4e-9
+    assert p.gather_cost("bfloat16", 16) == pytest.approx(0.5e-9)
+    assert p.gather_cost("bfloat16", 256) == pytest.approx(1e-9)
+    flat = dataclasses.replace(p, gather_curve=())
+    assert flat.gather_cost("float32", 16) == 4e-9 and flat.gather_cost("bfloat16", 16) == 1e-9
+    # A step's gather term: its device's batch × features at the cost for its batch.
+    small, data = _work(batch=16), _work("data", {"data": 4}, batch=64)
+    assert (small.batch, data.batch) == (16, 16) and small.gathered == data.gathered == 16 * 32
+    assert p.terms(small, "float32", True)["gather"] == pytest.approx(16 * 32 * 2e-9)
+    assert p.terms(_work(batch=256), "float32", True)["gather"] == pytest.approx(256 * 32 * 4e-9)
+    assert timing.Profile.from_json(json.loads(json.dumps(p.to_json()))) == p
+    old = {k: v for k, v in p.to_json().items() if k != "gather_curve"}
+    assert timing.Profile.from_json(old) == flat
+
+
+def test_unit_epochs_give_back_the_costs_that_made_them():
+    # Epochs timed as a known profile predicts them: the gather (by batch and precision)
+    # and the casts read back from the unit epochs are that profile's, the other terms'
+    # share of each pair's difference taken off first.
+    truth = timing.Profile(
+        "cpu", "measured", 0.4e-6, {"float32": 9e10, "float32/single": 9e10}, 1.3e10,
+        cache_bandwidth=3.8e10, sort_s=2e-9, epoch_s=4e-4, platform="cpu",
+        convert_s=1.1e-9, gather_s=3.6e-9, gather_bf16_s=1.0e-9,
+        gather_curve=((16, 2.0e-9), (256, 3.6e-9)), transpose_s=1e-9,
+    )  # fmt: skip
+    configs = (*profiles._GATHER_CONFIGS, *profiles._CONVERT_CONFIGS)
+    timed = []
+    for cfg in configs:
+        ops = timing.estimate_ops(len(cfg.hidden) + 1, cfg.optimizer, cfg.precision == "bfloat16")
+        seconds = sum(profiles._terms(truth, cfg, profiles.Timed(0.0, 0.0, ops)))
+        timed.append(profiles.Timed(seconds, 0.0, ops))
+    start = dataclasses.replace(truth, convert_s=0.5e-9, gather_s=0.0, gather_bf16_s=0.0)
+    n = len(profiles._GATHER_CONFIGS)
+    found = profiles._measured_units(start, timed[:n], timed[n:])
+    assert found.gather_s == pytest.approx(truth.gather_s)
+    assert found.gather_bf16_s == pytest.approx(truth.gather_bf16_s, rel=0.01)
+    assert [b for b, _ in found.gather_curve] == [16, 256]
+    assert [c for _, c in found.gather_curve] == pytest.approx([2.0e-9, 3.6e-9])
+    assert found.convert_s == pytest.approx(truth.convert_s)
+
+
 SPEC = """
 [data]
 source = "synthetic"
@@ -284,7 +335,9 @@ def test_calibrate_measures_and_stores_a_profile(tmp_path, capsys, monkeypatch):
     assert printed["path"] == str(out) and stored.source == "measured"
     assert stored.op_s > 0 and stored.bandwidth > 0 and stored.matmul["float32"] > 0
     assert stored.gather_s > 0 and stored.pow_s > 0 and stored.epoch_s >= 0
-    assert stored.gather_bf16_s >= 0 and stored.transpose_s > 0
+    assert stored.gather_bf16_s >= 0 and stored.transpose_s > 0 and stored.convert_s >= 0
+    assert [b for b, _ in stored.gather_curve] in ([16, 256], [])  # [] where 256's read 0
+    assert not stored.gather_curve or stored.gather_curve[-1][1] == stored.gather_s
     sizes = [n for n, _ in stored.transpose_curve]
     assert sizes == [side * side for side in profiles.TRANSPOSE_SIDES]
     costs = [c for _, c in stored.transpose_curve]

@@ -9,9 +9,10 @@ else its data sheet).
 - the matmul rate per precision over a few shapes, computed as the model computes it
   (a `jnp.dot` in the compute dtype; XLA:CPU: with Eigen multi- and single-threaded, as
   the run compiles small steps single-threaded);
-- on CPU, the cost per element of a float32↔bfloat16 cast (timing.py: XLA:CPU runs
-  bfloat16 dots in float32 and casts each step), of the batch's gather (the run's own
-  epochs at 4 and 512 features), of a power and of a transposed write (by its size);
+- on CPU, the cost per element of a bfloat16 step's casts (timing.py: XLA:CPU runs
+  bfloat16 dots in float32 and casts each step; the run's own epochs in both
+  precisions), of the batch's gather (the run's own epochs at 4 and 512 features, at two
+  batches), of a power and of a transposed write (by its size);
 - the memory bandwidth: a scanned elementwise pass over a buffer far larger than caches;
   the cache's: an Adam-like update over cache-resident arrays;
 - the collectives' bus bandwidth and latency per mesh size (2, 4, 8 up to the local
@@ -356,47 +357,68 @@ def _transpose_curve(reps: int) -> tuple[tuple[int, float], ...]:
 
 # The batch's gather, measured in the run's own program: one-layer, four-wide epochs of
 # 8192 rows at 4 and at 512 features, whose difference is the rows × features gathered
-# (and the first layer's matmuls over them, taken off at the measured rate); in each
-# precision, as a bfloat16 step fuses the gather with the batch's casts: 4.3-4.6 ns an
-# element in float32 here, where bfloat16 steps with many features read half the gather's
-# charge or less (issue 24).
+# (and what the model's other terms say of the difference, `_unit_cost`); at a batch of
+# 256 in each precision, as a bfloat16 step fuses the gather with the batch's casts
+# (3.6-4.5 ns an element in float32 here, 1.0-1.6 in bfloat16), and at 16 in float32,
+# as the rows' block leaves the nearer caches as the batch grows (2.0 ns an element at
+# 16, 2.9 at 64, 3.6 at 256 here, one core, issue 24).
 _GATHER_CONFIGS = (
     Config([4], 256, 4, 8192, "float32", "sgd"),
     Config([4], 256, 512, 8192, "float32", "sgd"),
     Config([4], 256, 4, 8192, "bfloat16", "sgd"),
     Config([4], 256, 512, 8192, "bfloat16", "sgd"),
+    Config([4], 16, 4, 8192, "float32", "sgd"),
+    Config([4], 16, 512, 8192, "float32", "sgd"),
+)
+# A bfloat16 step's casts as the step pays them: one wide layer at a large batch in both
+# precisions, whose difference is mostly its activations' casts. Here a bfloat16 epoch
+# took 3.5-4.0 ns more per hidden activation element than its float32 twin over eight
+# configurations (widths 64-1024, batch 64-512, sgd and adam), where an unfused cast
+# pass, the figure that stood here, read 0.14 ns an element (issue 24).
+_CONVERT_CONFIGS = (
+    Config([256], 512, 16, 8192, "float32", "sgd"),
+    Config([256], 512, 16, 8192, "bfloat16", "sgd"),
 )
 
 
-def _gather_seconds(rates: dict[str, float], times: Sequence[Timed]) -> dict[str, float]:
-    """Seconds per element of the batch's gather (rows × features) per precision
-    (`Profile.gather_s`, `gather_bf16_s`), at the single-threaded matmul `rates`, from
-    the epochs of `_GATHER_CONFIGS` (`times`, in their order)."""
-    out = {}
-    for key, first in (("gather_s", 0), ("gather_bf16_s", 2)):
-        narrow, wide = _GATHER_CONFIGS[first : first + 2]
-        rate = rates.get(f"{narrow.precision}/single") or rates["float32"]
-        elements = narrow.rows * (wide.features - narrow.features)
-        flops = 2 * 2 * elements * narrow.hidden[0]  # forward and weight gradient
-        extra = times[first + 1].seconds - times[first].seconds - flops / rate
-        out[key] = max(extra, 0.0) / elements
-    return out
+def _unit_cost(
+    base: Profile, term: str, pair: Sequence[Config], timed: Sequence[Timed], count: str
+) -> float:
+    """Seconds per element of `term` from two unit epochs that differ in it: the second's
+    time less the first's, less the difference `base`'s other terms give them (so that
+    nothing is charged twice), over the difference in the `StepWork` field `count`
+    (elements a step) times the steps."""
+    left, counts = [], []
+    for cfg, t in zip(pair, timed):
+        work, _ = config_work(cfg, t.ops, t.counted)
+        others = sum(v for k, v in zip(TERMS, _terms(base, cfg, t)) if k != term)
+        left.append(t.seconds - others)
+        counts.append(steps_per_epoch(cfg.rows, cfg.batch) * getattr(work, count))
+    return max(left[1] - left[0], 0.0) / max(counts[1] - counts[0], 1.0)
 
 
-def _convert_seconds(reps: int) -> float:
-    """Seconds per element of a float32 → bfloat16 → float32 cast pass, each cast its own
-    kernel (the barriers keep XLA from fusing them away, as the step's casts feeding
-    its dots are not), single-threaded as small steps run."""
-    n, inner = 2**20, 16
+def _measured_units(base: Profile, gather: Sequence[Timed], convert: Sequence[Timed]) -> Profile:
+    """`base` with the batch's gather (`gather_s`, `gather_bf16_s`, `gather_curve`) and
+    the bfloat16 casts (`convert_s`) measured from the unit epochs of `_GATHER_CONFIGS`
+    (`gather`) and `_CONVERT_CONFIGS` (`convert`), in their order, as the model charges
+    them (`_unit_cost`): the float32 gathers, then the bfloat16 gather and the casts in
+    turns, as each pair's difference holds a little of the other's term (the gather's
+    pair casts a wider first layer; the casts' pair gathers in two precisions)."""
+    g = _GATHER_CONFIGS
 
-    def body(_, v):
-        h = jax.lax.optimization_barrier(v.astype(jnp.bfloat16))
-        return jax.lax.optimization_barrier(h.astype(jnp.float32)) * 1.0001
+    def cost(profile: Profile, first: int) -> float:
+        pair, timed = g[first : first + 2], gather[first : first + 2]
+        return _unit_cost(profile, "gather", pair, timed, "gathered")
 
-    x = jnp.ones((n,), jnp.float32)
-    f = jax.jit(lambda x: jax.lax.fori_loop(0, inner, body, x))
-    compiled = f.lower(x).compile({"xla_cpu_multi_thread_eigen": False})
-    return _best(lambda: compiled(x), reps) / (inner * n)
+    flat = dataclasses.replace(base, gather_curve=())
+    at256, at16 = cost(flat, 0), cost(flat, 4)
+    curve = ((g[4].batch, at16), (g[0].batch, at256)) if at256 > 0 else ()
+    profile = dataclasses.replace(base, gather_s=at256, gather_curve=curve, convert_s=0.0)
+    for _ in range(3):  # each pair leans a little on the other's figure: ~2 % and ~5 %
+        profile = dataclasses.replace(profile, gather_bf16_s=cost(profile, 2))
+        convert_s = _unit_cost(profile, "convert", _CONVERT_CONFIGS, convert, "converted")
+        profile = dataclasses.replace(profile, convert_s=convert_s)
+    return profile
 
 
 def _sort_seconds(reps: int) -> float:
@@ -466,22 +488,23 @@ def _terms(base: Profile, cfg: Config, timed: Timed) -> list[float]:
 # How strongly the fit holds each weight to 1 (the measured figure), against the mean
 # squared log error of the calibration epochs, per term. Firm (1) where the measurement
 # is the step's own kind of work: the per-kernel floor and the epoch's call (timed in the
-# run's own tiny epochs), the matmul rate, memory bandwidth, the gather (the run's own
-# epochs) and the powers, so that a dozen calibration epochs do not trade them against
-# one another. Looser where the measured kernel is not quite the step's: the
-# cache-resident traffic (one fused update; 0.3), the transposes (one matrix size of the
-# several a step writes; 0.3), the shuffle (a lone sort; 0.1) and the casts (an unfused
-# cast pass, while a bfloat16 step's extra cost grows with its arrays' sizes; 0.01),
-# which the epochs correct. Offline, over 96 epochs timed in 7 rounds, 40 random
-# 12-epoch calibrations predicting the other 84 (benchmarks/RESULTS.md, issue 24): a weak
-# pull (0.01) on every term gave |error| median 10.0 %, p90 32.1 %; these, 9.1 % and
-# 24.7 %.
+# run's own tiny epochs), the matmul rate, memory bandwidth, the gather and the casts (the
+# run's own epochs) and the powers, so that a dozen calibration epochs do not trade them
+# against one another. Looser where the measured kernel is not quite the step's: the
+# cache-resident traffic (one fused update; 0.3), the transposes (0.3) and the shuffle (a
+# lone sort; 0.1), which the epochs correct. Offline, over 96 epochs timed in 7 rounds,
+# 40 random 12-epoch calibrations predicting the other 84 (benchmarks/RESULTS.md, issue
+# 24): a weak pull (0.01) on every term gave |error| median 10.0 %, p90 32.1 %; these,
+# 9.1 % and 24.7 %. The casts were held at 0.01 while they were an unfused cast pass
+# (0.14 ns an element here, which the fit raised ×6); measured in the run's own epochs
+# (1.36 ns) the fit leaves them at ×0.93 with that pull, and a firm one did as well on
+# 2 × 24 held-out epochs (median/p90 7.7 %/20.6 % against 7.9 %/20.6 %).
 FIT_PRIOR = {
     "kernels": 1.0,
     "matmul/float32": 1.0,
     "cache": 0.3,
     "memory": 1.0,
-    "convert": 0.01,
+    "convert": 1.0,
     "gather": 1.0,
     "pow": 1.0,
     "transpose": 0.3,
@@ -545,15 +568,14 @@ def _floor(sort_s: float, timed: Sequence[Timed]) -> tuple[float, float]:
 # in the same rounds as the calibration epochs (`measure_profile`), so that a change in
 # the machine (a neighbour on the other core slows small kernels by up to ~35 % on the
 # process clock here) weighs on the units and on the epochs they are fitted to alike.
-UNIT_CONFIGS = _FLOOR_CONFIGS + _GATHER_CONFIGS
+UNIT_CONFIGS = _FLOOR_CONFIGS + _GATHER_CONFIGS + _CONVERT_CONFIGS
 
 
-def _element_costs(rates: dict[str, float], gather: Sequence[Timed], reps: int) -> dict[str, Any]:
-    """XLA:CPU's per-element costs (`Profile.gather_s`, `gather_bf16_s`, `pow_s`,
+def _element_costs(reps: int) -> dict[str, Any]:
+    """XLA:CPU's per-element costs measured on their own (`Profile.pow_s`,
     `transpose_s`, `transpose_curve`); a GPU's are left to its bandwidth."""
     curve = _transpose_curve(reps)
     return {
-        **_gather_seconds(rates, gather),
         "pow_s": _pow_seconds(reps),
         "transpose_s": dict(curve)[512 * 512],
         "transpose_curve": curve,
@@ -589,6 +611,21 @@ def _calibration_epochs(
     return both[len(UNIT_CONFIGS) :], both[: len(UNIT_CONFIGS)]
 
 
+def _cpu_units(base: Profile, units: Sequence[Timed], log: Callable[[str], None]) -> Profile:
+    """`base` with the costs XLA:CPU's unit epochs give (`_measured_units`; `units`:
+    those of `UNIT_CONFIGS`, in order), logged."""
+    start = len(_FLOOR_CONFIGS)
+    gather = units[start : start + len(_GATHER_CONFIGS)]
+    found = _measured_units(base, gather, units[start + len(_GATHER_CONFIGS) :])
+    by_batch = ", ".join(f"batch {b}: {c * 1e9:.2f}" for b, c in found.gather_curve)
+    log(
+        f"the batch's gather, ns per element: {by_batch or 'none read'} (bfloat16 at "
+        f"{_GATHER_CONFIGS[2].batch}: {found.gather_bf16_s * 1e9:.2f}); a bfloat16 "
+        f"step's casts {found.convert_s * 1e9:.2f} ns per element"
+    )
+    return found
+
+
 def measure_profile(
     quick: bool = False,
     configs: Sequence[Config] | None = None,
@@ -614,14 +651,9 @@ def measure_profile(
     big = (64 if platform == "cpu" else 1024) * 2**20
     bandwidth, cache = _bandwidth(big, reps), _update_bandwidth(reps)
     log(f"memory {bandwidth / 1e9:.1f} GB/s, cache (an update's fusion) {cache / 1e9:.1f} GB/s")
-    convert_s = _convert_seconds(reps) if platform == "cpu" else 0.0
-    gather = units[len(_FLOOR_CONFIGS) :]
-    elements = _element_costs(rates, gather, reps) if platform == "cpu" else {}
-    if convert_s:
-        log(f"float32↔bfloat16 cast {convert_s * 1e9:.2f} ns per element")
+    elements = _element_costs(reps) if platform == "cpu" else {}
     if elements:
-        costs = {k: v for k, v in elements.items() if k != "transpose_curve"}
-        log(", ".join(f"{k} {v * 1e9:.2f} ns per element" for k, v in costs.items()))
+        log(f"a value raised to a power {elements['pow_s'] * 1e9:.2f} ns per element")
         sides = ", ".join(f"{n}: {c * 1e9:.2f}" for n, c in elements["transpose_curve"])
         log(f"a transposed write by elements, ns each: {sides}")
     collectives = _collectives(reps)
@@ -636,12 +668,13 @@ def measure_profile(
         cache_bandwidth=cache if platform == "cpu" else None,
         sort_s=sort_s,
         epoch_s=epoch_s,
-        convert_s=convert_s,
         **elements,
         collectives=collectives,
         compile_s=_compile_seconds() if platform == "cpu" else GPU_COMPILE_S,
         platform=platform,
     )
+    if platform == "cpu":
+        base = _cpu_units(base, units, log)
     scale = fit_scale(base, list(zip(chosen, epochs)))
     log(f"fit over {len(chosen)} epochs: " + ", ".join(f"{t} × {v:.2f}" for t, v in scale.items()))
     note = (

@@ -14,8 +14,9 @@ A scanned training step of an MLP costs, per device:
                                                   bandwidth while the state fits a cache)
          + converted × convert                    a bfloat16 step on XLA:CPU: the casts of
                                                   its weights and activations (below)
-         + gathered × gather                      the batch's rows gathered from the data
-                                                  (batch × features elements)
+         + gathered × gather(batch)               the batch's rows gathered from the data
+                                                  (batch × features elements), dearer
+                                                  per element as the batch grows
          + powered × pow                          elements raised to a power (Adafactor's
                                                   second moment): a library call each
          + Σ transposed × transpose(size)         elements written transposed (XLA:CPU's
@@ -37,7 +38,8 @@ f32 `dot`s), so the profile's bfloat16 rate is measured as the model computes it
 bfloat16 `jnp.dot`, near the float32 rate on CPU, native on a GPU), and the casts are a
 term of their own: the elements cast per step (the parameters once, each hidden
 activation three times: forward, and the backward's two dots) at `Profile.convert_s`,
-measured as an unfused cast pass (0 on GPUs, whose GEMMs read bfloat16 directly).
+measured as a step pays it: a bfloat16 epoch against the same one in float32, less what
+the other terms say of their difference (0 on GPUs, whose GEMMs read bfloat16 directly).
 
 The collectives use the ring formulas in the nccl-tests convention (a bus bandwidth B per
 device and a per-hop latency a over a group of n): all-reduce of S bytes takes
@@ -158,11 +160,13 @@ class Profile:
     seconds per row·log2(rows) of the epoch's shuffle; `link`: (bus bytes/s, latency s)
     between the devices of one node; `collectives`: measured (bus bytes/s, latency s)
     per group size, preferred to `link`; `compile_s`: (base, per hidden layer) seconds;
-    `convert_s`: seconds per element of a float32↔bfloat16 cast pass (XLA:CPU's
-    bfloat16 steps; 0 where matmuls read bfloat16 directly); `gather_s`: seconds per
-    element of the batch's gather (rows × features; `gather_bf16_s` in a bfloat16 step,
-    where XLA:CPU fuses it with the batch's casts; `gather_s` where 0), `pow_s` per element raised to a
-    power (a `pow` is a library call per element on XLA:CPU, not a vector op),
+    `convert_s`: seconds per element a bfloat16 step casts (XLA:CPU's bfloat16 steps,
+    measured as a step pays it; 0 where matmuls read bfloat16 directly); `gather_s`:
+    seconds per element of the batch's gather (rows × features; `gather_bf16_s` in a
+    bfloat16 step, where XLA:CPU fuses it with the batch's casts; `gather_s` where 0),
+    `gather_curve`: (batch, seconds per element) of the float32 gather at a few batches,
+    the last the batch `gather_s` was measured at (`gather_cost`); `pow_s` per element
+    raised to a power (a `pow` is a library call per element on XLA:CPU, not a vector op),
     `transpose_s` per element written transposed (at [512, 512]; `transpose_curve`:
     (elements, seconds per element) measured at several sizes, ascending, which
     `transpose_cost` interpolates); `epoch_s`: seconds an epoch's call
@@ -185,6 +189,7 @@ class Profile:
     convert_s: float = 0.0
     gather_s: float = 0.0
     gather_bf16_s: float = 0.0
+    gather_curve: tuple[tuple[int, float], ...] = ()
     pow_s: float = 0.0
     transpose_s: float = 0.0
     transpose_curve: tuple[tuple[int, float], ...] = ()
@@ -218,11 +223,22 @@ class Profile:
         out["cache"] = work.moved_bytes * share / (self.cache_bandwidth or self.bandwidth)
         out["memory"] = work.moved_bytes * (1 - share) / self.bandwidth
         out["convert"] = work.converted * self.convert_s
-        bf16_gather = precision == "bfloat16" and self.gather_bf16_s
-        out["gather"] = work.gathered * (self.gather_bf16_s if bf16_gather else self.gather_s)
+        out["gather"] = work.gathered * self.gather_cost(precision, work.batch)
         out["pow"] = work.powered * self.pow_s
         out["transpose"] = self.transposed_seconds(work)
         return out
+
+    def gather_cost(self, precision: str, batch: int = 0) -> float:
+        """Seconds per element of the batch's gather (rows × features) in `precision`
+        at `batch` rows a step: `gather_s` (`gather_bf16_s` in bfloat16, where measured)
+        at the batch it was measured at (`gather_curve`'s last), scaled as the float32
+        `gather_curve` scales with the batch (log-interpolated; flat without one)."""
+        flat = (
+            self.gather_bf16_s if precision == "bfloat16" and self.gather_bf16_s else self.gather_s
+        )
+        if not self.gather_curve or batch <= 0 or self.gather_curve[-1][1] <= 0:
+            return flat
+        return flat * _log_interp(self.gather_curve, batch) / self.gather_curve[-1][1]
 
     def transpose_cost(self, elements: float) -> float:
         """Seconds per element of a transposed write of an array of `elements`: the
@@ -264,9 +280,8 @@ class Profile:
         for key in ("link", "compile_s"):
             if kw.get(key) is not None:
                 kw[key] = tuple(kw[key])
-        kw["transpose_curve"] = tuple(
-            (int(n), float(c)) for n, c in kw.get("transpose_curve") or ()
-        )
+        for key in ("transpose_curve", "gather_curve"):
+            kw[key] = tuple((int(n), float(c)) for n, c in kw.get(key) or ())
         kw["matmul"] = dict(kw["matmul"])
         return cls(**kw)
 
@@ -278,7 +293,8 @@ class StepWork:
     bytes, the elements a bfloat16 step casts (`converted`), and its collectives (kind,
     mesh axis, bytes); and one validation batch's. Elements: the batch's gathered ones
     (`gathered`: rows × features), those raised to a power (`powered`) and those
-    written transposed (`transposed`; `transposed_arrays`: per kernel)."""
+    written transposed (`transposed`; `transposed_arrays`: per kernel); `batch`: the
+    device's rows a step (0 where not known)."""
 
     ops: int
     matmuls: tuple[tuple[int, int, int], ...]
@@ -292,6 +308,7 @@ class StepWork:
     powered: float = 0.0
     transposed: float = 0.0
     transposed_arrays: tuple[float, ...] = ()
+    batch: int = 0
 
     @property
     def flops(self) -> float:
@@ -537,6 +554,7 @@ def step_work(
         *_eval_work(shapes, -(-min(EVAL_BATCH, max(val_rows, 1)) // d), itemsize),
         converted,
         **_elementwise(shapes, widths, b, optimizer, itemsize < 4, counted),
+        batch=b,
     )
 
 
