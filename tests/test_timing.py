@@ -292,6 +292,35 @@ def test_unit_epochs_give_back_the_costs_that_made_them():
     assert [b for b, _ in found.gather_curve] == [16, 256]
     assert [c for _, c in found.gather_curve] == pytest.approx([2.0e-9, 3.6e-9])
     assert found.convert_s == pytest.approx(truth.convert_s)
+    assert [n for n, _ in found.convert_curve] == [16 * 256, 64 * 256, 512 * 256]
+    assert [c for _, c in found.convert_curve] == pytest.approx([truth.convert_s] * 3)
+
+
+def test_casts_cost_by_their_arrays_size():
+    # A bfloat16 step casts each weight once and each hidden activation three times;
+    # each array is charged at the cost measured for its size (log-interpolated), all at
+    # `convert_s` without a curve (an older profile) or in float32 (nothing cast).
+    w = _work(itemsize=2, batch=16)
+    weights = (32 * 256, 256 * 256, 256 * 4)
+    share = 80_000 / sum(weights)  # param_bytes / 4, shared out as the weights are
+    assert w.converted_arrays == pytest.approx(
+        tuple(n * share for n in weights) + (16 * 256.0,) * 6
+    )
+    assert w.converted == pytest.approx(sum(w.converted_arrays))
+    assert _work().converted_arrays == () and _work().converted == 0
+    curve = ((4096, 0.2e-9), (131072, 1.2e-9))
+    base = timing.Profile("cpu", "measured", 1e-6, {"float32": 2e10}, 5e9, platform="cpu")
+    p = dataclasses.replace(base, convert_s=1.2e-9, convert_curve=curve)
+    assert p.convert_cost(16) == 0.2e-9 and p.convert_cost(10**7) == 1.2e-9
+    assert p.convert_cost(2**14) == pytest.approx(0.2e-9 + 1e-9 * 2 / 5)  # 2 of 5 doublings
+    expected = sum(n * p.convert_cost(n) for n in w.converted_arrays)
+    assert p.terms(w, "bfloat16", True)["convert"] == pytest.approx(expected)
+    flat = dataclasses.replace(p, convert_curve=())
+    assert flat.terms(w, "bfloat16", True)["convert"] == pytest.approx(w.converted * 1.2e-9)
+    assert p.terms(w, "bfloat16", True)["convert"] < flat.terms(w, "bfloat16", True)["convert"]
+    assert timing.Profile.from_json(json.loads(json.dumps(p.to_json()))) == p
+    old = {k: v for k, v in p.to_json().items() if k != "convert_curve"}
+    assert timing.Profile.from_json(old) == flat
 
 
 SPEC = """
@@ -338,6 +367,8 @@ def test_calibrate_measures_and_stores_a_profile(tmp_path, capsys, monkeypatch):
     assert stored.gather_bf16_s >= 0 and stored.transpose_s > 0 and stored.convert_s >= 0
     assert [b for b, _ in stored.gather_curve] in ([16, 256], [])  # [] where 256's read 0
     assert not stored.gather_curve or stored.gather_curve[-1][1] == stored.gather_s
+    assert [n for n, _ in stored.convert_curve] == [16 * 256, 64 * 256, 512 * 256]
+    assert stored.convert_curve[-1][1] == stored.convert_s
     sizes = [n for n, _ in stored.transpose_curve]
     assert sizes == [side * side for side in profiles.TRANSPOSE_SIDES]
     costs = [c for _, c in stored.transpose_curve]

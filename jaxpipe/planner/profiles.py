@@ -370,14 +370,17 @@ _GATHER_CONFIGS = (
     Config([4], 16, 4, 8192, "float32", "sgd"),
     Config([4], 16, 512, 8192, "float32", "sgd"),
 )
-# A bfloat16 step's casts as the step pays them: one wide layer at a large batch in both
-# precisions, whose difference is mostly its activations' casts. Here a bfloat16 epoch
-# took 3.5-4.0 ns more per hidden activation element than its float32 twin over eight
-# configurations (widths 64-1024, batch 64-512, sgd and adam), where an unfused cast
-# pass, the figure that stood here, read 0.14 ns an element (issue 24).
-_CONVERT_CONFIGS = (
-    Config([256], 512, 16, 8192, "float32", "sgd"),
-    Config([256], 512, 16, 8192, "bfloat16", "sgd"),
+# A bfloat16 step's casts as the step pays them: one wide layer in both precisions, whose
+# difference is mostly its casts, at batches of 16, 64 and 512 (activations of 4 K, 16 K
+# and 128 K elements). Here a bfloat16 epoch took 3.5-4.0 ns more per hidden activation
+# element than its float32 twin at batches of 64-512 (widths 64-1024, sgd and adam): 1.2-
+# 1.3 ns for each of the three casts the model counts; at batch 16 a cast costs a fraction
+# of that (0.2-0.7 ns an element: small arrays stay in the nearest caches, as small
+# transposed writes do). An unfused cast pass, the figure that stood here, read 0.14 ns.
+_CONVERT_CONFIGS = tuple(
+    Config([256], batch, 16, 8192, precision, "sgd")
+    for batch in (16, 64, 512)
+    for precision in ("float32", "bfloat16")
 )
 
 
@@ -416,9 +419,20 @@ def _measured_units(base: Profile, gather: Sequence[Timed], convert: Sequence[Ti
     profile = dataclasses.replace(base, gather_s=at256, gather_curve=curve, convert_s=0.0)
     for _ in range(3):  # each pair leans a little on the other's figure: ~2 % and ~5 %
         profile = dataclasses.replace(profile, gather_bf16_s=cost(profile, 2))
-        convert_s = _unit_cost(profile, "convert", _CONVERT_CONFIGS, convert, "converted")
-        profile = dataclasses.replace(profile, convert_s=convert_s)
+        profile = _casts_curve(profile, convert)
     return profile
+
+
+def _casts_curve(profile: Profile, timed: Sequence[Timed]) -> Profile:
+    """`profile` with a bfloat16 step's casts (`convert_curve`, by the activation's
+    elements; `convert_s`, the largest's) from the pairs of `_CONVERT_CONFIGS` (`timed`,
+    in their order)."""
+    curve = []
+    for i in range(0, len(_CONVERT_CONFIGS), 2):
+        pair = _CONVERT_CONFIGS[i : i + 2]
+        cost = _unit_cost(profile, "convert", pair, timed[i : i + 2], "converted")
+        curve.append((pair[0].batch * pair[0].hidden[0], cost))
+    return dataclasses.replace(profile, convert_curve=tuple(curve), convert_s=curve[-1][1])
 
 
 def _sort_seconds(reps: int) -> float:
@@ -620,9 +634,10 @@ def _cpu_units(base: Profile, units: Sequence[Timed], log: Callable[[str], None]
     by_batch = ", ".join(f"batch {b}: {c * 1e9:.2f}" for b, c in found.gather_curve)
     log(
         f"the batch's gather, ns per element: {by_batch or 'none read'} (bfloat16 at "
-        f"{_GATHER_CONFIGS[2].batch}: {found.gather_bf16_s * 1e9:.2f}); a bfloat16 "
-        f"step's casts {found.convert_s * 1e9:.2f} ns per element"
+        f"{_GATHER_CONFIGS[2].batch}: {found.gather_bf16_s * 1e9:.2f})"
     )
+    sizes = ", ".join(f"{n}: {c * 1e9:.2f}" for n, c in found.convert_curve)
+    log(f"a bfloat16 step's casts by elements, ns each: {sizes}")
     return found
 
 

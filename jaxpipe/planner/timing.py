@@ -193,6 +193,7 @@ class Profile:
     pow_s: float = 0.0
     transpose_s: float = 0.0
     transpose_curve: tuple[tuple[int, float], ...] = ()
+    convert_curve: tuple[tuple[int, float], ...] = ()
     epoch_s: float = 0.0
     platform: str = "gpu"
     note: str = ""
@@ -222,7 +223,7 @@ class Profile:
         out[f"matmul/{precision}"] = work.flops / self.rate(precision, single_thread)
         out["cache"] = work.moved_bytes * share / (self.cache_bandwidth or self.bandwidth)
         out["memory"] = work.moved_bytes * (1 - share) / self.bandwidth
-        out["convert"] = work.converted * self.convert_s
+        out["convert"] = self.converted_seconds(work)
         out["gather"] = work.gathered * self.gather_cost(precision, work.batch)
         out["pow"] = work.powered * self.pow_s
         out["transpose"] = self.transposed_seconds(work)
@@ -239,6 +240,21 @@ class Profile:
         if not self.gather_curve or batch <= 0 or self.gather_curve[-1][1] <= 0:
             return flat
         return flat * _log_interp(self.gather_curve, batch) / self.gather_curve[-1][1]
+
+    def convert_cost(self, elements: float) -> float:
+        """Seconds per element of a bfloat16 step's cast of an array of `elements`: the
+        measured `convert_curve` interpolated on the log of the size (its end points
+        beyond it), else `convert_s`."""
+        if not self.convert_curve:
+            return self.convert_s
+        return _log_interp(self.convert_curve, elements)
+
+    def converted_seconds(self, work: StepWork) -> float:
+        """A step's casts: each array's elements at the cost for its size
+        (`convert_cost`), or all of them at `convert_s` where not known one by one."""
+        if work.converted_arrays and self.convert_curve:
+            return sum(n * self.convert_cost(n) for n in work.converted_arrays)
+        return work.converted * self.convert_s
 
     def transpose_cost(self, elements: float) -> float:
         """Seconds per element of a transposed write of an array of `elements`: the
@@ -280,7 +296,7 @@ class Profile:
         for key in ("link", "compile_s"):
             if kw.get(key) is not None:
                 kw[key] = tuple(kw[key])
-        for key in ("transpose_curve", "gather_curve"):
+        for key in ("transpose_curve", "gather_curve", "convert_curve"):
             kw[key] = tuple((int(n), float(c)) for n, c in kw.get(key) or ())
         kw["matmul"] = dict(kw["matmul"])
         return cls(**kw)
@@ -294,7 +310,8 @@ class StepWork:
     mesh axis, bytes); and one validation batch's. Elements: the batch's gathered ones
     (`gathered`: rows × features), those raised to a power (`powered`) and those
     written transposed (`transposed`; `transposed_arrays`: per kernel); `batch`: the
-    device's rows a step (0 where not known)."""
+    device's rows a step (0 where not known); `converted_arrays`: `converted` per array
+    cast (each weight once, each hidden activation three times)."""
 
     ops: int
     matmuls: tuple[tuple[int, int, int], ...]
@@ -309,6 +326,7 @@ class StepWork:
     transposed: float = 0.0
     transposed_arrays: tuple[float, ...] = ()
     batch: int = 0
+    converted_arrays: tuple[float, ...] = ()
 
     @property
     def flops(self) -> float:
@@ -534,12 +552,11 @@ def step_work(
     # The update reads the parameters, gradients and state and writes parameters and
     # state (`update_passes`); a bfloat16 step also writes and reads its weights' copy.
     moved += update_passes(optimizer, param_bytes, optimizer_bytes) * param_bytes
-    converted = 0.0
+    converted, casts = 0.0, ()
     if itemsize < 4:
         moved += param_bytes * (1 + itemsize / 4)
-        # Cast each step: the weights once, each hidden activation forward and for the
-        # backward's two dots (module docstring).
-        converted = param_bytes / 4 + 3 * sum(b * c for _, c in shapes[:-1])
+        casts = _casts(shapes, b, param_bytes / 4)
+        converted = sum(casts)
     grads = param_bytes * d if strategy.shards_params else param_bytes
     weights = grads * itemsize // 4
     collectives = strategy.step_collectives(grads, weights, _megatron(shapes, b, m, itemsize))
@@ -555,6 +572,18 @@ def step_work(
         converted,
         **_elementwise(shapes, widths, b, optimizer, itemsize < 4, counted),
         batch=b,
+        converted_arrays=casts,
+    )
+
+
+def _casts(shapes: list[tuple[int, int]], b: int, params: float) -> tuple[float, ...]:
+    """The arrays a bfloat16 step casts, in elements: each weight once (shared out so
+    that they sum to the device's `params`), each hidden activation ([b, out]) forward
+    and for the backward's two dots (module docstring)."""
+    weights = sum(a * c for a, c in shapes)
+    share = params / max(weights, 1)
+    return tuple(a * c * share for a, c in shapes) + tuple(
+        float(b * c) for _, c in shapes[:-1] for _ in range(3)
     )
 
 
