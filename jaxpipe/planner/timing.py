@@ -149,6 +149,23 @@ def _log_interp(points: Sequence[tuple[float, float]], x: float) -> float:
     return logs[-1][1]
 
 
+def _sized(curve: Sequence[tuple[int, float]], flat: float, elements: float) -> float:
+    """Seconds per element of an array of `elements`: the measured (elements, seconds per
+    element) `curve` interpolated on the log of the size (its end points beyond it), else
+    the one `flat` figure (an older profile, a GPU's)."""
+    return _log_interp(curve, elements) if curve else flat
+
+
+def _sized_seconds(
+    curve: Sequence[tuple[int, float]], flat: float, arrays: Sequence[float], total: float
+) -> float:
+    """Seconds for a step's `arrays` (elements each; `total` in all), each at the cost for
+    its size (`_sized`), or `total` at `flat` where the arrays are not known one by one."""
+    if arrays:
+        return sum(n * _sized(curve, flat, n) for n in arrays)
+    return total * flat
+
+
 @dataclass(frozen=True)
 class Profile:
     """What one device kind achieves. `source`: "measured" (`jaxpipe calibrate`, or the
@@ -242,35 +259,28 @@ class Profile:
         return flat * _log_interp(self.gather_curve, batch) / self.gather_curve[-1][1]
 
     def convert_cost(self, elements: float) -> float:
-        """Seconds per element of a bfloat16 step's cast of an array of `elements`: the
-        measured `convert_curve` interpolated on the log of the size (its end points
-        beyond it), else `convert_s`."""
-        if not self.convert_curve:
-            return self.convert_s
-        return _log_interp(self.convert_curve, elements)
+        """Seconds per element of a bfloat16 step's cast of an array of `elements`
+        (`convert_curve`, else `convert_s`: `_sized`)."""
+        return _sized(self.convert_curve, self.convert_s, elements)
 
     def converted_seconds(self, work: StepWork) -> float:
-        """A step's casts: each array's elements at the cost for its size
-        (`convert_cost`), or all of them at `convert_s` where not known one by one."""
-        if work.converted_arrays and self.convert_curve:
-            return sum(n * self.convert_cost(n) for n in work.converted_arrays)
-        return work.converted * self.convert_s
+        """A step's casts: each array at the cost for its size, or all at `convert_s`
+        where they are not known one by one."""
+        return _sized_seconds(
+            self.convert_curve, self.convert_s, work.converted_arrays, work.converted
+        )
 
     def transpose_cost(self, elements: float) -> float:
-        """Seconds per element of a transposed write of an array of `elements`: the
-        measured `transpose_curve` interpolated on the log of the size (its end points
-        beyond it), else `transpose_s`."""
-        if not self.transpose_curve:
-            return self.transpose_s
-        return _log_interp(self.transpose_curve, elements)
+        """Seconds per element of a transposed write of an array of `elements`
+        (`transpose_curve`, else `transpose_s`: `_sized`)."""
+        return _sized(self.transpose_curve, self.transpose_s, elements)
 
     def transposed_seconds(self, work: StepWork) -> float:
-        """A step's transposed writes: each kernel's elements at the cost for its size
-        (`transpose_cost`), or all of them at `transpose_s` where the step's kernels are
-        not known one by one."""
-        if work.transposed_arrays:
-            return sum(n * self.transpose_cost(n) for n in work.transposed_arrays)
-        return work.transposed * self.transpose_s
+        """A step's transposed writes: each kernel's at the cost for its size, or all at
+        `transpose_s` where the step's kernels are not known one by one."""
+        return _sized_seconds(
+            self.transpose_curve, self.transpose_s, work.transposed_arrays, work.transposed
+        )
 
     def bus(self, n: int) -> tuple[float, float] | None:
         """(bus bytes/s, latency s) for a group of `n` devices within a node: measured for
