@@ -359,7 +359,7 @@ def _transpose_curve(reps: int) -> tuple[tuple[int, float], ...]:
 # 8192 rows at 4 and at 512 features, whose difference is the rows × features gathered
 # (and what the model's other terms say of the difference, `_unit_cost`); at a batch of
 # 256 in each precision, as a bfloat16 step fuses the gather with the batch's casts
-# (3.6-4.5 ns an element in float32 here, 1.0-1.6 in bfloat16), and at 16 in float32,
+# (3.0-3.5 ns an element in float32 here, 0.45-0.71 in bfloat16), and at 16 in float32,
 # as the rows' block leaves the nearer caches as the batch grows (2.0 ns an element at
 # 16, 2.9 at 64, 3.6 at 256 here, one core, issue 24).
 _GATHER_CONFIGS = (
@@ -413,8 +413,7 @@ def _measured_units(base: Profile, gather: Sequence[Timed], convert: Sequence[Ti
         pair, timed = g[first : first + 2], gather[first : first + 2]
         return _unit_cost(profile, "gather", pair, timed, "gathered")
 
-    flat = dataclasses.replace(base, gather_curve=())
-    at256, at16 = cost(flat, 0), cost(flat, 4)
+    at256, at16 = cost(base, 0), cost(base, 4)  # float32: no casts; the gather left out
     curve = ((g[4].batch, at16), (g[0].batch, at256)) if at256 > 0 else ()
     profile = dataclasses.replace(base, gather_s=at256, gather_curve=curve, convert_s=0.0)
     for _ in range(3):  # each pair leans a little on the other's figure: ~2 % and ~5 %

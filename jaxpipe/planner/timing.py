@@ -12,8 +12,9 @@ A scanned training step of an MLP costs, per device:
          + bytes / bandwidth(working set)         the matmuls' operands, the elementwise
                                                   passes, the optimizer update (cache
                                                   bandwidth while the state fits a cache)
-         + converted × convert                    a bfloat16 step on XLA:CPU: the casts of
-                                                  its weights and activations (below)
+         + Σ converted × convert(size)            a bfloat16 step on XLA:CPU: the casts of
+                                                  its weights and activations (below),
+                                                  each array's at the cost for its size
          + gathered × gather(batch)               the batch's rows gathered from the data
                                                   (batch × features elements), dearer
                                                   per element as the batch grows
@@ -186,7 +187,8 @@ class Profile:
     raised to a power (a `pow` is a library call per element on XLA:CPU, not a vector op),
     `transpose_s` per element written transposed (at [512, 512]; `transpose_curve`:
     (elements, seconds per element) measured at several sizes, ascending, which
-    `transpose_cost` interpolates); `epoch_s`: seconds an epoch's call
+    `transpose_cost` interpolates; `convert_curve` likewise for the casts,
+    `convert_cost`); `epoch_s`: seconds an epoch's call
     costs beyond its steps and shuffle (the program's launch, its arguments, the scan's
     setup); each 0 where not measured (older profiles);
     `scale`: the fit of each term (`TERMS`) to real epochs; a term missing is 1."""
@@ -316,12 +318,12 @@ class Profile:
 class StepWork:
     """One device's work in one training step: its kernels (`ops`), its matmuls as
     (M, K, N), the bytes its memory passes move over a working set of `working_set`
-    bytes, the elements a bfloat16 step casts (`converted`), and its collectives (kind,
-    mesh axis, bytes); and one validation batch's. Elements: the batch's gathered ones
-    (`gathered`: rows × features), those raised to a power (`powered`) and those
-    written transposed (`transposed`; `transposed_arrays`: per kernel); `batch`: the
-    device's rows a step (0 where not known); `converted_arrays`: `converted` per array
-    cast (each weight once, each hidden activation three times)."""
+    bytes, and its collectives (kind, mesh axis, bytes); and one validation batch's.
+    Elements: the batch's gathered ones (`gathered`: rows × features), those raised to a
+    power (`powered`), those written transposed (`transposed`; `transposed_arrays`: per
+    kernel) and those a bfloat16 step casts, per array (`converted_arrays`: each weight
+    once, each hidden activation three times; `converted`, their sum); `batch`: the
+    device's rows a step (0 where not known)."""
 
     ops: int
     matmuls: tuple[tuple[int, int, int], ...]
@@ -330,7 +332,6 @@ class StepWork:
     collectives: tuple[tuple[str, str, int], ...]
     eval_matmuls: tuple[tuple[int, int, int], ...] = ()
     eval_bytes: float = 0.0
-    converted: float = 0.0
     gathered: float = 0.0
     powered: float = 0.0
     transposed: float = 0.0
@@ -341,6 +342,10 @@ class StepWork:
     @property
     def flops(self) -> float:
         return sum(2.0 * m * k * n for m, k, n in self.matmuls)
+
+    @property
+    def converted(self) -> float:
+        return float(sum(self.converted_arrays))
 
 
 # The step's kernels when XLA's compiled step is not at hand (`estimate_ops`): a base
@@ -562,11 +567,10 @@ def step_work(
     # The update reads the parameters, gradients and state and writes parameters and
     # state (`update_passes`); a bfloat16 step also writes and reads its weights' copy.
     moved += update_passes(optimizer, param_bytes, optimizer_bytes) * param_bytes
-    converted, casts = 0.0, ()
+    casts: tuple[float, ...] = ()
     if itemsize < 4:
         moved += param_bytes * (1 + itemsize / 4)
         casts = _casts(shapes, b, param_bytes / 4)
-        converted = sum(casts)
     grads = param_bytes * d if strategy.shards_params else param_bytes
     weights = grads * itemsize // 4
     collectives = strategy.step_collectives(grads, weights, _megatron(shapes, b, m, itemsize))
@@ -579,7 +583,6 @@ def step_work(
         working_set,
         collectives,
         *_eval_work(shapes, -(-min(EVAL_BATCH, max(val_rows, 1)) // d), itemsize),
-        converted,
         **_elementwise(shapes, widths, b, optimizer, itemsize < 4, counted),
         batch=b,
         converted_arrays=casts,
