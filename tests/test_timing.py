@@ -243,6 +243,54 @@ def test_transposed_writes_cost_by_their_arrays_size():
     assert timing.Profile.from_json(json.loads(json.dumps(p.to_json()))) == p
 
 
+def test_weight_gradients_cost_by_their_leading_operand():
+    # Measured at two widths and two rows: each weight gradient's leading operand
+    # ([rows, width]) at the cost for its width and rows, log-interpolated in each, the
+    # grid's edges beyond; reported with the matmuls; none without a grid (a GPU's, an
+    # older profile's); the grid round-trips JSON.
+    grid = ((64, 16, 1e-9), (1024, 16, 2e-9), (64, 512, 1e-9), (1024, 512, 8e-9))
+    base = timing.Profile("cpu", "measured", 1e-6, {"float32": 2e10}, 5e9, platform="cpu")
+    p = dataclasses.replace(base, wgrad_grid=grid)
+    assert p.wgrad_cost(1024, 512) == 8e-9 and p.wgrad_cost(4096, 4096) == 8e-9
+    assert p.wgrad_cost(8, 16) == 1e-9 and base.wgrad_cost(1024, 512) == 0.0
+    assert p.wgrad_cost(256, 512) == pytest.approx(1e-9 + 7e-9 / 2)  # halfway in log width
+    assert p.wgrad_cost(1024, 128) == pytest.approx(2e-9 + 6e-9 * 3 / 5)
+    # XLA:CPU reads x ([b, in]) first in float32, dy ([b, out]) first in bfloat16.
+    w32, w16 = _work(hidden=(1024,)), _work(hidden=(1024,), itemsize=2)
+    assert w32.wgrad_reads == ((128, 32), (128, 1024))
+    assert w16.wgrad_reads == ((128, 1024), (128, 4))
+    expect = sum(r * c * p.wgrad_cost(c, r) for r, c in w32.wgrad_reads)
+    assert p.terms(w32, "float32", True)["wgrad"] == pytest.approx(expect)
+    assert base.terms(w32, "float32", True)["wgrad"] == 0.0
+    kw = dict(precision="float32", steps=10, epochs=1, rows=1280, val_rows=0, depth=1)
+    before = timing.epoch_time(w32, base, mesh={"data": 1}, **kw)
+    after = timing.epoch_time(w32, p, mesh={"data": 1}, **kw)
+    assert after.parts["matmul"] - before.parts["matmul"] == pytest.approx(10 * expect)
+    assert after.epoch_seconds == pytest.approx(sum(after.parts.values()))
+    assert timing.Profile.from_json(json.loads(json.dumps(p.to_json()))) == p
+
+
+@pytest.mark.parametrize("precision", ["float32", "bfloat16"])
+def test_the_weight_gradients_operand_order_is_xlas(precision):
+    # The closed form's leading operand of each weight gradient is the one the compiled
+    # step's dot reads first: the dots contracting both operands' rows (xᵀ·dy), their
+    # outputs' leading sides, layer by layer (the output layer's first in the HLO).
+    import re
+
+    cfg = profiles.Config([64, 32], 16, 8, 64, precision, "adam")
+    epoch, state, x, y, opts = profiles._program(cfg)
+    text = epoch.lower(state, x, y, jnp.int32(0)).compile(opts).as_text()
+    both_rows = "lhs_contracting_dims={0}, rhs_contracting_dims={0}"
+    shapes = [
+        tuple(int(d) for d in re.search(r"= \w+\[([\d,]+)\]", line).group(1).split(","))
+        for line in text.splitlines()
+        if " dot(" in line and both_rows in line
+    ]
+    work, _ = profiles.config_work(cfg, 60)
+    assert sorted(m for m, _ in shapes) == sorted(w for _, w in work.wgrad_reads)
+    assert len(shapes) == len(cfg.hidden) + 1
+
+
 def test_the_gather_costs_by_the_batch_and_the_precision():
     # Measured in float32 at batches 16 and 256 (the curve), bfloat16 at 256: each
     # precision's figure scaled as the float32 curve scales with the batch,
@@ -368,6 +416,13 @@ def test_calibrate_measures_and_stores_a_profile(tmp_path, capsys, monkeypatch):
     assert [b for b, _ in stored.gather_curve] in ([16, 256], [])  # [] where 256's read 0
     assert not stored.gather_curve or stored.gather_curve[-1][1] == stored.gather_s
     assert [n for n, _ in stored.convert_curve] == [16 * 256, 64 * 256, 512 * 256]
+    grid = stored.wgrad_grid
+    assert [(w, r) for w, r, _ in grid] == [
+        (w, r) for r in profiles.WGRAD_ROWS for w in profiles.WGRAD_WIDTHS
+    ]
+    for rows in profiles.WGRAD_ROWS:  # non-decreasing in the width, at each rows
+        costs = [c for _, r, c in grid if r == rows]
+        assert costs == sorted(costs) and costs[0] >= 0
     assert stored.convert_curve[-1][1] == stored.convert_s
     sizes = [n for n, _ in stored.transpose_curve]
     assert sizes == [side * side for side in profiles.TRANSPOSE_SIDES]

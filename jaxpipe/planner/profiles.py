@@ -355,6 +355,59 @@ def _transpose_curve(reps: int) -> tuple[tuple[int, float], ...]:
     return tuple(curve)
 
 
+# The widths and rows a weight gradient's dot is measured at (`_wgrad_grid`).
+WGRAD_WIDTHS = (64, 256, 512, 1024)
+WGRAD_ROWS = (16, 64, 512)
+
+
+def _wgrad_seconds(width: int, rows: int, reps: int) -> float:
+    """Seconds per element of the leading operand ([rows, width]) that a weight
+    gradient's dot (contracting both operands' rows, as xᵀ·dy does; against 4 columns,
+    an output layer's) takes beyond the same product with that operand laid out
+    transposed ([width, rows] @ [rows, 4], which runs at the matmul rate), scanned
+    single-threaded as small steps run. Here, one core, issue 24 (ns an element, widths
+    64 / 256 / 1024): 0.7 / 0.7 / 1.6 at 16 rows, ~0 / 0.9 / 3.3 at 64, 0.5 / 1.5 / 7.7
+    at 512. The two timed in alternation, the median of at least five kept."""
+    inner = max(4, 2**22 // (rows * width))
+    a, b = jnp.ones((rows, width), jnp.float32), jnp.ones((rows, 4), jnp.float32)
+    dims = (((0,), (0,)), ((), ()))
+
+    def scanned(op: Callable) -> Callable:
+        def f(a, b):
+            def body(c, _):
+                y = op(a + c, b)
+                return c * 0.5 + jnp.sum(y[:1, :1]) * 1e-30, None
+
+            return jax.lax.scan(body, jnp.float32(0), None, length=inner)[0]
+
+        compiled = jax.jit(f).lower(a, b).compile({"xla_cpu_multi_thread_eigen": False})
+        return functools.partial(compiled, a, b)
+
+    runs = (
+        scanned(lambda a, b: jax.lax.dot_general(a, b, dims)),
+        scanned(lambda a, b: jnp.dot(jnp.ones((width, rows), jnp.float32) + a[0, 0], b)),
+    )
+    times: list[list[float]] = [[], []]
+    for _ in range(max(reps, 5)):
+        for seen, run in zip(times, runs):
+            seen.append(_best(run, 1))
+    op, base = (float(np.median(t)) for t in times)
+    return max(op - base, 0.0) / (inner * rows * width)
+
+
+def _wgrad_grid(reps: int) -> tuple[tuple[int, int, float], ...]:
+    """(width, rows, seconds per element) of a weight gradient's dot at each of
+    `WGRAD_WIDTHS` × `WGRAD_ROWS`, made non-decreasing in the width at each rows (a
+    difference of two timings can read a narrower operand dearer)."""
+    grid = []
+    for rows in WGRAD_ROWS:
+        top = 0.0
+        for width in WGRAD_WIDTHS:
+            top = max(top, _wgrad_seconds(width, rows, reps))
+            grid.append((width, rows, top))
+    return tuple(grid)
+
+
 # The batch's gather, measured in the run's own program: one-layer, four-wide epochs of
 # 8192 rows at 4 and at 512 features, whose difference is the rows × features gathered
 # (and what the model's other terms say of the difference, `_unit_cost`); at a batch of
@@ -521,6 +574,7 @@ FIT_PRIOR = {
     "gather": 1.0,
     "pow": 1.0,
     "transpose": 0.3,
+    "wgrad": 1.0,
     "epoch": 1.0,
     "shuffle": 0.1,
 }
@@ -586,12 +640,13 @@ UNIT_CONFIGS = _FLOOR_CONFIGS + _GATHER_CONFIGS + _CONVERT_CONFIGS
 
 def _element_costs(reps: int) -> dict[str, Any]:
     """XLA:CPU's per-element costs measured on their own (`Profile.pow_s`,
-    `transpose_s`, `transpose_curve`); a GPU's are left to its bandwidth."""
+    `transpose_s`, `transpose_curve`, `wgrad_grid`); a GPU's are left to its bandwidth."""
     curve = _transpose_curve(reps)
     return {
         "pow_s": _pow_seconds(reps),
         "transpose_s": dict(curve)[512 * 512],
         "transpose_curve": curve,
+        "wgrad_grid": _wgrad_grid(reps),
     }
 
 
@@ -670,6 +725,8 @@ def measure_profile(
         log(f"a value raised to a power {elements['pow_s'] * 1e9:.2f} ns per element")
         sides = ", ".join(f"{n}: {c * 1e9:.2f}" for n, c in elements["transpose_curve"])
         log(f"a transposed write by elements, ns each: {sides}")
+        grid = ", ".join(f"{w}×{r}: {c * 1e9:.2f}" for w, r, c in elements["wgrad_grid"])
+        log(f"a weight gradient's dot beyond its FLOPs, width × rows, ns an element: {grid}")
     collectives = _collectives(reps)
     for n, (bus, lat) in collectives.items():
         log(f"all-reduce over {n}: bus {bus / 1e9:.2f} GB/s, latency {lat * 1e6:.1f} µs")

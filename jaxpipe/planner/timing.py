@@ -24,6 +24,11 @@ A scanned training step of an MLP costs, per device:
                                                   bfloat16 updates; `count_step`), each
                                                   kernel's at the cost measured for its
                                                   array's size
+         + Σ rows × width × wgrad(width, rows)    each weight gradient's dot (xᵀ·dy,
+                                                  contracting the batch), beyond its
+                                                  FLOPs: XLA:CPU reads its leading operand
+                                                  down its rows, dearer per element as
+                                                  that operand widens (below)
          + Σ collective(kind, bytes, group)       the strategy's collectives
                                                   (`Strategy.step_collectives`)
 
@@ -41,6 +46,17 @@ term of their own: the elements cast per step (the parameters once, each hidden
 activation three times: forward, and the backward's two dots) at `Profile.convert_s`,
 measured as a step pays it: a bfloat16 epoch against the same one in float32, less what
 the other terms say of their difference (0 on GPUs, whose GEMMs read bfloat16 directly).
+
+A weight gradient dW = xᵀ·dy contracts both operands' first dimension (the batch). On
+XLA:CPU such a dot costs, beyond its FLOPs at the matmul rate, an amount per element of
+the operand its output's rows come from ([rows, width], read down its columns): 0.4-0.8
+ns an element at widths up to 128, 1.4 at 256, 3.0 at 512 and 7.7 at 1024 for 512 rows,
+1.6 at 1024 for 16 rows (one core, issue 24: `[1024]` batch 512 spends 4.1 of its 5.4 ms
+a step in the output layer's [1024, 4] gradient, whose FLOPs take 4 µs). XLA orders the
+operands as the layer reads them in float32 (x first: width `in`) and the other way in a
+bfloat16 step (dy first: width `out`), so a bfloat16 step pays it on its first layer and a
+float32 step on its output layer. `Profile.wgrad_grid` holds the cost per element
+measured at a few widths and rows (log-interpolated in both); 0 on GPUs.
 
 The collectives use the ring formulas in the nccl-tests convention (a bus bandwidth B per
 device and a per-hop latency a over a group of n): all-reduce of S bytes takes
@@ -119,7 +135,7 @@ DROPOUT_PASSES = 3  # the mask's bits, its multiply forward and backward
 # The terms a profile's fit weighs (`Profile.scale`): the step's kernels, its matmuls
 # per precision, its memory traffic served by the cache and by memory, a bfloat16 step's
 # casts, the batch's gathered elements, the elements raised to a power, the transposed
-# elements; and, once an epoch (`EPOCH_TERMS`, last), its call and its shuffle.
+# elements, the weight gradients' strided reads; and, once an epoch (`EPOCH_TERMS`, last), its call and its shuffle.
 TERMS = (
     "kernels",
     "matmul/float32",
@@ -130,6 +146,7 @@ TERMS = (
     "gather",
     "pow",
     "transpose",
+    "wgrad",
     "epoch",
     "shuffle",
 )
@@ -188,7 +205,9 @@ class Profile:
     `transpose_s` per element written transposed (at [512, 512]; `transpose_curve`:
     (elements, seconds per element) measured at several sizes, ascending, which
     `transpose_cost` interpolates; `convert_curve` likewise for the casts,
-    `convert_cost`); `epoch_s`: seconds an epoch's call
+    `convert_cost`); `wgrad_grid`: (width, rows, seconds per element) of a weight
+    gradient's dot beyond its FLOPs, per element of its leading operand (`wgrad_cost`;
+    module docstring); `epoch_s`: seconds an epoch's call
     costs beyond its steps and shuffle (the program's launch, its arguments, the scan's
     setup); each 0 where not measured (older profiles);
     `scale`: the fit of each term (`TERMS`) to real epochs; a term missing is 1."""
@@ -213,6 +232,7 @@ class Profile:
     transpose_s: float = 0.0
     transpose_curve: tuple[tuple[int, float], ...] = ()
     convert_curve: tuple[tuple[int, float], ...] = ()
+    wgrad_grid: tuple[tuple[int, int, float], ...] = ()
     epoch_s: float = 0.0
     platform: str = "gpu"
     note: str = ""
@@ -246,6 +266,7 @@ class Profile:
         out["gather"] = work.gathered * self.gather_cost(precision, work.batch)
         out["pow"] = work.powered * self.pow_s
         out["transpose"] = self.transposed_seconds(work)
+        out["wgrad"] = self.wgrad_seconds(work)
         return out
 
     def gather_cost(self, precision: str, batch: int = 0) -> float:
@@ -284,6 +305,22 @@ class Profile:
             self.transpose_curve, self.transpose_s, work.transposed_arrays, work.transposed
         )
 
+    def wgrad_cost(self, width: int, rows: int) -> float:
+        """Seconds per element of a weight gradient's leading operand ([rows, width])
+        beyond the dot's FLOPs: `wgrad_grid` log-interpolated in the width, then in the
+        rows, each held at the grid's edges (0 without a grid)."""
+        if not self.wgrad_grid:
+            return 0.0
+        by_rows: dict[int, list[tuple[int, float]]] = {}
+        for w, r, c in self.wgrad_grid:
+            by_rows.setdefault(r, []).append((w, c))
+        at_rows = [(r, _log_interp(sorted(p), width)) for r, p in sorted(by_rows.items())]
+        return _log_interp(at_rows, rows)
+
+    def wgrad_seconds(self, work: StepWork) -> float:
+        """A step's weight gradients beyond their FLOPs (`wgrad_cost`)."""
+        return sum(r * w * self.wgrad_cost(w, r) for r, w in work.wgrad_reads)
+
     def bus(self, n: int) -> tuple[float, float] | None:
         """(bus bytes/s, latency s) for a group of `n` devices within a node: measured for
         that size (or the nearest below), else the catalog's link."""
@@ -310,6 +347,7 @@ class Profile:
                 kw[key] = tuple(kw[key])
         for key in ("transpose_curve", "gather_curve", "convert_curve"):
             kw[key] = tuple((int(n), float(c)) for n, c in kw.get(key) or ())
+        kw["wgrad_grid"] = tuple((int(w), int(r), float(c)) for w, r, c in kw.get("wgrad_grid") or ())
         kw["matmul"] = dict(kw["matmul"])
         return cls(**kw)
 
@@ -323,7 +361,8 @@ class StepWork:
     power (`powered`), those written transposed (`transposed`; `transposed_arrays`: per
     kernel) and those a bfloat16 step casts, per array (`converted_arrays`: each weight
     once, each hidden activation three times; `converted`, their sum); `batch`: the
-    device's rows a step (0 where not known)."""
+    device's rows a step (0 where not known); `wgrad_reads`: (rows, width) of the operand
+    each weight gradient's dot reads down its rows (`Profile.wgrad_cost`)."""
 
     ops: int
     matmuls: tuple[tuple[int, int, int], ...]
@@ -338,6 +377,7 @@ class StepWork:
     transposed_arrays: tuple[float, ...] = ()
     batch: int = 0
     converted_arrays: tuple[float, ...] = ()
+    wgrad_reads: tuple[tuple[int, int], ...] = ()
 
     @property
     def flops(self) -> float:
@@ -586,7 +626,15 @@ def step_work(
         **_elementwise(shapes, widths, b, optimizer, itemsize < 4, counted),
         batch=b,
         converted_arrays=casts,
+        wgrad_reads=_wgrad_reads(shapes, b, itemsize < 4),
     )
+
+
+def _wgrad_reads(shapes: list[tuple[int, int]], b: int, bfloat16: bool) -> tuple:
+    """(rows, width) of the operand each layer's weight gradient reads down its rows:
+    the layer's input ([b, in]) in float32, its output's gradient ([b, out]) in a
+    bfloat16 step, as XLA:CPU orders the dot's operands (module docstring)."""
+    return tuple((b, c if bfloat16 else a) for a, c in shapes)
 
 
 def _casts(shapes: list[tuple[int, int]], b: int, params: float) -> tuple[float, ...]:
@@ -732,7 +780,8 @@ def epoch_time(
     terms = profile.terms(work, precision, single_thread)
     w = profile.weight
     floor = terms["kernels"] * w("kernels")
-    matmul = sum(terms[k] * w(k) for k in ("matmul/float32", "matmul/bfloat16"))
+    # The weight gradients' strided reads are their dots' own: reported with the matmuls.
+    matmul = sum(terms[k] * w(k) for k in ("matmul/float32", "matmul/bfloat16", "wgrad"))
     memory = terms["cache"] * w("cache") + terms["memory"] * w("memory")
     # The casts, the batch's gather, the transposed writes and the powers: elementwise
     # passes, reported with the memory traffic.
