@@ -411,10 +411,12 @@ def _wgrad_grid(reps: int) -> tuple[tuple[int, int, float], ...]:
 # The batch's gather, measured in the run's own program: one-layer, four-wide epochs of
 # 8192 rows at 4 and at 512 features, whose difference is the rows × features gathered
 # (and what the model's other terms say of the difference, `_unit_cost`); at a batch of
-# 256 in each precision, as a bfloat16 step fuses the gather with the batch's casts
-# (3.0-3.5 ns an element in float32 here, 0.45-0.71 in bfloat16), and at 16 in float32,
-# as the rows' block leaves the nearer caches as the batch grows (2.0 ns an element at
-# 16, 2.9 at 64, 3.6 at 256 here, one core, issue 24).
+# 256 in each precision, as a bfloat16 step fuses the gather with the batch's casts, and
+# at 16 in float32. Beyond the matmul the pair read 2.0 ns an element at 16, 2.9 at 64,
+# 3.6 at 256 here (one core, issue 24); most of that, and all its growth with the batch,
+# was the first layer's weight gradient reading the batch ([rows, 512]) down its rows
+# (`Profile.wgrad_grid`): less that, the gather itself reads ~0.6 ns an element at 16 and
+# at 256 in float32, ~0.5 in bfloat16.
 _GATHER_CONFIGS = (
     Config([4], 256, 4, 8192, "float32", "sgd"),
     Config([4], 256, 512, 8192, "float32", "sgd"),

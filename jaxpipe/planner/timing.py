@@ -135,7 +135,8 @@ DROPOUT_PASSES = 3  # the mask's bits, its multiply forward and backward
 # The terms a profile's fit weighs (`Profile.scale`): the step's kernels, its matmuls
 # per precision, its memory traffic served by the cache and by memory, a bfloat16 step's
 # casts, the batch's gathered elements, the elements raised to a power, the transposed
-# elements, the weight gradients' strided reads; and, once an epoch (`EPOCH_TERMS`, last), its call and its shuffle.
+# elements, the weight gradients' strided reads; and, once an epoch (`EPOCH_TERMS`,
+# last), its call and its shuffle.
 TERMS = (
     "kernels",
     "matmul/float32",
@@ -347,7 +348,8 @@ class Profile:
                 kw[key] = tuple(kw[key])
         for key in ("transpose_curve", "gather_curve", "convert_curve"):
             kw[key] = tuple((int(n), float(c)) for n, c in kw.get(key) or ())
-        kw["wgrad_grid"] = tuple((int(w), int(r), float(c)) for w, r, c in kw.get("wgrad_grid") or ())
+        grid = kw.get("wgrad_grid") or ()
+        kw["wgrad_grid"] = tuple((int(w), int(r), float(c)) for w, r, c in grid)
         kw["matmul"] = dict(kw["matmul"])
         return cls(**kw)
 
