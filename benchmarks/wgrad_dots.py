@@ -5,10 +5,11 @@ for `Profile.wgrad_grid`, which `jaxpipe calibrate` measures.
 
 A weight gradient dW = xᵀ·dy contracts both operands' first dimension (the batch):
 `dot_general(a, b, (((0,), (0,)), ((), ())))` with a [rows, M] and b [rows, N], out [M, N].
-Each such dot is timed, scanned on one core with XLA:CPU single-threaded as small steps
-run, against the same product with `a` laid out transposed ([M, rows] @ [rows, N], the
-matmul rate), in alternation, the median of `--rounds` kept. Printed: the difference per
-element of `a` (rows × M), in ns.
+Each such dot is timed as `jaxpipe calibrate` times it (`profiles._wgrad_seconds`, the
+process clock): scanned on one core with XLA:CPU single-threaded as small steps run,
+against the same product with `a` laid out transposed ([M, rows] @ [rows, N], the
+matmul rate), in alternation, the median of `--rounds` (at least 5) kept. Printed: the
+difference per element of `a` (rows × M), in ns (0 where the dot read no dearer).
 
 1. N = 4 (an output layer's four classes) at widths M of 16-1024 and 16, 64, 512 rows:
    the cost grows with the width and, for wide operands, with the rows; this is the
@@ -24,51 +25,19 @@ from __future__ import annotations
 
 import argparse
 import os
-import statistics
 import sys
-import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
 
-def _scanned(op, a, b, inner):
-    import jax
-    import jax.numpy as jnp
-
-    def f(a, b):
-        def body(c, _):
-            y = op(a + c, b)
-            return c * 0.5 + jnp.sum(y[:1, :1]) * 1e-30, None
-
-        return jax.lax.scan(body, jnp.float32(0), None, length=inner)[0]
-
-    compiled = jax.jit(f).lower(a, b).compile({"xla_cpu_multi_thread_eigen": False})
-    jax.block_until_ready(compiled(a, b))
-    return lambda: jax.block_until_ready(compiled(a, b))
-
-
 def extra_ns(rows: int, m: int, n: int, rounds: int) -> float:
     """ns per element of a ([rows, m]) the batch-contracting dot takes beyond the
-    plain-layout product."""
-    import jax
-    import jax.numpy as jnp
+    plain-layout product: `jaxpipe calibrate`'s own measurement
+    (`profiles._wgrad_seconds`) at `n` columns."""
+    from jaxpipe.planner import profiles
 
-    inner = max(2, 2**22 // (rows * max(m, n)))
-    a, b = jnp.ones((rows, m), jnp.float32), jnp.ones((rows, n), jnp.float32)
-    dims = (((0,), (0,)), ((), ()))
-    runs = (
-        _scanned(lambda a, b: jax.lax.dot_general(a, b, dims), a, b, inner),
-        _scanned(lambda a, b: jnp.dot(jnp.ones((m, rows)) + a[0, 0], b), a, b, inner),
-    )
-    times: list[list[float]] = [[], []]
-    for _ in range(rounds):
-        for seen, run in zip(times, runs):
-            t = time.process_time()
-            run()
-            seen.append(time.process_time() - t)
-    dot, plain = (statistics.median(t) / inner for t in times)
-    return (dot - plain) / (rows * m) * 1e9
+    return profiles._wgrad_seconds(m, rows, rounds, columns=n) * 1e9
 
 
 def main() -> None:
@@ -77,6 +46,9 @@ def main() -> None:
     a = p.parse_args()
     os.sched_setaffinity(0, sorted(os.sched_getaffinity(0))[:1])
     os.environ["JAX_PLATFORMS"] = "cpu"
+    from jaxpipe.planner import profiles
+
+    profiles.use_clock("cpu")
     widths = (16, 32, 64, 128, 256, 512, 1024)
     print("1. against 4 columns, ns per element of the leading operand, by width:")
     print("   rows " + " ".join(f"{w:>6}" for w in widths))

@@ -360,16 +360,17 @@ WGRAD_WIDTHS = (64, 256, 512, 1024)
 WGRAD_ROWS = (16, 64, 512)
 
 
-def _wgrad_seconds(width: int, rows: int, reps: int) -> float:
+def _wgrad_seconds(width: int, rows: int, reps: int, columns: int = 4) -> float:
     """Seconds per element of the leading operand ([rows, width]) that a weight
-    gradient's dot (contracting both operands' rows, as xᵀ·dy does; against 4 columns,
-    an output layer's) takes beyond the same product with that operand laid out
-    transposed ([width, rows] @ [rows, 4], which runs at the matmul rate), scanned
-    single-threaded as small steps run. Here, one core, issue 24 (ns an element, widths
-    64 / 256 / 1024): 0.7 / 0.7 / 1.6 at 16 rows, ~0 / 0.9 / 3.3 at 64, 0.5 / 1.5 / 7.7
-    at 512. The two timed in alternation, the median of at least five kept."""
-    inner = max(4, 2**22 // (rows * width))
-    a, b = jnp.ones((rows, width), jnp.float32), jnp.ones((rows, 4), jnp.float32)
+    gradient's dot (contracting both operands' rows, as xᵀ·dy does; against `columns`
+    columns, by default an output layer's 4) takes beyond the same product with that
+    operand laid out transposed ([width, rows] @ [rows, columns], which runs at the
+    matmul rate), scanned single-threaded as small steps run. Here, one core, issue 24
+    (ns an element, widths 64 / 256 / 1024): 0.7 / 0.7 / 1.6 at 16 rows, ~0 / 0.9 / 3.3
+    at 64, 0.5 / 1.5 / 7.7 at 512 (benchmarks/wgrad_dots.py). The two timed in
+    alternation, the median of at least five kept."""
+    inner = max(4, 2**22 // (rows * max(width, columns)))
+    a, b = jnp.ones((rows, width), jnp.float32), jnp.ones((rows, columns), jnp.float32)
     dims = (((0,), (0,)), ((), ()))
 
     def scanned(op: Callable) -> Callable:
