@@ -175,6 +175,16 @@ def time_epoch(cfg: Config, reps: int = 3) -> Timed:
     return Timed(_best(run, reps), compile_s, ops, counted)
 
 
+def _in_turns(runs: Sequence[Callable[[], Any]], rounds: int) -> list[list[float]]:
+    """Each of `runs` timed once a round, in turns, for `rounds` rounds: each one's
+    timings (`time_epochs`, `_extra_seconds`, `_wgrad_seconds` keep their medians)."""
+    times: list[list[float]] = [[] for _ in runs]
+    for _ in range(rounds):
+        for run, seen in zip(runs, times):
+            seen.append(_best(run, 1))
+    return times
+
+
 def time_epochs(cfgs: Sequence[Config], rounds: int = 3) -> list[Timed]:
     """The training epochs of `cfgs`, each the median of `rounds` timings taken in turns
     (every configuration once per round), so that a change in the machine's load
@@ -183,10 +193,7 @@ def time_epochs(cfgs: Sequence[Config], rounds: int = 3) -> list[Timed]:
     shared host the process clock now and then reads a fraction of an epoch's time
     (0.5 of 2.2 ms, once in 5 rounds), which the least would keep."""
     prepared = [_prepared(cfg) for cfg in cfgs]
-    times: list[list[float]] = [[] for _ in prepared]
-    for _ in range(rounds):
-        for (run, *_), seen in zip(prepared, times):
-            seen.append(_best(run, 1))
+    times = _in_turns([run for run, *_ in prepared], rounds)
     return [
         Timed(float(np.median(t)), *rest, rounds=tuple(t)) for t, (_, *rest) in zip(times, prepared)
     ]
@@ -308,11 +315,7 @@ def _extra_seconds(
         g = jax.jit(lambda c, f=f: jax.lax.fori_loop(0, inner, body(f), c))
         compiled = g.lower((x, given)).compile({"xla_cpu_multi_thread_eigen": False})
         runs.append(functools.partial(compiled, (x, given)))
-    times: list[list[float]] = [[], []]
-    for _ in range(max(reps, 5)):
-        for seen, run in zip(times, runs):
-            seen.append(_best(run, 1))
-    op, base = (float(np.median(t)) for t in times)
+    op, base = (float(np.median(t)) for t in _in_turns(runs, max(reps, 5)))
     return max(op - base, 0.0) / (inner * x.size)
 
 
@@ -388,11 +391,7 @@ def _wgrad_seconds(width: int, rows: int, reps: int, columns: int = 4) -> float:
         scanned(lambda a, b: jax.lax.dot_general(a, b, dims)),
         scanned(lambda a, b: jnp.dot(jnp.ones((width, rows), jnp.float32) + a[0, 0], b)),
     )
-    times: list[list[float]] = [[], []]
-    for _ in range(max(reps, 5)):
-        for seen, run in zip(times, runs):
-            seen.append(_best(run, 1))
-    op, base = (float(np.median(t)) for t in times)
+    op, base = (float(np.median(t)) for t in _in_turns(runs, max(reps, 5)))
     return max(op - base, 0.0) / (inner * rows * width)
 
 
